@@ -1,0 +1,388 @@
+//! The venue config: one TOML file per venue.
+//!
+//! Every section is `deny_unknown_fields` with a default for every key, and every key is documented in
+//! the section's `DOCS` table, which `flythrough config --defaults` prints as comments (a test checks
+//! that no key is undocumented). Each stage owns the file of its section.
+
+mod capture;
+mod privacy;
+mod render;
+mod sfm;
+mod train;
+mod venue;
+
+pub use capture::{BrokenPhotoPolicy, CaptureConfig};
+pub use privacy::{KeepDetection, PrivacyConfig, RegionOverride};
+pub use render::RenderConfig;
+pub use sfm::SfmConfig;
+pub use train::TrainConfig;
+pub use venue::{Calibration, Venue};
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Documentation of one key: `(key, comment)`.
+pub type KeyDoc = (&'static str, &'static str);
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub venue: Venue,
+    #[serde(default)]
+    pub calibration: Vec<Calibration>,
+    #[serde(default)]
+    pub capture: CaptureConfig,
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+    #[serde(default)]
+    pub sfm: SfmConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub render: RenderConfig,
+}
+
+/// A config error: the file, and what is wrong (with the line and key where known).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {msg}", path.display())]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub msg: String,
+}
+
+/// A loaded and validated config with the paths it resolves.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// The config file.
+    pub path: PathBuf,
+    /// Folder of the config file; relative paths in the config are relative to it.
+    pub dir: PathBuf,
+    /// The photo folder, resolved.
+    pub photos_dir: PathBuf,
+}
+
+impl Config {
+    /// Parse TOML text (no file-system checks).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            msg: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.check_values().map_err(|msg| ConfigError {
+            path: path.to_path_buf(),
+            msg,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Read, parse and validate a config file: value ranges, the photo folder, and that every keyframe
+    /// and calibration photo exists in it.
+    pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+        let err = |msg: String| ConfigError {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(format!("cannot read the config: {e}")))?;
+        let config = Config::parse(&text, path)?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let photos_dir = dir.join(&config.venue.photos);
+        if !photos_dir.is_dir() {
+            return Err(err(format!(
+                "[venue] photos = {:?}: folder {} does not exist",
+                config.venue.photos,
+                photos_dir.display()
+            )));
+        }
+        let exists = |name: &str| photos_dir.join(name).is_file();
+        for k in &config.venue.keyframes {
+            if !exists(k) {
+                return Err(err(format!(
+                    "[venue] keyframes: photo {k:?} is not in {}",
+                    photos_dir.display()
+                )));
+            }
+        }
+        for (i, c) in config.calibration.iter().enumerate() {
+            for name in [&c.a, &c.b] {
+                if !exists(name) {
+                    return Err(err(format!(
+                        "[[calibration]] #{}: photo {name:?} is not in {}",
+                        i + 1,
+                        photos_dir.display()
+                    )));
+                }
+            }
+        }
+        Ok(LoadedConfig {
+            config,
+            path: path.to_path_buf(),
+            dir,
+            photos_dir,
+        })
+    }
+
+    /// Range checks of every section: `Err("[section] key = value: what is allowed")`.
+    pub fn check_values(&self) -> Result<(), String> {
+        self.venue.check()?;
+        for (i, c) in self.calibration.iter().enumerate() {
+            c.check()
+                .map_err(|e| format!("[[calibration]] #{}: {e}", i + 1))?;
+        }
+        self.capture.check().map_err(|e| format!("[capture] {e}"))?;
+        self.privacy.check().map_err(|e| format!("[privacy] {e}"))?;
+        self.sfm.check().map_err(|e| format!("[sfm] {e}"))?;
+        self.train.check().map_err(|e| format!("[train] {e}"))?;
+        self.render.check().map_err(|e| format!("[render] {e}"))?;
+        Ok(())
+    }
+
+    /// Canonical JSON of one section, for the stage runner's config hash.
+    pub fn section_json(&self, stage: &str) -> String {
+        let v = match stage {
+            "capture" => serde_json::to_value(&self.capture),
+            "privacy" => serde_json::to_value(&self.privacy),
+            // SfM's scale depends on the calibration pairs.
+            "sfm" => serde_json::to_value((&self.sfm, &self.calibration)),
+            "train" => serde_json::to_value(&self.train),
+            // The path depends on the keyframes.
+            "render" => serde_json::to_value((&self.render, &self.venue.keyframes)),
+            _ => serde_json::to_value(()),
+        };
+        v.map(|v| v.to_string()).unwrap_or_default()
+    }
+
+    /// The full default config with every key commented: what `flythrough config --defaults` prints.
+    pub fn defaults_documented() -> String {
+        let mut out = String::new();
+        out.push_str("# flythrough venue config. Paths are relative to this file. Every key below shows its default.\n");
+        out.push_str("# Unknown keys are errors.\n\n");
+        let example = Config {
+            venue: Venue {
+                name: "my-venue".into(),
+                photos: "photos".into(),
+                keyframes: vec!["IMG_0001.JPG".into(), "IMG_0040.JPG".into()],
+            },
+            calibration: vec![Calibration {
+                a: "IMG_0001.JPG".into(),
+                b: "IMG_0005.JPG".into(),
+                distance_m: 3.0,
+            }],
+            ..Default::default()
+        };
+        section(
+            &mut out,
+            "venue",
+            &example.venue,
+            venue::DOCS,
+            "The venue: its name, its photos and its flight path.",
+        );
+        out.push_str("# Pairs of photos taken a known distance apart (camera centre to camera centre), for metric scale.\n");
+        out.push_str("# Repeat the table for more pairs; with several the median scale is used. None: unit scale.\n");
+        section(
+            &mut out,
+            "[calibration]",
+            &example.calibration[0],
+            venue::CALIBRATION_DOCS,
+            "",
+        );
+        section(
+            &mut out,
+            "capture",
+            &example.capture,
+            capture::DOCS,
+            "Stage 1: ingest photos, read EXIF, quality checks.",
+        );
+        section(
+            &mut out,
+            "privacy",
+            &example.privacy,
+            privacy::DOCS,
+            "Stage 2: find and blur faces before anything else sees a photo.",
+        );
+        section(
+            &mut out,
+            "sfm",
+            &example.sfm,
+            sfm::DOCS,
+            "Stage 3: structure from motion (camera poses, intrinsics, metric scale).",
+        );
+        section(
+            &mut out,
+            "train",
+            &example.train,
+            train::DOCS,
+            "Stage 4: mip-NeRF 360 training with GLO appearance and exposure conditioning.",
+        );
+        section(
+            &mut out,
+            "render",
+            &example.render,
+            render::DOCS,
+            "Stage 5: the 360° fly-through video, preview and viewer.",
+        );
+        out
+    }
+}
+
+/// Print one section: `[name]`, then each key with its doc comment; keys that are unset by default
+/// (optional values) are printed commented out.
+fn section<T: Serialize>(out: &mut String, name: &str, value: &T, docs: &[KeyDoc], title: &str) {
+    if !title.is_empty() {
+        out.push_str(&format!("# {title}\n"));
+    }
+    out.push_str(&format!("[{name}]\n"));
+    let body = toml::to_string(value).unwrap_or_default();
+    let mut printed = Vec::new();
+    let mut in_subtable = false;
+    for line in body.lines() {
+        if line.starts_with('[') {
+            in_subtable = true;
+            let sub = line.trim_matches(|c| c == '[' || c == ']');
+            out.push_str(&format!(
+                "[{}.{}]\n",
+                name.trim_matches(|c| c == '[' || c == ']'),
+                sub
+            ));
+            continue;
+        }
+        if let Some((key, _)) = line.split_once(" = ") {
+            if !in_subtable {
+                printed.push(key.to_string());
+                if let Some((_, doc)) = docs.iter().find(|(k, _)| *k == key) {
+                    for l in doc.lines() {
+                        out.push_str(&format!("# {l}\n"));
+                    }
+                }
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    for (key, doc) in docs {
+        if !printed.iter().any(|p| p == key) {
+            for l in doc.lines() {
+                out.push_str(&format!("# {l}\n"));
+            }
+            out.push_str(&format!("# {key} = (unset)\n"));
+        }
+    }
+    out.push('\n');
+}
+
+/// Check helper for sections: `Err("key = value: must be …")` unless `ok`.
+pub(crate) fn ensure(
+    ok: bool,
+    key: &str,
+    value: impl std::fmt::Debug,
+    allowed: &str,
+) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{key} = {value:?}: {allowed}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key a section serialises has a doc line, so `config --defaults` explains everything.
+    #[test]
+    fn every_key_is_documented() {
+        fn keys<T: Serialize>(v: &T) -> Vec<String> {
+            match serde_json::to_value(v).unwrap() {
+                serde_json::Value::Object(m) => m.keys().cloned().collect(),
+                _ => vec![],
+            }
+        }
+        let c = Config::default();
+        let checks: Vec<(Vec<String>, &[KeyDoc], &str)> = vec![
+            (keys(&c.venue), venue::DOCS, "venue"),
+            (
+                keys(&Calibration::default()),
+                venue::CALIBRATION_DOCS,
+                "calibration",
+            ),
+            (keys(&c.capture), capture::DOCS, "capture"),
+            (keys(&c.privacy), privacy::DOCS, "privacy"),
+            (keys(&c.sfm), sfm::DOCS, "sfm"),
+            (keys(&c.train), train::DOCS, "train"),
+            (keys(&c.render), render::DOCS, "render"),
+        ];
+        for (ks, docs, name) in checks {
+            for k in ks {
+                assert!(
+                    docs.iter().any(|(d, _)| *d == k),
+                    "[{name}] {k} has no doc entry"
+                );
+            }
+        }
+    }
+
+    /// The printed defaults parse back to the defaults (apart from the example venue).
+    #[test]
+    fn documented_defaults_parse_back() {
+        let text = Config::defaults_documented();
+        let cfg = Config::parse(&text, Path::new("defaults.toml")).unwrap();
+        assert_eq!(cfg.capture, CaptureConfig::default());
+        assert_eq!(cfg.privacy, PrivacyConfig::default());
+        assert_eq!(cfg.sfm, SfmConfig::default());
+        assert_eq!(cfg.train, TrainConfig::default());
+        assert_eq!(cfg.render, RenderConfig::default());
+        assert_eq!(cfg.calibration.len(), 1);
+        assert_eq!(cfg.calibration[0].distance_m, 3.0);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = "[venue]\nname = \"x\"\nphotos = \"p\"\n\n[sfm]\nmax_featurs = 3\n";
+        let e = Config::parse(text, Path::new("venue.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("venue.toml:"), "{e}");
+        assert!(e.contains("line 6") && e.contains("max_featurs"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_section_and_key() {
+        let text = "[venue]\nname = \"x\"\nphotos = \"p\"\n[[calibration]]\na = \"1.jpg\"\nb = \"2.jpg\"\ndistance_m = -1\n";
+        let e = Config::parse(text, Path::new("v.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[[calibration]] #1") && e.contains("distance_m"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_keyframe_is_an_error_before_any_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("photos")).unwrap();
+        std::fs::write(dir.path().join("photos/a.jpg"), b"x").unwrap();
+        let p = dir.path().join("venue.toml");
+        std::fs::write(
+            &p,
+            "[venue]\nname = \"x\"\nphotos = \"photos\"\nkeyframes = [\"a.jpg\", \"nope.jpg\"]\n",
+        )
+        .unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("nope.jpg") && e.contains("keyframes"), "{e}");
+        std::fs::write(
+            &p,
+            "[venue]\nname = \"x\"\nphotos = \"photos\"\nkeyframes = [\"a.jpg\"]\n",
+        )
+        .unwrap();
+        let ok = Config::load(&p).unwrap();
+        assert_eq!(ok.photos_dir, dir.path().join("photos"));
+    }
+}

@@ -1,0 +1,72 @@
+//! `[privacy]` — owned by the privacy stage.
+use super::{KeyDoc, ensure};
+use serde::{Deserialize, Serialize};
+
+/// An extra rectangle to blur in one photo (pixels of the upright photo).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionOverride {
+    pub photo: String,
+    /// `[x, y, width, height]`
+    pub rect: [u32; 4],
+}
+
+/// A detection to leave unblurred (a false positive): any detection in `photo` whose box overlaps
+/// `rect` with IoU >= 0.3.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepDetection {
+    pub photo: String,
+    pub rect: [u32; 4],
+}
+
+/// `[privacy]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    pub score_threshold: f32,
+    pub on_unscannable_photo: super::BrokenPhotoPolicy,
+    pub extra_regions: Vec<RegionOverride>,
+    pub keep: Vec<KeepDetection>,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            score_threshold: 0.5,
+            on_unscannable_photo: super::BrokenPhotoPolicy::Skip,
+            extra_regions: vec![],
+            keep: vec![],
+        }
+    }
+}
+
+pub(super) const DOCS: &[KeyDoc] = &[
+    (
+        "score_threshold",
+        "Minimum detector score for a face to be blurred (0..1). Lower finds more faces and more false positives.",
+    ),
+    (
+        "on_unscannable_photo",
+        "A photo the detector could not scan is never passed on: \"skip\" it (reported) or \"fail\" the run.",
+    ),
+    (
+        "extra_regions",
+        "Extra rectangles to blur: [[privacy.extra_regions]] photo = \"IMG_1.JPG\", rect = [x, y, w, h].",
+    ),
+    (
+        "keep",
+        "Detections to leave unblurred (false positives): [[privacy.keep]] photo = \"IMG_1.JPG\", rect = [x, y, w, h].",
+    ),
+];
+
+impl PrivacyConfig {
+    pub(super) fn check(&self) -> Result<(), String> {
+        ensure(
+            (0.0..=1.0).contains(&self.score_threshold),
+            "score_threshold",
+            self.score_threshold,
+            "must be in 0..1",
+        )
+    }
+}

@@ -1,0 +1,367 @@
+//! The run folder and the resumable stage runner.
+//!
+//! Layout: `RUN/<stage>/` holds a finished stage's outputs and its `stage.json`. A stage writes into
+//! `RUN/.tmp-<stage>/` and is renamed into place only when it succeeded, so an interrupted or failed
+//! stage leaves the previous good output untouched. Stages that must survive a kill mid-way
+//! (training checkpoints, rendered frames) keep resumable state in `RUN/.work/<stage>/`, which is
+//! deleted once the stage is committed.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The pipeline's stages, in order.
+pub const STAGES: &[&str] = &["capture", "privacy", "sfm", "train", "render"];
+
+/// Program version recorded in every `stage.json`.
+pub const PROGRAM_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A run folder.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RunDir { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `RUN/<stage>`: a finished stage's outputs.
+    pub fn stage_dir(&self, stage: &str) -> PathBuf {
+        self.root.join(stage)
+    }
+    /// `RUN/.work/<stage>`: resumable scratch state of a stage in progress.
+    pub fn work_dir(&self, stage: &str) -> PathBuf {
+        self.root.join(".work").join(stage)
+    }
+    fn tmp_dir(&self, stage: &str) -> PathBuf {
+        self.root.join(format!(".tmp-{stage}"))
+    }
+    /// The committed record of a stage, if it finished.
+    pub fn record(&self, stage: &str) -> Option<StageRecord> {
+        let s = std::fs::read_to_string(self.stage_dir(stage).join("stage.json")).ok()?;
+        serde_json::from_str(&s).ok()
+    }
+}
+
+/// `stage.json`: what a finished stage was computed from, and what it did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub stage: String,
+    pub program_version: String,
+    /// Hash of the stage's inputs (photo contents for capture; upstream fingerprints otherwise).
+    pub input_hash: String,
+    /// Hash of the stage's config section.
+    pub config_hash: String,
+    /// Hash of the three above: what downstream stages hash as their input.
+    pub fingerprint: String,
+    /// Unix seconds.
+    pub started: f64,
+    pub finished: f64,
+    pub seconds: f64,
+    /// Counts and figures the stage reports (photos, faces, points, PSNR, ...).
+    pub summary: BTreeMap<String, serde_json::Value>,
+}
+
+/// What a stage body returns: counts and figures for `stage.json` and the log.
+#[derive(Debug, Clone, Default)]
+pub struct StageSummary {
+    pub values: BTreeMap<String, serde_json::Value>,
+}
+
+impl StageSummary {
+    pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
+        self.set(key, value);
+        self
+    }
+    pub fn set(&mut self, key: &str, value: impl Serialize) {
+        self.values.insert(
+            key.to_string(),
+            serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
+        );
+    }
+}
+
+/// A boxed error from a stage body.
+pub type StageError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What happened to a stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StageOutcome {
+    /// Its `stage.json` matched: nothing was done.
+    UpToDate(StageRecord),
+    /// It ran and was committed.
+    Ran(StageRecord),
+}
+
+impl StageOutcome {
+    pub fn record(&self) -> &StageRecord {
+        match self {
+            StageOutcome::UpToDate(r) | StageOutcome::Ran(r) => r,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("stage {stage}: {source}")]
+    Stage { stage: String, source: StageError },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// blake3 of some parts, as hex.
+pub fn hash_parts(parts: &[&[u8]]) -> String {
+    let mut h = blake3::Hasher::new();
+    for p in parts {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// Hash the contents and names of the given files (in the given order).
+pub fn hash_files(paths: &[PathBuf]) -> std::io::Result<String> {
+    let mut h = blake3::Hasher::new();
+    for p in paths {
+        h.update(
+            p.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
+        let mut f = std::fs::File::open(p)?;
+        h.update_reader(&mut f)?;
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Run one stage unless its `stage.json` already matches `input_hash` and `config_hash` (and `force`
+/// is false). `body(out, work)` writes the stage's outputs into `out` (a fresh temporary folder) and may
+/// keep resumable state in `work` (kept across interruptions when the inputs are unchanged). On success
+/// `out` is committed atomically as `RUN/<stage>` with its `stage.json`; on failure nothing committed
+/// changes.
+pub fn run_stage<F>(
+    run: &RunDir,
+    stage: &str,
+    input_hash: &str,
+    config_hash: &str,
+    force: bool,
+    body: F,
+) -> Result<StageOutcome, RunError>
+where
+    F: FnOnce(&Path, &Path) -> Result<StageSummary, StageError>,
+{
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Io { path, source }
+    };
+    if !force {
+        if let Some(rec) = run.record(stage) {
+            if rec.input_hash == input_hash
+                && rec.config_hash == config_hash
+                && rec.program_version == PROGRAM_VERSION
+            {
+                return Ok(StageOutcome::UpToDate(rec));
+            }
+        }
+    }
+    std::fs::create_dir_all(run.root()).map_err(io(run.root()))?;
+    let tmp = run.tmp_dir(stage);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    // Resumable scratch is only valid for the same inputs and config.
+    let work = run.work_dir(stage);
+    let key = hash_parts(&[
+        input_hash.as_bytes(),
+        config_hash.as_bytes(),
+        PROGRAM_VERSION.as_bytes(),
+    ]);
+    let key_file = work.join("inputs.key");
+    let same_inputs = std::fs::read_to_string(&key_file)
+        .map(|k| k.trim() == key)
+        .unwrap_or(false);
+    if (!same_inputs || force) && work.exists() {
+        std::fs::remove_dir_all(&work).map_err(io(&work))?;
+    }
+    std::fs::create_dir_all(&work).map_err(io(&work))?;
+    std::fs::write(&key_file, &key).map_err(io(&key_file))?;
+
+    let started = now();
+    let t0 = Instant::now();
+    let summary = body(&tmp, &work).map_err(|source| RunError::Stage {
+        stage: stage.to_string(),
+        source,
+    })?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let fingerprint = hash_parts(&[
+        stage.as_bytes(),
+        input_hash.as_bytes(),
+        config_hash.as_bytes(),
+        PROGRAM_VERSION.as_bytes(),
+    ]);
+    let rec = StageRecord {
+        stage: stage.to_string(),
+        program_version: PROGRAM_VERSION.to_string(),
+        input_hash: input_hash.to_string(),
+        config_hash: config_hash.to_string(),
+        fingerprint,
+        started,
+        finished: now(),
+        seconds,
+        summary: summary.values,
+    };
+    let rec_path = tmp.join("stage.json");
+    write_atomic(
+        &rec_path,
+        serde_json::to_string_pretty(&rec)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+    .map_err(io(&rec_path))?;
+    // Swap into place: old -> .old, tmp -> stage, remove .old.
+    let dst = run.stage_dir(stage);
+    let old = run.root().join(format!(".old-{stage}"));
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    if dst.exists() {
+        std::fs::rename(&dst, &old).map_err(io(&dst))?;
+    }
+    std::fs::rename(&tmp, &dst).map_err(io(&tmp))?;
+    if old.exists() {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_dir(run.root().join(".work"));
+    Ok(StageOutcome::Ran(rec))
+}
+
+/// If a previous run died between the two renames of a commit, `RUN/.old-<stage>` is the last good
+/// output: put it back.
+pub fn recover_interrupted_commits(run: &RunDir) {
+    for stage in STAGES {
+        let old = run.root().join(format!(".old-{stage}"));
+        let dst = run.stage_dir(stage);
+        if old.exists() && !dst.exists() {
+            let _ = std::fs::rename(&old, &dst);
+        }
+    }
+}
+
+/// Write a file atomically: to `path.tmp`, then rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Serialise as pretty JSON and write atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let s = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    write_atomic(path, s.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok_body(n: u32) -> impl FnOnce(&Path, &Path) -> Result<StageSummary, StageError> {
+        move |out, _work| {
+            std::fs::write(out.join("out.txt"), n.to_string())?;
+            Ok(StageSummary::default().with("n", n))
+        }
+    }
+
+    #[test]
+    fn skips_when_up_to_date_and_reruns_on_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let a = run_stage(&run, "capture", "in1", "cfg1", false, ok_body(1)).unwrap();
+        assert!(matches!(a, StageOutcome::Ran(_)));
+        let b = run_stage(&run, "capture", "in1", "cfg1", false, |_, _| {
+            panic!("must not run")
+        })
+        .unwrap();
+        assert!(matches!(b, StageOutcome::UpToDate(_)));
+        let c = run_stage(&run, "capture", "in1", "cfg2", false, ok_body(2)).unwrap();
+        assert!(matches!(c, StageOutcome::Ran(_)));
+        assert_eq!(
+            std::fs::read_to_string(run.stage_dir("capture").join("out.txt")).unwrap(),
+            "2"
+        );
+        assert_ne!(a.record().fingerprint, c.record().fingerprint);
+        let d = run_stage(&run, "capture", "in1", "cfg2", true, ok_body(3)).unwrap();
+        assert!(matches!(d, StageOutcome::Ran(_)));
+    }
+
+    #[test]
+    fn failure_leaves_previous_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        run_stage(&run, "sfm", "i", "c", false, ok_body(7)).unwrap();
+        let e = run_stage(&run, "sfm", "i2", "c", false, |out, _| {
+            std::fs::write(out.join("out.txt"), "half")?;
+            Err("boom".into())
+        });
+        assert!(e.unwrap_err().to_string().contains("boom"));
+        assert_eq!(
+            std::fs::read_to_string(run.stage_dir("sfm").join("out.txt")).unwrap(),
+            "7"
+        );
+        assert_eq!(run.record("sfm").unwrap().input_hash, "i");
+    }
+
+    #[test]
+    fn work_dir_survives_a_failure_with_the_same_inputs_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let _ = run_stage(&run, "train", "i", "c", false, |_, work| {
+            std::fs::write(work.join("ckpt"), "step 100")?;
+            Err("killed".into())
+        });
+        run_stage(&run, "train", "i", "c", false, |out, work| {
+            let ck = std::fs::read_to_string(work.join("ckpt"))?;
+            std::fs::write(out.join("resumed_from"), ck)?;
+            Ok(StageSummary::default())
+        })
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(run.stage_dir("train").join("resumed_from")).unwrap(),
+            "step 100"
+        );
+        assert!(
+            !run.work_dir("train").exists(),
+            "scratch is removed after commit"
+        );
+        let _ = run_stage(&run, "train", "i", "c", true, |_, work| {
+            std::fs::write(work.join("ckpt"), "x")?;
+            Err("killed".into())
+        });
+        run_stage(&run, "train", "other", "c", false, |_, work| {
+            assert!(
+                !work.join("ckpt").exists(),
+                "stale scratch from other inputs must be dropped"
+            );
+            Ok(StageSummary::default())
+        })
+        .unwrap();
+    }
+}
