@@ -17,6 +17,7 @@ pub mod nerfstudio;
 pub mod pose;
 pub mod progress;
 pub mod run;
+pub mod testdata;
 
 pub use camera::{Camera, CameraModel};
 pub use colmap::Reconstruction;

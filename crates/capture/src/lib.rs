@@ -1,0 +1,1 @@
+//! flythrough capture stage (work in progress).

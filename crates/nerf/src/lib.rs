@@ -1,0 +1,1 @@
+//! flythrough nerf stage (work in progress).

@@ -1,0 +1,1 @@
+//! flythrough privacy stage (work in progress).

@@ -1,0 +1,1 @@
+//! flythrough render stage (work in progress).

@@ -1,0 +1,1 @@
+//! flythrough sfm stage (work in progress).

@@ -1,0 +1,1 @@
+//! flythrough synth stage (work in progress).
