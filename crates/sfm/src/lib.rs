@@ -1,1 +1,5 @@
-//! flythrough sfm stage (work in progress).
+//! Structure from motion: camera poses, intrinsics and metric scale from the redacted photos.
+
+pub mod features;
+pub mod matching;
+pub mod pairs;

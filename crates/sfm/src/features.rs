@@ -1,0 +1,1 @@
+//! SIFT features with RootSIFT descriptors (work in progress).

@@ -1,0 +1,1 @@
+//! Descriptor matching: mutual nearest neighbours with Lowe's ratio test (work in progress).

@@ -1,0 +1,1 @@
+//! Image pair selection (work in progress).
