@@ -1,4 +1,4 @@
-//! `[train]` — owned by the NeRF stage.
+//! `[train]` — owned by the NeRF stage (`crates/nerf`, see its README for the model these keys drive).
 use super::{KeyDoc, ensure};
 use serde::{Deserialize, Serialize};
 
@@ -14,28 +14,66 @@ pub struct TrainConfig {
     pub exposure_conditioning: bool,
     pub checkpoint_every: usize,
     pub image_downscale: u32,
+    pub backbone: String,
+    pub batch_rays: usize,
+    pub prop_samples: Vec<usize>,
+    pub nerf_samples: usize,
+    pub lr_init: f64,
+    pub lr_final: f64,
+    pub lr_warmup_steps: usize,
+    pub grad_max_norm: f64,
+    pub distortion_weight: f64,
+    pub interlevel_weight: f64,
+    pub hash_levels: usize,
+    pub hash_table_log2: u32,
+    pub hash_max_res: usize,
+    pub mlp_width: usize,
+    pub ipe_width: usize,
+    pub near: f64,
+    pub metrics_every: usize,
+    pub eval_downscale: u32,
+    pub glo_eval_steps: usize,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            steps: 2000,
-            max_seconds: 0.0,
+            steps: 1500,
+            max_seconds: 330.0,
             seed: 0,
             holdout_every: 8,
             glo_dim: 32,
             exposure_conditioning: true,
             checkpoint_every: 250,
             image_downscale: 1,
+            backbone: "hash-grid".into(),
+            batch_rays: 2048,
+            prop_samples: vec![64, 64],
+            nerf_samples: 32,
+            lr_init: 1e-2,
+            lr_final: 1e-3,
+            lr_warmup_steps: 50,
+            grad_max_norm: 0.0,
+            distortion_weight: 0.01,
+            interlevel_weight: 1.0,
+            hash_levels: 16,
+            hash_table_log2: 19,
+            hash_max_res: 2048,
+            mlp_width: 64,
+            ipe_width: 128,
+            near: 0.0,
+            metrics_every: 10,
+            eval_downscale: 1,
+            glo_eval_steps: 64,
         }
     }
 }
 
 pub(super) const DOCS: &[KeyDoc] = &[
-    ("steps", "Training steps."),
+    ("steps", "Training steps (optimizer updates)."),
     (
         "max_seconds",
-        "Stop training after this many seconds of wall time even if steps remain (0 = no limit).",
+        "Stop training after this many seconds of wall time even if steps remain (0 = no limit).\nThe learning-rate schedule is stretched over whichever budget ends first.",
     ),
     (
         "seed",
@@ -43,15 +81,15 @@ pub(super) const DOCS: &[KeyDoc] = &[
     ),
     (
         "holdout_every",
-        "Every n-th photo is held out for evaluation (0 = none).",
+        "Every n-th photo (0-based index 0, n, 2n, ... of the sorted names) is held out for evaluation (0 = none).",
     ),
     (
         "glo_dim",
-        "Dimension of the per-photo appearance (GLO) latent; 0 disables it.",
+        "Dimension of the per-photo appearance (GLO, NeRF-W) latent fed to the colour head; 0 disables it.",
     ),
     (
         "exposure_conditioning",
-        "Feed each photo's exposure value (from EXIF) to the colour head.",
+        "Feed each photo's exposure value (EV from EXIF, Block-NeRF style sinusoidal encoding) to the colour head.",
     ),
     (
         "checkpoint_every",
@@ -60,6 +98,76 @@ pub(super) const DOCS: &[KeyDoc] = &[
     (
         "image_downscale",
         "Train on photos downscaled by this integer factor.",
+    ),
+    (
+        "backbone",
+        "Field backbone: \"hash-grid\" (anti-aliased multiresolution hash grid + small MLP, fast) or\n\"ipe-mlp\" (mip-NeRF 360 integrated positional encoding + MLP, slow on a CPU).",
+    ),
+    (
+        "batch_rays",
+        "Rays per training step (random pixels over all training photos).",
+    ),
+    (
+        "prop_samples",
+        "Samples per ray of each proposal level (mip-NeRF 360: two levels of 64).",
+    ),
+    (
+        "nerf_samples",
+        "Samples per ray of the final NeRF level (mip-NeRF 360: 32).",
+    ),
+    (
+        "lr_init",
+        "Adam learning rate after warm-up (decays log-linearly to lr_final).",
+    ),
+    ("lr_final", "Adam learning rate at the last step."),
+    (
+        "lr_warmup_steps",
+        "Warm-up steps: the rate ramps from 1% of lr_init by a sine (multinerf lr_delay).",
+    ),
+    (
+        "grad_max_norm",
+        "Clip the global gradient norm to this value (0 = no clipping).",
+    ),
+    (
+        "distortion_weight",
+        "Weight of the mip-NeRF 360 distortion loss (Eq. 15).",
+    ),
+    (
+        "interlevel_weight",
+        "Weight of the proposal (interlevel) loss that distils the NeRF weights into the proposals.",
+    ),
+    (
+        "hash_levels",
+        "Levels of the NeRF hash grid (2 features each).",
+    ),
+    (
+        "hash_table_log2",
+        "log2 of the hash-table size per level of the NeRF grid.",
+    ),
+    (
+        "hash_max_res",
+        "Finest grid resolution of the NeRF hash grid (the coarsest is 16).",
+    ),
+    (
+        "mlp_width",
+        "Width of the density and colour MLPs of the hash-grid backbone.",
+    ),
+    ("ipe_width", "Width of the MLP of the ipe-mlp backbone."),
+    (
+        "near",
+        "Near plane in the normalised scene frame (0 = automatic, from the sparse points' depths).",
+    ),
+    (
+        "metrics_every",
+        "Write a metrics.jsonl line every this many steps.",
+    ),
+    (
+        "eval_downscale",
+        "Evaluate held-out photos downscaled by this extra factor (1 = the training resolution).",
+    ),
+    (
+        "glo_eval_steps",
+        "Steps of latent optimisation on a held-out photo's left half (NeRF-W evaluation protocol).",
     ),
 ];
 
@@ -83,6 +191,115 @@ impl TrainConfig {
             "checkpoint_every",
             self.checkpoint_every,
             "must be at least 1",
+        )?;
+        ensure(
+            self.backbone == "hash-grid" || self.backbone == "ipe-mlp",
+            "backbone",
+            &self.backbone,
+            "must be \"hash-grid\" or \"ipe-mlp\"",
+        )?;
+        ensure(
+            (1..=1 << 20).contains(&self.batch_rays),
+            "batch_rays",
+            self.batch_rays,
+            "must be in 1..=1048576",
+        )?;
+        ensure(
+            !self.prop_samples.is_empty()
+                && self.prop_samples.iter().all(|&n| (2..=1024).contains(&n)),
+            "prop_samples",
+            &self.prop_samples,
+            "must list at least one proposal level, each with 2..=1024 samples",
+        )?;
+        ensure(
+            (2..=1024).contains(&self.nerf_samples),
+            "nerf_samples",
+            self.nerf_samples,
+            "must be in 2..=1024",
+        )?;
+        ensure(
+            self.lr_init > 0.0 && self.lr_init <= 1.0,
+            "lr_init",
+            self.lr_init,
+            "must be in (0, 1]",
+        )?;
+        ensure(
+            self.lr_final > 0.0 && self.lr_final <= self.lr_init,
+            "lr_final",
+            self.lr_final,
+            "must be in (0, lr_init]",
+        )?;
+        ensure(
+            self.grad_max_norm >= 0.0,
+            "grad_max_norm",
+            self.grad_max_norm,
+            "must be >= 0",
+        )?;
+        ensure(
+            self.distortion_weight >= 0.0,
+            "distortion_weight",
+            self.distortion_weight,
+            "must be >= 0",
+        )?;
+        ensure(
+            self.interlevel_weight >= 0.0,
+            "interlevel_weight",
+            self.interlevel_weight,
+            "must be >= 0",
+        )?;
+        ensure(
+            (1..=32).contains(&self.hash_levels),
+            "hash_levels",
+            self.hash_levels,
+            "must be in 1..=32",
+        )?;
+        ensure(
+            (10..=24).contains(&self.hash_table_log2),
+            "hash_table_log2",
+            self.hash_table_log2,
+            "must be in 10..=24",
+        )?;
+        ensure(
+            (16..=16384).contains(&self.hash_max_res),
+            "hash_max_res",
+            self.hash_max_res,
+            "must be in 16..=16384",
+        )?;
+        ensure(
+            (8..=512).contains(&self.mlp_width),
+            "mlp_width",
+            self.mlp_width,
+            "must be in 8..=512",
+        )?;
+        ensure(
+            (8..=1024).contains(&self.ipe_width),
+            "ipe_width",
+            self.ipe_width,
+            "must be in 8..=1024",
+        )?;
+        ensure(
+            self.near >= 0.0,
+            "near",
+            self.near,
+            "must be >= 0 (0 = automatic)",
+        )?;
+        ensure(
+            self.metrics_every >= 1,
+            "metrics_every",
+            self.metrics_every,
+            "must be at least 1",
+        )?;
+        ensure(
+            self.eval_downscale >= 1,
+            "eval_downscale",
+            self.eval_downscale,
+            "must be at least 1",
+        )?;
+        ensure(
+            self.glo_eval_steps <= 10000,
+            "glo_eval_steps",
+            self.glo_eval_steps,
+            "must be at most 10000",
         )
     }
 }
