@@ -1,0 +1,131 @@
+use flythrough_capture::{exif::read_exif, scan};
+use flythrough_core::config::{BrokenPhotoPolicy, CaptureConfig};
+use flythrough_core::manifest::{ExposureSource, FocalRule};
+use flythrough_core::testdata::shared_data;
+use std::path::Path;
+
+#[test]
+fn sceaux_exif_and_focal_prior() {
+    let Some(dir) = shared_data("sceaux_castle/images") else { return };
+    let r = read_exif(&dir.join("100_7100.JPG"));
+    let f = &r.fields;
+    assert_eq!(f.iso, Some(80.0));
+    assert_eq!(f.f_number, Some(2.8));
+    assert!((f.focal_mm.unwrap() - 5.85).abs() < 1e-9);
+    assert_eq!(f.focal_35mm, Some(35.0));
+    assert_eq!(f.orientation, Some(1));
+    assert!(f.exposure_time_s.unwrap() > 0.0);
+    assert!(f.model.as_deref().unwrap().contains("Z612"), "{:?}", f.model);
+    // Whole folder: manifest with the 35 mm rule within 6 % of the true focal in K.txt.
+    let (manifest, qa) = scan(&dir, &CaptureConfig { qa_max_side: 256, ..Default::default() }).unwrap();
+    assert_eq!(manifest.photos.len(), 11);
+    assert!(qa.broken.is_empty() && qa.missing_exif.is_empty());
+    let k_true = 2905.88;
+    for p in &manifest.photos {
+        assert_eq!((p.width, p.height), (2832, 2128));
+        assert_eq!(p.focal_prior.rule, FocalRule::Equivalent35mm);
+        let err = (p.focal_prior.px - k_true).abs() / k_true;
+        assert!(err < 0.06, "{}: focal prior {} is {:.1} % off", p.file, p.focal_prior.px, err * 100.0);
+        assert_eq!(p.exposure.source, ExposureSource::Exif);
+    }
+    assert!(!qa.mixed_camera_bodies && !qa.aperture_changes);
+}
+
+#[test]
+fn real_camera_exif_files() {
+    let Some(dir) = shared_data("exif/pillow_13.0.0") else { return };
+    // Nikon D800 (with a broken DPI value elsewhere in the block).
+    let d800 = read_exif(&dir.join("broken_exif_dpi.jpg")).fields;
+    assert_eq!((d800.exposure_time_s, d800.f_number, d800.iso), (Some(0.004), Some(8.0), Some(400.0)));
+    assert_eq!(d800.model.as_deref(), Some("NIKON D800"));
+    // Xiaomi phone photo stored rotated: orientation 6.
+    let xiaomi = read_exif(&dir.join("empty_gps_ifd.jpg")).fields;
+    assert_eq!(xiaomi.orientation, Some(6));
+    assert_eq!(xiaomi.focal_35mm, Some(26.0));
+    // Canon S40: focal-plane resolution present, no 35 mm equivalent.
+    let s40 = read_exif(&dir.join("flower.jpg")).fields;
+    assert!((s40.focal_mm.unwrap() - 21.3125).abs() < 1e-9);
+    assert!(s40.focal_plane_px_per_mm.unwrap() > 300.0);
+    // A malformed IFD chain: no panic, a warning, no values.
+    let gps = read_exif(&dir.join("exif_gps.jpg"));
+    assert!(gps.warnings.iter().any(|w| w.contains("unreadable EXIF")), "{:?}", gps.warnings);
+    // The folder scans without error.
+    let (m, qa) = scan(&dir, &CaptureConfig { qa_max_side: 128, ..Default::default() }).unwrap();
+    assert!(m.photos.len() >= 7, "{}", m.photos.len());
+    assert!(qa.mixed_camera_bodies);
+    let x = m.photo("empty_gps_ifd.jpg").unwrap();
+    assert_eq!(x.exif.orientation, Some(6));
+    let flower = m.photo("flower.jpg").unwrap();
+    assert_eq!(flower.focal_prior.rule, FocalRule::FocalPlaneResolution);
+    // ISO missing on the S40: imputed from the other photos.
+    assert_eq!(flower.exposure.source, ExposureSource::PartlyImputed);
+}
+
+#[test]
+fn minimal_exif_containers() {
+    let Some(dir) = shared_data("exif/kamadak_exif_0.6.2") else { return };
+    for f in ["exif.jpg", "exif.png", "exif.tif", "exif.webp", "exif.heic"] {
+        let r = read_exif(&dir.join(f));
+        assert!(r.present, "{f}: EXIF not found");
+    }
+    assert_eq!(read_exif(&dir.join("exif.tif")).fields.orientation, Some(1));
+}
+
+fn write_jpeg(path: &Path, seed: u32) {
+    let img = image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([((x * 7 + y * 3 + seed * 40) % 255) as u8, ((x * y + seed) % 251) as u8, ((y * 5) % 255) as u8]));
+    img.save(path).unwrap();
+}
+
+#[test]
+fn broken_photos_are_named_and_the_rest_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        write_jpeg(&dir.path().join(format!("ok{i}.jpg")), i);
+    }
+    let full = std::fs::read(dir.path().join("ok0.jpg")).unwrap();
+    std::fs::write(dir.path().join("truncated.jpg"), &full[..full.len() / 2]).unwrap();
+    std::fs::write(dir.path().join("text.jpg"), b"this is not a photo\n").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+    let (m, qa) = scan(dir.path(), &CaptureConfig::default()).unwrap();
+    assert_eq!(m.photos.len(), 3);
+    assert_eq!(qa.photos_found, 5);
+    let names: Vec<_> = qa.broken.iter().map(|b| b.file.as_str()).collect();
+    assert_eq!(names, ["text.jpg", "truncated.jpg"]);
+    assert!(qa.broken[1].reason.contains("truncated"), "{}", qa.broken[1].reason);
+    assert!(qa.ignored_files.iter().any(|f| f.file == "notes.txt"));
+    assert!(qa.too_few_photos);
+    assert!(qa.missing_exif.len() == 3);
+    // Ids are 1-based in name order.
+    assert_eq!(m.photos.iter().map(|p| p.id).collect::<Vec<_>>(), [1, 2, 3]);
+    // Policy "fail": an error naming the file.
+    let e = scan(dir.path(), &CaptureConfig { on_broken_photo: BrokenPhotoPolicy::Fail, ..Default::default() }).unwrap_err().to_string();
+    assert!(e.contains("text.jpg") || e.contains("truncated.jpg"), "{e}");
+}
+
+#[test]
+fn qa_flags_blur_duplicates_and_exposure() {
+    let dir = tempfile::tempdir().unwrap();
+    write_jpeg(&dir.path().join("a.jpg"), 1);
+    std::fs::copy(dir.path().join("a.jpg"), dir.path().join("a_copy.jpg")).unwrap();
+    image::RgbImage::from_pixel(96, 64, image::Rgb([128, 128, 128])).save(dir.path().join("flat.png")).unwrap();
+    image::RgbImage::from_pixel(96, 64, image::Rgb([255, 255, 255])).save(dir.path().join("white.png")).unwrap();
+    image::RgbImage::from_pixel(96, 64, image::Rgb([0, 0, 0])).save(dir.path().join("black.png")).unwrap();
+    let (_, qa) = scan(dir.path(), &CaptureConfig::default()).unwrap();
+    assert!(qa.blurry.contains(&"flat.png".to_string()) && !qa.blurry.contains(&"a.jpg".to_string()), "{:?}", qa.blurry);
+    assert!(qa.near_duplicates.iter().any(|(a, b, d)| a == "a.jpg" && b == "a_copy.jpg" && *d == 0));
+    assert_eq!(qa.overexposed, ["white.png"]);
+    assert_eq!(qa.underexposed, ["black.png"]);
+}
+
+#[test]
+fn exposure_value_formula() {
+    use flythrough_core::manifest::ExifFields;
+    let a = ExifFields { exposure_time_s: Some(1.0 / 100.0), iso: Some(100.0), f_number: Some(1.0), ..Default::default() };
+    let b = ExifFields { exposure_time_s: Some(1.0 / 50.0), iso: Some(100.0), f_number: Some(1.0), ..Default::default() };
+    let c = ExifFields { exposure_time_s: Some(1.0 / 100.0), iso: None, f_number: Some(2.0), ..Default::default() };
+    let e = flythrough_capture::exposures(&[&a, &b, &c]);
+    assert!((e[0].ev - (0.01f64).log2()).abs() < 1e-12);
+    assert!((e[1].ev - e[0].ev - 1.0).abs() < 1e-12, "twice the shutter time is one stop more");
+    assert!((e[0].ev - e[2].ev - 2.0).abs() < 1e-12, "f/2 is two stops less than f/1 (ISO imputed = 100)");
+    assert_eq!(e[2].source, ExposureSource::PartlyImputed);
+}
