@@ -1,5 +1,6 @@
 //! Structure from motion: camera poses, intrinsics and metric scale from the redacted photos.
 
+pub mod ba;
 pub mod features;
 pub mod geometry;
 pub mod matching;
