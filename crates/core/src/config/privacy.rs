@@ -28,6 +28,8 @@ pub struct PrivacyConfig {
     pub on_unscannable_photo: super::BrokenPhotoPolicy,
     pub extra_regions: Vec<RegionOverride>,
     pub keep: Vec<KeepDetection>,
+    pub max_side: u32,
+    pub blur_padding: f32,
 }
 
 impl Default for PrivacyConfig {
@@ -37,6 +39,8 @@ impl Default for PrivacyConfig {
             on_unscannable_photo: super::BrokenPhotoPolicy::Skip,
             extra_regions: vec![],
             keep: vec![],
+            max_side: 2048,
+            blur_padding: 0.25,
         }
     }
 }
@@ -58,6 +62,14 @@ pub(super) const DOCS: &[KeyDoc] = &[
         "keep",
         "Detections to leave unblurred (false positives): [[privacy.keep]] photo = \"IMG_1.JPG\", rect = [x, y, w, h].",
     ),
+    (
+        "max_side",
+        "Long side (px) of the finest level of the detector's image pyramid; larger photos are scanned downscaled to it (coarser levels are added by halving). Larger finds smaller faces in big photos but costs time (quadratic).",
+    ),
+    (
+        "blur_padding",
+        "Each face box is grown by this fraction of its size on every side before the ellipse inside it is blurred (0..1).",
+    ),
 ];
 
 impl PrivacyConfig {
@@ -67,6 +79,35 @@ impl PrivacyConfig {
             "score_threshold",
             self.score_threshold,
             "must be in 0..1",
-        )
+        )?;
+        ensure(
+            (320..=16384).contains(&self.max_side),
+            "max_side",
+            self.max_side,
+            "must be in 320..16384 pixels",
+        )?;
+        ensure(
+            (0.0..=1.0).contains(&self.blur_padding),
+            "blur_padding",
+            self.blur_padding,
+            "must be in 0..1",
+        )?;
+        for (i, r) in self.extra_regions.iter().enumerate() {
+            ensure(
+                r.rect[2] > 0 && r.rect[3] > 0,
+                &format!("extra_regions #{} rect", i + 1),
+                r.rect,
+                "width and height must be > 0",
+            )?;
+        }
+        for (i, r) in self.keep.iter().enumerate() {
+            ensure(
+                r.rect[2] > 0 && r.rect[3] > 0,
+                &format!("keep #{} rect", i + 1),
+                r.rect,
+                "width and height must be > 0",
+            )?;
+        }
+        Ok(())
     }
 }
