@@ -1,36 +1,65 @@
-//! SIFT features with RootSIFT descriptors.
+//! SIFT features (Lowe 2004, "Distinctive Image Features from Scale-Invariant Keypoints") with
+//! RootSIFT descriptors (Arandjelović & Zisserman 2012, "Three things everyone should know to
+//! improve object retrieval"), quantised to `u8` the way COLMAP stores them.
 //!
-//! Conventions: keypoint coordinates are in pixels of the FULL-resolution input image, COLMAP
-//! convention (the upper-left pixel's centre is (0.5, 0.5)). `scale` is the Gaussian sigma of the
-//! detection in full-resolution pixels, `orientation` the dominant gradient angle in radians
-//! (image axes: x right, y down).
+//! Naming conventions used throughout this module:
+//! - *full* coordinates: pixels of the full-resolution input image, COLMAP convention: the
+//!   upper-left pixel's **corner** is (0, 0) and its **centre** is (0.5, 0.5). [`Keypoint`]s are
+//!   always in full coordinates.
+//! - *work* image: the input downscaled so that its longer side is at most
+//!   [`SiftOptions::max_image_size`]; `sx`, `sy` are full pixels per work pixel.
+//! - octave `o` (`o = -1` is the 2x upsampled first octave): an image whose pixel *index*
+//!   `(i, j)` sits at work index coordinates `(i, j) * 2^o` (index coordinates put pixel centres on
+//!   integers, as in VLFeat; work index `u` is full coordinate `(u + 0.5) * sx`).
+//! - level `s` in an octave: Gaussian scale `sigma(s) = SIGMA0 * 2^(s / S)` in octave pixels, with
+//!   `S = 3` levels per octave and `SIGMA0 = 1.6`; an octave stores `S + 3` Gaussian levels
+//!   (`s = 0 ..= S + 2`) and `S + 2` difference-of-Gaussian (DoG) levels (`D_s = G_{s+1} - G_s`),
+//!   extrema are searched in DoG levels `1 ..= S`.
+//! - `scale` of a keypoint: its Gaussian sigma in full pixels; `orientation`: the dominant
+//!   gradient direction in radians in `[0, 2π)`, measured from +x towards +y (y down).
+
+use rayon::prelude::*;
+use std::f32::consts::PI;
 
 /// One detected feature.
 #[derive(Clone, Copy, Debug)]
 pub struct Keypoint {
+    /// Full-resolution pixel coordinates, upper-left pixel centre at (0.5, 0.5).
     pub x: f32,
     pub y: f32,
+    /// Gaussian sigma of the detection in full-resolution pixels.
     pub scale: f32,
+    /// Dominant gradient orientation in radians, `[0, 2π)`, from +x towards +y (y down).
     pub orientation: f32,
 }
 
-/// Keypoints and their RootSIFT descriptors (quantised to u8 like COLMAP).
+/// Keypoints and their RootSIFT descriptors (quantised to u8 like COLMAP: `min(255, round(512 v))`
+/// of the unit-L2-norm RootSIFT vector `v`), `descriptors[k]` belongs to `keypoints[k]`.
+/// Sorted by decreasing `scale`.
 #[derive(Clone, Debug, Default)]
 pub struct Features {
+    /// Size of the full-resolution input image.
     pub width: u32,
     pub height: u32,
     pub keypoints: Vec<Keypoint>,
     pub descriptors: Vec<[u8; 128]>,
 }
 
-/// SIFT options (defaults follow COLMAP's `SiftExtractionOptions`).
+/// SIFT options (defaults follow COLMAP's `SiftExtractionOptions`, except `max_image_size`).
 #[derive(Clone, Debug)]
 pub struct SiftOptions {
+    /// The image is downscaled so that its longer side is at most this many pixels.
     pub max_image_size: u32,
+    /// Keep at most this many features: the ones with the largest scale (as COLMAP does).
     pub max_features: usize,
+    /// Minimum |DoG| response at the refined extremum (image intensities in [0, 1]).
     pub peak_threshold: f32,
+    /// Maximum ratio of principal curvatures `r` (Lowe 2004, §4.1: reject `tr²/det >= (r+1)²/r`).
     pub edge_threshold: f32,
+    /// Start the scale space at a 2x upsampled image (COLMAP `first_octave = -1`).
     pub upsample_first_octave: bool,
+    /// At most this many orientations per keypoint (COLMAP `max_num_orientations = 2`).
+    pub max_orientations: usize,
 }
 
 impl Default for SiftOptions {
@@ -41,15 +70,703 @@ impl Default for SiftOptions {
             peak_threshold: 0.02 / 3.0,
             edge_threshold: 10.0,
             upsample_first_octave: true,
+            max_orientations: 2,
         }
     }
 }
 
-/// Extracts SIFT keypoints and RootSIFT descriptors (work in progress: currently returns none).
-pub fn extract(img: &image::GrayImage, _opts: &SiftOptions) -> Features {
-    Features {
-        width: img.width(),
-        height: img.height(),
+/// Levels per octave.
+const S: usize = 3;
+/// Gaussian sigma of level 0 of every octave, in octave pixels.
+const SIGMA0: f32 = 1.6;
+/// Blur assumed in the input image (Lowe 2004, §3.3).
+const SIGMA_IN: f32 = 0.5;
+/// Pixels left out at the border of every DoG level when searching extrema.
+const BORDER: usize = 5;
+/// Descriptor: spatial bins per side, orientation bins, bin width in keypoint sigmas.
+const DESC_D: usize = 4;
+const DESC_N: usize = 8;
+const DESC_BIN_SIGMAS: f32 = 3.0;
+/// Orientation histogram: bins, window sigma in keypoint sigmas, peak ratio for extra orientations.
+const ORI_BINS: usize = 36;
+const ORI_SIGMA_FACTOR: f32 = 1.5;
+const ORI_PEAK_RATIO: f32 = 0.8;
+
+/// A single-channel f32 image, row-major.
+#[derive(Clone, Debug)]
+pub(crate) struct Plane {
+    pub w: usize,
+    pub h: usize,
+    pub data: Vec<f32>,
+}
+
+impl Plane {
+    fn new(w: usize, h: usize) -> Self {
+        Self {
+            w,
+            h,
+            data: vec![0.0; w * h],
+        }
+    }
+    #[inline]
+    fn at(&self, x: usize, y: usize) -> f32 {
+        self.data[y * self.w + x]
+    }
+}
+
+/// Extracts SIFT keypoints with RootSIFT descriptors from a grey image.
+///
+/// The image is downscaled to [`SiftOptions::max_image_size`] first; keypoints come back in
+/// full-resolution coordinates. An image too small for one octave gives no features.
+pub fn extract(img: &image::GrayImage, opts: &SiftOptions) -> Features {
+    let (width, height) = img.dimensions();
+    let mut out = Features {
+        width,
+        height,
         ..Default::default()
+    };
+    if width < 16 || height < 16 || opts.max_features == 0 {
+        return out;
+    }
+    let max_side = width.max(height);
+    let work = if opts.max_image_size > 0 && max_side > opts.max_image_size {
+        let f = opts.max_image_size as f64 / max_side as f64;
+        let nw = ((width as f64 * f).round() as u32).max(1);
+        let nh = ((height as f64 * f).round() as u32).max(1);
+        image::imageops::resize(img, nw, nh, image::imageops::FilterType::Triangle)
+    } else {
+        img.clone()
+    };
+    let sx = width as f32 / work.width() as f32;
+    let sy = height as f32 / work.height() as f32;
+    let plane = Plane {
+        w: work.width() as usize,
+        h: work.height() as usize,
+        data: work
+            .as_raw()
+            .iter()
+            .map(|&v| v as f32 * (1.0 / 255.0))
+            .collect(),
+    };
+    let (kps, descs) = extract_plane(&plane, opts);
+    let smean = 0.5 * (sx + sy);
+    out.keypoints = kps
+        .iter()
+        .map(|k| Keypoint {
+            x: (k.x + 0.5) * sx,
+            y: (k.y + 0.5) * sy,
+            scale: k.scale * smean,
+            orientation: k.orientation,
+        })
+        .collect();
+    out.descriptors = descs;
+    out
+}
+
+/// A keypoint candidate inside one octave, after sub-pixel refinement.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    octave: usize,
+    /// Refined position in octave index coordinates and fractional level.
+    x: f32,
+    y: f32,
+    s: f32,
+    /// Sigma in octave pixels.
+    sigma: f32,
+}
+
+/// One octave of the scale space.
+struct Octave {
+    /// `o` in the module doc: work index coordinate = octave index coordinate * 2^o.
+    exponent: i32,
+    gauss: Vec<Plane>,
+}
+
+/// SIFT on a work-resolution plane; keypoints in work *index* coordinates (centre of the first
+/// pixel at 0) with `scale` in work pixels.
+fn extract_plane(img: &Plane, opts: &SiftOptions) -> (Vec<Keypoint>, Vec<[u8; 128]>) {
+    let first = if opts.upsample_first_octave { -1 } else { 0 };
+    let min_side = img.w.min(img.h) as f32;
+    let n_oct = ((min_side.log2().floor() as i32) - first - 3).max(1) as usize;
+
+    // Base image at SIGMA0 (Lowe 2004 §3.3: the input is assumed blurred by SIGMA_IN, doubled
+    // by the upsampling).
+    let (base_src, in_sigma) = if first == -1 {
+        (upsample2(img), 2.0 * SIGMA_IN)
+    } else {
+        (img.clone(), SIGMA_IN)
+    };
+    let mut base = blur(
+        &base_src,
+        (SIGMA0 * SIGMA0 - in_sigma * in_sigma).max(0.01).sqrt(),
+    );
+    drop(base_src);
+
+    let k = 2f32.powf(1.0 / S as f32);
+    let incr: Vec<f32> = (1..S + 3)
+        .map(|s| {
+            let prev = SIGMA0 * k.powi(s as i32 - 1);
+            let cur = SIGMA0 * k.powi(s as i32);
+            (cur * cur - prev * prev).sqrt()
+        })
+        .collect();
+
+    let mut octaves: Vec<Octave> = Vec::with_capacity(n_oct);
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for o in 0..n_oct {
+        if base.w < 2 * BORDER + 3 || base.h < 2 * BORDER + 3 {
+            break;
+        }
+        let mut gauss = Vec::with_capacity(S + 3);
+        gauss.push(base);
+        for sig in &incr {
+            let next = blur(gauss.last().expect("level"), *sig);
+            gauss.push(next);
+        }
+        let dog: Vec<Plane> = gauss.windows(2).map(|g| sub(&g[1], &g[0])).collect();
+        candidates.extend(detect_octave(&dog, o, opts));
+        drop(dog);
+        base = downsample2(&gauss[S]);
+        octaves.push(Octave {
+            exponent: first + o as i32,
+            gauss,
+        });
+    }
+
+    // Keep the largest scales (COLMAP keeps the top-most octaves), orientations may add up to
+    // `max_orientations - 1` more per keypoint, truncated again below.
+    candidates.sort_by(|a, b| b.sigma_work(&octaves).total_cmp(&a.sigma_work(&octaves)));
+    candidates.truncate(opts.max_features);
+
+    let mut feats: Vec<(Keypoint, [u8; 128])> = candidates
+        .par_iter()
+        .flat_map_iter(|c| {
+            let oct = &octaves[c.octave];
+            let level = (c.s.round() as usize).clamp(1, S);
+            let g = &oct.gauss[level];
+            let oris = orientations(g, c.x, c.y, c.sigma, opts.max_orientations.max(1));
+            let pow = 2f32.powi(oct.exponent);
+            oris.into_iter().map(move |theta| {
+                let d = descriptor(g, c.x, c.y, c.sigma, theta);
+                (
+                    Keypoint {
+                        x: c.x * pow,
+                        y: c.y * pow,
+                        scale: c.sigma * pow,
+                        orientation: theta,
+                    },
+                    d,
+                )
+            })
+        })
+        .collect();
+    feats.sort_by(|a, b| b.0.scale.total_cmp(&a.0.scale));
+    feats.truncate(opts.max_features);
+    feats.into_iter().unzip()
+}
+
+impl Candidate {
+    fn sigma_work(&self, octaves: &[Octave]) -> f32 {
+        self.sigma * 2f32.powi(octaves.first().map_or(0, |o| o.exponent) + self.octave as i32)
+    }
+}
+
+/// 1D Gaussian kernel with radius `ceil(4 sigma)`, normalised to sum 1.
+fn gaussian_kernel(sigma: f32) -> Vec<f32> {
+    let r = (4.0 * sigma).ceil().max(1.0) as usize;
+    let mut k: Vec<f32> = (0..=2 * r)
+        .map(|i| (-((i as f32 - r as f32).powi(2)) / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let s: f32 = k.iter().sum();
+    k.iter_mut().for_each(|v| *v /= s);
+    k
+}
+
+/// Separable Gaussian blur, borders replicated; rows of each pass in parallel.
+pub(crate) fn blur(src: &Plane, sigma: f32) -> Plane {
+    let k = gaussian_kernel(sigma);
+    let r = k.len() / 2;
+    let (w, h) = (src.w, src.h);
+    let mut tmp = Plane::new(w, h);
+    tmp.data.par_chunks_mut(w).enumerate().for_each_init(
+        || vec![0f32; w + 2 * r],
+        |pad, (y, out)| {
+            let row = &src.data[y * w..(y + 1) * w];
+            pad[..r].fill(row[0]);
+            pad[r..r + w].copy_from_slice(row);
+            pad[r + w..].fill(row[w - 1]);
+            out.fill(0.0);
+            for (i, &kw) in k.iter().enumerate() {
+                let s = &pad[i..i + w];
+                for (o, &v) in out.iter_mut().zip(s) {
+                    *o += kw * v;
+                }
+            }
+        },
+    );
+    let mut dst = Plane::new(w, h);
+    dst.data.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
+        for (i, &kw) in k.iter().enumerate() {
+            let yy = (y + i).saturating_sub(r).min(h - 1);
+            let s = &tmp.data[yy * w..(yy + 1) * w];
+            for (o, &v) in out.iter_mut().zip(s) {
+                *o += kw * v;
+            }
+        }
+    });
+    dst
+}
+
+fn sub(a: &Plane, b: &Plane) -> Plane {
+    let mut d = Plane::new(a.w, a.h);
+    d.data
+        .par_chunks_mut(a.w.max(1) * 16)
+        .zip(a.data.par_chunks(a.w.max(1) * 16))
+        .zip(b.data.par_chunks(a.w.max(1) * 16))
+        .for_each(|((d, a), b)| {
+            for ((d, a), b) in d.iter_mut().zip(a).zip(b) {
+                *d = a - b;
+            }
+        });
+    d
+}
+
+/// 2x upsampling by linear interpolation in index coordinates: `dst[2i] = src[i]`,
+/// `dst[2i+1] = (src[i] + src[i+1]) / 2` (VLFeat `copy_and_upsample`).
+fn upsample2(src: &Plane) -> Plane {
+    let (w, h) = (src.w, src.h);
+    let (dw, dh) = (2 * w, 2 * h);
+    let mut dst = Plane::new(dw, dh);
+    dst.data
+        .par_chunks_mut(dw)
+        .enumerate()
+        .for_each(|(y, out)| {
+            let y0 = (y / 2).min(h - 1);
+            let y1 = if y % 2 == 1 { (y0 + 1).min(h - 1) } else { y0 };
+            let r0 = &src.data[y0 * w..(y0 + 1) * w];
+            let r1 = &src.data[y1 * w..(y1 + 1) * w];
+            for x in 0..w {
+                let x1 = (x + 1).min(w - 1);
+                let a = 0.5 * (r0[x] + r1[x]);
+                let b = 0.5 * (r0[x1] + r1[x1]);
+                out[2 * x] = a;
+                out[2 * x + 1] = 0.5 * (a + b);
+            }
+        });
+    dst
+}
+
+/// Decimation by 2: `dst[i] = src[2i]` (exact in index coordinates).
+fn downsample2(src: &Plane) -> Plane {
+    let (w, h) = (src.w.div_ceil(2), src.h.div_ceil(2));
+    let mut dst = Plane::new(w, h);
+    dst.data.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
+        let row = &src.data[2 * y * src.w..(2 * y + 1) * src.w];
+        for (x, o) in out.iter_mut().enumerate() {
+            *o = row[2 * x];
+        }
+    });
+    dst
+}
+
+/// Scale-space extrema of the DoG levels `1..=S` of one octave, refined to sub-pixel/sub-level
+/// accuracy (Lowe 2004 §4, Brown & Lowe 2002 quadratic fit) and filtered by contrast and edge
+/// response (Lowe 2004 §4.1).
+fn detect_octave(dog: &[Plane], octave: usize, opts: &SiftOptions) -> Vec<Candidate> {
+    let (w, h) = (dog[0].w, dog[0].h);
+    if w <= 2 * BORDER || h <= 2 * BORDER {
+        return Vec::new();
+    }
+    let pre = 0.8 * opts.peak_threshold;
+    (BORDER..h - BORDER)
+        .into_par_iter()
+        .flat_map_iter(|y| {
+            let mut found = Vec::new();
+            for s in 1..=S {
+                let (d0, d1, d2) = (&dog[s - 1].data, &dog[s].data, &dog[s + 1].data);
+                let row = y * w;
+                for x in BORDER..w - BORDER {
+                    let i = row + x;
+                    let v = d1[i];
+                    if v.abs() <= pre {
+                        continue;
+                    }
+                    if is_extremum(v, i, w, d0, d1, d2)
+                        && let Some(c) = refine(dog, octave, x, y, s, opts)
+                    {
+                        found.push(c);
+                    }
+                }
+            }
+            found.into_iter()
+        })
+        .collect()
+}
+
+#[inline]
+fn is_extremum(v: f32, i: usize, w: usize, d0: &[f32], d1: &[f32], d2: &[f32]) -> bool {
+    let offs = [
+        i - w - 1,
+        i - w,
+        i - w + 1,
+        i - 1,
+        i,
+        i + 1,
+        i + w - 1,
+        i + w,
+        i + w + 1,
+    ];
+    if v > 0.0 {
+        offs.iter()
+            .all(|&j| v >= d0[j] && v >= d2[j] && (j == i || v > d1[j]))
+    } else {
+        offs.iter()
+            .all(|&j| v <= d0[j] && v <= d2[j] && (j == i || v < d1[j]))
+    }
+}
+
+/// Sub-pixel refinement by Newton steps on the 3D quadratic Taylor expansion of the DoG
+/// (Lowe 2004 eq. 2-3), then contrast `|D(x̂)| >= peak_threshold` and edge
+/// `tr(H)²/det(H) < (r+1)²/r` tests (Lowe 2004 eq. 4-5).
+fn refine(
+    dog: &[Plane],
+    octave: usize,
+    x0: usize,
+    y0: usize,
+    s0: usize,
+    opts: &SiftOptions,
+) -> Option<Candidate> {
+    let (w, h) = (dog[0].w, dog[0].h);
+    let (mut x, mut y, mut s) = (x0, y0, s0);
+    for _ in 0..5 {
+        let (a, b, c) = (&dog[s - 1], &dog[s], &dog[s + 1]);
+        let v = b.at(x, y);
+        let dx = 0.5 * (b.at(x + 1, y) - b.at(x - 1, y));
+        let dy = 0.5 * (b.at(x, y + 1) - b.at(x, y - 1));
+        let ds = 0.5 * (c.at(x, y) - a.at(x, y));
+        let dxx = b.at(x + 1, y) + b.at(x - 1, y) - 2.0 * v;
+        let dyy = b.at(x, y + 1) + b.at(x, y - 1) - 2.0 * v;
+        let dss = c.at(x, y) + a.at(x, y) - 2.0 * v;
+        let dxy = 0.25
+            * (b.at(x + 1, y + 1) - b.at(x - 1, y + 1) - b.at(x + 1, y - 1) + b.at(x - 1, y - 1));
+        let dxs = 0.25 * (c.at(x + 1, y) - c.at(x - 1, y) - a.at(x + 1, y) + a.at(x - 1, y));
+        let dys = 0.25 * (c.at(x, y + 1) - c.at(x, y - 1) - a.at(x, y + 1) + a.at(x, y - 1));
+        let hm = [[dxx, dxy, dxs], [dxy, dyy, dys], [dxs, dys, dss]];
+        let off = solve3(&hm, &[-dx, -dy, -ds])?;
+        if off.iter().all(|o| o.abs() < 0.6) {
+            let contrast = v + 0.5 * (dx * off[0] + dy * off[1] + ds * off[2]);
+            if contrast.abs() < opts.peak_threshold {
+                return None;
+            }
+            let tr = dxx + dyy;
+            let det = dxx * dyy - dxy * dxy;
+            let r = opts.edge_threshold;
+            if det <= 0.0 || tr * tr * r >= (r + 1.0) * (r + 1.0) * det {
+                return None;
+            }
+            let sf = s as f32 + off[2];
+            return Some(Candidate {
+                octave,
+                x: x as f32 + off[0],
+                y: y as f32 + off[1],
+                s: sf,
+                sigma: SIGMA0 * 2f32.powf(sf / S as f32),
+            });
+        }
+        if off.iter().any(|o| !o.is_finite() || o.abs() > 3.0) {
+            return None;
+        }
+        let step = |p: usize, o: f32| (p as f32 + o.round()) as isize;
+        let (nx, ny, ns) = (step(x, off[0]), step(y, off[1]), step(s, off[2]));
+        if ns < 1 || ns > S as isize || nx < BORDER as isize || ny < BORDER as isize {
+            return None;
+        }
+        if nx >= (w - BORDER) as isize || ny >= (h - BORDER) as isize {
+            return None;
+        }
+        (x, y, s) = (nx as usize, ny as usize, ns as usize);
+    }
+    None
+}
+
+/// Solves the 3x3 system `H x = b` by Cramer's rule; `None` when singular.
+fn solve3(m: &[[f32; 3]; 3], b: &[f32; 3]) -> Option<[f32; 3]> {
+    let det3 = |m: &[[f32; 3]; 3]| {
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    };
+    let d = det3(m);
+    if d.abs() < 1e-12 {
+        return None;
+    }
+    let mut x = [0f32; 3];
+    for (c, xc) in x.iter_mut().enumerate() {
+        let mut mc = *m;
+        for r in 0..3 {
+            mc[r][c] = b[r];
+        }
+        *xc = det3(&mc) / d;
+    }
+    Some(x)
+}
+
+/// Fast `atan2` in `[0, 2π)` (polynomial approximation, max error about 0.012°).
+#[inline]
+pub(crate) fn fast_atan2(y: f32, x: f32) -> f32 {
+    let ax = x.abs();
+    let ay = y.abs();
+    let (mn, mx) = if ax < ay { (ax, ay) } else { (ay, ax) };
+    let a = mn / (mx + f32::MIN_POSITIVE);
+    let s = a * a;
+    // Minimax polynomial for atan on [0, 1].
+    let mut r = ((-0.046_496_473 * s + 0.159_314_22) * s - 0.327_622_77) * s * a + a;
+    if ay > ax {
+        r = 0.5 * PI - r;
+    }
+    if x < 0.0 {
+        r = PI - r;
+    }
+    if y < 0.0 {
+        r = 2.0 * PI - r;
+    }
+    if r >= 2.0 * PI { 0.0 } else { r }
+}
+
+/// Dominant orientations (Lowe 2004 §5): a 36-bin histogram of gradient directions weighted by
+/// magnitude and a Gaussian window of `1.5 sigma`, smoothed, peaks within 80 % of the highest,
+/// refined by a parabola through the peak bin and its neighbours; the strongest `max_n`.
+fn orientations(g: &Plane, x: f32, y: f32, sigma: f32, max_n: usize) -> Vec<f32> {
+    let ws = ORI_SIGMA_FACTOR * sigma;
+    let rad = (3.0 * ws).round() as isize;
+    let (xi, yi) = (x.round() as isize, y.round() as isize);
+    let mut hist = [0f32; ORI_BINS];
+    let inv2 = -1.0 / (2.0 * ws * ws);
+    for dy in -rad..=rad {
+        let yy = yi + dy;
+        if yy < 1 || yy >= g.h as isize - 1 {
+            continue;
+        }
+        for dx in -rad..=rad {
+            let xx = xi + dx;
+            if xx < 1 || xx >= g.w as isize - 1 {
+                continue;
+            }
+            let r2 = (dx * dx + dy * dy) as f32;
+            if r2 > (rad * rad) as f32 + 0.5 {
+                continue;
+            }
+            let (xx, yy) = (xx as usize, yy as usize);
+            let gx = g.at(xx + 1, yy) - g.at(xx - 1, yy);
+            let gy = g.at(xx, yy + 1) - g.at(xx, yy - 1);
+            let mag = (gx * gx + gy * gy).sqrt();
+            let ang = fast_atan2(gy, gx);
+            let bin = ((ang * (ORI_BINS as f32 / (2.0 * PI))) as usize).min(ORI_BINS - 1);
+            hist[bin] += mag * (r2 * inv2).exp();
+        }
+    }
+    // Smooth with [1 4 6 4 1]/16 (circular), as OpenCV does.
+    let mut sm = [0f32; ORI_BINS];
+    for (i, v) in sm.iter_mut().enumerate() {
+        let at = |d: isize| hist[((i as isize + d).rem_euclid(ORI_BINS as isize)) as usize];
+        *v = (at(-2) + at(2)) * (1.0 / 16.0)
+            + (at(-1) + at(1)) * (4.0 / 16.0)
+            + at(0) * (6.0 / 16.0);
+    }
+    let max = sm.iter().cloned().fold(0.0, f32::max);
+    if max <= 0.0 {
+        return vec![0.0];
+    }
+    let mut peaks: Vec<(f32, f32)> = Vec::new();
+    for i in 0..ORI_BINS {
+        let l = sm[(i + ORI_BINS - 1) % ORI_BINS];
+        let r = sm[(i + 1) % ORI_BINS];
+        let c = sm[i];
+        if c > l && c > r && c >= ORI_PEAK_RATIO * max {
+            let off = 0.5 * (l - r) / (l - 2.0 * c + r);
+            let bin = (i as f32 + 0.5 + off).rem_euclid(ORI_BINS as f32);
+            peaks.push((c, bin * (2.0 * PI / ORI_BINS as f32)));
+        }
+    }
+    peaks.sort_by(|a, b| b.0.total_cmp(&a.0));
+    peaks.truncate(max_n);
+    peaks
+        .into_iter()
+        .map(|p| if p.1 >= 2.0 * PI { 0.0 } else { p.1 })
+        .collect()
+}
+
+/// SIFT descriptor (Lowe 2004 §6): a 4x4 grid of 8-bin gradient orientation histograms over a
+/// patch rotated to `theta`, bins `3 sigma` wide, samples Gaussian-weighted (sigma = half the
+/// window) and spread by trilinear interpolation; normalised, clamped at 0.2, renormalised.
+/// Then RootSIFT (L1-normalise, square root; Arandjelović & Zisserman 2012 §3) and COLMAP's
+/// quantisation `min(255, round(512 v))`.
+fn descriptor(g: &Plane, x: f32, y: f32, sigma: f32, theta: f32) -> [u8; 128] {
+    const D: usize = DESC_D;
+    const N: usize = DESC_N;
+    let bin_w = DESC_BIN_SIGMAS * sigma;
+    let rad = (bin_w * std::f32::consts::SQRT_2 * (D as f32 + 1.0) * 0.5).round() as isize;
+    let (ct, st) = (theta.cos() / bin_w, theta.sin() / bin_w);
+    let (xi, yi) = (x.round() as isize, y.round() as isize);
+    let (fx, fy) = (x - xi as f32, y - yi as f32);
+    // Histogram with one guard bin on each side in space.
+    let mut hist = [0f32; (D + 2) * (D + 2) * N];
+    let win = -1.0 / (2.0 * (0.5 * D as f32).powi(2));
+    let half = 0.5 * D as f32 - 0.5;
+    for dy in -rad..=rad {
+        let yy = yi + dy;
+        if yy < 1 || yy >= g.h as isize - 1 {
+            continue;
+        }
+        for dx in -rad..=rad {
+            let xx = xi + dx;
+            if xx < 1 || xx >= g.w as isize - 1 {
+                continue;
+            }
+            // Offset from the (sub-pixel) keypoint, rotated into the descriptor frame, in bins.
+            let (ox, oy) = (dx as f32 - fx, dy as f32 - fy);
+            let c = ox * ct + oy * st;
+            let r = -ox * st + oy * ct;
+            let cb = c + half;
+            let rb = r + half;
+            if cb <= -1.0 || cb >= D as f32 || rb <= -1.0 || rb >= D as f32 {
+                continue;
+            }
+            let (xx, yy) = (xx as usize, yy as usize);
+            let gx = g.at(xx + 1, yy) - g.at(xx - 1, yy);
+            let gy = g.at(xx, yy + 1) - g.at(xx, yy - 1);
+            let mag = (gx * gx + gy * gy).sqrt() * ((c * c + r * r) * win).exp();
+            let mut ob = (fast_atan2(gy, gx) - theta) * (N as f32 / (2.0 * PI));
+            ob = ob.rem_euclid(N as f32);
+            // Trilinear interpolation.
+            let (r0, c0, o0) = (rb.floor(), cb.floor(), ob.floor());
+            let (dr, dc, d_o) = (rb - r0, cb - c0, ob - o0);
+            let (r0, c0, o0) = (
+                (r0 as isize + 1) as usize,
+                (c0 as isize + 1) as usize,
+                o0 as usize % N,
+            );
+            let o1 = (o0 + 1) % N;
+            for (ri, wr) in [(r0, 1.0 - dr), (r0 + 1, dr)] {
+                for (ci, wc) in [(c0, 1.0 - dc), (c0 + 1, dc)] {
+                    let base = (ri * (D + 2) + ci) * N;
+                    let v = mag * wr * wc;
+                    hist[base + o0] += v * (1.0 - d_o);
+                    hist[base + o1] += v * d_o;
+                }
+            }
+        }
+    }
+    let mut desc = [0f32; 128];
+    for r in 0..D {
+        for c in 0..D {
+            let src = ((r + 1) * (D + 2) + (c + 1)) * N;
+            desc[(r * D + c) * N..(r * D + c + 1) * N].copy_from_slice(&hist[src..src + N]);
+        }
+    }
+    rootsift_quantize(&mut desc)
+}
+
+/// Lowe's normalisation (L2, clamp at 0.2, L2), then RootSIFT (L1-normalise, sqrt: the result
+/// has unit L2 norm) and COLMAP's `u8` quantisation `min(255, round(512 v))`.
+pub(crate) fn rootsift_quantize(desc: &mut [f32; 128]) -> [u8; 128] {
+    let n2 = desc.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if n2 > 0.0 {
+        let inv = 1.0 / n2;
+        desc.iter_mut().for_each(|v| *v = (*v * inv).min(0.2));
+    }
+    let l1: f32 = desc.iter().sum();
+    let mut out = [0u8; 128];
+    if l1 > 0.0 {
+        let inv = 1.0 / l1;
+        for (o, v) in out.iter_mut().zip(desc.iter()) {
+            *o = ((v * inv).sqrt() * 512.0).round().min(255.0) as u8;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_atan2_matches_std() {
+        let mut worst = 0f32;
+        for i in 0..3600 {
+            let a = i as f32 * 0.1f32.to_radians();
+            for r in [0.01f32, 1.0, 37.0] {
+                let (y, x) = (r * a.sin(), r * a.cos());
+                let want = y.atan2(x).rem_euclid(2.0 * PI);
+                let got = fast_atan2(y, x);
+                let mut d = (got - want).abs();
+                d = d.min(2.0 * PI - d);
+                worst = worst.max(d);
+            }
+        }
+        assert!(worst < 3e-4, "worst atan2 error {worst} rad");
+    }
+
+    #[test]
+    fn blur_preserves_mean_and_matches_sigma() {
+        // A single bright pixel becomes a Gaussian with the requested variance.
+        let mut p = Plane::new(41, 41);
+        p.data[20 * 41 + 20] = 1.0;
+        let b = blur(&p, 2.0);
+        let sum: f32 = b.data.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-4, "sum {sum}");
+        let var: f32 = (0..41)
+            .map(|x| b.data.iter().skip(x).step_by(41).sum::<f32>() * (x as f32 - 20.0).powi(2))
+            .sum();
+        assert!((var - 4.0).abs() < 0.05, "variance {var}");
+    }
+
+    #[test]
+    fn rootsift_has_unit_norm() {
+        let mut d = [0f32; 128];
+        for (i, v) in d.iter_mut().enumerate() {
+            *v = ((i * 37) % 11) as f32;
+        }
+        let q = rootsift_quantize(&mut d);
+        let n: f32 = q
+            .iter()
+            .map(|&v| (v as f32 / 512.0).powi(2))
+            .sum::<f32>()
+            .sqrt();
+        assert!((n - 1.0).abs() < 0.01, "norm {n}");
+    }
+
+    #[test]
+    fn blob_is_detected_at_its_centre_and_scale() {
+        // A Gaussian blob of sigma b has its DoG extremum at scale about b (Lindeberg).
+        let (w, h) = (96, 96);
+        let (cx, cy, b) = (40.3f32, 51.7f32, 4.0f32);
+        let data: Vec<u8> = (0..w * h)
+            .map(|i| {
+                let (x, y) = ((i % w) as f32, (i / w) as f32);
+                let r2 = (x - cx).powi(2) + (y - cy).powi(2);
+                (40.0 + 180.0 * (-r2 / (2.0 * b * b)).exp()) as u8
+            })
+            .collect();
+        let img = image::GrayImage::from_raw(w as u32, h as u32, data).expect("image");
+        let f = extract(&img, &SiftOptions::default());
+        // Index coordinates (cx, cy) are full coordinates (cx + 0.5, cy + 0.5).
+        let best = f
+            .keypoints
+            .iter()
+            .min_by(|a, b| {
+                let da = (a.x - cx - 0.5).hypot(a.y - cy - 0.5);
+                let db = (b.x - cx - 0.5).hypot(b.y - cy - 0.5);
+                da.total_cmp(&db)
+            })
+            .expect("a keypoint");
+        let d = (best.x - cx - 0.5).hypot(best.y - cy - 0.5);
+        assert!(d < 0.3, "blob found {d} px away: {best:?}");
+        let ratio = best.scale / b;
+        assert!(
+            ratio > 0.7 && ratio < 1.4,
+            "scale {} for blob sigma {b}",
+            best.scale
+        );
     }
 }
