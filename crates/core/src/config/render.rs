@@ -1,4 +1,4 @@
-//! `[render]` — owned by the render stage.
+//! `[render]` — owned by the render stage (`crates/render`, see its README for the path and video).
 use super::{KeyDoc, ensure};
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +11,18 @@ pub struct RenderConfig {
     pub width: u32,
     pub height: u32,
     pub crf: u32,
+    pub ease_s: f64,
+    pub heading: String,
+    pub exposure: String,
+    pub exposure_ev: Option<f64>,
+    pub preview_width: u32,
+    pub preview_height: u32,
+    pub preview_fov_deg: f64,
+    pub max_frames: u32,
+    pub tile_px: u32,
+    pub encoder: String,
+    pub viewer_embed_max_mb: f64,
+    pub stills: u32,
 }
 
 impl Default for RenderConfig {
@@ -21,6 +33,18 @@ impl Default for RenderConfig {
             width: 1024,
             height: 512,
             crf: 18,
+            ease_s: 1.0,
+            heading: "travel".into(),
+            exposure: "interpolate".into(),
+            exposure_ev: None,
+            preview_width: 640,
+            preview_height: 360,
+            preview_fov_deg: 90.0,
+            max_frames: 0,
+            tile_px: 64,
+            encoder: "auto".into(),
+            viewer_embed_max_mb: 16.0,
+            stills: 6,
         }
     }
 }
@@ -35,17 +59,65 @@ pub(super) const DOCS: &[KeyDoc] = &[
         "width",
         "Width of the 360° (equirectangular) frames; must be 2 x height.",
     ),
-    ("height", "Height of the 360° frames."),
+    ("height", "Height of the 360° frames (even)."),
     (
         "crf",
         "H.264 constant rate factor (0 = lossless .. 51 = worst; 18 is visually lossless).",
+    ),
+    (
+        "ease_s",
+        "Seconds of smooth acceleration at the start and deceleration at the end (0 = none).\nEach ramp adds ease_s / 2 to the video's length (path length / speed).",
+    ),
+    (
+        "heading",
+        "Where the camera looks: \"travel\" (level, along the direction of travel) or\n\"keyframes\" (orientation interpolated between the keyframe photos).",
+    ),
+    (
+        "exposure",
+        "\"interpolate\": exposure follows the keyframe photos' EVs smoothly; \"fixed\": one EV.",
+    ),
+    (
+        "exposure_ev",
+        "EV for exposure = \"fixed\" (unset: the median of the keyframes' EVs).",
+    ),
+    (
+        "preview_width",
+        "Width of the perspective preview video (even).",
+    ),
+    (
+        "preview_height",
+        "Height of the perspective preview video (even).",
+    ),
+    (
+        "preview_fov_deg",
+        "Horizontal field of view of the preview camera, degrees.",
+    ),
+    (
+        "max_frames",
+        "Upper bound on frames per video (0 = none). When the path needs more, the frame rate is\nlowered so the whole path still plays at the configured speed (for quick demos).",
+    ),
+    (
+        "tile_px",
+        "Frames are rendered in square tiles of this many pixels a side (rays per batch = tile_px²).",
+    ),
+    (
+        "encoder",
+        "\"auto\" (ffmpeg when on PATH, else in-process openh264), \"ffmpeg\" or \"openh264\".",
+    ),
+    (
+        "viewer_embed_max_mb",
+        "viewer.html embeds the 360° video (so it works opened as a file) when the video is at\nmost this many MiB; larger videos are loaded from the file next to it (use `flythrough view`).",
+    ),
+    (
+        "stills",
+        "Number of rendered stills, each beside its nearest real photo, in report.html.",
     ),
 ];
 
 impl RenderConfig {
     pub(super) fn check(&self) -> Result<(), String> {
         ensure(
-            self.speed_m_per_s > 0.0,
+            self.speed_m_per_s.is_finite() && self.speed_m_per_s > 0.0,
             "speed_m_per_s",
             self.speed_m_per_s,
             "must be > 0",
@@ -57,11 +129,82 @@ impl RenderConfig {
             "must be in (0, 240]",
         )?;
         ensure(
-            self.width == 2 * self.height && self.height >= 8,
+            self.width == 2 * self.height && self.height >= 8 && self.height % 2 == 0,
             "width",
             self.width,
-            "must be 2 x height (equirectangular 2:1)",
+            "must be 2 x height, height even and >= 8 (equirectangular 2:1, yuv420p)",
         )?;
-        ensure(self.crf <= 51, "crf", self.crf, "must be in 0..=51")
+        ensure(self.crf <= 51, "crf", self.crf, "must be in 0..=51")?;
+        ensure(
+            self.ease_s.is_finite() && (0.0..=60.0).contains(&self.ease_s),
+            "ease_s",
+            self.ease_s,
+            "must be in [0, 60] seconds",
+        )?;
+        ensure(
+            matches!(self.heading.as_str(), "travel" | "keyframes"),
+            "heading",
+            &self.heading,
+            "must be \"travel\" or \"keyframes\"",
+        )?;
+        ensure(
+            matches!(self.exposure.as_str(), "interpolate" | "fixed"),
+            "exposure",
+            &self.exposure,
+            "must be \"interpolate\" or \"fixed\"",
+        )?;
+        if let Some(ev) = self.exposure_ev {
+            ensure(
+                ev.is_finite() && ev.abs() <= 30.0,
+                "exposure_ev",
+                ev,
+                "must be in [-30, 30]",
+            )?;
+        }
+        ensure(
+            self.preview_width >= 8
+                && self.preview_height >= 8
+                && self.preview_width % 2 == 0
+                && self.preview_height % 2 == 0,
+            "preview_width",
+            (self.preview_width, self.preview_height),
+            "preview_width and preview_height must be even and >= 8",
+        )?;
+        ensure(
+            self.preview_fov_deg > 10.0 && self.preview_fov_deg < 170.0,
+            "preview_fov_deg",
+            self.preview_fov_deg,
+            "must be in (10, 170) degrees",
+        )?;
+        ensure(
+            self.max_frames == 0 || self.max_frames >= 2,
+            "max_frames",
+            self.max_frames,
+            "must be 0 (no limit) or >= 2",
+        )?;
+        ensure(
+            (4..=1024).contains(&self.tile_px),
+            "tile_px",
+            self.tile_px,
+            "must be in 4..=1024",
+        )?;
+        ensure(
+            matches!(self.encoder.as_str(), "auto" | "ffmpeg" | "openh264"),
+            "encoder",
+            &self.encoder,
+            "must be \"auto\", \"ffmpeg\" or \"openh264\"",
+        )?;
+        ensure(
+            self.viewer_embed_max_mb.is_finite() && self.viewer_embed_max_mb >= 0.0,
+            "viewer_embed_max_mb",
+            self.viewer_embed_max_mb,
+            "must be >= 0",
+        )?;
+        ensure(
+            self.stills <= 64,
+            "stills",
+            self.stills,
+            "must be in 0..=64",
+        )
     }
 }

@@ -1,0 +1,513 @@
+//! The render stage's orchestration: inputs → path → frames (resumable) → videos → viewer.
+
+use crate::cameras::{Equirect, Perspective};
+use crate::encode::{self, EncodeError, VideoSpec};
+use crate::frames::{render_frame, tiles};
+use crate::path::{CameraPath, Heading, Keyframe, PathSample, PathSettings};
+use crate::source::RaySource;
+use crate::{RenderError, io_at, mp4, viewer};
+use flythrough_core::config::RenderConfig;
+use flythrough_core::{LoadedConfig, Manifest, Reconstruction, RunDir, StageSummary};
+use nalgebra::Vector3;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// File names inside `RUN/render/`.
+pub const VIDEO_360: &str = "flythrough_360.mp4";
+pub const VIDEO_PREVIEW: &str = "preview.mp4";
+pub const VIEWER: &str = "viewer.html";
+pub const PATH_JSON: &str = "path.json";
+pub const STILLS_DIR: &str = "stills";
+pub const STILLS_JSON: &str = "stills/stills.json";
+
+/// `render/path.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PathFile {
+    pub fps: f64,
+    pub speed_m_per_s: f64,
+    pub ease_s: f64,
+    pub heading: Heading,
+    pub length_m: f64,
+    pub duration_s: f64,
+    pub frame_count: usize,
+    /// World up vector the 360° frames are levelled with.
+    pub up: [f64; 3],
+    pub width: u32,
+    pub height: u32,
+    pub keyframes: Vec<PathKeyframe>,
+    pub frames: Vec<PathSample>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PathKeyframe {
+    pub name: String,
+    pub center: [f64; 3],
+    pub s_m: f64,
+    pub time_s: f64,
+    pub exposure_ev: f64,
+}
+
+/// `render/stills/stills.json`: rendered perspective stills and their nearest registered photo.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Still {
+    pub file: String,
+    pub frame: usize,
+    pub time_s: f64,
+    /// The registered photo whose camera centre is nearest (file name in `privacy/images`).
+    pub nearest_photo: Option<String>,
+    pub distance_m: Option<f64>,
+}
+
+/// The stage body with the trained NeRF of `RUN/train` as the ray source.
+pub fn run(
+    cfg: &LoadedConfig,
+    run: &RunDir,
+    out: &Path,
+    work: &Path,
+) -> Result<StageSummary, RenderError> {
+    let source = crate_nerf_source(run)?;
+    run_with_source(cfg, run, out, work, source.as_ref())
+}
+
+fn crate_nerf_source(run: &RunDir) -> Result<Box<dyn RaySource>, RenderError> {
+    let dir = run.stage_dir("train");
+    if !dir.join("stage.json").is_file() {
+        return Err(RenderError::Model(format!(
+            "{}: the train stage has not finished for this run; run it first",
+            dir.display()
+        )));
+    }
+    Err(RenderError::Model(format!(
+        "{}: this build has no NeRF renderer yet (flythrough-nerf's render API is not wired in)",
+        dir.display()
+    )))
+}
+
+/// World up: `sfm/report.json` `"up"` when present, else the mean image-up of the registered
+/// cameras (photos are mostly taken upright).
+pub fn world_up(run: &RunDir, rec: &Reconstruction) -> Vector3<f64> {
+    let report = run.stage_dir("sfm").join("report.json");
+    if let Ok(text) = std::fs::read_to_string(&report) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            if let Some(a) = v.get("up").and_then(|u| u.as_array()) {
+                let c: Vec<f64> = a.iter().filter_map(|x| x.as_f64()).collect();
+                if c.len() == 3 {
+                    let u = Vector3::new(c[0], c[1], c[2]);
+                    if u.norm() > 1e-9 && u.iter().all(|x| x.is_finite()) {
+                        return u.normalize();
+                    }
+                }
+            }
+        }
+    }
+    let sum: Vector3<f64> = rec.images.values().map(|im| im.pose.up()).sum();
+    if sum.norm() > 1e-9 {
+        sum.normalize()
+    } else {
+        Vector3::z()
+    }
+}
+
+/// Keyframes from the config, posed by the reconstruction, with the manifest's exposures.
+pub fn keyframes(
+    cfg: &LoadedConfig,
+    run: &RunDir,
+) -> Result<(Vec<Keyframe>, Reconstruction), RenderError> {
+    let names = &cfg.config.venue.keyframes;
+    if names.len() < 2 {
+        return Err(RenderError::Config(format!(
+            "{}: [venue] keyframes lists {} photo(s); the fly-through needs at least 2",
+            cfg.path.display(),
+            names.len()
+        )));
+    }
+    let model = run.stage_dir("sfm").join("sparse");
+    let rec = Reconstruction::read(&model).map_err(|e| RenderError::Input {
+        path: model.clone(),
+        msg: format!("cannot read the SfM model: {e}"),
+    })?;
+    let manifest_path = run.stage_dir("capture").join("manifest.json");
+    let manifest = Manifest::read(&manifest_path).ok();
+    if manifest.is_none() {
+        tracing::warn!(
+            "{}: not readable; keyframe exposures taken as EV 0",
+            manifest_path.display()
+        );
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let im = rec
+            .image_by_name(name)
+            .ok_or_else(|| RenderError::NotRegistered {
+                name: name.clone(),
+                model: model.clone(),
+            })?;
+        let ev = manifest
+            .as_ref()
+            .and_then(|m| m.photo(name))
+            .map(|p| p.exposure.ev)
+            .unwrap_or(0.0);
+        out.push(Keyframe {
+            name: name.clone(),
+            pose: im.pose,
+            ev,
+        });
+    }
+    Ok((out, rec))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Build the path from the config and run folder.
+pub fn build_path(
+    cfg: &LoadedConfig,
+    run: &RunDir,
+) -> Result<(CameraPath, Reconstruction, Option<f64>), RenderError> {
+    let r = &cfg.config.render;
+    let (kfs, rec) = keyframes(cfg, run)?;
+    let up = world_up(run, &rec);
+    let fixed_ev = match r.exposure.as_str() {
+        "fixed" => Some(
+            r.exposure_ev
+                .unwrap_or_else(|| median(kfs.iter().map(|k| k.ev).collect())),
+        ),
+        _ => None,
+    };
+    let heading = if r.heading == "keyframes" {
+        Heading::Keyframes
+    } else {
+        Heading::Travel
+    };
+    let path = CameraPath::new(
+        kfs,
+        up,
+        PathSettings {
+            speed_m_per_s: r.speed_m_per_s,
+            ease_s: r.ease_s,
+            heading,
+        },
+    )?;
+    Ok((path, rec, fixed_ev))
+}
+
+fn pano_name(k: usize) -> String {
+    format!("pano_{k:05}.png")
+}
+fn preview_name(k: usize) -> String {
+    format!("preview_{k:05}.png")
+}
+
+fn pano_camera(r: &RenderConfig, f: &PathSample, up: Vector3<f64>) -> Equirect {
+    Equirect::new(
+        r.width,
+        r.height,
+        Vector3::from(f.center),
+        Vector3::from(f.forward),
+        up,
+    )
+}
+
+fn preview_camera(r: &RenderConfig, f: &PathSample) -> Perspective {
+    let pose = f.pose();
+    Perspective::new(
+        r.preview_width,
+        r.preview_height,
+        r.preview_fov_deg,
+        pose.center(),
+        pose.rotation,
+    )
+}
+
+/// Write a PNG atomically (`.partial` then rename) so a killed render never leaves a half frame.
+fn save_png(img: &image::RgbImage, path: &Path) -> Result<(), RenderError> {
+    let mut buf = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut buf), image::ImageFormat::Png)
+        .map_err(|e| RenderError::Input {
+            path: path.to_path_buf(),
+            msg: format!("PNG encoding: {e}"),
+        })?;
+    flythrough_core::run::write_atomic(path, &buf).map_err(io_at(path))
+}
+
+fn load_png(path: &Path) -> Result<image::RgbImage, EncodeError> {
+    image::open(path)
+        .map(|i| i.to_rgb8())
+        .map_err(|e| EncodeError::Msg(format!("{}: {e}", path.display())))
+}
+
+/// Render every missing frame into `frames_dir`; returns (frames rendered now, seconds spent).
+pub fn render_frames(
+    r: &RenderConfig,
+    frames: &[PathSample],
+    up: Vector3<f64>,
+    source: &dyn RaySource,
+    frames_dir: &Path,
+) -> Result<(usize, f64), RenderError> {
+    std::fs::create_dir_all(frames_dir).map_err(io_at(frames_dir))?;
+    let todo: Vec<usize> = (0..frames.len())
+        .filter(|&k| {
+            !(frames_dir.join(pano_name(k)).is_file() && frames_dir.join(preview_name(k)).is_file())
+        })
+        .collect();
+    if todo.len() < frames.len() {
+        tracing::info!(
+            "render: resuming, {} of {} frames already rendered",
+            frames.len() - todo.len(),
+            frames.len()
+        );
+    }
+    let per_frame = tiles(r.width, r.height, r.tile_px).len()
+        + tiles(r.preview_width, r.preview_height, r.tile_px).len();
+    let pb = flythrough_core::progress::bar(
+        (todo.len() * per_frame) as u64,
+        "render: 360° + preview frames",
+    );
+    let done = AtomicU64::new(0);
+    let tick = || {
+        done.fetch_add(1, Ordering::Relaxed);
+        pb.inc(1);
+    };
+    let t0 = Instant::now();
+    let mut pano_seconds = 0.0;
+    for &k in &todo {
+        let f = &frames[k];
+        let t = Instant::now();
+        let pano = render_frame(
+            source,
+            &pano_camera(r, f, up),
+            f.exposure_ev,
+            r.tile_px,
+            &tick,
+        );
+        pano_seconds += t.elapsed().as_secs_f64();
+        let prev = render_frame(
+            source,
+            &preview_camera(r, f),
+            f.exposure_ev,
+            r.tile_px,
+            &tick,
+        );
+        save_png(&prev, &frames_dir.join(preview_name(k)))?;
+        // The 360° frame last: its presence marks the frame done.
+        save_png(&pano, &frames_dir.join(pano_name(k)))?;
+    }
+    pb.finish_and_clear();
+    tracing::info!(
+        "render: {} frames in {:.1} s ({:.3} s per 360° frame)",
+        todo.len(),
+        t0.elapsed().as_secs_f64(),
+        pano_seconds / todo.len().max(1) as f64
+    );
+    Ok((todo.len(), pano_seconds))
+}
+
+/// Encode the frame PNGs named by `name(k)` into `out`.
+fn encode_pngs(
+    encoder: &encode::Encoder,
+    spec: VideoSpec,
+    dir: &Path,
+    n: usize,
+    name: fn(usize) -> String,
+    out: &Path,
+) -> Result<u64, RenderError> {
+    let frames = (0..n).map(|k| load_png(&dir.join(name(k))));
+    Ok(encode::encode(encoder, spec, frames, out)?)
+}
+
+/// Indices of `count` stills spread along the path (always including the first and last frame).
+fn still_indices(n: usize, count: usize) -> Vec<usize> {
+    match count {
+        0 => vec![],
+        1 => vec![n / 2],
+        c => {
+            let mut v: Vec<usize> = (0..c)
+                .map(|i| ((n - 1) as f64 * i as f64 / (c - 1) as f64).round() as usize)
+                .collect();
+            v.dedup();
+            v
+        }
+    }
+}
+
+/// The stage body with any ray source (tests and benchmarks use [`crate::AnalyticRoom`]).
+pub fn run_with_source(
+    cfg: &LoadedConfig,
+    run: &RunDir,
+    out: &Path,
+    work: &Path,
+    source: &dyn RaySource,
+) -> Result<StageSummary, RenderError> {
+    let r = &cfg.config.render;
+    let (path, rec, fixed_ev) = build_path(cfg, run)?;
+    let fps = path.frame_rate(r.fps, r.max_frames);
+    if fps < r.fps {
+        tracing::info!(
+            "render: max_frames = {} lowers the frame rate to {fps:.3} fps",
+            r.max_frames
+        );
+    }
+    let frames = path.frames(fps, fixed_ev);
+    let up = path.up();
+    let pf = PathFile {
+        fps,
+        speed_m_per_s: r.speed_m_per_s,
+        ease_s: path.ease(),
+        heading: if r.heading == "keyframes" {
+            Heading::Keyframes
+        } else {
+            Heading::Travel
+        },
+        length_m: path.length(),
+        duration_s: path.duration(),
+        frame_count: frames.len(),
+        up: [up.x, up.y, up.z],
+        width: r.width,
+        height: r.height,
+        keyframes: path
+            .keyframes()
+            .iter()
+            .zip(path.keyframe_u())
+            .map(|(k, &u)| {
+                let s = path.s_of_u(u);
+                let c = k.pose.center();
+                PathKeyframe {
+                    name: k.name.clone(),
+                    center: [c.x, c.y, c.z],
+                    s_m: s,
+                    time_s: path.t_of_s(s),
+                    exposure_ev: fixed_ev.unwrap_or(k.ev),
+                }
+            })
+            .collect(),
+        frames: frames.clone(),
+    };
+    let pj = out.join(PATH_JSON);
+    flythrough_core::run::write_json(&pj, &pf).map_err(io_at(&pj))?;
+
+    // Frames (resumable).
+    let frames_dir = work.join("frames");
+    let (rendered, pano_seconds) = render_frames(r, &frames, up, source, &frames_dir)?;
+
+    // Videos.
+    let encoder = encode::choose(&r.encoder)?;
+    let t_enc = Instant::now();
+    let v360 = out.join(VIDEO_360);
+    let spec = VideoSpec {
+        width: r.width,
+        height: r.height,
+        fps,
+        crf: r.crf,
+    };
+    encode_pngs(&encoder, spec, &frames_dir, frames.len(), pano_name, &v360)?;
+    mp4::inject_spherical(&v360, "flythrough")?;
+    let vprev = out.join(VIDEO_PREVIEW);
+    let pspec = VideoSpec {
+        width: r.preview_width,
+        height: r.preview_height,
+        ..spec
+    };
+    encode_pngs(
+        &encoder,
+        pspec,
+        &frames_dir,
+        frames.len(),
+        preview_name,
+        &vprev,
+    )?;
+    let encode_seconds = t_enc.elapsed().as_secs_f64();
+
+    // Stills for the report: perspective frames + the nearest registered photo.
+    let sdir = out.join(STILLS_DIR);
+    std::fs::create_dir_all(&sdir).map_err(io_at(&sdir))?;
+    let mut stills = Vec::new();
+    for (i, k) in still_indices(frames.len(), r.stills as usize)
+        .into_iter()
+        .enumerate()
+    {
+        let file = format!("still_{i:02}.png");
+        let src = frames_dir.join(preview_name(k));
+        std::fs::copy(&src, sdir.join(&file)).map_err(io_at(&src))?;
+        let c = Vector3::from(frames[k].center);
+        let nearest = rec
+            .images
+            .values()
+            .map(|im| (im.name.clone(), (im.pose.center() - c).norm()))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        stills.push(Still {
+            file,
+            frame: k,
+            time_s: frames[k].time_s,
+            nearest_photo: nearest.as_ref().map(|n| n.0.clone()),
+            distance_m: nearest.map(|n| n.1),
+        });
+    }
+    let mid = frames.len() / 2;
+    let pano_still = frames_dir.join(pano_name(mid));
+    std::fs::copy(&pano_still, sdir.join("pano.png")).map_err(io_at(&pano_still))?;
+    let sj = out.join(STILLS_JSON);
+    flythrough_core::run::write_json(&sj, &stills).map_err(io_at(&sj))?;
+
+    // Viewer.
+    let vsize = std::fs::metadata(&v360).map_err(io_at(&v360))?.len();
+    let embed = (vsize as f64) <= r.viewer_embed_max_mb * 1024.0 * 1024.0;
+    let video_bytes = if embed {
+        Some(std::fs::read(&v360).map_err(io_at(&v360))?)
+    } else {
+        None
+    };
+    let html = viewer::viewer_html(&viewer::ViewerInfo {
+        video_file: VIDEO_360.into(),
+        embedded: video_bytes.as_deref(),
+        title: cfg.config.venue.name.clone(),
+        duration_s: frames.len() as f64 / fps,
+        fps,
+        length_m: path.length(),
+        speed_m_per_s: r.speed_m_per_s,
+    });
+    let vp = out.join(VIEWER);
+    std::fs::write(&vp, html).map_err(io_at(&vp))?;
+
+    let spf = if rendered > 0 {
+        pano_seconds / rendered as f64
+    } else {
+        0.0
+    };
+    Ok(StageSummary::default()
+        .with("frames", frames.len())
+        .with("frames_rendered_now", rendered)
+        .with("seconds_per_frame", spf)
+        .with("path_length_m", path.length())
+        .with("duration_s", frames.len() as f64 / fps)
+        .with("fps", fps)
+        .with("width", r.width)
+        .with("height", r.height)
+        .with("encoder", encoder.name())
+        .with("encode_seconds", encode_seconds)
+        .with("source", source.name())
+        .with("viewer_embeds_video", embed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stills_spread_over_the_path() {
+        assert_eq!(still_indices(100, 0), Vec::<usize>::new());
+        assert_eq!(still_indices(100, 1), vec![50]);
+        assert_eq!(still_indices(100, 3), vec![0, 50, 99]);
+        assert_eq!(still_indices(2, 6), vec![0, 1]);
+    }
+}
