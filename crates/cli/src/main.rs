@@ -1,1 +1,184 @@
-fn main() {}
+//! `flythrough`: photos of a venue in, a 360° fly-through video out.
+
+use clap::{Parser, Subcommand};
+use flythrough::pipeline::{self, PipelineError, RunOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "flythrough", version, about = "Photos of a venue in, a 360° fly-through video out.", long_about = None)]
+struct Cli {
+    /// Only warnings and errors; no progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline (capture, privacy, sfm, train, render) for one venue config.
+    Run {
+        /// The venue's TOML config.
+        config: PathBuf,
+        /// Run folder (default: runs/<venue name> beside the config).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Stop after this stage.
+        #[arg(long, value_name = "STAGE")]
+        until: Option<String>,
+        /// Redo this stage and every later one, even if up to date.
+        #[arg(long, value_name = "STAGE")]
+        force: Option<String>,
+    },
+    /// Run several venues, one process per venue; exits 1 if any venue failed.
+    Batch {
+        /// Venue configs.
+        configs: Vec<PathBuf>,
+        /// Stop after this stage.
+        #[arg(long, value_name = "STAGE")]
+        until: Option<String>,
+    },
+    /// Generate the synthetic venue (photos with EXIF, venue.toml, ground truth).
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 40)]
+        images: usize,
+        #[arg(long, default_value_t = 320)]
+        width: u32,
+        #[arg(long, default_value_t = 240)]
+        height: u32,
+    },
+    /// Synthesize a small venue and run the whole pipeline on it (CPU).
+    Demo {
+        /// Where to put the venue and its run folder.
+        #[arg(long, default_value = "demo")]
+        out: PathBuf,
+    },
+    /// Print the default config (`--defaults`) or check a config file (`--check FILE`).
+    Config {
+        #[arg(long)]
+        defaults: bool,
+        #[arg(long, value_name = "FILE")]
+        check: Option<PathBuf>,
+    },
+}
+
+fn init_logging(quiet: bool, verbose: u8) {
+    let level = if quiet {
+        "warn"
+    } else {
+        match verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    if quiet {
+        // SAFETY: set before any thread is spawned.
+        unsafe { std::env::set_var("FLYTHROUGH_QUIET", "1") };
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLYTHROUGH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+}
+
+fn fail(e: PipelineError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(e.exit_code() as u8)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.quiet, cli.verbose);
+    match cli.command {
+        Command::Run { config, out, until, force } => match pipeline::run_venue(&config, &RunOptions { out, until, force }) {
+            Ok(report) => {
+                println!("run folder: {}", report.run_dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Batch { configs, until } => {
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("flythrough"));
+            let mut failed = Vec::new();
+            for c in &configs {
+                let mut cmd = std::process::Command::new(&exe);
+                cmd.arg("run").arg(c);
+                if let Some(u) = &until {
+                    cmd.arg("--until").arg(u);
+                }
+                if cli.quiet {
+                    cmd.arg("--quiet");
+                }
+                match cmd.status() {
+                    Ok(s) if s.success() => eprintln!("{}: ok", c.display()),
+                    Ok(s) => {
+                        eprintln!("{}: failed ({s})", c.display());
+                        failed.push(c.clone());
+                    }
+                    Err(e) => {
+                        eprintln!("{}: could not start: {e}", c.display());
+                        failed.push(c.clone());
+                    }
+                }
+            }
+            if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Command::Synth { out, seed, images, width, height } => {
+            let opts = flythrough_synth::SynthOptions { seed, images, width, height, ..Default::default() };
+            match flythrough_synth::generate(&opts, &out) {
+                Ok(_) => {
+                    println!("synthetic venue: {} (config: {})", out.display(), out.join("venue.toml").display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(PipelineError::Stage(e.to_string())),
+            }
+        }
+        Command::Demo { out } => {
+            let venue = out.join("venue");
+            let opts = flythrough_synth::SynthOptions::default();
+            if let Err(e) = flythrough_synth::generate(&opts, &venue) {
+                return fail(PipelineError::Stage(e.to_string()));
+            }
+            tracing::info!("synthetic venue written to {}", venue.display());
+            let run_dir = out.join("run");
+            match pipeline::run_venue(&venue.join("venue.toml"), &RunOptions { out: Some(run_dir.clone()), ..Default::default() }) {
+                Ok(_) => {
+                    println!("demo venue: {}", venue.display());
+                    println!("run folder: {}", run_dir.display());
+                    for f in ["render/flythrough_360.mp4", "render/viewer.html", "report.html"] {
+                        let p = run_dir.join(f);
+                        if p.exists() {
+                            println!("  {}", p.display());
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Config { defaults, check } => {
+            if let Some(path) = check {
+                return match pipeline::load_config(&path) {
+                    Ok(c) => {
+                        println!("{}: ok (venue {:?}, {} keyframes, {} calibration pairs)", path.display(), c.config.venue.name, c.config.venue.keyframes.len(), c.config.calibration.len());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(e),
+                };
+            }
+            if defaults {
+                print!("{}", flythrough_core::Config::defaults_documented());
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: say --defaults or --check FILE");
+            ExitCode::from(2)
+        }
+    }
+}

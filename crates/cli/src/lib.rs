@@ -1,0 +1,4 @@
+//! The `flythrough` command line: argument parsing lives in `main.rs`; this library holds the stage
+//! wiring so tests can drive it.
+
+pub mod pipeline;

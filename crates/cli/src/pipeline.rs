@@ -1,0 +1,150 @@
+//! The stage runner wiring: which stages run in which order, what each one hashes as its inputs, and
+//! the skip / force / until logic. Each stage is a library crate; this module only composes them.
+
+use flythrough_core::config::{Config, LoadedConfig};
+use flythrough_core::run::{self, RunDir, STAGES, StageError, StageOutcome, StageSummary, hash_parts, run_stage};
+use std::path::{Path, PathBuf};
+
+/// Why a pipeline run stopped: a bad config/usage (exit 2) or a failed stage (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Stage(String),
+}
+
+impl PipelineError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            PipelineError::Config(_) => 2,
+            PipelineError::Stage(_) => 1,
+        }
+    }
+}
+
+/// Options of `flythrough run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Run folder; default `runs/<venue name>` beside the config.
+    pub out: Option<PathBuf>,
+    /// Stop after this stage.
+    pub until: Option<String>,
+    /// Redo this stage and every later one.
+    pub force: Option<String>,
+}
+
+/// What happened to each stage.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_dir: PathBuf,
+    pub stages: Vec<(String, StageOutcome)>,
+}
+
+fn check_stage_name(name: &str, flag: &str) -> Result<(), PipelineError> {
+    if STAGES.contains(&name) {
+        Ok(())
+    } else {
+        Err(PipelineError::Config(format!("{flag} {name}: unknown stage; the stages are {}", STAGES.join(", "))))
+    }
+}
+
+/// Load and validate a config, mapping errors to exit code 2.
+pub fn load_config(path: &Path) -> Result<LoadedConfig, PipelineError> {
+    Config::load(path).map_err(|e| PipelineError::Config(e.to_string()))
+}
+
+/// The default run folder of a config: `runs/<venue name>` beside the config file.
+pub fn default_run_dir(cfg: &LoadedConfig) -> PathBuf {
+    cfg.dir.join("runs").join(&cfg.config.venue.name)
+}
+
+/// Test hook: `FLYTHROUGH_TEST_PAUSE_IN=<stage>` makes that stage sleep (after writing part of its
+/// output) so a test can kill the process mid-stage.
+fn test_pause(stage: &str, out: &Path) {
+    if std::env::var("FLYTHROUGH_TEST_PAUSE_IN").ok().as_deref() == Some(stage) {
+        let _ = std::fs::write(out.join("partial.marker"), b"half-written");
+        eprintln!("FLYTHROUGH_TEST_PAUSED {stage}");
+        std::thread::sleep(std::time::Duration::from_secs(600));
+    }
+}
+
+fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> StageError {
+    Box::new(e)
+}
+
+/// Run the pipeline for one venue config.
+pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, PipelineError> {
+    let cfg = load_config(config_path)?;
+    if let Some(u) = &opts.until {
+        check_stage_name(u, "--until")?;
+    }
+    if let Some(f) = &opts.force {
+        check_stage_name(f, "--force")?;
+    }
+    let run_dir = opts.out.clone().unwrap_or_else(|| default_run_dir(&cfg));
+    let run = RunDir::new(&run_dir);
+    run::recover_interrupted_commits(&run);
+    let force_from = opts.force.as_deref().and_then(|f| STAGES.iter().position(|s| *s == f)).unwrap_or(usize::MAX);
+    let until = opts.until.as_deref().and_then(|u| STAGES.iter().position(|s| *s == u)).unwrap_or(STAGES.len() - 1);
+
+    let mut report = RunReport { run_dir: run_dir.clone(), stages: Vec::new() };
+    let mut fingerprints: Vec<String> = Vec::new();
+    for (i, &stage) in STAGES.iter().enumerate().take(until + 1) {
+        let config_hash = hash_parts(&[cfg.config.section_json(stage).as_bytes()]);
+        let upstream: Vec<&[u8]> = fingerprints.iter().map(|f| f.as_bytes()).collect();
+        let input_hash = match stage {
+            "capture" => flythrough_capture::input_hash(&cfg.photos_dir).map_err(|e| PipelineError::Stage(e.to_string()))?,
+            "sfm" => {
+                // An imported model is an input too.
+                let mut parts = upstream.clone();
+                let import_hash = match &cfg.config.sfm.import {
+                    Some(dir) => {
+                        let d = cfg.dir.join(dir);
+                        let files: Vec<PathBuf> = ["cameras.bin", "images.bin", "points3D.bin", "cameras.txt", "images.txt", "points3D.txt"]
+                            .iter()
+                            .map(|f| d.join(f))
+                            .filter(|p| p.exists())
+                            .collect();
+                        run::hash_files(&files).map_err(|e| PipelineError::Config(format!("[sfm] import = {dir:?}: {e}")))?
+                    }
+                    None => String::new(),
+                };
+                parts.push(import_hash.as_bytes());
+                hash_parts(&parts)
+            }
+            _ => hash_parts(&upstream),
+        };
+        if !is_built(stage) {
+            tracing::warn!("{stage}: this stage is not part of this build yet; stopping before it");
+            break;
+        }
+        let force = i >= force_from;
+        let outcome = run_stage(&run, stage, &input_hash, &config_hash, force, |out, work| {
+            let summary = run_one(stage, &cfg, &run, out, work)?;
+            test_pause(stage, out);
+            Ok(summary)
+        })
+        .map_err(|e| PipelineError::Stage(e.to_string()))?;
+        match &outcome {
+            StageOutcome::UpToDate(_) => tracing::info!("{stage}: up to date, skipped (use --force {stage} to redo it)"),
+            StageOutcome::Ran(r) => tracing::info!("{stage}: done in {:.1} s {}", r.seconds, serde_json::to_string(&r.summary).unwrap_or_default()),
+        }
+        fingerprints.push(outcome.record().fingerprint.clone());
+        report.stages.push((stage.to_string(), outcome));
+    }
+    Ok(report)
+}
+
+/// Stages whose crates are wired into this binary.
+fn is_built(stage: &str) -> bool {
+    matches!(stage, "capture")
+}
+
+/// Run one stage's body.
+fn run_one(stage: &str, cfg: &LoadedConfig, _run: &RunDir, out: &Path, _work: &Path) -> Result<StageSummary, StageError> {
+    match stage {
+        "capture" => flythrough_capture::run(cfg, out).map_err(boxed),
+        other => Err(format!("stage {other} is not wired").into()),
+    }
+}

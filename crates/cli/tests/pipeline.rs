@@ -1,0 +1,132 @@
+//! End-to-end behaviour of the stage runner through the real binary: skipping up-to-date stages,
+//! re-running on a config change, and a killed run leaving the previous output intact.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_flythrough"))
+}
+
+fn venue(dir: &Path) -> PathBuf {
+    let opts = flythrough_synth::SynthOptions { images: 10, width: 96, height: 72, ..Default::default() };
+    flythrough_synth::generate(&opts, dir).unwrap();
+    dir.join("venue.toml")
+}
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(exe()).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+}
+
+fn record(run_dir: &Path, stage: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run_dir.join(stage).join("stage.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn rerun_skips_and_config_change_reruns() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = venue(dir.path());
+    let run_dir = dir.path().join("run");
+    let (code, log) = run(&["run", cfg.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--until", "capture"]);
+    assert_eq!(code, 0, "{log}");
+    let first = record(&run_dir, "capture");
+    assert_eq!(first["summary"]["photos_usable"], 10);
+    let (code, log) = run(&["run", cfg.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--until", "capture"]);
+    assert_eq!(code, 0);
+    assert!(log.contains("capture: up to date, skipped"), "{log}");
+    assert_eq!(record(&run_dir, "capture")["started"], first["started"], "must not run again");
+    // Change the capture section: it runs again.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}\n[capture]\nblur_threshold = 12.5\n")).unwrap();
+    let (code, log) = run(&["run", cfg.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--until", "capture"]);
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("capture: up to date"), "{log}");
+    assert_ne!(record(&run_dir, "capture")["config_hash"], first["config_hash"]);
+    // --force redoes it.
+    let before = record(&run_dir, "capture")["started"].clone();
+    let (code, _) = run(&["run", cfg.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--until", "capture", "--force", "capture"]);
+    assert_eq!(code, 0);
+    assert_ne!(record(&run_dir, "capture")["started"], before);
+}
+
+#[test]
+fn killed_stage_leaves_previous_output_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = venue(dir.path());
+    let run_dir = dir.path().join("run");
+    let (code, log) = run(&["run", cfg.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--until", "capture"]);
+    assert_eq!(code, 0, "{log}");
+    let good = std::fs::read(run_dir.join("capture/manifest.json")).unwrap();
+    // Re-run with --force, pause inside the stage after it wrote part of its output, and kill it.
+    let mut child = Command::new(exe())
+        .args(["run", cfg.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--until", "capture", "--force", "capture"])
+        .env("FLYTHROUGH_TEST_PAUSE_IN", "capture")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !run_dir.join(".tmp-capture/partial.marker").exists() {
+        assert!(t0.elapsed().as_secs() < 60, "stage never paused");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(std::fs::read(run_dir.join("capture/manifest.json")).unwrap(), good, "previous output changed");
+    assert!(!run_dir.join("capture/partial.marker").exists());
+    // The next run finds the stage up to date and cleans the half-written folder when it next runs.
+    let (code, log) = run(&["run", cfg.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--until", "capture"]);
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("capture: up to date"), "{log}");
+}
+
+#[test]
+fn exit_codes_and_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = venue(dir.path());
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, text.replace("[venue]", "[venue]\nfoo = 1")).unwrap();
+    let (code, log) = run(&["run", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{log}");
+    assert!(log.contains("bad.toml") && log.contains("foo"), "{log}");
+    let (code, log) = run(&["run", cfg.to_str().unwrap(), "--until", "nonsense"]);
+    assert_eq!(code, 2);
+    assert!(log.contains("unknown stage"), "{log}");
+    let (code, _) = run(&["frobnicate"]);
+    assert_eq!(code, 2);
+    // A stage failure is exit 1: a photo folder with only a broken photo.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("x.jpg"), b"not a jpeg").unwrap();
+    let c2 = dir.path().join("broken.toml");
+    std::fs::write(&c2, "[venue]\nname = \"b\"\nphotos = \"broken\"\n").unwrap();
+    let (code, log) = run(&["run", c2.to_str().unwrap()]);
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("broken"), "{log}");
+    // The documented defaults are a valid config.
+    let out = Command::new(exe()).args(["config", "--defaults"]).output().unwrap();
+    assert!(out.status.success());
+    let parsed = flythrough_core::Config::parse(&String::from_utf8_lossy(&out.stdout), Path::new("defaults.toml"));
+    assert!(parsed.is_ok(), "{parsed:?}");
+}
+
+#[test]
+fn originals_are_never_modified() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = venue(dir.path());
+    let photos = dir.path().join("photos");
+    let before: Vec<(String, Vec<u8>)> = std::fs::read_dir(&photos)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    let (code, log) = run(&["run", cfg.to_str().unwrap(), "--out", dir.path().join("run").to_str().unwrap()]);
+    assert_eq!(code, 0, "{log}");
+    for (name, bytes) in before {
+        assert_eq!(std::fs::read(photos.join(&name)).unwrap(), bytes, "{name} changed");
+    }
+    assert_eq!(std::fs::read_dir(&photos).unwrap().count(), 10, "nothing added to the photo folder");
+}
