@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install the system packages flythrough's demo and tests need, only those that are missing.
+# Debian/Ubuntu (apt-get); runs apt-get through sudo when not root. Fast the second time.
+#   ffmpeg              H.264 encoding and ffprobe checks of the 360° video (an in-process encoder is the fallback)
+#   chromium            headless checks of the viewer page
+#   mesa-vulkan-drivers a CPU Vulkan driver (lavapipe) for the wgpu back end's checks
+#   pkg-config, nasm    build helpers (nasm speeds up the in-process H.264 encoder)
+set -euo pipefail
+PACKAGES=(ffmpeg chromium mesa-vulkan-drivers pkg-config nasm)
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found. Install a Rust toolchain first: https://rustup.rs" >&2
+  exit 1
+fi
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: system packages present"
+  exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "setup: missing ${missing[*]} and no apt-get here; install them with your package manager." >&2
+  echo "setup: the pipeline still runs without them (in-process encoder; viewer checks skipped)." >&2
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
