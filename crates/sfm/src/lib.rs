@@ -3,5 +3,6 @@
 pub mod ba;
 pub mod features;
 pub mod geometry;
+pub mod mapper;
 pub mod matching;
 pub mod pairs;

@@ -1,0 +1,822 @@
+//! Incremental mapping (COLMAP `controllers/incremental_pipeline` + `sfm/incremental_mapper`
+//! style, simplified to whole feature tracks as in OpenMVG): it orchestrates the solvers of
+//! [`crate::geometry`] and the bundle adjuster of [`crate::ba`].
+//!
+//! Vocabulary: an *image* has keypoints (pixels, full resolution); a *track* is a set of
+//! `(image, keypoint)` observations linked by verified matches (union-find over all pairs, at most
+//! one keypoint per image); a track becomes a *point* once triangulated. Each observation of a point
+//! is *active* (used in BA) or not (outlier or unregistered image).
+
+use crate::ba::{self, BaData, BaOptions, Intrinsics, Obs};
+use crate::geometry::essential::{eight_point_essential, five_point, pose_from_essential};
+use crate::geometry::pnp::estimate_absolute_pose;
+use crate::geometry::ransac::{RansacOptions, lo_msac};
+use crate::geometry::triangulate::{triangulate_dlt, triangulation_angle};
+use nalgebra::{Matrix3, Vector2, Vector3};
+use std::collections::HashMap;
+
+/// A verified image pair: inlier matches `(keypoint in i, keypoint in j)`.
+#[derive(Clone, Debug)]
+pub struct VerifiedPair {
+    pub i: usize,
+    pub j: usize,
+    pub matches: Vec<(u32, u32)>,
+    pub num_h_inliers: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct MapperOptions {
+    /// Pixel thresholds below are multiplied by this (full-resolution pixels per feature pixel).
+    pub pixel_scale: f64,
+    /// Inlier threshold of the initial pair's essential matrix and of filtering (px).
+    pub max_error_px: f64,
+    /// PnP RANSAC threshold (px).
+    pub abs_pose_max_error_px: f64,
+    pub abs_pose_min_inliers: usize,
+    pub init_min_tri_angle_deg: f64,
+    pub init_min_points: usize,
+    pub min_tri_angle_deg: f64,
+    pub local_ba_images: usize,
+    pub local_ba_iterations: usize,
+    pub global_ba_iterations: usize,
+    /// Global BA when the number of registered images grew by this factor.
+    pub global_ba_ratio: f64,
+    /// Refine `[f, k1, k2]` once this many images are registered.
+    pub refine_intrinsics_after: usize,
+}
+
+impl Default for MapperOptions {
+    fn default() -> Self {
+        MapperOptions {
+            pixel_scale: 1.0,
+            max_error_px: 4.0,
+            abs_pose_max_error_px: 12.0,
+            abs_pose_min_inliers: 30,
+            init_min_tri_angle_deg: 16.0,
+            init_min_points: 100,
+            min_tri_angle_deg: 1.5,
+            local_ba_images: 6,
+            local_ba_iterations: 25,
+            global_ba_iterations: 50,
+            global_ba_ratio: 1.2,
+            refine_intrinsics_after: 3,
+        }
+    }
+}
+
+/// The mapper's input: keypoints per image, camera of each image, initial intrinsics.
+#[derive(Clone, Debug)]
+pub struct MapperInput {
+    pub keypoints: Vec<Vec<Vector2<f64>>>,
+    pub image_camera: Vec<usize>,
+    pub intrinsics: Vec<Intrinsics>,
+    pub pairs: Vec<VerifiedPair>,
+}
+
+/// One triangulated point.
+#[derive(Clone, Debug)]
+pub struct MapPoint {
+    pub xyz: Vector3<f64>,
+    /// Active observations `(image, keypoint)`.
+    pub obs: Vec<(usize, usize)>,
+    /// Mean reprojection error (px).
+    pub error: f64,
+}
+
+/// The mapper's result.
+#[derive(Clone, Debug)]
+pub struct MapperOutput {
+    pub intrinsics: Vec<Intrinsics>,
+    pub poses: Vec<Option<(Matrix3<f64>, Vector3<f64>)>>,
+    pub points: Vec<MapPoint>,
+    /// Why each unregistered image failed.
+    pub failures: HashMap<usize, String>,
+    pub init_pair: (usize, usize),
+    pub timings: Vec<(String, f64)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapperError {
+    #[error("no valid initial pair: {0}")]
+    NoInitialPair(String),
+}
+
+/// Union-find tracks from pairwise matches; conflicting observations (two keypoints of one image
+/// in a track) keep the first one.
+pub fn build_tracks(keypoint_counts: &[usize], pairs: &[VerifiedPair]) -> Vec<Vec<(usize, usize)>> {
+    let mut offset = vec![0usize; keypoint_counts.len() + 1];
+    for (i, n) in keypoint_counts.iter().enumerate() {
+        offset[i + 1] = offset[i] + n;
+    }
+    let mut parent: Vec<u32> = (0..offset[keypoint_counts.len()] as u32).collect();
+    fn find(p: &mut [u32], mut x: u32) -> u32 {
+        while p[x as usize] != x {
+            p[x as usize] = p[p[x as usize] as usize];
+            x = p[x as usize];
+        }
+        x
+    }
+    for pr in pairs {
+        for &(a, b) in &pr.matches {
+            let ra = find(&mut parent, (offset[pr.i] + a as usize) as u32);
+            let rb = find(&mut parent, (offset[pr.j] + b as usize) as u32);
+            if ra != rb {
+                parent[ra.max(rb) as usize] = ra.min(rb);
+            }
+        }
+    }
+    let mut groups: HashMap<u32, Vec<(usize, usize)>> = HashMap::new();
+    for (img, w) in offset.windows(2).enumerate() {
+        for node in w[0]..w[1] {
+            let r = find(&mut parent, node as u32);
+            if r as usize != node || groups.contains_key(&r) {
+                groups.entry(r).or_default().push((img, node - w[0]));
+            } else {
+                groups.entry(r).or_default().push((img, node - w[0]));
+            }
+        }
+    }
+    let mut tracks: Vec<Vec<(usize, usize)>> = groups
+        .into_values()
+        .filter_map(|mut t| {
+            t.sort();
+            t.dedup_by_key(|o| o.0);
+            (t.len() >= 2).then_some(t)
+        })
+        .collect();
+    tracks.sort();
+    tracks
+}
+
+struct State<'a> {
+    input: &'a MapperInput,
+    opts: &'a MapperOptions,
+    intr: Vec<Intrinsics>,
+    poses: Vec<Option<(Matrix3<f64>, Vector3<f64>)>>,
+    tracks: Vec<Vec<(usize, usize)>>,
+    /// Per image, per keypoint: track index or `usize::MAX`.
+    kp_track: Vec<Vec<usize>>,
+    point: Vec<Option<Vector3<f64>>>,
+    /// Per track, per observation: active in the point.
+    active: Vec<Vec<bool>>,
+}
+
+impl State<'_> {
+    fn thr(&self, px: f64) -> f64 {
+        px * self.opts.pixel_scale
+    }
+    fn normalized(&self, img: usize, kp: usize) -> Vector2<f64> {
+        ba::pixel_to_normalized(&self.intr[self.input.image_camera[img]], &self.input.keypoints[img][kp])
+    }
+    fn reproj_err(&self, img: usize, kp: usize, x: &Vector3<f64>) -> f64 {
+        let (r, t) = self.poses[img].expect("registered");
+        match ba::project(&self.intr[self.input.image_camera[img]], &r, &t, x) {
+            Some(p) => (p - self.input.keypoints[img][kp]).norm(),
+            None => f64::INFINITY,
+        }
+    }
+    fn center(&self, img: usize) -> Vector3<f64> {
+        let (r, t) = self.poses[img].expect("registered");
+        -r.transpose() * t
+    }
+    fn num_registered(&self) -> usize {
+        self.poses.iter().filter(|p| p.is_some()).count()
+    }
+
+    /// Triangulate track `tk` from its registered observations (multi-view DLT, then the
+    /// reprojection, cheirality and triangulation-angle checks; a few two-view hypotheses when the
+    /// all-view DLT is spoiled by an outlier). Returns whether a point was made.
+    fn triangulate_track(&mut self, tk: usize) -> bool {
+        let obs: Vec<(usize, usize, usize)> = self.tracks[tk]
+            .iter()
+            .enumerate()
+            .filter(|(_, (img, _))| self.poses[*img].is_some())
+            .map(|(q, &(img, kp))| (q, img, kp))
+            .collect();
+        if obs.len() < 2 {
+            return false;
+        }
+        let thr = self.thr(self.opts.max_error_px);
+        let min_angle = self.opts.min_tri_angle_deg.to_radians();
+        let try_subset = |st: &Self, sub: &[(usize, usize, usize)]| -> Option<(Vector3<f64>, Vec<usize>)> {
+            let views: Vec<_> = sub.iter().map(|&(_, img, _)| st.poses[img].expect("registered")).collect();
+            let xs: Vec<_> = sub.iter().map(|&(_, img, kp)| st.normalized(img, kp)).collect();
+            let x = triangulate_dlt(&views, &xs)?;
+            let inl: Vec<usize> = obs
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, img, kp))| st.reproj_err(*img, *kp, &x) < thr)
+                .map(|(k, _)| k)
+                .collect();
+            Some((x, inl))
+        };
+        let mut best = try_subset(self, &obs);
+        if best.as_ref().is_none_or(|b| b.1.len() < obs.len()) && obs.len() > 2 {
+            let m = obs.len().min(6);
+            for a in 0..m {
+                for b in a + 1..m {
+                    if let Some(c) = try_subset(self, &[obs[a], obs[b]])
+                        && best.as_ref().is_none_or(|bb| c.1.len() > bb.1.len())
+                    {
+                        best = Some(c);
+                    }
+                }
+            }
+        }
+        let Some((mut x, mut inl)) = best else { return false };
+        if inl.len() < 2 {
+            return false;
+        }
+        if inl.len() < obs.len() {
+            let sub: Vec<_> = inl.iter().map(|&k| obs[k]).collect();
+            if let Some((x2, inl2)) = try_subset(self, &sub)
+                && inl2.len() >= inl.len()
+            {
+                x = x2;
+                inl = inl2;
+            }
+        }
+        if inl.len() < 2 {
+            return false;
+        }
+        let centers: Vec<_> = inl.iter().map(|&k| self.center(obs[k].1)).collect();
+        let mut max_angle = 0.0f64;
+        for a in 0..centers.len() {
+            for b in a + 1..centers.len() {
+                max_angle = max_angle.max(triangulation_angle(&centers[a], &centers[b], &x));
+            }
+        }
+        if max_angle < min_angle {
+            return false;
+        }
+        let mut act = vec![false; self.tracks[tk].len()];
+        for &k in &inl {
+            act[obs[k].0] = true;
+        }
+        self.point[tk] = Some(x);
+        self.active[tk] = act;
+        true
+    }
+
+    /// Add the observations of image `img` to existing points when they reproject within the
+    /// threshold, and triangulate tracks that now have two registered views.
+    fn extend_and_triangulate(&mut self, img: usize) -> usize {
+        let thr = self.thr(self.opts.max_error_px);
+        let mut made = 0;
+        for kp in 0..self.input.keypoints[img].len() {
+            let tk = self.kp_track[img][kp];
+            if tk == usize::MAX {
+                continue;
+            }
+            if let Some(x) = self.point[tk] {
+                let q = self.tracks[tk].iter().position(|o| o.0 == img).expect("in track");
+                if !self.active[tk][q] && self.reproj_err(img, kp, &x) < thr {
+                    self.active[tk][q] = true;
+                }
+            } else if self.triangulate_track(tk) {
+                made += 1;
+            }
+        }
+        made
+    }
+
+    /// Re-triangulate every track with two registered views and no point.
+    fn retriangulate(&mut self) -> usize {
+        let mut made = 0;
+        for tk in 0..self.tracks.len() {
+            if self.point[tk].is_none() && self.triangulate_track(tk) {
+                made += 1;
+            }
+        }
+        made
+    }
+
+    /// Deactivate observations that reproject worse than the threshold and remove points with
+    /// fewer than two active views or a maximum triangulation angle below the minimum
+    /// (COLMAP `filter_max_reproj_error`, `filter_min_tri_angle`). Returns removed observations.
+    fn filter(&mut self) -> usize {
+        let thr = self.thr(self.opts.max_error_px);
+        let min_angle = self.opts.min_tri_angle_deg.to_radians();
+        let mut removed = 0;
+        for tk in 0..self.tracks.len() {
+            let Some(x) = self.point[tk] else { continue };
+            let mut n_active = 0;
+            for q in 0..self.tracks[tk].len() {
+                let (img, kp) = self.tracks[tk][q];
+                if !self.active[tk][q] {
+                    continue;
+                }
+                if self.poses[img].is_none() || self.reproj_err(img, kp, &x) > thr {
+                    self.active[tk][q] = false;
+                    removed += 1;
+                } else {
+                    n_active += 1;
+                }
+            }
+            let centers: Vec<_> = (0..self.tracks[tk].len())
+                .filter(|&q| self.active[tk][q])
+                .map(|q| self.center(self.tracks[tk][q].0))
+                .collect();
+            let mut max_angle = 0.0f64;
+            for a in 0..centers.len() {
+                for b in a + 1..centers.len() {
+                    max_angle = max_angle.max(triangulation_angle(&centers[a], &centers[b], &x));
+                }
+            }
+            if n_active < 2 || max_angle < min_angle {
+                self.point[tk] = None;
+                self.active[tk].iter_mut().for_each(|a| *a = false);
+                removed += n_active;
+            }
+        }
+        removed
+    }
+
+    /// Bundle adjustment over `variable` images (None = all registered, the first `fixed_first`
+    /// fixed for the gauge). Points seen by a variable image are free; other registered images that
+    /// see them are fixed.
+    fn bundle(&mut self, variable: Option<&[usize]>, iterations: usize) -> ba::BaSummary {
+        let n_img = self.poses.len();
+        let var: Vec<bool> = match variable {
+            Some(v) => {
+                let mut m = vec![false; n_img];
+                for &i in v {
+                    m[i] = true;
+                }
+                m
+            }
+            None => self.poses.iter().map(|p| p.is_some()).collect(),
+        };
+        // Image index → BA index.
+        let mut img_map = vec![usize::MAX; n_img];
+        let mut data = BaData {
+            intrinsics: self.intr.clone(),
+            ..Default::default()
+        };
+        let mut fixed_images = Vec::new();
+        let mut track_of_point = Vec::new();
+        for tk in 0..self.tracks.len() {
+            let Some(x) = self.point[tk] else { continue };
+            let sees_var = self.tracks[tk]
+                .iter()
+                .zip(&self.active[tk])
+                .any(|(o, &a)| a && var[o.0]);
+            if !sees_var {
+                continue;
+            }
+            let j = data.points.len();
+            data.points.push(x);
+            track_of_point.push(tk);
+            for (q, &(img, kp)) in self.tracks[tk].iter().enumerate() {
+                if !self.active[tk][q] {
+                    continue;
+                }
+                if img_map[img] == usize::MAX {
+                    img_map[img] = data.rotations.len();
+                    let (r, t) = self.poses[img].expect("registered");
+                    data.rotations.push(r);
+                    data.translations.push(t);
+                    data.image_camera.push(self.input.image_camera[img]);
+                    fixed_images.push(!var[img]);
+                }
+                data.obs.push(Obs {
+                    image: img_map[img],
+                    point: j,
+                    xy: self.input.keypoints[img][kp],
+                });
+            }
+        }
+        if data.obs.is_empty() {
+            return ba::BaSummary::default();
+        }
+        // Gauge: in a global BA fix the earliest registered image.
+        if variable.is_none()
+            && let Some(first) = self.gauge_image()
+            && img_map[first] != usize::MAX
+        {
+            fixed_images[img_map[first]] = true;
+        }
+        let n_reg = self.num_registered();
+        let refine = n_reg >= self.opts.refine_intrinsics_after;
+        let mut refine_intr = vec![[false; 3]; self.intr.len()];
+        if refine {
+            for (bi, &cam) in data.image_camera.iter().enumerate() {
+                if !fixed_images[bi] {
+                    refine_intr[cam] = [true, true, n_reg >= 2 * self.opts.refine_intrinsics_after];
+                }
+            }
+        }
+        let summary = ba::bundle_adjust(
+            &mut data,
+            &BaOptions {
+                max_iterations: iterations,
+                loss_scale: self.opts.pixel_scale,
+                fixed_images,
+                fixed_points: vec![],
+                refine_intrinsics: refine_intr,
+                function_tolerance: 1e-6,
+            },
+        );
+        for (img, &bi) in img_map.iter().enumerate() {
+            if bi != usize::MAX {
+                self.poses[img] = Some((data.rotations[bi], data.translations[bi]));
+            }
+        }
+        for (j, &tk) in track_of_point.iter().enumerate() {
+            self.point[tk] = Some(data.points[j]);
+        }
+        // Reject implausible intrinsics (COLMAP's bogus-camera check): keep the old ones.
+        for (c, k) in data.intrinsics.iter().enumerate() {
+            if k[0] > 0.0 && k[3].abs() < 1.0 && k[4].abs() < 1.0 {
+                self.intr[c] = *k;
+            }
+        }
+        summary
+    }
+
+    fn gauge_image(&self) -> Option<usize> {
+        self.poses.iter().position(|p| p.is_some())
+    }
+
+    /// Images that share the most active points with `img`.
+    fn neighbours(&self, img: usize, k: usize) -> Vec<usize> {
+        let mut count: HashMap<usize, usize> = HashMap::new();
+        for &tk in &self.kp_track[img] {
+            if tk == usize::MAX || self.point[tk].is_none() {
+                continue;
+            }
+            for (q, o) in self.tracks[tk].iter().enumerate() {
+                if o.0 != img && self.active[tk][q] {
+                    *count.entry(o.0).or_default() += 1;
+                }
+            }
+        }
+        let mut v: Vec<(usize, usize)> = count.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.into_iter().take(k).map(|(i, _)| i).collect()
+    }
+
+    /// 2D-3D correspondences of an unregistered image.
+    fn correspondences(&self, img: usize) -> (Vec<Vector3<f64>>, Vec<usize>) {
+        let mut xs = Vec::new();
+        let mut kps = Vec::new();
+        for (kp, &tk) in self.kp_track[img].iter().enumerate() {
+            if tk != usize::MAX
+                && let Some(x) = self.point[tk]
+            {
+                xs.push(x);
+                kps.push(kp);
+            }
+        }
+        (xs, kps)
+    }
+
+    /// Try to register `img` by P3P RANSAC; on success set its pose and return the inlier count.
+    fn register(&mut self, img: usize, min_inliers: usize) -> Result<usize, String> {
+        let (xs, kps) = self.correspondences(img);
+        if xs.len() < min_inliers {
+            return Err(format!("only {} 2D-3D correspondences (need {min_inliers})", xs.len()));
+        }
+        let cam = self.input.image_camera[img];
+        let obs: Vec<Vector2<f64>> = kps.iter().map(|&kp| self.normalized(img, kp)).collect();
+        let thr = self.thr(self.opts.abs_pose_max_error_px) / self.intr[cam][0];
+        let res = estimate_absolute_pose(&xs, &obs, thr, 1000 + img as u64)
+            .ok_or_else(|| "P3P RANSAC found no pose".to_string())?;
+        if res.num_inliers < min_inliers || (res.num_inliers as f64) < 0.25 * xs.len() as f64 {
+            return Err(format!(
+                "P3P RANSAC: {} inliers of {} correspondences (need {min_inliers} and 25 %)",
+                res.num_inliers,
+                xs.len()
+            ));
+        }
+        self.poses[img] = Some(res.model);
+        Ok(res.num_inliers)
+    }
+}
+
+/// The initial pair: relative pose by the five-point solver in LO-MSAC (normalised coordinates,
+/// `max_error_px / f`), cheirality, and two-view triangulation. Returns `(inlier matches, R, t,
+/// median triangulation angle in degrees)`.
+#[allow(clippy::type_complexity)]
+fn init_pair_geometry(
+    st: &State,
+    pr: &VerifiedPair,
+) -> Option<(Vec<(u32, u32)>, Matrix3<f64>, Vector3<f64>, f64)> {
+    let x1: Vec<Vector2<f64>> = pr.matches.iter().map(|&(a, _)| st.normalized(pr.i, a as usize)).collect();
+    let x2: Vec<Vector2<f64>> = pr.matches.iter().map(|&(_, b)| st.normalized(pr.j, b as usize)).collect();
+    let f = 0.5 * (st.intr[st.input.image_camera[pr.i]][0] + st.intr[st.input.image_camera[pr.j]][0]);
+    let thr = st.thr(st.opts.max_error_px) / f;
+    let res = lo_msac(
+        x1.len(),
+        5,
+        &RansacOptions {
+            max_error: thr,
+            seed: (pr.i * 1000 + pr.j) as u64,
+            max_trials: 2000,
+            ..Default::default()
+        },
+        |s| {
+            let a: Vec<_> = s.iter().map(|&i| x1[i]).collect();
+            let b: Vec<_> = s.iter().map(|&i| x2[i]).collect();
+            five_point(&a, &b)
+        },
+        |e, i| crate::geometry::sampson_sq(e, &x1[i], &x2[i]),
+        |_, idx| {
+            let a: Vec<_> = idx.iter().map(|&i| x1[i]).collect();
+            let b: Vec<_> = idx.iter().map(|&i| x2[i]).collect();
+            eight_point_essential(&a, &b)
+        },
+    )?;
+    let idx: Vec<usize> = (0..x1.len()).filter(|&i| res.inliers[i]).collect();
+    let a: Vec<_> = idx.iter().map(|&i| x1[i]).collect();
+    let b: Vec<_> = idx.iter().map(|&i| x2[i]).collect();
+    let (r, t, front) = pose_from_essential(&res.model, &a, &b);
+    let mut angles = Vec::new();
+    let mut inl = Vec::new();
+    for (k, &i) in idx.iter().enumerate() {
+        if !front[k] {
+            continue;
+        }
+        if let Some(x) = crate::geometry::triangulate::triangulate_two_view_normalized(&r, &t, &a[k], &b[k]) {
+            angles.push(crate::geometry::triangulate::two_view_angle(&r, &t, &x).to_degrees());
+            inl.push(pr.matches[i]);
+        }
+    }
+    if angles.is_empty() {
+        return None;
+    }
+    angles.sort_by(f64::total_cmp);
+    Some((inl, r, t, angles[angles.len() / 2]))
+}
+
+/// Run incremental mapping.
+pub fn run_mapper(
+    input: &MapperInput,
+    opts: &MapperOptions,
+    mut progress: impl FnMut(usize),
+) -> Result<MapperOutput, MapperError> {
+    let t0 = std::time::Instant::now();
+    let n_img = input.keypoints.len();
+    let counts: Vec<usize> = input.keypoints.iter().map(|k| k.len()).collect();
+    let tracks = build_tracks(&counts, &input.pairs);
+    let mut kp_track: Vec<Vec<usize>> = counts.iter().map(|&n| vec![usize::MAX; n]).collect();
+    for (tk, t) in tracks.iter().enumerate() {
+        for &(img, kp) in t {
+            kp_track[img][kp] = tk;
+        }
+    }
+    let active = tracks.iter().map(|t| vec![false; t.len()]).collect();
+    let mut st = State {
+        input,
+        opts,
+        intr: input.intrinsics.clone(),
+        poses: vec![None; n_img],
+        point: vec![None; tracks.len()],
+        tracks,
+        kp_track,
+        active,
+    };
+    let mut timings = vec![("tracks".to_string(), t0.elapsed().as_secs_f64())];
+    let t1 = std::time::Instant::now();
+
+    // Initial pair.
+    let mut cands: Vec<&VerifiedPair> = input.pairs.iter().filter(|p| p.matches.len() >= 30).collect();
+    cands.sort_by_key(|p| std::cmp::Reverse(p.matches.len()));
+    cands.truncate(40);
+    let geoms: Vec<_> = cands
+        .iter()
+        .map(|pr| init_pair_geometry(&st, pr).map(|g| (*pr, g)))
+        .collect();
+    let mut chosen = None;
+    for min_angle in [opts.init_min_tri_angle_deg, 8.0, 4.0, 2.0] {
+        for min_points in [opts.init_min_points, 50, 30] {
+            chosen = geoms
+                .iter()
+                .flatten()
+                .filter(|(pr, g)| {
+                    g.3 >= min_angle
+                        && g.0.len() >= min_points
+                        && (pr.num_h_inliers as f64) < 0.9 * pr.matches.len() as f64
+                })
+                .max_by_key(|(_, g)| g.0.len())
+                .cloned();
+            if chosen.is_some() {
+                break;
+            }
+        }
+        if chosen.is_some() {
+            break;
+        }
+    }
+    let Some((pr, (_inl, r, t, _angle))) = chosen else {
+        let best = geoms
+            .iter()
+            .flatten()
+            .map(|(pr, g)| format!("{}-{}: {} points, median angle {:.1}°", pr.i, pr.j, g.0.len(), g.3))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(MapperError::NoInitialPair(if best.is_empty() {
+            format!("{} verified pairs, none with a usable relative pose", input.pairs.len())
+        } else {
+            format!("no pair with >= 30 triangulated points at >= 2° median angle (best: {best})")
+        }));
+    };
+    st.poses[pr.i] = Some((Matrix3::identity(), Vector3::zeros()));
+    st.poses[pr.j] = Some((r, t));
+    st.extend_and_triangulate(pr.j);
+    st.bundle(None, opts.global_ba_iterations);
+    st.filter();
+    progress(2);
+
+    // Registration loop.
+    let mut failures: HashMap<usize, String> = HashMap::new();
+    let mut tries = vec![0usize; n_img];
+    let mut last_global = 2usize;
+    for pass in 0..2 {
+        let min_inl = if pass == 0 { opts.abs_pose_min_inliers } else { opts.abs_pose_min_inliers / 2 };
+        loop {
+            let mut cands: Vec<(usize, usize)> = (0..n_img)
+                .filter(|&i| st.poses[i].is_none() && tries[i] < 3 * (pass + 1))
+                .map(|i| (st.correspondences(i).0.len(), i))
+                .filter(|c| c.0 > 0)
+                .collect();
+            cands.sort_by(|a, b| b.cmp(a));
+            let mut registered = None;
+            for &(_, img) in cands.iter().take(5) {
+                tries[img] += 1;
+                match st.register(img, min_inl) {
+                    Ok(_) => {
+                        registered = Some(img);
+                        failures.remove(&img);
+                        break;
+                    }
+                    Err(e) => {
+                        failures.insert(img, e);
+                    }
+                }
+            }
+            let Some(img) = registered else { break };
+            st.extend_and_triangulate(img);
+            let n_reg = st.num_registered();
+            if n_reg as f64 >= opts.global_ba_ratio * last_global as f64 {
+                st.bundle(None, opts.global_ba_iterations);
+                st.filter();
+                st.retriangulate();
+                last_global = n_reg;
+            } else {
+                let mut var = st.neighbours(img, opts.local_ba_images - 1);
+                var.push(img);
+                st.bundle(Some(&var), opts.local_ba_iterations);
+                st.filter();
+            }
+            progress(n_reg);
+            // A registered image may unlock retried ones.
+            for tr in tries.iter_mut() {
+                *tr = (*tr).min(3 * pass);
+            }
+        }
+    }
+    timings.push(("incremental mapping".to_string(), t1.elapsed().as_secs_f64()));
+    let t2 = std::time::Instant::now();
+    // Final global refinement.
+    for _ in 0..2 {
+        st.bundle(None, opts.global_ba_iterations);
+        st.filter();
+        st.retriangulate();
+    }
+    st.bundle(None, opts.global_ba_iterations);
+    st.filter();
+    timings.push(("final bundle adjustment".to_string(), t2.elapsed().as_secs_f64()));
+
+    for i in 0..n_img {
+        if st.poses[i].is_none() && !failures.contains_key(&i) {
+            failures.insert(i, "no 2D-3D correspondences with the model (no verified matches to registered photos)".into());
+        }
+    }
+    let mut points = Vec::new();
+    for tk in 0..st.tracks.len() {
+        let Some(x) = st.point[tk] else { continue };
+        let obs: Vec<(usize, usize)> = st.tracks[tk]
+            .iter()
+            .zip(&st.active[tk])
+            .filter(|(_, a)| **a)
+            .map(|(o, _)| *o)
+            .collect();
+        if obs.len() < 2 {
+            continue;
+        }
+        let error = obs.iter().map(|&(i, k)| st.reproj_err(i, k, &x)).sum::<f64>() / obs.len() as f64;
+        points.push(MapPoint { xyz: x, obs, error });
+    }
+    Ok(MapperOutput {
+        intrinsics: st.intr,
+        poses: st.poses,
+        points,
+        failures,
+        init_pair: (pr.i, pr.j),
+        timings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::Rng;
+    use crate::geometry::two_view::{TwoViewOptions, verify_pair};
+    use flythrough_core::Pose;
+
+    /// `n` cameras on an arc looking at a cloud of points, with 0.5 px noise and 20 % wrong
+    /// matches; returns the input and the true poses.
+    pub(crate) fn synthetic(n: usize, seed: u64) -> (MapperInput, Vec<Pose>) {
+        let mut rng = Rng::new(seed);
+        let k = [800.0, 320.0, 240.0, 0.0, 0.0];
+        let poses: Vec<Pose> = (0..n)
+            .map(|i| {
+                let a = (i as f64 / n as f64 - 0.5) * 2.0;
+                let c = nalgebra::Vector3::new(6.0 * a.sin(), 0.5 * rng.normal(), -6.0 * a.cos());
+                Pose::look_at(c, nalgebra::Vector3::zeros(), -nalgebra::Vector3::y())
+            })
+            .collect();
+        let pts: Vec<_> = (0..1500)
+            .map(|_| nalgebra::Vector3::new(rng.normal(), rng.normal(), rng.normal()) * 1.5)
+            .collect();
+        let mut keypoints = vec![Vec::new(); n];
+        let mut kp_of = vec![vec![usize::MAX; pts.len()]; n];
+        for (i, p) in poses.iter().enumerate() {
+            for (j, x) in pts.iter().enumerate() {
+                if let Some(px) = ba::project(&k, &p.r(), &p.translation, x)
+                    && px.x > 0.0 && px.x < 640.0 && px.y > 0.0 && px.y < 480.0
+                    && rng.uniform() < 0.7
+                {
+                    kp_of[i][j] = keypoints[i].len();
+                    keypoints[i].push(px + Vector2::new(rng.normal(), rng.normal()) * 0.5);
+                }
+            }
+        }
+        let mut pairs = Vec::new();
+        for i in 0..n {
+            for j in i + 1..n.min(i + 5) {
+                let mut m: Vec<(u32, u32)> = (0..pts.len())
+                    .filter(|&p| kp_of[i][p] != usize::MAX && kp_of[j][p] != usize::MAX)
+                    .map(|p| (kp_of[i][p] as u32, kp_of[j][p] as u32))
+                    .collect();
+                let n_out = m.len() / 5;
+                for q in 0..n_out {
+                    m[q].1 = rng.below(keypoints[j].len()) as u32;
+                }
+                let x1: Vec<_> = m.iter().map(|&(a, _)| keypoints[i][a as usize]).collect();
+                let x2: Vec<_> = m.iter().map(|&(_, b)| keypoints[j][b as usize]).collect();
+                if let Some(g) = verify_pair(&x1, &x2, &TwoViewOptions::default()) {
+                    pairs.push(VerifiedPair {
+                        i,
+                        j,
+                        matches: g.inliers.iter().map(|&q| m[q]).collect(),
+                        num_h_inliers: g.num_h_inliers,
+                    });
+                }
+            }
+        }
+        let input = MapperInput {
+            keypoints,
+            image_camera: vec![0; n],
+            intrinsics: vec![[880.0, 320.0, 240.0, 0.0, 0.0]],
+            pairs,
+        };
+        (input, poses)
+    }
+
+    #[test]
+    fn tracks_merge_pairwise_matches() {
+        let pairs = vec![
+            VerifiedPair { i: 0, j: 1, matches: vec![(0, 1), (2, 2)], num_h_inliers: 0 },
+            VerifiedPair { i: 1, j: 2, matches: vec![(1, 0)], num_h_inliers: 0 },
+        ];
+        let t = build_tracks(&[3, 3, 3], &pairs);
+        assert_eq!(t, vec![vec![(0, 0), (1, 1), (2, 0)], vec![(0, 2), (1, 2)]]);
+    }
+
+    #[test]
+    fn synthetic_scene_registers_all_with_accurate_poses() {
+        let (input, truth) = synthetic(12, 21);
+        let out = run_mapper(&input, &MapperOptions::default(), |_| {}).unwrap();
+        let reg: Vec<usize> = (0..12).filter(|&i| out.poses[i].is_some()).collect();
+        assert_eq!(reg.len(), 12, "{:?}", out.failures);
+        // Relative rotations agree with the truth to 0.2°.
+        let mut worst = 0.0f64;
+        for a in 0..12 {
+            for b in a + 1..12 {
+                let (ra, _) = out.poses[a].unwrap();
+                let (rb, _) = out.poses[b].unwrap();
+                let est = rb * ra.transpose();
+                let tru = truth[b].r() * truth[a].r().transpose();
+                let ang = nalgebra::Rotation3::from_matrix(&(est * tru.transpose())).angle().to_degrees();
+                worst = worst.max(ang);
+            }
+        }
+        assert!(worst < 0.2, "worst relative rotation error {worst}°");
+        assert!((out.intrinsics[0][0] / 800.0 - 1.0).abs() < 0.01, "{:?}", out.intrinsics[0]);
+        let mean_err = out.points.iter().map(|p| p.error).sum::<f64>() / out.points.len() as f64;
+        assert!(mean_err < 0.8, "{mean_err}");
+    }
+}
