@@ -1,1 +1,110 @@
-//! flythrough nerf stage (work in progress).
+//! NeRF training and rendering: mip-NeRF 360 (contraction, proposal sampling, distortion and
+//! interlevel losses) with an anti-aliased hash-grid backbone (Zip-NeRF style) or mip-NeRF 360's IPE
+//! MLP, NeRF-W GLO appearance latents and Block-NeRF exposure conditioning, on the CPU.
+//!
+//! Layout (multinerf style: small pure functions, the model file only wires them):
+//! - [`coord`]: scene normalisation, contraction, disparity sampling, cone footprints.
+//! - [`stepfun`]: histograms along rays: resampling, dilation, annealing, interlevel and distortion losses.
+//! - [`render`]: alpha compositing and its backward, Charbonnier loss.
+//! - [`encoding`]: direction, exposure and integrated positional encodings.
+//! - [`kernels`]: hash grid, fused MLP, Adam and their candle ops.
+//! - [`model`]: parameters and the forward/backward pass over ray batches (the fast direct-call path).
+//! - [`data`], [`train`], [`checkpoint`], [`metrics`], [`renderer`]: the stage around it.
+//!
+//! The stage entry point is [`run`]; the render stage uses [`NerfRenderer`].
+
+pub mod checkpoint;
+pub mod coord;
+pub mod data;
+pub mod encoding;
+pub mod kernels;
+pub mod metrics;
+pub mod model;
+pub mod render;
+pub mod renderer;
+pub mod stepfun;
+pub mod train;
+
+pub use renderer::{LatentChoice, NerfRenderer, RenderOptions, RenderOutput};
+
+use flythrough_core::config::TrainConfig;
+use flythrough_core::{Manifest, RedactedImages, StageSummary};
+use std::path::{Path, PathBuf};
+
+/// Errors of the NeRF stage: each names the file or input and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum NerfError {
+    #[error("train: {0}")]
+    Input(String),
+    #[error("{0}: {1}")]
+    Io(PathBuf, String),
+    #[error("{0}: not a valid flythrough checkpoint: {1}")]
+    Checkpoint(PathBuf, String),
+    #[error("train: the loss became NaN/inf at step {0}; lower [train] lr_init or set grad_max_norm")]
+    Diverged(usize),
+}
+
+/// The train stage: read poses from `sfm_dir/sparse`, photos from `images`, exposures from
+/// `manifest`; train (resuming from `work` when a checkpoint is there); write into `out`:
+/// `checkpoints/final.safetensors` (+ `.json`), `metrics.jsonl`, `eval.json`, `loss.png`,
+/// `model.json`, `holdout/*.png`.
+pub fn run(cfg: &TrainConfig, images: &RedactedImages, manifest: Option<&Manifest>, sfm_dir: &Path, out: &Path, work: &Path) -> Result<StageSummary, NerfError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e: std::io::Error| NerfError::Io(p, e.to_string())
+    };
+    let ds = data::Dataset::load(images, manifest, sfm_dir, cfg.image_downscale, cfg.holdout_every)?;
+    if ds.train.is_empty() {
+        return Err(NerfError::Input("no training photos (every photo is held out)".into()));
+    }
+    tracing::info!(
+        "train: {} photos ({} train, {} held out), scene scale {:.4}, near {:.4}",
+        ds.photos.len(),
+        ds.train.len(),
+        ds.holdout.len(),
+        ds.norm.scale,
+        ds.norm.near
+    );
+    let t0 = std::time::Instant::now();
+    let trained = train::train(cfg, &ds, work)?;
+    let train_seconds = t0.elapsed().as_secs_f64();
+    std::fs::create_dir_all(out.join("checkpoints")).map_err(io(out))?;
+    checkpoint::save(&out.join("checkpoints").join("final.safetensors"), &trained.model, None, &trained.meta)?;
+    let mp = work.join("metrics.jsonl");
+    std::fs::copy(&mp, out.join("metrics.jsonl")).map_err(io(&mp))?;
+    // The plot reads the whole metrics file (earlier calls of a resumed run included).
+    let all: Vec<train::MetricLine> = std::fs::read_to_string(&mp)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let loss: Vec<(f64, f64)> = all.iter().map(|m| (m.step as f64, m.loss)).collect();
+    let psnr: Vec<(f64, f64)> = all.iter().map(|m| (m.step as f64, m.psnr)).collect();
+    metrics::plot(&loss, &psnr).save(out.join("loss.png")).map_err(|e| NerfError::Io(out.join("loss.png"), e.to_string()))?;
+    let report = train::evaluate(&trained.model, &trained.meta, &ds, cfg.eval_downscale, cfg.glo_eval_steps, Some(&out.join("holdout")));
+    flythrough_core::run::write_json(&out.join("eval.json"), &report).map_err(io(&out.join("eval.json")))?;
+    let model_json = serde_json::json!({
+        "checkpoint": "checkpoints/final.safetensors",
+        "format_version": checkpoint::FORMAT_VERSION,
+        "step": trained.meta.step,
+        "train_seconds_total": trained.meta.elapsed_s,
+        "model": trained.meta.model,
+        "norm": trained.meta.norm,
+        "ev_mean": trained.meta.ev_mean,
+        "train_photos": trained.meta.train_names,
+        "resumed_from": trained.resumed_from,
+    });
+    flythrough_core::run::write_json(&out.join("model.json"), &model_json).map_err(io(&out.join("model.json")))?;
+    Ok(StageSummary::default()
+        .with("steps", trained.meta.step)
+        .with("steps_this_run", trained.steps_this_call)
+        .with("resumed_from", trained.resumed_from)
+        .with("train_seconds", train_seconds)
+        .with("psnr_holdout", report.mean_psnr)
+        .with("ssim_holdout", report.mean_ssim)
+        .with("samples_per_s", trained.samples_per_s)
+        .with("rays_per_s", trained.rays_per_s)
+        .with("render_rays_per_s", report.render_rays_per_s)
+        .with("photos_train", ds.train.len())
+        .with("photos_holdout", ds.holdout.len()))
+}

@@ -1,0 +1,178 @@
+//! Coordinates: the normalised scene frame, mip-NeRF 360's contraction, ray distances in normalised
+//! disparity, and cone footprints.
+//!
+//! Naming (used across the crate):
+//! - World: the SfM frame (`sfm/sparse`, metric). Norm: `x_norm = (x_world - center) * scale`, the frame
+//!   the model lives in; cameras sit inside the unit ball.
+//! - Contracted: `contract(x_norm)`, inside the ball of radius 2. Grid: `(contracted + 2) / 4` in `[0,1]^3`,
+//!   the input of the hash grid.
+//! - `o`, `d`: ray origin and *unit* direction in the norm frame; `t`: distance along the ray (norm units).
+//! - `s`: normalised disparity in `[0, 1]` (mip-NeRF 360 Eq. 11); `t(s)` is its inverse.
+//! - `r`: cone radius per unit distance (mip-NeRF's pixel footprint), so the footprint at `t` is `r * t`.
+
+use serde::{Deserialize, Serialize};
+
+/// Far plane of the s-parametrisation (multinerf `360.gin`: `far = 1e6`).
+pub const FAR: f64 = 1e6;
+
+/// The similarity that maps the SfM world frame into the model's frame: `x_norm = (x - center) * scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SceneNorm {
+    pub center: [f64; 3],
+    pub scale: f64,
+    /// Near plane in norm units.
+    pub near: f64,
+}
+
+impl SceneNorm {
+    /// World point to the norm frame.
+    pub fn point(&self, p: [f64; 3]) -> [f64; 3] {
+        [
+            (p[0] - self.center[0]) * self.scale,
+            (p[1] - self.center[1]) * self.scale,
+            (p[2] - self.center[2]) * self.scale,
+        ]
+    }
+
+    /// Scene normalisation from camera centres and sparse points (world frame) and, per point, its
+    /// depth in the cameras that see it.
+    ///
+    /// Centre: the mean camera centre. Scale: the unit ball holds every camera (with a 10 % margin) and
+    /// the nearer 80 % of the sparse points (so an indoor room's walls sit just inside it, and what is
+    /// farther goes to the contracted shell). Near: half the 1st percentile of point depths, clamped to
+    /// `[0.01, 0.2]` norm units (multinerf uses 0.2 on its own normalisation).
+    pub fn from_cameras(centers: &[[f64; 3]], points: &[[f64; 3]], depths: &[f64]) -> SceneNorm {
+        let n = centers.len().max(1) as f64;
+        let mut c = [0.0; 3];
+        for p in centers {
+            for k in 0..3 {
+                c[k] += p[k] / n;
+            }
+        }
+        let dist = |p: &[f64; 3]| {
+            ((p[0] - c[0]).powi(2) + (p[1] - c[1]).powi(2) + (p[2] - c[2]).powi(2)).sqrt()
+        };
+        let cam_r = centers.iter().map(dist).fold(0.0, f64::max) * 1.1;
+        let mut pd: Vec<f64> = points.iter().map(dist).filter(|d| d.is_finite()).collect();
+        pd.sort_by(|a, b| a.total_cmp(b));
+        let pts_r = if pd.is_empty() { 0.0 } else { pd[(pd.len() * 8 / 10).min(pd.len() - 1)] };
+        let mut radius = cam_r.max(pts_r);
+        if !(radius > 1e-9) {
+            radius = 1.0;
+        }
+        let scale = 1.0 / radius;
+        let mut ds: Vec<f64> = depths.iter().copied().filter(|d| *d > 0.0 && d.is_finite()).collect();
+        ds.sort_by(|a, b| a.total_cmp(b));
+        let near = if ds.is_empty() {
+            0.05
+        } else {
+            (0.5 * ds[ds.len() / 100] * scale).clamp(0.01, 0.2)
+        };
+        SceneNorm { center: c, scale, near }
+    }
+}
+
+/// mip-NeRF 360 Eq. 10: `contract(x) = x` if `|x| <= 1`, else `(2 - 1/|x|) x/|x|`.
+pub fn contract(x: [f32; 3]) -> [f32; 3] {
+    let m2 = x[0] * x[0] + x[1] * x[1] + x[2] * x[2];
+    if m2 <= 1.0 {
+        return x;
+    }
+    let m = m2.sqrt();
+    let f = (2.0 - 1.0 / m) / m;
+    [x[0] * f, x[1] * f, x[2] * f]
+}
+
+/// Isotropic scale of the contraction at `x`: `det(J)^(1/3)` of its Jacobian (1 inside the unit ball;
+/// outside, radial derivative `1/|x|^2` and tangential `(2 - 1/|x|)/|x|`, so
+/// `det J = (2|x| - 1)^2 / |x|^6`). Zip-NeRF uses this to carry a footprint through the contraction.
+pub fn contract_scale(x: [f32; 3]) -> f32 {
+    let m2 = x[0] * x[0] + x[1] * x[1] + x[2] * x[2];
+    if m2 <= 1.0 {
+        return 1.0;
+    }
+    let m = m2.sqrt();
+    let det = (2.0 * m - 1.0).powi(2) / (m2 * m2 * m2);
+    det.cbrt()
+}
+
+/// Contracted point to hash-grid coordinates in `[0,1]^3`.
+pub fn to_grid(y: [f32; 3]) -> [f32; 3] {
+    [(y[0] + 2.0) * 0.25, (y[1] + 2.0) * 0.25, (y[2] + 2.0) * 0.25]
+}
+
+/// Normalised disparity to distance, mip-NeRF 360 Eq. 11 with `g(t) = 1/t`:
+/// `t(s) = 1 / (s/far + (1-s)/near)`.
+pub fn s_to_t(s: f32, near: f32) -> f32 {
+    let g = s * (1.0 / FAR as f32) + (1.0 - s) / near;
+    1.0 / g
+}
+
+/// Inverse of [`s_to_t`]: `s = (1/t - 1/near) / (1/far - 1/near)`.
+pub fn t_to_s(t: f32, near: f32) -> f32 {
+    let gn = 1.0 / near;
+    let gf = 1.0 / FAR as f32;
+    (1.0 / t - gn) / (gf - gn)
+}
+
+/// Cone radius per unit distance for a pinhole camera with focal `f` px (multinerf
+/// `pixels_to_rays`: `0.5 (|dx| + |dy|) * 2/sqrt(12)`, with neighbour direction spacing `1/f`).
+pub fn cone_radius(focal_px: f64) -> f32 {
+    (2.0 / (12f64.sqrt() * focal_px)) as f32
+}
+
+/// Footprint (standard deviation) of a sample in hash-grid units: the cone's radius at `t`, carried
+/// through the contraction by [`contract_scale`], divided by the grid's extent (4).
+pub fn grid_sigma(r: f32, t: f32, x: [f32; 3]) -> f32 {
+    r * t * contract_scale(x) * 0.25
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contraction_matches_hand_values() {
+        assert_eq!(contract([0.5, -0.2, 0.1]), [0.5, -0.2, 0.1]);
+        // |x| = 2: (2 - 1/2) * x/|x| = 1.5 * (1,0,0)
+        let y = contract([2.0, 0.0, 0.0]);
+        assert!((y[0] - 1.5).abs() < 1e-6 && y[1] == 0.0);
+        // |x| = 5 along (3,4,0)/5: 1.8 * (0.6, 0.8, 0)
+        let y = contract([3.0, 4.0, 0.0]);
+        assert!((y[0] - 1.08).abs() < 1e-6 && (y[1] - 1.44).abs() < 1e-6);
+        // never leaves the radius-2 ball
+        let y = contract([1e6, 0.0, 0.0]);
+        assert!(y[0] < 2.0 && y[0] > 1.999);
+        // Jacobian determinant against finite differences at |x| = 3
+        let x = [3.0f32, 0.0, 0.0];
+        let h = 1e-3;
+        let dr = (contract([3.0 + h, 0.0, 0.0])[0] - contract([3.0 - h, 0.0, 0.0])[0]) / (2.0 * h);
+        let dt = (contract([3.0, h, 0.0])[1] - contract([3.0, -h, 0.0])[1]) / (2.0 * h);
+        let det = dr * dt * dt;
+        assert!((contract_scale(x) - det.cbrt()).abs() < 1e-3, "{} {}", contract_scale(x), det.cbrt());
+    }
+
+    #[test]
+    fn disparity_roundtrip() {
+        let near = 0.1;
+        assert!((s_to_t(0.0, near) - near).abs() < 1e-7);
+        // s = 0.5 -> t ≈ 2 near (far >> near)
+        assert!((s_to_t(0.5, near) - 0.2).abs() < 1e-5);
+        for &s in &[0.1f32, 0.3, 0.9] {
+            assert!((t_to_s(s_to_t(s, near), near) - s).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn normalisation_puts_cameras_in_unit_ball() {
+        let cams = [[10.0, 0.0, 0.0], [12.0, 0.0, 0.0], [11.0, 1.0, 0.0]];
+        let n = SceneNorm::from_cameras(&cams, &[], &[2.0, 3.0]);
+        for c in cams {
+            let p = n.point(c);
+            let r = (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt();
+            assert!(r < 0.95, "{r}");
+        }
+        assert!((n.center[0] - 11.0).abs() < 1e-12);
+        assert!(n.near > 0.0 && n.near <= 0.2);
+    }
+}

@@ -1,0 +1,631 @@
+//! The model: proposal fields, the NeRF field (hash-grid or IPE backbone), GLO latents, and the
+//! forward/backward pass over a batch of rays. This file only wires the small functions of
+//! [`crate::coord`], [`crate::stepfun`], [`crate::render`], [`crate::encoding`] and the kernels.
+//!
+//! Naming: `R` rays, level `k` has `n_k` samples per ray, `S_k = R * n_k` samples (ray-major). Per level
+//! `s` holds `R * (n_k + 1)` fenceposts in normalised disparity and `t` the same in distance.
+//! Parameters are flat f32 buffers (`Model::params`, names in `Model::names`), layouts from the kernels.
+
+use crate::coord;
+use crate::encoding::{self, DIR_DIM, EXPOSURE_DIM};
+use crate::kernels::{HashGridConfig, MlpCache, MlpConfig, hash_encode_backward, hash_encode_forward, mlp_backward, mlp_forward_inference, mlp_forward_into};
+use crate::render;
+use crate::stepfun;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Geometry features passed from the density MLP to the colour head (nerfacto: 15).
+pub const GEO_DIM: usize = 15;
+/// Octaves of the IPE backbone.
+pub const IPE_DEGREES: usize = 10;
+/// Hidden width of the proposal MLPs.
+pub const PROP_WIDTH: usize = 16;
+
+/// The field backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backbone {
+    HashGrid,
+    IpeMlp,
+}
+
+/// Everything that fixes the parameter layout (stored in every checkpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub backbone: Backbone,
+    pub prop_samples: Vec<usize>,
+    pub nerf_samples: usize,
+    pub prop_grids: Vec<HashGridConfig>,
+    pub nerf_grid: HashGridConfig,
+    pub mlp_width: usize,
+    pub ipe_width: usize,
+    pub glo_dim: usize,
+    pub num_latents: usize,
+    pub exposure: bool,
+}
+
+impl ModelConfig {
+    /// From the `[train]` section, for `num_latents` training photos.
+    pub fn from_train(cfg: &flythrough_core::config::TrainConfig, num_latents: usize) -> Self {
+        let prop_grid = |max_res: u32| HashGridConfig {
+            levels: 5,
+            features_per_level: 2,
+            log2_table_size: 17.min(cfg.hash_table_log2),
+            base_resolution: 16,
+            max_resolution: max_res,
+        };
+        let nlev = cfg.prop_samples.len();
+        ModelConfig {
+            backbone: if cfg.backbone == "ipe-mlp" { Backbone::IpeMlp } else { Backbone::HashGrid },
+            prop_samples: cfg.prop_samples.clone(),
+            nerf_samples: cfg.nerf_samples,
+            // nerfacto: proposal grids up to 128 and 256.
+            prop_grids: (0..nlev).map(|k| prop_grid(if k == 0 { 128 } else { 256 })).collect(),
+            nerf_grid: HashGridConfig {
+                levels: cfg.hash_levels,
+                features_per_level: 2,
+                log2_table_size: cfg.hash_table_log2,
+                base_resolution: 16,
+                max_resolution: cfg.hash_max_res as u32,
+            },
+            mlp_width: cfg.mlp_width,
+            ipe_width: cfg.ipe_width,
+            glo_dim: cfg.glo_dim,
+            num_latents,
+            exposure: cfg.exposure_conditioning,
+        }
+    }
+    fn prop_mlp(&self, k: usize) -> MlpConfig {
+        MlpConfig::new(&[self.prop_grids[k].output_dim(), PROP_WIDTH, 1], true)
+    }
+    fn density_mlp(&self) -> MlpConfig {
+        match self.backbone {
+            Backbone::HashGrid => MlpConfig::new(&[self.nerf_grid.output_dim(), self.mlp_width, 1 + GEO_DIM], true),
+            Backbone::IpeMlp => {
+                let w = self.ipe_width;
+                MlpConfig::new(&[encoding::ipe_dim(IPE_DEGREES), w, w, w, 1 + GEO_DIM], true)
+            }
+        }
+    }
+    /// Width of the colour head's input: geometry, direction, GLO latent, exposure.
+    pub fn color_in(&self) -> usize {
+        GEO_DIM + DIR_DIM + self.glo_dim + if self.exposure { EXPOSURE_DIM } else { 0 }
+    }
+    fn color_mlp(&self) -> MlpConfig {
+        let w = self.mlp_width;
+        MlpConfig::new(&[self.color_in(), w, w, 3], true)
+    }
+}
+
+/// Parameters: flat buffers. Index layout: proposal `k` grid `2k`, MLP `2k+1`; then the NeRF grid
+/// (empty for the IPE backbone), density MLP, colour MLP, GLO table `[num_latents * glo_dim]`.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub cfg: ModelConfig,
+    pub names: Vec<String>,
+    pub params: Vec<Vec<f32>>,
+    /// Near plane in norm units (from [`crate::coord::SceneNorm::near`]).
+    pub near: f32,
+}
+
+impl Model {
+    pub fn new(cfg: ModelConfig, near: f32, seed: u64) -> Self {
+        let mut names = Vec::new();
+        let mut params = Vec::new();
+        for k in 0..cfg.prop_samples.len() {
+            names.push(format!("prop{k}.grid"));
+            params.push(cfg.prop_grids[k].init_params(seed + 10 + k as u64));
+            names.push(format!("prop{k}.mlp"));
+            params.push(cfg.prop_mlp(k).init_params(seed + 20 + k as u64));
+        }
+        names.push("nerf.grid".into());
+        params.push(match cfg.backbone {
+            Backbone::HashGrid => cfg.nerf_grid.init_params(seed + 1),
+            Backbone::IpeMlp => Vec::new(),
+        });
+        names.push("nerf.density_mlp".into());
+        params.push(cfg.density_mlp().init_params(seed + 2));
+        names.push("nerf.color_mlp".into());
+        params.push(cfg.color_mlp().init_params(seed + 3));
+        names.push("glo".into());
+        params.push(vec![0.0; cfg.num_latents * cfg.glo_dim]);
+        Model { cfg, names, params, near }
+    }
+    fn nprop(&self) -> usize {
+        self.cfg.prop_samples.len()
+    }
+    pub fn idx_grid(&self) -> usize {
+        2 * self.nprop()
+    }
+    pub fn idx_glo(&self) -> usize {
+        2 * self.nprop() + 3
+    }
+    /// Zeroed gradient buffers of the same shapes.
+    pub fn zeros_like(&self) -> Vec<Vec<f32>> {
+        self.params.iter().map(|p| vec![0.0; p.len()]).collect()
+    }
+    /// The mean GLO latent over training photos (used when rendering novel views).
+    pub fn mean_latent(&self) -> Vec<f32> {
+        let d = self.cfg.glo_dim;
+        let glo = &self.params[self.idx_glo()];
+        let n = self.cfg.num_latents.max(1);
+        (0..d).map(|j| (0..self.cfg.num_latents).map(|i| glo[i * d + j]).sum::<f32>() / n as f32).collect()
+    }
+    pub fn latent(&self, i: usize) -> Vec<f32> {
+        let d = self.cfg.glo_dim;
+        self.params[self.idx_glo()][i * d..(i + 1) * d].to_vec()
+    }
+}
+
+/// A batch of rays in the norm frame, with what the colour head needs per ray.
+#[derive(Debug, Clone, Default)]
+pub struct Rays {
+    pub o: Vec<[f32; 3]>,
+    pub d: Vec<[f32; 3]>,
+    /// Cone radius per unit distance.
+    pub r: Vec<f32>,
+    /// `[R * glo_dim]` latent per ray.
+    pub latent: Vec<f32>,
+    /// Exposure value relative to the training mean, per ray.
+    pub ev: Vec<f32>,
+}
+
+impl Rays {
+    pub fn len(&self) -> usize {
+        self.o.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.o.is_empty()
+    }
+}
+
+/// How samples are placed: random jitter and annealing when training.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleMode<'a> {
+    /// Per level, per ray jitter in [0,1) (training); `None` = deterministic centres.
+    pub jitter: Option<&'a [Vec<f32>]>,
+    /// Fraction of training done (anneals the proposal weights); 1 at render time.
+    pub train_frac: f32,
+}
+
+/// One level's state after the forward pass.
+#[derive(Debug, Default)]
+pub struct Level {
+    pub n: usize,
+    pub s: Vec<f32>,
+    pub t: Vec<f32>,
+    pub sigma: Vec<f32>,
+    pub w: Vec<f32>,
+    // network caches
+    pos: Vec<f32>,
+    fsig: Vec<f32>,
+    enc: Vec<f32>,
+    raw: Vec<f32>,
+    cache: MlpCache,
+}
+
+/// Forward state of the NeRF level's colour head.
+#[derive(Debug, Default)]
+pub struct ColorState {
+    /// `[S * color_in]`.
+    pub x: Vec<f32>,
+    cache: MlpCache,
+    /// Sigmoid colours `[S * 3]`.
+    pub rgb: Vec<f32>,
+}
+
+/// Everything the backward pass needs.
+#[derive(Debug, Default)]
+pub struct Forward {
+    pub levels: Vec<Level>,
+    pub color: ColorState,
+    pub rgb: Vec<[f32; 3]>,
+    pub depth: Vec<f32>,
+    pub acc: Vec<f32>,
+}
+
+/// `trunc_exp` density activation (nerfacto / torch-ngp): `exp(min(x, 15))`; its derivative is the
+/// same value (the clamp is ignored in the backward, as in `TruncExp`).
+#[inline]
+fn trunc_exp(x: f32) -> f32 {
+    x.min(15.0).exp()
+}
+
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Sample positions of one level: bin midpoints in distance, contracted, in grid units, with the
+/// footprint of each sample (Zip-NeRF-style isotropic scale through the contraction).
+fn sample_points(rays: &Rays, n: usize, t: &[f32], pos: &mut Vec<f32>, fsig: &mut Vec<f32>, contracted: bool) {
+    let r_count = rays.len();
+    pos.resize(r_count * n * 3, 0.0);
+    fsig.resize(r_count * n, 0.0);
+    pos.par_chunks_mut(n * 3).zip(fsig.par_chunks_mut(n)).enumerate().for_each(|(i, (p, f))| {
+        let (o, d) = (rays.o[i], rays.d[i]);
+        let tt = &t[i * (n + 1)..(i + 1) * (n + 1)];
+        for j in 0..n {
+            let tm = 0.5 * (tt[j] + tt[j + 1]);
+            let x = [o[0] + d[0] * tm, o[1] + d[1] * tm, o[2] + d[2] * tm];
+            let y = coord::contract(x);
+            let sig = coord::grid_sigma(rays.r[i], tm, x);
+            if contracted {
+                p[3 * j..3 * j + 3].copy_from_slice(&y);
+                f[j] = sig * 4.0;
+            } else {
+                p[3 * j..3 * j + 3].copy_from_slice(&coord::to_grid(y));
+                f[j] = sig;
+            }
+        }
+    });
+}
+
+/// Resample the next level's fenceposts from the previous level's histogram (multinerf
+/// `Model.__call__`): dilate, anneal, inverse-CDF sample.
+fn resample(prev: Option<(&[f32], &[f32], usize)>, prod_prev: usize, n: usize, r_count: usize, mode: &SampleMode, level: usize) -> Vec<f32> {
+    let mut s = vec![0.0f32; r_count * (n + 1)];
+    let anneal = stepfun::anneal_power(mode.train_frac, 10.0);
+    s.par_chunks_mut(n + 1).enumerate().for_each(|(i, out)| {
+        let u0 = mode.jitter.map(|j| j[level][i]);
+        match prev {
+            None => stepfun::sample_intervals(&[0.0, 1.0], &[1.0], n, u0, (0.0, 1.0), out),
+            Some((ps, pw, pn)) => {
+                let ts = &ps[i * (pn + 1)..(i + 1) * (pn + 1)];
+                let ws = &pw[i * pn..(i + 1) * pn];
+                let (td, wd) = stepfun::max_dilate_weights(ts, ws, stepfun::dilation(prod_prev), (0.0, 1.0));
+                let wa: Vec<f32> = wd.iter().map(|&w| w.max(1e-12).powf(anneal)).collect();
+                stepfun::sample_intervals(&td, &wa, n, u0, (0.0, 1.0), out);
+            }
+        }
+    });
+    s
+}
+
+impl Model {
+    /// Densities of proposal level `k` at the level's samples (fills the level's caches).
+    fn prop_forward(&self, k: usize, lvl: &mut Level, train: bool) {
+        let gcfg = &self.cfg.prop_grids[k];
+        let mcfg = self.cfg.prop_mlp(k);
+        let ns = lvl.pos.len() / 3;
+        lvl.enc.resize(ns * gcfg.output_dim(), 0.0);
+        hash_encode_forward(gcfg, &self.params[2 * k], &lvl.pos, Some(&lvl.fsig), &mut lvl.enc);
+        lvl.raw.resize(ns, 0.0);
+        if train {
+            mlp_forward_into(&mcfg, &self.params[2 * k + 1], &lvl.enc, &mut lvl.raw, &mut lvl.cache);
+        } else {
+            mlp_forward_inference(&mcfg, &self.params[2 * k + 1], &lvl.enc, &mut lvl.raw);
+        }
+        lvl.sigma = lvl.raw.par_iter().map(|&x| trunc_exp(x)).collect();
+    }
+
+    /// Density and geometry features of the NeRF level.
+    fn nerf_density_forward(&self, lvl: &mut Level, train: bool) {
+        let ns = lvl.pos.len() / 3;
+        let g = self.idx_grid();
+        let mcfg = self.cfg.density_mlp();
+        match self.cfg.backbone {
+            Backbone::HashGrid => {
+                let gcfg = &self.cfg.nerf_grid;
+                lvl.enc.resize(ns * gcfg.output_dim(), 0.0);
+                hash_encode_forward(gcfg, &self.params[g], &lvl.pos, Some(&lvl.fsig), &mut lvl.enc);
+            }
+            Backbone::IpeMlp => {
+                let dim = encoding::ipe_dim(IPE_DEGREES);
+                lvl.enc.resize(ns * dim, 0.0);
+                lvl.enc.par_chunks_mut(dim).enumerate().for_each(|(i, e)| {
+                    let x = [lvl.pos[3 * i], lvl.pos[3 * i + 1], lvl.pos[3 * i + 2]];
+                    encoding::ipe(x, lvl.fsig[i] * lvl.fsig[i], IPE_DEGREES, e);
+                });
+            }
+        }
+        lvl.raw.resize(ns * (1 + GEO_DIM), 0.0);
+        if train {
+            mlp_forward_into(&mcfg, &self.params[g + 1], &lvl.enc, &mut lvl.raw, &mut lvl.cache);
+        } else {
+            mlp_forward_inference(&mcfg, &self.params[g + 1], &lvl.enc, &mut lvl.raw);
+        }
+        lvl.sigma = lvl.raw.par_chunks(1 + GEO_DIM).map(|r| trunc_exp(r[0])).collect();
+    }
+
+    /// Colour head input rows `[geo | dir enc | latent | exposure enc]`.
+    fn color_input(&self, rays: &Rays, lvl: &Level, x: &mut Vec<f32>) {
+        let cin = self.cfg.color_in();
+        let n = lvl.n;
+        let gd = self.cfg.glo_dim;
+        x.resize(rays.len() * n * cin, 0.0);
+        x.par_chunks_mut(n * cin).enumerate().for_each(|(i, xr)| {
+            let mut de = [0.0f32; DIR_DIM];
+            encoding::dir_encoding(rays.d[i], &mut de);
+            let mut ee = [0.0f32; EXPOSURE_DIM];
+            encoding::exposure_encoding(rays.ev[i], &mut ee);
+            for j in 0..n {
+                let row = &mut xr[j * cin..(j + 1) * cin];
+                let raw = &lvl.raw[(i * n + j) * (1 + GEO_DIM)..(i * n + j + 1) * (1 + GEO_DIM)];
+                row[..GEO_DIM].copy_from_slice(&raw[1..]);
+                row[GEO_DIM..GEO_DIM + DIR_DIM].copy_from_slice(&de);
+                row[GEO_DIM + DIR_DIM..GEO_DIM + DIR_DIM + gd].copy_from_slice(&rays.latent[i * gd..(i + 1) * gd]);
+                if self.cfg.exposure {
+                    row[GEO_DIM + DIR_DIM + gd..].copy_from_slice(&ee);
+                }
+            }
+        });
+    }
+
+    /// Full forward pass over a batch of rays: proposal levels, resampling, NeRF level, compositing.
+    pub fn forward(&self, rays: &Rays, mode: &SampleMode, train: bool) -> Forward {
+        let r_count = rays.len();
+        let near = self.near();
+        let nprop = self.nprop();
+        let mut levels: Vec<Level> = Vec::with_capacity(nprop + 1);
+        let mut prod = 1usize;
+        for k in 0..=nprop {
+            let n = if k < nprop { self.cfg.prop_samples[k] } else { self.cfg.nerf_samples };
+            let s = {
+                let prev = levels.last().map(|l: &Level| (l.s.as_slice(), l.w.as_slice(), l.n));
+                resample(prev, prod, n, r_count, mode, k)
+            };
+            prod *= n;
+            let t: Vec<f32> = s.par_iter().map(|&s| coord::s_to_t(s, near)).collect();
+            let mut lvl = Level { n, s, t, ..Default::default() };
+            let contracted = self.cfg.backbone == Backbone::IpeMlp && k == nprop;
+            sample_points(rays, n, &lvl.t, &mut lvl.pos, &mut lvl.fsig, contracted);
+            if k < nprop {
+                self.prop_forward(k, &mut lvl, train);
+            } else {
+                self.nerf_density_forward(&mut lvl, train);
+            }
+            let mut w = vec![0.0f32; r_count * n];
+            w.par_chunks_mut(n).enumerate().for_each(|(i, wr)| {
+                render::weights(&lvl.sigma[i * n..(i + 1) * n], &lvl.t[i * (n + 1)..(i + 1) * (n + 1)], wr);
+            });
+            lvl.w = w;
+            levels.push(lvl);
+        }
+        // Colour head on the NeRF level.
+        let lvl = levels.last().expect("at least one level");
+        let mut color = ColorState::default();
+        self.color_input(rays, lvl, &mut color.x);
+        let ccfg = self.cfg.color_mlp();
+        let ns = r_count * lvl.n;
+        let mut out = vec![0.0f32; ns * 3];
+        let cidx = self.idx_grid() + 2;
+        if train {
+            mlp_forward_into(&ccfg, &self.params[cidx], &color.x, &mut out, &mut color.cache);
+        } else {
+            mlp_forward_inference(&ccfg, &self.params[cidx], &color.x, &mut out);
+        }
+        color.rgb = out.par_iter().map(|&v| sigmoid(v)).collect();
+        let n = lvl.n;
+        let res: Vec<([f32; 3], f32, f32)> = (0..r_count)
+            .into_par_iter()
+            .map(|i| render::composite(&lvl.w[i * n..(i + 1) * n], &color.rgb[i * n * 3..(i + 1) * n * 3], &lvl.t[i * (n + 1)..(i + 1) * (n + 1)]))
+            .collect();
+        Forward {
+            rgb: res.iter().map(|r| r.0).collect(),
+            depth: res.iter().map(|r| r.1).collect(),
+            acc: res.iter().map(|r| r.2).collect(),
+            levels,
+            color,
+        }
+    }
+
+    pub fn near(&self) -> f32 {
+        self.near
+    }
+}
+
+/// Weights of the regularisers.
+#[derive(Debug, Clone, Copy)]
+pub struct LossWeights {
+    pub distortion: f32,
+    pub interlevel: f32,
+}
+
+/// Loss terms of a batch (means as in multinerf) and the batch MSE.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Losses {
+    pub data: f64,
+    pub distortion: f64,
+    pub interlevel: f64,
+    pub mse: f64,
+}
+
+impl Losses {
+    pub fn total(&self, lw: &LossWeights) -> f64 {
+        self.data + lw.distortion as f64 * self.distortion + lw.interlevel as f64 * self.interlevel
+    }
+}
+
+impl Model {
+    /// Backward pass of `Charbonnier(rgb, target) + distortion + interlevel` (multinerf's loss with
+    /// `data_coarse_loss_mult = 0`): accumulates parameter gradients into `grads` (same layout as
+    /// `params`) and, if given, the per-ray latent gradients into `d_latent` (`[R * glo_dim]`, added).
+    /// The proposal levels receive gradient only from the interlevel loss (stop-gradient on the NeRF
+    /// histogram and on the resampling, as in multinerf).
+    pub fn backward(&self, rays: &Rays, fwd: &Forward, target: &[[f32; 3]], lw: &LossWeights, grads: &mut [Vec<f32>], d_latent: Option<&mut [f32]>) -> Losses {
+        let r_count = rays.len();
+        let nprop = self.nprop();
+        let nl = &fwd.levels[nprop];
+        let n = nl.n;
+        let inv_r = 1.0 / r_count as f32;
+        // --- NeRF level: per-ray data + distortion loss, gradients w.r.t. sigma and sample colours.
+        let mut g_sigma = vec![0.0f32; r_count * n];
+        let mut g_out = vec![0.0f32; r_count * n * 3];
+        let per_ray: Vec<(f64, f64, f64)> = g_sigma
+            .par_chunks_mut(n)
+            .zip(g_out.par_chunks_mut(n * 3))
+            .enumerate()
+            .map(|(i, (gs, go))| {
+                let w = &nl.w[i * n..(i + 1) * n];
+                let s = &nl.s[i * (n + 1)..(i + 1) * (n + 1)];
+                let t = &nl.t[i * (n + 1)..(i + 1) * (n + 1)];
+                let rgb = &fwd.color.rgb[i * n * 3..(i + 1) * n * 3];
+                let mut gc = [0.0f32; 3];
+                let mut data = 0.0f64;
+                let mut se = 0.0f64;
+                for k in 0..3 {
+                    let r = fwd.rgb[i][k] - target[i][k];
+                    let (v, dv) = render::charbonnier(r);
+                    data += v as f64;
+                    se += (r * r) as f64;
+                    gc[k] = dv * inv_r / 3.0;
+                }
+                let mut gw = vec![0.0f32; n];
+                let dist = stepfun::distortion_loss(s, w, lw.distortion * inv_r, &mut gw);
+                for j in 0..n {
+                    let c = &rgb[3 * j..3 * j + 3];
+                    gw[j] += gc[0] * c[0] + gc[1] * c[1] + gc[2] * c[2];
+                    for k in 0..3 {
+                        // through the sigmoid: c (1 - c)
+                        go[3 * j + k] = gc[k] * w[j] * c[k] * (1.0 - c[k]);
+                    }
+                }
+                render::weights_backward(&nl.sigma[i * n..(i + 1) * n], t, w, &gw, gs);
+                (data, dist as f64, se)
+            })
+            .collect();
+        let mut losses = Losses::default();
+        for (d, di, se) in &per_ray {
+            losses.data += d;
+            losses.distortion += di;
+            losses.mse += se;
+        }
+        losses.data /= (3 * r_count) as f64;
+        losses.distortion /= r_count as f64;
+        losses.mse /= (3 * r_count) as f64;
+
+        // --- Colour head backward.
+        let gidx = self.idx_grid();
+        let cin = self.cfg.color_in();
+        let ns = r_count * n;
+        let mut d_x = vec![0.0f32; ns * cin];
+        let ccfg = self.cfg.color_mlp();
+        mlp_backward(&ccfg, &self.params[gidx + 2], &fwd.color.x, &fwd.color.cache, &g_out, &mut grads[gidx + 2], Some(&mut d_x));
+        let gd = self.cfg.glo_dim;
+        if let Some(dl) = d_latent {
+            dl.par_chunks_mut(gd.max(1)).enumerate().for_each(|(i, dli)| {
+                if gd == 0 {
+                    return;
+                }
+                for j in 0..n {
+                    let row = &d_x[(i * n + j) * cin..(i * n + j + 1) * cin];
+                    for (a, b) in dli.iter_mut().zip(&row[GEO_DIM + DIR_DIM..GEO_DIM + DIR_DIM + gd]) {
+                        *a += b;
+                    }
+                }
+            });
+        }
+        // --- Density MLP backward: d raw = [g_sigma * sigma, d geo].
+        let mut d_raw = vec![0.0f32; ns * (1 + GEO_DIM)];
+        d_raw.par_chunks_mut(1 + GEO_DIM).enumerate().for_each(|(i, dr)| {
+            dr[0] = g_sigma[i] * nl.sigma[i];
+            dr[1..].copy_from_slice(&d_x[i * cin..i * cin + GEO_DIM]);
+        });
+        drop(d_x);
+        let dcfg = self.cfg.density_mlp();
+        match self.cfg.backbone {
+            Backbone::HashGrid => {
+                let mut d_enc = vec![0.0f32; nl.enc.len()];
+                mlp_backward(&dcfg, &self.params[gidx + 1], &nl.enc, &nl.cache, &d_raw, &mut grads[gidx + 1], Some(&mut d_enc));
+                hash_encode_backward(&self.cfg.nerf_grid, &nl.pos, Some(&nl.fsig), &d_enc, &mut grads[gidx]);
+            }
+            Backbone::IpeMlp => {
+                mlp_backward(&dcfg, &self.params[gidx + 1], &nl.enc, &nl.cache, &d_raw, &mut grads[gidx + 1], None);
+            }
+        }
+
+        // --- Proposal levels: interlevel loss against the (fixed) NeRF histogram.
+        let scale = lw.interlevel / (r_count * n) as f32;
+        for k in 0..nprop {
+            let pl = &fwd.levels[k];
+            let m = pl.n;
+            let mut gsig = vec![0.0f32; r_count * m];
+            let li: f64 = gsig
+                .par_chunks_mut(m)
+                .enumerate()
+                .map(|(i, gs)| {
+                    let mut gw = vec![0.0f32; m];
+                    let l = stepfun::interlevel_loss(
+                        &nl.s[i * (n + 1)..(i + 1) * (n + 1)],
+                        &nl.w[i * n..(i + 1) * n],
+                        &pl.s[i * (m + 1)..(i + 1) * (m + 1)],
+                        &pl.w[i * m..(i + 1) * m],
+                        scale,
+                        &mut gw,
+                    );
+                    render::weights_backward(&pl.sigma[i * m..(i + 1) * m], &pl.t[i * (m + 1)..(i + 1) * (m + 1)], &pl.w[i * m..(i + 1) * m], &gw, gs);
+                    l as f64
+                })
+                .sum();
+            losses.interlevel += li / (r_count * n) as f64;
+            let d_raw: Vec<f32> = gsig.par_iter().zip(&pl.sigma).map(|(g, s)| g * s).collect();
+            let mut d_enc = vec![0.0f32; pl.enc.len()];
+            let (a, b) = grads.split_at_mut(2 * k + 1);
+            mlp_backward(&self.cfg.prop_mlp(k), &self.params[2 * k + 1], &pl.enc, &pl.cache, &d_raw, &mut b[0], Some(&mut d_enc));
+            hash_encode_backward(&self.cfg.prop_grids[k], &pl.pos, Some(&pl.fsig), &d_enc, &mut a[2 * k]);
+        }
+        losses
+    }
+}
+
+impl Model {
+    /// NeRF-W evaluation protocol: optimise one latent (starting at `init`) so that the rays' colours
+    /// match `target`, with the network fixed. The density does not depend on the latent, so the
+    /// proposal and density passes run once and only the colour head is iterated (Adam, MSE).
+    pub fn optimize_latent(&self, rays: &Rays, target: &[[f32; 3]], init: &[f32], steps: usize, lr: f32) -> Vec<f32> {
+        let gd = self.cfg.glo_dim;
+        let mut z = init.to_vec();
+        if gd == 0 || steps == 0 || rays.is_empty() {
+            return z;
+        }
+        let mode = SampleMode { jitter: None, train_frac: 1.0 };
+        let mut fwd = self.forward(rays, &mode, false);
+        let r_count = rays.len();
+        let lvl = fwd.levels.pop().expect("NeRF level");
+        let n = lvl.n;
+        let cin = self.cfg.color_in();
+        let ccfg = self.cfg.color_mlp();
+        let cidx = self.idx_grid() + 2;
+        let mut adam = crate::kernels::Adam::new(gd, crate::kernels::AdamConfig { beta1: 0.9, beta2: 0.99, eps: 1e-15 });
+        let mut rays_z = rays.clone();
+        let mut x = Vec::new();
+        let mut out = vec![0.0f32; r_count * n * 3];
+        let mut cache = MlpCache::default();
+        let mut d_x = vec![0.0f32; r_count * n * cin];
+        let mut dummy = vec![0.0f32; self.params[cidx].len()];
+        for _ in 0..steps {
+            for i in 0..r_count {
+                rays_z.latent[i * gd..(i + 1) * gd].copy_from_slice(&z);
+            }
+            self.color_input(&rays_z, &lvl, &mut x);
+            mlp_forward_into(&ccfg, &self.params[cidx], &x, &mut out, &mut cache);
+            let mut g_out = vec![0.0f32; r_count * n * 3];
+            g_out.par_chunks_mut(n * 3).enumerate().for_each(|(i, go)| {
+                let w = &lvl.w[i * n..(i + 1) * n];
+                let mut c = [0.0f32; 3];
+                for j in 0..n {
+                    for k in 0..3 {
+                        c[k] += w[j] * sigmoid(out[(i * n + j) * 3 + k]);
+                    }
+                }
+                for k in 0..3 {
+                    let g = 2.0 * (c[k] - target[i][k]) / (3 * r_count) as f32;
+                    for j in 0..n {
+                        let s = sigmoid(out[(i * n + j) * 3 + k]);
+                        go[3 * j + k] = g * w[j] * s * (1.0 - s);
+                    }
+                }
+            });
+            mlp_backward(&ccfg, &self.params[cidx], &x, &cache, &g_out, &mut dummy, Some(&mut d_x));
+            let mut gz = vec![0.0f32; gd];
+            for row in d_x.chunks(cin) {
+                for (a, b) in gz.iter_mut().zip(&row[GEO_DIM + DIR_DIM..GEO_DIM + DIR_DIM + gd]) {
+                    *a += b;
+                }
+            }
+            adam.update(&mut z, &gz, lr);
+        }
+        z
+    }
+}
