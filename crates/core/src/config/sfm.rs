@@ -11,6 +11,12 @@ pub struct SfmConfig {
     pub max_features: usize,
     pub exhaustive_max_images: usize,
     pub sequential_overlap: usize,
+    pub retrieval_k: usize,
+    pub max_error_px: f64,
+    pub init_min_tri_angle_deg: f64,
+    pub abs_pose_min_inliers: usize,
+    pub local_ba_images: usize,
+    pub up_axis: String,
 }
 
 impl Default for SfmConfig {
@@ -21,6 +27,12 @@ impl Default for SfmConfig {
             max_features: 8192,
             exhaustive_max_images: 60,
             sequential_overlap: 10,
+            retrieval_k: 8,
+            max_error_px: 4.0,
+            init_min_tri_angle_deg: 16.0,
+            abs_pose_min_inliers: 30,
+            local_ba_images: 6,
+            up_axis: "+z".into(),
         }
     }
 }
@@ -46,6 +58,30 @@ pub(super) const DOCS: &[KeyDoc] = &[
         "sequential_overlap",
         "With sequential pair selection, each photo is matched with this many following photos.",
     ),
+    (
+        "retrieval_k",
+        "With sequential pair selection, each photo is also matched with this many most similar photos\n(bag of visual words); 0 turns retrieval off.",
+    ),
+    (
+        "max_error_px",
+        "Inlier threshold in pixels (at the feature-extraction resolution) for two-view verification,\ntriangulation and outlier filtering (COLMAP: 4).",
+    ),
+    (
+        "init_min_tri_angle_deg",
+        "The initial pair must have at least this median triangulation angle in degrees (COLMAP: 16);\nrelaxed step by step to 2 when no pair qualifies.",
+    ),
+    (
+        "abs_pose_min_inliers",
+        "A photo is registered when P3P RANSAC finds at least this many 2D-3D inliers (COLMAP: 30);\na second pass for the photos left over accepts half as many.",
+    ),
+    (
+        "local_ba_images",
+        "Local bundle adjustment after each registration refines the new photo and this many minus one\nof its most connected neighbours.",
+    ),
+    (
+        "up_axis",
+        "World axis the cameras' mean up direction is rotated onto: \"+z\" (nerfstudio convention) or \"-y\".\nThe world origin is the centroid of the camera centres; units are metres with calibration pairs.",
+    ),
 ];
 
 impl SfmConfig {
@@ -61,6 +97,54 @@ impl SfmConfig {
             "max_features",
             self.max_features,
             "must be at least 64",
+        )?;
+        ensure(
+            self.exhaustive_max_images >= 2,
+            "exhaustive_max_images",
+            self.exhaustive_max_images,
+            "must be at least 2",
+        )?;
+        ensure(
+            self.sequential_overlap >= 1,
+            "sequential_overlap",
+            self.sequential_overlap,
+            "must be at least 1",
+        )?;
+        ensure(
+            self.retrieval_k <= 1000,
+            "retrieval_k",
+            self.retrieval_k,
+            "must be at most 1000",
+        )?;
+        ensure(
+            self.max_error_px > 0.1 && self.max_error_px <= 50.0,
+            "max_error_px",
+            self.max_error_px,
+            "must be in (0.1, 50]",
+        )?;
+        ensure(
+            (1.0..=60.0).contains(&self.init_min_tri_angle_deg),
+            "init_min_tri_angle_deg",
+            self.init_min_tri_angle_deg,
+            "must be in [1, 60]",
+        )?;
+        ensure(
+            (6..=10000).contains(&self.abs_pose_min_inliers),
+            "abs_pose_min_inliers",
+            self.abs_pose_min_inliers,
+            "must be in [6, 10000]",
+        )?;
+        ensure(
+            (2..=100).contains(&self.local_ba_images),
+            "local_ba_images",
+            self.local_ba_images,
+            "must be in [2, 100]",
+        )?;
+        ensure(
+            self.up_axis == "+z" || self.up_axis == "-y",
+            "up_axis",
+            &self.up_axis,
+            "must be \"+z\" or \"-y\"",
         )
     }
 }
