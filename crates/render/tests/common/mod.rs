@@ -1,0 +1,150 @@
+//! A synthetic venue for the render stage's tests: keyframe cameras in [`AnalyticRoom::demo`]
+//! written as a COLMAP model (metres, z up), a `sfm/report.json` with the up vector, redacted
+//! photos rendered from the room, and a config.
+#![allow(dead_code)]
+
+use flythrough_core::config::Config;
+use flythrough_core::{Camera, CameraModel, LoadedConfig, Pose, Reconstruction, RunDir};
+use flythrough_render::path::level_rotation;
+use flythrough_render::{AnalyticRoom, Perspective, RaySource};
+use nalgebra::Vector3;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Keyframe photos: name, centre, yaw in degrees (z-up world).
+pub const KEYFRAMES: &[(&str, [f64; 3], f64)] = &[
+    ("k1.jpg", [0.3, 0.2, 1.5], 10.0),
+    ("k2.jpg", [2.6, 0.9, 1.6], 30.0),
+    ("k3.jpg", [4.4, 2.6, 1.5], 80.0),
+];
+
+fn pose(c: [f64; 3], yaw: f64) -> Pose {
+    let f = Vector3::new(yaw.to_radians().cos(), yaw.to_radians().sin(), 0.0);
+    let q = level_rotation(&f, &Vector3::z());
+    let c = Vector3::from(c);
+    Pose::new(q, -(q * c))
+}
+
+/// Build `root/run` (sfm, privacy) and a config; `edit` adjusts `[render]`.
+pub fn venue(root: &Path, edit: impl FnOnce(&mut Config)) -> (LoadedConfig, RunDir) {
+    let run = RunDir::new(root.join("run"));
+    let sparse = run.stage_dir("sfm").join("sparse");
+    std::fs::create_dir_all(&sparse).unwrap();
+    let mut rec = Reconstruction::default();
+    rec.cameras
+        .insert(1, Camera::new(1, CameraModel::Pinhole, 96, 64, 60.0));
+    let mut all: Vec<(String, Pose)> = KEYFRAMES
+        .iter()
+        .map(|(n, c, y)| (n.to_string(), pose(*c, *y)))
+        .collect();
+    all.push(("other.jpg".into(), pose([5.5, 4.0, 1.4], 200.0)));
+    for (i, (name, p)) in all.iter().enumerate() {
+        rec.images.insert(
+            i as u32 + 1,
+            flythrough_core::colmap::Image {
+                id: i as u32 + 1,
+                camera_id: 1,
+                name: name.clone(),
+                pose: *p,
+                points2d: vec![],
+            },
+        );
+    }
+    rec.write_text(&sparse).unwrap();
+    std::fs::write(
+        run.stage_dir("sfm").join("report.json"),
+        r#"{"up": [0.0, 0.0, 1.0], "scale": 1.0}"#,
+    )
+    .unwrap();
+    // Redacted photos: the room seen from each camera.
+    let images = run.stage_dir("privacy").join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let room = AnalyticRoom::demo();
+    for (name, p) in &all {
+        let cam = Perspective::new(96, 64, 77.0, p.center(), p.rotation);
+        let img = flythrough_render::frames::render_frame(&room, &cam, 0.0, 32, &|| {});
+        img.save(images.join(name)).unwrap();
+    }
+    std::fs::write(run.stage_dir("privacy").join("stage.json"), "{}").unwrap();
+
+    let mut config = Config::default();
+    config.venue.name = "synthetic-room".into();
+    config.venue.photos = "photos".into();
+    config.venue.keyframes = KEYFRAMES.iter().map(|k| k.0.to_string()).collect();
+    config.render.width = 128;
+    config.render.height = 64;
+    config.render.preview_width = 96;
+    config.render.preview_height = 64;
+    config.render.fps = 10.0;
+    config.render.stills = 3;
+    edit(&mut config);
+    config.check_values().unwrap();
+    let cfg = LoadedConfig {
+        config,
+        path: root.join("venue.toml"),
+        dir: root.to_path_buf(),
+        photos_dir: root.join("photos"),
+    };
+    (cfg, run)
+}
+
+/// Run the stage body with `source` into `run/render` (out) and `run/.work/render` (work).
+pub fn render(
+    cfg: &LoadedConfig,
+    run: &RunDir,
+    source: &dyn RaySource,
+) -> (PathBuf, flythrough_core::StageSummary) {
+    let out = run.stage_dir("render");
+    let work = run.work_dir("render");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let s = flythrough_render::run_with_source(cfg, run, &out, &work, source).unwrap();
+    (out, s)
+}
+
+/// `ffprobe -show_streams` of the first video stream as JSON, or `None` (with a message) if
+/// ffprobe is not installed.
+pub fn ffprobe(file: &Path) -> Option<serde_json::Value> {
+    let Some(bin) = flythrough_render::encode::find_on_path("ffprobe") else {
+        println!("skipped: ffprobe not on PATH (Debian: apt-get install ffmpeg)");
+        return None;
+    };
+    let out = std::process::Command::new(bin)
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// Side data entries of the first stream, as `(type, projection)` pairs.
+pub fn side_data(probe: &serde_json::Value) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    if let Some(list) = probe["streams"][0]["side_data_list"].as_array() {
+        for sd in list {
+            let t = sd["side_data_type"].as_str().unwrap_or("").to_string();
+            let p = sd["projection"]
+                .as_str()
+                .or(sd["type"].as_str())
+                .unwrap_or("")
+                .to_string();
+            m.insert(t, p);
+        }
+    }
+    m
+}

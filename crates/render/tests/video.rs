@@ -1,0 +1,221 @@
+//! The render stage end to end on the synthetic venue with the analytic ray source: the MP4s as
+//! ffprobe sees them (codec, size, frame count, duration, spherical side data), the in-process
+//! encoder, resuming, and input errors.
+
+mod common;
+
+use common::{ffprobe, render, side_data, venue};
+use flythrough_render::mp4::spherical_info;
+use flythrough_render::stage::{PathFile, render_frames};
+use flythrough_render::{AnalyticRoom, RenderError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn path_file(out: &std::path::Path) -> PathFile {
+    serde_json::from_str(&std::fs::read_to_string(out.join("path.json")).unwrap()).unwrap()
+}
+
+fn check_video(
+    file: &std::path::Path,
+    w: u32,
+    h: u32,
+    frames: usize,
+    duration: f64,
+    fps: f64,
+    spherical: bool,
+) {
+    let bytes = std::fs::read(file).unwrap();
+    if spherical {
+        let info = spherical_info(&bytes).unwrap();
+        assert!(
+            info.v2_equirect && info.v2_mono && info.v1_equirect,
+            "{info:?}"
+        );
+        assert_eq!((info.width as u32, info.height as u32), (w, h));
+    }
+    let Some(p) = ffprobe(file) else { return };
+    let s = &p["streams"][0];
+    assert_eq!(s["codec_name"], "h264", "{s}");
+    assert_eq!(s["pix_fmt"], "yuv420p", "{s}");
+    assert_eq!(
+        (s["width"].as_u64().unwrap(), s["height"].as_u64().unwrap()),
+        (w as u64, h as u64)
+    );
+    let read: usize = s["nb_read_frames"].as_str().unwrap().parse().unwrap();
+    assert_eq!(read, frames, "decoded frame count");
+    let d: f64 = s["duration"]
+        .as_str()
+        .or(p["format"]["duration"].as_str())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (d - duration).abs() <= 1.0 / fps + 1e-6,
+        "video lasts {d} s, the flight {duration} s"
+    );
+    let sd = side_data(&p);
+    if spherical {
+        assert_eq!(
+            sd.get("Spherical Mapping").map(String::as_str),
+            Some("equirectangular"),
+            "{sd:?}"
+        );
+    } else {
+        assert!(!sd.contains_key("Spherical Mapping"), "{sd:?}");
+    }
+}
+
+#[test]
+fn ffmpeg_video_is_h264_with_spherical_metadata_and_the_right_duration() {
+    if flythrough_render::encode::find_on_path("ffmpeg").is_none() {
+        println!("skipped: ffmpeg not on PATH (Debian: apt-get install ffmpeg)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // No easing: the flight lasts exactly length / speed.
+    let (cfg, run) = venue(dir.path(), |c| {
+        c.render.ease_s = 0.0;
+        c.render.encoder = "ffmpeg".into();
+        c.render.speed_m_per_s = 1.5;
+    });
+    let (out, summary) = render(&cfg, &run, &AnalyticRoom::demo());
+    let pf = path_file(&out);
+    assert!((pf.duration_s - pf.length_m / 1.5).abs() < 1e-9);
+    assert_eq!(pf.frames.len(), pf.frame_count);
+    assert_eq!(summary.values["frames"], pf.frame_count);
+    assert_eq!(summary.values["encoder"], "ffmpeg/libx264");
+    let n = pf.frame_count;
+    check_video(
+        &out.join("flythrough_360.mp4"),
+        128,
+        64,
+        n,
+        pf.length_m / 1.5,
+        pf.fps,
+        true,
+    );
+    check_video(
+        &out.join("preview.mp4"),
+        96,
+        64,
+        n,
+        pf.length_m / 1.5,
+        pf.fps,
+        false,
+    );
+    // Viewer, stills and the report built from them.
+    assert!(out.join("viewer.html").is_file());
+    let stills: Vec<flythrough_render::stage::Still> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("stills/stills.json")).unwrap())
+            .unwrap();
+    assert_eq!(stills.len(), 3);
+    assert_eq!(stills[0].nearest_photo.as_deref(), Some("k1.jpg"));
+    assert!(stills[0].distance_m.unwrap() < 1e-6);
+    let report = std::fs::read_to_string(flythrough_render::write_report(&run).unwrap()).unwrap();
+    assert_eq!(
+        report.matches("data:image/jpeg;base64,").count(),
+        1 + 2 * 3,
+        "pano + 3 stills + 3 photos"
+    );
+    assert!(report.contains("render/flythrough_360.mp4"));
+}
+
+#[test]
+fn openh264_fallback_writes_a_decodable_file_with_the_metadata() {
+    if !cfg!(feature = "openh264") {
+        println!("skipped: built without the openh264 feature");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, run) = venue(dir.path(), |c| {
+        c.render.encoder = "openh264".into();
+        c.render.max_frames = 12;
+        c.render.stills = 0;
+    });
+    let (out, summary) = render(&cfg, &run, &AnalyticRoom::demo());
+    assert_eq!(summary.values["encoder"], "openh264+muxide");
+    let pf = path_file(&out);
+    assert_eq!(pf.frame_count, 12, "max_frames caps the frame count");
+    assert!(pf.fps < 10.0);
+    // With easing, the flight lasts length / speed + ease_s.
+    assert!((pf.duration_s - (pf.length_m + 1.0)).abs() < 1e-9);
+    check_video(
+        &out.join("flythrough_360.mp4"),
+        128,
+        64,
+        12,
+        pf.duration_s,
+        pf.fps,
+        true,
+    );
+}
+
+/// Counts rays, to see how many frames a run renders.
+struct Counting(AnalyticRoom, AtomicUsize);
+impl flythrough_render::RaySource for Counting {
+    fn render_rays(&self, o: &[[f32; 3]], d: &[[f32; 3]], ev: f64) -> Vec<[f32; 3]> {
+        self.1.fetch_add(o.len(), Ordering::Relaxed);
+        self.0.render_rays(o, d, ev)
+    }
+}
+
+#[test]
+fn an_interrupted_render_resumes_at_the_next_missing_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, run) = venue(dir.path(), |c| {
+        c.render.max_frames = 8;
+        c.render.stills = 0;
+    });
+    let r = &cfg.config.render;
+    let (path, _, ev) = flythrough_render::stage::build_path(&cfg, &run).unwrap();
+    let frames = path.frames(path.frame_rate(r.fps, r.max_frames), ev);
+    assert_eq!(frames.len(), 8);
+    // "Interrupted" after 5 frames.
+    let work = run.work_dir("render");
+    let room = Counting(AnalyticRoom::demo(), AtomicUsize::new(0));
+    render_frames(r, &frames[..5], path.up(), &room, &work.join("frames")).unwrap();
+    let per_frame = (128 * 64 + 96 * 64) as usize;
+    assert_eq!(room.1.load(Ordering::Relaxed), 5 * per_frame);
+    let room = Counting(AnalyticRoom::demo(), AtomicUsize::new(0));
+    let (_, summary) = render(&cfg, &run, &room);
+    assert_eq!(summary.values["frames_rendered_now"], 3);
+    assert_eq!(room.1.load(Ordering::Relaxed), 3 * per_frame);
+}
+
+#[test]
+fn input_errors_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, run) = venue(dir.path(), |c| {
+        c.venue.keyframes = vec!["k1.jpg".into(), "blurry.jpg".into()]
+    });
+    let out = run.stage_dir("render");
+    std::fs::create_dir_all(&out).unwrap();
+    let e = flythrough_render::run_with_source(
+        &cfg,
+        &run,
+        &out,
+        &run.work_dir("render"),
+        &AnalyticRoom::demo(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, RenderError::NotRegistered { ref name, .. } if name == "blurry.jpg"),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("\"blurry.jpg\" was not registered"),
+        "{e}"
+    );
+    let (cfg, run) = venue(dir.path(), |c| c.venue.keyframes = vec!["k1.jpg".into()]);
+    let e = flythrough_render::run_with_source(
+        &cfg,
+        &run,
+        &out,
+        &run.work_dir("render"),
+        &AnalyticRoom::demo(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("at least 2"), "{e}");
+    // No trained model: the real entry point says so.
+    let e = flythrough_render::run(&cfg, &run, &out, &run.work_dir("render")).unwrap_err();
+    assert!(e.to_string().contains("train"), "{e}");
+}
