@@ -1,6 +1,7 @@
 //! The stage runner wiring: which stages run in which order, what each one hashes as its inputs, and
 //! the skip / force / until logic. Each stage is a library crate; this module only composes them.
 
+use flythrough_core::Manifest;
 use flythrough_core::config::{Config, LoadedConfig};
 use flythrough_core::run::{self, RunDir, STAGES, StageError, StageOutcome, StageSummary, hash_parts, run_stage};
 use std::path::{Path, PathBuf};
@@ -136,15 +137,22 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
     Ok(report)
 }
 
+/// The committed capture manifest of a run.
+fn manifest(run: &RunDir) -> Result<Manifest, StageError> {
+    let p = run.stage_dir("capture").join("manifest.json");
+    Manifest::read(&p).map_err(|e| format!("{}: {e}", p.display()).into())
+}
+
 /// Stages whose crates are wired into this binary.
 fn is_built(stage: &str) -> bool {
-    matches!(stage, "capture")
+    matches!(stage, "capture" | "privacy")
 }
 
 /// Run one stage's body.
-fn run_one(stage: &str, cfg: &LoadedConfig, _run: &RunDir, out: &Path, _work: &Path) -> Result<StageSummary, StageError> {
+fn run_one(stage: &str, cfg: &LoadedConfig, run: &RunDir, out: &Path, _work: &Path) -> Result<StageSummary, StageError> {
     match stage {
         "capture" => flythrough_capture::run(cfg, out).map_err(boxed),
+        "privacy" => flythrough_privacy::run(cfg, &manifest(run)?, out).map_err(boxed),
         other => Err(format!("stage {other} is not wired").into()),
     }
 }
