@@ -43,6 +43,10 @@ impl BoxF {
     pub fn scaled(&self, sx: f32, sy: f32) -> BoxF {
         BoxF::new(self.x * sx, self.y * sy, self.w * sx, self.h * sy)
     }
+    /// Whether the point lies inside the box.
+    pub fn contains(&self, x: f32, y: f32) -> bool {
+        x >= self.x && x <= self.x + self.w && y >= self.y && y <= self.y + self.h
+    }
     /// `[x, y, w, h]` rounded to 0.1 px, for JSON.
     pub fn to_array(&self) -> [f32; 4] {
         let r = |v: f32| (v * 10.0).round() / 10.0;

@@ -34,7 +34,7 @@ pub const STAGE: &str = "privacy";
 /// A detection is left unblurred when a `[[privacy.keep]]` rect overlaps it at least this much.
 pub const KEEP_IOU: f32 = 0.3;
 /// Pixelation cells across a face (fewer is stronger).
-pub const CELLS_ACROSS_FACE: f32 = 5.0;
+pub const CELLS_ACROSS_FACE: f32 = 4.0;
 /// Pixelation cells across the long side of a config extra region.
 pub const CELLS_ACROSS_REGION: f32 = 12.0;
 /// JPEG quality of the redacted copies.

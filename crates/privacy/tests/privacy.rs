@@ -1,0 +1,537 @@
+//! Recall, redaction and fail-closed tests of the privacy stage on real photos
+//! (`../shared/data/faces`, `../shared/data/sceaux_castle`) and on the synthetic venue.
+//! Tests that need the shared data return early when it is absent.
+
+use flythrough_core::config::{BrokenPhotoPolicy, KeepDetection, PrivacyConfig, RegionOverride};
+use flythrough_core::manifest::{
+    ExifFields, Exposure, ExposureSource, FocalPrior, FocalRule, PhotoRecord,
+};
+use flythrough_core::testdata::shared_data;
+use flythrough_core::{Config, LoadedConfig, Manifest, RedactedImages, RunDir};
+use flythrough_privacy::centerface::{CenterFace, Detection, PyramidParams};
+use flythrough_privacy::geometry::{BoxF, iou};
+use flythrough_privacy::{PhotoStatus, Redactions, pyramid_params, redact_image};
+use image::RgbImage;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+fn detector() -> &'static CenterFace {
+    static D: OnceLock<CenterFace> = OnceLock::new();
+    D.get_or_init(|| CenterFace::new().expect("embedded model loads"))
+}
+
+fn params() -> PyramidParams {
+    pyramid_params(&PrivacyConfig::default())
+}
+
+fn load(p: &Path) -> RgbImage {
+    image::open(p).unwrap().to_rgb8()
+}
+
+/// Greedy one-to-one matching of truth boxes to detections at IoU >= 0.3; returns matched truth indices.
+fn matched(truth: &[BoxF], dets: &[Detection]) -> Vec<usize> {
+    let mut used = vec![false; dets.len()];
+    let mut out = Vec::new();
+    for (i, t) in truth.iter().enumerate() {
+        let best = dets
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| !used[*j])
+            .map(|(j, d)| (j, iou(t, &d.bbox)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((j, v)) = best {
+            if v >= 0.3 {
+                used[j] = true;
+                out.push(i);
+            }
+        }
+    }
+    out
+}
+
+/// Hand-checked face boxes `[x, y, w, h]` (hairline to chin, cheek to cheek), drawn over the photos
+/// and checked by eye.
+const SINGLE_FACES: &[(&str, [u32; 4])] = &[
+    (
+        "faces/scikit_image_0.26.0/astronaut.png",
+        [180, 65, 92, 110],
+    ),
+    ("faces/scikit_image_0.26.0/camera.png", [193, 112, 70, 86]), // profile
+    ("faces/pillow_13.0.0/hopper.jpg", [40, 28, 46, 50]),
+    ("faces/max_facial_recognizer/Bryan.png", [36, 26, 36, 50]),
+    (
+        "faces/max_facial_recognizer/Luciano.png",
+        [130, 50, 140, 175],
+    ),
+    (
+        "faces/max_facial_recognizer/Chris.jpeg",
+        [128, 105, 250, 330],
+    ),
+    (
+        "faces/max_facial_recognizer/Paul.jpeg",
+        [105, 140, 265, 375],
+    ),
+    (
+        "faces/max_facial_recognizer/Paul2.jpeg",
+        [105, 160, 315, 440],
+    ),
+];
+
+#[test]
+fn every_single_face_is_found_and_nothing_else() {
+    for (rel, hand) in SINGLE_FACES {
+        let Some(p) = shared_data(rel) else { return };
+        let img = load(&p);
+        let dets = detector().detect(&img, &params()).unwrap();
+        let truth = BoxF::from_rect(*hand);
+        let best = dets
+            .iter()
+            .map(|d| iou(&truth, &d.bbox))
+            .fold(0.0, f32::max);
+        println!("{rel}: {} detections, best IoU {best:.2}", dets.len());
+        assert!(
+            best >= 0.3,
+            "{rel}: face not found (best IoU {best:.2}), {dets:?}"
+        );
+        assert_eq!(
+            dets.len(),
+            1,
+            "{rel}: expected exactly one face, got {dets:?}"
+        );
+    }
+}
+
+#[test]
+fn group_photo_recall() {
+    let Some(p) = shared_data("faces/rustface_0.1.7/test.png") else {
+        return;
+    };
+    let json = shared_data("faces/rustface_0.1.7/red_boxes_extracted.json").unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let truth: Vec<BoxF> = v["boxes_xywh"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let a: Vec<f32> = b
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            BoxF::new(a[0], a[1], a[2], a[3])
+        })
+        .collect();
+    assert_eq!(truth.len(), 28);
+    let img = load(&p);
+    let dets = detector().detect(&img, &params()).unwrap();
+    let m = matched(&truth, &dets);
+    println!(
+        "group photo: {} detections, {}/28 boxes matched",
+        dets.len(),
+        m.len()
+    );
+    assert!(m.len() >= 26, "only {}/28 faces matched", m.len());
+    // The photo has about 29 people: no flood of false positives.
+    assert!(dets.len() <= 32, "{} detections", dets.len());
+}
+
+#[test]
+fn face_free_castle_photos_give_no_detection() {
+    // Half resolution (1416x1064) keeps the test short. The dormers of the castle carry small
+    // sculpted heads: at full resolution one scores 0.54 in 100_7106 (see README); these three
+    // views are asserted clean.
+    for name in ["100_7100.JPG", "100_7104.JPG", "100_7108.JPG"] {
+        let Some(p) = shared_data(&format!("sceaux_castle/images/{name}")) else {
+            return;
+        };
+        let img = load(&p);
+        let half = image::imageops::thumbnail(&img, img.width() / 2, img.height() / 2);
+        let dets = detector().detect(&half, &params()).unwrap();
+        assert!(dets.is_empty(), "{name}: false positives {dets:?}");
+    }
+}
+
+/// After redaction the detector finds nothing where a face was.
+fn assert_nothing_left(rel: &str, img: &RgbImage, before: &[Detection]) {
+    let mut red = img.clone();
+    let pc = PrivacyConfig::default();
+    redact_image(&mut red, "x", before, &pc);
+    // Below the threshold the detector still scores head silhouettes (hair and a skin-coloured blob)
+    // up to ~0.47; print the highest score left for the README.
+    let low = PyramidParams {
+        threshold: 0.2,
+        ..params()
+    };
+    let residual = detector()
+        .detect(&red, &low)
+        .unwrap()
+        .iter()
+        .filter(|d| before.iter().any(|b| iou(&d.bbox, &b.bbox) > 0.1))
+        .map(|d| d.score)
+        .fold(0.0, f32::max);
+    println!("{rel}: highest score left on a blurred face {residual:.2}");
+    let after = detector().detect(&red, &params()).unwrap();
+    for d in &after {
+        for b in before {
+            assert!(
+                iou(&d.bbox, &b.bbox) < 0.1
+                    && !b
+                        .bbox
+                        .padded(pc.blur_padding)
+                        .contains(d.bbox.cx(), d.bbox.cy()),
+                "{rel}: face still found after blurring: {d:?} (was {b:?})"
+            );
+        }
+    }
+}
+
+#[test]
+fn blurred_faces_are_not_found_again() {
+    for rel in [
+        "faces/scikit_image_0.26.0/astronaut.png",
+        "faces/scikit_image_0.26.0/camera.png",
+        "faces/max_facial_recognizer/Chris.jpeg",
+        "faces/rustface_0.1.7/test.png",
+    ] {
+        let Some(p) = shared_data(rel) else { return };
+        let img = load(&p);
+        let before = detector().detect(&img, &params()).unwrap();
+        assert!(!before.is_empty());
+        assert_nothing_left(rel, &img, &before);
+    }
+}
+
+fn record(id: u32, file: &str, w: u32, h: u32, orientation: u16) -> PhotoRecord {
+    PhotoRecord {
+        id,
+        file: file.into(),
+        width: w,
+        height: h,
+        exif: ExifFields {
+            orientation: Some(orientation),
+            ..Default::default()
+        },
+        exposure: Exposure {
+            ev: 0.0,
+            source: ExposureSource::Default,
+        },
+        focal_prior: FocalPrior {
+            px: 1.2 * w.max(h) as f64,
+            rule: FocalRule::DefaultFactor,
+        },
+        camera_key: String::new(),
+    }
+}
+
+fn loaded(photos: &Path, privacy: PrivacyConfig) -> LoadedConfig {
+    LoadedConfig {
+        config: Config {
+            privacy,
+            ..Default::default()
+        },
+        path: photos.join("venue.toml"),
+        dir: photos.to_path_buf(),
+        photos_dir: photos.to_path_buf(),
+    }
+}
+
+/// Commit `out` as `RUN/privacy` the way the stage runner does (folder + stage.json).
+fn commit(run: &RunDir, out: &Path) {
+    std::fs::rename(out, run.stage_dir("privacy")).unwrap();
+    std::fs::write(run.stage_dir("privacy").join("stage.json"), "{}").unwrap();
+}
+
+#[test]
+fn stage_fails_closed_applies_orientation_and_overrides() {
+    let Some(hopper) = shared_data("faces/pillow_13.0.0/hopper.jpg") else {
+        return;
+    };
+    let astronaut = shared_data("faces/scikit_image_0.26.0/astronaut.png").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    // a.jpg: hopper as is. b_rot.png: the astronaut stored rotated (EXIF 6 = rotate 90 cw to view).
+    std::fs::copy(&hopper, photos.join("a.jpg")).unwrap();
+    let astro = load(&astronaut);
+    image::imageops::rotate270(&astro)
+        .save(photos.join("b_rot.png"))
+        .unwrap();
+    // c_cut.jpg: truncated JPEG; d_text.jpg: a text file; e_plain.png: no face, extra region.
+    let bytes = std::fs::read(&hopper).unwrap();
+    std::fs::write(photos.join("c_cut.jpg"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(photos.join("d_text.jpg"), "this is not a photo\n").unwrap();
+    // Fine detail (1-px checks) that a redaction must remove: like small text on a screen.
+    let plain = RgbImage::from_fn(200, 100, |x, y| {
+        image::Rgb([(((x ^ y) & 1) * 200) as u8, 50, 90])
+    });
+    plain.save(photos.join("e_plain.png")).unwrap();
+    let before_hashes: Vec<Vec<u8>> = [
+        "a.jpg",
+        "b_rot.png",
+        "c_cut.jpg",
+        "d_text.jpg",
+        "e_plain.png",
+    ]
+    .iter()
+    .map(|n| std::fs::read(photos.join(n)).unwrap())
+    .collect();
+
+    let manifest = Manifest {
+        photos: vec![
+            record(1, "a.jpg", 128, 128, 1),
+            record(2, "b_rot.png", 512, 512, 6),
+            record(3, "c_cut.jpg", 128, 128, 1),
+            record(4, "d_text.jpg", 128, 128, 1),
+            record(5, "e_plain.png", 200, 100, 1),
+        ],
+    };
+    let pc = PrivacyConfig {
+        keep: vec![KeepDetection {
+            photo: "a.jpg".into(),
+            rect: [40, 28, 46, 50],
+        }],
+        extra_regions: vec![RegionOverride {
+            photo: "e_plain.png".into(),
+            rect: [10, 10, 60, 40],
+        }],
+        ..Default::default()
+    };
+    let cfg = loaded(&photos, pc.clone());
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let summary = flythrough_privacy::run(&cfg, &manifest, &out).unwrap();
+    let v = &summary.values;
+    assert_eq!(v["photos_in"], 5);
+    assert_eq!(v["photos_out"], 3);
+    assert_eq!(v["unscannable"], 2);
+    assert_eq!(v["faces"], 2);
+    assert_eq!(v["faces_blurred"], 1);
+
+    let rep: Redactions =
+        serde_json::from_str(&std::fs::read_to_string(out.join("redactions.json")).unwrap())
+            .unwrap();
+    assert_eq!(rep.detector.name, "centerface");
+    assert_eq!(rep.detector.model_file, "data/models/centerface.onnx");
+    assert_eq!(rep.detector.threshold, 0.5);
+    let st: Vec<(&str, PhotoStatus)> = rep
+        .photos
+        .iter()
+        .map(|p| (p.file.as_str(), p.status))
+        .collect();
+    assert_eq!(
+        st,
+        vec![
+            ("a.jpg", PhotoStatus::Redacted),
+            ("b_rot.png", PhotoStatus::Redacted),
+            ("c_cut.jpg", PhotoStatus::Unscannable),
+            ("d_text.jpg", PhotoStatus::Unscannable),
+            ("e_plain.png", PhotoStatus::Redacted),
+        ]
+    );
+    assert!(
+        rep.photos[2]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("truncated"),
+        "{:?}",
+        rep.photos[2].reason
+    );
+    assert!(rep.photos[3].reason.is_some());
+    // hopper's face is kept by the override; the astronaut's face, found upright, is blurred.
+    assert_eq!(rep.photos[0].faces.len(), 1);
+    assert!(!rep.photos[0].faces[0].blurred);
+    assert_eq!(rep.photos[0].faces[0].kept_by, Some(0));
+    assert_eq!(rep.photos[1].faces.len(), 1);
+    assert!(rep.photos[1].faces[0].blurred);
+    let f = rep.photos[1].faces[0].bbox;
+    assert!(
+        iou(
+            &BoxF::new(f[0], f[1], f[2], f[3]),
+            &BoxF::from_rect([180, 65, 92, 110])
+        ) >= 0.3,
+        "{f:?}"
+    );
+    assert_eq!(rep.photos[4].extra_regions, vec![[10, 10, 60, 40]]);
+
+    // Written files: upright, redacted where asked, untouched elsewhere.
+    let b = load(&out.join("images/b_rot.png"));
+    assert_eq!(b.dimensions(), (512, 512));
+    assert_eq!(
+        b.get_pixel(20, 400),
+        astro.get_pixel(20, 400),
+        "orientation applied"
+    );
+    let diff =
+        |x: u32, y: u32| (b.get_pixel(x, y).0[0] as i32 - astro.get_pixel(x, y).0[0] as i32).abs();
+    let changed = (90..150)
+        .flat_map(|y| (200..250).map(move |x| (x, y)))
+        .filter(|&(x, y)| diff(x, y) > 10)
+        .count();
+    assert!(
+        changed > 1000,
+        "face area not redacted ({changed} px changed)"
+    );
+    let e = load(&out.join("images/e_plain.png"));
+    assert_eq!(e.get_pixel(150, 80), plain.get_pixel(150, 80));
+    let (p0, p1) = (
+        e.get_pixel(40, 30).0[0] as i32,
+        e.get_pixel(41, 30).0[0] as i32,
+    );
+    assert!(
+        (p0 - p1).abs() <= 8,
+        "extra region still has detail: {p0} vs {p1}"
+    );
+    assert_ne!(e.get_pixel(40, 30), plain.get_pixel(40, 30));
+
+    // Fail closed: the unscannable photos are not there, and downstream sees exactly the others.
+    assert!(!out.join("images/c_cut.jpg").exists());
+    assert!(!out.join("images/d_text.jpg").exists());
+    let run = RunDir::new(tmp.path().join("run"));
+    std::fs::create_dir_all(run.root()).unwrap();
+    commit(&run, &out);
+    let red = RedactedImages::open(&run).unwrap();
+    assert_eq!(red.names(), ["a.jpg", "b_rot.png", "e_plain.png"]);
+    assert!(red.path("c_cut.jpg").is_err());
+    assert!(red.dir().starts_with(run.root()));
+    assert!(!red.dir().starts_with(&photos));
+
+    // Originals are untouched.
+    for (n, h) in [
+        "a.jpg",
+        "b_rot.png",
+        "c_cut.jpg",
+        "d_text.jpg",
+        "e_plain.png",
+    ]
+    .iter()
+    .zip(before_hashes)
+    {
+        assert_eq!(
+            std::fs::read(photos.join(n)).unwrap(),
+            h,
+            "{n} was modified"
+        );
+    }
+
+    // Policy "fail": the stage stops and names the photos.
+    let cfg_fail = loaded(
+        &photos,
+        PrivacyConfig {
+            on_unscannable_photo: BrokenPhotoPolicy::Fail,
+            ..pc
+        },
+    );
+    let out2 = tmp.path().join("out2");
+    std::fs::create_dir_all(&out2).unwrap();
+    let err = flythrough_privacy::run(&cfg_fail, &manifest, &out2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("c_cut.jpg") && err.contains("d_text.jpg"),
+        "{err}"
+    );
+
+    // An override naming a photo that is not in the capture is a config error.
+    let cfg_bad = loaded(
+        &photos,
+        PrivacyConfig {
+            keep: vec![KeepDetection {
+                photo: "nope.jpg".into(),
+                rect: [0, 0, 5, 5],
+            }],
+            ..Default::default()
+        },
+    );
+    let err = flythrough_privacy::run(&cfg_bad, &manifest, &tmp.path().join("out3"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope.jpg"), "{err}");
+}
+
+#[test]
+fn synthetic_venue_posters_are_found_and_blurred() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = flythrough_synth::SynthOptions {
+        images: 16,
+        width: 640,
+        height: 480,
+        ..Default::default()
+    };
+    let s = flythrough_synth::generate(&opts, tmp.path()).unwrap();
+    let faces = flythrough_synth::FacesFile::load(&s.ground_truth_dir.join("faces.json")).unwrap();
+    let photos: Vec<PathBuf> = faces
+        .photos
+        .iter()
+        .map(|p| s.photos_dir.join(&p.name))
+        .collect();
+    let manifest = Manifest {
+        photos: faces
+            .photos
+            .iter()
+            .enumerate()
+            .map(|(i, p)| record(i as u32 + 1, &p.name, opts.width, opts.height, 1))
+            .collect(),
+    };
+    assert!(photos.iter().all(|p| p.is_file()));
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let cfg = loaded(&s.photos_dir, PrivacyConfig::default());
+    let summary = flythrough_privacy::run(&cfg, &manifest, &out).unwrap();
+    assert_eq!(summary.values["unscannable"], 0);
+    let rep: Redactions =
+        serde_json::from_str(&std::fs::read_to_string(out.join("redactions.json")).unwrap())
+            .unwrap();
+    let mut expected = 0;
+    let mut found = 0;
+    for (pf, pr) in faces.photos.iter().zip(&rep.photos) {
+        assert_eq!(pf.name, pr.file);
+        let dets: Vec<Detection> = pr
+            .faces
+            .iter()
+            .map(|f| Detection {
+                bbox: BoxF::new(f.bbox[0], f.bbox[1], f.bbox[2], f.bbox[3]),
+                score: f.score,
+            })
+            .collect();
+        let redacted = load(&out.join("images").join(&pf.name));
+        let again = detector().detect(&redacted, &params()).unwrap();
+        for fb in &pf.faces {
+            let t = BoxF::new(
+                fb.bbox[0] as f32,
+                fb.bbox[1] as f32,
+                fb.bbox[2] as f32,
+                fb.bbox[3] as f32,
+            );
+            let hit = dets.iter().any(|d| iou(&t, &d.bbox) >= 0.3);
+            if fb.expected_detectable {
+                expected += 1;
+                found += hit as usize;
+                assert!(
+                    hit,
+                    "{}: poster {} ({:.0} px) not found: {dets:?}",
+                    pf.name, fb.poster, fb.size_px
+                );
+            }
+            // After blurring nothing is found on any face, detectable or not.
+            assert!(
+                again
+                    .iter()
+                    .all(|d| iou(&t, &d.bbox) < 0.1 && !t.contains(d.bbox.cx(), d.bbox.cy())),
+                "{}: face {} still detected after blurring: {again:?}",
+                pf.name,
+                fb.poster
+            );
+        }
+    }
+    println!(
+        "synthetic venue: {found}/{expected} detectable posters found; {} faces total",
+        summary.values["faces"]
+    );
+    assert!(
+        expected >= 3,
+        "the synthetic venue should show posters at >= 24 px ({expected})"
+    );
+}
