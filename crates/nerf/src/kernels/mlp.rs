@@ -1,0 +1,722 @@
+//! Fused small MLP (ReLU hidden layers, linear output) over row chunks, with a hand-written backward.
+//!
+//! # Conventions (shared with the WGSL port)
+//! - `sizes = [d_0, d_1, ..., d_K]`: `K` linear layers, layer `k` maps `d_k -> d_{k+1}`. Hidden
+//!   layers (`k < K - 1`) are followed by ReLU; the last layer has no activation (the caller applies
+//!   density / colour activations).
+//! - **Params** `[P]` f32, layer after layer; layer `k` stores `W_k` as a row-major `d_k x d_{k+1}`
+//!   matrix (`W_k[i * d_{k+1} + j]` connects input `i` to output `j`) followed, when `bias` is set,
+//!   by `b_k` (`d_{k+1}` values). So `y = x W_k + b_k` for a row vector `x`.
+//!   `P = sum_k d_k * d_{k+1} (+ d_{k+1} with bias)`; offsets from [`MlpConfig::layer_offsets`].
+//! - **Input** `x` `[N * d_0]` and **output** `[N * d_K]`, row-major (sample-major).
+//! - [`MlpCache`] keeps the post-ReLU hidden activations `h_1 .. h_{K-1}` (all that backward needs
+//!   besides `x` and the params; ReLU's derivative is `h > 0`).
+//!
+//! # Kernel
+//! Rows are processed in chunks of [`CHUNK_ROWS`] in rayon; each chunk runs every layer as one
+//! `matrixmultiply::sgemm` (single-threaded per call: the threading feature would otherwise nest
+//! its own threads inside rayon's; see `sgemm_st`). Backward accumulates `dW_k += h_k^T dY_k`,
+//! `db_k += 1^T dY_k` into a per-rayon-task partial gradient, reduced once at the end, and
+//! propagates `dH_k = (dY_k W_k^T) * [h_k > 0]`.
+
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::KernelError;
+
+/// Rows per rayon task (and per sgemm call).
+pub const CHUNK_ROWS: usize = 256;
+
+/// Shape of one MLP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlpConfig {
+    /// Layer widths, input first, output last (at least 2 entries, all >= 1).
+    pub sizes: Vec<usize>,
+    /// Whether every layer has a bias vector.
+    pub bias: bool,
+}
+
+/// Where one layer's weights and bias live in the flat parameter buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerOffsets {
+    /// Input width `d_k`.
+    pub fan_in: usize,
+    /// Output width `d_{k+1}`.
+    pub fan_out: usize,
+    /// Offset of `W_k` (`fan_in * fan_out` values, row-major `fan_in x fan_out`).
+    pub weight: usize,
+    /// Offset of `b_k` (`fan_out` values), when the MLP has biases.
+    pub bias: Option<usize>,
+}
+
+impl MlpConfig {
+    /// A config from widths, e.g. `MlpConfig::new(&[32, 64, 64, 16], false)`.
+    pub fn new(sizes: &[usize], bias: bool) -> Self {
+        Self {
+            sizes: sizes.to_vec(),
+            bias,
+        }
+    }
+
+    /// Checks `sizes` (>= 2 entries, each in 1..=4096).
+    pub fn validate(&self) -> Result<(), KernelError> {
+        if self.sizes.len() < 2 || self.sizes.iter().any(|&d| d == 0 || d > 4096) {
+            return Err(KernelError::Config(format!(
+                "mlp: sizes {:?} must have at least 2 entries, each in 1..=4096",
+                self.sizes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Number of linear layers `K`.
+    pub fn num_layers(&self) -> usize {
+        self.sizes.len() - 1
+    }
+
+    /// `d_0`.
+    pub fn input_dim(&self) -> usize {
+        self.sizes[0]
+    }
+
+    /// `d_K`.
+    pub fn output_dim(&self) -> usize {
+        *self.sizes.last().unwrap()
+    }
+
+    /// Sum of the hidden widths `d_1 + ... + d_{K-1}` (floats cached per row).
+    pub fn hidden_width(&self) -> usize {
+        self.sizes[1..self.sizes.len() - 1].iter().sum()
+    }
+
+    /// Offsets of every layer in the flat buffer.
+    pub fn layer_offsets(&self) -> Vec<LayerOffsets> {
+        let mut off = 0;
+        self.sizes
+            .windows(2)
+            .map(|w| {
+                let weight = off;
+                off += w[0] * w[1];
+                let bias = self.bias.then(|| {
+                    let b = off;
+                    off += w[1];
+                    b
+                });
+                LayerOffsets {
+                    fan_in: w[0],
+                    fan_out: w[1],
+                    weight,
+                    bias,
+                }
+            })
+            .collect()
+    }
+
+    /// Total parameter count `P`.
+    pub fn num_params(&self) -> usize {
+        self.sizes
+            .windows(2)
+            .map(|w| w[0] * w[1] + if self.bias { w[1] } else { 0 })
+            .sum()
+    }
+
+    /// He/Kaiming-uniform weights (`U(-sqrt(6/fan_in), sqrt(6/fan_in))`, He et al. 2015, suited to
+    /// ReLU), zero biases; ChaCha8 seeded.
+    pub fn init_params(&self, seed: u64) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut p = vec![0f32; self.num_params()];
+        for lo in self.layer_offsets() {
+            let a = (6.0 / lo.fan_in as f32).sqrt();
+            for v in &mut p[lo.weight..lo.weight + lo.fan_in * lo.fan_out] {
+                *v = rng.random_range(-a..a);
+            }
+        }
+        p
+    }
+}
+
+/// What [`mlp_backward`] needs from the forward pass: the post-ReLU hidden activations.
+///
+/// Internal layout (opaque to callers): per chunk of [`CHUNK_ROWS`] rows `r`, a block of
+/// `r * hidden_width` floats holding `h_1 (r x d_1)`, then `h_2 (r x d_2)`, ...
+#[derive(Clone, Debug, Default)]
+pub struct MlpCache {
+    rows: usize,
+    hidden: Vec<f32>,
+}
+
+impl MlpCache {
+    /// Number of rows the cache was built for.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
+/// Single-threaded `C = A B + beta C` through `matrixmultiply::sgemm`.
+///
+/// matrixmultiply's `threading` feature (enabled in the workspace) splits a call over its own thread
+/// pool once `(m*k + k*n) / 16384 >= 2`; inside rayon tasks that oversubscribes the two cores. So
+/// the call is split (rows of C, or the k dimension with accumulation) until every piece is below
+/// that threshold.
+///
+/// # Safety
+/// Pointers and strides must describe valid `m x k`, `k x n`, `m x n` matrices (C writable and not
+/// aliasing A or B).
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_st(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if m * k + k * n < 2 * 16384 || (m <= 1 && k <= 1) {
+        // SAFETY: forwarded contract of this function.
+        unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) };
+    } else if m >= k {
+        let m1 = m / 2;
+        // SAFETY: the two row blocks of A and C are sub-matrices of the valid inputs.
+        unsafe {
+            sgemm_st(m1, k, n, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+            sgemm_st(
+                m - m1,
+                k,
+                n,
+                a.offset(m1 as isize * rsa),
+                rsa,
+                csa,
+                b,
+                rsb,
+                csb,
+                beta,
+                c.offset(m1 as isize * rsc),
+                rsc,
+                csc,
+            );
+        }
+    } else {
+        let k1 = k / 2;
+        // SAFETY: A's column blocks and B's row blocks are sub-matrices; the second half accumulates.
+        unsafe {
+            sgemm_st(m, k1, n, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+            sgemm_st(
+                m,
+                k - k1,
+                n,
+                a.offset(k1 as isize * csa),
+                rsa,
+                csa,
+                b.offset(k1 as isize * rsb),
+                rsb,
+                csb,
+                1.0,
+                c,
+                rsc,
+                csc,
+            );
+        }
+    }
+}
+
+/// `y (r x d_out) = x (r x d_in) W (+ b)`, row-major everything, optional ReLU.
+fn linear(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    y: &mut [f32],
+    d_in: usize,
+    d_out: usize,
+    relu: bool,
+) {
+    let r = x.len() / d_in;
+    debug_assert_eq!(y.len(), r * d_out);
+    debug_assert_eq!(w.len(), d_in * d_out);
+    let beta = match b {
+        Some(b) => {
+            for row in y.chunks_exact_mut(d_out) {
+                row.copy_from_slice(b);
+            }
+            1.0
+        }
+        None => 0.0,
+    };
+    // SAFETY: x is r x d_in, w is d_in x d_out, y is r x d_out, all row-major with exactly these
+    // lengths (checked above / by the callers); y is a distinct &mut borrow.
+    unsafe {
+        sgemm_st(
+            r,
+            d_in,
+            d_out,
+            x.as_ptr(),
+            d_in as isize,
+            1,
+            w.as_ptr(),
+            d_out as isize,
+            1,
+            beta,
+            y.as_mut_ptr(),
+            d_out as isize,
+            1,
+        )
+    };
+    if relu {
+        for v in y.iter_mut() {
+            *v = v.max(0.0);
+        }
+    }
+}
+
+fn check(cfg: &MlpConfig, params: &[f32], x: &[f32]) -> usize {
+    assert_eq!(
+        params.len(),
+        cfg.num_params(),
+        "mlp: params length != MlpConfig::num_params()"
+    );
+    assert_eq!(
+        x.len() % cfg.input_dim(),
+        0,
+        "mlp: x length must be a multiple of the input width"
+    );
+    x.len() / cfg.input_dim()
+}
+
+/// Runs one chunk through all layers. `hidden` holds `r * hidden_width` floats.
+fn forward_chunk(
+    cfg: &MlpConfig,
+    offs: &[LayerOffsets],
+    params: &[f32],
+    x: &[f32],
+    hidden: &mut [f32],
+    out: &mut [f32],
+) {
+    let r = x.len() / cfg.input_dim();
+    let k_last = offs.len() - 1;
+    let mut h_prev_start = usize::MAX; // usize::MAX = the input x
+    let mut h_off = 0;
+    for (k, lo) in offs.iter().enumerate() {
+        let w = &params[lo.weight..lo.weight + lo.fan_in * lo.fan_out];
+        let b = lo.bias.map(|o| &params[o..o + lo.fan_out]);
+        if k == k_last {
+            let input = if h_prev_start == usize::MAX {
+                x
+            } else {
+                &hidden[h_prev_start..h_prev_start + r * lo.fan_in]
+            };
+            linear(input, w, b, out, lo.fan_in, lo.fan_out, false);
+        } else {
+            let (before, after) = hidden.split_at_mut(h_off);
+            let dst = &mut after[..r * lo.fan_out];
+            let input = if h_prev_start == usize::MAX {
+                x
+            } else {
+                &before[h_prev_start..h_prev_start + r * lo.fan_in]
+            };
+            linear(input, w, b, dst, lo.fan_in, lo.fan_out, true);
+            h_prev_start = h_off;
+            h_off += r * lo.fan_out;
+        }
+    }
+}
+
+/// Forward pass for inference: `out (N x d_K)` is overwritten; nothing is cached.
+pub fn mlp_forward_inference(cfg: &MlpConfig, params: &[f32], x: &[f32], out: &mut [f32]) {
+    let n = check(cfg, params, x);
+    assert_eq!(
+        out.len(),
+        n * cfg.output_dim(),
+        "mlp: out length must be N * output width"
+    );
+    let offs = cfg.layer_offsets();
+    let (din, dout, hw) = (cfg.input_dim(), cfg.output_dim(), cfg.hidden_width());
+    x.par_chunks(CHUNK_ROWS * din)
+        .zip(out.par_chunks_mut(CHUNK_ROWS * dout))
+        .for_each_init(
+            || vec![0f32; CHUNK_ROWS * hw],
+            |scratch, (xc, oc)| {
+                let r = xc.len() / din;
+                forward_chunk(cfg, &offs, params, xc, &mut scratch[..r * hw], oc);
+            },
+        );
+}
+
+/// Forward pass for training: overwrites `out (N x d_K)` and fills `cache` (reusing its memory).
+pub fn mlp_forward_into(
+    cfg: &MlpConfig,
+    params: &[f32],
+    x: &[f32],
+    out: &mut [f32],
+    cache: &mut MlpCache,
+) {
+    let n = check(cfg, params, x);
+    assert_eq!(
+        out.len(),
+        n * cfg.output_dim(),
+        "mlp: out length must be N * output width"
+    );
+    let offs = cfg.layer_offsets();
+    let (din, dout, hw) = (cfg.input_dim(), cfg.output_dim(), cfg.hidden_width());
+    cache.rows = n;
+    cache.hidden.resize(n * hw, 0.0);
+    if hw == 0 {
+        x.par_chunks(CHUNK_ROWS * din)
+            .zip(out.par_chunks_mut(CHUNK_ROWS * dout))
+            .for_each(|(xc, oc)| forward_chunk(cfg, &offs, params, xc, &mut [], oc));
+        return;
+    }
+    x.par_chunks(CHUNK_ROWS * din)
+        .zip(out.par_chunks_mut(CHUNK_ROWS * dout))
+        .zip(cache.hidden.par_chunks_mut(CHUNK_ROWS * hw))
+        .for_each(|((xc, oc), hc)| forward_chunk(cfg, &offs, params, xc, hc, oc));
+}
+
+/// Forward pass for training: returns `(out (N x d_K), cache)`.
+pub fn mlp_forward(cfg: &MlpConfig, params: &[f32], x: &[f32]) -> (Vec<f32>, MlpCache) {
+    let n = check(cfg, params, x);
+    let mut out = vec![0f32; n * cfg.output_dim()];
+    let mut cache = MlpCache::default();
+    mlp_forward_into(cfg, params, x, &mut out, &mut cache);
+    (out, cache)
+}
+
+/// Backward pass. `x` and `cache` are the forward's input and cache, `d_out` is `N x d_K`.
+/// Accumulates into `d_params` (`+=`, not zeroed) and, when given, overwrites `d_x` (`N x d_0`).
+pub fn mlp_backward(
+    cfg: &MlpConfig,
+    params: &[f32],
+    x: &[f32],
+    cache: &MlpCache,
+    d_out: &[f32],
+    d_params: &mut [f32],
+    d_x: Option<&mut [f32]>,
+) {
+    let n = check(cfg, params, x);
+    let (din, dout, hw) = (cfg.input_dim(), cfg.output_dim(), cfg.hidden_width());
+    assert_eq!(
+        cache.rows, n,
+        "mlp: cache was built for a different number of rows"
+    );
+    assert_eq!(
+        d_out.len(),
+        n * dout,
+        "mlp: d_out length must be N * output width"
+    );
+    assert_eq!(
+        d_params.len(),
+        params.len(),
+        "mlp: d_params length != params length"
+    );
+    let nchunks = n.div_ceil(CHUNK_ROWS);
+    let dx_chunks: Vec<Option<&mut [f32]>> = match d_x {
+        Some(d) => {
+            assert_eq!(d.len(), n * din, "mlp: d_x length must be N * input width");
+            d.chunks_mut(CHUNK_ROWS * din).map(Some).collect()
+        }
+        None => (0..nchunks).map(|_| None).collect(),
+    };
+    let offs = cfg.layer_offsets();
+    let maxw = *cfg.sizes.iter().max().unwrap();
+    let np = params.len();
+    let total = dx_chunks
+        .into_par_iter()
+        .enumerate()
+        .fold(
+            || {
+                (
+                    vec![0f32; np],
+                    vec![0f32; CHUNK_ROWS * maxw],
+                    vec![0f32; CHUNK_ROWS * maxw],
+                )
+            },
+            |(mut acc, mut dy, mut dh), (ci, dxc)| {
+                let r0 = ci * CHUNK_ROWS;
+                let r = CHUNK_ROWS.min(n - r0);
+                let xc = &x[r0 * din..(r0 + r) * din];
+                let hc = &cache.hidden[r0 * hw..(r0 + r) * hw];
+                dy[..r * dout].copy_from_slice(&d_out[r0 * dout..(r0 + r) * dout]);
+                backward_chunk(
+                    cfg, &offs, params, xc, hc, &mut dy, &mut dh, &mut acc, dxc, r,
+                );
+                (acc, dy, dh)
+            },
+        )
+        .map(|(acc, _, _)| acc)
+        .reduce_with(|mut a, b| {
+            for (x, y) in a.iter_mut().zip(&b) {
+                *x += y;
+            }
+            a
+        });
+    if let Some(t) = total {
+        for (d, t) in d_params.iter_mut().zip(&t) {
+            *d += t;
+        }
+    }
+}
+
+/// Backward through one chunk of `r` rows; `dy` holds `dL/d(out)` on entry (first `r * d_K`).
+#[allow(clippy::too_many_arguments)]
+fn backward_chunk(
+    cfg: &MlpConfig,
+    offs: &[LayerOffsets],
+    params: &[f32],
+    xc: &[f32],
+    hc: &[f32],
+    dy: &mut Vec<f32>,
+    dh: &mut Vec<f32>,
+    acc: &mut [f32],
+    dxc: Option<&mut [f32]>,
+    r: usize,
+) {
+    // Start offsets of h_1.. inside this chunk's hidden block.
+    let mut starts = Vec::with_capacity(offs.len());
+    let mut s = 0;
+    for &d in &cfg.sizes[1..cfg.sizes.len() - 1] {
+        starts.push(s);
+        s += r * d;
+    }
+    let mut dxc = dxc;
+    for k in (0..offs.len()).rev() {
+        let lo = offs[k];
+        let (a, b) = (lo.fan_in, lo.fan_out);
+        let input = if k == 0 {
+            xc
+        } else {
+            &hc[starts[k - 1]..starts[k - 1] + r * a]
+        };
+        let g = &dy[..r * b];
+        // dW += input^T g  (a x b), input is r x a row-major -> A = input^T has rs 1, cs a.
+        let dw = &mut acc[lo.weight..lo.weight + a * b];
+        // SAFETY: input is r x a, g is r x b, dw is a x b; all row-major, lengths as sliced above.
+        unsafe {
+            sgemm_st(
+                a,
+                r,
+                b,
+                input.as_ptr(),
+                1,
+                a as isize,
+                g.as_ptr(),
+                b as isize,
+                1,
+                1.0,
+                dw.as_mut_ptr(),
+                b as isize,
+                1,
+            )
+        };
+        if let Some(bo) = lo.bias {
+            let db = &mut acc[bo..bo + b];
+            for row in g.chunks_exact(b) {
+                for (d, v) in db.iter_mut().zip(row) {
+                    *d += v;
+                }
+            }
+        }
+        let w = &params[lo.weight..lo.weight + a * b];
+        let target: &mut [f32] = if k == 0 {
+            match dxc.take() {
+                Some(d) => d,
+                None => break,
+            }
+        } else {
+            &mut dh[..r * a]
+        };
+        // target (r x a) = g (r x b) W^T ; W^T has rs 1, cs b.
+        // SAFETY: g is r x b, w is a x b (so W^T is b x a with strides (1, b)), target is r x a.
+        unsafe {
+            sgemm_st(
+                r,
+                b,
+                a,
+                g.as_ptr(),
+                b as isize,
+                1,
+                w.as_ptr(),
+                1,
+                b as isize,
+                0.0,
+                target.as_mut_ptr(),
+                a as isize,
+                1,
+            )
+        };
+        if k > 0 {
+            // ReLU'(pre) = [h > 0] with h the post-activation input of this layer.
+            for (d, h) in target.iter_mut().zip(input) {
+                if *h <= 0.0 {
+                    *d = 0.0;
+                }
+            }
+            std::mem::swap(dy, dh);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain f64 reference: forward and analytic backward, one sample at a time.
+    fn reference(
+        cfg: &MlpConfig,
+        p: &[f32],
+        x: &[f32],
+        g: &[f32],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let offs = cfg.layer_offsets();
+        let (din, dout) = (cfg.input_dim(), cfg.output_dim());
+        let n = x.len() / din;
+        let mut out = vec![0f64; n * dout];
+        let mut dp = vec![0f64; p.len()];
+        let mut dx = vec![0f64; n * din];
+        for s in 0..n {
+            let mut acts: Vec<Vec<f64>> = vec![
+                x[s * din..(s + 1) * din]
+                    .iter()
+                    .map(|v| *v as f64)
+                    .collect(),
+            ];
+            for (k, lo) in offs.iter().enumerate() {
+                let h = acts.last().unwrap();
+                let mut y: Vec<f64> = (0..lo.fan_out)
+                    .map(|j| lo.bias.map_or(0.0, |o| p[o + j] as f64))
+                    .collect();
+                for i in 0..lo.fan_in {
+                    for j in 0..lo.fan_out {
+                        y[j] += h[i] * p[lo.weight + i * lo.fan_out + j] as f64;
+                    }
+                }
+                if k + 1 < offs.len() {
+                    y.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+                acts.push(y);
+            }
+            out[s * dout..(s + 1) * dout].copy_from_slice(acts.last().unwrap());
+            let mut dy: Vec<f64> = g[s * dout..(s + 1) * dout]
+                .iter()
+                .map(|v| *v as f64)
+                .collect();
+            for k in (0..offs.len()).rev() {
+                let lo = offs[k];
+                let h = &acts[k];
+                let mut dh = vec![0f64; lo.fan_in];
+                for i in 0..lo.fan_in {
+                    for j in 0..lo.fan_out {
+                        dp[lo.weight + i * lo.fan_out + j] += h[i] * dy[j];
+                        dh[i] += dy[j] * p[lo.weight + i * lo.fan_out + j] as f64;
+                    }
+                }
+                if let Some(o) = lo.bias {
+                    for j in 0..lo.fan_out {
+                        dp[o + j] += dy[j];
+                    }
+                }
+                if k > 0 {
+                    for i in 0..lo.fan_in {
+                        if h[i] <= 0.0 {
+                            dh[i] = 0.0;
+                        }
+                    }
+                } else {
+                    dx[s * din..(s + 1) * din].copy_from_slice(&dh);
+                }
+                dy = dh;
+            }
+        }
+        (out, dp, dx)
+    }
+
+    fn rel_err(a: &[f32], b: &[f64]) -> f64 {
+        let num: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (*x as f64 - y).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let den: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+        num / den.max(1e-30)
+    }
+
+    #[test]
+    fn matches_f64_reference_over_several_chunks() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for (sizes, bias) in [
+            (vec![7, 33, 20, 5], true),
+            (vec![32, 64, 64, 16], false),
+            (vec![9, 4], true),
+        ] {
+            let cfg = MlpConfig::new(&sizes, bias);
+            cfg.validate().unwrap();
+            let mut p = cfg.init_params(2);
+            if bias {
+                for lo in cfg.layer_offsets() {
+                    for v in &mut p[lo.bias.unwrap()..lo.bias.unwrap() + lo.fan_out] {
+                        *v = rng.random_range(-0.2f32..0.2);
+                    }
+                }
+            }
+            let n = 2 * CHUNK_ROWS + 37;
+            let x: Vec<f32> = (0..n * cfg.input_dim())
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect();
+            let g: Vec<f32> = (0..n * cfg.output_dim())
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect();
+            let (out, cache) = mlp_forward(&cfg, &p, &x);
+            let mut out2 = vec![0f32; out.len()];
+            mlp_forward_inference(&cfg, &p, &x, &mut out2);
+            assert_eq!(out, out2);
+            let mut dp = vec![1f32; p.len()]; // accumulates onto 1
+            let mut dx = vec![0f32; x.len()];
+            mlp_backward(&cfg, &p, &x, &cache, &g, &mut dp, Some(&mut dx));
+            dp.iter_mut().for_each(|v| *v -= 1.0);
+            let (ro, rdp, rdx) = reference(&cfg, &p, &x, &g);
+            assert!(rel_err(&out, &ro) < 1e-5, "{sizes:?} out");
+            assert!(
+                rel_err(&dp, &rdp) < 1e-5,
+                "{sizes:?} d_params {}",
+                rel_err(&dp, &rdp)
+            );
+            assert!(rel_err(&dx, &rdx) < 1e-5, "{sizes:?} d_x");
+        }
+    }
+
+    #[test]
+    fn layout_offsets() {
+        let cfg = MlpConfig::new(&[3, 4, 2], true);
+        let o = cfg.layer_offsets();
+        assert_eq!(
+            o[0],
+            LayerOffsets {
+                fan_in: 3,
+                fan_out: 4,
+                weight: 0,
+                bias: Some(12)
+            }
+        );
+        assert_eq!(
+            o[1],
+            LayerOffsets {
+                fan_in: 4,
+                fan_out: 2,
+                weight: 16,
+                bias: Some(24)
+            }
+        );
+        assert_eq!(cfg.num_params(), 26);
+        assert!(MlpConfig::new(&[3], false).validate().is_err());
+    }
+}
