@@ -129,3 +129,41 @@ fn exposure_value_formula() {
     assert!((e[0].ev - e[2].ev - 2.0).abs() < 1e-12, "f/2 is two stops less than f/1 (ISO imputed = 100)");
     assert_eq!(e[2].source, ExposureSource::PartlyImputed);
 }
+
+/// A JPEG with an EXIF block carrying only `Orientation`, made with kamadak-exif's writer.
+fn jpeg_with_orientation(path: &Path, w: u32, h: u32, orientation: u16) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3 % 256) as u8, (y * 5 % 256) as u8, 90]));
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&img).unwrap();
+    let field = exif::Field { tag: exif::Tag::Orientation, ifd_num: exif::In::PRIMARY, value: exif::Value::Short(vec![orientation]) };
+    let mut writer = exif::experimental::Writer::new();
+    writer.push_field(&field);
+    let mut tiff = std::io::Cursor::new(Vec::new());
+    writer.write(&mut tiff, false).unwrap();
+    let tiff = tiff.into_inner();
+    // APP1 segment: marker, length (incl. itself), "Exif\0\0", TIFF.
+    let len = (2 + 6 + tiff.len()) as u16;
+    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
+    out.extend(len.to_be_bytes());
+    out.extend(b"Exif\0\0");
+    out.extend(&tiff);
+    out.extend(&jpeg[2..]);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn orientation_swaps_the_size_and_the_focal_prior_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    jpeg_with_orientation(&dir.path().join("rot6.jpg"), 120, 80, 6);
+    jpeg_with_orientation(&dir.path().join("rot1.jpg"), 120, 80, 1);
+    let (m, qa) = scan(dir.path(), &CaptureConfig::default()).unwrap();
+    assert!(qa.missing_exif.is_empty());
+    let r6 = m.photo("rot6.jpg").unwrap();
+    assert_eq!(r6.exif.orientation, Some(6));
+    assert_eq!((r6.width, r6.height), (80, 120), "orientation 6 is a 90° rotation");
+    let r1 = m.photo("rot1.jpg").unwrap();
+    assert_eq!((r1.width, r1.height), (120, 80));
+    assert_eq!(r6.focal_prior.rule, FocalRule::DefaultFactor);
+    assert!((r6.focal_prior.px - 144.0).abs() < 1e-9, "1.2 x max side");
+    assert_ne!(r6.camera_key, r1.camera_key, "portrait and landscape photos get separate intrinsics");
+}
