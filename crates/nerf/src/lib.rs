@@ -40,6 +40,8 @@ pub enum NerfError {
     Io(PathBuf, String),
     #[error("{0}: not a valid flythrough checkpoint: {1}")]
     Checkpoint(PathBuf, String),
+    #[error("train: interrupted after the checkpoint of step {0}")]
+    Interrupted(usize),
     #[error("train: the loss became NaN/inf at step {0}; lower [train] lr_init or set grad_max_norm")]
     Diverged(usize),
 }
@@ -69,7 +71,12 @@ pub fn run(cfg: &TrainConfig, images: &RedactedImages, manifest: Option<&Manifes
     let trained = train::train(cfg, &ds, work)?;
     let train_seconds = t0.elapsed().as_secs_f64();
     std::fs::create_dir_all(out.join("checkpoints")).map_err(io(out))?;
-    checkpoint::save(&out.join("checkpoints").join("final.safetensors"), &trained.model, None, &trained.meta)?;
+    // The final checkpoint (weights + Adam state + metadata) is the last work checkpoint.
+    for ext in ["safetensors", "json"] {
+        let src = work.join("checkpoints").join(format!("last.{ext}"));
+        let dst = out.join("checkpoints").join(format!("final.{ext}"));
+        std::fs::copy(&src, &dst).map_err(io(&dst))?;
+    }
     let mp = work.join("metrics.jsonl");
     std::fs::copy(&mp, out.join("metrics.jsonl")).map_err(io(&mp))?;
     // The plot reads the whole metrics file (earlier calls of a resumed run included).

@@ -33,6 +33,10 @@ pub fn learning_rate(cfg: &TrainConfig, step: usize, progress: f64) -> f64 {
     lr * delay
 }
 
+/// Test hook that simulates a kill: when non-zero, training stops with [`NerfError::Interrupted`]
+/// right after writing the first checkpoint at or after this step.
+pub static INTERRUPT_AFTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct MetricLine {
@@ -89,7 +93,7 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
     let metrics_path = work.join("metrics.jsonl");
     let mut resumed_from = None;
     let (mut model, mut adams) = match ck.is_file().then(|| checkpoint::load(&ck)) {
-        Some(Ok((m, Some(a), old))) if old.model == mcfg && old.train_names == train_names && old.config == *cfg => {
+        Some(Ok((m, Some(a), old))) if old.model == mcfg && old.train_names == train_names => {
             tracing::info!("train: resuming from step {} ({})", old.step, ck.display());
             resumed_from = Some(old.step);
             meta.step = old.step;
@@ -198,6 +202,10 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
             meta.elapsed_s = elapsed0 + t_call.elapsed().as_secs_f64();
             meta.adam = Some((ADAM, adams[0].step));
             checkpoint::save(&ck, &model, Some(&adams), &meta)?;
+            let stop = INTERRUPT_AFTER.load(std::sync::atomic::Ordering::Relaxed);
+            if stop > 0 && meta.step >= stop {
+                return Err(NerfError::Interrupted(meta.step));
+            }
         }
     }
     pb.finish_and_clear();

@@ -1,0 +1,36 @@
+//! End-to-end training tests on small scenes (release mode; each bounded in time).
+mod common;
+
+use flythrough_nerf::{LatentChoice, NerfRenderer, RenderOptions};
+use std::time::Instant;
+
+fn eval_psnr(out: &std::path::Path) -> (f64, serde_json::Value) {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    (v["mean_psnr"].as_f64().unwrap(), v)
+}
+
+/// Tiny synthetic venue (64x48 photos): at most 90 s of training reaches >= 20 dB held-out PSNR.
+#[test]
+fn tiny_room_reaches_20db() {
+    let dir = tempfile::tempdir().unwrap();
+    let scene = common::analytic_room(dir.path(), 64, 48, 24, 0.0);
+    let mut cfg = common::tiny_config();
+    cfg.steps = 2000;
+    cfg.max_seconds = 80.0;
+    let (out, work) = (dir.path().join("out"), dir.path().join("work"));
+    let t0 = Instant::now();
+    let s = flythrough_nerf::run(&cfg, &scene.images, Some(&scene.manifest), &scene.sfm_dir, &out, &work).unwrap();
+    println!("summary {:?} in {:.1}s", s.values, t0.elapsed().as_secs_f64());
+    assert!(s.values["train_seconds"].as_f64().unwrap() <= 90.0 + 30.0);
+    let (psnr, v) = eval_psnr(&out);
+    println!("{v:#}");
+    assert!(psnr >= 20.0, "held-out PSNR {psnr:.2} dB < 20");
+    // Outputs exist and the render API loads them.
+    for f in ["metrics.jsonl", "loss.png", "model.json", "checkpoints/final.safetensors", "checkpoints/final.json"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let r = NerfRenderer::load(&out).unwrap();
+    let o = r.render_rays(&[[1.6, -0.3, 0.0]], &[[-1.0, 0.0, 0.0]], &RenderOptions { latent: LatentChoice::Zero, ..Default::default() });
+    assert_eq!(o.rgb.len(), 1);
+    assert!(o.opacity[0] > 0.99 && o.depth[0] > 0.3, "{o:?}");
+}
