@@ -484,7 +484,8 @@ pub fn ground_truth_model(
         })
         .collect();
     let lit0 = &scene.lightings[0];
-    let points: Vec<Option<(V3, [u8; 3], Vec<(usize, Vector2<f64>)>)>> = samples
+    type Sampled = Option<(V3, [u8; 3], Vec<(usize, Vector2<f64>)>)>;
+    let points: Vec<Sampled> = samples
         .par_iter()
         .map(|&(i, px)| {
             let (o, d) = Scene::pixel_ray(cam, &shots[i].pose, px);

@@ -110,6 +110,8 @@ pub struct Hit {
 pub struct Scene {
     pub seed: u64,
     pub objects: Vec<Object>,
+    /// Bounding-box groups of objects for faster tracing (built by `Scene::new`).
+    groups: Vec<Group>,
     pub posters: Vec<Poster>,
     pub paintings: Vec<Painting>,
     pub faces: Vec<FaceImage>,
@@ -145,6 +147,7 @@ impl Scene {
         let mut s = Scene {
             seed,
             objects: Vec::new(),
+            groups: Vec::new(),
             posters: Vec::new(),
             paintings: Vec::new(),
             faces: FACE_IMAGES
@@ -499,8 +502,8 @@ impl Scene {
                 wall: 0,
                 along: 2.3 + j(&mut rng),
                 zc: 1.6,
-                w: 0.62,
-                h: 0.74,
+                w: 0.85,
+                h: 1.02,
                 content: PosterContent::Face {
                     image: 0,
                     mirrored: false,
@@ -511,8 +514,8 @@ impl Scene {
                 wall: 3,
                 along: 3.4 + j(&mut rng),
                 zc: 1.6,
-                w: 0.6,
-                h: 0.72,
+                w: 0.8,
+                h: 0.96,
                 content: PosterContent::Face {
                     image: 1,
                     mirrored: false,
@@ -523,8 +526,8 @@ impl Scene {
                 wall: 1,
                 along: 2.6 + j(&mut rng),
                 zc: 1.65,
-                w: 0.62,
-                h: 0.74,
+                w: 0.85,
+                h: 1.02,
                 content: PosterContent::Face {
                     image: 0,
                     mirrored: true,
@@ -674,7 +677,59 @@ impl Scene {
                 .collect(),
         });
         s.radiance_scale = 0.55;
+        s.build_groups();
         s
+    }
+
+    /// Group nearby objects (a table and what stands on it, the sofa, the counter and its bottles,
+    /// the posters of one wall) under one bounding box; every other object is its own group.
+    fn build_groups(&mut self) {
+        let key = |o: &Object| -> Option<String> {
+            let n = o.name.as_str();
+            if let (Material::Poster { .. }, Shape::Quad { n, .. }) = (&o.material, &o.shape) {
+                return Some(format!("posters {:.0} {:.0}", n.x, n.y));
+            }
+            let prefixes = [
+                ("table", "table"),
+                ("vase", "table"),
+                ("flowers", "table"),
+                ("fruit", "table"),
+                ("sofa", "sofa"),
+                ("cushion", "sofa"),
+                ("counter", "counter"),
+                ("bottle", "counter"),
+                ("plant", "plant"),
+            ];
+            prefixes
+                .iter()
+                .find(|(p, _)| n.starts_with(p))
+                .map(|(_, g)| g.to_string())
+        };
+        let mut keyed: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+        for (i, o) in self.objects.iter().enumerate() {
+            let k = key(o);
+            match keyed.iter_mut().find(|(g, _)| g.is_some() && *g == k) {
+                Some((_, v)) => v.push(i),
+                None => keyed.push((k, vec![i])),
+            }
+        }
+        self.groups = keyed
+            .into_iter()
+            .map(|(_, objects)| {
+                let (mut lo, mut hi) = self.objects[objects[0]].shape.bounds();
+                for &i in &objects[1..] {
+                    let (a, b) = self.objects[i].shape.bounds();
+                    lo = lo.inf(&a);
+                    hi = hi.sup(&b);
+                }
+                let pad = V3::repeat(1e-6);
+                Group {
+                    min: lo - pad,
+                    max: hi + pad,
+                    objects,
+                }
+            })
+            .collect();
     }
 
     fn add(&mut self, name: &str, shape: Shape, material: Material) {
@@ -694,10 +749,16 @@ impl Scene {
     pub fn nearest(&self, o: &V3, d: &V3, t_max: f64) -> Option<(usize, LocalHit)> {
         let mut best: Option<(usize, LocalHit)> = None;
         let mut limit = t_max;
-        for (i, obj) in self.objects.iter().enumerate() {
-            if let Some(h) = obj.shape.intersect(o, d, limit) {
-                limit = h.t;
-                best = Some((i, h));
+        let inv = d.map(|c| 1.0 / c);
+        for g in &self.groups {
+            if g.objects.len() > 1 && !aabb_hit(o, &inv, &g.min, &g.max, limit) {
+                continue;
+            }
+            for &i in &g.objects {
+                if let Some(h) = self.objects[i].shape.intersect(o, d, limit) {
+                    limit = h.t;
+                    best = Some((i, h));
+                }
             }
         }
         best
@@ -745,8 +806,8 @@ impl Scene {
             let cos = hit.normal.dot(&dl) / d2.sqrt();
             if cos > 0.0 {
                 let k = (cos / (d2 + 0.5)) as f32;
-                for c in 0..3 {
-                    e[c] += l.color[c] * k;
+                for (ec, lc) in e.iter_mut().zip(l.color) {
+                    *ec += lc * k;
                 }
             }
         }
@@ -818,6 +879,29 @@ impl Scene {
             None => false,
         }
     }
+}
+
+/// Objects tested together after their common bounding box.
+#[derive(Debug, Clone)]
+struct Group {
+    min: V3,
+    max: V3,
+    objects: Vec<usize>,
+}
+
+/// Slab test (Kay & Kajiya 1986): does `o + t d`, `0 < t < t_max`, meet the box? `inv` is `1/d`.
+#[inline]
+fn aabb_hit(o: &V3, inv: &V3, min: &V3, max: &V3, t_max: f64) -> bool {
+    let mut t0 = 0.0f64;
+    let mut t1 = t_max;
+    for k in 0..3 {
+        let (a, b) = ((min[k] - o[k]) * inv[k], (max[k] - o[k]) * inv[k]);
+        let (a, b) = if a < b { (a, b) } else { (b, a) };
+        // NaN (0 * inf when the origin is on a slab plane) must not reject: max/min skip NaN.
+        t0 = t0.max(a);
+        t1 = t1.min(b);
+    }
+    t0 <= t1
 }
 
 /// Exposure and the sRGB OETF: `srgb(clamp(L * exposure_scale))`, rounded to 8 bits.
