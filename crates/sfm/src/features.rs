@@ -282,7 +282,8 @@ fn gaussian_kernel(sigma: f32) -> Vec<f32> {
     k
 }
 
-/// Separable Gaussian blur, borders replicated; rows of each pass in parallel.
+/// Separable Gaussian blur, borders replicated; rows of each pass in parallel. The kernel is
+/// symmetric, so taps `r - i` and `r + i` share one multiply.
 pub(crate) fn blur(src: &Plane, sigma: f32) -> Plane {
     let k = gaussian_kernel(sigma);
     let r = k.len() / 2;
@@ -295,22 +296,32 @@ pub(crate) fn blur(src: &Plane, sigma: f32) -> Plane {
             pad[..r].fill(row[0]);
             pad[r..r + w].copy_from_slice(row);
             pad[r + w..].fill(row[w - 1]);
-            out.fill(0.0);
-            for (i, &kw) in k.iter().enumerate() {
-                let s = &pad[i..i + w];
-                for (o, &v) in out.iter_mut().zip(s) {
-                    *o += kw * v;
+            for (o, &v) in out.iter_mut().zip(&pad[r..r + w]) {
+                *o = k[r] * v;
+            }
+            for i in 1..=r {
+                let (lo, hi) = (&pad[r - i..r - i + w], &pad[r + i..r + i + w]);
+                let kw = k[r + i];
+                for ((o, &a), &b) in out.iter_mut().zip(lo).zip(hi) {
+                    *o += kw * (a + b);
                 }
             }
         },
     );
     let mut dst = Plane::new(w, h);
+    let row = |yy: isize| {
+        let yy = yy.clamp(0, h as isize - 1) as usize;
+        &tmp.data[yy * w..(yy + 1) * w]
+    };
     dst.data.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
-        for (i, &kw) in k.iter().enumerate() {
-            let yy = (y + i).saturating_sub(r).min(h - 1);
-            let s = &tmp.data[yy * w..(yy + 1) * w];
-            for (o, &v) in out.iter_mut().zip(s) {
-                *o += kw * v;
+        for (o, &v) in out.iter_mut().zip(row(y as isize)) {
+            *o = k[r] * v;
+        }
+        for i in 1..=r {
+            let (lo, hi) = (row(y as isize - i as isize), row((y + i) as isize));
+            let kw = k[r + i];
+            for ((o, &a), &b) in out.iter_mut().zip(lo).zip(hi) {
+                *o += kw * (a + b);
             }
         }
     });
@@ -542,6 +553,8 @@ fn orientations(g: &Plane, x: f32, y: f32, sigma: f32, max_n: usize) -> Vec<f32>
     let (xi, yi) = (x.round() as isize, y.round() as isize);
     let mut hist = [0f32; ORI_BINS];
     let inv2 = -1.0 / (2.0 * ws * ws);
+    // Separable Gaussian weight exp(inv2 (dx² + dy²)) = e[|dx|] e[|dy|].
+    let e: Vec<f32> = (0..=rad).map(|d| ((d * d) as f32 * inv2).exp()).collect();
     for dy in -rad..=rad {
         let yy = yi + dy;
         if yy < 1 || yy >= g.h as isize - 1 {
@@ -562,7 +575,7 @@ fn orientations(g: &Plane, x: f32, y: f32, sigma: f32, max_n: usize) -> Vec<f32>
             let mag = (gx * gx + gy * gy).sqrt();
             let ang = fast_atan2(gy, gx);
             let bin = ((ang * (ORI_BINS as f32 / (2.0 * PI))) as usize).min(ORI_BINS - 1);
-            hist[bin] += mag * (r2 * inv2).exp();
+            hist[bin] += mag * e[dx.unsigned_abs()] * e[dy.unsigned_abs()];
         }
     }
     // Smooth with [1 4 6 4 1]/16 (circular), as OpenCV does.
@@ -611,20 +624,57 @@ fn descriptor(g: &Plane, x: f32, y: f32, sigma: f32, theta: f32) -> [u8; 128] {
     let (fx, fy) = (x - xi as f32, y - yi as f32);
     // Histogram with one guard bin on each side in space.
     let mut hist = [0f32; (D + 2) * (D + 2) * N];
-    let win = -1.0 / (2.0 * (0.5 * D as f32).powi(2));
+    // Gaussian window, sigma = D/2 bins: exp(win (c² + r²)) = exp(win' ox²) exp(win' oy²).
+    let win = -1.0 / (2.0 * (0.5 * D as f32).powi(2) * bin_w * bin_w);
     let half = 0.5 * D as f32 - 0.5;
+    let x_lo = (-rad).max(1 - xi);
+    let x_hi = rad.min(g.w as isize - 2 - xi);
+    if x_lo > x_hi {
+        return rootsift_quantize(&mut [0f32; 128]);
+    }
+    let wx: Vec<f32> = (x_lo..=x_hi)
+        .map(|dx| (win * (dx as f32 - fx).powi(2)).exp())
+        .collect();
+    // Open interval of ox where `a ox + b` lies in (lo, hi).
+    let span = |a: f32, b: f32, lo: f32, hi: f32| -> (f32, f32) {
+        if a.abs() < 1e-9 {
+            if b > lo && b < hi {
+                (f32::MIN, f32::MAX)
+            } else {
+                (1.0, -1.0)
+            }
+        } else {
+            let (p, q) = ((lo - b) / a, (hi - b) / a);
+            (p.min(q), p.max(q))
+        }
+    };
+    let (lo, hi) = (-1.0 - half, D as f32 - half);
     for dy in -rad..=rad {
         let yy = yi + dy;
         if yy < 1 || yy >= g.h as isize - 1 {
             continue;
         }
-        for dx in -rad..=rad {
-            let xx = xi + dx;
-            if xx < 1 || xx >= g.w as isize - 1 {
-                continue;
-            }
+        let oy = dy as f32 - fy;
+        let wy = (win * oy * oy).exp();
+        // c = ox ct + oy st and r = -ox st + oy ct must both lie in (lo, hi).
+        let (c_lo, c_hi) = span(ct, oy * st, lo, hi);
+        let (r_lo, r_hi) = span(-st, oy * ct, lo, hi);
+        let (ox_lo, ox_hi) = (c_lo.max(r_lo), c_hi.min(r_hi));
+        if ox_lo >= ox_hi {
+            continue;
+        }
+        let dx0 = ((ox_lo + fx).floor() as isize).max(x_lo);
+        let dx1 = ((ox_hi + fx).ceil() as isize).min(x_hi);
+        let yy = yy as usize;
+        let (up, mid, down) = (
+            &g.data[(yy - 1) * g.w..yy * g.w],
+            &g.data[yy * g.w..(yy + 1) * g.w],
+            &g.data[(yy + 1) * g.w..(yy + 2) * g.w],
+        );
+        for dx in dx0..=dx1 {
+            let xx = (xi + dx) as usize;
             // Offset from the (sub-pixel) keypoint, rotated into the descriptor frame, in bins.
-            let (ox, oy) = (dx as f32 - fx, dy as f32 - fy);
+            let ox = dx as f32 - fx;
             let c = ox * ct + oy * st;
             let r = -ox * st + oy * ct;
             let cb = c + half;
@@ -632,20 +682,17 @@ fn descriptor(g: &Plane, x: f32, y: f32, sigma: f32, theta: f32) -> [u8; 128] {
             if cb <= -1.0 || cb >= D as f32 || rb <= -1.0 || rb >= D as f32 {
                 continue;
             }
-            let (xx, yy) = (xx as usize, yy as usize);
-            let gx = g.at(xx + 1, yy) - g.at(xx - 1, yy);
-            let gy = g.at(xx, yy + 1) - g.at(xx, yy - 1);
-            let mag = (gx * gx + gy * gy).sqrt() * ((c * c + r * r) * win).exp();
+            let gx = mid[xx + 1] - mid[xx - 1];
+            let gy = down[xx] - up[xx];
+            let mag = (gx * gx + gy * gy).sqrt() * wy * wx[(dx - x_lo) as usize];
             let mut ob = (fast_atan2(gy, gx) - theta) * (N as f32 / (2.0 * PI));
-            ob = ob.rem_euclid(N as f32);
-            // Trilinear interpolation.
-            let (r0, c0, o0) = (rb.floor(), cb.floor(), ob.floor());
-            let (dr, dc, d_o) = (rb - r0, cb - c0, ob - o0);
-            let (r0, c0, o0) = (
-                (r0 as isize + 1) as usize,
-                (c0 as isize + 1) as usize,
-                o0 as usize % N,
-            );
+            if ob < 0.0 {
+                ob += N as f32;
+            }
+            // Trilinear interpolation (cb, rb > -1 and ob >= 0: truncation is floor).
+            let (r0, c0) = (((rb + 1.0) as usize).min(D), ((cb + 1.0) as usize).min(D));
+            let o0 = (ob as usize).min(N - 1);
+            let (dr, dc, d_o) = (rb + 1.0 - r0 as f32, cb + 1.0 - c0 as f32, ob - o0 as f32);
             let o1 = (o0 + 1) % N;
             for (ri, wr) in [(r0, 1.0 - dr), (r0 + 1, dr)] {
                 for (ci, wc) in [(c0, 1.0 - dc), (c0 + 1, dc)] {

@@ -181,7 +181,10 @@ fn matches_under_known_similarity_are_precise() {
 }
 
 /// `name -> (K, R, t)` from a Middlebury `*_par.txt` (x ~ K [R t] X).
-fn read_par(path: &std::path::Path) -> Vec<(String, Matrix3<f64>, Matrix3<f64>, Vector3<f64>)> {
+/// One Middlebury camera: name, K, R, t.
+type ParCamera = (String, Matrix3<f64>, Matrix3<f64>, Vector3<f64>);
+
+fn read_par(path: &std::path::Path) -> Vec<ParCamera> {
     let text = std::fs::read_to_string(path).expect("par file");
     text.lines()
         .skip(1)
