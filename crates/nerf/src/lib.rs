@@ -20,6 +20,7 @@ pub mod encoding;
 pub mod kernels;
 pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod render;
 pub mod renderer;
 pub mod stepfun;

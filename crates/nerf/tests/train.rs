@@ -10,8 +10,10 @@ fn eval_psnr(out: &std::path::Path) -> (f64, serde_json::Value) {
 }
 
 /// Tiny synthetic venue (64x48 photos): at most 90 s of training reaches >= 20 dB held-out PSNR.
+/// The run is interrupted right after its step-100 checkpoint (a simulated kill) and re-run: it
+/// resumes from step 100, not from zero.
 #[test]
-fn tiny_room_reaches_20db() {
+fn tiny_room_reaches_20db_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let scene = common::analytic_room(dir.path(), 64, 48, 24, 0.0);
     let mut cfg = common::tiny_config();
@@ -19,7 +21,18 @@ fn tiny_room_reaches_20db() {
     cfg.max_seconds = 80.0;
     let (out, work) = (dir.path().join("out"), dir.path().join("work"));
     let t0 = Instant::now();
+    flythrough_nerf::train::INTERRUPT_AFTER.with(|c| c.set(100));
+    let e = flythrough_nerf::run(&cfg, &scene.images, Some(&scene.manifest), &scene.sfm_dir, &out, &work).unwrap_err();
+    assert!(matches!(e, flythrough_nerf::NerfError::Interrupted(100)), "{e}");
+    flythrough_nerf::train::INTERRUPT_AFTER.with(|c| c.set(0));
     let s = flythrough_nerf::run(&cfg, &scene.images, Some(&scene.manifest), &scene.sfm_dir, &out, &work).unwrap();
+    assert_eq!(s.values["resumed_from"].as_u64(), Some(100));
+    let steps = s.values["steps"].as_u64().unwrap();
+    assert_eq!(s.values["steps_this_run"].as_u64(), Some(steps - 100));
+    // metrics.jsonl continues where the first call stopped: steps 10, 20, ... without a restart.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.windows(2).all(|w| w[1]["step"].as_u64() > w[0]["step"].as_u64()));
+    assert_eq!(lines[0]["step"].as_u64(), Some(10));
     println!("summary {:?} in {:.1}s", s.values, t0.elapsed().as_secs_f64());
     assert!(s.values["train_seconds"].as_f64().unwrap() <= 90.0 + 30.0);
     let (psnr, v) = eval_psnr(&out);
