@@ -61,6 +61,22 @@ enum Command {
         #[arg(long, default_value = "demo")]
         out: PathBuf,
     },
+    /// Compare an estimated COLMAP model with ground truth; prints JSON (registered fraction, pair AUC
+    /// at 1/2/5/10°, camera-centre error after a similarity alignment, focal error).
+    EvalPoses {
+        /// Estimated model folder (COLMAP text or binary).
+        #[arg(long)]
+        est: PathBuf,
+        /// Ground-truth model folder (COLMAP text or binary).
+        #[arg(long)]
+        gt: PathBuf,
+    },
+    /// Serve a run's viewer page and report on http://127.0.0.1:PORT/.
+    View {
+        run_dir: PathBuf,
+        #[arg(long, default_value_t = 8360)]
+        port: u16,
+    },
     /// Print the default config (`--defaults`) or check a config file (`--check FILE`).
     Config {
         #[arg(long)]
@@ -163,6 +179,21 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Command::EvalPoses { est, gt } => {
+            let read = |p: &PathBuf| flythrough_core::Reconstruction::read(p).map_err(|e| PipelineError::Config(e.to_string()));
+            match (read(&est), read(&gt)) {
+                (Ok(e), Ok(g)) => {
+                    let ev = flythrough_sfm::eval_poses(&e, &g);
+                    println!("{}", serde_json::to_string_pretty(&ev).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                (Err(e), _) | (_, Err(e)) => fail(e),
+            }
+        }
+        Command::View { run_dir, port } => match flythrough_render::serve_viewer(&run_dir, port) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(PipelineError::Stage(e.to_string())),
+        },
         Command::Config { defaults, check } => {
             if let Some(path) = check {
                 return match pipeline::load_config(&path) {

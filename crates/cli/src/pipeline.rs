@@ -1,7 +1,7 @@
 //! The stage runner wiring: which stages run in which order, what each one hashes as its inputs, and
 //! the skip / force / until logic. Each stage is a library crate; this module only composes them.
 
-use flythrough_core::Manifest;
+use flythrough_core::{Manifest, RedactedImages};
 use flythrough_core::config::{Config, LoadedConfig};
 use flythrough_core::run::{self, RunDir, STAGES, StageError, StageOutcome, StageSummary, hash_parts, run_stage};
 use std::path::{Path, PathBuf};
@@ -145,7 +145,7 @@ fn manifest(run: &RunDir) -> Result<Manifest, StageError> {
 
 /// Stages whose crates are wired into this binary.
 fn is_built(stage: &str) -> bool {
-    matches!(stage, "capture" | "privacy")
+    matches!(stage, "capture" | "privacy" | "sfm")
 }
 
 /// Run one stage's body.
@@ -153,6 +153,10 @@ fn run_one(stage: &str, cfg: &LoadedConfig, run: &RunDir, out: &Path, _work: &Pa
     match stage {
         "capture" => flythrough_capture::run(cfg, out).map_err(boxed),
         "privacy" => flythrough_privacy::run(cfg, &manifest(run)?, out).map_err(boxed),
+        "sfm" => {
+            let images = RedactedImages::open(run).map_err(boxed)?;
+            flythrough_sfm::run(cfg, &images, Some(&manifest(run)?), out).map_err(boxed)
+        }
         other => Err(format!("stage {other} is not wired").into()),
     }
 }
