@@ -11,7 +11,14 @@ pub trait RayCamera: Sync {
     fn size(&self) -> (u32, u32);
     /// World ray through continuous pixel position `(x, y)`.
     fn ray(&self, x: f64, y: f64) -> (Vector3<f64>, Vector3<f64>);
+    /// Cone radius per unit distance at pixel row `y` (mip-NeRF `radii`): `2/√12 ×` the pixel's
+    /// angular size.
+    fn pixel_radius(&self, y: f64) -> f64;
 }
+
+/// `2 / √12`: the radius of a cone whose cross-section has the variance of a unit pixel square
+/// (mip-NeRF, Barron et al. 2021, §3 "Cone tracing").
+pub const PIXEL_CONE: f64 = 0.577_350_269_189_625_8;
 
 /// Equirectangular (latitude–longitude) 360° camera, levelled with the world up vector.
 ///
@@ -85,6 +92,11 @@ impl RayCamera for Equirect {
         let (lon, lat) = self.pixel_to_angles(x, y);
         (self.center, self.direction(lon, lat))
     }
+    /// A pixel spans `π/H` in latitude and `cos φ · π/H` in longitude: geometric mean.
+    fn pixel_radius(&self, y: f64) -> f64 {
+        let (_, lat) = self.pixel_to_angles(0.0, y);
+        PIXEL_CONE * std::f64::consts::PI / self.height as f64 * lat.cos().max(1e-3).sqrt()
+    }
 }
 
 /// Ideal pinhole camera (no distortion) with a horizontal field of view, principal point at the
@@ -129,6 +141,9 @@ impl RayCamera for Perspective {
             1.0,
         );
         (self.center, (self.rotation.inverse() * d).normalize())
+    }
+    fn pixel_radius(&self, _y: f64) -> f64 {
+        PIXEL_CONE / self.focal
     }
 }
 
@@ -200,6 +215,26 @@ mod tests {
             }
             assert!(worst < 1e-6, "{worst}");
         }
+    }
+
+    #[test]
+    fn pixel_cone_radius_matches_the_pixel_footprint() {
+        let c = Equirect::new(256, 128, Vector3::zeros(), Vector3::x(), Vector3::z());
+        // At the equator a pixel is π/128 rad square: radius 2/√12 · π/128.
+        let want = 2.0 / 12f64.sqrt() * std::f64::consts::PI / 128.0;
+        assert!((c.pixel_radius(64.0) - want).abs() < 1e-12);
+        // Towards the poles pixels shrink horizontally.
+        assert!(c.pixel_radius(4.0) < 0.5 * want);
+        let f = Vector3::x();
+        let p = Perspective::new(
+            100,
+            50,
+            90.0,
+            Vector3::zeros(),
+            crate::path::level_rotation(&f, &Vector3::z()),
+        );
+        assert!((p.focal - 50.0).abs() < 1e-9);
+        assert!((p.pixel_radius(0.0) - 2.0 / 12f64.sqrt() / 50.0).abs() < 1e-12);
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub fn render_frame(
                     dirs.push([d.x as f32, d.y as f32, d.z as f32]);
                 }
             }
-            let rgb = source.render_rays(&origins, &dirs, exposure_ev);
+            let radius = camera.pixel_radius(y0 as f64 + th as f64 / 2.0) as f32;
+            let rgb = source.render_cone_rays(&origins, &dirs, Some(radius), exposure_ev);
             on_tile();
             ((x0, y0, tw, th), rgb)
         })

@@ -16,6 +16,8 @@ pub mod cameras;
 pub mod encode;
 pub mod frames;
 pub mod mp4;
+#[cfg(feature = "nerf")]
+pub mod nerf_source;
 pub mod path;
 pub mod report;
 pub mod serve;

@@ -18,6 +18,20 @@ pub trait RaySource: Sync {
         exposure_ev: f64,
     ) -> Vec<[f32; 3]>;
 
+    /// Like [`RaySource::render_rays`] for cone-shaped rays (mip-NeRF): `radius` is the cone's
+    /// radius per unit distance (`None` = the source's default). Sources without anti-aliasing
+    /// ignore it.
+    fn render_cone_rays(
+        &self,
+        origins: &[[f32; 3]],
+        dirs: &[[f32; 3]],
+        radius: Option<f32>,
+        exposure_ev: f64,
+    ) -> Vec<[f32; 3]> {
+        let _ = radius;
+        self.render_rays(origins, dirs, exposure_ev)
+    }
+
     /// Short name for logs and `stage.json`.
     fn name(&self) -> String {
         "ray source".into()

@@ -67,11 +67,12 @@ pub fn run(
     out: &Path,
     work: &Path,
 ) -> Result<StageSummary, RenderError> {
-    let source = crate_nerf_source(run)?;
+    let source = nerf_source(run, &cfg.config.render.appearance)?;
     run_with_source(cfg, run, out, work, source.as_ref())
 }
 
-fn crate_nerf_source(run: &RunDir) -> Result<Box<dyn RaySource>, RenderError> {
+/// The trained model of `RUN/train` as a ray source.
+pub fn nerf_source(run: &RunDir, appearance: &str) -> Result<Box<dyn RaySource>, RenderError> {
     let dir = run.stage_dir("train");
     if !dir.join("stage.json").is_file() {
         return Err(RenderError::Model(format!(
@@ -79,10 +80,20 @@ fn crate_nerf_source(run: &RunDir) -> Result<Box<dyn RaySource>, RenderError> {
             dir.display()
         )));
     }
-    Err(RenderError::Model(format!(
-        "{}: this build has no NeRF renderer yet (flythrough-nerf's render API is not wired in)",
-        dir.display()
-    )))
+    #[cfg(feature = "nerf")]
+    {
+        Ok(Box::new(crate::nerf_source::NerfSource::load(
+            &dir, appearance,
+        )?))
+    }
+    #[cfg(not(feature = "nerf"))]
+    {
+        let _ = appearance;
+        Err(RenderError::Model(format!(
+            "{}: this build has no NeRF renderer (cargo feature `nerf` of flythrough-render is off)",
+            dir.display()
+        )))
+    }
 }
 
 /// World up: `sfm/report.json` `"up"` when present, else the mean image-up of the registered

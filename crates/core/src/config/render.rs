@@ -23,6 +23,7 @@ pub struct RenderConfig {
     pub encoder: String,
     pub viewer_embed_max_mb: f64,
     pub stills: u32,
+    pub appearance: String,
 }
 
 impl Default for RenderConfig {
@@ -45,6 +46,7 @@ impl Default for RenderConfig {
             encoder: "auto".into(),
             viewer_embed_max_mb: 16.0,
             stills: 6,
+            appearance: "mean".into(),
         }
     }
 }
@@ -111,6 +113,10 @@ pub(super) const DOCS: &[KeyDoc] = &[
     (
         "stills",
         "Number of rendered stills, each beside its nearest real photo, in report.html.",
+    ),
+    (
+        "appearance",
+        "Appearance (GLO) latent of the NeRF: \"mean\" of the training photos, \"zero\", or a\ntraining photo's file name to render the venue as it looked in that photo.",
     ),
 ];
 
@@ -199,6 +205,12 @@ impl RenderConfig {
             "viewer_embed_max_mb",
             self.viewer_embed_max_mb,
             "must be >= 0",
+        )?;
+        ensure(
+            !self.appearance.trim().is_empty(),
+            "appearance",
+            &self.appearance,
+            "must be \"mean\", \"zero\" or a photo file name",
         )?;
         ensure(
             self.stills <= 64,
