@@ -49,6 +49,9 @@ pub struct BaOptions {
     pub refine_intrinsics: Vec<[bool; 3]>,
     /// Stop when the relative cost decrease of an accepted step is below this.
     pub function_tolerance: f64,
+    /// Weight `w` of the zero-mean prior `½ w (k1² + k2²)` on the refined distortion terms, per
+    /// observation (px² per unit²). Keeps `k2` from wandering when the field of view is narrow.
+    pub distortion_prior: f64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -178,8 +181,20 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
         by_point[o.point].push(k);
     }
     let sigma = opts.loss_scale;
+    let w_prior = opts.distortion_prior * data.obs.len() as f64;
+    let prior_cost = |d: &BaData| -> f64 {
+        let mut c = 0.0;
+        for (cam, cols) in intr_col.iter().enumerate() {
+            for q in 1..3 {
+                if cols[q] != usize::MAX {
+                    c += 0.5 * w_prior * d.intrinsics[cam][2 + q].powi(2);
+                }
+            }
+        }
+        c
+    };
     let total_cost = |d: &BaData| -> (f64, f64) {
-        d.obs
+        let (c, s) = d.obs
             .par_iter()
             .map(|o| {
                 let c = d.image_camera[o.image];
@@ -191,7 +206,8 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
                     None => (robust(1e4, sigma).1, 1e4),
                 }
             })
-            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        (c + prior_cost(d), s)
     };
     let (mut cost, _) = total_cost(data);
     let mut summary = BaSummary {
@@ -280,6 +296,15 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
                     if cols[q] != usize::MAX {
                         a[(cols[p], cols[q])] += jtj[(p, q)];
                     }
+                }
+            }
+        }
+        // The distortion prior.
+        for (cam, cols) in intr_col.iter().enumerate() {
+            for q in 1..3 {
+                if cols[q] != usize::MAX {
+                    a[(cols[q], cols[q])] += w_prior;
+                    gc[cols[q]] += w_prior * data.intrinsics[cam][2 + q];
                 }
             }
         }
@@ -493,6 +518,7 @@ mod tests {
                 fixed_points: vec![],
                 refine_intrinsics: vec![[true, true, true]],
                 function_tolerance: 1e-9,
+                distortion_prior: 0.0,
             },
         );
         assert!(s.initial_cost > 100.0 * s.final_cost, "{s:?}");

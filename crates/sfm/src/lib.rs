@@ -7,3 +7,7 @@ pub mod geometry;
 pub mod mapper;
 pub mod matching;
 pub mod pairs;
+pub mod stage;
+
+pub use eval::{PoseEval, eval_pose_dirs, eval_poses};
+pub use stage::{Report, SfmError, run};

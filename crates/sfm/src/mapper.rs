@@ -415,8 +415,17 @@ impl State<'_> {
                 fixed_points: vec![],
                 refine_intrinsics: refine_intr,
                 function_tolerance: 1e-6,
+                distortion_prior: 1.0,
             },
         );
+        // Implausible intrinsics (COLMAP's bogus-camera check): undo the whole adjustment.
+        let bogus = data.intrinsics.iter().zip(&self.input.intrinsics).any(|(k, k0)| {
+            let ratio = k[0] / k0[0];
+            !(0.1..=10.0).contains(&ratio) || k[3].abs() > 1.0 || k[4].abs() > 1.0 || !k[0].is_finite()
+        });
+        if bogus {
+            return summary;
+        }
         for (img, &bi) in img_map.iter().enumerate() {
             if bi != usize::MAX {
                 self.poses[img] = Some((data.rotations[bi], data.translations[bi]));
@@ -425,12 +434,7 @@ impl State<'_> {
         for (j, &tk) in track_of_point.iter().enumerate() {
             self.point[tk] = Some(data.points[j]);
         }
-        // Reject implausible intrinsics (COLMAP's bogus-camera check): keep the old ones.
-        for (c, k) in data.intrinsics.iter().enumerate() {
-            if k[0] > 0.0 && k[3].abs() < 1.0 && k[4].abs() < 1.0 {
-                self.intr[c] = *k;
-            }
-        }
+        self.intr.clone_from(&data.intrinsics);
         summary
     }
 
@@ -622,11 +626,18 @@ pub fn run_mapper(
             format!("no pair with >= 30 triangulated points at >= 2° median angle (best: {best})")
         }));
     };
+    let debug = std::env::var_os("FLYTHROUGH_SFM_DEBUG").is_some();
     st.poses[pr.i] = Some((Matrix3::identity(), Vector3::zeros()));
     st.poses[pr.j] = Some((r, t));
-    st.extend_and_triangulate(pr.j);
-    st.bundle(None, opts.global_ba_iterations);
-    st.filter();
+    let made = st.extend_and_triangulate(pr.j);
+    let s = st.bundle(None, opts.global_ba_iterations);
+    let removed = st.filter();
+    if debug {
+        eprintln!(
+            "init pair {}-{}: {} matches, {} triangulated, BA rms {:.2} px ({} it), filtered {removed}, f {:.1}",
+            pr.i, pr.j, pr.matches.len(), made, s.rms_px, s.iterations, st.intr[0][0]
+        );
+    }
     progress(2);
 
     // Registration loop.
@@ -657,18 +668,28 @@ pub fn run_mapper(
                 }
             }
             let Some(img) = registered else { break };
-            st.extend_and_triangulate(img);
+            let made = st.extend_and_triangulate(img);
             let n_reg = st.num_registered();
+            if debug {
+                let pts = st.point.iter().filter(|p| p.is_some()).count();
+                eprintln!("registered {img} ({n_reg} total): {made} new points, {pts} points, f {:.1} k1 {:.3}", st.intr[0][0], st.intr[0][3]);
+            }
             if n_reg as f64 >= opts.global_ba_ratio * last_global as f64 {
-                st.bundle(None, opts.global_ba_iterations);
-                st.filter();
-                st.retriangulate();
+                let s = st.bundle(None, opts.global_ba_iterations);
+                let rem = st.filter();
+                let re = st.retriangulate();
                 last_global = n_reg;
+                if debug {
+                    eprintln!("  global BA rms {:.2} px ({} it), filtered {rem}, retriangulated {re}", s.rms_px, s.iterations);
+                }
             } else {
                 let mut var = st.neighbours(img, opts.local_ba_images - 1);
                 var.push(img);
-                st.bundle(Some(&var), opts.local_ba_iterations);
-                st.filter();
+                let s = st.bundle(Some(&var), opts.local_ba_iterations);
+                let rem = st.filter();
+                if debug {
+                    eprintln!("  local BA rms {:.2} px ({} it), filtered {rem}", s.rms_px, s.iterations);
+                }
             }
             progress(n_reg);
             // A registered image may unlock retried ones.

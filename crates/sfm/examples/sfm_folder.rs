@@ -1,0 +1,66 @@
+//! Run the SfM stage on a folder of photos that need no redaction (benchmark sets), without the CLI.
+//!
+//! ```text
+//! cargo run --release -p flythrough-sfm --example sfm_folder -- PHOTOS OUT \
+//!     [--max-image-size N] [--max-features N] [--gt-middlebury PAR.txt] [--gt COLMAP_DIR]
+//! ```
+//! Writes `OUT/sparse`, `OUT/transforms.json`, `OUT/report.json` and prints a one-line JSON summary
+//! (plus `OUT/eval.json` with a ground truth).
+
+use flythrough_core::config::Config;
+use flythrough_core::{LoadedConfig, RedactedImages};
+use flythrough_sfm::eval::{eval_poses, parse_middlebury_par};
+use std::path::PathBuf;
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 2 {
+        return Err("usage: sfm_folder PHOTOS OUT [--max-image-size N] [--max-features N] [--gt-middlebury PAR] [--gt DIR]".into());
+    }
+    let photos = PathBuf::from(&args[0]);
+    let out = PathBuf::from(&args[1]);
+    let mut config = Config::default();
+    let (mut gt_par, mut gt_dir) = (None, None);
+    let mut i = 2;
+    while i < args.len() {
+        let v = args.get(i + 1).ok_or(format!("{} needs a value", args[i]))?;
+        match args[i].as_str() {
+            "--max-image-size" => config.sfm.max_image_size = v.parse()?,
+            "--max-features" => config.sfm.max_features = v.parse()?,
+            "--gt-middlebury" => gt_par = Some(PathBuf::from(v)),
+            "--gt" => gt_dir = Some(PathBuf::from(v)),
+            other => return Err(format!("unknown option {other}").into()),
+        }
+        i += 2;
+    }
+    let images = RedactedImages::from_cleared_folder(&photos)?;
+    let cfg = LoadedConfig { config, path: photos.join("none.toml"), dir: photos.clone(), photos_dir: photos.clone() };
+    std::fs::create_dir_all(&out)?;
+    let summary = flythrough_sfm::run(&cfg, &images, None, &out)?;
+    println!("{}", serde_json::to_string(&summary.values)?);
+    let est = flythrough_core::Reconstruction::read(&out.join("sparse"))?;
+    let gt = match (gt_par, gt_dir) {
+        (Some(p), _) => {
+            let first = images.load_rgb(&images.names()[0])?;
+            Some(parse_middlebury_par(&std::fs::read_to_string(&p)?, first.width(), first.height())?)
+        }
+        (None, Some(d)) => Some(flythrough_core::Reconstruction::read(&d)?),
+        _ => None,
+    };
+    if let Some(mut gt) = gt {
+        // Evaluate only the photos of this folder.
+        gt.images.retain(|_, im| images.names().contains(&im.name));
+        let e = eval_poses(&est, &gt);
+        let s = serde_json::to_string_pretty(&e)?;
+        std::fs::write(out.join("eval.json"), &s)?;
+        println!("{s}");
+    }
+    Ok(())
+}

@@ -1,0 +1,638 @@
+//! The SfM stage driver: photos → features → pairs → matches → verified pairs → incremental
+//! mapping → metric, gravity-aligned model → `sparse/`, `transforms.json`, `report.json`.
+
+use crate::ba::Intrinsics;
+use crate::features::{self, Features, SiftOptions};
+use crate::geometry::two_view::{self, TwoViewOptions};
+use crate::mapper::{self, MapperError, MapperInput, MapperOptions, VerifiedPair};
+use crate::matching::{self, MatchOptions};
+use crate::pairs::{self, PairOptions};
+use flythrough_core::colmap::{ColmapError, Image, Point3D};
+use flythrough_core::config::SfmConfig;
+use flythrough_core::images::RedactedError;
+use flythrough_core::manifest::FocalRule;
+use flythrough_core::{Camera, CameraModel, LoadedConfig, Manifest, Pose, Reconstruction, RedactedImages, Sim3, StageSummary};
+use nalgebra::{UnitQuaternion, Vector2, Vector3};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SfmError {
+    #[error("structure from motion needs at least 2 photos; {dir} has {found}")]
+    TooFewPhotos { dir: PathBuf, found: usize },
+    #[error("{0}: no SIFT features found (blank, badly exposed or tiny photo?); fix or remove it")]
+    NoFeatures(String),
+    #[error(transparent)]
+    Read(#[from] RedactedError),
+    #[error("{0}; check that the photos overlap (each spot seen from 2+ places, 60 % overlap between neighbours)")]
+    Mapper(#[from] MapperError),
+    #[error("[sfm] import = {}: {source}", path.display())]
+    Import { path: PathBuf, source: ColmapError },
+    #[error(transparent)]
+    Colmap(#[from] ColmapError),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Everything the stage can be told, derived from `[sfm]`.
+#[derive(Clone, Debug)]
+pub struct SfmOptions {
+    pub sift: SiftOptions,
+    pub pairs: PairOptions,
+    pub matching: MatchOptions,
+    pub two_view: TwoViewOptions,
+    pub mapper: MapperOptions,
+    /// `"+z"` or `"-y"`.
+    pub up_axis: String,
+}
+
+impl SfmOptions {
+    pub fn from_config(c: &SfmConfig) -> Self {
+        SfmOptions {
+            sift: SiftOptions {
+                max_image_size: c.max_image_size,
+                max_features: c.max_features,
+                ..Default::default()
+            },
+            pairs: PairOptions {
+                exhaustive_max_images: c.exhaustive_max_images,
+                sequential_overlap: c.sequential_overlap,
+                retrieval_k: c.retrieval_k,
+                ..Default::default()
+            },
+            matching: MatchOptions::default(),
+            two_view: TwoViewOptions {
+                max_error_px: c.max_error_px,
+                ..Default::default()
+            },
+            mapper: MapperOptions {
+                max_error_px: c.max_error_px,
+                init_min_tri_angle_deg: c.init_min_tri_angle_deg,
+                abs_pose_min_inliers: c.abs_pose_min_inliers,
+                local_ba_images: c.local_ba_images,
+                ..Default::default()
+            },
+            up_axis: c.up_axis.clone(),
+        }
+    }
+}
+
+/// What is known about one photo before SfM.
+#[derive(Clone, Debug)]
+pub struct PhotoPrior {
+    /// Focal length prior in pixels, `None` when there is no usable EXIF (self-calibrated then).
+    pub focal_px: Option<f64>,
+    /// Photos with equal keys share intrinsics.
+    pub camera_key: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Unregistered {
+    pub name: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CalibrationResult {
+    pub a: String,
+    pub b: String,
+    pub distance_m: f64,
+    /// Distance of the reconstructed centres before scaling (model units); `None` if unregistered.
+    pub reconstructed: Option<f64>,
+    pub scale: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ScaleReport {
+    /// Metres per model unit (1 without calibration pairs).
+    pub value: f64,
+    /// `(max − min) / median` of the per-pair scales (0 with one pair).
+    pub spread: f64,
+    pub pairs: Vec<CalibrationResult>,
+    pub warning: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CameraReport {
+    pub id: u32,
+    pub key: String,
+    pub model: String,
+    pub width: u32,
+    pub height: u32,
+    pub focal_px: f64,
+    pub k1: f64,
+    pub k2: f64,
+    pub focal_prior_px: f64,
+    /// `exif`, or `self-calibrated` from the fundamental matrices.
+    pub focal_prior_source: String,
+    pub images: usize,
+}
+
+/// `sfm/report.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub registered: usize,
+    pub total: usize,
+    pub unregistered: Vec<Unregistered>,
+    pub points: usize,
+    pub mean_track_length: f64,
+    /// Mean and RMS reprojection error over all point observations, in pixels of the full-resolution
+    /// photos (the model's resolution).
+    pub mean_reproj_px: f64,
+    pub rms_reproj_px: f64,
+    /// The same mean in pixels of the feature-extraction resolution (`mean_reproj_px / pixel_scale`).
+    pub mean_reproj_px_feature_scale: f64,
+    /// Full-resolution pixels per feature-extraction pixel.
+    pub pixel_scale: f64,
+    pub matched_pairs: usize,
+    pub verified_pairs: usize,
+    pub init_pair: Option<[String; 2]>,
+    pub timings_s: BTreeMap<String, f64>,
+    pub scale: ScaleReport,
+    /// The world's up axis (cameras' mean up is rotated onto it); the origin is the centroid of
+    /// the camera centres; units are metres when `scale.warning` is null.
+    pub up: [f64; 3],
+    pub cameras: Vec<CameraReport>,
+    /// The imported model's folder when `[sfm] import` was used.
+    pub imported: Option<String>,
+}
+
+/// A reconstruction plus what the report needs from the reconstruction step.
+pub struct Reconstructed {
+    pub rec: Reconstruction,
+    pub unregistered: Vec<Unregistered>,
+    pub pixel_scale: f64,
+    pub matched_pairs: usize,
+    pub verified_pairs: usize,
+    pub init_pair: Option<[String; 2]>,
+    pub timings: BTreeMap<String, f64>,
+    pub cameras: Vec<CameraReport>,
+}
+
+/// Priors from the capture manifest (or none): focal from EXIF, camera grouping by `camera_key`;
+/// without a manifest photos are grouped by pixel size and their focal is self-calibrated.
+pub fn priors_for(names: &[String], manifest: Option<&Manifest>) -> Vec<PhotoPrior> {
+    names
+        .iter()
+        .map(|n| match manifest.and_then(|m| m.photo(n)) {
+            Some(p) => PhotoPrior {
+                focal_px: (p.focal_prior.rule != FocalRule::DefaultFactor).then_some(p.focal_prior.px),
+                camera_key: p.camera_key.clone(),
+            },
+            None => PhotoPrior {
+                focal_px: None,
+                camera_key: String::new(),
+            },
+        })
+        .collect()
+}
+
+fn secs(t: Instant) -> f64 {
+    (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// Photos → a sparse model in the reconstruction's own frame (arbitrary scale and orientation).
+pub fn reconstruct(images: &RedactedImages, priors: &[PhotoPrior], opts: &SfmOptions) -> Result<Reconstructed, SfmError> {
+    let names = images.names().to_vec();
+    let n = names.len();
+    if n < 2 {
+        return Err(SfmError::TooFewPhotos { dir: images.dir().to_path_buf(), found: n });
+    }
+    let mut timings = BTreeMap::new();
+    // 1. Features (+ a thumbnail per photo for point colours).
+    let t = Instant::now();
+    let pb = flythrough_core::progress::bar(n as u64, "sfm: features");
+    let feats: Vec<(Features, image::RgbImage)> = names
+        .par_iter()
+        .map(|name| {
+            let rgb = images.load_rgb(name)?;
+            let gray = image::DynamicImage::ImageRgb8(rgb.clone()).to_luma8();
+            let f = features::extract(&gray, &opts.sift);
+            let thumb = image::imageops::thumbnail(&rgb, (rgb.width() / 8).max(1), (rgb.height() / 8).max(1));
+            pb.inc(1);
+            if f.keypoints.is_empty() {
+                return Err(SfmError::NoFeatures(name.clone()));
+            }
+            Ok((f, thumb))
+        })
+        .collect::<Result<_, SfmError>>()?;
+    pb.finish_and_clear();
+    let (feats, thumbs): (Vec<Features>, Vec<image::RgbImage>) = feats.into_iter().unzip();
+    timings.insert("features".into(), secs(t));
+    let pixel_scale = feats
+        .iter()
+        .map(|f| {
+            let m = f.width.max(f.height) as f64;
+            m / m.min(opts.sift.max_image_size as f64)
+        })
+        .fold(1.0, f64::max);
+
+    // 2. Pairs and matches.
+    let t = Instant::now();
+    let pair_list = pairs::select_pairs(&feats, &opts.pairs);
+    timings.insert("pair selection".into(), secs(t));
+    let t = Instant::now();
+    let matches = matching::match_pairs(&feats, &pair_list, &opts.matching);
+    timings.insert("matching".into(), secs(t));
+
+    // 3. Geometric verification.
+    let t = Instant::now();
+    let kps: Vec<Vec<Vector2<f64>>> = feats
+        .iter()
+        .map(|f| f.keypoints.iter().map(|k| Vector2::new(k.x as f64, k.y as f64)).collect())
+        .collect();
+    let tv = TwoViewOptions {
+        max_error_px: opts.two_view.max_error_px * pixel_scale,
+        ..opts.two_view.clone()
+    };
+    let pb = flythrough_core::progress::bar(matches.len() as u64, "sfm: verification");
+    let verified: Vec<(VerifiedPair, nalgebra::Matrix3<f64>)> = matches
+        .par_iter()
+        .filter_map(|pm| {
+            pb.inc(1);
+            let x1: Vec<_> = pm.matches.iter().map(|&(a, _)| kps[pm.i][a as usize]).collect();
+            let x2: Vec<_> = pm.matches.iter().map(|&(_, b)| kps[pm.j][b as usize]).collect();
+            let g = two_view::verify_pair(&x1, &x2, &TwoViewOptions { seed: (pm.i * 7919 + pm.j) as u64, ..tv.clone() })?;
+            Some((
+                VerifiedPair {
+                    i: pm.i,
+                    j: pm.j,
+                    matches: g.inliers.iter().map(|&q| pm.matches[q]).collect(),
+                    num_h_inliers: g.num_h_inliers,
+                },
+                g.f,
+            ))
+        })
+        .collect();
+    pb.finish_and_clear();
+    timings.insert("verification".into(), secs(t));
+    if std::env::var_os("FLYTHROUGH_SFM_DEBUG").is_some() {
+        let nk: Vec<usize> = feats.iter().map(|f| f.keypoints.len()).collect();
+        eprintln!("features per photo: {nk:?}");
+        for pm in &matches {
+            let v = verified.iter().find(|(p, _)| p.i == pm.i && p.j == pm.j);
+            eprintln!("pair {}-{}: {} matches, {:?} verified, {:?} H", pm.i, pm.j, pm.matches.len(), v.map(|v| v.0.matches.len()), v.map(|v| v.0.num_h_inliers));
+        }
+    }
+
+    // 4. Cameras: group photos, priors or self-calibration.
+    let t = Instant::now();
+    let mut keys: Vec<String> = Vec::new();
+    let mut image_camera = Vec::with_capacity(n);
+    for (p, f) in priors.iter().zip(&feats) {
+        let key = if p.camera_key.is_empty() { format!("{}x{}", f.width, f.height) } else { p.camera_key.clone() };
+        let c = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+            keys.push(key.clone());
+            keys.len() - 1
+        });
+        image_camera.push(c);
+    }
+    let mut intrinsics: Vec<Intrinsics> = Vec::new();
+    let mut cam_reports = Vec::new();
+    for (c, key) in keys.iter().enumerate() {
+        let members: Vec<usize> = (0..n).filter(|&i| image_camera[i] == c).collect();
+        let f0 = &feats[members[0]];
+        let (w, h) = (f0.width as f64, f0.height as f64);
+        let exif: Vec<f64> = members.iter().filter_map(|&i| priors[i].focal_px).collect();
+        let (focal, source) = if !exif.is_empty() {
+            let mut e = exif.clone();
+            e.sort_by(f64::total_cmp);
+            (e[e.len() / 2], "exif")
+        } else {
+            let fs: Vec<_> = verified
+                .iter()
+                .filter(|(p, _)| image_camera[p.i] == c && image_camera[p.j] == c)
+                .map(|(_, f)| (*f, (w / 2.0, h / 2.0), (w / 2.0, h / 2.0)))
+                .collect();
+            let sc = two_view::self_calibrate_focal(&fs, 0.3 * w.max(h), 6.0 * w.max(h));
+            if std::env::var_os("FLYTHROUGH_SFM_DEBUG").is_some() {
+                eprintln!("self-calibrated focal {sc:?} from {} pairs", fs.len());
+                for k in 0..30 {
+                    let f = 0.3 * w.max(h) * 20f64.powf(k as f64 / 29.0);
+                    let mut v: Vec<f64> = fs.iter().map(|(fm, a, b)| two_view::essential_defect(fm, f, *a, *b)).collect();
+                    v.sort_by(f64::total_cmp);
+                    eprintln!("  f {f:.0}: median defect {:.4}", v[v.len() / 2]);
+                }
+            }
+            // Trust it only when the minimum is sharp: narrow fields of view (weak perspective) leave
+            // the focal unobservable from F, and then COLMAP's 1.2 x max side is the safer start.
+            let defect = |f: f64| {
+                let mut v: Vec<f64> = fs.iter().map(|(fm, a, b)| two_view::essential_defect(fm, f, *a, *b)).collect();
+                v.sort_by(f64::total_cmp);
+                v.get(v.len() / 2).copied().unwrap_or(1.0)
+            };
+            let sc = sc.filter(|&f| fs.len() >= 3 && defect(f) < 0.5 * defect(0.5 * f).min(defect(2.0 * f)));
+            match sc {
+                Some(f) => (f, "self-calibrated"),
+                None => (1.2 * w.max(h), "default 1.2 x max side"),
+            }
+        };
+        intrinsics.push([focal, w / 2.0, h / 2.0, 0.0, 0.0]);
+        cam_reports.push(CameraReport {
+            id: c as u32 + 1,
+            key: key.clone(),
+            model: CameraModel::Radial.name().into(),
+            width: f0.width,
+            height: f0.height,
+            focal_px: focal,
+            k1: 0.0,
+            k2: 0.0,
+            focal_prior_px: focal,
+            focal_prior_source: source.into(),
+            images: members.len(),
+        });
+    }
+    timings.insert("camera priors".into(), secs(t));
+
+    // 5. Incremental mapping.
+    let t = Instant::now();
+    let input = MapperInput {
+        keypoints: kps,
+        image_camera: image_camera.clone(),
+        intrinsics,
+        pairs: verified.iter().map(|(p, _)| p.clone()).collect(),
+    };
+    let mopts = MapperOptions {
+        pixel_scale,
+        ..opts.mapper.clone()
+    };
+    let pb = flythrough_core::progress::bar(n as u64, "sfm: mapping");
+    let out = mapper::run_mapper(&input, &mopts, |k| pb.set_position(k as u64))?;
+    pb.finish_and_clear();
+    for (k, v) in &out.timings {
+        timings.insert(format!("mapping: {k}"), (v * 1000.0).round() / 1000.0);
+    }
+    timings.insert("mapping".into(), secs(t));
+
+    // 6. To a COLMAP model.
+    let mut rec = Reconstruction::default();
+    for (c, k) in out.intrinsics.iter().enumerate() {
+        let cr = &mut cam_reports[c];
+        cr.focal_px = k[0];
+        cr.k1 = k[3];
+        cr.k2 = k[4];
+        rec.cameras.insert(
+            c as u32 + 1,
+            Camera {
+                id: c as u32 + 1,
+                model: CameraModel::Radial,
+                width: cr.width,
+                height: cr.height,
+                params: vec![k[0], k[1], k[2], k[3], k[4]],
+            },
+        );
+    }
+    let mut unregistered = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        match out.poses[i] {
+            Some((r, t)) => {
+                rec.images.insert(
+                    i as u32 + 1,
+                    Image {
+                        id: i as u32 + 1,
+                        camera_id: image_camera[i] as u32 + 1,
+                        name: name.clone(),
+                        pose: Pose::from_rt(&r, t),
+                        points2d: input.keypoints[i].iter().map(|p| (*p, None)).collect(),
+                    },
+                );
+            }
+            None => unregistered.push(Unregistered {
+                name: name.clone(),
+                reason: out.failures.get(&i).cloned().unwrap_or_else(|| "not registered".into()),
+            }),
+        }
+    }
+    for (pid, p) in out.points.iter().enumerate() {
+        let id = pid as u64 + 1;
+        let (i0, k0) = p.obs[0];
+        let th = &thumbs[i0];
+        let kp = input.keypoints[i0][k0];
+        let sx = th.width() as f64 / feats[i0].width as f64;
+        let sy = th.height() as f64 / feats[i0].height as f64;
+        let px = ((kp.x * sx) as u32).min(th.width() - 1);
+        let py = ((kp.y * sy) as u32).min(th.height() - 1);
+        let rgb = th.get_pixel(px, py).0;
+        for &(img, kp) in &p.obs {
+            if let Some(im) = rec.images.get_mut(&(img as u32 + 1)) {
+                im.points2d[kp].1 = Some(id);
+            }
+        }
+        rec.points.insert(
+            id,
+            Point3D {
+                id,
+                xyz: p.xyz,
+                rgb,
+                error: p.error,
+                track: p.obs.iter().map(|&(i, k)| (i as u32 + 1, k as u32)).collect(),
+            },
+        );
+    }
+    Ok(Reconstructed {
+        rec,
+        unregistered,
+        pixel_scale,
+        matched_pairs: matches.len(),
+        verified_pairs: verified.len(),
+        init_pair: Some([names[out.init_pair.0].clone(), names[out.init_pair.1].clone()]),
+        timings,
+        cameras: cam_reports,
+    })
+}
+
+/// Metric scale from calibration pairs: per pair `distance_m / |C_a − C_b|`, the median over
+/// pairs, and the spread `(max − min) / median`. Unit scale and a warning without usable pairs.
+pub fn metric_scale(rec: &Reconstruction, calibration: &[flythrough_core::config::Calibration]) -> ScaleReport {
+    let mut pairs = Vec::new();
+    let mut scales = Vec::new();
+    for c in calibration {
+        let d = match (rec.image_by_name(&c.a), rec.image_by_name(&c.b)) {
+            (Some(a), Some(b)) => Some((a.pose.center() - b.pose.center()).norm()),
+            _ => None,
+        };
+        let s = d.filter(|d| *d > 1e-12).map(|d| c.distance_m / d);
+        if let Some(s) = s {
+            scales.push(s);
+        }
+        pairs.push(CalibrationResult {
+            a: c.a.clone(),
+            b: c.b.clone(),
+            distance_m: c.distance_m,
+            reconstructed: d,
+            scale: s,
+        });
+    }
+    if scales.is_empty() {
+        let warning = if calibration.is_empty() {
+            "no [[calibration]] pairs in the config: the model has an arbitrary unit scale".to_string()
+        } else {
+            "no calibration pair has both photos registered: the model has an arbitrary unit scale".to_string()
+        };
+        tracing::warn!("sfm: {warning}");
+        return ScaleReport { value: 1.0, spread: 0.0, pairs, warning: Some(warning) };
+    }
+    scales.sort_by(f64::total_cmp);
+    let med = if scales.len() % 2 == 1 {
+        scales[scales.len() / 2]
+    } else {
+        0.5 * (scales[scales.len() / 2 - 1] + scales[scales.len() / 2])
+    };
+    let spread = (scales[scales.len() - 1] - scales[0]) / med;
+    ScaleReport { value: med, spread, pairs, warning: None }
+}
+
+/// The similarity that scales the model by `scale`, rotates the cameras' mean up vector (image
+/// `−y`) onto `up`, and moves the centroid of the camera centres to the origin.
+pub fn gravity_frame(rec: &Reconstruction, scale: f64, up: Vector3<f64>) -> Sim3 {
+    let ups: Vector3<f64> = rec.images.values().map(|im| im.pose.up()).sum();
+    let q = if ups.norm() < 1e-9 {
+        UnitQuaternion::identity()
+    } else {
+        UnitQuaternion::rotation_between(&ups.normalize(), &up)
+            .unwrap_or_else(|| UnitQuaternion::from_axis_angle(&Vector3::x_axis(), std::f64::consts::PI))
+    };
+    let n = rec.images.len().max(1) as f64;
+    let centroid: Vector3<f64> = rec.images.values().map(|im| im.pose.center()).sum::<Vector3<f64>>() / n;
+    Sim3 { scale, rotation: q, translation: -(q * centroid) * scale }
+}
+
+/// Apply a similarity to every pose and point.
+pub fn transform_model(rec: &mut Reconstruction, s: &Sim3) {
+    for im in rec.images.values_mut() {
+        im.pose = s.apply_pose(&im.pose);
+    }
+    for p in rec.points.values_mut() {
+        p.xyz = s.apply(&p.xyz);
+    }
+}
+
+/// Reprojection statistics `(mean, rms, mean track length)` of a model.
+pub fn reprojection_stats(rec: &Reconstruction) -> (f64, f64, f64) {
+    let (mut sum, mut sq, mut n, mut tracks) = (0.0, 0.0, 0usize, 0usize);
+    for p in rec.points.values() {
+        tracks += p.track.len();
+        for &(img, k) in &p.track {
+            let (Some(im), true) = (rec.images.get(&img), true) else { continue };
+            let Some(cam) = rec.cameras.get(&im.camera_id) else { continue };
+            let Some(obs) = im.points2d.get(k as usize) else { continue };
+            let Some(px) = cam.project(&im.pose.transform(&p.xyz)) else { continue };
+            let e = (px - obs.0).norm();
+            sum += e;
+            sq += e * e;
+            n += 1;
+        }
+    }
+    let nf = n.max(1) as f64;
+    (sum / nf, (sq / nf).sqrt(), tracks as f64 / rec.points.len().max(1) as f64)
+}
+
+/// The stage: reconstruct (or import), scale, align up, write `sparse/`, `transforms.json` and
+/// `report.json` into `out`.
+pub fn run(
+    cfg: &LoadedConfig,
+    images: &RedactedImages,
+    manifest: Option<&Manifest>,
+    out: &Path,
+) -> Result<StageSummary, SfmError> {
+    let t_all = Instant::now();
+    let sc = &cfg.config.sfm;
+    let opts = SfmOptions::from_config(sc);
+    let mut res = match &sc.import {
+        Some(rel) => {
+            let path = cfg.dir.join(rel);
+            let rec = Reconstruction::read(&path).map_err(|source| SfmError::Import { path: path.clone(), source })?;
+            let unregistered = images
+                .names()
+                .iter()
+                .filter(|n| rec.image_by_name(n).is_none())
+                .map(|n| Unregistered { name: n.clone(), reason: "not in the imported model".into() })
+                .collect();
+            let cameras = rec
+                .cameras
+                .values()
+                .map(|c| {
+                    let d = c.distortion();
+                    CameraReport {
+                        id: c.id,
+                        key: String::new(),
+                        model: c.model.name().into(),
+                        width: c.width,
+                        height: c.height,
+                        focal_px: c.mean_focal(),
+                        k1: d[0],
+                        k2: d[1],
+                        focal_prior_px: c.mean_focal(),
+                        focal_prior_source: "imported".into(),
+                        images: rec.images.values().filter(|im| im.camera_id == c.id).count(),
+                    }
+                })
+                .collect();
+            Reconstructed {
+                rec,
+                unregistered,
+                pixel_scale: 1.0,
+                matched_pairs: 0,
+                verified_pairs: 0,
+                init_pair: None,
+                timings: BTreeMap::new(),
+                cameras,
+            }
+        }
+        None => {
+            let priors = priors_for(images.names(), manifest);
+            reconstruct(images, &priors, &opts)?
+        }
+    };
+    let scale = metric_scale(&res.rec, &cfg.config.calibration);
+    let up = if opts.up_axis == "-y" { -Vector3::y() } else { Vector3::z() };
+    let s = gravity_frame(&res.rec, scale.value, up);
+    transform_model(&mut res.rec, &s);
+    let (mean, rms, track) = reprojection_stats(&res.rec);
+    let sparse = out.join("sparse");
+    res.rec.write_text(&sparse)?;
+    let tf = flythrough_core::nerfstudio::Transforms::from_reconstruction(&res.rec, "../privacy/images/");
+    let io = |path: PathBuf| move |source: std::io::Error| SfmError::Io { path, source };
+    let tf_path = out.join("transforms.json");
+    flythrough_core::run::write_json(&tf_path, &tf).map_err(io(tf_path.clone()))?;
+    res.timings.insert("total".into(), secs(t_all));
+    let total = images.names().len().max(res.rec.images.len());
+    let report = Report {
+        registered: res.rec.images.len(),
+        total,
+        unregistered: res.unregistered,
+        points: res.rec.points.len(),
+        mean_track_length: track,
+        mean_reproj_px: mean,
+        rms_reproj_px: rms,
+        mean_reproj_px_feature_scale: mean / res.pixel_scale,
+        pixel_scale: res.pixel_scale,
+        matched_pairs: res.matched_pairs,
+        verified_pairs: res.verified_pairs,
+        init_pair: res.init_pair,
+        timings_s: res.timings,
+        scale: scale.clone(),
+        up: [up.x, up.y, up.z],
+        cameras: res.cameras,
+        imported: sc.import.clone(),
+    };
+    let rp = out.join("report.json");
+    flythrough_core::run::write_json(&rp, &report).map_err(io(rp.clone()))?;
+    tracing::info!(
+        "sfm: {}/{} photos registered, {} points, mean reprojection error {:.2} px, scale {:.4}",
+        report.registered,
+        report.total,
+        report.points,
+        mean,
+        scale.value
+    );
+    Ok(StageSummary::default()
+        .with("registered", report.registered)
+        .with("total", report.total)
+        .with("points", report.points)
+        .with("mean_reproj_px", mean)
+        .with("scale", scale.value))
+}
