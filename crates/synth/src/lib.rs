@@ -91,6 +91,11 @@ pub struct SynthSummary {
 pub enum SynthError {
     #[error("synth option {0}")]
     Options(String),
+    #[error(
+        "{}: already holds {name:?}, which this venue would not overwrite; use an empty or new folder",
+        path.display()
+    )]
+    Occupied { path: PathBuf, name: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -361,6 +366,23 @@ pub fn generate_with_progress(
     let shots = opts.shots();
     let photos_dir = out.join("photos");
     let gt_dir = out.join("ground_truth");
+    // A photo folder with other files (e.g. from a run with more photos) would give the capture
+    // stage photos without ground truth: refuse rather than delete anything.
+    if photos_dir.is_dir() {
+        let names: std::collections::BTreeSet<&str> =
+            shots.iter().map(|s| s.name.as_str()).collect();
+        let rd = std::fs::read_dir(&photos_dir).map_err(io_err(&photos_dir))?;
+        for e in rd {
+            let e = e.map_err(io_err(&photos_dir))?;
+            let name = e.file_name().to_string_lossy().to_string();
+            if !names.contains(name.as_str()) {
+                return Err(SynthError::Occupied {
+                    path: photos_dir.clone(),
+                    name,
+                });
+            }
+        }
+    }
     for d in [out, &photos_dir, &gt_dir] {
         std::fs::create_dir_all(d).map_err(io_err(d))?;
     }

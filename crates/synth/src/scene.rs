@@ -534,6 +534,18 @@ impl Scene {
                 },
             },
             P {
+                name: "face_poster_hopper_mirrored",
+                wall: 2,
+                along: 4.1 + j(&mut rng),
+                zc: 1.6,
+                w: 0.8,
+                h: 0.96,
+                content: PosterContent::Face {
+                    image: 1,
+                    mirrored: true,
+                },
+            },
+            P {
                 name: "painting1",
                 wall: 2,
                 along: 2.0 + j(&mut rng),
@@ -572,7 +584,7 @@ impl Scene {
             P {
                 name: "painting5",
                 wall: 2,
-                along: 4.3 + j(&mut rng),
+                along: 0.8 + j(&mut rng),
                 zc: 1.6,
                 w: 0.7,
                 h: 0.55,

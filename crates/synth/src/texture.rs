@@ -380,7 +380,18 @@ fn tiles(u: f64, v: f64, salt: u64, fp: f64) -> Rgb {
         srgb(120, 150, 80),
     ];
     let k = (cellf(i, j, salt, 0) * palette.len() as f32) as usize % palette.len();
-    let mut c = scale3(palette[k], 0.85 + 0.3 * cellf(i, j, salt, 1));
+    // Per-tile tint (each channel ±15 %) and brightness, so equal-coloured tiles still differ.
+    let tint = [
+        0.85 + 0.3 * cellf(i, j, salt, 7),
+        0.85 + 0.3 * cellf(i, j, salt, 8),
+        0.85 + 0.3 * cellf(i, j, salt, 9),
+    ];
+    let b = 0.8 + 0.4 * cellf(i, j, salt, 1);
+    let mut c = [
+        palette[k][0] * tint[0] * b,
+        palette[k][1] * tint[1] * b,
+        palette[k][2] * tint[2] * b,
+    ];
     // Motif in about half the tiles: a disc, a quarter disc or a diagonal half.
     let m = cellf(i, j, salt, 2);
     if m < 0.55 {
@@ -400,7 +411,8 @@ fn tiles(u: f64, v: f64, salt: u64, fp: f64) -> Rgb {
         c = lerp3(c, mc, coverage(d, fp));
     }
     let speck = fbm(u, v, salt ^ 0x4, 30.0, 3, 0.5, fp);
-    c = scale3(c, 1.0 + 0.12 * speck);
+    let glaze = fbm(u, v, salt ^ 0x6, 6.0, 3, 0.5, fp);
+    c = scale3(c, 1.0 + 0.12 * speck + 0.2 * glaze);
     let grout = scale3(
         srgb(190, 188, 180),
         1.0 + 0.2 * fbm(u, v, salt ^ 0x5, 8.0, 3, 0.5, fp),
@@ -410,26 +422,31 @@ fn tiles(u: f64, v: f64, salt: u64, fp: f64) -> Rgb {
 }
 
 fn plaster(u: f64, v: f64, salt: u64, base: Rgb, fp: f64) -> Rgb {
+    // Two-tone plaster: large stains blend towards a second colour, so every region differs.
     let stain = fbm(u, v, salt ^ 0x11, 1.2, 6, 0.6, fp);
-    let mut c = scale3(base, 1.0 + 0.22 * stain);
-    // Terrazzo-like chips: at most one per 7 cm cell, kept inside its cell.
+    let tone = (fbm(u, v, salt ^ 0x12, 2.5, 4, 0.5, fp) * 0.8 + 0.5).clamp(0.0, 1.0);
+    let second = [base[0] * 0.75, base[1] * 0.85, base[2] * 1.1];
+    let mut c = scale3(lerp3(base, second, tone), 1.0 + 0.25 * stain);
+    // Terrazzo-like chips: at most one per 7 cm cell, kept inside it, random elliptical shape,
+    // size, angle and colour (a continuum, not a palette, so chips are not interchangeable).
     const CELL: f64 = 0.07;
     let (fi, fj) = ((u / CELL).floor(), (v / CELL).floor());
     let (i, j) = (fi as i64, fj as i64);
-    if cellf(i, j, salt, 10) < 0.65 {
-        let r = 0.006 + 0.016 * cellf(i, j, salt, 11) as f64;
-        let cx = fi * CELL + r + (CELL - 2.0 * r) * cellf(i, j, salt, 12) as f64;
-        let cy = fj * CELL + r + (CELL - 2.0 * r) * cellf(i, j, salt, 13) as f64;
-        let d = r - ((u - cx).powi(2) + (v - cy).powi(2)).sqrt();
-        let pal = [
-            srgb(60, 60, 65),
-            srgb(150, 70, 45),
-            srgb(250, 248, 240),
-            srgb(190, 150, 60),
-            srgb(90, 110, 130),
+    if cellf(i, j, salt, 10) < 0.55 {
+        let rx = 0.006 + 0.024 * cellf(i, j, salt, 11) as f64;
+        let ry = rx * (0.35 + 0.65 * cellf(i, j, salt, 15) as f64);
+        let cx = fi * CELL + rx + (CELL - 2.0 * rx) * cellf(i, j, salt, 12) as f64;
+        let cy = fj * CELL + rx + (CELL - 2.0 * rx) * cellf(i, j, salt, 13) as f64;
+        let (sn, cs) = (std::f64::consts::PI * cellf(i, j, salt, 16) as f64).sin_cos();
+        let (dx, dy) = (u - cx, v - cy);
+        let (a, b) = ((dx * cs + dy * sn) / rx, (-dx * sn + dy * cs) / ry);
+        let d = (1.0 - (a * a + b * b).sqrt()) * ry;
+        let chip = [
+            0.02 + 0.8 * cellf(i, j, salt, 14).powi(2),
+            0.02 + 0.7 * cellf(i, j, salt, 17).powi(2),
+            0.02 + 0.7 * cellf(i, j, salt, 18).powi(2),
         ];
-        let k = (cellf(i, j, salt, 14) * 5.0) as usize % 5;
-        c = lerp3(c, pal[k], coverage(d, fp));
+        c = lerp3(c, chip, coverage(d, fp));
     }
     clamp3(c)
 }

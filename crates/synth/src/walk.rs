@@ -98,7 +98,7 @@ pub fn pose_from_angles(center: Vector3<f64>, yaw: f64, pitch: f64, roll: f64) -
 pub fn plan(seed: u64, images: usize, exposure_range_ev: f64, lighting_change: bool) -> Vec<Shot> {
     let mut rng = Rng::new(seed ^ 0x3a1c_0ffe_e000_0001);
     let (cx, cy) = (3.0 + rng.sym(0.08), 2.5 + rng.sym(0.08));
-    let (a, b) = (1.5, 1.1);
+    let (a, b) = (1.75, 1.3);
     let th0 = rng.range(0.0, TAU);
     let ph = [(); 6].map(|_| rng.range(0.0, TAU));
     let deg = PI / 180.0;
@@ -131,7 +131,7 @@ pub fn plan(seed: u64, images: usize, exposure_range_ev: f64, lighting_change: b
             // Positive offsets turn inwards (the loop runs counter-clockwise): views swing from
             // the near walls to across the room.
             let yaw = heading
-                + 25.0 * deg
+                + 10.0 * deg
                 + 60.0 * deg * (TAU * s + ph[2]).sin()
                 + 8.0 * deg * (3.0 * TAU * s + ph[3]).sin()
                 + rng.sym(2.0 * deg);
@@ -250,7 +250,14 @@ mod tests {
         }
         for s in &shots {
             let c = s.pose.center();
-            assert!(c.x > 1.2 && c.x < 4.8 && c.y > 1.2 && c.y < 3.8, "{c:?}");
+            assert!(c.x > 1.0 && c.x < 5.0 && c.y > 1.0 && c.y < 4.0, "{c:?}");
+            // At least 0.3 m from every piece of furniture (point to bounding box).
+            let scene = crate::scene::Scene::new(3);
+            for o in &scene.objects {
+                let (lo, hi) = o.shape.bounds();
+                let d = (lo - c).sup(&(c - hi)).sup(&Vector3::zeros()).norm();
+                assert!(d > 0.3, "{} is {d} m from {c:?}", o.name);
+            }
             assert!((1.4..=1.7).contains(&c.z), "{c:?}");
             assert!(s.pose.forward().z.abs() < 0.3);
             assert!((s.ev - ev_ref()).abs() <= 1.0 + 1e-12);

@@ -160,7 +160,7 @@ fn ground_truth_cameras_project_points_where_the_photos_show_them() {
         for f in pf
             .faces
             .iter()
-            .filter(|f| f.size_px >= 35.0 && f.visible_fraction == 1.0)
+            .filter(|f| f.size_px >= 28.0 && f.visible_fraction == 1.0)
         {
             let im = rec.image_by_name(&pf.name).unwrap();
             let photo = image::open(summary.photos_dir.join(&pf.name))
@@ -386,4 +386,16 @@ fn default_walk_has_two_calibration_pairs_and_bad_options_are_errors() {
         let e = generate(&bad, Path::new("/nonexistent/never-written")).unwrap_err();
         assert!(e.to_string().starts_with("synth option"), "{e}");
     }
+    // A folder with foreign photos is refused and left as it was.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("photos")).unwrap();
+    std::fs::write(dir.path().join("photos/IMG_0099.JPG"), b"x").unwrap();
+    let e = generate(&small(1), dir.path()).unwrap_err().to_string();
+    assert!(e.contains("IMG_0099.JPG"), "{e}");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("photos"))
+            .unwrap()
+            .count(),
+        1
+    );
 }
