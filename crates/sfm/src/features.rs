@@ -223,9 +223,7 @@ fn extract_plane(img: &Plane, opts: &SiftOptions) -> (Vec<Keypoint>, Vec<[u8; 12
             let next = blur(gauss.last().expect("level"), *sig);
             gauss.push(next);
         }
-        let dog: Vec<Plane> = gauss.windows(2).map(|g| sub(&g[1], &g[0])).collect();
-        candidates.extend(detect_octave(&dog, o, opts));
-        drop(dog);
+        candidates.extend(detect_octave(&gauss, o, opts));
         base = downsample2(&gauss[S]);
         octaves.push(Octave {
             exponent: first + o as i32,
@@ -328,20 +326,6 @@ pub(crate) fn blur(src: &Plane, sigma: f32) -> Plane {
     dst
 }
 
-fn sub(a: &Plane, b: &Plane) -> Plane {
-    let mut d = Plane::new(a.w, a.h);
-    d.data
-        .par_chunks_mut(a.w.max(1) * 16)
-        .zip(a.data.par_chunks(a.w.max(1) * 16))
-        .zip(b.data.par_chunks(a.w.max(1) * 16))
-        .for_each(|((d, a), b)| {
-            for ((d, a), b) in d.iter_mut().zip(a).zip(b) {
-                *d = a - b;
-            }
-        });
-    d
-}
-
 /// 2x upsampling by linear interpolation in index coordinates: `dst[2i] = src[i]`,
 /// `dst[2i+1] = (src[i] + src[i+1]) / 2` (VLFeat `copy_and_upsample`).
 fn upsample2(src: &Plane) -> Plane {
@@ -380,32 +364,61 @@ fn downsample2(src: &Plane) -> Plane {
     dst
 }
 
+/// The difference-of-Gaussian levels of one octave, read from its Gaussian levels:
+/// `D_s(x, y) = G_{s+1}(x, y) - G_s(x, y)` (Lowe 2004 eq. 1), never stored whole.
+struct Dog<'a>(&'a [Plane]);
+
+impl Dog<'_> {
+    #[inline]
+    fn at(&self, s: usize, x: usize, y: usize) -> f32 {
+        let i = y * self.0[0].w + x;
+        self.0[s + 1].data[i] - self.0[s].data[i]
+    }
+}
+
+/// Rows per parallel task of the extremum search.
+const DETECT_ROWS: usize = 16;
+
 /// Scale-space extrema of the DoG levels `1..=S` of one octave, refined to sub-pixel/sub-level
 /// accuracy (Lowe 2004 §4, Brown & Lowe 2002 quadratic fit) and filtered by contrast and edge
-/// response (Lowe 2004 §4.1).
-fn detect_octave(dog: &[Plane], octave: usize, opts: &SiftOptions) -> Vec<Candidate> {
-    let (w, h) = (dog[0].w, dog[0].h);
+/// response (Lowe 2004 §4.1). Each task builds the DoG rows it needs in a small buffer.
+fn detect_octave(gauss: &[Plane], octave: usize, opts: &SiftOptions) -> Vec<Candidate> {
+    let (w, h) = (gauss[0].w, gauss[0].h);
     if w <= 2 * BORDER || h <= 2 * BORDER {
         return Vec::new();
     }
     let pre = 0.8 * opts.peak_threshold;
-    (BORDER..h - BORDER)
+    let starts: Vec<usize> = (BORDER..h - BORDER).step_by(DETECT_ROWS).collect();
+    starts
         .into_par_iter()
-        .flat_map_iter(|y| {
+        .flat_map_iter(|y0| {
+            let y1 = (y0 + DETECT_ROWS).min(h - BORDER);
+            // DoG rows y0 - 1 ..= y1 of every level.
+            let rows = y1 - y0 + 2;
+            let mut buf = vec![0f32; (S + 2) * rows * w];
+            for (l, lev) in buf.chunks_exact_mut(rows * w).enumerate() {
+                let (g0, g1) = (&gauss[l].data, &gauss[l + 1].data);
+                let span = (y0 - 1) * w..(y1 + 1) * w;
+                for ((d, a), b) in lev.iter_mut().zip(&g1[span.clone()]).zip(&g0[span]) {
+                    *d = a - b;
+                }
+            }
+            let lev = |l: usize| &buf[l * rows * w..(l + 1) * rows * w];
+            let dog = Dog(gauss);
             let mut found = Vec::new();
-            for s in 1..=S {
-                let (d0, d1, d2) = (&dog[s - 1].data, &dog[s].data, &dog[s + 1].data);
-                let row = y * w;
-                for x in BORDER..w - BORDER {
-                    let i = row + x;
-                    let v = d1[i];
-                    if v.abs() <= pre {
-                        continue;
-                    }
-                    if is_extremum(v, i, w, d0, d1, d2)
-                        && let Some(c) = refine(dog, octave, x, y, s, opts)
-                    {
-                        found.push(c);
+            for y in y0..y1 {
+                let row = (y - y0 + 1) * w;
+                for s in 1..=S {
+                    let (d0, d1, d2) = (lev(s - 1), lev(s), lev(s + 1));
+                    for x in BORDER..w - BORDER {
+                        let i = row + x;
+                        let v = d1[i];
+                        if v.abs() > pre
+                            && is_extremum(v, i, w, d0, d1, d2)
+                            && let Some(c) = refine(&dog, octave, x, y, s, opts)
+                        {
+                            found.push(c);
+                        }
                     }
                 }
             }
@@ -414,25 +427,32 @@ fn detect_octave(dog: &[Plane], octave: usize, opts: &SiftOptions) -> Vec<Candid
         .collect()
 }
 
+/// `v = d1[i]` is strictly above (below) its 8 neighbours in its level and at least as high
+/// (low) as the 9 neighbours in each adjacent level.
 #[inline]
 fn is_extremum(v: f32, i: usize, w: usize, d0: &[f32], d1: &[f32], d2: &[f32]) -> bool {
-    let offs = [
+    let same = [
         i - w - 1,
         i - w,
         i - w + 1,
         i - 1,
-        i,
         i + 1,
         i + w - 1,
         i + w,
         i + w + 1,
     ];
     if v > 0.0 {
-        offs.iter()
-            .all(|&j| v >= d0[j] && v >= d2[j] && (j == i || v > d1[j]))
+        same.iter().all(|&j| d1[j] < v)
+            && (i - w - 1..=i - w + 1)
+                .chain(i - 1..=i + 1)
+                .chain(i + w - 1..=i + w + 1)
+                .all(|j| d0[j] <= v && d2[j] <= v)
     } else {
-        offs.iter()
-            .all(|&j| v <= d0[j] && v <= d2[j] && (j == i || v < d1[j]))
+        same.iter().all(|&j| d1[j] > v)
+            && (i - w - 1..=i - w + 1)
+                .chain(i - 1..=i + 1)
+                .chain(i + w - 1..=i + w + 1)
+                .all(|j| d0[j] >= v && d2[j] >= v)
     }
 }
 
@@ -440,28 +460,29 @@ fn is_extremum(v: f32, i: usize, w: usize, d0: &[f32], d1: &[f32], d2: &[f32]) -
 /// (Lowe 2004 eq. 2-3), then contrast `|D(x̂)| >= peak_threshold` and edge
 /// `tr(H)²/det(H) < (r+1)²/r` tests (Lowe 2004 eq. 4-5).
 fn refine(
-    dog: &[Plane],
+    dog: &Dog<'_>,
     octave: usize,
     x0: usize,
     y0: usize,
     s0: usize,
     opts: &SiftOptions,
 ) -> Option<Candidate> {
-    let (w, h) = (dog[0].w, dog[0].h);
+    let (w, h) = (dog.0[0].w, dog.0[0].h);
     let (mut x, mut y, mut s) = (x0, y0, s0);
     for _ in 0..5 {
-        let (a, b, c) = (&dog[s - 1], &dog[s], &dog[s + 1]);
-        let v = b.at(x, y);
-        let dx = 0.5 * (b.at(x + 1, y) - b.at(x - 1, y));
-        let dy = 0.5 * (b.at(x, y + 1) - b.at(x, y - 1));
-        let ds = 0.5 * (c.at(x, y) - a.at(x, y));
-        let dxx = b.at(x + 1, y) + b.at(x - 1, y) - 2.0 * v;
-        let dyy = b.at(x, y + 1) + b.at(x, y - 1) - 2.0 * v;
-        let dss = c.at(x, y) + a.at(x, y) - 2.0 * v;
-        let dxy = 0.25
-            * (b.at(x + 1, y + 1) - b.at(x - 1, y + 1) - b.at(x + 1, y - 1) + b.at(x - 1, y - 1));
-        let dxs = 0.25 * (c.at(x + 1, y) - c.at(x - 1, y) - a.at(x + 1, y) + a.at(x - 1, y));
-        let dys = 0.25 * (c.at(x, y + 1) - c.at(x, y - 1) - a.at(x, y + 1) + a.at(x, y - 1));
+        let a = |x: usize, y: usize| dog.at(s - 1, x, y);
+        let b = |x: usize, y: usize| dog.at(s, x, y);
+        let c = |x: usize, y: usize| dog.at(s + 1, x, y);
+        let v = b(x, y);
+        let dx = 0.5 * (b(x + 1, y) - b(x - 1, y));
+        let dy = 0.5 * (b(x, y + 1) - b(x, y - 1));
+        let ds = 0.5 * (c(x, y) - a(x, y));
+        let dxx = b(x + 1, y) + b(x - 1, y) - 2.0 * v;
+        let dyy = b(x, y + 1) + b(x, y - 1) - 2.0 * v;
+        let dss = c(x, y) + a(x, y) - 2.0 * v;
+        let dxy = 0.25 * (b(x + 1, y + 1) - b(x - 1, y + 1) - b(x + 1, y - 1) + b(x - 1, y - 1));
+        let dxs = 0.25 * (c(x + 1, y) - c(x - 1, y) - a(x + 1, y) + a(x - 1, y));
+        let dys = 0.25 * (c(x, y + 1) - c(x, y - 1) - a(x, y + 1) + a(x, y - 1));
         let hm = [[dxx, dxy, dxs], [dxy, dyy, dys], [dxs, dys, dss]];
         let off = solve3(&hm, &[-dx, -dy, -ds])?;
         if off.iter().all(|o| o.abs() < 0.6) {
