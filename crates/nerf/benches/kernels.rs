@@ -21,9 +21,30 @@ fn env_usize(k: &str, d: usize) -> usize {
         .unwrap_or(d)
 }
 
-/// Median wall time in seconds of `reps` runs after one warm-up.
-fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
+/// Process CPU time (user + system) in seconds, from `/proc/self/stat` (clock ticks of 1/100 s);
+/// 0 where that file does not exist.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Median wall time in seconds of `reps` runs after one warm-up, and the CPU seconds of all of them
+/// divided by `reps`.
+fn time<F: FnMut()>(reps: usize, mut f: F) -> (f64, f64) {
     f();
+    let c0 = cpu_seconds();
     let mut t: Vec<f64> = (0..reps)
         .map(|_| {
             let s = Instant::now();
@@ -31,8 +52,9 @@ fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
             s.elapsed().as_secs_f64()
         })
         .collect();
+    let cpu = (cpu_seconds() - c0) / reps as f64;
     t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    t[t.len() / 2]
+    (t[t.len() / 2], cpu)
 }
 
 /// "rays": 32 stratified samples per ray along a random 0.6-long chord, rays in random order
@@ -73,7 +95,11 @@ fn uniform_samples(n: usize, rng: &mut impl Rng) -> Vec<f32> {
 
 struct Row {
     part: String,
+    /// Measured with the wall clock (median).
     value: f64,
+    /// The same figure if the CPU time had been spread evenly over the rayon threads (what the
+    /// kernel does when the shared machine's other jobs do not steal cores).
+    cpu_value: f64,
     unit: &'static str,
 }
 
@@ -87,25 +113,24 @@ fn main() {
     let upos = uniform_samples(n, &mut rng);
     let w = grid.output_dim();
     let mut rows: Vec<Row> = Vec::new();
-    let msps = |secs: f64| n as f64 / secs / 1e6;
+    let threads = rayon::current_num_threads() as f64;
+    let load_before = load_average();
+    let row = |part: String, (wall, cpu): (f64, f64)| Row {
+        part,
+        value: n as f64 / wall / 1e6,
+        cpu_value: n as f64 / (cpu / threads) / 1e6,
+        unit: "M samples/s",
+    };
 
     // --- encoding
     let mut enc = vec![0f32; n * w];
     for (name, p, s) in [("rays", &pos, Some(&sigma[..])), ("random", &upos, None)] {
         let t = time(reps, || hash_encode_forward(&grid, &gp, p, s, &mut enc));
-        rows.push(Row {
-            part: format!("encode fwd ({name})"),
-            value: msps(t),
-            unit: "M samples/s",
-        });
+        rows.push(row(format!("encode fwd ({name})"), t));
         let d_enc: Vec<f32> = (0..n * w).map(|i| ((i % 7) as f32 - 3.0) * 1e-3).collect();
         let mut dgp = vec![0f32; gp.len()];
         let t = time(reps, || hash_encode_backward(&grid, p, s, &d_enc, &mut dgp));
-        rows.push(Row {
-            part: format!("encode bwd ({name})"),
-            value: msps(t),
-            unit: "M samples/s",
-        });
+        rows.push(row(format!("encode bwd ({name})"), t));
     }
     hash_encode_forward(&grid, &gp, &pos, Some(&sigma), &mut enc);
 
@@ -122,11 +147,7 @@ fn main() {
             .collect();
         let mut out = vec![0f32; n * cfg.output_dim()];
         let t = time(reps, || mlp_forward_inference(cfg, &p, &x, &mut out));
-        rows.push(Row {
-            part: format!("{name} fwd (inference)"),
-            value: msps(t),
-            unit: "M samples/s",
-        });
+        rows.push(row(format!("{name} fwd (inference)"), t));
         let mut cache = MlpCache::default();
         let g: Vec<f32> = (0..n * cfg.output_dim())
             .map(|i| ((i % 5) as f32 - 2.0) * 0.01)
@@ -137,11 +158,7 @@ fn main() {
             mlp_forward_into(cfg, &p, &x, &mut out, &mut cache);
             mlp_backward(cfg, &p, &x, &cache, &g, &mut dp, Some(&mut dx));
         });
-        rows.push(Row {
-            part: format!("{name} fwd+bwd"),
-            value: msps(t),
-            unit: "M samples/s",
-        });
+        rows.push(row(format!("{name} fwd+bwd"), t));
     }
 
     // --- Adam
@@ -153,7 +170,8 @@ fn main() {
     let t = time(reps, || adam.update(&mut gp_mut, &grads, 1e-2));
     rows.push(Row {
         part: format!("Adam, dense, {} params", gp.len()),
-        value: t * 1e3,
+        value: t.0 * 1e3,
+        cpu_value: t.1 / threads * 1e3,
         unit: "ms/step",
     });
 
@@ -215,11 +233,7 @@ fn main() {
             ad.update(&mut dpm, &g_dp, 1e-2);
             ac.update(&mut cpm, &g_cp, 1e-2);
         });
-        rows.push(Row {
-            part: "COMBINED step, direct calls".into(),
-            value: msps(t),
-            unit: "M samples/s",
-        });
+        rows.push(row("COMBINED step, direct calls".into(), t));
     }
 
     // --- combined step, candle graph with the custom ops
@@ -253,11 +267,7 @@ fn main() {
                 var.set(&Tensor::from_vec(p, len, &dev).unwrap()).unwrap();
             }
         });
-        rows.push(Row {
-            part: "COMBINED step, candle graph + custom ops".into(),
-            value: msps(t),
-            unit: "M samples/s",
-        });
+        rows.push(row("COMBINED step, candle graph + custom ops".into(), t));
     }
 
     println!(
@@ -267,8 +277,15 @@ fn main() {
         grid.features_per_level,
         grid.log2_table_size
     );
-    println!("| part | value | unit |\n|---|---:|---|");
+    println!(
+        "load average before: {load_before}, after: {}\n",
+        load_average()
+    );
+    println!("| part | wall clock | CPU time / threads | unit |\n|---|---:|---:|---|");
     for r in &rows {
-        println!("| {} | {:.2} | {} |", r.part, r.value, r.unit);
+        println!(
+            "| {} | {:.2} | {:.2} | {} |",
+            r.part, r.value, r.cpu_value, r.unit
+        );
     }
 }

@@ -192,7 +192,9 @@ pub fn erf(x: f32) -> f32 {
 #[inline]
 pub fn level_weight(sigma: f32, resolution: f32) -> f32 {
     if sigma > 0.0 {
-        erf(1.0 / (std::f32::consts::SQRT_2 * 2.0 * sigma * resolution))
+        let x = 1.0 / (std::f32::consts::SQRT_2 * 2.0 * sigma * resolution);
+        // erf(x) > 1 - 2e-8 for x >= 4: skip the exp for levels coarser than the footprint.
+        if x >= 4.0 { 1.0 } else { erf(x) }
     } else {
         1.0
     }
