@@ -2,8 +2,9 @@
 //!
 //! `bench_render [--run RUN_DIR] [--width 1024] [--frames 3] [--tile 64]`
 //! With `--run` (a run folder whose train stage finished) the trained NeRF renders from the
-//! registered cameras' positions; without it, the analytic room (a lower bound: it only measures
-//! the camera, tiling and threading overhead).
+//! registered cameras' positions; with `--untrained-nerf`, a freshly initialised NeRF of the default
+//! `[train]` architecture (same network and samples per ray as a trained one, random weights);
+//! otherwise the analytic room (a lower bound: camera, tiling and threading overhead only).
 
 use flythrough_render::frames::render_frame;
 use flythrough_render::{AnalyticRoom, Equirect, RaySource};
@@ -40,6 +41,10 @@ fn main() {
                 .collect();
             (src, cams)
         }
+        None if args.iter().any(|a| a == "--untrained-nerf") => {
+            let cams = (0..frames).map(|k| (Vector3::new(0.1 * k as f64, 0.0, 0.0), Vector3::x(), Vector3::z())).collect();
+            (untrained_nerf(), cams)
+        }
         None => {
             let cams = (0..frames)
                 .map(|k| {
@@ -69,4 +74,38 @@ fn main() {
         cams.len(),
         (width * height) as f64 / spf / 1e6
     );
+}
+
+#[cfg(feature = "nerf")]
+fn untrained_nerf() -> Box<dyn RaySource> {
+    use flythrough_nerf::checkpoint::{self, CheckpointMeta, FORMAT_VERSION};
+    use flythrough_nerf::coord::SceneNorm;
+    use flythrough_nerf::model::{Model, ModelConfig};
+    let train = flythrough_core::config::TrainConfig::default();
+    let norm = SceneNorm { center: [0.0; 3], scale: 0.25, near: 0.05 };
+    let model = Model::new(ModelConfig::from_train(&train, 4), norm.near as f32, 0);
+    let meta = CheckpointMeta {
+        format_version: FORMAT_VERSION,
+        model: model.cfg.clone(),
+        norm,
+        step: 0,
+        elapsed_s: 0.0,
+        train_names: (0..4).map(|i| format!("{i}.jpg")).collect(),
+        train_ev: vec![0.0; 4],
+        ev_mean: 0.0,
+        config: train,
+        adam: None,
+        mean_radius: None,
+    };
+    let dir = std::env::temp_dir().join(format!("bench-render-nerf-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("checkpoints")).expect("temp dir");
+    checkpoint::save(&dir.join("checkpoints/final.safetensors"), &model, None, &meta).expect("save checkpoint");
+    let src = flythrough_render::nerf_source::NerfSource::load(&dir, "mean").expect("load");
+    let _ = std::fs::remove_dir_all(&dir);
+    Box::new(src)
+}
+
+#[cfg(not(feature = "nerf"))]
+fn untrained_nerf() -> Box<dyn RaySource> {
+    panic!("built without the `nerf` feature")
 }

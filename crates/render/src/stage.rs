@@ -279,8 +279,13 @@ pub fn render_frames(
             frames.len()
         );
     }
+    let reproject = r.preview_source == "reproject";
     let per_frame = tiles(r.width, r.height, r.tile_px).len()
-        + tiles(r.preview_width, r.preview_height, r.tile_px).len();
+        + if reproject {
+            0
+        } else {
+            tiles(r.preview_width, r.preview_height, r.tile_px).len()
+        };
     let pb = flythrough_core::progress::bar(
         (todo.len() * per_frame) as u64,
         "render: 360° + preview frames",
@@ -295,21 +300,20 @@ pub fn render_frames(
     for &k in &todo {
         let f = &frames[k];
         let t = Instant::now();
-        let pano = render_frame(
-            source,
-            &pano_camera(r, f, up),
-            f.exposure_ev,
-            r.tile_px,
-            &tick,
-        );
+        let pcam = pano_camera(r, f, up);
+        let pano = render_frame(source, &pcam, f.exposure_ev, r.tile_px, &tick);
         pano_seconds += t.elapsed().as_secs_f64();
-        let prev = render_frame(
-            source,
-            &preview_camera(r, f),
-            f.exposure_ev,
-            r.tile_px,
-            &tick,
-        );
+        let prev = if reproject {
+            crate::frames::reproject(&pano, &pcam, &preview_camera(r, f))
+        } else {
+            render_frame(
+                source,
+                &preview_camera(r, f),
+                f.exposure_ev,
+                r.tile_px,
+                &tick,
+            )
+        };
         save_png(&prev, &frames_dir.join(preview_name(k)))?;
         // The 360° frame last: its presence marks the frame done.
         save_png(&pano, &frames_dir.join(pano_name(k)))?;

@@ -130,8 +130,12 @@ fn openh264_fallback_writes_a_decodable_file_with_the_metadata() {
         c.render.encoder = "openh264".into();
         c.render.max_frames = 12;
         c.render.stills = 0;
+        c.render.preview_source = "reproject".into();
     });
-    let (out, summary) = render(&cfg, &run, &AnalyticRoom::demo());
+    let room = Counting(AnalyticRoom::demo(), AtomicUsize::new(0));
+    let (out, summary) = render(&cfg, &run, &room);
+    // Reprojected previews cost no rays: only the 360° frames were rendered.
+    assert_eq!(room.1.load(Ordering::Relaxed), 12 * 128 * 64);
     assert_eq!(summary.values["encoder"], "openh264+muxide");
     let pf = path_file(&out);
     assert_eq!(pf.frame_count, 12, "max_frames caps the frame count");

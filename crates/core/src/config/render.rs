@@ -24,6 +24,7 @@ pub struct RenderConfig {
     pub viewer_embed_max_mb: f64,
     pub stills: u32,
     pub appearance: String,
+    pub preview_source: String,
 }
 
 impl Default for RenderConfig {
@@ -47,6 +48,7 @@ impl Default for RenderConfig {
             viewer_embed_max_mb: 16.0,
             stills: 6,
             appearance: "mean".into(),
+            preview_source: "render".into(),
         }
     }
 }
@@ -113,6 +115,10 @@ pub(super) const DOCS: &[KeyDoc] = &[
     (
         "stills",
         "Number of rendered stills, each beside its nearest real photo, in report.html.",
+    ),
+    (
+        "preview_source",
+        "How preview frames are made: \"render\" (rays through the model, sharpest) or \"reproject\"\n(resampled from the 360° frame: no extra model time, softer when the 360° frame is small).",
     ),
     (
         "appearance",
@@ -211,6 +217,12 @@ impl RenderConfig {
             "appearance",
             &self.appearance,
             "must be \"mean\", \"zero\" or a photo file name",
+        )?;
+        ensure(
+            matches!(self.preview_source.as_str(), "render" | "reproject"),
+            "preview_source",
+            &self.preview_source,
+            "must be \"render\" or \"reproject\"",
         )?;
         ensure(
             self.stills <= 64,
