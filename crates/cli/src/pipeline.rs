@@ -134,6 +134,11 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
         fingerprints.push(outcome.record().fingerprint.clone());
         report.stages.push((stage.to_string(), outcome));
     }
+    // The run's report.html summarises whatever stages exist.
+    match flythrough_render::write_report(&run) {
+        Ok(p) => tracing::info!("report: {}", p.display()),
+        Err(e) => tracing::warn!("report.html could not be written: {e}"),
+    }
     Ok(report)
 }
 
@@ -145,11 +150,11 @@ fn manifest(run: &RunDir) -> Result<Manifest, StageError> {
 
 /// Stages whose crates are wired into this binary.
 fn is_built(stage: &str) -> bool {
-    matches!(stage, "capture" | "privacy" | "sfm")
+    STAGES.contains(&stage)
 }
 
 /// Run one stage's body.
-fn run_one(stage: &str, cfg: &LoadedConfig, run: &RunDir, out: &Path, _work: &Path) -> Result<StageSummary, StageError> {
+fn run_one(stage: &str, cfg: &LoadedConfig, run: &RunDir, out: &Path, work: &Path) -> Result<StageSummary, StageError> {
     match stage {
         "capture" => flythrough_capture::run(cfg, out).map_err(boxed),
         "privacy" => flythrough_privacy::run(cfg, &manifest(run)?, out).map_err(boxed),
@@ -157,6 +162,11 @@ fn run_one(stage: &str, cfg: &LoadedConfig, run: &RunDir, out: &Path, _work: &Pa
             let images = RedactedImages::open(run).map_err(boxed)?;
             flythrough_sfm::run(cfg, &images, Some(&manifest(run)?), out).map_err(boxed)
         }
+        "train" => {
+            let images = RedactedImages::open(run).map_err(boxed)?;
+            flythrough_nerf::run(&cfg.config.train, &images, Some(&manifest(run)?), &run.stage_dir("sfm"), out, work).map_err(boxed)
+        }
+        "render" => flythrough_render::run(cfg, run, out, work).map_err(boxed),
         other => Err(format!("stage {other} is not wired").into()),
     }
 }
