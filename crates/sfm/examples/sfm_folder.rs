@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p flythrough-sfm --example sfm_folder -- PHOTOS OUT \
-//!     [--max-image-size N] [--max-features N] [--gt-middlebury PAR.txt] [--gt COLMAP_DIR]
+//!     [--max-image-size N] [--max-features N] [--gt-middlebury PAR.txt] [--gt COLMAP_DIR] [--config VENUE.toml]
 //! ```
 //! Writes `OUT/sparse`, `OUT/transforms.json`, `OUT/report.json` and prints a one-line JSON summary
 //! (plus `OUT/eval.json` with a ground truth).
@@ -27,7 +27,7 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
     let photos = PathBuf::from(&args[0]);
     let out = PathBuf::from(&args[1]);
     let mut config = Config::default();
-    let (mut gt_par, mut gt_dir) = (None, None);
+    let (mut gt_par, mut gt_dir, mut config_path) = (None, None, None);
     let mut i = 2;
     while i < args.len() {
         let v = args.get(i + 1).ok_or(format!("{} needs a value", args[i]))?;
@@ -36,12 +36,17 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
             "--max-features" => config.sfm.max_features = v.parse()?,
             "--gt-middlebury" => gt_par = Some(PathBuf::from(v)),
             "--gt" => gt_dir = Some(PathBuf::from(v)),
+            "--config" => config_path = Some(PathBuf::from(v)),
             other => return Err(format!("unknown option {other}").into()),
         }
         i += 2;
     }
     let images = RedactedImages::from_cleared_folder(&photos)?;
-    let cfg = LoadedConfig { config, path: photos.join("none.toml"), dir: photos.clone(), photos_dir: photos.clone() };
+    let cfg = match config_path {
+        // A venue config (its [sfm] keys and calibration pairs; size options above are ignored).
+        Some(p) => Config::load(&p)?,
+        None => LoadedConfig { config, path: photos.join("none.toml"), dir: photos.clone(), photos_dir: photos.clone() },
+    };
     std::fs::create_dir_all(&out)?;
     let summary = flythrough_sfm::run(&cfg, &images, None, &out)?;
     println!("{}", serde_json::to_string(&summary.values)?);
