@@ -175,33 +175,33 @@ struct Candidate {
     sigma: f32,
 }
 
-/// One octave of the scale space.
+/// One octave of the scale space after detection: the Gaussian levels `1 ..= S` that
+/// orientations and descriptors read.
 struct Octave {
     /// `o` in the module doc: work index coordinate = octave index coordinate * 2^o.
     exponent: i32,
-    gauss: Vec<Plane>,
+    /// `described[s - 1]` is Gaussian level `s`.
+    described: Vec<Plane>,
+}
+
+impl Octave {
+    fn keep_described(exponent: i32, gauss: Vec<Plane>) -> Self {
+        Self {
+            exponent,
+            described: gauss.into_iter().skip(1).take(S).collect(),
+        }
+    }
+    /// The Gaussian level nearest to fractional level `s` (clamped to `1 ..= S`).
+    fn level(&self, s: f32) -> &Plane {
+        &self.described[(s.round() as usize).clamp(1, S) - 1]
+    }
 }
 
 /// SIFT on a work-resolution plane; keypoints in work *index* coordinates (centre of the first
 /// pixel at 0) with `scale` in work pixels.
 fn extract_plane(img: &Plane, opts: &SiftOptions) -> (Vec<Keypoint>, Vec<[u8; 128]>) {
-    let first = if opts.upsample_first_octave { -1 } else { 0 };
     let min_side = img.w.min(img.h) as f32;
-    let n_oct = ((min_side.log2().floor() as i32) - first - 3).max(1) as usize;
-
-    // Base image at SIGMA0 (Lowe 2004 §3.3: the input is assumed blurred by SIGMA_IN, doubled
-    // by the upsampling).
-    let (base_src, in_sigma) = if first == -1 {
-        (upsample2(img), 2.0 * SIGMA_IN)
-    } else {
-        (img.clone(), SIGMA_IN)
-    };
-    let mut base = blur(
-        &base_src,
-        (SIGMA0 * SIGMA0 - in_sigma * in_sigma).max(0.01).sqrt(),
-    );
-    drop(base_src);
-
+    let n_oct = ((min_side.log2().floor() as i32) - 3).max(1) as usize;
     let k = 2f32.powf(1.0 / S as f32);
     let incr: Vec<f32> = (1..S + 3)
         .map(|s| {
@@ -210,25 +210,39 @@ fn extract_plane(img: &Plane, opts: &SiftOptions) -> (Vec<Keypoint>, Vec<[u8; 12
             (cur * cur - prev * prev).sqrt()
         })
         .collect();
-
-    let mut octaves: Vec<Octave> = Vec::with_capacity(n_oct);
-    let mut candidates: Vec<Candidate> = Vec::new();
-    for o in 0..n_oct {
-        if base.w < 2 * BORDER + 3 || base.h < 2 * BORDER + 3 {
-            break;
-        }
+    // Gaussian levels 0 ..= S+2 of one octave from its base (level 0).
+    let levels = |base: Plane| {
         let mut gauss = Vec::with_capacity(S + 3);
         gauss.push(base);
         for sig in &incr {
             let next = blur(gauss.last().expect("level"), *sig);
             gauss.push(next);
         }
-        candidates.extend(detect_octave(&gauss, o, opts));
+        gauss
+    };
+    // Octaves 0, 1, ... from the input, assumed blurred by SIGMA_IN (Lowe 2004 §3.3); each next
+    // base decimates level S (sigma 2 SIGMA0).
+    let mut octaves: Vec<Octave> = Vec::with_capacity(n_oct + 1);
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut base = blur(img, (SIGMA0 * SIGMA0 - SIGMA_IN * SIGMA_IN).sqrt());
+    for o in 0..n_oct {
+        if base.w < 2 * BORDER + 3 || base.h < 2 * BORDER + 3 {
+            break;
+        }
+        let gauss = levels(base);
+        candidates.extend(detect_octave(&gauss, octaves.len(), opts));
         base = downsample2(&gauss[S]);
-        octaves.push(Octave {
-            exponent: first + o as i32,
-            gauss,
-        });
+        octaves.push(Octave::keep_described(o as i32, gauss));
+    }
+    // The upsampled octave -1 (input blur doubled to 2 SIGMA_IN) holds only scales below all
+    // of the above, so it is built only when they leave room under `max_features`.
+    if opts.upsample_first_octave && candidates.len() < opts.max_features {
+        let up = upsample2(img);
+        let base = blur(&up, (SIGMA0 * SIGMA0 - 4.0 * SIGMA_IN * SIGMA_IN).sqrt());
+        drop(up);
+        let gauss = levels(base);
+        candidates.extend(detect_octave(&gauss, octaves.len(), opts));
+        octaves.push(Octave::keep_described(-1, gauss));
     }
 
     // Keep the largest scales (COLMAP keeps the top-most octaves), orientations may add up to
@@ -240,8 +254,7 @@ fn extract_plane(img: &Plane, opts: &SiftOptions) -> (Vec<Keypoint>, Vec<[u8; 12
         .par_iter()
         .flat_map_iter(|c| {
             let oct = &octaves[c.octave];
-            let level = (c.s.round() as usize).clamp(1, S);
-            let g = &oct.gauss[level];
+            let g = oct.level(c.s);
             let oris = orientations(g, c.x, c.y, c.sigma, opts.max_orientations.max(1));
             let pow = 2f32.powi(oct.exponent);
             oris.into_iter().map(move |theta| {
@@ -265,7 +278,7 @@ fn extract_plane(img: &Plane, opts: &SiftOptions) -> (Vec<Keypoint>, Vec<[u8; 12
 
 impl Candidate {
     fn sigma_work(&self, octaves: &[Octave]) -> f32 {
-        self.sigma * 2f32.powi(octaves.first().map_or(0, |o| o.exponent) + self.octave as i32)
+        self.sigma * 2f32.powi(octaves[self.octave].exponent)
     }
 }
 

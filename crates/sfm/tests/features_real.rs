@@ -276,3 +276,38 @@ fn descriptors_are_quantised_rootsift() {
             .all(|k| k.scale > 0.0 && (0.0..std::f32::consts::TAU).contains(&k.orientation))
     );
 }
+
+#[test]
+fn upsampled_octave_adds_small_scales_only_when_there_is_room() {
+    let Some(dir) = shared_data("temple_ring19") else {
+        return;
+    };
+    let img = load_gray(&dir.join("templeR0016.png"));
+    let up = extract(&img, &SiftOptions::default());
+    let no = extract(
+        &img,
+        &SiftOptions {
+            upsample_first_octave: false,
+            ..Default::default()
+        },
+    );
+    let min_scale = |f: &Features| f.keypoints.iter().map(|k| k.scale).fold(f32::MAX, f32::min);
+    println!(
+        "upsampled: {} features, min scale {:.2}; not: {} features, min scale {:.2}",
+        up.keypoints.len(),
+        min_scale(&up),
+        no.keypoints.len(),
+        min_scale(&no)
+    );
+    assert!(up.keypoints.len() > no.keypoints.len() * 3 / 2);
+    assert!(min_scale(&up) < 0.7 * min_scale(&no));
+    // With a budget the octaves >= 0 fill, the upsampled octave changes nothing.
+    let cap = |upsample_first_octave| SiftOptions {
+        max_features: 300,
+        upsample_first_octave,
+        ..Default::default()
+    };
+    let (a, b) = (extract(&img, &cap(true)), extract(&img, &cap(false)));
+    assert_eq!(a.keypoints.len(), 300);
+    assert_eq!(a.descriptors, b.descriptors);
+}
