@@ -20,23 +20,32 @@ pub fn cell_for(face_side: f32, cells_across: f32) -> u32 {
     ((face_side / cells_across).ceil() as u32).max(2)
 }
 
-/// Pixelate `region` of `img` with square cells of side `cell` anchored at the region's corner, smooth
-/// it with three box blurs of radius `cell / 2`, and write it back inside `shape`. Parts outside the
-/// image are ignored.
-pub fn redact(img: &mut RgbImage, region: &BoxF, cell: u32, shape: Shape) {
+/// Pixelate the area around `region` of `img` (the region grown by `context` times its size on every
+/// side, so the result mixes the face with its surroundings and keeps no head-shaped contrast) with
+/// square cells of side `cell`, smooth it with three box blurs of radius `smooth` (a Gaussian of sigma
+/// about `smooth`), and write it back inside `shape` of `region`. Parts outside the image are ignored.
+pub fn redact(
+    img: &mut RgbImage,
+    region: &BoxF,
+    context: f32,
+    cell: u32,
+    smooth: u32,
+    shape: Shape,
+) {
+    let ctx = region.padded(context.max(0.0));
     let (iw, ih) = (img.width() as i64, img.height() as i64);
-    let x0 = (region.x.floor() as i64).clamp(0, iw);
-    let y0 = (region.y.floor() as i64).clamp(0, ih);
-    let x1 = ((region.x + region.w).ceil() as i64).clamp(0, iw);
-    let y1 = ((region.y + region.h).ceil() as i64).clamp(0, ih);
+    let x0 = (ctx.x.floor() as i64).clamp(0, iw);
+    let y0 = (ctx.y.floor() as i64).clamp(0, ih);
+    let x1 = ((ctx.x + ctx.w).ceil() as i64).clamp(0, iw);
+    let y1 = ((ctx.y + ctx.h).ceil() as i64).clamp(0, ih);
     if x1 <= x0 || y1 <= y0 {
         return;
     }
     let (rw, rh) = ((x1 - x0) as usize, (y1 - y0) as usize);
     let cell = cell.max(1) as i64;
     // Pixelate: cells are anchored at the unclipped region corner so clipping does not change them.
-    let ax = region.x.floor() as i64;
-    let ay = region.y.floor() as i64;
+    let ax = ctx.x.floor() as i64;
+    let ay = ctx.y.floor() as i64;
     let mut buf = vec![[0f32; 3]; rw * rh];
     let cx0 = (x0 - ax).div_euclid(cell);
     let cx1 = (x1 - 1 - ax).div_euclid(cell);
@@ -70,7 +79,7 @@ pub fn redact(img: &mut RgbImage, region: &BoxF, cell: u32, shape: Shape) {
             }
         }
     }
-    let r = (cell / 2).max(1) as usize;
+    let r = smooth.max(1) as usize;
     for _ in 0..3 {
         box_blur_rows(&mut buf, rw, rh, r);
         box_blur_cols(&mut buf, rw, rh, r);
@@ -78,8 +87,12 @@ pub fn redact(img: &mut RgbImage, region: &BoxF, cell: u32, shape: Shape) {
     // Write back inside the shape (ellipse inscribed in the unclipped region).
     let (ecx, ecy) = (region.cx(), region.cy());
     let (ea, eb) = ((region.w / 2.0).max(0.5), (region.h / 2.0).max(0.5));
-    for y in y0..y1 {
-        for x in x0..x1 {
+    let wx0 = (region.x.floor() as i64).clamp(x0, x1);
+    let wy0 = (region.y.floor() as i64).clamp(y0, y1);
+    let wx1 = ((region.x + region.w).ceil() as i64).clamp(x0, x1);
+    let wy1 = ((region.y + region.h).ceil() as i64).clamp(y0, y1);
+    for y in wy0..wy1 {
+        for x in wx0..wx1 {
             if shape == Shape::Ellipse {
                 let dx = (x as f32 + 0.5 - ecx) / ea;
                 let dy = (y as f32 + 0.5 - ecy) / eb;
@@ -168,7 +181,7 @@ mod tests {
         let mut img = checker(100, 100);
         let orig = img.clone();
         let region = BoxF::new(20.0, 20.0, 40.0, 40.0);
-        redact(&mut img, &region, 8, Shape::Ellipse);
+        redact(&mut img, &region, 0.25, 8, 4, Shape::Ellipse);
         // Inside: the checkerboard (max contrast between neighbours) is gone.
         for y in 30..50 {
             for x in 30..50 {
@@ -189,7 +202,9 @@ mod tests {
         redact(
             &mut img,
             &BoxF::new(-10.0, -10.0, 25.0, 25.0),
+            0.0,
             4,
+            2,
             Shape::Rectangle,
         );
         let a = img.get_pixel(0, 0).0[0] as i32;
@@ -199,7 +214,9 @@ mod tests {
         redact(
             &mut img,
             &BoxF::new(50.0, 50.0, 5.0, 5.0),
+            0.0,
             4,
+            2,
             Shape::Rectangle,
         ); // outside: no-op
     }

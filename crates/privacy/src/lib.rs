@@ -35,6 +35,8 @@ pub const STAGE: &str = "privacy";
 pub const KEEP_IOU: f32 = 0.3;
 /// Pixelation cells across a face (fewer is stronger).
 pub const CELLS_ACROSS_FACE: f32 = 4.0;
+/// The blur of a face mixes in its surroundings: the padded box grown by this fraction on every side.
+pub const FACE_CONTEXT: f32 = 0.5;
 /// Pixelation cells across the long side of a config extra region.
 pub const CELLS_ACROSS_REGION: f32 = 12.0;
 /// JPEG quality of the redacted copies.
@@ -73,7 +75,8 @@ pub struct DetectorInfo {
     pub model_blake3: String,
     pub origin: String,
     pub threshold: f32,
-    pub max_side: u32,
+    /// Smallest face (px) the image pyramid is sized for.
+    pub min_face_px: f32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,7 +129,7 @@ pub struct PhotoRedaction {
 pub fn pyramid_params(cfg: &PrivacyConfig) -> PyramidParams {
     PyramidParams {
         threshold: cfg.score_threshold,
-        max_side: cfg.max_side,
+        min_face_px: cfg.min_face_px,
         ..PyramidParams::default()
     }
 }
@@ -207,7 +210,11 @@ pub fn run(
     let report = Redactions {
         detector: detector_info(pc),
         blur: BlurInfo {
-            method: "pixelate + 3x box blur inside the ellipse inscribed in the padded box".into(),
+            method: format!(
+                "pixelate ({CELLS_ACROSS_FACE} cells across the face) and Gaussian-like blur (3 box passes, \
+                 radius one cell) of the padded box grown by {FACE_CONTEXT} for context, written inside \
+                 the ellipse inscribed in the padded box"
+            ),
             padding: pc.blur_padding,
             cells_across_face: CELLS_ACROSS_FACE,
         },
@@ -235,7 +242,7 @@ pub fn detector_info(pc: &PrivacyConfig) -> DetectorInfo {
         model_blake3: blake3_hex(centerface::MODEL_BYTES),
         origin: centerface::MODEL_ORIGIN.into(),
         threshold: pc.score_threshold,
-        max_side: pc.max_side,
+        min_face_px: pc.min_face_px,
     }
 }
 
@@ -291,10 +298,13 @@ pub fn redact_image(
             .position(|k| k.photo == file && iou(&d.bbox, &BoxF::from_rect(k.rect)) >= KEEP_IOU);
         if kept_by.is_none() {
             let side = d.bbox.w.max(d.bbox.h);
+            let cell = blur::cell_for(side, CELLS_ACROSS_FACE);
             blur::redact(
                 img,
                 &d.bbox.padded(pc.blur_padding),
-                blur::cell_for(side, CELLS_ACROSS_FACE),
+                FACE_CONTEXT,
+                cell,
+                cell,
                 blur::Shape::Ellipse,
             );
         }
@@ -309,12 +319,8 @@ pub fn redact_image(
     let mut extra = Vec::new();
     for r in pc.extra_regions.iter().filter(|r| r.photo == file) {
         let b = BoxF::from_rect(r.rect);
-        blur::redact(
-            img,
-            &b,
-            blur::cell_for(b.w.max(b.h), CELLS_ACROSS_REGION),
-            blur::Shape::Rectangle,
-        );
+        let cell = blur::cell_for(b.w.max(b.h), CELLS_ACROSS_REGION);
+        blur::redact(img, &b, 0.0, cell, cell / 2, blur::Shape::Rectangle);
         extra.push(r.rect);
     }
     (faces, extra)

@@ -39,11 +39,11 @@ fn matched(truth: &[BoxF], dets: &[Detection]) -> Vec<usize> {
             .filter(|(j, _)| !used[*j])
             .map(|(j, d)| (j, iou(t, &d.bbox)))
             .max_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((j, v)) = best {
-            if v >= 0.3 {
-                used[j] = true;
-                out.push(i);
-            }
+        if let Some((j, v)) = best
+            && v >= 0.3
+        {
+            used[j] = true;
+            out.push(i);
         }
     }
     out

@@ -28,7 +28,7 @@ pub struct PrivacyConfig {
     pub on_unscannable_photo: super::BrokenPhotoPolicy,
     pub extra_regions: Vec<RegionOverride>,
     pub keep: Vec<KeepDetection>,
-    pub max_side: u32,
+    pub min_face_px: f32,
     pub blur_padding: f32,
 }
 
@@ -39,8 +39,8 @@ impl Default for PrivacyConfig {
             on_unscannable_photo: super::BrokenPhotoPolicy::Skip,
             extra_regions: vec![],
             keep: vec![],
-            max_side: 2048,
-            blur_padding: 0.25,
+            min_face_px: 24.0,
+            blur_padding: 0.35,
         }
     }
 }
@@ -63,8 +63,8 @@ pub(super) const DOCS: &[KeyDoc] = &[
         "Detections to leave unblurred (false positives): [[privacy.keep]] photo = \"IMG_1.JPG\", rect = [x, y, w, h].",
     ),
     (
-        "max_side",
-        "Long side (px) of the finest level of the detector's image pyramid; larger photos are scanned downscaled to it (coarser levels are added by halving). Larger finds smaller faces in big photos but costs time (quadratic).",
+        "min_face_px",
+        "Smallest face (shorter side, px of the photo) the scan is sized to find: the photo is scanned at scale min(1, 14 / min_face_px), since the detector finds faces from about 14 px, plus coarser levels made by halving. Smaller finds smaller faces; the time grows as 1 / min_face_px^2.",
     ),
     (
         "blur_padding",
@@ -81,10 +81,10 @@ impl PrivacyConfig {
             "must be in 0..1",
         )?;
         ensure(
-            (320..=16384).contains(&self.max_side),
-            "max_side",
-            self.max_side,
-            "must be in 320..16384 pixels",
+            (8.0..=1000.0).contains(&self.min_face_px),
+            "min_face_px",
+            self.min_face_px,
+            "must be in 8..1000 pixels",
         )?;
         ensure(
             (0.0..=1.0).contains(&self.blur_padding),
