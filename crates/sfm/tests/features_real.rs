@@ -311,3 +311,41 @@ fn upsampled_octave_adds_small_scales_only_when_there_is_room() {
     assert_eq!(a.keypoints.len(), 300);
     assert_eq!(a.descriptors, b.descriptors);
 }
+
+#[test]
+fn retrieval_finds_neighbouring_views_on_the_temple_ring() {
+    let Some(dir) = shared_data("temple_ring19") else {
+        return;
+    };
+    use flythrough_sfm::pairs::{PairOptions, select_pairs};
+    let feats: Vec<Features> = (13..=31)
+        .map(|k| {
+            extract(
+                &load_gray(&dir.join(format!("templeR{k:04}.png"))),
+                &SiftOptions::default(),
+            )
+        })
+        .collect();
+    // Sequential overlap 1 plus 3 retrieved images each: the retrieved ones should be views
+    // a few steps along the arc, not the far side.
+    let opts = PairOptions {
+        exhaustive_max_images: 0,
+        sequential_overlap: 1,
+        retrieval_k: 3,
+        ..Default::default()
+    };
+    let p = select_pairs(&feats, &opts);
+    let retrieved: Vec<_> = p.iter().filter(|(i, j)| j - i > 1).collect();
+    let near = retrieved.iter().filter(|(i, j)| j - i <= 4).count();
+    println!(
+        "{} pairs, {} beyond the sequential ones, {near} of them within 4 views",
+        p.len(),
+        retrieved.len()
+    );
+    assert!(retrieved.len() >= 10);
+    assert!(
+        near as f32 >= 0.8 * retrieved.len() as f32,
+        "{near} of {} retrieved pairs are near",
+        retrieved.len()
+    );
+}
