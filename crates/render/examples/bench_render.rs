@@ -11,6 +11,9 @@ use flythrough_render::{AnalyticRoom, Equirect, RaySource};
 use nalgebra::Vector3;
 use std::time::Instant;
 
+/// Camera centre, forward and up of each benchmark frame.
+type Cams = Vec<(Vector3<f64>, Vector3<f64>, Vector3<f64>)>;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let get = |k: &str| {
@@ -23,10 +26,7 @@ fn main() {
     let frames: usize = get("--frames").and_then(|s| s.parse().ok()).unwrap_or(3);
     let tile: u32 = get("--tile").and_then(|s| s.parse().ok()).unwrap_or(64);
     let height = width / 2;
-    let (source, cams): (
-        Box<dyn RaySource>,
-        Vec<(Vector3<f64>, Vector3<f64>, Vector3<f64>)>,
-    ) = match get("--run") {
+    let (source, cams): (Box<dyn RaySource>, Cams) = match get("--run") {
         Some(run) => {
             let run = flythrough_core::RunDir::new(run);
             let rec = flythrough_core::Reconstruction::read(&run.stage_dir("sfm").join("sparse"))
@@ -42,7 +42,15 @@ fn main() {
             (src, cams)
         }
         None if args.iter().any(|a| a == "--untrained-nerf") => {
-            let cams = (0..frames).map(|k| (Vector3::new(0.1 * k as f64, 0.0, 0.0), Vector3::x(), Vector3::z())).collect();
+            let cams = (0..frames)
+                .map(|k| {
+                    (
+                        Vector3::new(0.1 * k as f64, 0.0, 0.0),
+                        Vector3::x(),
+                        Vector3::z(),
+                    )
+                })
+                .collect();
             (untrained_nerf(), cams)
         }
         None => {
@@ -82,7 +90,11 @@ fn untrained_nerf() -> Box<dyn RaySource> {
     use flythrough_nerf::coord::SceneNorm;
     use flythrough_nerf::model::{Model, ModelConfig};
     let train = flythrough_core::config::TrainConfig::default();
-    let norm = SceneNorm { center: [0.0; 3], scale: 0.25, near: 0.05 };
+    let norm = SceneNorm {
+        center: [0.0; 3],
+        scale: 0.25,
+        near: 0.05,
+    };
     let model = Model::new(ModelConfig::from_train(&train, 4), norm.near as f32, 0);
     let meta = CheckpointMeta {
         format_version: FORMAT_VERSION,
@@ -99,7 +111,13 @@ fn untrained_nerf() -> Box<dyn RaySource> {
     };
     let dir = std::env::temp_dir().join(format!("bench-render-nerf-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("checkpoints")).expect("temp dir");
-    checkpoint::save(&dir.join("checkpoints/final.safetensors"), &model, None, &meta).expect("save checkpoint");
+    checkpoint::save(
+        &dir.join("checkpoints/final.safetensors"),
+        &model,
+        None,
+        &meta,
+    )
+    .expect("save checkpoint");
     let src = flythrough_render::nerf_source::NerfSource::load(&dir, "mean").expect("load");
     let _ = std::fs::remove_dir_all(&dir);
     Box::new(src)

@@ -5,8 +5,11 @@ use crate::source::RaySource;
 use image::RgbImage;
 use rayon::prelude::*;
 
+/// A tile: `(x0, y0, w, h)` in pixels.
+pub type Tile = (u32, u32, u32, u32);
+
 /// Tiles `(x0, y0, w, h)` covering a `width × height` frame, row-major.
-pub fn tiles(width: u32, height: u32, tile: u32) -> Vec<(u32, u32, u32, u32)> {
+pub fn tiles(width: u32, height: u32, tile: u32) -> Vec<Tile> {
     let mut out = Vec::new();
     for y0 in (0..height).step_by(tile as usize) {
         for x0 in (0..width).step_by(tile as usize) {
@@ -36,7 +39,7 @@ pub fn render_frame(
 ) -> RgbImage {
     let (w, h) = camera.size();
     let ts = tiles(w, h, tile);
-    let rendered: Vec<((u32, u32, u32, u32), Vec<[f32; 3]>)> = ts
+    let rendered: Vec<(Tile, Vec<[f32; 3]>)> = ts
         .par_iter()
         .map(|&(x0, y0, tw, th)| {
             let n = (tw * th) as usize;

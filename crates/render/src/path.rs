@@ -414,10 +414,10 @@ impl CameraPath {
         let mut quats: Vec<Quaternion<f64>> = Vec::with_capacity(kept.len());
         for k in &kept {
             let mut q = *k.pose.rotation.quaternion();
-            if let Some(p) = quats.last() {
-                if qdot(p, &q) < 0.0 {
-                    q = -q;
-                }
+            if let Some(p) = quats.last()
+                && qdot(p, &q) < 0.0
+            {
+                q = -q;
             }
             quats.push(q);
         }

@@ -265,15 +265,15 @@ fn section_render(run: &RunDir) -> String {
         }
     }
     s.push_str("</p>");
-    if let Ok(png) = std::fs::read(dir.join("stills/pano.png")) {
-        if let Ok(img) = image::load_from_memory(&png) {
-            if let Some(uri) = thumbnail(&img.to_rgb8(), 1024) {
-                let _ = write!(
-                    s,
-                    "<h3>a 360° frame (middle of the path)</h3><img class=\"pano\" src=\"{uri}\">"
-                );
-            }
-        }
+    let pano = std::fs::read(dir.join("stills/pano.png"))
+        .ok()
+        .and_then(|png| image::load_from_memory(&png).ok())
+        .and_then(|img| thumbnail(&img.to_rgb8(), 1024));
+    if let Some(uri) = pano {
+        let _ = write!(
+            s,
+            "<h3>a 360° frame (middle of the path)</h3><img class=\"pano\" src=\"{uri}\">"
+        );
     }
     let stills: Vec<Still> = std::fs::read_to_string(dir.join(STILLS_JSON))
         .ok()

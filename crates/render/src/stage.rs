@@ -100,18 +100,22 @@ pub fn nerf_source(run: &RunDir, appearance: &str) -> Result<Box<dyn RaySource>,
 /// cameras (photos are mostly taken upright).
 pub fn world_up(run: &RunDir, rec: &Reconstruction) -> Vector3<f64> {
     let report = run.stage_dir("sfm").join("report.json");
-    if let Ok(text) = std::fs::read_to_string(&report) {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-            if let Some(a) = v.get("up").and_then(|u| u.as_array()) {
-                let c: Vec<f64> = a.iter().filter_map(|x| x.as_f64()).collect();
-                if c.len() == 3 {
-                    let u = Vector3::new(c[0], c[1], c[2]);
-                    if u.norm() > 1e-9 && u.iter().all(|x| x.is_finite()) {
-                        return u.normalize();
-                    }
-                }
-            }
-        }
+    let from_report = std::fs::read_to_string(&report)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| {
+            let c: Vec<f64> = v
+                .get("up")?
+                .as_array()?
+                .iter()
+                .filter_map(|x| x.as_f64())
+                .collect();
+            let u = Vector3::new(*c.first()?, *c.get(1)?, *c.get(2)?);
+            (c.len() == 3 && u.norm() > 1e-9 && u.iter().all(|x| x.is_finite()))
+                .then(|| u.normalize())
+        });
+    if let Some(u) = from_report {
+        return u;
     }
     let sum: Vector3<f64> = rec.images.values().map(|im| im.pose.up()).sum();
     if sum.norm() > 1e-9 {

@@ -141,7 +141,7 @@ impl RenderConfig {
             "must be in (0, 240]",
         )?;
         ensure(
-            self.width == 2 * self.height && self.height >= 8 && self.height % 2 == 0,
+            self.width == 2 * self.height && self.height >= 8 && self.height.is_multiple_of(2),
             "width",
             self.width,
             "must be 2 x height, height even and >= 8 (equirectangular 2:1, yuv420p)",
@@ -176,8 +176,8 @@ impl RenderConfig {
         ensure(
             self.preview_width >= 8
                 && self.preview_height >= 8
-                && self.preview_width % 2 == 0
-                && self.preview_height % 2 == 0,
+                && self.preview_width.is_multiple_of(2)
+                && self.preview_height.is_multiple_of(2),
             "preview_width",
             (self.preview_width, self.preview_height),
             "preview_width and preview_height must be even and >= 8",
