@@ -137,6 +137,9 @@ pub fn extract(img: &image::GrayImage, opts: &SiftOptions) -> Features {
     } else {
         img.clone()
     };
+    if work.width() < 16 || work.height() < 16 {
+        return out;
+    }
     let sx = width as f32 / work.width() as f32;
     let sy = height as f32 / work.height() as f32;
     let plane = Plane {
@@ -800,6 +803,45 @@ mod tests {
             .map(|x| b.data.iter().skip(x).step_by(41).sum::<f32>() * (x as f32 - 20.0).powi(2))
             .sum();
         assert!((var - 4.0).abs() < 0.05, "variance {var}");
+    }
+
+    #[test]
+    fn degenerate_images_give_no_features_and_no_panic() {
+        let flat = image::GrayImage::from_pixel(200, 150, image::Luma([77]));
+        assert!(extract(&flat, &SiftOptions::default()).keypoints.is_empty());
+        let tiny = image::GrayImage::from_pixel(5, 400, image::Luma([7]));
+        assert!(extract(&tiny, &SiftOptions::default()).keypoints.is_empty());
+        // A thin textured strip that the downscaling makes thinner than one octave.
+        let strip = image::GrayImage::from_fn(3000, 20, |x, y| {
+            image::Luma([((x * 7 + y * 13) % 251) as u8])
+        });
+        let f = extract(
+            &strip,
+            &SiftOptions {
+                max_image_size: 600,
+                ..Default::default()
+            },
+        );
+        assert!(f.keypoints.is_empty() && f.descriptors.is_empty());
+        let none = extract(
+            &strip,
+            &SiftOptions {
+                max_features: 0,
+                ..Default::default()
+            },
+        );
+        assert!(none.keypoints.is_empty());
+        // Texture right up to the border: every keypoint inside the image, finite, described.
+        let noise = image::GrayImage::from_fn(64, 48, |x, y| {
+            image::Luma([((x * x * 31 + y * 17 + x * y) % 255) as u8])
+        });
+        let f = extract(&noise, &SiftOptions::default());
+        assert_eq!(f.keypoints.len(), f.descriptors.len());
+        assert!(f.keypoints.iter().all(|k| k.x >= 0.0
+            && k.y >= 0.0
+            && k.x <= 64.0
+            && k.y <= 48.0
+            && k.scale.is_finite()));
     }
 
     #[test]
