@@ -34,31 +34,49 @@ pub fn read_exif(path: &Path) -> ExifRead {
         Err(e) => {
             // There is an EXIF block, but it is malformed: keep the photo, use none of its values.
             out.present = true;
-            out.warnings.push(format!("unreadable EXIF ({e}); its values are not used"));
+            out.warnings
+                .push(format!("unreadable EXIF ({e}); its values are not used"));
             return out;
         }
     };
     out.present = true;
     let warnings = std::cell::RefCell::new(Vec::new());
-    let warn = |tag: Tag, why: &str| warnings.borrow_mut().push(format!("EXIF {tag}: {why}; ignored"));
+    let warn = |tag: Tag, why: &str| {
+        warnings
+            .borrow_mut()
+            .push(format!("EXIF {tag}: {why}; ignored"))
+    };
     let field = |tag: Tag| ex.get_field(tag, In::PRIMARY);
     let rational = |tag: Tag| -> Option<Result<f64, String>> {
         let f = field(tag)?;
         Some(match &f.value {
             Value::Rational(v) if !v.is_empty() => {
-                if v[0].denom == 0 { Err(format!("zero denominator ({}/0)", v[0].num)) } else { Ok(v[0].to_f64()) }
+                if v[0].denom == 0 {
+                    Err(format!("zero denominator ({}/0)", v[0].num))
+                } else {
+                    Ok(v[0].to_f64())
+                }
             }
             Value::SRational(v) if !v.is_empty() => {
-                if v[0].denom == 0 { Err(format!("zero denominator ({}/0)", v[0].num)) } else { Ok(v[0].to_f64()) }
+                if v[0].denom == 0 {
+                    Err(format!("zero denominator ({}/0)", v[0].num))
+                } else {
+                    Ok(v[0].to_f64())
+                }
             }
-            other => other.get_uint(0).map(|u| u as f64).ok_or_else(|| "not a number".to_string()),
+            other => other
+                .get_uint(0)
+                .map(|u| u as f64)
+                .ok_or_else(|| "not a number".to_string()),
         })
     };
     let uint = |tag: Tag| field(tag).and_then(|f| f.value.get_uint(0));
     let text = |tag: Tag| {
         field(tag).and_then(|f| match &f.value {
             Value::Ascii(v) if !v.is_empty() => {
-                let s = String::from_utf8_lossy(&v[0]).trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string();
+                let s = String::from_utf8_lossy(&v[0])
+                    .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                    .to_string();
                 (!s.is_empty()).then_some(s)
             }
             _ => None,
@@ -82,10 +100,21 @@ pub fn read_exif(path: &Path) -> ExifRead {
     f.exposure_time_s = positive(Tag::ExposureTime, 3600.0);
     f.f_number = positive(Tag::FNumber, 256.0);
     f.focal_mm = positive(Tag::FocalLength, 5000.0);
-    f.iso = [Tag::PhotographicSensitivity, Tag::ISOSpeed, Tag::StandardOutputSensitivity, Tag::RecommendedExposureIndex]
-        .into_iter()
-        .find_map(|t| uint(t).filter(|&v| v > 0 && v < 10_000_000).map(|v| v as f64));
-    f.focal_35mm = uint(Tag::FocalLengthIn35mmFilm).filter(|&v| v > 0 && v < 10_000).map(|v| v as f64);
+    f.iso = [
+        Tag::PhotographicSensitivity,
+        Tag::ISOSpeed,
+        Tag::StandardOutputSensitivity,
+        Tag::RecommendedExposureIndex,
+    ]
+    .into_iter()
+    .find_map(|t| {
+        uint(t)
+            .filter(|&v| v > 0 && v < 10_000_000)
+            .map(|v| v as f64)
+    });
+    f.focal_35mm = uint(Tag::FocalLengthIn35mmFilm)
+        .filter(|&v| v > 0 && v < 10_000)
+        .map(|v| v as f64);
     let unit_mm = match uint(Tag::FocalPlaneResolutionUnit) {
         Some(2) | None => Some(25.4),
         Some(3) => Some(10.0),
@@ -112,15 +141,22 @@ pub fn read_exif(path: &Path) -> ExifRead {
     f.model = text(Tag::Model);
     f.lens_model = text(Tag::LensModel);
     f.white_balance = uint(Tag::WhiteBalance).map(|v| v as u16);
-    f.datetime = [Tag::DateTimeOriginal, Tag::DateTime].into_iter().find_map(|t| {
-        let fld = field(t)?;
-        match &fld.value {
-            Value::Ascii(v) if !v.is_empty() => exif::DateTime::from_ascii(&v[0])
-                .ok()
-                .map(|d| format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", d.year, d.month, d.day, d.hour, d.minute, d.second)),
-            _ => None,
-        }
-    });
+    f.datetime = [Tag::DateTimeOriginal, Tag::DateTime]
+        .into_iter()
+        .find_map(|t| {
+            let fld = field(t)?;
+            match &fld.value {
+                Value::Ascii(v) if !v.is_empty() => {
+                    exif::DateTime::from_ascii(&v[0]).ok().map(|d| {
+                        format!(
+                            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                            d.year, d.month, d.day, d.hour, d.minute, d.second
+                        )
+                    })
+                }
+                _ => None,
+            }
+        });
     out.warnings.extend(warnings.into_inner());
     out
 }

@@ -7,7 +7,9 @@ pub mod exif;
 pub mod qa;
 
 use flythrough_core::config::{BrokenPhotoPolicy, CaptureConfig, LoadedConfig};
-use flythrough_core::manifest::{Exposure, ExposureSource, FocalPrior, FocalRule, Manifest, PhotoRecord, exposure_value};
+use flythrough_core::manifest::{
+    Exposure, ExposureSource, FocalPrior, FocalRule, Manifest, PhotoRecord, exposure_value,
+};
 use flythrough_core::run::{StageSummary, hash_files, write_json};
 use image::GrayImage;
 use indicatif::ParallelProgressIterator;
@@ -19,7 +21,9 @@ use std::path::{Path, PathBuf};
 pub enum CaptureError {
     #[error("{path}: {msg}")]
     Io { path: PathBuf, msg: String },
-    #[error("{path}: cannot use this photo: {reason} (set [capture] on_broken_photo = \"skip\" to leave it out)")]
+    #[error(
+        "{path}: cannot use this photo: {reason} (set [capture] on_broken_photo = \"skip\" to leave it out)"
+    )]
     BrokenPhoto { path: PathBuf, reason: String },
     #[error("{0}: no usable photos (JPEG, PNG or TIFF) in this folder")]
     NoPhotos(PathBuf),
@@ -78,7 +82,10 @@ pub struct QaReport {
 
 /// The photo files of a folder (sorted by name) and the files that are ignored.
 pub fn list_photos(dir: &Path) -> Result<(Vec<PathBuf>, Vec<BrokenPhoto>), CaptureError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| CaptureError::Io { path: dir.to_path_buf(), msg: format!("cannot list the photo folder: {e}") })?;
+    let rd = std::fs::read_dir(dir).map_err(|e| CaptureError::Io {
+        path: dir.to_path_buf(),
+        msg: format!("cannot list the photo folder: {e}"),
+    })?;
     let mut photos = Vec::new();
     let mut ignored = Vec::new();
     for e in rd.flatten() {
@@ -95,7 +102,8 @@ pub fn list_photos(dir: &Path) -> Result<(Vec<PathBuf>, Vec<BrokenPhoto>), Captu
         } else {
             let lower = name.to_ascii_lowercase();
             let reason = if lower.ends_with(".heic") || lower.ends_with(".heif") {
-                "HEIC/HEIF photos are not decoded: convert them to JPEG (e.g. `heif-convert`)".to_string()
+                "HEIC/HEIF photos are not decoded: convert them to JPEG (e.g. `heif-convert`)"
+                    .to_string()
             } else {
                 "not a JPEG, PNG or TIFF photo".to_string()
             };
@@ -110,7 +118,10 @@ pub fn list_photos(dir: &Path) -> Result<(Vec<PathBuf>, Vec<BrokenPhoto>), Captu
 /// The capture stage's input hash: names and contents of the photo files.
 pub fn input_hash(photos_dir: &Path) -> Result<String, CaptureError> {
     let (photos, _) = list_photos(photos_dir)?;
-    hash_files(&photos).map_err(|e| CaptureError::Io { path: photos_dir.to_path_buf(), msg: e.to_string() })
+    hash_files(&photos).map_err(|e| CaptureError::Io {
+        path: photos_dir.to_path_buf(),
+        msg: e.to_string(),
+    })
 }
 
 /// What is learned from one photo before the capture-wide steps.
@@ -157,15 +168,36 @@ fn scan_photo(path: &Path, cfg: &CaptureConfig) -> Result<Scanned, String> {
     let side = w.max(h);
     let grey: GrayImage = if side > cfg.qa_max_side {
         let s = cfg.qa_max_side as f64 / side as f64;
-        image::imageops::resize(&img.to_luma8(), ((w as f64 * s).round() as u32).max(1), ((h as f64 * s).round() as u32).max(1), image::imageops::FilterType::Triangle)
+        image::imageops::resize(
+            &img.to_luma8(),
+            ((w as f64 * s).round() as u32).max(1),
+            ((h as f64 * s).round() as u32).max(1),
+            image::imageops::FilterType::Triangle,
+        )
     } else {
         img.to_luma8()
     };
     let (over, under) = qa::clipped_fractions(&grey);
     let hash = qa::dhash(&grey);
-    let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let qa = PhotoQa { file: file.clone(), laplacian_variance: qa::laplacian_variance(&grey), overexposed_fraction: over, underexposed_fraction: under, dhash: format!("{hash:016x}") };
-    Ok(Scanned { file, width, height, exif, qa, hash })
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let qa = PhotoQa {
+        file: file.clone(),
+        laplacian_variance: qa::laplacian_variance(&grey),
+        overexposed_fraction: over,
+        underexposed_fraction: under,
+        dhash: format!("{hash:016x}"),
+    };
+    Ok(Scanned {
+        file,
+        width,
+        height,
+        exif,
+        qa,
+        hash,
+    })
 }
 
 /// Focal prior in pixels (COLMAP 4's order, `Bitmap::ExifFocalLength`):
@@ -175,19 +207,36 @@ fn scan_photo(path: &Path, cfg: &CaptureConfig) -> Result<Scanned, String> {
 /// 3. `1.2 × max(w, h)`.
 ///
 /// `raw_width` is the stored (un-rotated) width, which the focal-plane resolution refers to.
-pub fn focal_prior(f: &flythrough_core::manifest::ExifFields, width: u32, height: u32, raw_width: u32) -> FocalPrior {
+pub fn focal_prior(
+    f: &flythrough_core::manifest::ExifFields,
+    width: u32,
+    height: u32,
+    raw_width: u32,
+) -> FocalPrior {
     let (w, h) = (width as f64, height as f64);
     if let Some(f35) = f.focal_35mm {
-        return FocalPrior { px: f35 / 43.27 * (w * w + h * h).sqrt(), rule: FocalRule::Equivalent35mm };
+        return FocalPrior {
+            px: f35 / 43.27 * (w * w + h * h).sqrt(),
+            rule: FocalRule::Equivalent35mm,
+        };
     }
     if let (Some(fmm), Some(ppm)) = (f.focal_mm, f.focal_plane_px_per_mm) {
-        let rescale = f.pixel_x_dimension.map(|px| raw_width as f64 / px as f64).unwrap_or(1.0);
+        let rescale = f
+            .pixel_x_dimension
+            .map(|px| raw_width as f64 / px as f64)
+            .unwrap_or(1.0);
         let px = fmm * ppm * rescale;
         if px.is_finite() && px > 0.1 * w.max(h) && px < 10.0 * w.max(h) {
-            return FocalPrior { px, rule: FocalRule::FocalPlaneResolution };
+            return FocalPrior {
+                px,
+                rule: FocalRule::FocalPlaneResolution,
+            };
         }
     }
-    FocalPrior { px: 1.2 * w.max(h), rule: FocalRule::DefaultFactor }
+    FocalPrior {
+        px: 1.2 * w.max(h),
+        rule: FocalRule::DefaultFactor,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -208,7 +257,11 @@ pub fn exposures(fields: &[&flythrough_core::manifest::ExifFields]) -> Vec<Expos
     fields
         .iter()
         .map(|f| {
-            let present = [f.exposure_time_s.is_some(), f.iso.is_some(), f.f_number.is_some()];
+            let present = [
+                f.exposure_time_s.is_some(),
+                f.iso.is_some(),
+                f.f_number.is_some(),
+            ];
             let t = f.exposure_time_s.or(med_t).unwrap_or(1.0 / 60.0);
             let iso = f.iso.or(med_iso).unwrap_or(100.0);
             let n = f.f_number.or(med_n).unwrap_or(4.0);
@@ -219,7 +272,10 @@ pub fn exposures(fields: &[&flythrough_core::manifest::ExifFields]) -> Vec<Expos
             } else {
                 ExposureSource::Default
             };
-            Exposure { ev: exposure_value(t, iso, n), source }
+            Exposure {
+                ev: exposure_value(t, iso, n),
+                source,
+            }
         })
         .collect()
 }
@@ -230,7 +286,9 @@ fn camera_key(f: &flythrough_core::manifest::ExifFields, w: u32, h: u32) -> Stri
         f.make.as_deref().unwrap_or("?"),
         f.model.as_deref().unwrap_or("?"),
         f.lens_model.as_deref().unwrap_or("?"),
-        f.focal_mm.map(|v| format!("{v:.2}")).unwrap_or_else(|| "?".into()),
+        f.focal_mm
+            .map(|v| format!("{v:.2}"))
+            .unwrap_or_else(|| "?".into()),
         w,
         h
     )
@@ -253,10 +311,20 @@ fn distinct_f64(v: impl Iterator<Item = f64>) -> Vec<f64> {
 pub fn scan(photos_dir: &Path, cfg: &CaptureConfig) -> Result<(Manifest, QaReport), CaptureError> {
     let (paths, ignored) = list_photos(photos_dir)?;
     let pb = flythrough_core::progress::bar(paths.len() as u64, "capture: reading photos");
-    let results: Vec<(PathBuf, Result<Scanned, String>)> = paths.par_iter().progress_with(pb.clone()).map(|p| (p.clone(), scan_photo(p, cfg))).collect();
+    let results: Vec<(PathBuf, Result<Scanned, String>)> = paths
+        .par_iter()
+        .progress_with(pb.clone())
+        .map(|p| (p.clone(), scan_photo(p, cfg)))
+        .collect();
     pb.finish_and_clear();
 
-    let mut qa = QaReport { photos_found: paths.len(), ignored_files: ignored, blur_threshold: cfg.blur_threshold, min_photos: cfg.min_photos, ..Default::default() };
+    let mut qa = QaReport {
+        photos_found: paths.len(),
+        ignored_files: ignored,
+        blur_threshold: cfg.blur_threshold,
+        min_photos: cfg.min_photos,
+        ..Default::default()
+    };
     let mut ok = Vec::new();
     for (path, r) in results {
         match r {
@@ -265,7 +333,10 @@ pub fn scan(photos_dir: &Path, cfg: &CaptureConfig) -> Result<(Manifest, QaRepor
                 if cfg.on_broken_photo == BrokenPhotoPolicy::Fail {
                     return Err(CaptureError::BrokenPhoto { path, reason });
                 }
-                let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let file = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 tracing::warn!("{}: skipped: {reason}", path.display());
                 qa.warnings.push(format!("{file}: skipped, {reason}"));
                 qa.broken.push(BrokenPhoto { file, reason });
@@ -297,7 +368,10 @@ pub fn scan(photos_dir: &Path, cfg: &CaptureConfig) -> Result<(Manifest, QaRepor
             qa.missing_exif.push(s.file.clone());
         }
         for w in &s.exif.warnings {
-            qa.exif_warnings.push(BrokenPhoto { file: s.file.clone(), reason: w.clone() });
+            qa.exif_warnings.push(BrokenPhoto {
+                file: s.file.clone(),
+                reason: w.clone(),
+            });
             tracing::warn!("{}: {w}", s.file);
         }
         if s.qa.laplacian_variance < cfg.blur_threshold {
@@ -316,14 +390,21 @@ pub fn scan(photos_dir: &Path, cfg: &CaptureConfig) -> Result<(Manifest, QaRepor
         for j in i + 1..ok.len() {
             let d = (ok[i].hash ^ ok[j].hash).count_ones();
             if d <= cfg.duplicate_distance {
-                qa.near_duplicates.push((ok[i].file.clone(), ok[j].file.clone(), d));
+                qa.near_duplicates
+                    .push((ok[i].file.clone(), ok[j].file.clone(), d));
             }
         }
     }
     let mut bodies: Vec<String> = Vec::new();
     for f in &fields {
         if f.make.is_some() || f.model.is_some() {
-            let b = format!("{} {}", f.make.as_deref().unwrap_or(""), f.model.as_deref().unwrap_or("")).trim().to_string();
+            let b = format!(
+                "{} {}",
+                f.make.as_deref().unwrap_or(""),
+                f.model.as_deref().unwrap_or("")
+            )
+            .trim()
+            .to_string();
             if !bodies.contains(&b) {
                 bodies.push(b);
             }
@@ -343,15 +424,31 @@ pub fn scan(photos_dir: &Path, cfg: &CaptureConfig) -> Result<(Manifest, QaRepor
     qa.white_balance_modes = wb;
     qa.too_few_photos = qa.photos_usable < cfg.min_photos;
 
-    let list = |v: &[String]| if v.len() <= 5 { v.join(", ") } else { format!("{}, … ({} in all)", v[..5].join(", "), v.len()) };
+    let list = |v: &[String]| {
+        if v.len() <= 5 {
+            v.join(", ")
+        } else {
+            format!("{}, … ({} in all)", v[..5].join(", "), v.len())
+        }
+    };
     if !qa.missing_exif.is_empty() {
-        qa.warnings.push(format!("no EXIF in {} photo(s): {}; exposure and focal fall back to defaults", qa.missing_exif.len(), list(&qa.missing_exif)));
+        qa.warnings.push(format!(
+            "no EXIF in {} photo(s): {}; exposure and focal fall back to defaults",
+            qa.missing_exif.len(),
+            list(&qa.missing_exif)
+        ));
     }
     if qa.mixed_camera_bodies {
-        qa.warnings.push(format!("mixed camera bodies: {}; each gets its own intrinsics", qa.camera_bodies.join(", ")));
+        qa.warnings.push(format!(
+            "mixed camera bodies: {}; each gets its own intrinsics",
+            qa.camera_bodies.join(", ")
+        ));
     }
     if qa.mixed_focal_lengths {
-        qa.warnings.push(format!("mixed focal lengths (mm): {:?}; zoom changes split the intrinsics", qa.focal_lengths_mm));
+        qa.warnings.push(format!(
+            "mixed focal lengths (mm): {:?}; zoom changes split the intrinsics",
+            qa.focal_lengths_mm
+        ));
     }
     if qa.aperture_changes {
         qa.warnings.push(format!("aperture changes within the capture: {:?}; the model assumes a fixed aperture (depth of field)", qa.apertures));
@@ -360,19 +457,40 @@ pub fn scan(photos_dir: &Path, cfg: &CaptureConfig) -> Result<(Manifest, QaRepor
         qa.warnings.push("white balance mode changes within the capture; the model assumes it fixed (GLO latents absorb some of it)".into());
     }
     if !qa.blurry.is_empty() {
-        qa.warnings.push(format!("{} blurry photo(s) (variance of Laplacian < {}): {}", qa.blurry.len(), cfg.blur_threshold, list(&qa.blurry)));
+        qa.warnings.push(format!(
+            "{} blurry photo(s) (variance of Laplacian < {}): {}",
+            qa.blurry.len(),
+            cfg.blur_threshold,
+            list(&qa.blurry)
+        ));
     }
     if !qa.overexposed.is_empty() {
-        qa.warnings.push(format!("{} overexposed photo(s): {}", qa.overexposed.len(), list(&qa.overexposed)));
+        qa.warnings.push(format!(
+            "{} overexposed photo(s): {}",
+            qa.overexposed.len(),
+            list(&qa.overexposed)
+        ));
     }
     if !qa.underexposed.is_empty() {
-        qa.warnings.push(format!("{} underexposed photo(s): {}", qa.underexposed.len(), list(&qa.underexposed)));
+        qa.warnings.push(format!(
+            "{} underexposed photo(s): {}",
+            qa.underexposed.len(),
+            list(&qa.underexposed)
+        ));
     }
     if !qa.near_duplicates.is_empty() {
-        qa.warnings.push(format!("{} near-duplicate pair(s), e.g. {} / {}", qa.near_duplicates.len(), qa.near_duplicates[0].0, qa.near_duplicates[0].1));
+        qa.warnings.push(format!(
+            "{} near-duplicate pair(s), e.g. {} / {}",
+            qa.near_duplicates.len(),
+            qa.near_duplicates[0].0,
+            qa.near_duplicates[0].1
+        ));
     }
     if qa.too_few_photos {
-        qa.warnings.push(format!("only {} usable photo(s); a reconstruction needs at least {} overlapping views", qa.photos_usable, cfg.min_photos));
+        qa.warnings.push(format!(
+            "only {} usable photo(s); a reconstruction needs at least {} overlapping views",
+            qa.photos_usable, cfg.min_photos
+        ));
     }
     Ok((manifest, qa))
 }
@@ -382,7 +500,10 @@ pub fn run(cfg: &LoadedConfig, out: &Path) -> Result<StageSummary, CaptureError>
     let (manifest, qa) = scan(&cfg.photos_dir, &cfg.config.capture)?;
     let io = |p: &Path| {
         let path = p.to_path_buf();
-        move |e: std::io::Error| CaptureError::Io { path, msg: e.to_string() }
+        move |e: std::io::Error| CaptureError::Io {
+            path,
+            msg: e.to_string(),
+        }
     };
     let mp = out.join("manifest.json");
     write_json(&mp, &manifest).map_err(io(&mp))?;

@@ -52,7 +52,13 @@ mod tests {
     use super::*;
 
     fn checker(w: u32, h: u32, cell: u32) -> GrayImage {
-        GrayImage::from_fn(w, h, |x, y| image::Luma([if ((x / cell) + (y / cell)) % 2 == 0 { 30 } else { 220 }]))
+        GrayImage::from_fn(w, h, |x, y| {
+            image::Luma([if ((x / cell) + (y / cell)) % 2 == 0 {
+                30
+            } else {
+                220
+            }])
+        })
     }
 
     #[test]

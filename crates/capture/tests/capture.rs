@@ -6,7 +6,9 @@ use std::path::Path;
 
 #[test]
 fn sceaux_exif_and_focal_prior() {
-    let Some(dir) = shared_data("sceaux_castle/images") else { return };
+    let Some(dir) = shared_data("sceaux_castle/images") else {
+        return;
+    };
     let r = read_exif(&dir.join("100_7100.JPG"));
     let f = &r.fields;
     assert_eq!(f.iso, Some(80.0));
@@ -15,9 +17,20 @@ fn sceaux_exif_and_focal_prior() {
     assert_eq!(f.focal_35mm, Some(35.0));
     assert_eq!(f.orientation, Some(1));
     assert!(f.exposure_time_s.unwrap() > 0.0);
-    assert!(f.model.as_deref().unwrap().contains("Z612"), "{:?}", f.model);
+    assert!(
+        f.model.as_deref().unwrap().contains("Z612"),
+        "{:?}",
+        f.model
+    );
     // Whole folder: manifest with the 35 mm rule within 6 % of the true focal in K.txt.
-    let (manifest, qa) = scan(&dir, &CaptureConfig { qa_max_side: 256, ..Default::default() }).unwrap();
+    let (manifest, qa) = scan(
+        &dir,
+        &CaptureConfig {
+            qa_max_side: 256,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(manifest.photos.len(), 11);
     assert!(qa.broken.is_empty() && qa.missing_exif.is_empty());
     let k_true = 2905.88;
@@ -25,7 +38,13 @@ fn sceaux_exif_and_focal_prior() {
         assert_eq!((p.width, p.height), (2832, 2128));
         assert_eq!(p.focal_prior.rule, FocalRule::Equivalent35mm);
         let err = (p.focal_prior.px - k_true).abs() / k_true;
-        assert!(err < 0.06, "{}: focal prior {} is {:.1} % off", p.file, p.focal_prior.px, err * 100.0);
+        assert!(
+            err < 0.06,
+            "{}: focal prior {} is {:.1} % off",
+            p.file,
+            p.focal_prior.px,
+            err * 100.0
+        );
         assert_eq!(p.exposure.source, ExposureSource::Exif);
     }
     assert!(!qa.mixed_camera_bodies && !qa.aperture_changes);
@@ -33,10 +52,15 @@ fn sceaux_exif_and_focal_prior() {
 
 #[test]
 fn real_camera_exif_files() {
-    let Some(dir) = shared_data("exif/pillow_13.0.0") else { return };
+    let Some(dir) = shared_data("exif/pillow_13.0.0") else {
+        return;
+    };
     // Nikon D800 (with a broken DPI value elsewhere in the block).
     let d800 = read_exif(&dir.join("broken_exif_dpi.jpg")).fields;
-    assert_eq!((d800.exposure_time_s, d800.f_number, d800.iso), (Some(0.004), Some(8.0), Some(400.0)));
+    assert_eq!(
+        (d800.exposure_time_s, d800.f_number, d800.iso),
+        (Some(0.004), Some(8.0), Some(400.0))
+    );
     assert_eq!(d800.model.as_deref(), Some("NIKON D800"));
     // Xiaomi phone photo stored rotated: orientation 6.
     let xiaomi = read_exif(&dir.join("empty_gps_ifd.jpg")).fields;
@@ -48,9 +72,20 @@ fn real_camera_exif_files() {
     assert!(s40.focal_plane_px_per_mm.unwrap() > 300.0);
     // A malformed IFD chain: no panic, a warning, no values.
     let gps = read_exif(&dir.join("exif_gps.jpg"));
-    assert!(gps.warnings.iter().any(|w| w.contains("unreadable EXIF")), "{:?}", gps.warnings);
+    assert!(
+        gps.warnings.iter().any(|w| w.contains("unreadable EXIF")),
+        "{:?}",
+        gps.warnings
+    );
     // The folder scans without error.
-    let (m, qa) = scan(&dir, &CaptureConfig { qa_max_side: 128, ..Default::default() }).unwrap();
+    let (m, qa) = scan(
+        &dir,
+        &CaptureConfig {
+            qa_max_side: 128,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(m.photos.len() >= 7, "{}", m.photos.len());
     assert!(qa.mixed_camera_bodies);
     let x = m.photo("empty_gps_ifd.jpg").unwrap();
@@ -63,7 +98,9 @@ fn real_camera_exif_files() {
 
 #[test]
 fn minimal_exif_containers() {
-    let Some(dir) = shared_data("exif/kamadak_exif_0.6.2") else { return };
+    let Some(dir) = shared_data("exif/kamadak_exif_0.6.2") else {
+        return;
+    };
     for f in ["exif.jpg", "exif.png", "exif.tif", "exif.webp", "exif.heic"] {
         let r = read_exif(&dir.join(f));
         assert!(r.present, "{f}: EXIF not found");
@@ -72,7 +109,13 @@ fn minimal_exif_containers() {
 }
 
 fn write_jpeg(path: &Path, seed: u32) {
-    let img = image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([((x * 7 + y * 3 + seed * 40) % 255) as u8, ((x * y + seed) % 251) as u8, ((y * 5) % 255) as u8]));
+    let img = image::RgbImage::from_fn(96, 64, |x, y| {
+        image::Rgb([
+            ((x * 7 + y * 3 + seed * 40) % 255) as u8,
+            ((x * y + seed) % 251) as u8,
+            ((y * 5) % 255) as u8,
+        ])
+    });
     img.save(path).unwrap();
 }
 
@@ -91,14 +134,26 @@ fn broken_photos_are_named_and_the_rest_goes_on() {
     assert_eq!(qa.photos_found, 5);
     let names: Vec<_> = qa.broken.iter().map(|b| b.file.as_str()).collect();
     assert_eq!(names, ["text.jpg", "truncated.jpg"]);
-    assert!(qa.broken[1].reason.contains("truncated"), "{}", qa.broken[1].reason);
+    assert!(
+        qa.broken[1].reason.contains("truncated"),
+        "{}",
+        qa.broken[1].reason
+    );
     assert!(qa.ignored_files.iter().any(|f| f.file == "notes.txt"));
     assert!(qa.too_few_photos);
     assert!(qa.missing_exif.len() == 3);
     // Ids are 1-based in name order.
     assert_eq!(m.photos.iter().map(|p| p.id).collect::<Vec<_>>(), [1, 2, 3]);
     // Policy "fail": an error naming the file.
-    let e = scan(dir.path(), &CaptureConfig { on_broken_photo: BrokenPhotoPolicy::Fail, ..Default::default() }).unwrap_err().to_string();
+    let e = scan(
+        dir.path(),
+        &CaptureConfig {
+            on_broken_photo: BrokenPhotoPolicy::Fail,
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("text.jpg") || e.contains("truncated.jpg"), "{e}");
 }
 
@@ -107,12 +162,26 @@ fn qa_flags_blur_duplicates_and_exposure() {
     let dir = tempfile::tempdir().unwrap();
     write_jpeg(&dir.path().join("a.jpg"), 1);
     std::fs::copy(dir.path().join("a.jpg"), dir.path().join("a_copy.jpg")).unwrap();
-    image::RgbImage::from_pixel(96, 64, image::Rgb([128, 128, 128])).save(dir.path().join("flat.png")).unwrap();
-    image::RgbImage::from_pixel(96, 64, image::Rgb([255, 255, 255])).save(dir.path().join("white.png")).unwrap();
-    image::RgbImage::from_pixel(96, 64, image::Rgb([0, 0, 0])).save(dir.path().join("black.png")).unwrap();
+    image::RgbImage::from_pixel(96, 64, image::Rgb([128, 128, 128]))
+        .save(dir.path().join("flat.png"))
+        .unwrap();
+    image::RgbImage::from_pixel(96, 64, image::Rgb([255, 255, 255]))
+        .save(dir.path().join("white.png"))
+        .unwrap();
+    image::RgbImage::from_pixel(96, 64, image::Rgb([0, 0, 0]))
+        .save(dir.path().join("black.png"))
+        .unwrap();
     let (_, qa) = scan(dir.path(), &CaptureConfig::default()).unwrap();
-    assert!(qa.blurry.contains(&"flat.png".to_string()) && !qa.blurry.contains(&"a.jpg".to_string()), "{:?}", qa.blurry);
-    assert!(qa.near_duplicates.iter().any(|(a, b, d)| a == "a.jpg" && b == "a_copy.jpg" && *d == 0));
+    assert!(
+        qa.blurry.contains(&"flat.png".to_string()) && !qa.blurry.contains(&"a.jpg".to_string()),
+        "{:?}",
+        qa.blurry
+    );
+    assert!(
+        qa.near_duplicates
+            .iter()
+            .any(|(a, b, d)| a == "a.jpg" && b == "a_copy.jpg" && *d == 0)
+    );
     assert_eq!(qa.overexposed, ["white.png"]);
     assert_eq!(qa.underexposed, ["black.png"]);
 }
@@ -120,22 +189,51 @@ fn qa_flags_blur_duplicates_and_exposure() {
 #[test]
 fn exposure_value_formula() {
     use flythrough_core::manifest::ExifFields;
-    let a = ExifFields { exposure_time_s: Some(1.0 / 100.0), iso: Some(100.0), f_number: Some(1.0), ..Default::default() };
-    let b = ExifFields { exposure_time_s: Some(1.0 / 50.0), iso: Some(100.0), f_number: Some(1.0), ..Default::default() };
-    let c = ExifFields { exposure_time_s: Some(1.0 / 100.0), iso: None, f_number: Some(2.0), ..Default::default() };
+    let a = ExifFields {
+        exposure_time_s: Some(1.0 / 100.0),
+        iso: Some(100.0),
+        f_number: Some(1.0),
+        ..Default::default()
+    };
+    let b = ExifFields {
+        exposure_time_s: Some(1.0 / 50.0),
+        iso: Some(100.0),
+        f_number: Some(1.0),
+        ..Default::default()
+    };
+    let c = ExifFields {
+        exposure_time_s: Some(1.0 / 100.0),
+        iso: None,
+        f_number: Some(2.0),
+        ..Default::default()
+    };
     let e = flythrough_capture::exposures(&[&a, &b, &c]);
     assert!((e[0].ev - (0.01f64).log2()).abs() < 1e-12);
-    assert!((e[1].ev - e[0].ev - 1.0).abs() < 1e-12, "twice the shutter time is one stop more");
-    assert!((e[0].ev - e[2].ev - 2.0).abs() < 1e-12, "f/2 is two stops less than f/1 (ISO imputed = 100)");
+    assert!(
+        (e[1].ev - e[0].ev - 1.0).abs() < 1e-12,
+        "twice the shutter time is one stop more"
+    );
+    assert!(
+        (e[0].ev - e[2].ev - 2.0).abs() < 1e-12,
+        "f/2 is two stops less than f/1 (ISO imputed = 100)"
+    );
     assert_eq!(e[2].source, ExposureSource::PartlyImputed);
 }
 
 /// A JPEG with an EXIF block carrying only `Orientation`, made with kamadak-exif's writer.
 fn jpeg_with_orientation(path: &Path, w: u32, h: u32, orientation: u16) {
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3 % 256) as u8, (y * 5 % 256) as u8, 90]));
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 3 % 256) as u8, (y * 5 % 256) as u8, 90])
+    });
     let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&img).unwrap();
-    let field = exif::Field { tag: exif::Tag::Orientation, ifd_num: exif::In::PRIMARY, value: exif::Value::Short(vec![orientation]) };
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(&img)
+        .unwrap();
+    let field = exif::Field {
+        tag: exif::Tag::Orientation,
+        ifd_num: exif::In::PRIMARY,
+        value: exif::Value::Short(vec![orientation]),
+    };
     let mut writer = exif::experimental::Writer::new();
     writer.push_field(&field);
     let mut tiff = std::io::Cursor::new(Vec::new());
@@ -160,10 +258,17 @@ fn orientation_swaps_the_size_and_the_focal_prior_follows() {
     assert!(qa.missing_exif.is_empty());
     let r6 = m.photo("rot6.jpg").unwrap();
     assert_eq!(r6.exif.orientation, Some(6));
-    assert_eq!((r6.width, r6.height), (80, 120), "orientation 6 is a 90° rotation");
+    assert_eq!(
+        (r6.width, r6.height),
+        (80, 120),
+        "orientation 6 is a 90° rotation"
+    );
     let r1 = m.photo("rot1.jpg").unwrap();
     assert_eq!((r1.width, r1.height), (120, 80));
     assert_eq!(r6.focal_prior.rule, FocalRule::DefaultFactor);
     assert!((r6.focal_prior.px - 144.0).abs() < 1e-9, "1.2 x max side");
-    assert_ne!(r6.camera_key, r1.camera_key, "portrait and landscape photos get separate intrinsics");
+    assert_ne!(
+        r6.camera_key, r1.camera_key,
+        "portrait and landscape photos get separate intrinsics"
+    );
 }

@@ -100,8 +100,13 @@ fn init_logging(quiet: bool, verbose: u8) {
         // SAFETY: set before any thread is spawned.
         unsafe { std::env::set_var("FLYTHROUGH_QUIET", "1") };
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FLYTHROUGH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLYTHROUGH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn fail(e: PipelineError) -> ExitCode {
@@ -113,7 +118,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
     match cli.command {
-        Command::Run { config, out, until, force } => match pipeline::run_venue(&config, &RunOptions { out, until, force }) {
+        Command::Run {
+            config,
+            out,
+            until,
+            force,
+        } => match pipeline::run_venue(&config, &RunOptions { out, until, force }) {
             Ok(report) => {
                 println!("run folder: {}", report.run_dir.display());
                 ExitCode::SUCCESS
@@ -144,13 +154,33 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
-        Command::Synth { out, seed, images, width, height } => {
-            let opts = flythrough_synth::SynthOptions { seed, images, width, height, ..Default::default() };
+        Command::Synth {
+            out,
+            seed,
+            images,
+            width,
+            height,
+        } => {
+            let opts = flythrough_synth::SynthOptions {
+                seed,
+                images,
+                width,
+                height,
+                ..Default::default()
+            };
             match flythrough_synth::generate(&opts, &out) {
                 Ok(_) => {
-                    println!("synthetic venue: {} (config: {})", out.display(), out.join("venue.toml").display());
+                    println!(
+                        "synthetic venue: {} (config: {})",
+                        out.display(),
+                        out.join("venue.toml").display()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(PipelineError::Stage(e.to_string())),
@@ -164,11 +194,21 @@ fn main() -> ExitCode {
             }
             tracing::info!("synthetic venue written to {}", venue.display());
             let run_dir = out.join("run");
-            match pipeline::run_venue(&venue.join("venue.toml"), &RunOptions { out: Some(run_dir.clone()), ..Default::default() }) {
+            match pipeline::run_venue(
+                &venue.join("venue.toml"),
+                &RunOptions {
+                    out: Some(run_dir.clone()),
+                    ..Default::default()
+                },
+            ) {
                 Ok(_) => {
                     println!("demo venue: {}", venue.display());
                     println!("run folder: {}", run_dir.display());
-                    for f in ["render/flythrough_360.mp4", "render/viewer.html", "report.html"] {
+                    for f in [
+                        "render/flythrough_360.mp4",
+                        "render/viewer.html",
+                        "report.html",
+                    ] {
                         let p = run_dir.join(f);
                         if p.exists() {
                             println!("  {}", p.display());
@@ -180,7 +220,10 @@ fn main() -> ExitCode {
             }
         }
         Command::EvalPoses { est, gt } => {
-            let read = |p: &PathBuf| flythrough_core::Reconstruction::read(p).map_err(|e| PipelineError::Config(e.to_string()));
+            let read = |p: &PathBuf| {
+                flythrough_core::Reconstruction::read(p)
+                    .map_err(|e| PipelineError::Config(e.to_string()))
+            };
             match (read(&est), read(&gt)) {
                 (Ok(e), Ok(g)) => {
                     let ev = flythrough_sfm::eval_poses(&e, &g);
@@ -198,7 +241,13 @@ fn main() -> ExitCode {
             if let Some(path) = check {
                 return match pipeline::load_config(&path) {
                     Ok(c) => {
-                        println!("{}: ok (venue {:?}, {} keyframes, {} calibration pairs)", path.display(), c.config.venue.name, c.config.venue.keyframes.len(), c.config.calibration.len());
+                        println!(
+                            "{}: ok (venue {:?}, {} keyframes, {} calibration pairs)",
+                            path.display(),
+                            c.config.venue.name,
+                            c.config.venue.keyframes.len(),
+                            c.config.calibration.len()
+                        );
                         ExitCode::SUCCESS
                     }
                     Err(e) => fail(e),

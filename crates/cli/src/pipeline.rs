@@ -1,9 +1,11 @@
 //! The stage runner wiring: which stages run in which order, what each one hashes as its inputs, and
 //! the skip / force / until logic. Each stage is a library crate; this module only composes them.
 
-use flythrough_core::{Manifest, RedactedImages};
 use flythrough_core::config::{Config, LoadedConfig};
-use flythrough_core::run::{self, RunDir, STAGES, StageError, StageOutcome, StageSummary, hash_parts, run_stage};
+use flythrough_core::run::{
+    self, RunDir, STAGES, StageError, StageOutcome, StageSummary, hash_parts, run_stage,
+};
+use flythrough_core::{Manifest, RedactedImages};
 use std::path::{Path, PathBuf};
 
 /// Why a pipeline run stopped: a bad config/usage (exit 2) or a failed stage (exit 1).
@@ -46,7 +48,10 @@ fn check_stage_name(name: &str, flag: &str) -> Result<(), PipelineError> {
     if STAGES.contains(&name) {
         Ok(())
     } else {
-        Err(PipelineError::Config(format!("{flag} {name}: unknown stage; the stages are {}", STAGES.join(", "))))
+        Err(PipelineError::Config(format!(
+            "{flag} {name}: unknown stage; the stages are {}",
+            STAGES.join(", ")
+        )))
     }
 }
 
@@ -86,28 +91,49 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
     let run_dir = opts.out.clone().unwrap_or_else(|| default_run_dir(&cfg));
     let run = RunDir::new(&run_dir);
     run::recover_interrupted_commits(&run);
-    let force_from = opts.force.as_deref().and_then(|f| STAGES.iter().position(|s| *s == f)).unwrap_or(usize::MAX);
-    let until = opts.until.as_deref().and_then(|u| STAGES.iter().position(|s| *s == u)).unwrap_or(STAGES.len() - 1);
+    let force_from = opts
+        .force
+        .as_deref()
+        .and_then(|f| STAGES.iter().position(|s| *s == f))
+        .unwrap_or(usize::MAX);
+    let until = opts
+        .until
+        .as_deref()
+        .and_then(|u| STAGES.iter().position(|s| *s == u))
+        .unwrap_or(STAGES.len() - 1);
 
-    let mut report = RunReport { run_dir: run_dir.clone(), stages: Vec::new() };
+    let mut report = RunReport {
+        run_dir: run_dir.clone(),
+        stages: Vec::new(),
+    };
     let mut fingerprints: Vec<String> = Vec::new();
     for (i, &stage) in STAGES.iter().enumerate().take(until + 1) {
         let config_hash = hash_parts(&[cfg.config.section_json(stage).as_bytes()]);
         let upstream: Vec<&[u8]> = fingerprints.iter().map(|f| f.as_bytes()).collect();
         let input_hash = match stage {
-            "capture" => flythrough_capture::input_hash(&cfg.photos_dir).map_err(|e| PipelineError::Stage(e.to_string()))?,
+            "capture" => flythrough_capture::input_hash(&cfg.photos_dir)
+                .map_err(|e| PipelineError::Stage(e.to_string()))?,
             "sfm" => {
                 // An imported model is an input too.
                 let mut parts = upstream.clone();
                 let import_hash = match &cfg.config.sfm.import {
                     Some(dir) => {
                         let d = cfg.dir.join(dir);
-                        let files: Vec<PathBuf> = ["cameras.bin", "images.bin", "points3D.bin", "cameras.txt", "images.txt", "points3D.txt"]
-                            .iter()
-                            .map(|f| d.join(f))
-                            .filter(|p| p.exists())
-                            .collect();
-                        run::hash_files(&files).map_err(|e| PipelineError::Config(format!("[sfm] import = {dir:?}: {e}")))?
+                        let files: Vec<PathBuf> = [
+                            "cameras.bin",
+                            "images.bin",
+                            "points3D.bin",
+                            "cameras.txt",
+                            "images.txt",
+                            "points3D.txt",
+                        ]
+                        .iter()
+                        .map(|f| d.join(f))
+                        .filter(|p| p.exists())
+                        .collect();
+                        run::hash_files(&files).map_err(|e| {
+                            PipelineError::Config(format!("[sfm] import = {dir:?}: {e}"))
+                        })?
                     }
                     None => String::new(),
                 };
@@ -121,15 +147,28 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
             break;
         }
         let force = i >= force_from;
-        let outcome = run_stage(&run, stage, &input_hash, &config_hash, force, |out, work| {
-            let summary = run_one(stage, &cfg, &run, out, work)?;
-            test_pause(stage, out);
-            Ok(summary)
-        })
+        let outcome = run_stage(
+            &run,
+            stage,
+            &input_hash,
+            &config_hash,
+            force,
+            |out, work| {
+                let summary = run_one(stage, &cfg, &run, out, work)?;
+                test_pause(stage, out);
+                Ok(summary)
+            },
+        )
         .map_err(|e| PipelineError::Stage(e.to_string()))?;
         match &outcome {
-            StageOutcome::UpToDate(_) => tracing::info!("{stage}: up to date, skipped (use --force {stage} to redo it)"),
-            StageOutcome::Ran(r) => tracing::info!("{stage}: done in {:.1} s {}", r.seconds, serde_json::to_string(&r.summary).unwrap_or_default()),
+            StageOutcome::UpToDate(_) => {
+                tracing::info!("{stage}: up to date, skipped (use --force {stage} to redo it)")
+            }
+            StageOutcome::Ran(r) => tracing::info!(
+                "{stage}: done in {:.1} s {}",
+                r.seconds,
+                serde_json::to_string(&r.summary).unwrap_or_default()
+            ),
         }
         fingerprints.push(outcome.record().fingerprint.clone());
         report.stages.push((stage.to_string(), outcome));
@@ -154,7 +193,13 @@ fn is_built(stage: &str) -> bool {
 }
 
 /// Run one stage's body.
-fn run_one(stage: &str, cfg: &LoadedConfig, run: &RunDir, out: &Path, work: &Path) -> Result<StageSummary, StageError> {
+fn run_one(
+    stage: &str,
+    cfg: &LoadedConfig,
+    run: &RunDir,
+    out: &Path,
+    work: &Path,
+) -> Result<StageSummary, StageError> {
     match stage {
         "capture" => flythrough_capture::run(cfg, out).map_err(boxed),
         "privacy" => flythrough_privacy::run(cfg, &manifest(run)?, out).map_err(boxed),
@@ -164,7 +209,15 @@ fn run_one(stage: &str, cfg: &LoadedConfig, run: &RunDir, out: &Path, work: &Pat
         }
         "train" => {
             let images = RedactedImages::open(run).map_err(boxed)?;
-            flythrough_nerf::run(&cfg.config.train, &images, Some(&manifest(run)?), &run.stage_dir("sfm"), out, work).map_err(boxed)
+            flythrough_nerf::run(
+                &cfg.config.train,
+                &images,
+                Some(&manifest(run)?),
+                &run.stage_dir("sfm"),
+                out,
+                work,
+            )
+            .map_err(boxed)
         }
         "render" => flythrough_render::run(cfg, run, out, work).map_err(boxed),
         other => Err(format!("stage {other} is not wired").into()),

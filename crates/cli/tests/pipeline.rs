@@ -9,18 +9,27 @@ fn exe() -> PathBuf {
 }
 
 fn venue(dir: &Path) -> PathBuf {
-    let opts = flythrough_synth::SynthOptions { images: 10, width: 96, height: 72, ..Default::default() };
+    let opts = flythrough_synth::SynthOptions {
+        images: 10,
+        width: 96,
+        height: 72,
+        ..Default::default()
+    };
     flythrough_synth::generate(&opts, dir).unwrap();
     dir.join("venue.toml")
 }
 
 fn run(args: &[&str]) -> (i32, String) {
     let out = Command::new(exe()).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
 }
 
 fn record(run_dir: &Path, stage: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(run_dir.join(stage).join("stage.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(run_dir.join(stage).join("stage.json")).unwrap())
+        .unwrap()
 }
 
 #[test]
@@ -28,24 +37,61 @@ fn rerun_skips_and_config_change_reruns() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = venue(dir.path());
     let run_dir = dir.path().join("run");
-    let (code, log) = run(&["run", cfg.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--until", "capture"]);
+    let (code, log) = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--until",
+        "capture",
+    ]);
     assert_eq!(code, 0, "{log}");
     let first = record(&run_dir, "capture");
     assert_eq!(first["summary"]["photos_usable"], 10);
-    let (code, log) = run(&["run", cfg.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--until", "capture"]);
+    let (code, log) = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--until",
+        "capture",
+    ]);
     assert_eq!(code, 0);
     assert!(log.contains("capture: up to date, skipped"), "{log}");
-    assert_eq!(record(&run_dir, "capture")["started"], first["started"], "must not run again");
+    assert_eq!(
+        record(&run_dir, "capture")["started"],
+        first["started"],
+        "must not run again"
+    );
     // Change the capture section: it runs again.
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, format!("{text}\n[capture]\nblur_threshold = 12.5\n")).unwrap();
-    let (code, log) = run(&["run", cfg.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--until", "capture"]);
+    let (code, log) = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--until",
+        "capture",
+    ]);
     assert_eq!(code, 0, "{log}");
     assert!(!log.contains("capture: up to date"), "{log}");
-    assert_ne!(record(&run_dir, "capture")["config_hash"], first["config_hash"]);
+    assert_ne!(
+        record(&run_dir, "capture")["config_hash"],
+        first["config_hash"]
+    );
     // --force redoes it.
     let before = record(&run_dir, "capture")["started"].clone();
-    let (code, _) = run(&["run", cfg.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--until", "capture", "--force", "capture"]);
+    let (code, _) = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--until",
+        "capture",
+        "--force",
+        "capture",
+    ]);
     assert_eq!(code, 0);
     assert_ne!(record(&run_dir, "capture")["started"], before);
 }
@@ -55,12 +101,28 @@ fn killed_stage_leaves_previous_output_intact() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = venue(dir.path());
     let run_dir = dir.path().join("run");
-    let (code, log) = run(&["run", cfg.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--until", "capture"]);
+    let (code, log) = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--until",
+        "capture",
+    ]);
     assert_eq!(code, 0, "{log}");
     let good = std::fs::read(run_dir.join("capture/manifest.json")).unwrap();
     // Re-run with --force, pause inside the stage after it wrote part of its output, and kill it.
     let mut child = Command::new(exe())
-        .args(["run", cfg.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--until", "capture", "--force", "capture"])
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+            "--until",
+            "capture",
+            "--force",
+            "capture",
+        ])
         .env("FLYTHROUGH_TEST_PAUSE_IN", "capture")
         .stderr(Stdio::piped())
         .spawn()
@@ -72,10 +134,21 @@ fn killed_stage_leaves_previous_output_intact() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(std::fs::read(run_dir.join("capture/manifest.json")).unwrap(), good, "previous output changed");
+    assert_eq!(
+        std::fs::read(run_dir.join("capture/manifest.json")).unwrap(),
+        good,
+        "previous output changed"
+    );
     assert!(!run_dir.join("capture/partial.marker").exists());
     // The next run finds the stage up to date and cleans the half-written folder when it next runs.
-    let (code, log) = run(&["run", cfg.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--until", "capture"]);
+    let (code, log) = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--until",
+        "capture",
+    ]);
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("capture: up to date"), "{log}");
 }
@@ -105,9 +178,15 @@ fn exit_codes_and_config_errors() {
     assert_eq!(code, 1, "{log}");
     assert!(log.contains("broken"), "{log}");
     // The documented defaults are a valid config.
-    let out = Command::new(exe()).args(["config", "--defaults"]).output().unwrap();
+    let out = Command::new(exe())
+        .args(["config", "--defaults"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    let parsed = flythrough_core::Config::parse(&String::from_utf8_lossy(&out.stdout), Path::new("defaults.toml"));
+    let parsed = flythrough_core::Config::parse(
+        &String::from_utf8_lossy(&out.stdout),
+        Path::new("defaults.toml"),
+    );
     assert!(parsed.is_ok(), "{parsed:?}");
 }
 
@@ -120,14 +199,32 @@ fn originals_are_never_modified() {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
         })
         .collect();
     // Only capture and privacy open originals; the later stages are covered by the privacy-boundary test.
-    let (code, log) = run(&["run", cfg.to_str().unwrap(), "--out", dir.path().join("run").to_str().unwrap(), "--until", "privacy"]);
+    let (code, log) = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.path().join("run").to_str().unwrap(),
+        "--until",
+        "privacy",
+    ]);
     assert_eq!(code, 0, "{log}");
     for (name, bytes) in before {
-        assert_eq!(std::fs::read(photos.join(&name)).unwrap(), bytes, "{name} changed");
+        assert_eq!(
+            std::fs::read(photos.join(&name)).unwrap(),
+            bytes,
+            "{name} changed"
+        );
     }
-    assert_eq!(std::fs::read_dir(&photos).unwrap().count(), 10, "nothing added to the photo folder");
+    assert_eq!(
+        std::fs::read_dir(&photos).unwrap().count(),
+        10,
+        "nothing added to the photo folder"
+    );
 }

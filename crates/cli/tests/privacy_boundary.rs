@@ -12,15 +12,32 @@ use std::process::Command;
 fn later_stages_never_open_the_original_photos() {
     let dir = tempfile::tempdir().unwrap();
     let venue = dir.path().join("venue");
-    let opts = flythrough_synth::SynthOptions { images: 24, width: 160, height: 120, ..Default::default() };
+    let opts = flythrough_synth::SynthOptions {
+        images: 24,
+        width: 160,
+        height: 120,
+        ..Default::default()
+    };
     flythrough_synth::generate(&opts, &venue).unwrap();
     let cfg_path = venue.join("venue.toml");
     let run_dir = dir.path().join("run");
     let out = Command::new(env!("CARGO_BIN_EXE_flythrough"))
-        .args(["run", cfg_path.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--until", "privacy", "--quiet"])
+        .args([
+            "run",
+            cfg_path.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+            "--until",
+            "privacy",
+            "--quiet",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut cfg = Config::load(&cfg_path).unwrap();
 
     // Move the originals out of reach; nothing downstream may need them.
@@ -40,18 +57,45 @@ fn later_stages_never_open_the_original_photos() {
     let manifest = Manifest::read(&run.stage_dir("capture").join("manifest.json")).unwrap();
     let images = RedactedImages::open(&run).unwrap();
     assert_eq!(images.names().len(), 24);
-    assert!(images.dir().starts_with(&run_dir), "redacted images come from the run folder");
+    assert!(
+        images.dir().starts_with(&run_dir),
+        "redacted images come from the run folder"
+    );
 
-    run_stage(&run, "sfm", "t", "t", true, |o, _| Ok(flythrough_sfm::run(&cfg, &images, Some(&manifest), o)?)).unwrap();
+    run_stage(&run, "sfm", "t", "t", true, |o, _| {
+        Ok(flythrough_sfm::run(&cfg, &images, Some(&manifest), o)?)
+    })
+    .unwrap();
     // Fly between the first and last photos SfM registered.
     let rec = flythrough_core::Reconstruction::read(&run.stage_dir("sfm").join("sparse")).unwrap();
     let mut names: Vec<_> = rec.images.values().map(|i| i.name.clone()).collect();
     names.sort();
-    assert!(names.len() >= 12, "sfm registered only {} photos", names.len());
-    cfg.config.venue.keyframes = vec![names[0].clone(), names[names.len() / 2].clone(), names[names.len() - 1].clone()];
+    assert!(
+        names.len() >= 12,
+        "sfm registered only {} photos",
+        names.len()
+    );
+    cfg.config.venue.keyframes = vec![
+        names[0].clone(),
+        names[names.len() / 2].clone(),
+        names[names.len() - 1].clone(),
+    ];
 
-    run_stage(&run, "train", "t", "t", true, |o, w| Ok(flythrough_nerf::run(&cfg.config.train, &images, Some(&manifest), &run.stage_dir("sfm"), o, w)?)).unwrap();
-    run_stage(&run, "render", "t", "t", true, |o, w| Ok(flythrough_render::run(&cfg, &run, o, w)?)).unwrap();
+    run_stage(&run, "train", "t", "t", true, |o, w| {
+        Ok(flythrough_nerf::run(
+            &cfg.config.train,
+            &images,
+            Some(&manifest),
+            &run.stage_dir("sfm"),
+            o,
+            w,
+        )?)
+    })
+    .unwrap();
+    run_stage(&run, "render", "t", "t", true, |o, w| {
+        Ok(flythrough_render::run(&cfg, &run, o, w)?)
+    })
+    .unwrap();
     assert!(run.stage_dir("render").join("flythrough_360.mp4").is_file());
     let report = flythrough_render::write_report(&run).unwrap();
     assert!(report.is_file());

@@ -239,7 +239,7 @@ impl Reconstruction {
             let mut points2d = Vec::new();
             if let Some((ln2, pts)) = it.next() {
                 let g: Vec<&str> = pts.split_whitespace().collect();
-                if g.len() % 3 != 0 {
+                if !g.len().is_multiple_of(3) {
                     return Err(ColmapError::Parse {
                         path: path.clone(),
                         line: ln2,
@@ -267,7 +267,7 @@ impl Reconstruction {
         if path.exists() {
             for (ln, line) in data_lines(&path)? {
                 let f: Vec<&str> = line.split_whitespace().collect();
-                if f.len() < 8 || (f.len() - 8) % 2 != 0 {
+                if f.len() < 8 || !(f.len() - 8).is_multiple_of(2) {
                     return Err(ColmapError::Parse {
                         path: path.clone(),
                         line: ln,

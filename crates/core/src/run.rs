@@ -169,15 +169,13 @@ where
         let path = path.to_path_buf();
         move |source| RunError::Io { path, source }
     };
-    if !force {
-        if let Some(rec) = run.record(stage) {
-            if rec.input_hash == input_hash
-                && rec.config_hash == config_hash
-                && rec.program_version == PROGRAM_VERSION
-            {
-                return Ok(StageOutcome::UpToDate(rec));
-            }
-        }
+    if !force
+        && let Some(rec) = run.record(stage)
+        && rec.input_hash == input_hash
+        && rec.config_hash == config_hash
+        && rec.program_version == PROGRAM_VERSION
+    {
+        return Ok(StageOutcome::UpToDate(rec));
     }
     std::fs::create_dir_all(run.root()).map_err(io(run.root()))?;
     let tmp = run.tmp_dir(stage);

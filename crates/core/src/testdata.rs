@@ -8,15 +8,20 @@ use std::path::PathBuf;
 /// `../shared/data/<rel>` (or `$FLYTHROUGH_SHARED_DATA/<rel>`) if it exists; otherwise prints
 /// `skipped: ... not found` and returns `None`.
 pub fn shared_data(rel: &str) -> Option<PathBuf> {
-    let base = std::env::var_os("FLYTHROUGH_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|| {
-        // crates/core -> workspace root -> ../shared/data
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
-    });
+    let base = std::env::var_os("FLYTHROUGH_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            // crates/core -> workspace root -> ../shared/data
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
+        });
     let p = base.join(rel);
     if p.exists() {
         Some(p)
     } else {
-        println!("skipped: shared test data {rel} not found at {}", p.display());
+        println!(
+            "skipped: shared test data {rel} not found at {}",
+            p.display()
+        );
         None
     }
 }

@@ -253,13 +253,13 @@ fn section<T: Serialize>(out: &mut String, name: &str, value: &T, docs: &[KeyDoc
             ));
             continue;
         }
-        if let Some((key, _)) = line.split_once(" = ") {
-            if !in_subtable {
-                printed.push(key.to_string());
-                if let Some((_, doc)) = docs.iter().find(|(k, _)| *k == key) {
-                    for l in doc.lines() {
-                        out.push_str(&format!("# {l}\n"));
-                    }
+        if let Some((key, _)) = line.split_once(" = ")
+            && !in_subtable
+        {
+            printed.push(key.to_string());
+            if let Some((_, doc)) = docs.iter().find(|(k, _)| *k == key) {
+                for l in doc.lines() {
+                    out.push_str(&format!("# {l}\n"));
                 }
             }
         }
