@@ -564,20 +564,13 @@ fn solve3(m: &[[f32; 3]; 3], b: &[f32; 3]) -> Option<[f32; 3]> {
 pub(crate) fn fast_atan2(y: f32, x: f32) -> f32 {
     let ax = x.abs();
     let ay = y.abs();
-    let (mn, mx) = if ax < ay { (ax, ay) } else { (ay, ax) };
-    let a = mn / (mx + f32::MIN_POSITIVE);
+    let a = ax.min(ay) / (ax.max(ay) + f32::MIN_POSITIVE);
     let s = a * a;
-    // Minimax polynomial for atan on [0, 1].
-    let mut r = ((-0.046_496_473 * s + 0.159_314_22) * s - 0.327_622_77) * s * a + a;
-    if ay > ax {
-        r = 0.5 * PI - r;
-    }
-    if x < 0.0 {
-        r = PI - r;
-    }
-    if y < 0.0 {
-        r = 2.0 * PI - r;
-    }
+    // Minimax polynomial for atan on [0, 1]; the octant corrections are selects, not branches.
+    let r = ((-0.046_496_473 * s + 0.159_314_22) * s - 0.327_622_77) * s * a + a;
+    let r = if ay > ax { 0.5 * PI - r } else { r };
+    let r = if x < 0.0 { PI - r } else { r };
+    let r = if y < 0.0 { 2.0 * PI - r } else { r };
     if r >= 2.0 * PI { 0.0 } else { r }
 }
 
@@ -686,6 +679,13 @@ fn descriptor(g: &Plane, x: f32, y: f32, sigma: f32, theta: f32) -> [u8; 128] {
         }
     };
     let (lo, hi) = (-1.0 - half, D as f32 - half);
+    let width = (x_hi - x_lo + 1) as usize;
+    let (mut cbv, mut rbv, mut obv, mut magv) = (
+        vec![0f32; width],
+        vec![0f32; width],
+        vec![0f32; width],
+        vec![0f32; width],
+    );
     for dy in -rad..=rad {
         let yy = yi + dy;
         if yy < 1 || yy >= g.h as isize - 1 {
@@ -702,31 +702,40 @@ fn descriptor(g: &Plane, x: f32, y: f32, sigma: f32, theta: f32) -> [u8; 128] {
         }
         let dx0 = ((ox_lo + fx).floor() as isize).max(x_lo);
         let dx1 = ((ox_hi + fx).ceil() as isize).min(x_hi);
+        if dx1 < dx0 {
+            continue;
+        }
         let yy = yy as usize;
         let (up, mid, down) = (
             &g.data[(yy - 1) * g.w..yy * g.w],
             &g.data[yy * g.w..(yy + 1) * g.w],
             &g.data[(yy + 1) * g.w..(yy + 2) * g.w],
         );
-        for dx in dx0..=dx1 {
-            let xx = (xi + dx) as usize;
-            // Offset from the (sub-pixel) keypoint, rotated into the descriptor frame, in bins.
-            let ox = dx as f32 - fx;
-            let c = ox * ct + oy * st;
-            let r = -ox * st + oy * ct;
-            let cb = c + half;
-            let rb = r + half;
+        // Pass 1, branch-free so that it vectorises: bin coordinates and weighted magnitude of
+        // every sample of this row.
+        let n = (dx1 - dx0 + 1) as usize;
+        let x0 = (xi + dx0) as usize;
+        let (cbv, rbv, obv, magv) = (&mut cbv[..n], &mut rbv[..n], &mut obv[..n], &mut magv[..n]);
+        let wxr = &wx[(dx0 - x_lo) as usize..(dx0 - x_lo) as usize + n];
+        let (left, right) = (&mid[x0 - 1..x0 - 1 + n], &mid[x0 + 1..x0 + 1 + n]);
+        let (upr, downr) = (&up[x0..x0 + n], &down[x0..x0 + n]);
+        for k in 0..n {
+            let ox = (dx0 + k as isize) as f32 - fx;
+            cbv[k] = ox * ct + oy * st + half;
+            rbv[k] = -ox * st + oy * ct + half;
+            let gx = right[k] - left[k];
+            let gy = downr[k] - upr[k];
+            magv[k] = (gx * gx + gy * gy).sqrt() * wy * wxr[k];
+            let ob = (fast_atan2(gy, gx) - theta) * (N as f32 / (2.0 * PI));
+            obv[k] = if ob < 0.0 { ob + N as f32 } else { ob };
+        }
+        // Pass 2: trilinear interpolation into the histogram (cb, rb > -1 and ob >= 0:
+        // truncation is floor).
+        for k in 0..n {
+            let (cb, rb, ob, mag) = (cbv[k], rbv[k], obv[k], magv[k]);
             if cb <= -1.0 || cb >= D as f32 || rb <= -1.0 || rb >= D as f32 {
                 continue;
             }
-            let gx = mid[xx + 1] - mid[xx - 1];
-            let gy = down[xx] - up[xx];
-            let mag = (gx * gx + gy * gy).sqrt() * wy * wx[(dx - x_lo) as usize];
-            let mut ob = (fast_atan2(gy, gx) - theta) * (N as f32 / (2.0 * PI));
-            if ob < 0.0 {
-                ob += N as f32;
-            }
-            // Trilinear interpolation (cb, rb > -1 and ob >= 0: truncation is floor).
             let (r0, c0) = (((rb + 1.0) as usize).min(D), ((cb + 1.0) as usize).min(D));
             let o0 = (ob as usize).min(N - 1);
             let (dr, dc, d_o) = (rb + 1.0 - r0 as f32, cb + 1.0 - c0 as f32, ob - o0 as f32);
