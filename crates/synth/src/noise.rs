@@ -6,7 +6,7 @@
 //! textures do not alias at a distance (aliasing would make the same surface look different from
 //! different cameras and confuse feature matching).
 
-use crate::rng::hash2f;
+use crate::rng::{hash2f_mixed, mix64};
 
 #[inline]
 fn quintic(t: f32) -> f32 {
@@ -18,10 +18,11 @@ pub fn value2(u: f64, v: f64, salt: u64) -> f32 {
     let (fu, fv) = (u.floor(), v.floor());
     let (iu, iv) = (fu as i64, fv as i64);
     let (tu, tv) = (quintic((u - fu) as f32), quintic((v - fv) as f32));
-    let a = hash2f(iu, iv, salt);
-    let b = hash2f(iu + 1, iv, salt);
-    let c = hash2f(iu, iv + 1, salt);
-    let d = hash2f(iu + 1, iv + 1, salt);
+    let m = mix64(salt);
+    let a = hash2f_mixed(iu, iv, m);
+    let b = hash2f_mixed(iu + 1, iv, m);
+    let c = hash2f_mixed(iu, iv + 1, m);
+    let d = hash2f_mixed(iu + 1, iv + 1, m);
     let ab = a + (b - a) * tu;
     let cd = c + (d - c) * tu;
     ab + (cd - ab) * tv

@@ -12,13 +12,26 @@ pub fn mix64(mut z: u64) -> u64 {
 /// Hash of an integer lattice cell `(x, y)` under a salt.
 #[inline]
 pub fn hash2(x: i64, y: i64, salt: u64) -> u64 {
+    hash2_mixed(x, y, mix64(salt))
+}
+
+/// [`hash2`] with the salt already passed through [`mix64`] (saves one mix per lookup when many
+/// cells share a salt).
+#[inline]
+pub fn hash2_mixed(x: i64, y: i64, mixed_salt: u64) -> u64 {
     mix64(
         (x as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
             ^ (y as u64)
                 .wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
                 .rotate_left(17)
-            ^ mix64(salt),
+            ^ mixed_salt,
     )
+}
+
+/// [`hash2_mixed`] as a float in `[0, 1)`.
+#[inline]
+pub fn hash2f_mixed(x: i64, y: i64, mixed_salt: u64) -> f32 {
+    (hash2_mixed(x, y, mixed_salt) >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
 }
 
 /// `hash2` as a float in `[0, 1)`.

@@ -110,8 +110,10 @@ pub struct Hit {
 pub struct Scene {
     pub seed: u64,
     pub objects: Vec<Object>,
-    /// Bounding-box groups of objects for faster tracing (built by `Scene::new`).
+    /// Bounding-box groups of objects for faster tracing (built by `Scene::new`), without the shell.
     groups: Vec<Group>,
+    /// The room shell's objects by exit side: `2 axis + (1 if the max side)`.
+    shell: [usize; 6],
     pub posters: Vec<Poster>,
     pub paintings: Vec<Painting>,
     pub faces: Vec<FaceImage>,
@@ -148,6 +150,7 @@ impl Scene {
             seed,
             objects: Vec::new(),
             groups: Vec::new(),
+            shell: [0; 6],
             posters: Vec::new(),
             paintings: Vec::new(),
             faces: FACE_IMAGES
@@ -717,8 +720,21 @@ impl Scene {
                 .find(|(p, _)| n.starts_with(p))
                 .map(|(_, g)| g.to_string())
         };
+        let side = |name: &str| match name {
+            "wall_x0" => Some(0),
+            "wall_x6" => Some(1),
+            "wall_y0" => Some(2),
+            "wall_y5" => Some(3),
+            "floor" => Some(4),
+            "ceiling" => Some(5),
+            _ => None,
+        };
         let mut keyed: Vec<(Option<String>, Vec<usize>)> = Vec::new();
         for (i, o) in self.objects.iter().enumerate() {
+            if let Some(k) = side(&o.name) {
+                self.shell[k] = i;
+                continue;
+            }
             let k = key(o);
             match keyed.iter_mut().find(|(g, _)| g.is_some() && *g == k) {
                 Some((_, v)) => v.push(i),
@@ -762,6 +778,31 @@ impl Scene {
         let mut best: Option<(usize, LocalHit)> = None;
         let mut limit = t_max;
         let inv = d.map(|c| 1.0 / c);
+        // The shell: from inside the room only the wall the ray exits through can be hit.
+        let inside = (0..3).all(|k| o[k] > 0.0 && o[k] < ROOM[k]);
+        let exit_wall;
+        let shell_candidates: &[usize] = if inside {
+            let mut exit = (f64::INFINITY, 0usize);
+            for k in 0..3 {
+                if d[k] != 0.0 {
+                    let (bound, side) = if d[k] > 0.0 { (ROOM[k], 1) } else { (0.0, 0) };
+                    let t = (bound - o[k]) * inv[k];
+                    if t < exit.0 {
+                        exit = (t, 2 * k + side);
+                    }
+                }
+            }
+            exit_wall = [self.shell[exit.1]];
+            &exit_wall
+        } else {
+            &self.shell
+        };
+        for &i in shell_candidates {
+            if let Some(h) = self.objects[i].shape.intersect(o, d, limit) {
+                limit = h.t;
+                best = Some((i, h));
+            }
+        }
         for g in &self.groups {
             if g.objects.len() > 1 && !aabb_hit(o, &inv, &g.min, &g.max, limit) {
                 continue;
