@@ -18,7 +18,6 @@ pub mod blur;
 pub mod centerface;
 pub mod geometry;
 pub mod jpeg_check;
-pub mod seeta;
 
 use centerface::{CenterFace, Detection, PyramidParams};
 use flythrough_core::config::{BrokenPhotoPolicy, PrivacyConfig};

@@ -1,14 +1,13 @@
 //! SeetaFace frontal detector (Wu et al., "Funnel-structured cascade for multi-view face detection
 //! with alignment awareness", Neurocomputing 2017) through the pure-Rust `rustface` port. Frontal
-//! faces only; kept as a comparison and an optional second opinion next to [`crate::centerface`].
+//! faces only; the comparison in the privacy benchmark (the stage itself uses CenterFace).
 
-use crate::centerface::Detection;
-use crate::geometry::BoxF;
+use flythrough_privacy::centerface::Detection;
+use flythrough_privacy::geometry::BoxF;
 use image::{GrayImage, RgbImage};
 
 /// The model file, committed under `data/models/` (BSD-2-Clause, shipped in the `rustface` 0.1.7 crate).
-pub const MODEL_BYTES: &[u8] = include_bytes!("../../../data/models/seeta_fd_frontal_v1.0.bin");
-pub const MODEL_FILE: &str = "data/models/seeta_fd_frontal_v1.0.bin";
+pub const MODEL_BYTES: &[u8] = include_bytes!("../../../../data/models/seeta_fd_frontal_v1.0.bin");
 
 /// SeetaFace settings: the cascade's own score scale (not 0..1), smallest face in pixels of the
 /// scanned image, and the long side the photo is downscaled to before scanning.

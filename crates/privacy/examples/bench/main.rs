@@ -13,9 +13,10 @@ use flythrough_core::testdata::shared_data;
 use flythrough_core::{Config, LoadedConfig, Manifest};
 use flythrough_privacy::centerface::{CenterFace, Detection, PyramidParams};
 use flythrough_privacy::geometry::{BoxF, iou};
-use flythrough_privacy::seeta;
 use image::RgbImage;
 use std::time::Instant;
+
+mod seeta;
 
 const SINGLE: &[(&str, [u32; 4])] = &[
     (
@@ -301,6 +302,9 @@ fn main() {
             flythrough_privacy::redact_image(&mut red, "x", &d, &pc);
             red.save(&args[3]).unwrap();
             println!("{} faces redacted", d.len());
+            for f in &d {
+                println!("  {:?} score {:.2}", f.bbox.to_array(), f.score);
+            }
         }
         _ => eprintln!("usage: bench recall [threshold] | bench speed [photos] [min_face_px]"),
     }
