@@ -535,3 +535,72 @@ fn synthetic_venue_posters_are_found_and_blurred() {
         "the synthetic venue should show posters at >= 24 px ({expected})"
     );
 }
+
+#[test]
+fn faces_at_several_scales_in_a_12_megapixel_photo() {
+    let Some(castle) = shared_data("sceaux_castle/images/100_7101.JPG") else {
+        return;
+    };
+    let group = load(&shared_data("faces/rustface_0.1.7/test.png").unwrap());
+    let astro = load(&shared_data("faces/scikit_image_0.26.0/astronaut.png").unwrap());
+    let json = shared_data("faces/rustface_0.1.7/red_boxes_extracted.json").unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let truth: Vec<BoxF> = v["boxes_xywh"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let a: Vec<f32> = b
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            BoxF::new(a[0], a[1], a[2], a[3])
+        })
+        .collect();
+    // 4000x3000: the castle upscaled, the group photo at 0.6x (faces ~30 px) and the astronaut at 2x
+    // (face ~200 px), i.e. faces 7x apart in size in one photo.
+    let mut big = image::imageops::resize(
+        &load(&castle),
+        4000,
+        3000,
+        image::imageops::FilterType::Nearest,
+    );
+    let (gw, gh) = (
+        (group.width() as f32 * 0.6) as u32,
+        (group.height() as f32 * 0.6) as u32,
+    );
+    let g = image::imageops::resize(&group, gw, gh, image::imageops::FilterType::Triangle);
+    image::imageops::replace(&mut big, &g, 2000, 100);
+    let a = image::imageops::resize(&astro, 1024, 1024, image::imageops::FilterType::Triangle);
+    image::imageops::replace(&mut big, &a, 200, 1500);
+    let (sx, sy) = (
+        gw as f32 / group.width() as f32,
+        gh as f32 / group.height() as f32,
+    );
+    let group_truth: Vec<BoxF> = truth
+        .iter()
+        .map(|b| BoxF::new(2000.0 + b.x * sx, 100.0 + b.y * sy, b.w * sx, b.h * sy))
+        .collect();
+    let astro_truth = BoxF::new(
+        200.0 + 180.0 * 2.0,
+        1500.0 + 65.0 * 2.0,
+        92.0 * 2.0,
+        110.0 * 2.0,
+    );
+    let dets = detector().detect(&big, &params()).unwrap();
+    let m = matched(&group_truth, &dets);
+    println!(
+        "12 MP: {} detections; group at 0.6x {}/28",
+        dets.len(),
+        m.len()
+    );
+    assert!(m.len() >= 26, "small faces in 12 MP: only {}/28", m.len());
+    assert_eq!(
+        matched(&[astro_truth], &dets).len(),
+        1,
+        "large face in 12 MP not found"
+    );
+}
