@@ -40,7 +40,7 @@ impl SceneNorm {
     /// Centre: the mean camera centre. Scale: the unit ball holds every camera (with a 10 % margin) and
     /// the nearer 80 % of the sparse points (so an indoor room's walls sit just inside it, and what is
     /// farther goes to the contracted shell). Near: half the 1st percentile of point depths, clamped to
-    /// `[0.01, 0.2]` norm units (multinerf uses 0.2 on its own normalisation).
+    /// `[0.01, 1]` norm units; 0.2 without points (multinerf's `near` on its own normalisation).
     pub fn from_cameras(centers: &[[f64; 3]], points: &[[f64; 3]], depths: &[f64]) -> SceneNorm {
         let n = centers.len().max(1) as f64;
         let mut c = [0.0; 3];
@@ -64,9 +64,9 @@ impl SceneNorm {
         let mut ds: Vec<f64> = depths.iter().copied().filter(|d| *d > 0.0 && d.is_finite()).collect();
         ds.sort_by(|a, b| a.total_cmp(b));
         let near = if ds.is_empty() {
-            0.05
+            0.2
         } else {
-            (0.5 * ds[ds.len() / 100] * scale).clamp(0.01, 0.2)
+            (0.5 * ds[ds.len() / 100] * scale).clamp(0.01, 1.0)
         };
         SceneNorm { center: c, scale, near }
     }
@@ -173,6 +173,6 @@ mod tests {
             assert!(r < 0.95, "{r}");
         }
         assert!((n.center[0] - 11.0).abs() < 1e-12);
-        assert!(n.near > 0.0 && n.near <= 0.2);
+        assert!(n.near > 0.0 && n.near <= 1.0);
     }
 }

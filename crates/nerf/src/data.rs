@@ -116,7 +116,7 @@ impl Dataset {
         let pts: Vec<[f64; 3]> = recon.points.values().map(|p| p.xyz.into()).collect();
         let mut depths = Vec::new();
         for p in recon.points.values() {
-            for (img_id, _) in p.track.iter().take(8) {
+            for (img_id, _) in p.track.iter().take(32) {
                 if let Some(im) = recon.images.get(img_id) {
                     depths.push(im.pose.transform(&p.xyz).z);
                 }

@@ -56,7 +56,10 @@ pub fn run(cfg: &TrainConfig, images: &RedactedImages, manifest: Option<&Manifes
         let p = p.to_path_buf();
         move |e: std::io::Error| NerfError::Io(p, e.to_string())
     };
-    let ds = data::Dataset::load(images, manifest, sfm_dir, cfg.image_downscale, cfg.holdout_every)?;
+    let mut ds = data::Dataset::load(images, manifest, sfm_dir, cfg.image_downscale, cfg.holdout_every)?;
+    if cfg.near > 0.0 {
+        ds.norm.near = cfg.near;
+    }
     if ds.train.is_empty() {
         return Err(NerfError::Input("no training photos (every photo is held out)".into()));
     }

@@ -210,8 +210,9 @@ pub struct ColorState {
     /// `[S * color_in]`.
     pub x: Vec<f32>,
     cache: MlpCache,
-    /// Sigmoid colours `[S * 3]`.
+    /// Colours `[S * 3]` (padded sigmoid) and their derivatives w.r.t. the logits.
     pub rgb: Vec<f32>,
+    drgb: Vec<f32>,
 }
 
 /// Everything the backward pass needs.
@@ -234,6 +235,17 @@ fn trunc_exp(x: f32) -> f32 {
 #[inline]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
+}
+
+/// multinerf `rgb_padding`: colours are `sigmoid(x) (1 + 2p) - p`, so black and white are reached at
+/// finite logits and the sigmoid does not saturate on dark backgrounds.
+pub const RGB_PADDING: f32 = 0.001;
+
+/// Padded sigmoid colour activation and its derivative.
+#[inline]
+fn color_act(x: f32) -> (f32, f32) {
+    let s = sigmoid(x);
+    (s * (1.0 + 2.0 * RGB_PADDING) - RGB_PADDING, (1.0 + 2.0 * RGB_PADDING) * s * (1.0 - s))
 }
 
 /// Sample positions of one level: bin midpoints in distance, contracted, in grid units, with the
@@ -395,7 +407,8 @@ impl Model {
         } else {
             mlp_forward_inference(&ccfg, &self.params[cidx], &color.x, &mut out);
         }
-        color.rgb = out.par_iter().map(|&v| sigmoid(v)).collect();
+        color.rgb = out.par_iter().map(|&v| color_act(v).0).collect();
+        color.drgb = out.par_iter().map(|&v| color_act(v).1).collect();
         let n = lvl.n;
         let res: Vec<([f32; 3], f32, f32)> = (0..r_count)
             .into_par_iter()
@@ -461,6 +474,7 @@ impl Model {
                 let s = &nl.s[i * (n + 1)..(i + 1) * (n + 1)];
                 let t = &nl.t[i * (n + 1)..(i + 1) * (n + 1)];
                 let rgb = &fwd.color.rgb[i * n * 3..(i + 1) * n * 3];
+                let drgb = &fwd.color.drgb[i * n * 3..(i + 1) * n * 3];
                 let mut gc = [0.0f32; 3];
                 let mut data = 0.0f64;
                 let mut se = 0.0f64;
@@ -477,8 +491,7 @@ impl Model {
                     let c = &rgb[3 * j..3 * j + 3];
                     gw[j] += gc[0] * c[0] + gc[1] * c[1] + gc[2] * c[2];
                     for k in 0..3 {
-                        // through the sigmoid: c (1 - c)
-                        go[3 * j + k] = gc[k] * w[j] * c[k] * (1.0 - c[k]);
+                        go[3 * j + k] = gc[k] * w[j] * drgb[3 * j + k];
                     }
                 }
                 render::weights_backward(&nl.sigma[i * n..(i + 1) * n], t, w, &gw, gs);
@@ -606,14 +619,13 @@ impl Model {
                 let mut c = [0.0f32; 3];
                 for j in 0..n {
                     for k in 0..3 {
-                        c[k] += w[j] * sigmoid(out[(i * n + j) * 3 + k]);
+                        c[k] += w[j] * color_act(out[(i * n + j) * 3 + k]).0;
                     }
                 }
                 for k in 0..3 {
                     let g = 2.0 * (c[k] - target[i][k]) / (3 * r_count) as f32;
                     for j in 0..n {
-                        let s = sigmoid(out[(i * n + j) * 3 + k]);
-                        go[3 * j + k] = g * w[j] * s * (1.0 - s);
+                        go[3 * j + k] = g * w[j] * color_act(out[(i * n + j) * 3 + k]).1;
                     }
                 }
             });

@@ -14,6 +14,9 @@ fn exposure_conditioning_beats_none_and_reproduces_brightness() {
     for exposure in [true, false] {
         let mut cfg = common::tiny_config();
         cfg.steps = 220;
+        // The textured room trains well at a high rate (the default suits dark backgrounds too).
+        cfg.lr_init = 1e-2;
+        cfg.lr_final = 1e-3;
         cfg.glo_dim = 0;
         cfg.exposure_conditioning = exposure;
         let tag = if exposure { "with" } else { "without" };

@@ -153,6 +153,18 @@ pub fn temple(dir: &Path) -> Option<Scene> {
         let iid = recon.images.len() as u32 + 1;
         recon.images.insert(iid, Image { id: iid, camera_id: id, name: v[0].to_string(), pose: Pose::from_rt(&r, t), points2d: vec![] });
     }
+    // The README's tight bounding box of the temple, as 8 "sparse points" seen by every camera (what
+    // SfM would give: the scene normalisation takes its near plane from point depths).
+    let (lo, hi) = ([-0.023121, -0.038009, -0.091940], [0.078626, 0.121636, -0.017395]);
+    let track: Vec<(u32, u32)> = recon.images.keys().map(|&k| (k, 0)).collect();
+    for c in 0..8u64 {
+        let p = Vector3::new(
+            if c & 1 == 0 { lo[0] } else { hi[0] },
+            if c & 2 == 0 { lo[1] } else { hi[1] },
+            if c & 4 == 0 { lo[2] } else { hi[2] },
+        );
+        recon.points.insert(c + 1, Point3D { id: c + 1, xyz: p, rgb: [0; 3], error: 0.0, track: track.clone() });
+    }
     let sfm_dir = dir.join("sfm");
     recon.write_text(&sfm_dir.join("sparse")).unwrap();
     Some(Scene { images: RedactedImages::from_cleared_folder(&root).unwrap(), manifest: Manifest::default(), sfm_dir })

@@ -1,0 +1,57 @@
+//! Training benchmark used by `scripts/bench-train.sh`: trains on one scene for a time budget and
+//! prints one table row (PSNR vs wall time, samples/s, rays/s train and render).
+//!
+//! `cargo run --release -p flythrough-nerf --example bench_train -- <room|temple|synth> <seconds> <out dir> [downscale] [width height photos]`
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        eprintln!("usage: bench_train <room|temple|synth> <seconds> <out dir> [downscale] [width height photos]");
+        std::process::exit(2);
+    }
+    let seconds: f64 = args[2].parse().expect("seconds");
+    let dir = PathBuf::from(&args[3]);
+    let downscale: u32 = args.get(4).map(|s| s.parse().expect("downscale")).unwrap_or(1);
+    let (w, h, n) = if args.len() >= 8 {
+        (args[5].parse().unwrap(), args[6].parse().unwrap(), args[7].parse().unwrap())
+    } else {
+        (320, 240, 40)
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let scene = match args[1].as_str() {
+        "room" => common::analytic_room(&dir, w, h, n, 1.0),
+        "temple" => common::temple(&dir).expect("shared data temple_ring19"),
+        other => panic!("unknown scene {other}"),
+    };
+    let mut cfg = flythrough_core::config::TrainConfig::default();
+    cfg.max_seconds = seconds;
+    cfg.steps = 100_000;
+    cfg.image_downscale = downscale;
+    if let Ok(s) = std::env::var("BENCH_TRAIN_TOML") {
+        // Extra `[train]` keys, e.g. BENCH_TRAIN_TOML='batch_rays = 4096'.
+        let text = format!("[venue]\nname = \"b\"\nphotos = \".\"\n[train]\nmax_seconds = {seconds}\nsteps = 100000\nimage_downscale = {downscale}\n{s}\n");
+        cfg = flythrough_core::Config::parse(&text, std::path::Path::new("BENCH_TRAIN_TOML")).expect("config").train;
+    }
+    let t0 = std::time::Instant::now();
+    let s = flythrough_nerf::run(&cfg, &scene.images, Some(&scene.manifest), &scene.sfm_dir, &dir.join("out"), &dir.join("work")).expect("train");
+    let v = &s.values;
+    println!(
+        "| {} | {}x{} | {} | {:.0} s | {:.2} dB | {:.3} | {:.0}k | {:.1}k | {:.1}k | {:.0} s |",
+        args[1],
+        w / downscale.max(1),
+        h / downscale.max(1),
+        v["steps"],
+        v["train_seconds"].as_f64().unwrap_or(0.0),
+        v["psnr_holdout"].as_f64().unwrap_or(0.0),
+        v["ssim_holdout"].as_f64().unwrap_or(0.0),
+        v["samples_per_s"].as_f64().unwrap_or(0.0) / 1e3,
+        v["rays_per_s"].as_f64().unwrap_or(0.0) / 1e3,
+        v["render_rays_per_s"].as_f64().unwrap_or(0.0) / 1e3,
+        t0.elapsed().as_secs_f64()
+    );
+}
