@@ -30,7 +30,9 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut gt_par, mut gt_dir, mut config_path) = (None, None, None);
     let mut i = 2;
     while i < args.len() {
-        let v = args.get(i + 1).ok_or(format!("{} needs a value", args[i]))?;
+        let v = args
+            .get(i + 1)
+            .ok_or(format!("{} needs a value", args[i]))?;
         match args[i].as_str() {
             "--max-image-size" => config.sfm.max_image_size = v.parse()?,
             "--max-features" => config.sfm.max_features = v.parse()?,
@@ -45,7 +47,12 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = match config_path {
         // A venue config (its [sfm] keys and calibration pairs; size options above are ignored).
         Some(p) => Config::load(&p)?,
-        None => LoadedConfig { config, path: photos.join("none.toml"), dir: photos.clone(), photos_dir: photos.clone() },
+        None => LoadedConfig {
+            config,
+            path: photos.join("none.toml"),
+            dir: photos.clone(),
+            photos_dir: photos.clone(),
+        },
     };
     std::fs::create_dir_all(&out)?;
     let summary = flythrough_sfm::run(&cfg, &images, None, &out)?;
@@ -54,7 +61,11 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
     let gt = match (gt_par, gt_dir) {
         (Some(p), _) => {
             let first = images.load_rgb(&images.names()[0])?;
-            Some(parse_middlebury_par(&std::fs::read_to_string(&p)?, first.width(), first.height())?)
+            Some(parse_middlebury_par(
+                &std::fs::read_to_string(&p)?,
+                first.width(),
+                first.height(),
+            )?)
         }
         (None, Some(d)) => Some(flythrough_core::Reconstruction::read(&d)?),
         _ => None,

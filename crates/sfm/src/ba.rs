@@ -64,7 +64,12 @@ pub struct BaSummary {
 }
 
 /// Reprojection of world point `x` by pose `(r, t)` and intrinsics `k`; `None` behind the camera.
-pub fn project(k: &Intrinsics, r: &Matrix3<f64>, t: &Vector3<f64>, x: &Vector3<f64>) -> Option<Vector2<f64>> {
+pub fn project(
+    k: &Intrinsics,
+    r: &Matrix3<f64>,
+    t: &Vector3<f64>,
+    x: &Vector3<f64>,
+) -> Option<Vector2<f64>> {
     let p = r * x + t;
     if p.z <= 1e-12 {
         return None;
@@ -100,7 +105,12 @@ pub fn residual_and_jacobians(
     t: &Vector3<f64>,
     x: &Vector3<f64>,
     obs: &Vector2<f64>,
-) -> Option<(Vector2<f64>, SMatrix<f64, 2, 6>, SMatrix<f64, 2, 3>, SMatrix<f64, 2, 3>)> {
+) -> Option<(
+    Vector2<f64>,
+    SMatrix<f64, 2, 6>,
+    SMatrix<f64, 2, 3>,
+    SMatrix<f64, 2, 3>,
+)> {
     let rx = r * x;
     let p = rx + t;
     if p.z <= 1e-12 {
@@ -124,9 +134,18 @@ pub fn residual_and_jacobians(
     let dproj = Matrix2x3::new(iz, 0.0, -xn * iz, 0.0, iz, -yn * iz);
     let jp = dn * dproj;
     let mut jpose = SMatrix::<f64, 2, 6>::zeros();
-    jpose.fixed_view_mut::<2, 3>(0, 0).copy_from(&(jp * -crate::geometry::skew(&rx)));
+    jpose
+        .fixed_view_mut::<2, 3>(0, 0)
+        .copy_from(&(jp * -crate::geometry::skew(&rx)));
     jpose.fixed_view_mut::<2, 3>(0, 3).copy_from(&jp);
-    let jintr = SMatrix::<f64, 2, 3>::new(d * xn, f * xn * r2, f * xn * r2 * r2, d * yn, f * yn * r2, f * yn * r2 * r2);
+    let jintr = SMatrix::<f64, 2, 3>::new(
+        d * xn,
+        f * xn * r2,
+        f * xn * r2 * r2,
+        d * yn,
+        f * yn * r2,
+        f * yn * r2 * r2,
+    );
     let jpt = jp * r;
     Some((res, jpose, jintr, jpt))
 }
@@ -185,8 +204,8 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
     let prior_cost = |d: &BaData| -> f64 {
         let mut c = 0.0;
         for (cam, cols) in intr_col.iter().enumerate() {
-            for q in 1..3 {
-                if cols[q] != usize::MAX {
+            for (q, &col) in cols.iter().enumerate().skip(1) {
+                if col != usize::MAX {
                     c += 0.5 * w_prior * d.intrinsics[cam][2 + q].powi(2);
                 }
             }
@@ -194,11 +213,17 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
         c
     };
     let total_cost = |d: &BaData| -> (f64, f64) {
-        let (c, s) = d.obs
+        let (c, s) = d
+            .obs
             .par_iter()
             .map(|o| {
                 let c = d.image_camera[o.image];
-                match project(&d.intrinsics[c], &d.rotations[o.image], &d.translations[o.image], &d.points[o.point]) {
+                match project(
+                    &d.intrinsics[c],
+                    &d.rotations[o.image],
+                    &d.translations[o.image],
+                    &d.points[o.point],
+                ) {
                     Some(p) => {
                         let s2 = (p - o.xy).norm_squared();
                         (robust(s2, sigma).1, s2)
@@ -301,15 +326,16 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
         }
         // The distortion prior.
         for (cam, cols) in intr_col.iter().enumerate() {
-            for q in 1..3 {
-                if cols[q] != usize::MAX {
-                    a[(cols[q], cols[q])] += w_prior;
-                    gc[cols[q]] += w_prior * data.intrinsics[cam][2 + q];
+            for (q, &col) in cols.iter().enumerate().skip(1) {
+                if col != usize::MAX {
+                    a[(col, col)] += w_prior;
+                    gc[col] += w_prior * data.intrinsics[cam][2 + q];
                 }
             }
         }
         // Try steps with increasing damping until the cost decreases.
         let mut accepted = false;
+        let mut converged = false;
         for _attempt in 0..8 {
             let mut s = a.clone();
             for q in 0..nc {
@@ -373,7 +399,8 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
                 let w = Vector3::new(dc[*col], dc[col + 1], dc[col + 2]);
                 let rot = Rotation3::new(w).into_inner();
                 trial.rotations[i] = rot * data.rotations[i];
-                trial.translations[i] = data.translations[i] + Vector3::new(dc[col + 3], dc[col + 4], dc[col + 5]);
+                trial.translations[i] =
+                    data.translations[i] + Vector3::new(dc[col + 3], dc[col + 4], dc[col + 5]);
             }
             for (c, cols) in intr_col.iter().enumerate() {
                 for (q, &col) in cols.iter().enumerate() {
@@ -382,23 +409,19 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
                     }
                 }
             }
-            trial
-                .points
-                .par_iter_mut()
-                .enumerate()
-                .for_each(|(j, x)| {
-                    let Some(cinv) = cinvs[j] else { return };
-                    let blk = &blocks[j];
-                    let mut rhs = -blk.g;
-                    for (cols, w) in &blk.w {
-                        for p in 0..9 {
-                            if cols[p] != usize::MAX {
-                                rhs -= w.row(p).transpose() * dc[cols[p]];
-                            }
+            trial.points.par_iter_mut().enumerate().for_each(|(j, x)| {
+                let Some(cinv) = cinvs[j] else { return };
+                let blk = &blocks[j];
+                let mut rhs = -blk.g;
+                for (cols, w) in &blk.w {
+                    for p in 0..9 {
+                        if cols[p] != usize::MAX {
+                            rhs -= w.row(p).transpose() * dc[cols[p]];
                         }
                     }
-                    *x += cinv * rhs;
-                });
+                }
+                *x += cinv * rhs;
+            });
             let (new_cost, _) = total_cost(&trial);
             if new_cost < cost {
                 let rel = (cost - new_cost) / cost.max(1e-300);
@@ -406,20 +429,18 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
                 cost = new_cost;
                 lambda = (lambda * 0.2).max(1e-10);
                 accepted = true;
-                if rel < opts.function_tolerance {
-                    iter = opts.max_iterations;
-                }
+                converged = rel < opts.function_tolerance;
                 break;
             }
             lambda *= 10.0;
         }
-        if !accepted {
+        if !accepted || converged {
             break;
         }
     }
     let (_, sq) = total_cost(data);
     summary.final_cost = cost;
-    summary.iterations = iter.min(opts.max_iterations);
+    summary.iterations = iter;
     summary.rms_px = (sq / data.obs.len().max(1) as f64).sqrt();
     summary
 }
@@ -447,19 +468,29 @@ mod tests {
             let tt = t + Vector3::new(d[3], d[4], d[5]);
             let r1 = residual_and_jacobians(&k, &rr, &tt, &x, &o).unwrap().0;
             let fd = (r1 - r0) / h;
-            assert!((fd - jpose.column(q)).norm() < 1e-3 * (1.0 + fd.norm()), "pose {q}: {fd} vs {}", jpose.column(q));
+            assert!(
+                (fd - jpose.column(q)).norm() < 1e-3 * (1.0 + fd.norm()),
+                "pose {q}: {fd} vs {}",
+                jpose.column(q)
+            );
         }
         for (q, slot) in [0usize, 3, 4].iter().enumerate() {
             let mut kk = k;
             kk[*slot] += h;
             let fd = (residual_and_jacobians(&kk, &r, &t, &x, &o).unwrap().0 - r0) / h;
-            assert!((fd - jintr.column(q)).norm() < 1e-3 * (1.0 + fd.norm()), "intr {q}");
+            assert!(
+                (fd - jintr.column(q)).norm() < 1e-3 * (1.0 + fd.norm()),
+                "intr {q}"
+            );
         }
         for q in 0..3 {
             let mut xx = x;
             xx[q] += h;
             let fd = (residual_and_jacobians(&k, &r, &t, &xx, &o).unwrap().0 - r0) / h;
-            assert!((fd - jpt.column(q)).norm() < 1e-3 * (1.0 + fd.norm()), "point {q}");
+            assert!(
+                (fd - jpt.column(q)).norm() < 1e-3 * (1.0 + fd.norm()),
+                "point {q}"
+            );
         }
         // Undistortion inverts the distortion.
         let px = project(&k, &r, &t, &x).unwrap();
@@ -493,7 +524,11 @@ mod tests {
             for i in 0..n_img {
                 if let Some(p) = project(&truth_k, &data.rotations[i], &data.translations[i], &x) {
                     let noise = Vector2::new(rng.normal(), rng.normal()) * 0.5;
-                    data.obs.push(Obs { image: i, point: j, xy: p + noise });
+                    data.obs.push(Obs {
+                        image: i,
+                        point: j,
+                        xy: p + noise,
+                    });
                 }
             }
         }
@@ -523,6 +558,10 @@ mod tests {
         );
         assert!(s.initial_cost > 100.0 * s.final_cost, "{s:?}");
         assert!(s.rms_px < 0.75, "{s:?}");
-        assert!((pert.intrinsics[0][0] / 1000.0 - 1.0).abs() < 0.005, "{:?}", pert.intrinsics[0]);
+        assert!(
+            (pert.intrinsics[0][0] / 1000.0 - 1.0).abs() < 0.005,
+            "{:?}",
+            pert.intrinsics[0]
+        );
     }
 }

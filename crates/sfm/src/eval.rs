@@ -103,7 +103,9 @@ pub fn eval_poses(est: &Reconstruction, gt: &Reconstruction) -> PoseEval {
     for a in 0..gt_imgs.len() {
         for b in a + 1..gt_imgs.len() {
             errors.push(match (est_of[a], est_of[b]) {
-                (Some(ea), Some(eb)) => pair_error_deg((&ea.pose, &eb.pose), (&gt_imgs[a].pose, &gt_imgs[b].pose)),
+                (Some(ea), Some(eb)) => {
+                    pair_error_deg((&ea.pose, &eb.pose), (&gt_imgs[a].pose, &gt_imgs[b].pose))
+                }
                 _ => f64::INFINITY,
             });
         }
@@ -124,10 +126,19 @@ pub fn eval_poses(est: &Reconstruction, gt: &Reconstruction) -> PoseEval {
     }
     let all_gt: Vec<Vector3<f64>> = gt_imgs.iter().map(|g| g.pose.center()).collect();
     let centroid = all_gt.iter().sum::<Vector3<f64>>() / all_gt.len().max(1) as f64;
-    let spread = (all_gt.iter().map(|c| (c - centroid).norm_squared()).sum::<f64>() / all_gt.len().max(1) as f64).sqrt();
+    let spread = (all_gt
+        .iter()
+        .map(|c| (c - centroid).norm_squared())
+        .sum::<f64>()
+        / all_gt.len().max(1) as f64)
+        .sqrt();
     let (mut med_c, mut max_c, mut scale) = (f64::NAN, f64::NAN, f64::NAN);
     if let Some(s) = Sim3::umeyama(&src, &dst) {
-        let mut errs: Vec<f64> = src.iter().zip(&dst).map(|(a, b)| (s.apply(a) - b).norm() / spread * 100.0).collect();
+        let mut errs: Vec<f64> = src
+            .iter()
+            .zip(&dst)
+            .map(|(a, b)| (s.apply(a) - b).norm() / spread * 100.0)
+            .collect();
         max_c = errs.iter().copied().fold(0.0, f64::max);
         med_c = median(&mut errs);
         scale = s.scale;
@@ -161,8 +172,14 @@ pub fn eval_poses(est: &Reconstruction, gt: &Reconstruction) -> PoseEval {
 }
 
 /// Read both models (COLMAP text or binary folders) and evaluate: what `flythrough eval-poses` runs.
-pub fn eval_pose_dirs(est: &Path, gt: &Path) -> Result<PoseEval, flythrough_core::colmap::ColmapError> {
-    Ok(eval_poses(&Reconstruction::read(est)?, &Reconstruction::read(gt)?))
+pub fn eval_pose_dirs(
+    est: &Path,
+    gt: &Path,
+) -> Result<PoseEval, flythrough_core::colmap::ColmapError> {
+    Ok(eval_poses(
+        &Reconstruction::read(est)?,
+        &Reconstruction::read(gt)?,
+    ))
 }
 
 /// Parse a Middlebury multi-view `*_par.txt` file (first line: count; then per image
@@ -176,11 +193,18 @@ pub fn parse_middlebury_par(text: &str, width: u32, height: u32) -> Result<Recon
             continue;
         }
         if f.len() != 22 {
-            return Err(format!("line {}: expected 22 fields, found {}", ln + 1, f.len()));
+            return Err(format!(
+                "line {}: expected 22 fields, found {}",
+                ln + 1,
+                f.len()
+            ));
         }
         let v: Vec<f64> = f[1..]
             .iter()
-            .map(|s| s.parse::<f64>().map_err(|e| format!("line {}: {s:?}: {e}", ln + 1)))
+            .map(|s| {
+                s.parse::<f64>()
+                    .map_err(|e| format!("line {}: {s:?}: {e}", ln + 1))
+            })
             .collect::<Result<_, _>>()?;
         let id = rec.images.len() as u32 + 1;
         let r = Matrix3::from_row_slice(&v[9..18]);
@@ -217,13 +241,26 @@ mod tests {
 
     fn ring(n: usize) -> Reconstruction {
         let mut rec = Reconstruction::default();
-        rec.cameras.insert(1, Camera::new(1, CameraModel::SimplePinhole, 640, 480, 500.0));
+        rec.cameras.insert(
+            1,
+            Camera::new(1, CameraModel::SimplePinhole, 640, 480, 500.0),
+        );
         for i in 0..n {
             let a = i as f64 * 0.4;
-            let pose = Pose::look_at(Vector3::new(5.0 * a.cos(), 5.0 * a.sin(), 1.0), Vector3::zeros(), Vector3::z());
+            let pose = Pose::look_at(
+                Vector3::new(5.0 * a.cos(), 5.0 * a.sin(), 1.0),
+                Vector3::zeros(),
+                Vector3::z(),
+            );
             rec.images.insert(
                 i as u32 + 1,
-                Image { id: i as u32 + 1, camera_id: 1, name: format!("{i}.png"), pose, points2d: vec![] },
+                Image {
+                    id: i as u32 + 1,
+                    camera_id: 1,
+                    name: format!("{i}.png"),
+                    pose,
+                    points2d: vec![],
+                },
             );
         }
         rec
@@ -232,7 +269,11 @@ mod tests {
     #[test]
     fn perfect_estimate_up_to_similarity_scores_one() {
         let gt = ring(8);
-        let s = Sim3 { scale: 3.0, rotation: UnitQuaternion::from_euler_angles(0.3, 0.1, -1.0), translation: Vector3::new(1.0, 2.0, 3.0) };
+        let s = Sim3 {
+            scale: 3.0,
+            rotation: UnitQuaternion::from_euler_angles(0.3, 0.1, -1.0),
+            translation: Vector3::new(1.0, 2.0, 3.0),
+        };
         let mut est = gt.clone();
         for im in est.images.values_mut() {
             im.pose = s.apply_pose(&im.pose);

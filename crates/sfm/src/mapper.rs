@@ -129,11 +129,7 @@ pub fn build_tracks(keypoint_counts: &[usize], pairs: &[VerifiedPair]) -> Vec<Ve
     for (img, w) in offset.windows(2).enumerate() {
         for node in w[0]..w[1] {
             let r = find(&mut parent, node as u32);
-            if r as usize != node || groups.contains_key(&r) {
-                groups.entry(r).or_default().push((img, node - w[0]));
-            } else {
-                groups.entry(r).or_default().push((img, node - w[0]));
-            }
+            groups.entry(r).or_default().push((img, node - w[0]));
         }
     }
     let mut tracks: Vec<Vec<(usize, usize)>> = groups
@@ -166,7 +162,10 @@ impl State<'_> {
         px * self.opts.pixel_scale
     }
     fn normalized(&self, img: usize, kp: usize) -> Vector2<f64> {
-        ba::pixel_to_normalized(&self.intr[self.input.image_camera[img]], &self.input.keypoints[img][kp])
+        ba::pixel_to_normalized(
+            &self.intr[self.input.image_camera[img]],
+            &self.input.keypoints[img][kp],
+        )
     }
     fn reproj_err(&self, img: usize, kp: usize, x: &Vector3<f64>) -> f64 {
         let (r, t) = self.poses[img].expect("registered");
@@ -198,18 +197,25 @@ impl State<'_> {
         }
         let thr = self.thr(self.opts.max_error_px);
         let min_angle = self.opts.min_tri_angle_deg.to_radians();
-        let try_subset = |st: &Self, sub: &[(usize, usize, usize)]| -> Option<(Vector3<f64>, Vec<usize>)> {
-            let views: Vec<_> = sub.iter().map(|&(_, img, _)| st.poses[img].expect("registered")).collect();
-            let xs: Vec<_> = sub.iter().map(|&(_, img, kp)| st.normalized(img, kp)).collect();
-            let x = triangulate_dlt(&views, &xs)?;
-            let inl: Vec<usize> = obs
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, img, kp))| st.reproj_err(*img, *kp, &x) < thr)
-                .map(|(k, _)| k)
-                .collect();
-            Some((x, inl))
-        };
+        let try_subset =
+            |st: &Self, sub: &[(usize, usize, usize)]| -> Option<(Vector3<f64>, Vec<usize>)> {
+                let views: Vec<_> = sub
+                    .iter()
+                    .map(|&(_, img, _)| st.poses[img].expect("registered"))
+                    .collect();
+                let xs: Vec<_> = sub
+                    .iter()
+                    .map(|&(_, img, kp)| st.normalized(img, kp))
+                    .collect();
+                let x = triangulate_dlt(&views, &xs)?;
+                let inl: Vec<usize> = obs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, img, kp))| st.reproj_err(*img, *kp, &x) < thr)
+                    .map(|(k, _)| k)
+                    .collect();
+                Some((x, inl))
+            };
         let mut best = try_subset(self, &obs);
         if best.as_ref().is_none_or(|b| b.1.len() < obs.len()) && obs.len() > 2 {
             let m = obs.len().min(6);
@@ -223,7 +229,9 @@ impl State<'_> {
                 }
             }
         }
-        let Some((mut x, mut inl)) = best else { return false };
+        let Some((mut x, mut inl)) = best else {
+            return false;
+        };
         if inl.len() < 2 {
             return false;
         }
@@ -269,7 +277,10 @@ impl State<'_> {
                 continue;
             }
             if let Some(x) = self.point[tk] {
-                let q = self.tracks[tk].iter().position(|o| o.0 == img).expect("in track");
+                let q = self.tracks[tk]
+                    .iter()
+                    .position(|o| o.0 == img)
+                    .expect("in track");
                 if !self.active[tk][q] && self.reproj_err(img, kp, &x) < thr {
                     self.active[tk][q] = true;
                 }
@@ -419,10 +430,17 @@ impl State<'_> {
             },
         );
         // Implausible intrinsics (COLMAP's bogus-camera check): undo the whole adjustment.
-        let bogus = data.intrinsics.iter().zip(&self.input.intrinsics).any(|(k, k0)| {
-            let ratio = k[0] / k0[0];
-            !(0.1..=10.0).contains(&ratio) || k[3].abs() > 1.0 || k[4].abs() > 1.0 || !k[0].is_finite()
-        });
+        let bogus = data
+            .intrinsics
+            .iter()
+            .zip(&self.input.intrinsics)
+            .any(|(k, k0)| {
+                let ratio = k[0] / k0[0];
+                !(0.1..=10.0).contains(&ratio)
+                    || k[3].abs() > 1.0
+                    || k[4].abs() > 1.0
+                    || !k[0].is_finite()
+            });
         if bogus {
             return summary;
         }
@@ -475,22 +493,113 @@ impl State<'_> {
         (xs, kps)
     }
 
+    /// Register `img` as a rotation about a registered photo `j` it shares many matches with (a
+    /// photo taken by turning in place, which P3P cannot place when its points were seen only from
+    /// that spot): the relative rotation from matched bearings `x_img ~ R x_j` (rotation-only
+    /// Kabsch/Wahba on a 2-point sample in LO-MSAC), and `img`'s centre set to `j`'s. Accepted when
+    /// the rotation explains at least 70 % of the verified matches and `min_inliers` of them.
+    fn register_rotation(
+        &mut self,
+        img: usize,
+        min_inliers: usize,
+    ) -> Result<(usize, usize), String> {
+        let mut best: Option<(usize, Matrix3<f64>, usize)> = None;
+        for pr in &self.input.pairs {
+            let (j, flip) = if pr.i == img {
+                (pr.j, false)
+            } else if pr.j == img {
+                (pr.i, true)
+            } else {
+                continue;
+            };
+            if self.poses[j].is_none() || pr.matches.len() < min_inliers {
+                continue;
+            }
+            let (xi, xj): (Vec<Vector2<f64>>, Vec<Vector2<f64>>) = pr
+                .matches
+                .iter()
+                .map(|&(a, b)| {
+                    let (ki, kj) = if flip {
+                        (b as usize, a as usize)
+                    } else {
+                        (a as usize, b as usize)
+                    };
+                    (self.normalized(img, ki), self.normalized(j, kj))
+                })
+                .unzip();
+            let bear = |x: &Vector2<f64>| Vector3::new(x.x, x.y, 1.0).normalize();
+            let (bi, bj): (Vec<_>, Vec<_>) =
+                (xi.iter().map(bear).collect(), xj.iter().map(bear).collect());
+            let wahba = |idx: &[usize]| -> Option<Matrix3<f64>> {
+                let h: Matrix3<f64> = idx.iter().map(|&k| bi[k] * bj[k].transpose()).sum();
+                let svd = h.svd(true, true);
+                let (u, vt) = (svd.u?, svd.v_t?);
+                let d = (u * vt).determinant().signum();
+                Some(u * Matrix3::from_diagonal(&Vector3::new(1.0, 1.0, d)) * vt)
+            };
+            let cam = self.input.image_camera[img];
+            let thr = self.thr(self.opts.max_error_px) / self.intr[cam][0];
+            let Some(res) = lo_msac(
+                bi.len(),
+                2,
+                &RansacOptions {
+                    max_error: thr,
+                    seed: img as u64 * 31 + j as u64,
+                    ..Default::default()
+                },
+                |smp| wahba(smp).into_iter().collect(),
+                |r, k| {
+                    let p = r * bj[k];
+                    if p.z <= 1e-9 {
+                        return f64::INFINITY;
+                    }
+                    (Vector2::new(p.x / p.z, p.y / p.z) - xi[k]).norm_squared()
+                },
+                |_, idx| wahba(idx),
+            ) else {
+                continue;
+            };
+            if res.num_inliers >= min_inliers
+                && res.num_inliers as f64 >= 0.7 * bi.len() as f64
+                && best.as_ref().is_none_or(|b| res.num_inliers > b.2)
+            {
+                best = Some((j, res.model, res.num_inliers));
+            }
+        }
+        let (j, r_rel, n) =
+            best.ok_or_else(|| "not a pure rotation of any registered photo either".to_string())?;
+        let (rj, _) = self.poses[j].expect("registered");
+        let c = self.center(j);
+        let r = r_rel * rj;
+        self.poses[img] = Some((r, -(r * c)));
+        Ok((j, n))
+    }
+
     /// Try to register `img` by P3P RANSAC; on success set its pose and return the inlier count.
-    fn register(&mut self, img: usize, min_inliers: usize) -> Result<usize, String> {
+    fn register(
+        &mut self,
+        img: usize,
+        min_inliers: usize,
+        min_ratio: f64,
+    ) -> Result<usize, String> {
         let (xs, kps) = self.correspondences(img);
         if xs.len() < min_inliers {
-            return Err(format!("only {} 2D-3D correspondences (need {min_inliers})", xs.len()));
+            return Err(format!(
+                "only {} 2D-3D correspondences (need {min_inliers})",
+                xs.len()
+            ));
         }
         let cam = self.input.image_camera[img];
         let obs: Vec<Vector2<f64>> = kps.iter().map(|&kp| self.normalized(img, kp)).collect();
         let thr = self.thr(self.opts.abs_pose_max_error_px) / self.intr[cam][0];
         let res = estimate_absolute_pose(&xs, &obs, thr, 1000 + img as u64)
             .ok_or_else(|| "P3P RANSAC found no pose".to_string())?;
-        if res.num_inliers < min_inliers || (res.num_inliers as f64) < 0.25 * xs.len() as f64 {
+        if res.num_inliers < min_inliers || (res.num_inliers as f64) < min_ratio * xs.len() as f64 {
             return Err(format!(
-                "P3P RANSAC: {} inliers of {} correspondences (need {min_inliers} and 25 %)",
+                "P3P RANSAC: {} inliers of {} correspondences (need {min_inliers} and {:.0} %)",
                 res.num_inliers,
-                xs.len()
+                xs.len(),
+                min_ratio * 100.0
             ));
         }
         self.poses[img] = Some(res.model);
@@ -506,9 +615,18 @@ fn init_pair_geometry(
     st: &State,
     pr: &VerifiedPair,
 ) -> Option<(Vec<(u32, u32)>, Matrix3<f64>, Vector3<f64>, f64)> {
-    let x1: Vec<Vector2<f64>> = pr.matches.iter().map(|&(a, _)| st.normalized(pr.i, a as usize)).collect();
-    let x2: Vec<Vector2<f64>> = pr.matches.iter().map(|&(_, b)| st.normalized(pr.j, b as usize)).collect();
-    let f = 0.5 * (st.intr[st.input.image_camera[pr.i]][0] + st.intr[st.input.image_camera[pr.j]][0]);
+    let x1: Vec<Vector2<f64>> = pr
+        .matches
+        .iter()
+        .map(|&(a, _)| st.normalized(pr.i, a as usize))
+        .collect();
+    let x2: Vec<Vector2<f64>> = pr
+        .matches
+        .iter()
+        .map(|&(_, b)| st.normalized(pr.j, b as usize))
+        .collect();
+    let f =
+        0.5 * (st.intr[st.input.image_camera[pr.i]][0] + st.intr[st.input.image_camera[pr.j]][0]);
     let thr = st.thr(st.opts.max_error_px) / f;
     let res = lo_msac(
         x1.len(),
@@ -541,7 +659,9 @@ fn init_pair_geometry(
         if !front[k] {
             continue;
         }
-        if let Some(x) = crate::geometry::triangulate::triangulate_two_view_normalized(&r, &t, &a[k], &b[k]) {
+        if let Some(x) =
+            crate::geometry::triangulate::triangulate_two_view_normalized(&r, &t, &a[k], &b[k])
+        {
             angles.push(crate::geometry::triangulate::two_view_angle(&r, &t, &x).to_degrees());
             inl.push(pr.matches[i]);
         }
@@ -584,7 +704,11 @@ pub fn run_mapper(
     let t1 = std::time::Instant::now();
 
     // Initial pair.
-    let mut cands: Vec<&VerifiedPair> = input.pairs.iter().filter(|p| p.matches.len() >= 30).collect();
+    let mut cands: Vec<&VerifiedPair> = input
+        .pairs
+        .iter()
+        .filter(|p| p.matches.len() >= 30)
+        .collect();
     cands.sort_by_key(|p| std::cmp::Reverse(p.matches.len()));
     cands.truncate(40);
     let geoms: Vec<_> = cands
@@ -616,12 +740,23 @@ pub fn run_mapper(
         let best = geoms
             .iter()
             .flatten()
-            .map(|(pr, g)| format!("{}-{}: {} points, median angle {:.1}°", pr.i, pr.j, g.0.len(), g.3))
+            .map(|(pr, g)| {
+                format!(
+                    "{}-{}: {} points, median angle {:.1}°",
+                    pr.i,
+                    pr.j,
+                    g.0.len(),
+                    g.3
+                )
+            })
             .take(3)
             .collect::<Vec<_>>()
             .join("; ");
         return Err(MapperError::NoInitialPair(if best.is_empty() {
-            format!("{} verified pairs, none with a usable relative pose", input.pairs.len())
+            format!(
+                "{} verified pairs, none with a usable relative pose",
+                input.pairs.len()
+            )
         } else {
             format!("no pair with >= 30 triangulated points at >= 2° median angle (best: {best})")
         }));
@@ -635,7 +770,13 @@ pub fn run_mapper(
     if debug {
         eprintln!(
             "init pair {}-{}: {} matches, {} triangulated, BA rms {:.2} px ({} it), filtered {removed}, f {:.1}",
-            pr.i, pr.j, pr.matches.len(), made, s.rms_px, s.iterations, st.intr[0][0]
+            pr.i,
+            pr.j,
+            pr.matches.len(),
+            made,
+            s.rms_px,
+            s.iterations,
+            st.intr[0][0]
         );
     }
     progress(2);
@@ -645,23 +786,42 @@ pub fn run_mapper(
     let mut tries = vec![0usize; n_img];
     let mut last_global = 2usize;
     for pass in 0..2 {
-        let min_inl = if pass == 0 { opts.abs_pose_min_inliers } else { opts.abs_pose_min_inliers / 2 };
+        // The second pass accepts a third of the inliers (at least 10) but needs half of the
+        // correspondences to agree.
+        let (min_inl, min_ratio) = if pass == 0 {
+            (opts.abs_pose_min_inliers, 0.25)
+        } else {
+            ((opts.abs_pose_min_inliers / 3).max(10), 0.5)
+        };
         loop {
             let mut cands: Vec<(usize, usize)> = (0..n_img)
                 .filter(|&i| st.poses[i].is_none() && tries[i] < 3 * (pass + 1))
                 .map(|i| (st.correspondences(i).0.len(), i))
-                .filter(|c| c.0 > 0)
+                .filter(|c| c.0 > 0 || pass == 1)
                 .collect();
             cands.sort_by(|a, b| b.cmp(a));
             let mut registered = None;
             for &(_, img) in cands.iter().take(5) {
                 tries[img] += 1;
-                match st.register(img, min_inl) {
+                match st.register(img, min_inl, min_ratio) {
                     Ok(_) => {
                         registered = Some(img);
                         failures.remove(&img);
                         break;
                     }
+                    Err(e) if pass == 1 => match st.register_rotation(img, min_inl) {
+                        Ok((j, n)) => {
+                            if debug {
+                                eprintln!("registered {img} as a rotation about {j} ({n} inliers)");
+                            }
+                            registered = Some(img);
+                            failures.remove(&img);
+                            break;
+                        }
+                        Err(e2) => {
+                            failures.insert(img, format!("{e}; {e2}"));
+                        }
+                    },
                     Err(e) => {
                         failures.insert(img, e);
                     }
@@ -672,7 +832,10 @@ pub fn run_mapper(
             let n_reg = st.num_registered();
             if debug {
                 let pts = st.point.iter().filter(|p| p.is_some()).count();
-                eprintln!("registered {img} ({n_reg} total): {made} new points, {pts} points, f {:.1} k1 {:.3}", st.intr[0][0], st.intr[0][3]);
+                eprintln!(
+                    "registered {img} ({n_reg} total): {made} new points, {pts} points, f {:.1} k1 {:.3}",
+                    st.intr[0][0], st.intr[0][3]
+                );
             }
             if n_reg as f64 >= opts.global_ba_ratio * last_global as f64 {
                 let s = st.bundle(None, opts.global_ba_iterations);
@@ -680,7 +843,10 @@ pub fn run_mapper(
                 let re = st.retriangulate();
                 last_global = n_reg;
                 if debug {
-                    eprintln!("  global BA rms {:.2} px ({} it), filtered {rem}, retriangulated {re}", s.rms_px, s.iterations);
+                    eprintln!(
+                        "  global BA rms {:.2} px ({} it), filtered {rem}, retriangulated {re}",
+                        s.rms_px, s.iterations
+                    );
                 }
             } else {
                 let mut var = st.neighbours(img, opts.local_ba_images - 1);
@@ -688,7 +854,10 @@ pub fn run_mapper(
                 let s = st.bundle(Some(&var), opts.local_ba_iterations);
                 let rem = st.filter();
                 if debug {
-                    eprintln!("  local BA rms {:.2} px ({} it), filtered {rem}", s.rms_px, s.iterations);
+                    eprintln!(
+                        "  local BA rms {:.2} px ({} it), filtered {rem}",
+                        s.rms_px, s.iterations
+                    );
                 }
             }
             progress(n_reg);
@@ -698,7 +867,10 @@ pub fn run_mapper(
             }
         }
     }
-    timings.push(("incremental mapping".to_string(), t1.elapsed().as_secs_f64()));
+    timings.push((
+        "incremental mapping".to_string(),
+        t1.elapsed().as_secs_f64(),
+    ));
     let t2 = std::time::Instant::now();
     // Final global refinement.
     for _ in 0..2 {
@@ -708,7 +880,10 @@ pub fn run_mapper(
     }
     st.bundle(None, opts.global_ba_iterations);
     st.filter();
-    timings.push(("final bundle adjustment".to_string(), t2.elapsed().as_secs_f64()));
+    timings.push((
+        "final bundle adjustment".to_string(),
+        t2.elapsed().as_secs_f64(),
+    ));
 
     for i in 0..n_img {
         if st.poses[i].is_none() && !failures.contains_key(&i) {
@@ -727,7 +902,11 @@ pub fn run_mapper(
         if obs.len() < 2 {
             continue;
         }
-        let error = obs.iter().map(|&(i, k)| st.reproj_err(i, k, &x)).sum::<f64>() / obs.len() as f64;
+        let error = obs
+            .iter()
+            .map(|&(i, k)| st.reproj_err(i, k, &x))
+            .sum::<f64>()
+            / obs.len() as f64;
         points.push(MapPoint { xyz: x, obs, error });
     }
     Ok(MapperOutput {
@@ -767,7 +946,10 @@ mod tests {
         for (i, p) in poses.iter().enumerate() {
             for (j, x) in pts.iter().enumerate() {
                 if let Some(px) = ba::project(&k, &p.r(), &p.translation, x)
-                    && px.x > 0.0 && px.x < 640.0 && px.y > 0.0 && px.y < 480.0
+                    && px.x > 0.0
+                    && px.x < 640.0
+                    && px.y > 0.0
+                    && px.y < 480.0
                     && rng.uniform() < 0.7
                 {
                     kp_of[i][j] = keypoints[i].len();
@@ -783,8 +965,8 @@ mod tests {
                     .map(|p| (kp_of[i][p] as u32, kp_of[j][p] as u32))
                     .collect();
                 let n_out = m.len() / 5;
-                for q in 0..n_out {
-                    m[q].1 = rng.below(keypoints[j].len()) as u32;
+                for mq in m.iter_mut().take(n_out) {
+                    mq.1 = rng.below(keypoints[j].len()) as u32;
                 }
                 let x1: Vec<_> = m.iter().map(|&(a, _)| keypoints[i][a as usize]).collect();
                 let x2: Vec<_> = m.iter().map(|&(_, b)| keypoints[j][b as usize]).collect();
@@ -810,8 +992,18 @@ mod tests {
     #[test]
     fn tracks_merge_pairwise_matches() {
         let pairs = vec![
-            VerifiedPair { i: 0, j: 1, matches: vec![(0, 1), (2, 2)], num_h_inliers: 0 },
-            VerifiedPair { i: 1, j: 2, matches: vec![(1, 0)], num_h_inliers: 0 },
+            VerifiedPair {
+                i: 0,
+                j: 1,
+                matches: vec![(0, 1), (2, 2)],
+                num_h_inliers: 0,
+            },
+            VerifiedPair {
+                i: 1,
+                j: 2,
+                matches: vec![(1, 0)],
+                num_h_inliers: 0,
+            },
         ];
         let t = build_tracks(&[3, 3, 3], &pairs);
         assert_eq!(t, vec![vec![(0, 0), (1, 1), (2, 0)], vec![(0, 2), (1, 2)]]);
@@ -831,12 +1023,18 @@ mod tests {
                 let (rb, _) = out.poses[b].unwrap();
                 let est = rb * ra.transpose();
                 let tru = truth[b].r() * truth[a].r().transpose();
-                let ang = nalgebra::Rotation3::from_matrix(&(est * tru.transpose())).angle().to_degrees();
+                let ang = nalgebra::Rotation3::from_matrix(&(est * tru.transpose()))
+                    .angle()
+                    .to_degrees();
                 worst = worst.max(ang);
             }
         }
         assert!(worst < 0.2, "worst relative rotation error {worst}°");
-        assert!((out.intrinsics[0][0] / 800.0 - 1.0).abs() < 0.01, "{:?}", out.intrinsics[0]);
+        assert!(
+            (out.intrinsics[0][0] / 800.0 - 1.0).abs() < 0.01,
+            "{:?}",
+            out.intrinsics[0]
+        );
         let mean_err = out.points.iter().map(|p| p.error).sum::<f64>() / out.points.len() as f64;
         assert!(mean_err < 0.8, "{mean_err}");
     }

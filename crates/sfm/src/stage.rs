@@ -11,7 +11,10 @@ use flythrough_core::colmap::{ColmapError, Image, Point3D};
 use flythrough_core::config::SfmConfig;
 use flythrough_core::images::RedactedError;
 use flythrough_core::manifest::FocalRule;
-use flythrough_core::{Camera, CameraModel, LoadedConfig, Manifest, Pose, Reconstruction, RedactedImages, Sim3, StageSummary};
+use flythrough_core::{
+    Camera, CameraModel, LoadedConfig, Manifest, Pose, Reconstruction, RedactedImages, Sim3,
+    StageSummary,
+};
 use nalgebra::{UnitQuaternion, Vector2, Vector3};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -27,14 +30,19 @@ pub enum SfmError {
     NoFeatures(String),
     #[error(transparent)]
     Read(#[from] RedactedError),
-    #[error("{0}; check that the photos overlap (each spot seen from 2+ places, 60 % overlap between neighbours)")]
+    #[error(
+        "{0}; check that the photos overlap (each spot seen from 2+ places, 60 % overlap between neighbours)"
+    )]
     Mapper(#[from] MapperError),
     #[error("[sfm] import = {}: {source}", path.display())]
     Import { path: PathBuf, source: ColmapError },
     #[error(transparent)]
     Colmap(#[from] ColmapError),
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Everything the stage can be told, derived from `[sfm]`.
@@ -179,7 +187,8 @@ pub fn priors_for(names: &[String], manifest: Option<&Manifest>) -> Vec<PhotoPri
         .iter()
         .map(|n| match manifest.and_then(|m| m.photo(n)) {
             Some(p) => PhotoPrior {
-                focal_px: (p.focal_prior.rule != FocalRule::DefaultFactor).then_some(p.focal_prior.px),
+                focal_px: (p.focal_prior.rule != FocalRule::DefaultFactor)
+                    .then_some(p.focal_prior.px),
                 camera_key: p.camera_key.clone(),
             },
             None => PhotoPrior {
@@ -195,11 +204,18 @@ fn secs(t: Instant) -> f64 {
 }
 
 /// Photos → a sparse model in the reconstruction's own frame (arbitrary scale and orientation).
-pub fn reconstruct(images: &RedactedImages, priors: &[PhotoPrior], opts: &SfmOptions) -> Result<Reconstructed, SfmError> {
+pub fn reconstruct(
+    images: &RedactedImages,
+    priors: &[PhotoPrior],
+    opts: &SfmOptions,
+) -> Result<Reconstructed, SfmError> {
     let names = images.names().to_vec();
     let n = names.len();
     if n < 2 {
-        return Err(SfmError::TooFewPhotos { dir: images.dir().to_path_buf(), found: n });
+        return Err(SfmError::TooFewPhotos {
+            dir: images.dir().to_path_buf(),
+            found: n,
+        });
     }
     let mut timings = BTreeMap::new();
     // 1. Features (+ a thumbnail per photo for point colours).
@@ -211,7 +227,11 @@ pub fn reconstruct(images: &RedactedImages, priors: &[PhotoPrior], opts: &SfmOpt
             let rgb = images.load_rgb(name)?;
             let gray = image::DynamicImage::ImageRgb8(rgb.clone()).to_luma8();
             let f = features::extract(&gray, &opts.sift);
-            let thumb = image::imageops::thumbnail(&rgb, (rgb.width() / 8).max(1), (rgb.height() / 8).max(1));
+            let thumb = image::imageops::thumbnail(
+                &rgb,
+                (rgb.width() / 8).max(1),
+                (rgb.height() / 8).max(1),
+            );
             pb.inc(1);
             if f.keypoints.is_empty() {
                 return Err(SfmError::NoFeatures(name.clone()));
@@ -242,7 +262,12 @@ pub fn reconstruct(images: &RedactedImages, priors: &[PhotoPrior], opts: &SfmOpt
     let t = Instant::now();
     let kps: Vec<Vec<Vector2<f64>>> = feats
         .iter()
-        .map(|f| f.keypoints.iter().map(|k| Vector2::new(k.x as f64, k.y as f64)).collect())
+        .map(|f| {
+            f.keypoints
+                .iter()
+                .map(|k| Vector2::new(k.x as f64, k.y as f64))
+                .collect()
+        })
         .collect();
     let tv = TwoViewOptions {
         max_error_px: opts.two_view.max_error_px * pixel_scale,
@@ -253,9 +278,24 @@ pub fn reconstruct(images: &RedactedImages, priors: &[PhotoPrior], opts: &SfmOpt
         .par_iter()
         .filter_map(|pm| {
             pb.inc(1);
-            let x1: Vec<_> = pm.matches.iter().map(|&(a, _)| kps[pm.i][a as usize]).collect();
-            let x2: Vec<_> = pm.matches.iter().map(|&(_, b)| kps[pm.j][b as usize]).collect();
-            let g = two_view::verify_pair(&x1, &x2, &TwoViewOptions { seed: (pm.i * 7919 + pm.j) as u64, ..tv.clone() })?;
+            let x1: Vec<_> = pm
+                .matches
+                .iter()
+                .map(|&(a, _)| kps[pm.i][a as usize])
+                .collect();
+            let x2: Vec<_> = pm
+                .matches
+                .iter()
+                .map(|&(_, b)| kps[pm.j][b as usize])
+                .collect();
+            let g = two_view::verify_pair(
+                &x1,
+                &x2,
+                &TwoViewOptions {
+                    seed: (pm.i * 7919 + pm.j) as u64,
+                    ..tv.clone()
+                },
+            )?;
             Some((
                 VerifiedPair {
                     i: pm.i,
@@ -274,7 +314,14 @@ pub fn reconstruct(images: &RedactedImages, priors: &[PhotoPrior], opts: &SfmOpt
         eprintln!("features per photo: {nk:?}");
         for pm in &matches {
             let v = verified.iter().find(|(p, _)| p.i == pm.i && p.j == pm.j);
-            eprintln!("pair {}-{}: {} matches, {:?} verified, {:?} H", pm.i, pm.j, pm.matches.len(), v.map(|v| v.0.matches.len()), v.map(|v| v.0.num_h_inliers));
+            eprintln!(
+                "pair {}-{}: {} matches, {:?} verified, {:?} H",
+                pm.i,
+                pm.j,
+                pm.matches.len(),
+                v.map(|v| v.0.matches.len()),
+                v.map(|v| v.0.num_h_inliers)
+            );
         }
     }
 
@@ -283,7 +330,11 @@ pub fn reconstruct(images: &RedactedImages, priors: &[PhotoPrior], opts: &SfmOpt
     let mut keys: Vec<String> = Vec::new();
     let mut image_camera = Vec::with_capacity(n);
     for (p, f) in priors.iter().zip(&feats) {
-        let key = if p.camera_key.is_empty() { format!("{}x{}", f.width, f.height) } else { p.camera_key.clone() };
+        let key = if p.camera_key.is_empty() {
+            format!("{}x{}", f.width, f.height)
+        } else {
+            p.camera_key.clone()
+        };
         let c = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
             keys.push(key.clone());
             keys.len() - 1
@@ -312,7 +363,10 @@ pub fn reconstruct(images: &RedactedImages, priors: &[PhotoPrior], opts: &SfmOpt
                 eprintln!("self-calibrated focal {sc:?} from {} pairs", fs.len());
                 for k in 0..30 {
                     let f = 0.3 * w.max(h) * 20f64.powf(k as f64 / 29.0);
-                    let mut v: Vec<f64> = fs.iter().map(|(fm, a, b)| two_view::essential_defect(fm, f, *a, *b)).collect();
+                    let mut v: Vec<f64> = fs
+                        .iter()
+                        .map(|(fm, a, b)| two_view::essential_defect(fm, f, *a, *b))
+                        .collect();
                     v.sort_by(f64::total_cmp);
                     eprintln!("  f {f:.0}: median defect {:.4}", v[v.len() / 2]);
                 }
@@ -320,11 +374,16 @@ pub fn reconstruct(images: &RedactedImages, priors: &[PhotoPrior], opts: &SfmOpt
             // Trust it only when the minimum is sharp: narrow fields of view (weak perspective) leave
             // the focal unobservable from F, and then COLMAP's 1.2 x max side is the safer start.
             let defect = |f: f64| {
-                let mut v: Vec<f64> = fs.iter().map(|(fm, a, b)| two_view::essential_defect(fm, f, *a, *b)).collect();
+                let mut v: Vec<f64> = fs
+                    .iter()
+                    .map(|(fm, a, b)| two_view::essential_defect(fm, f, *a, *b))
+                    .collect();
                 v.sort_by(f64::total_cmp);
                 v.get(v.len() / 2).copied().unwrap_or(1.0)
             };
-            let sc = sc.filter(|&f| fs.len() >= 3 && defect(f) < 0.5 * defect(0.5 * f).min(defect(2.0 * f)));
+            let sc = sc.filter(|&f| {
+                fs.len() >= 3 && defect(f) < 0.5 * defect(0.5 * f).min(defect(2.0 * f))
+            });
             match sc {
                 Some(f) => (f, "self-calibrated"),
                 None => (1.2 * w.max(h), "default 1.2 x max side"),
@@ -402,7 +461,11 @@ pub fn reconstruct(images: &RedactedImages, priors: &[PhotoPrior], opts: &SfmOpt
             }
             None => unregistered.push(Unregistered {
                 name: name.clone(),
-                reason: out.failures.get(&i).cloned().unwrap_or_else(|| "not registered".into()),
+                reason: out
+                    .failures
+                    .get(&i)
+                    .cloned()
+                    .unwrap_or_else(|| "not registered".into()),
             }),
         }
     }
@@ -428,7 +491,11 @@ pub fn reconstruct(images: &RedactedImages, priors: &[PhotoPrior], opts: &SfmOpt
                 xyz: p.xyz,
                 rgb,
                 error: p.error,
-                track: p.obs.iter().map(|&(i, k)| (i as u32 + 1, k as u32)).collect(),
+                track: p
+                    .obs
+                    .iter()
+                    .map(|&(i, k)| (i as u32 + 1, k as u32))
+                    .collect(),
             },
         );
     }
@@ -438,7 +505,10 @@ pub fn reconstruct(images: &RedactedImages, priors: &[PhotoPrior], opts: &SfmOpt
         pixel_scale,
         matched_pairs: matches.len(),
         verified_pairs: verified.len(),
-        init_pair: Some([names[out.init_pair.0].clone(), names[out.init_pair.1].clone()]),
+        init_pair: Some([
+            names[out.init_pair.0].clone(),
+            names[out.init_pair.1].clone(),
+        ]),
         timings,
         cameras: cam_reports,
     })
@@ -446,7 +516,10 @@ pub fn reconstruct(images: &RedactedImages, priors: &[PhotoPrior], opts: &SfmOpt
 
 /// Metric scale from calibration pairs: per pair `distance_m / |C_a − C_b|`, the median over
 /// pairs, and the spread `(max − min) / median`. Unit scale and a warning without usable pairs.
-pub fn metric_scale(rec: &Reconstruction, calibration: &[flythrough_core::config::Calibration]) -> ScaleReport {
+pub fn metric_scale(
+    rec: &Reconstruction,
+    calibration: &[flythrough_core::config::Calibration],
+) -> ScaleReport {
     let mut pairs = Vec::new();
     let mut scales = Vec::new();
     for c in calibration {
@@ -468,12 +541,19 @@ pub fn metric_scale(rec: &Reconstruction, calibration: &[flythrough_core::config
     }
     if scales.is_empty() {
         let warning = if calibration.is_empty() {
-            "no [[calibration]] pairs in the config: the model has an arbitrary unit scale".to_string()
+            "no [[calibration]] pairs in the config: the model has an arbitrary unit scale"
+                .to_string()
         } else {
-            "no calibration pair has both photos registered: the model has an arbitrary unit scale".to_string()
+            "no calibration pair has both photos registered: the model has an arbitrary unit scale"
+                .to_string()
         };
         tracing::warn!("sfm: {warning}");
-        return ScaleReport { value: 1.0, spread: 0.0, pairs, warning: Some(warning) };
+        return ScaleReport {
+            value: 1.0,
+            spread: 0.0,
+            pairs,
+            warning: Some(warning),
+        };
     }
     scales.sort_by(f64::total_cmp);
     let med = if scales.len() % 2 == 1 {
@@ -482,7 +562,12 @@ pub fn metric_scale(rec: &Reconstruction, calibration: &[flythrough_core::config
         0.5 * (scales[scales.len() / 2 - 1] + scales[scales.len() / 2])
     };
     let spread = (scales[scales.len() - 1] - scales[0]) / med;
-    ScaleReport { value: med, spread, pairs, warning: None }
+    ScaleReport {
+        value: med,
+        spread,
+        pairs,
+        warning: None,
+    }
 }
 
 /// The similarity that scales the model by `scale`, rotates the cameras' mean up vector (image
@@ -492,12 +577,22 @@ pub fn gravity_frame(rec: &Reconstruction, scale: f64, up: Vector3<f64>) -> Sim3
     let q = if ups.norm() < 1e-9 {
         UnitQuaternion::identity()
     } else {
-        UnitQuaternion::rotation_between(&ups.normalize(), &up)
-            .unwrap_or_else(|| UnitQuaternion::from_axis_angle(&Vector3::x_axis(), std::f64::consts::PI))
+        UnitQuaternion::rotation_between(&ups.normalize(), &up).unwrap_or_else(|| {
+            UnitQuaternion::from_axis_angle(&Vector3::x_axis(), std::f64::consts::PI)
+        })
     };
     let n = rec.images.len().max(1) as f64;
-    let centroid: Vector3<f64> = rec.images.values().map(|im| im.pose.center()).sum::<Vector3<f64>>() / n;
-    Sim3 { scale, rotation: q, translation: -(q * centroid) * scale }
+    let centroid: Vector3<f64> = rec
+        .images
+        .values()
+        .map(|im| im.pose.center())
+        .sum::<Vector3<f64>>()
+        / n;
+    Sim3 {
+        scale,
+        rotation: q,
+        translation: -(q * centroid) * scale,
+    }
 }
 
 /// Apply a similarity to every pose and point.
@@ -516,10 +611,18 @@ pub fn reprojection_stats(rec: &Reconstruction) -> (f64, f64, f64) {
     for p in rec.points.values() {
         tracks += p.track.len();
         for &(img, k) in &p.track {
-            let (Some(im), true) = (rec.images.get(&img), true) else { continue };
-            let Some(cam) = rec.cameras.get(&im.camera_id) else { continue };
-            let Some(obs) = im.points2d.get(k as usize) else { continue };
-            let Some(px) = cam.project(&im.pose.transform(&p.xyz)) else { continue };
+            let (Some(im), true) = (rec.images.get(&img), true) else {
+                continue;
+            };
+            let Some(cam) = rec.cameras.get(&im.camera_id) else {
+                continue;
+            };
+            let Some(obs) = im.points2d.get(k as usize) else {
+                continue;
+            };
+            let Some(px) = cam.project(&im.pose.transform(&p.xyz)) else {
+                continue;
+            };
             let e = (px - obs.0).norm();
             sum += e;
             sq += e * e;
@@ -527,7 +630,11 @@ pub fn reprojection_stats(rec: &Reconstruction) -> (f64, f64, f64) {
         }
     }
     let nf = n.max(1) as f64;
-    (sum / nf, (sq / nf).sqrt(), tracks as f64 / rec.points.len().max(1) as f64)
+    (
+        sum / nf,
+        (sq / nf).sqrt(),
+        tracks as f64 / rec.points.len().max(1) as f64,
+    )
 }
 
 /// The stage: reconstruct (or import), scale, align up, write `sparse/`, `transforms.json` and
@@ -544,12 +651,18 @@ pub fn run(
     let mut res = match &sc.import {
         Some(rel) => {
             let path = cfg.dir.join(rel);
-            let rec = Reconstruction::read(&path).map_err(|source| SfmError::Import { path: path.clone(), source })?;
+            let rec = Reconstruction::read(&path).map_err(|source| SfmError::Import {
+                path: path.clone(),
+                source,
+            })?;
             let unregistered = images
                 .names()
                 .iter()
                 .filter(|n| rec.image_by_name(n).is_none())
-                .map(|n| Unregistered { name: n.clone(), reason: "not in the imported model".into() })
+                .map(|n| Unregistered {
+                    name: n.clone(),
+                    reason: "not in the imported model".into(),
+                })
                 .collect();
             let cameras = rec
                 .cameras
@@ -567,7 +680,11 @@ pub fn run(
                         k2: d[1],
                         focal_prior_px: c.mean_focal(),
                         focal_prior_source: "imported".into(),
-                        images: rec.images.values().filter(|im| im.camera_id == c.id).count(),
+                        images: rec
+                            .images
+                            .values()
+                            .filter(|im| im.camera_id == c.id)
+                            .count(),
                     }
                 })
                 .collect();
@@ -588,13 +705,20 @@ pub fn run(
         }
     };
     let scale = metric_scale(&res.rec, &cfg.config.calibration);
-    let up = if opts.up_axis == "-y" { -Vector3::y() } else { Vector3::z() };
+    let up = if opts.up_axis == "-y" {
+        -Vector3::y()
+    } else {
+        Vector3::z()
+    };
     let s = gravity_frame(&res.rec, scale.value, up);
     transform_model(&mut res.rec, &s);
     let (mean, rms, track) = reprojection_stats(&res.rec);
     let sparse = out.join("sparse");
     res.rec.write_text(&sparse)?;
-    let tf = flythrough_core::nerfstudio::Transforms::from_reconstruction(&res.rec, "../privacy/images/");
+    let tf = flythrough_core::nerfstudio::Transforms::from_reconstruction(
+        &res.rec,
+        "../privacy/images/",
+    );
     let io = |path: PathBuf| move |source: std::io::Error| SfmError::Io { path, source };
     let tf_path = out.join("transforms.json");
     flythrough_core::run::write_json(&tf_path, &tf).map_err(io(tf_path.clone()))?;

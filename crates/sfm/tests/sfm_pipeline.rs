@@ -10,7 +10,12 @@ use std::path::Path;
 fn config_for(dir: &Path, edit: impl FnOnce(&mut Config)) -> LoadedConfig {
     let mut config = Config::default();
     edit(&mut config);
-    LoadedConfig { config, path: dir.join("venue.toml"), dir: dir.to_path_buf(), photos_dir: dir.to_path_buf() }
+    LoadedConfig {
+        config,
+        path: dir.join("venue.toml"),
+        dir: dir.to_path_buf(),
+        photos_dir: dir.to_path_buf(),
+    }
 }
 
 fn report(out: &Path) -> serde_json::Value {
@@ -21,26 +26,38 @@ fn report(out: &Path) -> serde_json::Value {
 /// least as accurate as COLMAP 3.8's (AUC@5° 0.58, AUC@10° 0.76 on the same photos).
 #[test]
 fn temple_ring19_matches_or_beats_colmap() {
-    let Some(dir) = flythrough_core::testdata::shared_data("temple_ring19") else { return };
+    let Some(dir) = flythrough_core::testdata::shared_data("temple_ring19") else {
+        return;
+    };
     let images = RedactedImages::from_cleared_folder(&dir).unwrap();
     let out = tempfile::tempdir().unwrap();
     let cfg = config_for(&dir, |_| {});
     let summary = run(&cfg, &images, None, out.path()).unwrap();
     assert_eq!(summary.values["registered"], 19);
     let est = Reconstruction::read(&out.path().join("sparse")).unwrap();
-    let mut gt = parse_middlebury_par(&std::fs::read_to_string(dir.join("templeR_par.txt")).unwrap(), 640, 480).unwrap();
+    let mut gt = parse_middlebury_par(
+        &std::fs::read_to_string(dir.join("templeR_par.txt")).unwrap(),
+        640,
+        480,
+    )
+    .unwrap();
     gt.images.retain(|_, im| images.names().contains(&im.name));
     let e = eval_poses(&est, &gt);
     println!("temple: {}", serde_json::to_string(&e).unwrap());
     assert_eq!(e.registered, 19);
     assert!(e.auc["5"] >= 0.58, "AUC@5 {}", e.auc["5"]);
     assert!(e.auc["10"] >= 0.76, "AUC@10 {}", e.auc["10"]);
-    assert!(e.median_focal_error_pct < 3.0, "{}", e.median_focal_error_pct);
+    assert!(
+        e.median_focal_error_pct < 3.0,
+        "{}",
+        e.median_focal_error_pct
+    );
     let r = report(out.path());
     assert!(r["mean_reproj_px"].as_f64().unwrap() < 1.0);
     // Outputs exist and the nerfstudio file lists every registered photo.
     let tf: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("transforms.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("transforms.json")).unwrap())
+            .unwrap();
     assert_eq!(tf["frames"].as_array().unwrap().len(), 19);
 }
 
@@ -48,7 +65,9 @@ fn temple_ring19_matches_or_beats_colmap() {
 /// (self-calibrated, no EXIF manifest) within 3 % of the true 2905.88 px at full resolution.
 #[test]
 fn sceaux_castle_registers_all_with_accurate_focal() {
-    let Some(dir) = flythrough_core::testdata::shared_data("sceaux_castle/images") else { return };
+    let Some(dir) = flythrough_core::testdata::shared_data("sceaux_castle/images") else {
+        return;
+    };
     let images = RedactedImages::from_cleared_folder(&dir).unwrap();
     let out = tempfile::tempdir().unwrap();
     let cfg = config_for(&dir, |c| {
@@ -69,7 +88,12 @@ fn sceaux_castle_registers_all_with_accurate_focal() {
 #[test]
 fn synthetic_venue_is_accurate_and_metric() {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = flythrough_synth::SynthOptions { images: 40, width: 640, height: 480, ..Default::default() };
+    let opts = flythrough_synth::SynthOptions {
+        images: 40,
+        width: 640,
+        height: 480,
+        ..Default::default()
+    };
     let s = flythrough_synth::generate(&opts, tmp.path()).unwrap();
     let cfg = Config::load(&s.config_path).unwrap();
     let images = RedactedImages::from_cleared_folder(&s.photos_dir).unwrap();
@@ -80,11 +104,22 @@ fn synthetic_venue_is_accurate_and_metric() {
     let gt = Reconstruction::read(&s.ground_truth_dir).unwrap();
     let e = eval_poses(&est, &gt);
     println!("synthetic: {}", serde_json::to_string(&e).unwrap());
-    assert_eq!(summary.values["registered"].as_u64().unwrap() as usize, images.names().len());
+    assert_eq!(
+        summary.values["registered"].as_u64().unwrap() as usize,
+        images.names().len()
+    );
     assert!(e.auc["5"] >= 0.95, "AUC@5 {}", e.auc["5"]);
-    assert!(e.median_center_error_pct < 1.0, "{}", e.median_center_error_pct);
+    assert!(
+        e.median_center_error_pct < 1.0,
+        "{}",
+        e.median_center_error_pct
+    );
     // Metric: the similarity to the (metric) ground truth has unit scale within 2 %.
-    assert!((e.sim3_scale - 1.0).abs() < 0.02, "scale est→gt {}", e.sim3_scale);
+    assert!(
+        (e.sim3_scale - 1.0).abs() < 0.02,
+        "scale est→gt {}",
+        e.sim3_scale
+    );
     let r = report(&out);
     assert!(r["scale"]["warning"].is_null());
     assert_eq!(r["up"], serde_json::json!([0.0, 0.0, 1.0]));
@@ -93,17 +128,30 @@ fn synthetic_venue_is_accurate_and_metric() {
 /// `[sfm] import`: an existing model is used as is, then scaled and aligned.
 #[test]
 fn import_uses_an_existing_model_and_applies_scale() {
-    let Some(dir) = flythrough_core::testdata::shared_data("temple_ring19") else { return };
+    let Some(dir) = flythrough_core::testdata::shared_data("temple_ring19") else {
+        return;
+    };
     let images = RedactedImages::from_cleared_folder(&dir).unwrap();
-    let mut gt = parse_middlebury_par(&std::fs::read_to_string(dir.join("templeR_par.txt")).unwrap(), 640, 480).unwrap();
+    let mut gt = parse_middlebury_par(
+        &std::fs::read_to_string(dir.join("templeR_par.txt")).unwrap(),
+        640,
+        480,
+    )
+    .unwrap();
     gt.images.retain(|_, im| images.names().contains(&im.name));
     let tmp = tempfile::tempdir().unwrap();
     gt.write_binary(&tmp.path().join("model")).unwrap();
     let (a, b) = ("templeR0013.png", "templeR0031.png");
-    let d = (gt.image_by_name(a).unwrap().pose.center() - gt.image_by_name(b).unwrap().pose.center()).norm();
+    let d = (gt.image_by_name(a).unwrap().pose.center()
+        - gt.image_by_name(b).unwrap().pose.center())
+    .norm();
     let cfg = config_for(tmp.path(), |c| {
         c.sfm.import = Some("model".into());
-        c.calibration = vec![Calibration { a: a.into(), b: b.into(), distance_m: 3.0 }];
+        c.calibration = vec![Calibration {
+            a: a.into(),
+            b: b.into(),
+            distance_m: 3.0,
+        }];
     });
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
@@ -114,7 +162,9 @@ fn import_uses_an_existing_model_and_applies_scale() {
     let est = Reconstruction::read(&out.join("sparse")).unwrap();
     let e = eval_poses(&est, &gt);
     assert!(e.auc["1"] > 0.999);
-    let d2 = (est.image_by_name(a).unwrap().pose.center() - est.image_by_name(b).unwrap().pose.center()).norm();
+    let d2 = (est.image_by_name(a).unwrap().pose.center()
+        - est.image_by_name(b).unwrap().pose.center())
+    .norm();
     assert!((d2 - 3.0).abs() < 1e-9);
 }
 
@@ -124,7 +174,9 @@ fn clear_errors_for_bad_inputs() {
     // One photo.
     let one = tmp.path().join("one");
     std::fs::create_dir_all(&one).unwrap();
-    image::GrayImage::from_pixel(64, 64, image::Luma([128])).save(one.join("a.png")).unwrap();
+    image::GrayImage::from_pixel(64, 64, image::Luma([128]))
+        .save(one.join("a.png"))
+        .unwrap();
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     let imgs = RedactedImages::from_cleared_folder(&one).unwrap();
@@ -136,12 +188,16 @@ fn clear_errors_for_bad_inputs() {
     std::fs::create_dir_all(&blank).unwrap();
     let mut rng = 1u64;
     let mut noise = || {
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (rng >> 56) as u8
     };
     let tex = image::GrayImage::from_fn(160, 120, |_, _| image::Luma([noise()]));
     tex.save(blank.join("a.png")).unwrap();
-    image::GrayImage::from_pixel(160, 120, image::Luma([90])).save(blank.join("b.png")).unwrap();
+    image::GrayImage::from_pixel(160, 120, image::Luma([90]))
+        .save(blank.join("b.png"))
+        .unwrap();
     let imgs = RedactedImages::from_cleared_folder(&blank).unwrap();
     let e = run(&config_for(&blank, |_| {}), &imgs, None, &out).unwrap_err();
     assert!(matches!(&e, SfmError::NoFeatures(n) if n == "b.png"), "{e}");
@@ -149,7 +205,9 @@ fn clear_errors_for_bad_inputs() {
     let unrelated = tmp.path().join("unrelated");
     std::fs::create_dir_all(&unrelated).unwrap();
     for name in ["a.png", "b.png", "c.png"] {
-        image::GrayImage::from_fn(160, 120, |_, _| image::Luma([noise()])).save(unrelated.join(name)).unwrap();
+        image::GrayImage::from_fn(160, 120, |_, _| image::Luma([noise()]))
+            .save(unrelated.join(name))
+            .unwrap();
     }
     let imgs = RedactedImages::from_cleared_folder(&unrelated).unwrap();
     let e = run(&config_for(&unrelated, |_| {}), &imgs, None, &out).unwrap_err();

@@ -11,6 +11,7 @@ use nalgebra::{DMatrix, Matrix3, SMatrix, Vector2, Vector3};
 /// constraints `det E = 0` and `2 E Eᵀ E − tr(E Eᵀ) E = 0` (Eq. 3-4) eliminated by Gauss-Jordan
 /// into the 3x3 matrix `B(z)` of Eq. 11-13 whose determinant is a degree-10 polynomial in `z`.
 /// Inputs are normalised points; returns up to 10 essential matrices (Frobenius norm 1).
+#[allow(clippy::needless_range_loop)]
 pub fn five_point(x1: &[Vector2<f64>], x2: &[Vector2<f64>]) -> Vec<Matrix3<f64>> {
     assert!(x1.len() >= 5 && x2.len() >= 5);
     // Epipolar constraints x2ᵀ E x1 = 0, E row-major: coefficient of E[r][c] is x2[r] x1[c].
@@ -42,14 +43,24 @@ pub fn five_point(x1: &[Vector2<f64>], x2: &[Vector2<f64>]) -> Vec<Matrix3<f64>>
     });
     // det E by cofactor expansion.
     let det = e[0][0]
-        .mul(&e[1][1].mul(&e[2][2]).add(&e[1][2].mul(&e[2][1]).scale(-1.0)))
-        .add(
-            &e[0][1]
-                .mul(&e[1][2].mul(&e[2][0]).add(&e[1][0].mul(&e[2][2]).scale(-1.0))),
+        .mul(
+            &e[1][1]
+                .mul(&e[2][2])
+                .add(&e[1][2].mul(&e[2][1]).scale(-1.0)),
         )
         .add(
-            &e[0][2]
-                .mul(&e[1][0].mul(&e[2][1]).add(&e[1][1].mul(&e[2][0]).scale(-1.0))),
+            &e[0][1].mul(
+                &e[1][2]
+                    .mul(&e[2][0])
+                    .add(&e[1][0].mul(&e[2][2]).scale(-1.0)),
+            ),
+        )
+        .add(
+            &e[0][2].mul(
+                &e[1][0]
+                    .mul(&e[2][1])
+                    .add(&e[1][1].mul(&e[2][0]).scale(-1.0)),
+            ),
         );
     // E Eᵀ (degree 2), its trace, then 2 E Eᵀ E − tr(E Eᵀ) E.
     let eet: [[Poly3; 3]; 3] = std::array::from_fn(|r| {
@@ -197,6 +208,7 @@ pub fn decompose_essential(e: &Matrix3<f64>) -> [(Matrix3<f64>, Vector3<f64>); 4
 
 /// Relative pose from `E` by the cheirality test: the candidate of [`decompose_essential`] that puts
 /// the most triangulated correspondences in front of both cameras. Returns `(R, t, in_front)`.
+#[allow(clippy::type_complexity)]
 pub fn pose_from_essential(
     e: &Matrix3<f64>,
     x1: &[Vector2<f64>],
@@ -228,11 +240,23 @@ mod tests {
     use super::super::{Rng, skew};
     use super::*;
 
-    fn scene(rng: &mut Rng, n: usize) -> (Matrix3<f64>, Vector3<f64>, Vec<Vector2<f64>>, Vec<Vector2<f64>>) {
+    #[allow(clippy::type_complexity)]
+    fn scene(
+        rng: &mut Rng,
+        n: usize,
+    ) -> (
+        Matrix3<f64>,
+        Vector3<f64>,
+        Vec<Vector2<f64>>,
+        Vec<Vector2<f64>>,
+    ) {
         let r = random_rotation(rng, 0.3);
         let t = Vector3::new(1.0, 0.2 * rng.normal(), 0.2 * rng.normal()).normalize();
         let pts = random_points(rng, n);
-        let x1 = pts.iter().map(|p| Vector2::new(p.x / p.z, p.y / p.z)).collect();
+        let x1 = pts
+            .iter()
+            .map(|p| Vector2::new(p.x / p.z, p.y / p.z))
+            .collect();
         let x2 = pts
             .iter()
             .map(|p| {

@@ -69,7 +69,10 @@ pub fn seven_point(x1: &[Vector2<f64>], x2: &[Vector2<f64>]) -> Vec<Matrix3<f64>
     let (f1, f2) = (ns[0], ns[1]);
     // det(α F1 + (1−α) F2) is a cubic in α: interpolate it from four samples.
     let xs = [-1.0, 0.0, 1.0, 2.0];
-    let ys: Vec<f64> = xs.iter().map(|&a| (f1 * a + f2 * (1.0 - a)).determinant()).collect();
+    let ys: Vec<f64> = xs
+        .iter()
+        .map(|&a| (f1 * a + f2 * (1.0 - a)).determinant())
+        .collect();
     let v = nalgebra::Matrix4::from_fn(|i, j| xs[i].powi(j as i32));
     let Some(c) = v.lu().solve(&nalgebra::Vector4::from_column_slice(&ys)) else {
         return vec![];
@@ -111,13 +114,22 @@ mod tests {
         let mut rng = Rng::new(3);
         let (x1, x2) = pixel_scene(&mut rng, 40);
         let f8 = eight_point(&x1, &x2).unwrap();
-        let max8 = x1.iter().zip(&x2).map(|(a, b)| sampson_sq(&f8, a, b)).fold(0.0, f64::max);
+        let max8 = x1
+            .iter()
+            .zip(&x2)
+            .map(|(a, b)| sampson_sq(&f8, a, b))
+            .fold(0.0, f64::max);
         assert!(max8 < 1e-12, "{max8}");
         let sols = seven_point(&x1[..7], &x2[..7]);
         assert!(!sols.is_empty());
         let best = sols
             .iter()
-            .map(|f| x1.iter().zip(&x2).map(|(a, b)| sampson_sq(f, a, b)).fold(0.0, f64::max))
+            .map(|f| {
+                x1.iter()
+                    .zip(&x2)
+                    .map(|(a, b)| sampson_sq(f, a, b))
+                    .fold(0.0, f64::max)
+            })
             .fold(f64::INFINITY, f64::min);
         assert!(best < 1e-8, "{best}");
     }
@@ -131,7 +143,13 @@ mod tests {
             p.y += 0.5 * rng.normal();
         }
         let f = eight_point(&x1, &x2).unwrap();
-        let rms = (x1.iter().zip(&x2).map(|(a, b)| sampson_sq(&f, a, b)).sum::<f64>() / 200.0).sqrt();
+        let rms = (x1
+            .iter()
+            .zip(&x2)
+            .map(|(a, b)| sampson_sq(&f, a, b))
+            .sum::<f64>()
+            / 200.0)
+            .sqrt();
         assert!(rms < 0.6, "{rms}");
     }
 }

@@ -64,7 +64,11 @@ mod tests {
             .collect();
         let est = dlt(&x1[..4], &x2[..4]).unwrap();
         assert!((est - h).norm() < 1e-6, "{est}");
-        let max = x1.iter().zip(&x2).map(|(a, b)| transfer_sq(&est, a, b)).fold(0.0, f64::max);
+        let max = x1
+            .iter()
+            .zip(&x2)
+            .map(|(a, b)| transfer_sq(&est, a, b))
+            .fold(0.0, f64::max);
         assert!(max < 1e-12);
     }
 }

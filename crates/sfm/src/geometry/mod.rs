@@ -33,7 +33,11 @@ pub fn hartley_normalize(pts: &[Vector2<f64>]) -> (Matrix3<f64>, Vec<Vector2<f64
     let n = pts.len().max(1) as f64;
     let c = pts.iter().fold(Vector2::zeros(), |a, p| a + p) / n;
     let d = pts.iter().map(|p| (p - c).norm()).sum::<f64>() / n;
-    let s = if d > 1e-12 { std::f64::consts::SQRT_2 / d } else { 1.0 };
+    let s = if d > 1e-12 {
+        std::f64::consts::SQRT_2 / d
+    } else {
+        1.0
+    };
     let t = Matrix3::new(s, 0.0, -s * c.x, 0.0, s, -s * c.y, 0.0, 0.0, 1.0);
     let out = pts.iter().map(|p| (p - c) * s).collect();
     (t, out)
@@ -110,8 +114,11 @@ pub(crate) mod testutil {
     /// A random rotation with angle up to `max_angle` radians.
     pub fn random_rotation(rng: &mut Rng, max_angle: f64) -> Matrix3<f64> {
         let axis = Vector3::new(rng.normal(), rng.normal(), rng.normal()).normalize();
-        Rotation3::from_axis_angle(&nalgebra::Unit::new_normalize(axis), max_angle * rng.uniform())
-            .into_inner()
+        Rotation3::from_axis_angle(
+            &nalgebra::Unit::new_normalize(axis),
+            max_angle * rng.uniform(),
+        )
+        .into_inner()
     }
 
     /// Random points in a box in front of the origin camera.

@@ -42,7 +42,10 @@ pub fn p3p(f: &[Vector3<f64>; 3], x: &[Vector3<f64>; 3]) -> Vec<(Matrix3<f64>, V
     let d = [-2.0 * c01, 2.0 * c12]; // D(v)
     let one_minus_k1q = poly::sub(&[1.0], &q.map(|c| c * k1));
     let quartic = poly::add(
-        &poly::sub(&poly::mul(&n, &n), &poly::mul(&poly::mul(&n, &d), &[2.0 * c01])),
+        &poly::sub(
+            &poly::mul(&n, &n),
+            &poly::mul(&poly::mul(&n, &d), &[2.0 * c01]),
+        ),
         &poly::mul(&one_minus_k1q, &poly::mul(&d, &d)),
     );
     let mut out = Vec::new();
@@ -107,10 +110,13 @@ pub fn refine_pose(
             let iz = 1.0 / pc.z;
             let res = Vector2::new(pc.x * iz - o.x, pc.y * iz - o.y);
             let w = 1.0 / (1.0 + res.norm_squared() / s2);
-            let dproj = nalgebra::Matrix2x3::new(iz, 0.0, -pc.x * iz * iz, 0.0, iz, -pc.y * iz * iz);
+            let dproj =
+                nalgebra::Matrix2x3::new(iz, 0.0, -pc.x * iz * iz, 0.0, iz, -pc.y * iz * iz);
             let mut jp = nalgebra::Matrix3x6::zeros();
-            jp.fixed_view_mut::<3, 3>(0, 0).copy_from(&(-super::skew(&rp)));
-            jp.fixed_view_mut::<3, 3>(0, 3).copy_from(&Matrix3::identity());
+            jp.fixed_view_mut::<3, 3>(0, 0)
+                .copy_from(&(-super::skew(&rp)));
+            jp.fixed_view_mut::<3, 3>(0, 3)
+                .copy_from(&Matrix3::identity());
             let j = dproj * jp;
             h += j.transpose() * j * w;
             g += j.transpose() * res * w;
@@ -164,7 +170,12 @@ pub fn estimate_absolute_pose(
         x.len(),
         3,
         &opts,
-        |s| p3p(&[bearings[s[0]], bearings[s[1]], bearings[s[2]]], &[x[s[0]], x[s[1]], x[s[2]]]),
+        |s| {
+            p3p(
+                &[bearings[s[0]], bearings[s[1]], bearings[s[2]]],
+                &[x[s[0]], x[s[1]], x[s[2]]],
+            )
+        },
         |m, i| reproj_sq(&m.0, &m.1, &x[i], &obs[i]),
         |m, idx| {
             if idx.len() < 6 {
@@ -182,7 +193,9 @@ pub fn estimate_absolute_pose(
         let os: Vec<_> = idx.iter().map(|&i| obs[i]).collect();
         res.model = refine_pose(&res.model.0, &res.model.1, &xs, &os, max_error, 20);
         let thr2 = max_error * max_error;
-        res.inliers = (0..x.len()).map(|i| reproj_sq(&res.model.0, &res.model.1, &x[i], &obs[i]) < thr2).collect();
+        res.inliers = (0..x.len())
+            .map(|i| reproj_sq(&res.model.0, &res.model.1, &x[i], &obs[i]) < thr2)
+            .collect();
         res.num_inliers = res.inliers.iter().filter(|&&b| b).count();
     }
     Some(res)
@@ -226,13 +239,22 @@ mod tests {
                 if i % 3 == 0 {
                     Vector2::new(rng.uniform() - 0.5, rng.uniform() - 0.5)
                 } else {
-                    Vector2::new(p.x / p.z + rng.normal() * 0.5 / f, p.y / p.z + rng.normal() * 0.5 / f)
+                    Vector2::new(
+                        p.x / p.z + rng.normal() * 0.5 / f,
+                        p.y / p.z + rng.normal() * 0.5 / f,
+                    )
                 }
             })
             .collect();
         let res = estimate_absolute_pose(&xw, &obs, 4.0 / f, 1).unwrap();
-        assert!(res.num_inliers >= 130 && res.num_inliers <= 136, "{}", res.num_inliers);
-        let ang = Rotation3::from_matrix(&(res.model.0 * r.transpose())).angle().to_degrees();
+        assert!(
+            res.num_inliers >= 130 && res.num_inliers <= 136,
+            "{}",
+            res.num_inliers
+        );
+        let ang = Rotation3::from_matrix(&(res.model.0 * r.transpose()))
+            .angle()
+            .to_degrees();
         assert!(ang < 0.05, "{ang}");
         assert!((res.model.1 - t).norm() < 0.01);
     }

@@ -42,7 +42,11 @@ pub fn eval(p: &[f64], x: f64) -> f64 {
 
 /// Derivative `p'`.
 pub fn deriv(p: &[f64]) -> Vec<f64> {
-    p.iter().enumerate().skip(1).map(|(k, c)| c * k as f64).collect()
+    p.iter()
+        .enumerate()
+        .skip(1)
+        .map(|(k, c)| c * k as f64)
+        .collect()
 }
 
 /// Real roots of `p`: eigenvalues of the companion matrix (Edelman & Murakami 1995) with a small
@@ -177,7 +181,10 @@ mod tests {
     #[test]
     fn roots_of_known_quartic() {
         // (x-1)(x+2)(x-3)(x^2+1) has real roots 1, -2, 3.
-        let p = mul(&mul(&mul(&[-1.0, 1.0], &[2.0, 1.0]), &[-3.0, 1.0]), &[1.0, 0.0, 1.0]);
+        let p = mul(
+            &mul(&mul(&[-1.0, 1.0], &[2.0, 1.0]), &[-3.0, 1.0]),
+            &[1.0, 0.0, 1.0],
+        );
         let mut r = real_roots(&p);
         r.sort_by(f64::total_cmp);
         assert_eq!(r.len(), 3);
@@ -190,12 +197,13 @@ mod tests {
     fn poly3_product() {
         // (x + 2)(y - z) evaluated at (1, 2, 3) = 3 * -1.
         let p = Poly3::linear(1.0, 0.0, 0.0, 2.0).mul(&Poly3::linear(0.0, 1.0, -1.0, 0.0));
-        let v: f64 = p
-            .0
-            .iter()
-            .zip(MONOMIALS.iter())
-            .map(|(c, &(a, b, d))| c * 1f64.powi(a as i32) * 2f64.powi(b as i32) * 3f64.powi(d as i32))
-            .sum();
+        let v: f64 =
+            p.0.iter()
+                .zip(MONOMIALS.iter())
+                .map(|(c, &(a, b, d))| {
+                    c * 1f64.powi(a as i32) * 2f64.powi(b as i32) * 3f64.powi(d as i32)
+                })
+                .sum();
         assert!((v + 3.0).abs() < 1e-12);
     }
 }

@@ -76,7 +76,8 @@ pub fn lo_msac<M: Clone>(
         }
         (s, k)
     };
-    let inlier_idx = |m: &M| -> Vec<usize> { (0..n).filter(|&i| residual_sq(m, i) < thr2).collect() };
+    let inlier_idx =
+        |m: &M| -> Vec<usize> { (0..n).filter(|&i| residual_sq(m, i) < thr2).collect() };
     let mut rng = Rng::new(opts.seed);
     let mut best: Option<(M, f64, usize)> = None;
     let mut sample = Vec::with_capacity(sample_size);
@@ -136,24 +137,36 @@ mod tests {
             .collect();
         let fit = |idx: &[usize]| -> Option<(f64, f64)> {
             let n = idx.len() as f64;
-            let (mx, my) = idx.iter().fold((0.0, 0.0), |a, &i| (a.0 + pts[i].0, a.1 + pts[i].1));
+            let (mx, my) = idx
+                .iter()
+                .fold((0.0, 0.0), |a, &i| (a.0 + pts[i].0, a.1 + pts[i].1));
             let (mx, my) = (mx / n, my / n);
             let (sxy, sxx) = idx.iter().fold((0.0, 0.0), |a, &i| {
-                (a.0 + (pts[i].0 - mx) * (pts[i].1 - my), a.1 + (pts[i].0 - mx).powi(2))
+                (
+                    a.0 + (pts[i].0 - mx) * (pts[i].1 - my),
+                    a.1 + (pts[i].0 - mx).powi(2),
+                )
             });
             (sxx > 0.0).then(|| (sxy / sxx, my - sxy / sxx * mx))
         };
         let res = lo_msac(
             pts.len(),
             2,
-            &RansacOptions { max_error: 0.2, ..Default::default() },
+            &RansacOptions {
+                max_error: 0.2,
+                ..Default::default()
+            },
             |s| fit(s).into_iter().collect(),
             |m, i| (pts[i].1 - m.0 * pts[i].0 - m.1).powi(2),
             |_, idx| fit(idx),
         )
         .unwrap();
         assert!((res.model.0 - 2.0).abs() < 0.01 && (res.model.1 - 1.0).abs() < 0.05);
-        assert!(res.num_inliers >= 118 && res.num_inliers <= 125, "{}", res.num_inliers);
+        assert!(
+            res.num_inliers >= 118 && res.num_inliers <= 125,
+            "{}",
+            res.num_inliers
+        );
         // 60 % inliers, s = 2: about 16 trials needed; min_trials bounds it from below.
         assert!(res.trials <= 60, "{}", res.trials);
         assert!((required_trials(0.5, 5, 0.999) - 218.0).abs() < 1.0);

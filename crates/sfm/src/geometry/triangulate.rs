@@ -7,7 +7,10 @@ use nalgebra::{Matrix3, Matrix4, Vector2, Vector3};
 /// normalised observation `(x, y)`, the rows `x P₃ − P₁` and `y P₃ − P₂`; the point is the right
 /// null vector of the stacked system, found from the 4x4 normal matrix. Needs two or more views;
 /// `None` when the point lies at infinity.
-pub fn triangulate_dlt(views: &[(Matrix3<f64>, Vector3<f64>)], x: &[Vector2<f64>]) -> Option<Vector3<f64>> {
+pub fn triangulate_dlt(
+    views: &[(Matrix3<f64>, Vector3<f64>)],
+    x: &[Vector2<f64>],
+) -> Option<Vector3<f64>> {
     if views.len() < 2 || views.len() != x.len() {
         return None;
     }
@@ -37,7 +40,10 @@ pub fn triangulate_two_view_normalized(
     x1: &Vector2<f64>,
     x2: &Vector2<f64>,
 ) -> Option<Vector3<f64>> {
-    triangulate_dlt(&[(Matrix3::identity(), Vector3::zeros()), (*r, *t)], &[*x1, *x2])
+    triangulate_dlt(
+        &[(Matrix3::identity(), Vector3::zeros()), (*r, *t)],
+        &[*x1, *x2],
+    )
 }
 
 /// Triangulation angle at `x` between the rays from camera centres `c1` and `c2`, radians.
@@ -80,7 +86,11 @@ mod tests {
             .collect();
         let est = triangulate_dlt(&views, &noisy).unwrap();
         assert!((est - x).norm() < 0.05, "{}", (est - x).norm());
-        let a = triangulation_angle(&Vector3::zeros(), &Vector3::new(1.0, 0.0, 0.0), &Vector3::new(0.5, 0.0, 0.5));
+        let a = triangulation_angle(
+            &Vector3::zeros(),
+            &Vector3::new(1.0, 0.0, 0.0),
+            &Vector3::new(0.5, 0.0, 0.5),
+        );
         assert!((a.to_degrees() - 90.0).abs() < 1e-9);
     }
 }

@@ -57,7 +57,10 @@ pub fn verify_pair(
         ..Default::default()
     };
     let gather = |idx: &[usize]| -> (Vec<Vector2<f64>>, Vec<Vector2<f64>>) {
-        (idx.iter().map(|&i| x1[i]).collect(), idx.iter().map(|&i| x2[i]).collect())
+        (
+            idx.iter().map(|&i| x1[i]).collect(),
+            idx.iter().map(|&i| x2[i]).collect(),
+        )
     };
     let fres = lo_msac(
         n,
@@ -81,7 +84,10 @@ pub fn verify_pair(
     let hres = lo_msac(
         n,
         4,
-        &RansacOptions { max_trials: 1000, ..ropts },
+        &RansacOptions {
+            max_trials: 1000,
+            ..ropts
+        },
         |s| {
             let (a, b) = gather(s);
             homography::dlt(&a, &b).into_iter().collect()
@@ -113,15 +119,21 @@ pub fn essential_defect(f: &Matrix3<f64>, focal: f64, c1: (f64, f64), c2: (f64, 
     (s[0] - s[1]) / (s[0] + s[1])
 }
 
+/// A fundamental matrix with the principal points of its two images.
+pub type FundamentalWithCentres = (Matrix3<f64>, (f64, f64), (f64, f64));
+
 /// Self-calibrate one shared focal length from many fundamental matrices: the `f` in
 /// `[lo, hi]` (log-spaced grid, then golden-section refinement) that minimises the median
 /// [`essential_defect`]. Each entry is `(F, c1, c2)`.
-pub fn self_calibrate_focal(fs: &[(Matrix3<f64>, (f64, f64), (f64, f64))], lo: f64, hi: f64) -> Option<f64> {
+pub fn self_calibrate_focal(fs: &[FundamentalWithCentres], lo: f64, hi: f64) -> Option<f64> {
     if fs.is_empty() {
         return None;
     }
     let cost = |focal: f64| -> f64 {
-        let mut v: Vec<f64> = fs.iter().map(|(f, a, b)| essential_defect(f, focal, *a, *b)).collect();
+        let mut v: Vec<f64> = fs
+            .iter()
+            .map(|(f, a, b)| essential_defect(f, focal, *a, *b))
+            .collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
@@ -131,7 +143,10 @@ pub fn self_calibrate_focal(fs: &[(Matrix3<f64>, (f64, f64), (f64, f64))], lo: f
         .collect();
     let costs: Vec<f64> = grid.iter().map(|&f| cost(f)).collect();
     let k = (0..grid.len()).min_by(|&a, &b| costs[a].total_cmp(&costs[b]))?;
-    let (mut a, mut b) = (grid[k.saturating_sub(1)].ln(), grid[(k + 1).min(steps)].ln());
+    let (mut a, mut b) = (
+        grid[k.saturating_sub(1)].ln(),
+        grid[(k + 1).min(steps)].ln(),
+    );
     let g = 0.5 * (5f64.sqrt() - 1.0);
     for _ in 0..40 {
         let (c, d) = (b - g * (b - a), a + g * (b - a));
@@ -161,7 +176,10 @@ mod tests {
             let pts = random_points(&mut rng, 300);
             let mut proj = |p: Vector3<f64>| {
                 let q = k * p;
-                Vector2::new(q.x / q.z + 0.5 * rng.normal(), q.y / q.z + 0.5 * rng.normal())
+                Vector2::new(
+                    q.x / q.z + 0.5 * rng.normal(),
+                    q.y / q.z + 0.5 * rng.normal(),
+                )
             };
             let x1: Vec<_> = pts.iter().map(|p| proj(*p)).collect();
             let mut x2: Vec<_> = pts.iter().map(|p| proj(r * p + t)).collect();
