@@ -604,3 +604,40 @@ fn faces_at_several_scales_in_a_12_megapixel_photo() {
         "large face in 12 MP not found"
     );
 }
+
+#[test]
+fn overrides_parse_from_the_venue_toml_and_bad_values_are_named() {
+    let text = r#"
+[venue]
+name = "v"
+photos = "photos"
+keyframes = []
+
+[privacy]
+score_threshold = 0.4
+min_face_px = 16
+
+[[privacy.extra_regions]]
+photo = "IMG_1.JPG"
+rect = [10, 20, 30, 40]
+
+[[privacy.keep]]
+photo = "IMG_2.JPG"
+rect = [1, 2, 3, 4]
+"#;
+    let c = Config::parse(text, Path::new("venue.toml")).unwrap();
+    assert_eq!(c.privacy.score_threshold, 0.4);
+    assert_eq!(c.privacy.min_face_px, 16.0);
+    assert_eq!(c.privacy.extra_regions[0].rect, [10, 20, 30, 40]);
+    assert_eq!(c.privacy.keep[0].photo, "IMG_2.JPG");
+    let bad = text.replace("min_face_px = 16", "min_face_px = 2");
+    let e = Config::parse(&bad, Path::new("venue.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("min_face_px") && e.contains("venue.toml"), "{e}");
+    let bad = text.replace("rect = [10, 20, 30, 40]", "rect = [10, 20, 0, 40]");
+    let e = Config::parse(&bad, Path::new("venue.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("extra_regions #1"), "{e}");
+}
