@@ -153,12 +153,18 @@ pub fn keyframes(
     }
     let mut out = Vec::new();
     for name in names {
-        let im = rec
-            .image_by_name(name)
-            .ok_or_else(|| RenderError::NotRegistered {
+        let Some(im) = rec.image_by_name(name) else {
+            if cfg.config.render.unregistered_keyframes == "skip" {
+                tracing::warn!(
+                    "render: keyframe {name} was not registered by SfM; left out of the path"
+                );
+                continue;
+            }
+            return Err(RenderError::NotRegistered {
                 name: name.clone(),
                 model: model.clone(),
-            })?;
+            });
+        };
         let ev = manifest
             .as_ref()
             .and_then(|m| m.photo(name))
@@ -169,6 +175,14 @@ pub fn keyframes(
             pose: im.pose,
             ev,
         });
+    }
+    if out.len() < 2 {
+        return Err(RenderError::Config(format!(
+            "{}: only {} of the {} keyframes were registered by SfM; the fly-through needs at least 2",
+            cfg.path.display(),
+            out.len(),
+            names.len()
+        )));
     }
     Ok((out, rec))
 }

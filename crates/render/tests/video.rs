@@ -209,6 +209,22 @@ fn input_errors_name_the_problem() {
         e.to_string().contains("\"blurry.jpg\" was not registered"),
         "{e}"
     );
+    // With unregistered_keyframes = "skip" the path goes on without it, but 2 must remain.
+    let (cfg, run) = venue(dir.path(), |c| {
+        c.venue.keyframes = vec!["k1.jpg".into(), "blurry.jpg".into(), "k3.jpg".into()];
+        c.render.unregistered_keyframes = "skip".into();
+    });
+    let (kfs, _) = flythrough_render::stage::keyframes(&cfg, &run).unwrap();
+    assert_eq!(
+        kfs.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+        ["k1.jpg", "k3.jpg"]
+    );
+    let (cfg, run) = venue(dir.path(), |c| {
+        c.venue.keyframes = vec!["k1.jpg".into(), "blurry.jpg".into()];
+        c.render.unregistered_keyframes = "skip".into();
+    });
+    let e = flythrough_render::stage::keyframes(&cfg, &run).unwrap_err();
+    assert!(e.to_string().contains("only 1 of the 2 keyframes"), "{e}");
     let (cfg, run) = venue(dir.path(), |c| c.venue.keyframes = vec!["k1.jpg".into()]);
     let e = flythrough_render::run_with_source(
         &cfg,

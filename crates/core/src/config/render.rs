@@ -25,6 +25,7 @@ pub struct RenderConfig {
     pub stills: u32,
     pub appearance: String,
     pub preview_source: String,
+    pub unregistered_keyframes: String,
 }
 
 impl Default for RenderConfig {
@@ -49,6 +50,7 @@ impl Default for RenderConfig {
             stills: 6,
             appearance: "mean".into(),
             preview_source: "render".into(),
+            unregistered_keyframes: "fail".into(),
         }
     }
 }
@@ -119,6 +121,10 @@ pub(super) const DOCS: &[KeyDoc] = &[
     (
         "preview_source",
         "How preview frames are made: \"render\" (rays through the model, sharpest) or \"reproject\"\n(resampled from the 360° frame: no extra model time, softer when the 360° frame is small).",
+    ),
+    (
+        "unregistered_keyframes",
+        "A keyframe photo that SfM did not register: \"fail\" (stop with an error naming it) or\n\"skip\" (leave it out of the path with a warning; at least 2 keyframes must remain).",
     ),
     (
         "appearance",
@@ -223,6 +229,12 @@ impl RenderConfig {
             "preview_source",
             &self.preview_source,
             "must be \"render\" or \"reproject\"",
+        )?;
+        ensure(
+            matches!(self.unregistered_keyframes.as_str(), "fail" | "skip"),
+            "unregistered_keyframes",
+            &self.unregistered_keyframes,
+            "must be \"fail\" or \"skip\"",
         )?;
         ensure(
             self.stills <= 64,
