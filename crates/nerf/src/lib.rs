@@ -8,7 +8,8 @@
 //! - [`render`]: alpha compositing and its backward, Charbonnier loss.
 //! - [`encoding`]: direction, exposure and integrated positional encodings.
 //! - [`kernels`]: hash grid, fused MLP, Adam and their candle ops.
-//! - [`model`]: parameters and the forward/backward pass over ray batches (the fast direct-call path).
+//! - [`model`]: parameters and the forward/backward pass over ray batches (the fast direct-call path);
+//!   [`graph`]: the same loss as a candle graph, the reference the tests check the fast path against.
 //! - [`data`], [`train`], [`checkpoint`], [`metrics`], [`renderer`]: the stage around it.
 //!
 //! The stage entry point is [`run`]; the render stage uses [`NerfRenderer`].
@@ -17,6 +18,7 @@ pub mod checkpoint;
 pub mod coord;
 pub mod data;
 pub mod encoding;
+pub mod graph;
 pub mod kernels;
 pub mod metrics;
 pub mod model;

@@ -75,10 +75,10 @@ impl ModelConfig {
             exposure: cfg.exposure_conditioning,
         }
     }
-    fn prop_mlp(&self, k: usize) -> MlpConfig {
+    pub(crate) fn prop_mlp(&self, k: usize) -> MlpConfig {
         MlpConfig::new(&[self.prop_grids[k].output_dim(), PROP_WIDTH, 1], true)
     }
-    fn density_mlp(&self) -> MlpConfig {
+    pub(crate) fn density_mlp(&self) -> MlpConfig {
         match self.backbone {
             Backbone::HashGrid => MlpConfig::new(&[self.nerf_grid.output_dim(), self.mlp_width, 1 + GEO_DIM], true),
             Backbone::IpeMlp => {
@@ -91,7 +91,7 @@ impl ModelConfig {
     pub fn color_in(&self) -> usize {
         GEO_DIM + DIR_DIM + self.glo_dim + if self.exposure { EXPOSURE_DIM } else { 0 }
     }
-    fn color_mlp(&self) -> MlpConfig {
+    pub(crate) fn color_mlp(&self) -> MlpConfig {
         let w = self.mlp_width;
         MlpConfig::new(&[self.color_in(), w, w, 3], true)
     }
@@ -196,9 +196,9 @@ pub struct Level {
     pub t: Vec<f32>,
     pub sigma: Vec<f32>,
     pub w: Vec<f32>,
-    // network caches
-    pos: Vec<f32>,
-    fsig: Vec<f32>,
+    // network inputs and caches
+    pub(crate) pos: Vec<f32>,
+    pub(crate) fsig: Vec<f32>,
     enc: Vec<f32>,
     raw: Vec<f32>,
     cache: MlpCache,
