@@ -13,10 +13,18 @@ fn quintic(t: f32) -> f32 {
     t * t * t * (t * (t * 6.0 - 15.0) + 10.0)
 }
 
+/// `floor` as an integer without a libm call (baseline x86-64 has no rounding instruction);
+/// exact for `|x| < 2^53`.
+#[inline]
+pub fn ifloor(x: f64) -> i64 {
+    let i = x as i64;
+    i - ((i as f64) > x) as i64
+}
+
 /// Value noise (Perlin 2002's quintic fade on lattice values) in `[0, 1]`, lattice spacing 1.
 pub fn value2(u: f64, v: f64, salt: u64) -> f32 {
-    let (fu, fv) = (u.floor(), v.floor());
-    let (iu, iv) = (fu as i64, fv as i64);
+    let (iu, iv) = (ifloor(u), ifloor(v));
+    let (fu, fv) = (iu as f64, iv as f64);
     let (tu, tv) = (quintic((u - fu) as f32), quintic((v - fv) as f32));
     let m = mix64(salt);
     let a = hash2f_mixed(iu, iv, m);
@@ -97,6 +105,23 @@ pub fn coverage(d: f64, fp: f64) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ifloor_matches_floor() {
+        for x in [
+            -2.5,
+            -2.0,
+            -1e-12,
+            0.0,
+            1e-12,
+            0.999_999,
+            1.0,
+            7.5,
+            -1e9 - 0.5,
+        ] {
+            assert_eq!(ifloor(x), x.floor() as i64, "{x}");
+        }
+    }
 
     #[test]
     fn value_noise_is_continuous_and_bounded() {

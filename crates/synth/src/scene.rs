@@ -886,14 +886,27 @@ impl Scene {
         let mut out = vec![[0.0f32; 3]; w * h];
         // Angular size of one sub-sample.
         let spread = 0.5 / cam.mean_focal();
+        // Same rays as `pixel_ray`, with the rotation as a matrix and, without distortion, the
+        // pinhole inverse written out (`Camera::ray` is then `((x - cx) / fx, (y - cy) / fy, 1)`).
+        let r_c2w = pose.r().transpose();
+        let o = pose.center();
+        let pinhole = cam.distortion().iter().all(|&v| v == 0.0);
+        let ((fx, fy), (cx, cy)) = (cam.focal(), cam.principal_point());
+        let ray = |px: f64, py: f64| -> V3 {
+            let d_cam = if pinhole {
+                V3::new((px - cx) / fx, (py - cy) / fy, 1.0)
+            } else {
+                cam.ray(Vector2::new(px, py))
+            };
+            (r_c2w * d_cam).normalize()
+        };
         out.par_chunks_mut(w.max(1))
             .enumerate()
             .for_each(|(y, row)| {
                 for (x, px) in row.iter_mut().enumerate() {
                     let mut acc = [0.0f32; 3];
                     for (sx, sy) in [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)] {
-                        let (o, d) =
-                            Self::pixel_ray(cam, pose, Vector2::new(x as f64 + sx, y as f64 + sy));
+                        let d = ray(x as f64 + sx, y as f64 + sy);
                         if let Some(hit) = self.trace_footprint(&o, &d, spread) {
                             let r = self.shade(&hit, lighting);
                             for c in 0..3 {
@@ -965,4 +978,53 @@ pub fn tone_map(lin: &[Rgb], width: u32, height: u32, exposure_scale: f64) -> Rg
         p.0 = l.map(|c| (linear_to_srgb(c * s) * 255.0 + 0.5) as u8);
     }
     img
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::walk;
+
+    #[test]
+    fn embedded_faces_decode_with_sane_regions() {
+        let s = Scene::new(1);
+        assert_eq!(s.faces.len(), 2);
+        for f in &s.faces {
+            assert!(f.width >= 96 && f.height >= 96, "{}", f.name);
+            let [x0, y0, x1, y1] = f.face_region;
+            assert!(0.0 < x0 && x0 < x1 && x1 < 1.0 && 0.0 < y0 && y0 < y1 && y1 < 1.0);
+        }
+        assert_eq!(s.posters.iter().filter(|p| p.face.is_some()).count(), 4);
+    }
+
+    #[test]
+    fn changed_lighting_is_cooler_and_dimmer_and_exposure_scales_linearly() {
+        let s = Scene::new(2);
+        let cam = walk::camera(80, 60);
+        let pose = walk::plan(2, 8, 1.0, true)[3].pose;
+        let mean = |l: &Lighting| {
+            let px = s.render_linear(&cam, &pose, l);
+            let mut m = [0.0f64; 3];
+            for p in &px {
+                for c in 0..3 {
+                    m[c] += p[c] as f64 / px.len() as f64;
+                }
+            }
+            m
+        };
+        let (a, b) = (mean(&s.lightings[0]), mean(&s.lightings[1]));
+        // Normal lighting: warm (red > blue); changed: blue gains relative to red, less light.
+        assert!(a[0] > a[2], "{a:?}");
+        assert!(b[2] / b[0] > 1.3 * (a[2] / a[0]), "{a:?} {b:?}");
+        assert!(b.iter().sum::<f64>() < a.iter().sum::<f64>());
+        // Mid-grey-ish at the reference exposure: mean sRGB value between 60 and 190.
+        let img = s.render(&cam, &pose, 1.0, &s.lightings[0]);
+        let avg = img.as_raw().iter().map(|&v| v as f64).sum::<f64>() / img.as_raw().len() as f64;
+        assert!((60.0..190.0).contains(&avg), "{avg}");
+        // Exposure is a linear scale before the OETF.
+        let lin = s.render_linear(&cam, &pose, &s.lightings[0]);
+        let twice = tone_map(&lin, 80, 60, 2.0);
+        let direct: Vec<Rgb> = lin.iter().map(|p| p.map(|c| c * 2.0)).collect();
+        assert_eq!(twice, tone_map(&direct, 80, 60, 1.0));
+    }
 }
