@@ -93,7 +93,7 @@ pub fn pose_from_angles(center: Vector3<f64>, yaw: f64, pitch: f64, roll: f64) -
 }
 
 /// The walk: a smooth closed loop around the central table at eye height, looking along and
-/// across the path. Consecutive photos are about 0.21 m apart (40 photos) and turn by less than
+/// across the path. Consecutive photos are 0.18-0.30 m apart (40 photos) and turn by less than
 /// 30°.
 pub fn plan(seed: u64, images: usize, exposure_range_ev: f64, lighting_change: bool) -> Vec<Shot> {
     let mut rng = Rng::new(seed ^ 0x3a1c_0ffe_e000_0001);
