@@ -214,11 +214,12 @@ fn extract_plane(img: &Plane, opts: &SiftOptions) -> (Vec<Keypoint>, Vec<[u8; 12
         })
         .collect();
     // Gaussian levels 0 ..= S+2 of one octave from its base (level 0).
-    let levels = |base: Plane| {
+    let mut scratch = Vec::new();
+    let mut levels = |base: Plane| {
         let mut gauss = Vec::with_capacity(S + 3);
         gauss.push(base);
         for sig in &incr {
-            let next = blur(gauss.last().expect("level"), *sig);
+            let next = blur_with(gauss.last().expect("level"), *sig, &mut scratch);
             gauss.push(next);
         }
         gauss
@@ -299,11 +300,20 @@ fn gaussian_kernel(sigma: f32) -> Vec<f32> {
 /// Separable Gaussian blur, borders replicated; rows of each pass in parallel. The kernel is
 /// symmetric, so taps `r - i` and `r + i` share one multiply.
 pub(crate) fn blur(src: &Plane, sigma: f32) -> Plane {
+    blur_with(src, sigma, &mut Vec::new())
+}
+
+/// [`blur`] with a caller-kept scratch buffer for the intermediate pass (reusing it avoids
+/// page-faulting a fresh image-sized allocation per blur).
+fn blur_with(src: &Plane, sigma: f32, scratch: &mut Vec<f32>) -> Plane {
     let k = gaussian_kernel(sigma);
     let r = k.len() / 2;
     let (w, h) = (src.w, src.h);
-    let mut tmp = Plane::new(w, h);
-    tmp.data.par_chunks_mut(w).enumerate().for_each_init(
+    if scratch.len() < w * h {
+        scratch.resize(w * h, 0.0);
+    }
+    let tmp = &mut scratch[..w * h];
+    tmp.par_chunks_mut(w).enumerate().for_each_init(
         || vec![0f32; w + 2 * r],
         |pad, (y, out)| {
             let row = &src.data[y * w..(y + 1) * w];
@@ -325,7 +335,7 @@ pub(crate) fn blur(src: &Plane, sigma: f32) -> Plane {
     let mut dst = Plane::new(w, h);
     let row = |yy: isize| {
         let yy = yy.clamp(0, h as isize - 1) as usize;
-        &tmp.data[yy * w..(yy + 1) * w]
+        &tmp[yy * w..(yy + 1) * w]
     };
     dst.data.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
         for (o, &v) in out.iter_mut().zip(row(y as isize)) {

@@ -101,7 +101,7 @@ impl Top2 {
         d2: -1.0,
         idx: u32::MAX,
     };
-    #[inline]
+    #[cfg(test)]
     fn push(&mut self, d: f32, i: u32) {
         if d > self.d1 {
             self.d2 = self.d1;
@@ -131,6 +131,39 @@ impl Top2 {
     }
 }
 
+/// Best two values of a row and the index of the best, in three branch-free passes (max,
+/// first index of the max, max of the rest) that vectorise.
+fn row_top2(row: &[f32]) -> Top2 {
+    let d1 = lane_max(row);
+    let Some(idx) = row.iter().position(|&d| d == d1) else {
+        return Top2::EMPTY;
+    };
+    let d2 = lane_max(&row[..idx]).max(lane_max(&row[idx + 1..]));
+    Top2 {
+        d1,
+        d2,
+        idx: idx as u32,
+    }
+}
+
+/// Maximum of a slice (at least -1) with 16 independent lanes, so that it vectorises.
+#[inline]
+fn lane_max(v: &[f32]) -> f32 {
+    let mut acc = [-1f32; 16];
+    let chunks = v.chunks_exact(16);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for k in 0..16 {
+            acc[k] = if ch[k] > acc[k] { ch[k] } else { acc[k] };
+        }
+    }
+    let mut m = rest.iter().fold(-1f32, |m, &d| if d > m { d } else { m });
+    for a in acc {
+        m = if a > m { a } else { m };
+    }
+    m
+}
+
 /// Matches two feature sets: nearest neighbour by descriptor angle, Lowe's ratio test, maximum
 /// distance and (if `cross_check`) the mutual check. Returns `(index in a, index in b)` sorted
 /// by the index in `a`.
@@ -149,29 +182,39 @@ pub(crate) fn match_unit(fa: &[f32], fb: &[f32], opts: &MatchOptions) -> Vec<(u3
     let blocks: Vec<(Vec<Top2>, Vec<Top2>)> = fa
         .par_chunks(BLOCK * DIM)
         .enumerate()
-        .map(|(bi, blk)| {
+        .map_init(Vec::new, |buf: &mut Vec<f32>, (bi, blk)| {
+            // One dot-product buffer per worker, reused: fresh 8 MB buffers per block cost
+            // as much in page faults as the sgemm itself.
             let m = blk.len() / DIM;
-            let mut c = vec![0f32; m * nb];
-            dot_block(blk, fb, &mut c);
+            if buf.len() < m * nb {
+                buf.resize(m * nb, 0.0);
+            }
+            let c = &mut buf[..m * nb];
+            dot_block(blk, fb, c);
             let mut rows = vec![Top2::EMPTY; m];
-            let mut cols = vec![Top2::EMPTY; if opts.cross_check { nb } else { 0 }];
+            // Column top-2 as separate arrays, updated with selects so the loop vectorises.
+            let nc = if opts.cross_check { nb } else { 0 };
+            let (mut c1, mut c2, mut ci) = (vec![-1f32; nc], vec![-1f32; nc], vec![u32::MAX; nc]);
             for (r, row) in c.chunks_exact(nb).enumerate() {
-                let mut t = Top2::EMPTY;
-                for (j, &d) in row.iter().enumerate() {
-                    if d > t.d2 {
-                        t.push(d, j as u32);
-                    }
-                }
-                rows[r] = t;
+                rows[r] = row_top2(row);
                 if opts.cross_check {
                     let gi = (bi * BLOCK + r) as u32;
-                    for (col, &d) in cols.iter_mut().zip(row) {
-                        if d > col.d2 {
-                            col.push(d, gi);
-                        }
+                    for (((d1, d2), idx), &d) in
+                        c1.iter_mut().zip(c2.iter_mut()).zip(ci.iter_mut()).zip(row)
+                    {
+                        let gt = d > *d1;
+                        *d2 = if gt { *d1 } else { d2.max(d) };
+                        *idx = if gt { gi } else { *idx };
+                        *d1 = if gt { d } else { *d1 };
                     }
                 }
             }
+            let cols: Vec<Top2> = c1
+                .into_iter()
+                .zip(c2)
+                .zip(ci)
+                .map(|((d1, d2), idx)| Top2 { d1, d2, idx })
+                .collect();
             (rows, cols)
         })
         .collect();
