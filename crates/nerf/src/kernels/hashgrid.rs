@@ -294,19 +294,32 @@ pub fn hash_encode_forward(
     let infos = cfg.level_infos();
     let t = cfg.table_size();
     let mask = (t - 1) as u32;
+    // Grids with few levels (proposal grids: 5) would leave threads idle with one task per level,
+    // so their samples are split into a few ranges; the default 16-level grid keeps one task per level.
+    let splits = (4 * rayon::current_num_threads())
+        .div_ceil(nl)
+        .clamp(1, n.div_ceil(4096).max(1));
+    let per = n.div_ceil(splits);
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let out_ptr = &out_ptr;
-    (0..nl).into_par_iter().for_each(|l| {
+    (0..nl * splits).into_par_iter().for_each(|task| {
+        let (l, part) = (task / splits, task % splits);
+        let (n0, n1) = (part * per, ((part + 1) * per).min(n));
+        if n0 >= n1 {
+            return;
+        }
         let table = &params[l * t * nf..(l + 1) * t * nf];
-        // SAFETY: task `l` writes only columns `l*F .. (l+1)*F` of each `L*F`-wide row of `out`
-        // (indices < N*L*F = out.len()), so the tasks' writes are disjoint; `out` is exclusively
-        // borrowed for the whole parallel loop and nothing reads it meanwhile.
-        let col = |n: usize| unsafe { out_ptr.0.add(n * nl * nf + l * nf) };
+        let pos = &positions[3 * n0..3 * n1];
+        let sig = sigma.map(|s| &s[n0..n1]);
+        // SAFETY: a task writes only columns `l*F .. (l+1)*F` of rows `n0..n1` of `out` (indices
+        // < N*L*F = out.len()); tasks differ in `l` or in their row range, so their writes are
+        // disjoint; `out` is exclusively borrowed for the whole parallel loop and nothing reads it.
+        let col = |i: usize| unsafe { out_ptr.0.add((n0 + i) * nl * nf + l * nf) };
         match nf {
-            1 => level_forward::<1>(infos[l], mask, table, positions, sigma, col),
-            2 => level_forward::<2>(infos[l], mask, table, positions, sigma, col),
-            4 => level_forward::<4>(infos[l], mask, table, positions, sigma, col),
-            _ => level_forward::<8>(infos[l], mask, table, positions, sigma, col),
+            1 => level_forward::<1>(infos[l], mask, table, pos, sig, col),
+            2 => level_forward::<2>(infos[l], mask, table, pos, sig, col),
+            4 => level_forward::<4>(infos[l], mask, table, pos, sig, col),
+            _ => level_forward::<8>(infos[l], mask, table, pos, sig, col),
         }
     });
 }
@@ -633,6 +646,34 @@ mod tests {
                 .fold(0.0, f64::max);
             assert!(max_err < 2e-5, "max abs error {max_err}");
         }
+    }
+
+    #[test]
+    fn forward_split_into_sample_ranges_matches_reference() {
+        // Few levels and many samples: the forward splits each level into sample ranges.
+        let cfg = HashGridConfig {
+            levels: 3,
+            features_per_level: 4,
+            log2_table_size: 9,
+            base_resolution: 3,
+            max_resolution: 30,
+        };
+        let n = 20_000;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+        let params: Vec<f32> = (0..cfg.num_params())
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let pos = points(n, 22);
+        let sigma: Vec<f32> = (0..n).map(|_| rng.random_range(0.0f32..0.2)).collect();
+        let mut out = vec![0f32; n * cfg.output_dim()];
+        hash_encode_forward(&cfg, &params, &pos, Some(&sigma), &mut out);
+        let r = reference(&cfg, &params, &pos, Some(&sigma));
+        let max_err = out
+            .iter()
+            .zip(&r)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        assert!(max_err < 2e-5, "max abs error {max_err}");
     }
 
     #[test]
