@@ -313,12 +313,15 @@ fn section_render(run: &RunDir) -> String {
         }
         let _ = write!(
             s,
-            "<figcaption>t = {:.1} s · frame {} · nearest photo {} ({} m)</figcaption></figure>",
+            "<figcaption>t = {:.1} s · frame {} · nearest photo {} ({} m, {}° apart)</figcaption></figure>",
             st.time_s,
             st.frame,
             escape_html(st.nearest_photo.as_deref().unwrap_or("–")),
             st.distance_m
                 .map(|d| format!("{d:.2}"))
+                .unwrap_or_else(|| "–".into()),
+            st.angle_deg
+                .map(|a| format!("{a:.0}"))
                 .unwrap_or_else(|| "–".into())
         );
     }

@@ -58,6 +58,30 @@ pub struct Still {
     /// The registered photo whose camera centre is nearest (file name in `privacy/images`).
     pub nearest_photo: Option<String>,
     pub distance_m: Option<f64>,
+    /// Angle between the still's and the photo's viewing directions, degrees.
+    #[serde(default)]
+    pub angle_deg: Option<f64>,
+}
+
+/// Metres of camera distance that count as much as one radian of viewing-direction difference
+/// when matching a still to a photo.
+pub const METRES_PER_RADIAN: f64 = 1.0;
+
+/// The registered photo that best matches a path frame's preview view: smallest
+/// `distance + METRES_PER_RADIAN × angle between viewing directions`. Returns
+/// `(name, distance_m, angle_deg)`.
+pub fn nearest_photo(rec: &Reconstruction, f: &PathSample) -> Option<(String, f64, f64)> {
+    let pose = f.pose();
+    let (c, fwd) = (pose.center(), pose.forward());
+    rec.images
+        .values()
+        .map(|im| {
+            let d = (im.pose.center() - c).norm();
+            let a = im.pose.forward().angle(&fwd);
+            (im.name.clone(), d, a)
+        })
+        .min_by(|x, y| (x.1 + METRES_PER_RADIAN * x.2).total_cmp(&(y.1 + METRES_PER_RADIAN * y.2)))
+        .map(|(n, d, a)| (n, d, a.to_degrees()))
 }
 
 /// The stage body with the trained NeRF of `RUN/train` as the ray source.
@@ -472,18 +496,14 @@ pub fn run_with_source(
         let file = format!("still_{i:02}.png");
         let src = frames_dir.join(preview_name(k));
         std::fs::copy(&src, sdir.join(&file)).map_err(io_at(&src))?;
-        let c = Vector3::from(frames[k].center);
-        let nearest = rec
-            .images
-            .values()
-            .map(|im| (im.name.clone(), (im.pose.center() - c).norm()))
-            .min_by(|a, b| a.1.total_cmp(&b.1));
+        let nearest = nearest_photo(&rec, &frames[k]);
         stills.push(Still {
             file,
             frame: k,
             time_s: frames[k].time_s,
             nearest_photo: nearest.as_ref().map(|n| n.0.clone()),
-            distance_m: nearest.map(|n| n.1),
+            distance_m: nearest.as_ref().map(|n| n.1),
+            angle_deg: nearest.map(|n| n.2),
         });
     }
     let mid = frames.len() / 2;
