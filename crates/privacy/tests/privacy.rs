@@ -484,6 +484,19 @@ fn synthetic_venue_posters_are_found_and_blurred() {
     let rep: Redactions =
         serde_json::from_str(&std::fs::read_to_string(out.join("redactions.json")).unwrap())
             .unwrap();
+    // The originals carry EXIF; the redacted copies carry no metadata at all.
+    let has_exif = |p: &Path| {
+        std::fs::read(p)
+            .unwrap()
+            .windows(6)
+            .any(|w| w == b"Exif\0\0")
+    };
+    let first = &faces.photos[0].name;
+    assert!(has_exif(&s.photos_dir.join(first)));
+    assert!(
+        !has_exif(&out.join("images").join(first)),
+        "EXIF copied into the redacted photo"
+    );
     let mut expected = 0;
     let mut found = 0;
     for (pf, pr) in faces.photos.iter().zip(&rep.photos) {
