@@ -2,7 +2,8 @@
 //! matching 8192 x 8192 descriptors, on the Sceaux photos (2832x2128 JPEGs).
 //!
 //! `cargo bench -p flythrough-sfm --bench features` (prints a table; `FEATURES_BENCH_IMAGES=n`
-//! sets how many photos, default 4).
+//! sets how many photos, default 4; `FEATURES_BENCH_DEFAULT_ONLY=1` runs only the default extraction
+//! and the matching).
 
 use flythrough_core::testdata::shared_data;
 use flythrough_sfm::features::{SiftOptions, extract};
@@ -77,6 +78,10 @@ fn main() {
         ("extract 1600 px, no upsampling", false, 1600),
         ("extract 3200 px (COLMAP default size)", true, 3200),
     ] {
+        // FEATURES_BENCH_DEFAULT_ONLY=1: only the default row (for a peak-memory reading).
+        if std::env::var_os("FEATURES_BENCH_DEFAULT_ONLY").is_some() && !(up && max == 1600) {
+            continue;
+        }
         let opts = SiftOptions {
             upsample_first_octave: up,
             max_image_size: max,

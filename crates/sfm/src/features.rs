@@ -13,8 +13,11 @@
 //!   integers, as in VLFeat; work index `u` is full coordinate `(u + 0.5) * sx`).
 //! - level `s` in an octave: Gaussian scale `sigma(s) = SIGMA0 * 2^(s / S)` in octave pixels, with
 //!   `S = 3` levels per octave and `SIGMA0 = 1.6`; an octave stores `S + 3` Gaussian levels
-//!   (`s = 0 ..= S + 2`) and `S + 2` difference-of-Gaussian (DoG) levels (`D_s = G_{s+1} - G_s`),
-//!   extrema are searched in DoG levels `1 ..= S`.
+//!   (`s = 0 ..= S + 2`); the `S + 2` difference-of-Gaussian (DoG) levels `D_s = G_{s+1} - G_s`
+//!   are formed on the fly, extrema are searched in DoG levels `1 ..= S`.
+//! - octaves `0, 1, ...` are built first from the work image; octave `-1` only when they leave
+//!   room under [`SiftOptions::max_features`] (its scales are all smaller, and the largest
+//!   scales are kept).
 //! - `scale` of a keypoint: its Gaussian sigma in full pixels; `orientation`: the dominant
 //!   gradient direction in radians in `[0, 2π)`, measured from +x towards +y (y down).
 
@@ -48,7 +51,7 @@ pub struct Features {
 /// SIFT options (defaults follow COLMAP's `SiftExtractionOptions`, except `max_image_size`).
 #[derive(Clone, Debug)]
 pub struct SiftOptions {
-    /// The image is downscaled so that its longer side is at most this many pixels.
+    /// The image is downscaled so that its longer side is at most this many pixels (0: never).
     pub max_image_size: u32,
     /// Keep at most this many features: the ones with the largest scale (as COLMAP does).
     pub max_features: usize,
@@ -56,7 +59,8 @@ pub struct SiftOptions {
     pub peak_threshold: f32,
     /// Maximum ratio of principal curvatures `r` (Lowe 2004, §4.1: reject `tr²/det >= (r+1)²/r`).
     pub edge_threshold: f32,
-    /// Start the scale space at a 2x upsampled image (COLMAP `first_octave = -1`).
+    /// Add a 2x upsampled first octave (COLMAP `first_octave = -1`) when the other octaves give
+    /// fewer than `max_features` candidates.
     pub upsample_first_octave: bool,
     /// At most this many orientations per keypoint (COLMAP `max_num_orientations = 2`).
     pub max_orientations: usize,
