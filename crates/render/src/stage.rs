@@ -91,6 +91,8 @@ pub fn run(
     out: &Path,
     work: &Path,
 ) -> Result<StageSummary, RenderError> {
+    // Check the keyframes (cheap) before loading the model (seconds).
+    keyframes(cfg, run)?;
     let source = nerf_source(run, &cfg.config.render.appearance)?;
     run_with_source(cfg, run, out, work, source.as_ref())
 }

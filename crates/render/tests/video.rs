@@ -235,7 +235,14 @@ fn input_errors_name_the_problem() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("at least 2"), "{e}");
-    // No trained model: the real entry point says so.
+    // The real entry point checks keyframes before it looks for the model...
     let e = flythrough_render::run(&cfg, &run, &out, &run.work_dir("render")).unwrap_err();
-    assert!(e.to_string().contains("train"), "{e}");
+    assert!(e.to_string().contains("at least 2"), "{e}");
+    // ...and says when there is no trained model.
+    let (cfg, run) = venue(dir.path(), |_| {});
+    let e = flythrough_render::run(&cfg, &run, &out, &run.work_dir("render")).unwrap_err();
+    assert!(
+        e.to_string().contains("train stage has not finished"),
+        "{e}"
+    );
 }
