@@ -243,86 +243,77 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
     let mut iter = 0;
     while iter < opts.max_iterations {
         iter += 1;
-        // Linearise.
-        let blocks: Vec<PointBlock> = by_point
-            .par_iter()
+        // Linearise, in parallel over chunks of points: per point its 3x3 block C, gradient g_p and
+        // couplings W; per chunk its share of the camera block A and gradient g_c.
+        let n_chunks = rayon::current_num_threads().max(1) * 2;
+        let chunk = by_point.len().div_ceil(n_chunks).max(1);
+        let lin: Vec<(Vec<PointBlock>, DMatrix<f64>, DVector<f64>)> = by_point
+            .par_chunks(chunk)
             .enumerate()
-            .map(|(j, obs_idx)| {
-                let mut blk = PointBlock {
-                    c: Matrix3::zeros(),
-                    g: Vector3::zeros(),
-                    w: Vec::with_capacity(obs_idx.len()),
-                };
-                for &k in obs_idx {
-                    let o = &data.obs[k];
-                    let cam = data.image_camera[o.image];
-                    let Some((res, jpose, jintr, jpt)) = residual_and_jacobians(
-                        &data.intrinsics[cam],
-                        &data.rotations[o.image],
-                        &data.translations[o.image],
-                        &data.points[j],
-                        &o.xy,
-                    ) else {
-                        continue;
+            .map(|(ci, pts)| {
+                let mut a = DMatrix::<f64>::zeros(nc, nc);
+                let mut gc = DVector::<f64>::zeros(nc);
+                let mut out = Vec::with_capacity(pts.len());
+                for (jj, obs_idx) in pts.iter().enumerate() {
+                    let j = ci * chunk + jj;
+                    let mut blk = PointBlock {
+                        c: Matrix3::zeros(),
+                        g: Vector3::zeros(),
+                        w: Vec::with_capacity(obs_idx.len()),
                     };
-                    let (wt, _) = robust(res.norm_squared(), sigma);
-                    let mut jc = SMatrix::<f64, 2, 9>::zeros();
-                    jc.fixed_view_mut::<2, 6>(0, 0).copy_from(&jpose);
-                    jc.fixed_view_mut::<2, 3>(0, 6).copy_from(&jintr);
-                    let mut cols = [usize::MAX; 9];
-                    if pose_col[o.image] != usize::MAX {
-                        for (q, c) in cols.iter_mut().take(6).enumerate() {
-                            *c = pose_col[o.image] + q;
+                    for &k in obs_idx {
+                        let o = &data.obs[k];
+                        let cam = data.image_camera[o.image];
+                        let Some((res, jpose, jintr, jpt)) = residual_and_jacobians(
+                            &data.intrinsics[cam],
+                            &data.rotations[o.image],
+                            &data.translations[o.image],
+                            &data.points[j],
+                            &o.xy,
+                        ) else {
+                            continue;
+                        };
+                        let (wt, _) = robust(res.norm_squared(), sigma);
+                        let mut jc = SMatrix::<f64, 2, 9>::zeros();
+                        jc.fixed_view_mut::<2, 6>(0, 0).copy_from(&jpose);
+                        jc.fixed_view_mut::<2, 3>(0, 6).copy_from(&jintr);
+                        let mut cols = [usize::MAX; 9];
+                        if pose_col[o.image] != usize::MAX {
+                            for (q, c) in cols.iter_mut().take(6).enumerate() {
+                                *c = pose_col[o.image] + q;
+                            }
                         }
+                        cols[6..9].copy_from_slice(&intr_col[cam]);
+                        blk.c += jpt.transpose() * jpt * wt;
+                        blk.g += jpt.transpose() * res * wt;
+                        let jtj = jc.transpose() * jc * wt;
+                        let jtr = jc.transpose() * res * wt;
+                        for p in 0..9 {
+                            if cols[p] == usize::MAX {
+                                continue;
+                            }
+                            gc[cols[p]] += jtr[p];
+                            for q in 0..9 {
+                                if cols[q] != usize::MAX {
+                                    a[(cols[p], cols[q])] += jtj[(p, q)];
+                                }
+                            }
+                        }
+                        // The camera-point coupling Wᵀ = Jcᵀ Jp.
+                        blk.w.push((cols, jc.transpose() * jpt * wt));
                     }
-                    cols[6..9].copy_from_slice(&intr_col[cam]);
-                    blk.c += jpt.transpose() * jpt * wt;
-                    blk.g += jpt.transpose() * res * wt;
-                    // The camera-point coupling Wᵀ = Jcᵀ Jp; the camera block A and g_c are
-                    // accumulated in a second pass below.
-                    blk.w.push((cols, jc.transpose() * jpt * wt));
+                    out.push(blk);
                 }
-                blk
+                (out, a, gc)
             })
             .collect();
-        // Camera block A and gradient g_c.
         let mut a = DMatrix::<f64>::zeros(nc, nc);
         let mut gc = DVector::<f64>::zeros(nc);
-        for o in &data.obs {
-            let cam = data.image_camera[o.image];
-            let Some((res, jpose, jintr, _)) = residual_and_jacobians(
-                &data.intrinsics[cam],
-                &data.rotations[o.image],
-                &data.translations[o.image],
-                &data.points[o.point],
-                &o.xy,
-            ) else {
-                continue;
-            };
-            let (wt, _) = robust(res.norm_squared(), sigma);
-            let mut jc = SMatrix::<f64, 2, 9>::zeros();
-            jc.fixed_view_mut::<2, 6>(0, 0).copy_from(&jpose);
-            jc.fixed_view_mut::<2, 3>(0, 6).copy_from(&jintr);
-            let mut cols = [usize::MAX; 9];
-            if pose_col[o.image] != usize::MAX {
-                for (q, c) in cols.iter_mut().take(6).enumerate() {
-                    *c = pose_col[o.image] + q;
-                }
-            }
-            cols[6..9].copy_from_slice(&intr_col[cam]);
-            let jtj = jc.transpose() * jc * wt;
-            let jtr = jc.transpose() * res * wt;
-            for p in 0..9 {
-                if cols[p] == usize::MAX {
-                    continue;
-                }
-                gc[cols[p]] += jtr[p];
-                for q in 0..9 {
-                    if cols[q] != usize::MAX {
-                        a[(cols[p], cols[q])] += jtj[(p, q)];
-                    }
-                }
-            }
+        let mut blocks: Vec<PointBlock> = Vec::with_capacity(n_pts);
+        for (b, ca, cg) in lin {
+            a += ca;
+            gc += cg;
+            blocks.extend(b);
         }
         // The distortion prior.
         for (cam, cols) in intr_col.iter().enumerate() {
@@ -337,11 +328,6 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
         let mut accepted = false;
         let mut converged = false;
         for _attempt in 0..8 {
-            let mut s = a.clone();
-            for q in 0..nc {
-                s[(q, q)] += lambda * (a[(q, q)] + 1e-9);
-            }
-            let mut b = -gc.clone();
             let cinvs: Vec<Option<Matrix3<f64>>> = blocks
                 .iter()
                 .enumerate()
@@ -356,31 +342,55 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
                     c.try_inverse()
                 })
                 .collect();
-            for (blk, cinv) in blocks.iter().zip(&cinvs) {
-                let Some(cinv) = cinv else { continue };
-                let wc: Vec<SMatrix<f64, 9, 3>> = blk.w.iter().map(|(_, w)| w * cinv).collect();
-                for (k1, (cols1, _)) in blk.w.iter().enumerate() {
-                    let wcg = wc[k1] * blk.g;
-                    for p in 0..9 {
-                        if cols1[p] != usize::MAX {
-                            b[cols1[p]] += wcg[p];
-                        }
-                    }
-                    for (cols2, w2) in &blk.w {
-                        let m = wc[k1] * w2.transpose();
-                        for p in 0..9 {
-                            if cols1[p] == usize::MAX {
-                                continue;
+            // Reduced camera system S = A − Σ W C⁻¹ Wᵀ, b = −g_c + Σ W C⁻¹ g_p, in parallel chunks
+            // (each observation pair once, mirrored).
+            let (wcw, wcg) = blocks
+                .par_chunks(chunk)
+                .zip(cinvs.par_chunks(chunk))
+                .map(|(blks, cis)| {
+                    let mut s = DMatrix::<f64>::zeros(nc, nc);
+                    let mut b = DVector::<f64>::zeros(nc);
+                    for (blk, cinv) in blks.iter().zip(cis) {
+                        let Some(cinv) = cinv else { continue };
+                        let wc: Vec<SMatrix<f64, 9, 3>> =
+                            blk.w.iter().map(|(_, w)| w * cinv).collect();
+                        for (k1, (cols1, _)) in blk.w.iter().enumerate() {
+                            let wcg = wc[k1] * blk.g;
+                            for p in 0..9 {
+                                if cols1[p] != usize::MAX {
+                                    b[cols1[p]] += wcg[p];
+                                }
                             }
-                            for q in 0..9 {
-                                if cols2[q] != usize::MAX {
-                                    s[(cols1[p], cols2[q])] -= m[(p, q)];
+                            for (cols2, w2) in &blk.w[k1..] {
+                                let m = wc[k1] * w2.transpose();
+                                let mirror = !std::ptr::eq(cols1, cols2);
+                                for p in 0..9 {
+                                    if cols1[p] == usize::MAX {
+                                        continue;
+                                    }
+                                    for q in 0..9 {
+                                        if cols2[q] != usize::MAX {
+                                            s[(cols1[p], cols2[q])] += m[(p, q)];
+                                            if mirror {
+                                                s[(cols2[q], cols1[p])] += m[(p, q)];
+                                            }
+                                        }
+                                    }
                                 }
                             }
                         }
                     }
-                }
+                    (s, b)
+                })
+                .reduce(
+                    || (DMatrix::zeros(nc, nc), DVector::zeros(nc)),
+                    |x, y| (x.0 + y.0, x.1 + y.1),
+                );
+            let mut s = &a - wcw;
+            for q in 0..nc {
+                s[(q, q)] += lambda * (a[(q, q)] + 1e-9);
             }
+            let b = wcg - &gc;
             let dc = if nc == 0 {
                 Some(DVector::zeros(0))
             } else {

@@ -989,6 +989,63 @@ mod tests {
         (input, poses)
     }
 
+    /// A photo taken by turning in place at photo 3 (10° about its y axis) that sees only points
+    /// nobody else sees: P3P cannot place it, the rotation registration does, at photo 3's centre.
+    #[test]
+    fn turn_in_place_photo_is_registered_as_a_rotation() {
+        let (mut input, truth) = synthetic(8, 23);
+        let mut rng = Rng::new(24);
+        let k = [800.0, 320.0, 240.0, 0.0, 0.0];
+        let base = &truth[3];
+        let rot =
+            nalgebra::Rotation3::from_axis_angle(&nalgebra::Vector3::y_axis(), 10f64.to_radians())
+                .into_inner();
+        let r8 = rot * base.r();
+        let t8 = -(r8 * base.center());
+        let mut kp8 = Vec::new();
+        let mut matches = Vec::new();
+        for _ in 0..400 {
+            // A point 3-6 m in front of photo 3, somewhere in its view.
+            let d = nalgebra::Vector3::new(rng.uniform() - 0.5, rng.uniform() - 0.5, 1.0)
+                * (3.0 + 3.0 * rng.uniform());
+            let x = base.r().transpose() * (d - base.translation);
+            let (Some(p3), Some(p8)) = (
+                ba::project(&k, &base.r(), &base.translation, &x),
+                ba::project(&k, &r8, &t8, &x),
+            ) else {
+                continue;
+            };
+            if p8.x < 0.0 || p8.x > 640.0 || p8.y < 0.0 || p8.y > 480.0 {
+                continue;
+            }
+            matches.push((input.keypoints[3].len() as u32, kp8.len() as u32));
+            input.keypoints[3].push(p3 + Vector2::new(rng.normal(), rng.normal()) * 0.3);
+            kp8.push(p8 + Vector2::new(rng.normal(), rng.normal()) * 0.3);
+        }
+        input.keypoints.push(kp8);
+        input.image_camera.push(0);
+        input.pairs.push(VerifiedPair {
+            i: 3,
+            j: 8,
+            matches,
+            num_h_inliers: 0,
+        });
+        let out = run_mapper(&input, &MapperOptions::default(), |_| {}).unwrap();
+        let (ra, ta) = out.poses[3].expect("photo 3 registered");
+        let (rb, tb) = out.poses[8].expect("the turned photo is registered");
+        let rel = rb * ra.transpose();
+        let err = nalgebra::Rotation3::from_matrix(&(rel * rot.transpose()))
+            .angle()
+            .to_degrees();
+        assert!(err < 0.1, "relative rotation error {err}°");
+        let (ca, cb) = (-ra.transpose() * ta, -rb.transpose() * tb);
+        assert!(
+            (ca - cb).norm() < 1e-3,
+            "centres differ by {}",
+            (ca - cb).norm()
+        );
+    }
+
     #[test]
     fn tracks_merge_pairwise_matches() {
         let pairs = vec![
@@ -1037,5 +1094,24 @@ mod tests {
         );
         let mean_err = out.points.iter().map(|p| p.error).sum::<f64>() / out.points.len() as f64;
         assert!(mean_err < 0.8, "{mean_err}");
+    }
+}
+
+#[cfg(test)]
+mod scale_tests {
+    /// Timing of the mapper on 120 synthetic photos (not a test of numbers; run with --ignored).
+    #[test]
+    #[ignore]
+    fn timing_many_images() {
+        let (input, _) = super::tests::synthetic(120, 5);
+        let t = std::time::Instant::now();
+        let out = super::run_mapper(&input, &super::MapperOptions::default(), |_| {}).unwrap();
+        let reg = out.poses.iter().filter(|p| p.is_some()).count();
+        println!(
+            "120 images: {reg} registered, {} points, {:.1} s, {:?}",
+            out.points.len(),
+            t.elapsed().as_secs_f64(),
+            out.timings
+        );
     }
 }
