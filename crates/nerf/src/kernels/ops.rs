@@ -216,6 +216,8 @@ pub fn hash_encode(
 ///
 /// The forward's [`MlpCache`] is kept inside the op (one op instance per graph node, as created by
 /// [`mlp`]) and taken by `bwd`; if it is missing (e.g. a second backward) the forward is recomputed.
+/// The cache (`N * sum(hidden widths)` floats) lives as long as the output tensor when no backward
+/// runs, so render/inference code should call [`super::mlp_forward_inference`] instead.
 #[derive(Debug)]
 pub struct MlpOp {
     /// MLP shape.
