@@ -805,6 +805,10 @@ mod tests {
                 checked += 1;
             }
         }
+        println!(
+            "speed: worst deviation {:.3} % over {checked} cruise frames",
+            100.0 * worst
+        );
         assert!(checked > 100, "{checked}");
         assert!(worst < 0.05, "speed deviates {worst:.4} from 1 m/s");
         // Sanity: the path is longer than the polygon's chords only a little, and the duration is
@@ -838,6 +842,10 @@ mod tests {
             for w in frames.windows(2) {
                 worst = worst.max(w[0].pose().rotation_angle_to(&w[1].pose()));
             }
+            println!(
+                "{heading:?}: at most {:.2}° between frames",
+                worst.to_degrees()
+            );
             // 30 fps at 1 m/s through a 90° corner: well under 6° per frame; a flip would be ~180°.
             assert!(
                 worst.to_degrees() < 6.0,
