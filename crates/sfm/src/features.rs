@@ -112,10 +112,6 @@ impl Plane {
             data: vec![0.0; w * h],
         }
     }
-    #[inline]
-    fn at(&self, x: usize, y: usize) -> f32 {
-        self.data[y * self.w + x]
-    }
 }
 
 /// Extracts SIFT keypoints with RootSIFT descriptors from a grey image.
@@ -599,27 +595,41 @@ fn orientations(g: &Plane, x: f32, y: f32, sigma: f32, max_n: usize) -> Vec<f32>
     let inv2 = -1.0 / (2.0 * ws * ws);
     // Separable Gaussian weight exp(inv2 (dx² + dy²)) = e[|dx|] e[|dy|].
     let e: Vec<f32> = (0..=rad).map(|d| ((d * d) as f32 * inv2).exp()).collect();
+    let mut wmag = vec![0f32; (2 * rad + 1) as usize];
+    let mut bins = vec![0u32; (2 * rad + 1) as usize];
     for dy in -rad..=rad {
         let yy = yi + dy;
         if yy < 1 || yy >= g.h as isize - 1 {
             continue;
         }
-        for dx in -rad..=rad {
-            let xx = xi + dx;
-            if xx < 1 || xx >= g.w as isize - 1 {
-                continue;
-            }
-            let r2 = (dx * dx + dy * dy) as f32;
-            if r2 > (rad * rad) as f32 + 0.5 {
-                continue;
-            }
-            let (xx, yy) = (xx as usize, yy as usize);
-            let gx = g.at(xx + 1, yy) - g.at(xx - 1, yy);
-            let gy = g.at(xx, yy + 1) - g.at(xx, yy - 1);
-            let mag = (gx * gx + gy * gy).sqrt();
+        // Samples inside the disc of radius `rad` and one pixel inside the image.
+        let half = (((rad * rad) as f32 + 0.5 - (dy * dy) as f32)
+            .max(0.0)
+            .sqrt()) as isize;
+        let dx0 = (-half).max(1 - xi);
+        let dx1 = half.min(g.w as isize - 2 - xi);
+        if dx1 < dx0 {
+            continue;
+        }
+        let n = (dx1 - dx0 + 1) as usize;
+        let (x0, yy) = ((xi + dx0) as usize, yy as usize);
+        let mid = &g.data[yy * g.w..(yy + 1) * g.w];
+        let (left, right) = (&mid[x0 - 1..x0 - 1 + n], &mid[x0 + 1..x0 + 1 + n]);
+        let up = &g.data[(yy - 1) * g.w + x0..(yy - 1) * g.w + x0 + n];
+        let down = &g.data[(yy + 1) * g.w + x0..(yy + 1) * g.w + x0 + n];
+        let ey = e[dy.unsigned_abs()];
+        // Branch-free pass (vectorises), then the scatter into the histogram.
+        let (wm, bn) = (&mut wmag[..n], &mut bins[..n]);
+        for k in 0..n {
+            let gx = right[k] - left[k];
+            let gy = down[k] - up[k];
             let ang = fast_atan2(gy, gx);
-            let bin = ((ang * (ORI_BINS as f32 / (2.0 * PI))) as usize).min(ORI_BINS - 1);
-            hist[bin] += mag * e[dx.unsigned_abs()] * e[dy.unsigned_abs()];
+            bn[k] = ((ang * (ORI_BINS as f32 / (2.0 * PI))) as u32).min(ORI_BINS as u32 - 1);
+            wm[k] = (gx * gx + gy * gy).sqrt() * ey;
+        }
+        for k in 0..n {
+            let dx = dx0 + k as isize;
+            hist[bn[k] as usize] += wm[k] * e[dx.unsigned_abs()];
         }
     }
     // Smooth with [1 4 6 4 1]/16 (circular), as OpenCV does.
