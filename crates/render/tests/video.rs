@@ -102,6 +102,39 @@ fn ffmpeg_video_is_h264_with_spherical_metadata_and_the_right_duration() {
         pf.fps,
         false,
     );
+    // A faststart copy (moov before mdat): injection must shift every chunk offset.
+    let fs = out.join("faststart.mp4");
+    let ff = flythrough_render::encode::find_on_path("ffmpeg").unwrap();
+    let st = std::process::Command::new(&ff)
+        .args(["-v", "error", "-y", "-i"])
+        .arg(out.join("flythrough_360.mp4"))
+        .args(["-c", "copy", "-movflags", "+faststart"])
+        .arg(&fs)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bytes = std::fs::read(&fs).unwrap();
+    let top = flythrough_render::mp4::spans(&bytes, 0, bytes.len() as u64).unwrap();
+    let pos = |t: &[u8; 4]| top.iter().position(|s| &s.typ == t).unwrap();
+    assert!(
+        pos(b"moov") < pos(b"mdat"),
+        "ffmpeg did not move moov first"
+    );
+    flythrough_render::mp4::inject_spherical(&fs, "flythrough").unwrap();
+    check_video(&fs, 128, 64, n, pf.length_m / 1.5, pf.fps, true);
+    let dec = std::process::Command::new(&ff)
+        .args(["-v", "error", "-i"])
+        .arg(&fs)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        dec.status.success() && dec.stderr.is_empty(),
+        "decoding errors: {}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
+    std::fs::remove_file(&fs).unwrap();
+
     // Viewer, stills and the report built from them.
     assert!(out.join("viewer.html").is_file());
     let stills: Vec<flythrough_render::stage::Still> =
