@@ -201,16 +201,18 @@ fn encode_openh264<I>(spec: VideoSpec, frames: I, out: &Path) -> Result<u64, Enc
 where
     I: Iterator<Item = Result<RgbImage, EncodeError>>,
 {
-    use openh264::encoder::{BitRate, EncoderConfig, FrameRate, FrameType, IntraFramePeriod};
+    use openh264::encoder::{
+        EncoderConfig, FrameRate, FrameType, IntraFramePeriod, QpRange, RateControlMode,
+    };
     use openh264::formats::{RgbSliceU8, YUVBuffer};
     let m = |what: &str, e: &dyn std::fmt::Display| EncodeError::Msg(format!("{what}: {e}"));
-    // OpenH264 has no CRF; map it to a bit budget: 0.1 bit/pixel at CRF 23, doubling every 6 CRF
-    // steps down (x264's rule of thumb), so CRF 18 ≈ 0.18 bit/pixel.
-    let bpp = 0.1 * 2f64.powf((23.0 - spec.crf as f64) / 6.0);
-    let bps = (bpp * spec.width as f64 * spec.height as f64 * spec.fps).clamp(2e5, 1e9) as u32;
+    // OpenH264 has no CRF: rate control off, with the quantiser pinned near the CRF (x264's CRF
+    // and QP scales coincide for a constant-quality encode; the range lets I/P frames differ).
+    let q = spec.crf.min(51) as u8;
     let config = EncoderConfig::new()
         .skip_frames(false)
-        .bitrate(BitRate::from_bps(bps))
+        .rate_control_mode(RateControlMode::Off)
+        .qp(QpRange::new(q, (q + 4).min(51)))
         .max_frame_rate(FrameRate::from_hz(spec.fps as f32))
         .intra_frame_period(IntraFramePeriod::from_num_frames(spec.gop()));
     let mut enc =
