@@ -97,8 +97,10 @@ fn downscaled_extraction_reports_full_resolution_coordinates() {
     };
     let img = load_gray(&dir.join("templeR0014.png"));
     let (w, h) = img.dimensions();
-    // Extracting at max side 320 must equal extracting on the 320-px image, with coordinates
-    // and scales multiplied by 2 (COLMAP convention: corner at 0, so (x, y) -> (2x, 2y)).
+    // Extracting at max side 320 must agree with extracting on a 320-px copy, with coordinates
+    // and scales multiplied by 2 (COLMAP convention: corner at 0, so (x, y) -> (2x, 2y)). The
+    // two downscalers differ slightly (f32 vs u8 output), so compare nearest keypoints: a
+    // convention error (a missing or doubled half-pixel offset) would shift every pair by >= 0.5 px.
     let small = image::imageops::resize(&img, w / 2, h / 2, image::imageops::FilterType::Triangle);
     let opts = SiftOptions {
         max_image_size: w / 2,
@@ -107,14 +109,32 @@ fn downscaled_extraction_reports_full_resolution_coordinates() {
     let a = extract(&img, &opts);
     let b = extract(&small, &SiftOptions::default());
     assert!(a.keypoints.len() > 100);
-    assert_eq!(a.keypoints.len(), b.keypoints.len());
-    for (p, q) in a.keypoints.iter().zip(&b.keypoints) {
-        assert!(
-            (p.x - 2.0 * q.x).abs() < 1e-3 && (p.y - 2.0 * q.y).abs() < 1e-3,
-            "{p:?} vs {q:?}"
-        );
-        assert!((p.scale - 2.0 * q.scale).abs() < 1e-3);
-    }
+    let ratio = a.keypoints.len() as f32 / b.keypoints.len() as f32;
+    assert!(
+        (0.9..1.1).contains(&ratio),
+        "{} vs {} keypoints",
+        a.keypoints.len(),
+        b.keypoints.len()
+    );
+    let mut d: Vec<f32> = a
+        .keypoints
+        .iter()
+        .map(|p| {
+            b.keypoints
+                .iter()
+                .map(|q| (p.x - 2.0 * q.x).hypot(p.y - 2.0 * q.y))
+                .fold(f32::MAX, f32::min)
+        })
+        .collect();
+    d.sort_by(f32::total_cmp);
+    let (median, p80) = (d[d.len() / 2], d[d.len() * 8 / 10]);
+    println!(
+        "max_image_size vs pre-downscaled: median offset {median:.3} px, 80th percentile {p80:.3} px"
+    );
+    assert!(
+        median < 0.1 && p80 < 0.5,
+        "median {median}, 80th percentile {p80}"
+    );
     assert!(
         a.keypoints
             .iter()
