@@ -109,6 +109,30 @@ fn init_logging(quiet: bool, verbose: u8) {
         .init();
 }
 
+/// Settings the demo adds to the synthetic venue's config so the whole pipeline finishes in minutes on
+/// a 2-core laptop CPU: small 360° frames (the defaults are sized for a long GPU-less batch job), at most
+/// 48 frames (the frame rate drops so the path still plays at walking speed), and keyframes that SfM
+/// could not register are left out of the path rather than stopping the demo.
+const DEMO_SETTINGS: &str = "
+# Added by `flythrough demo`: sized to finish in minutes on a 2-core CPU.
+[render]
+width = 256
+height = 128
+max_frames = 48
+preview_source = \"reproject\"
+preview_width = 320
+preview_height = 180
+unregistered_keyframes = \"skip\"
+";
+
+fn add_demo_settings(config: &std::path::Path) -> std::io::Result<()> {
+    let text = std::fs::read_to_string(config)?;
+    if text.contains("[render]") {
+        return Ok(());
+    }
+    std::fs::write(config, text + DEMO_SETTINGS)
+}
+
 fn fail(e: PipelineError) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(e.exit_code() as u8)
@@ -190,6 +214,9 @@ fn main() -> ExitCode {
             let venue = out.join("venue");
             let opts = flythrough_synth::SynthOptions::default();
             if let Err(e) = flythrough_synth::generate(&opts, &venue) {
+                return fail(PipelineError::Stage(e.to_string()));
+            }
+            if let Err(e) = add_demo_settings(&venue.join("venue.toml")) {
                 return fail(PipelineError::Stage(e.to_string()));
             }
             tracing::info!("synthetic venue written to {}", venue.display());
