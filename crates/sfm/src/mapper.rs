@@ -155,6 +155,8 @@ struct State<'a> {
     point: Vec<Option<Vector3<f64>>>,
     /// Per track, per observation: active in the point.
     active: Vec<Vec<bool>>,
+    /// Reprojection threshold of [`State::filter`] (px).
+    filter_px: f64,
 }
 
 impl State<'_> {
@@ -306,7 +308,7 @@ impl State<'_> {
     /// fewer than two active views or a maximum triangulation angle below the minimum
     /// (COLMAP `filter_max_reproj_error`, `filter_min_tri_angle`). Returns removed observations.
     fn filter(&mut self) -> usize {
-        let thr = self.thr(self.opts.max_error_px);
+        let thr = self.thr(self.filter_px);
         let min_angle = self.opts.min_tri_angle_deg.to_radians();
         let mut removed = 0;
         for tk in 0..self.tracks.len() {
@@ -575,6 +577,64 @@ impl State<'_> {
         Ok((j, n))
     }
 
+    /// How well a candidate pose of `img` agrees with its verified pairs to registered photos: for
+    /// each such pair with at least 30 matches, the relative pose gives `E = [t]× R`; the pair
+    /// agrees when most of its matches have a Sampson error under the inlier threshold. Returns the
+    /// match counts of agreeing and disagreeing pairs. A pose from 2D-3D matches that went through
+    /// a repeated structure (a mirrored wall) contradicts the sequential neighbours' geometry.
+    fn two_view_agreement(
+        &self,
+        img: usize,
+        pose: &(Matrix3<f64>, Vector3<f64>),
+    ) -> (usize, usize) {
+        let (mut agree, mut disagree) = (0, 0);
+        for pr in &self.input.pairs {
+            let (j, flip) = if pr.i == img {
+                (pr.j, false)
+            } else if pr.j == img {
+                (pr.i, true)
+            } else {
+                continue;
+            };
+            let Some((rj, tj)) = self.poses[j] else {
+                continue;
+            };
+            if pr.matches.len() < 30 {
+                continue;
+            }
+            // Relative pose j → img: x_img = R x_j + t.
+            let r = pose.0 * rj.transpose();
+            let t = pose.1 - r * tj;
+            if t.norm() < 1e-12 {
+                continue;
+            }
+            let e = crate::geometry::skew(&t.normalize()) * r;
+            let f = 0.5
+                * (self.intr[self.input.image_camera[img]][0]
+                    + self.intr[self.input.image_camera[j]][0]);
+            let thr = self.thr(self.opts.max_error_px) / f;
+            let ok = pr
+                .matches
+                .iter()
+                .filter(|&&(a, b)| {
+                    let (ki, kj) = if flip {
+                        (b as usize, a as usize)
+                    } else {
+                        (a as usize, b as usize)
+                    };
+                    let (xi, xj) = (self.normalized(img, ki), self.normalized(j, kj));
+                    crate::geometry::sampson_sq(&e, &xj, &xi) < thr * thr
+                })
+                .count();
+            if 2 * ok >= pr.matches.len() {
+                agree += pr.matches.len();
+            } else {
+                disagree += pr.matches.len();
+            }
+        }
+        (agree, disagree)
+    }
+
     /// Try to register `img` by P3P RANSAC; on success set its pose and return the inlier count.
     fn register(
         &mut self,
@@ -600,6 +660,14 @@ impl State<'_> {
                 res.num_inliers,
                 xs.len(),
                 min_ratio * 100.0
+            ));
+        }
+        let (agree, disagree) = self.two_view_agreement(img, &res.model);
+        if disagree > agree {
+            return Err(format!(
+                "P3P pose ({} inliers) contradicts the verified matches with registered photos \
+                 ({disagree} matches disagree, {agree} agree): repeated structure?",
+                res.num_inliers
             ));
         }
         self.poses[img] = Some(res.model);
@@ -699,6 +767,7 @@ pub fn run_mapper(
         tracks,
         kp_track,
         active,
+        filter_px: opts.max_error_px,
     };
     let mut timings = vec![("tracks".to_string(), t0.elapsed().as_secs_f64())];
     let t1 = std::time::Instant::now();

@@ -414,8 +414,16 @@ pub fn reconstruct(
         intrinsics,
         pairs: verified.iter().map(|(p, _)| p.clone()).collect(),
     };
+    // COLMAP's 12 px P3P threshold is meant for photos of 1-3 thousand pixels; at a few hundred
+    // pixels it admits wrong (mirrored) registrations, so it shrinks with the feature resolution.
+    let feature_side = feats
+        .iter()
+        .map(|f| f.width.max(f.height) as f64 / pixel_scale)
+        .fold(0.0, f64::max);
     let mopts = MapperOptions {
         pixel_scale,
+        abs_pose_max_error_px: (opts.mapper.abs_pose_max_error_px * feature_side / 1600.0)
+            .clamp(opts.mapper.max_error_px, opts.mapper.abs_pose_max_error_px),
         ..opts.mapper.clone()
     };
     let pb = flythrough_core::progress::bar(n as u64, "sfm: mapping");
