@@ -39,7 +39,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             steps: 1500,
-            max_seconds: 330.0,
+            max_seconds: 270.0,
             seed: 0,
             holdout_every: 8,
             glo_dim: 32,
@@ -64,7 +64,7 @@ impl Default for TrainConfig {
             near: 0.0,
             metrics_every: 10,
             eval_downscale: 1,
-            glo_eval_steps: 64,
+            glo_eval_steps: 32,
         }
     }
 }
