@@ -258,8 +258,36 @@ pub fn reconstruct(
     let matches = matching::match_pairs(&feats, &pair_list, &opts.matching);
     timings.insert("matching".into(), secs(t));
 
-    // 3. Geometric verification.
+    // 3. Geometric verification: F and H for every pair, E too where both photos have an EXIF focal
+    // (camera grouping first: photos with equal keys share intrinsics).
     let t = Instant::now();
+    let mut keys: Vec<String> = Vec::new();
+    let mut image_camera = Vec::with_capacity(n);
+    for (p, f) in priors.iter().zip(&feats) {
+        let key = if p.camera_key.is_empty() {
+            format!("{}x{}", f.width, f.height)
+        } else {
+            p.camera_key.clone()
+        };
+        let c = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+            keys.push(key.clone());
+            keys.len() - 1
+        });
+        image_camera.push(c);
+    }
+    // Per photo: (focal prior, principal point) when its camera has an EXIF focal.
+    let exif_focal: Vec<Option<(f64, f64, f64)>> = (0..n)
+        .map(|i| {
+            let c = image_camera[i];
+            let mut e: Vec<f64> = (0..n)
+                .filter(|&k| image_camera[k] == c)
+                .filter_map(|k| priors[k].focal_px)
+                .collect();
+            e.sort_by(f64::total_cmp);
+            let f = *e.get(e.len() / 2)?;
+            Some((f, feats[i].width as f64 / 2.0, feats[i].height as f64 / 2.0))
+        })
+        .collect();
     let kps: Vec<Vec<Vector2<f64>>> = feats
         .iter()
         .map(|f| {
@@ -288,9 +316,25 @@ pub fn reconstruct(
                 .iter()
                 .map(|&(_, b)| kps[pm.j][b as usize])
                 .collect();
-            let g = two_view::verify_pair(
+            let norm = |p: &Vector2<f64>, (f, cx, cy): (f64, f64, f64)| {
+                Vector2::new((p.x - cx) / f, (p.y - cy) / f)
+            };
+            let cal = match (exif_focal[pm.i], exif_focal[pm.j]) {
+                (Some(a), Some(b)) => Some((
+                    x1.iter().map(|p| norm(p, a)).collect::<Vec<_>>(),
+                    x2.iter().map(|p| norm(p, b)).collect::<Vec<_>>(),
+                    0.5 * (a.0 + b.0),
+                )),
+                _ => None,
+            };
+            let g = two_view::verify_pair_calibrated(
                 &x1,
                 &x2,
+                cal.as_ref().map(|(n1, n2, focal)| two_view::Calibration {
+                    n1,
+                    n2,
+                    focal: *focal,
+                }),
                 &TwoViewOptions {
                     seed: (pm.i * 7919 + pm.j) as u64,
                     ..tv.clone()
@@ -327,20 +371,6 @@ pub fn reconstruct(
 
     // 4. Cameras: group photos, priors or self-calibration.
     let t = Instant::now();
-    let mut keys: Vec<String> = Vec::new();
-    let mut image_camera = Vec::with_capacity(n);
-    for (p, f) in priors.iter().zip(&feats) {
-        let key = if p.camera_key.is_empty() {
-            format!("{}x{}", f.width, f.height)
-        } else {
-            p.camera_key.clone()
-        };
-        let c = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
-            keys.push(key.clone());
-            keys.len() - 1
-        });
-        image_camera.push(c);
-    }
     let mut intrinsics: Vec<Intrinsics> = Vec::new();
     let mut cam_reports = Vec::new();
     for (c, key) in keys.iter().enumerate() {

@@ -4,7 +4,7 @@
 //! fundamental matrices.
 
 use super::ransac::{RansacOptions, lo_msac};
-use super::{fundamental, homography, sampson_sq};
+use super::{essential, fundamental, homography, sampson_sq};
 use nalgebra::{Matrix3, Vector2};
 
 #[derive(Clone, Debug)]
@@ -27,9 +27,19 @@ impl Default for TwoViewOptions {
     }
 }
 
+/// Which model explains a pair (COLMAP `TwoViewGeometry::ConfigurationType`, simplified).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TwoViewConfig {
+    /// The essential matrix (known focal lengths) explains ≥ 95 % of the F inliers.
+    Calibrated,
+    /// Only the fundamental matrix explains the matches (or no focal prior was given).
+    Uncalibrated,
+}
+
 /// The verified geometry of one pair.
 #[derive(Clone, Debug)]
 pub struct TwoViewGeometry {
+    pub config: TwoViewConfig,
     /// Fundamental matrix in pixels, `x2ᵀ F x1 = 0`.
     pub f: Matrix3<f64>,
     /// Indices (into the input matches) of the epipolar inliers.
@@ -39,11 +49,31 @@ pub struct TwoViewGeometry {
     pub num_h_inliers: usize,
 }
 
+/// Normalised coordinates of the matches and the mean focal length (px), for pairs whose cameras
+/// have a focal prior.
+pub struct Calibration<'a> {
+    pub n1: &'a [Vector2<f64>],
+    pub n2: &'a [Vector2<f64>],
+    pub focal: f64,
+}
+
 /// Verify one pair from matched pixel coordinates. `None` when fewer than `min_inliers` matches
 /// (or less than `min_inlier_ratio` of them) fit one fundamental matrix.
 pub fn verify_pair(
     x1: &[Vector2<f64>],
     x2: &[Vector2<f64>],
+    opts: &TwoViewOptions,
+) -> Option<TwoViewGeometry> {
+    verify_pair_calibrated(x1, x2, None, opts)
+}
+
+/// [`verify_pair`], plus the essential matrix by the five-point solver in LO-MSAC when focal
+/// priors are known: if E explains at least 95 % of the F inliers the pair is
+/// [`TwoViewConfig::Calibrated`] and E's inliers are kept (COLMAP's rule), otherwise F's.
+pub fn verify_pair_calibrated(
+    x1: &[Vector2<f64>],
+    x2: &[Vector2<f64>],
+    calib: Option<Calibration>,
     opts: &TwoViewOptions,
 ) -> Option<TwoViewGeometry> {
     let n = x1.len();
@@ -98,9 +128,40 @@ pub fn verify_pair(
             homography::dlt(&a, &b)
         },
     );
+    let mut inliers: Vec<usize> = (0..n).filter(|&i| fres.inliers[i]).collect();
+    let mut config = TwoViewConfig::Uncalibrated;
+    if let Some(c) = calib {
+        let eres = lo_msac(
+            n,
+            5,
+            &RansacOptions {
+                max_error: opts.max_error_px / c.focal,
+                max_trials: 1000,
+                ..ropts
+            },
+            |s| {
+                let a: Vec<_> = s.iter().map(|&i| c.n1[i]).collect();
+                let b: Vec<_> = s.iter().map(|&i| c.n2[i]).collect();
+                essential::five_point(&a, &b)
+            },
+            |e, i| sampson_sq(e, &c.n1[i], &c.n2[i]),
+            |_, idx| {
+                let a: Vec<_> = idx.iter().map(|&i| c.n1[i]).collect();
+                let b: Vec<_> = idx.iter().map(|&i| c.n2[i]).collect();
+                essential::eight_point_essential(&a, &b)
+            },
+        );
+        if let Some(e) = eres
+            && e.num_inliers as f64 >= 0.95 * fres.num_inliers as f64
+        {
+            config = TwoViewConfig::Calibrated;
+            inliers = (0..n).filter(|&i| e.inliers[i]).collect();
+        }
+    }
     Some(TwoViewGeometry {
+        config,
         f: fres.model,
-        inliers: (0..n).filter(|&i| fres.inliers[i]).collect(),
+        inliers,
         num_h_inliers: hres.map_or(0, |h| h.num_inliers),
     })
 }
@@ -170,6 +231,7 @@ mod tests {
         let mut rng = Rng::new(10);
         let k = Matrix3::new(900.0, 0.0, 320.0, 0.0, 900.0, 240.0, 0.0, 0.0, 1.0);
         let mut fs = Vec::new();
+        let mut wrong_focal_rejected = 0;
         for pair in 0..6 {
             let r = random_rotation(&mut rng, 0.3);
             let t = Vector3::new(1.0, 0.3 * rng.normal(), 0.2 * rng.normal());
@@ -187,12 +249,43 @@ mod tests {
                 *p = Vector2::new(rng.uniform() * 640.0, rng.uniform() * 480.0);
             }
             let g = verify_pair(&x1, &x2, &TwoViewOptions::default()).unwrap();
+            assert_eq!(g.config, TwoViewConfig::Uncalibrated);
+            // With the true focal, E explains the matches as well as F does.
+            let norm =
+                |p: &Vector2<f64>| Vector2::new((p.x - 320.0) / 900.0, (p.y - 240.0) / 900.0);
+            let (n1, n2): (Vec<_>, Vec<_>) =
+                (x1.iter().map(norm).collect(), x2.iter().map(norm).collect());
+            let cal = Calibration {
+                n1: &n1,
+                n2: &n2,
+                focal: 900.0,
+            };
+            let ge =
+                verify_pair_calibrated(&x1, &x2, Some(cal), &TwoViewOptions::default()).unwrap();
+            assert_eq!(ge.config, TwoViewConfig::Calibrated, "pair {pair}");
+            assert!(ge.inliers.iter().filter(|&&i| i >= 90).count() >= 200);
+            // A wrong focal (a third) usually makes E fail the 95 % rule.
+            let norm2 =
+                |p: &Vector2<f64>| Vector2::new((p.x - 320.0) / 300.0, (p.y - 240.0) / 300.0);
+            let (m1, m2): (Vec<_>, Vec<_>) = (
+                x1.iter().map(norm2).collect(),
+                x2.iter().map(norm2).collect(),
+            );
+            let bad = Calibration {
+                n1: &m1,
+                n2: &m2,
+                focal: 300.0,
+            };
+            let gb =
+                verify_pair_calibrated(&x1, &x2, Some(bad), &TwoViewOptions::default()).unwrap();
+            wrong_focal_rejected += usize::from(gb.config == TwoViewConfig::Uncalibrated);
             let true_inl = g.inliers.iter().filter(|&&i| i >= 90).count();
             assert!(true_inl >= 200, "pair {pair}: {true_inl}");
             assert!(g.inliers.len() <= 215, "pair {pair}: {}", g.inliers.len());
             assert!(g.num_h_inliers < g.inliers.len() / 2);
             fs.push((g.f, (320.0, 240.0), (320.0, 240.0)));
         }
+        assert!(wrong_focal_rejected >= 4, "{wrong_focal_rejected} of 6");
         let f = self_calibrate_focal(&fs, 200.0, 4000.0).unwrap();
         assert!((f / 900.0 - 1.0).abs() < 0.05, "{f}");
     }
