@@ -2,6 +2,11 @@
 //! prints one table row (PSNR vs wall time, samples/s, rays/s train and render).
 //!
 //! `cargo run --release -p flythrough-nerf --example bench_train -- <room|temple|synth> <seconds> <out dir> [downscale] [width height photos]`
+#![allow(
+    clippy::needless_range_loop,
+    clippy::field_reassign_with_default,
+    clippy::explicit_counter_loop
+)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -10,14 +15,23 @@ use std::path::PathBuf;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!("usage: bench_train <room|temple|synth> <seconds> <out dir> [downscale] [width height photos]");
+        eprintln!(
+            "usage: bench_train <room|temple|synth> <seconds> <out dir> [downscale] [width height photos]"
+        );
         std::process::exit(2);
     }
     let seconds: f64 = args[2].parse().expect("seconds");
     let dir = PathBuf::from(&args[3]);
-    let downscale: u32 = args.get(4).map(|s| s.parse().expect("downscale")).unwrap_or(1);
+    let downscale: u32 = args
+        .get(4)
+        .map(|s| s.parse().expect("downscale"))
+        .unwrap_or(1);
     let (w, h, n) = if args.len() >= 8 {
-        (args[5].parse().unwrap(), args[6].parse().unwrap(), args[7].parse().unwrap())
+        (
+            args[5].parse().unwrap(),
+            args[6].parse().unwrap(),
+            args[7].parse().unwrap(),
+        )
     } else {
         (320, 240, 40)
     };
@@ -34,11 +48,23 @@ fn main() {
     cfg.image_downscale = downscale;
     if let Ok(s) = std::env::var("BENCH_TRAIN_TOML") {
         // Extra `[train]` keys, e.g. BENCH_TRAIN_TOML='batch_rays = 4096'.
-        let text = format!("[venue]\nname = \"b\"\nphotos = \".\"\n[train]\nmax_seconds = {seconds}\nsteps = 100000\nimage_downscale = {downscale}\n{s}\n");
-        cfg = flythrough_core::Config::parse(&text, std::path::Path::new("BENCH_TRAIN_TOML")).expect("config").train;
+        let text = format!(
+            "[venue]\nname = \"b\"\nphotos = \".\"\n[train]\nmax_seconds = {seconds}\nsteps = 100000\nimage_downscale = {downscale}\n{s}\n"
+        );
+        cfg = flythrough_core::Config::parse(&text, std::path::Path::new("BENCH_TRAIN_TOML"))
+            .expect("config")
+            .train;
     }
     let t0 = std::time::Instant::now();
-    let s = flythrough_nerf::run(&cfg, &scene.images, Some(&scene.manifest), &scene.sfm_dir, &dir.join("out"), &dir.join("work")).expect("train");
+    let s = flythrough_nerf::run(
+        &cfg,
+        &scene.images,
+        Some(&scene.manifest),
+        &scene.sfm_dir,
+        &dir.join("out"),
+        &dir.join("work"),
+    )
+    .expect("train");
     let v = &s.values;
     println!(
         "| {} | {}x{} | {} | {:.0} s | {:.2} dB | {:.3} | {:.0}k | {:.1}k | {:.1}k | {:.0} s |",

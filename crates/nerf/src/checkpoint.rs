@@ -47,11 +47,18 @@ fn bytes_of(v: &[f32]) -> Vec<u8> {
 }
 
 fn floats_of(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// Write a checkpoint atomically (temporary file + rename) with its JSON sidecar.
-pub fn save(path: &Path, model: &Model, adam: Option<&[Adam]>, meta: &CheckpointMeta) -> Result<(), NerfError> {
+pub fn save(
+    path: &Path,
+    model: &Model,
+    adam: Option<&[Adam]>,
+    meta: &CheckpointMeta,
+) -> Result<(), NerfError> {
     let io = |e: std::io::Error| NerfError::Io(path.to_path_buf(), e.to_string());
     let mut bufs: Vec<(String, Vec<u8>, usize)> = Vec::new();
     for (name, p) in model.names.iter().zip(&model.params) {
@@ -65,41 +72,66 @@ pub fn save(path: &Path, model: &Model, adam: Option<&[Adam]>, meta: &Checkpoint
     }
     let views: Vec<(String, TensorView)> = bufs
         .iter()
-        .map(|(n, b, len)| Ok((n.clone(), TensorView::new(Dtype::F32, vec![*len], b).map_err(|e| NerfError::Checkpoint(path.to_path_buf(), e.to_string()))?)))
+        .map(|(n, b, len)| {
+            Ok((
+                n.clone(),
+                TensorView::new(Dtype::F32, vec![*len], b)
+                    .map_err(|e| NerfError::Checkpoint(path.to_path_buf(), e.to_string()))?,
+            ))
+        })
         .collect::<Result<_, NerfError>>()?;
-    let json = serde_json::to_string(meta).map_err(|e| NerfError::Checkpoint(path.to_path_buf(), e.to_string()))?;
+    let json = serde_json::to_string(meta)
+        .map_err(|e| NerfError::Checkpoint(path.to_path_buf(), e.to_string()))?;
     let mut info = HashMap::new();
     info.insert("flythrough".to_string(), json.clone());
-    let bytes = safetensors::tensor::serialize(views, Some(info)).map_err(|e| NerfError::Checkpoint(path.to_path_buf(), e.to_string()))?;
+    let bytes = safetensors::tensor::serialize(views, Some(info))
+        .map_err(|e| NerfError::Checkpoint(path.to_path_buf(), e.to_string()))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     flythrough_core::run::write_atomic(path, &bytes).map_err(io)?;
     let pretty = serde_json::to_string_pretty(meta).unwrap_or(json);
-    flythrough_core::run::write_atomic(&path.with_extension("json"), pretty.as_bytes()).map_err(io)?;
+    flythrough_core::run::write_atomic(&path.with_extension("json"), pretty.as_bytes())
+        .map_err(io)?;
     Ok(())
 }
 
 /// Read a checkpoint: the model, the Adam states when stored, and the metadata.
 pub fn load(path: &Path) -> Result<(Model, Option<Vec<Adam>>, CheckpointMeta), NerfError> {
     let err = |m: String| NerfError::Checkpoint(path.to_path_buf(), m);
-    let bytes = std::fs::read(path).map_err(|e| NerfError::Io(path.to_path_buf(), e.to_string()))?;
-    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(e.to_string()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| NerfError::Io(path.to_path_buf(), e.to_string()))?;
+    let (_, md) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(e.to_string()))?;
     let json = md
         .metadata()
         .as_ref()
         .and_then(|m| m.get("flythrough"))
-        .ok_or_else(|| err("no `flythrough` metadata in the safetensors header: not a flythrough checkpoint".into()))?;
-    let meta: CheckpointMeta = serde_json::from_str(json).map_err(|e| err(format!("bad metadata: {e}")))?;
+        .ok_or_else(|| {
+            err(
+                "no `flythrough` metadata in the safetensors header: not a flythrough checkpoint"
+                    .into(),
+            )
+        })?;
+    let meta: CheckpointMeta =
+        serde_json::from_str(json).map_err(|e| err(format!("bad metadata: {e}")))?;
     if meta.format_version != FORMAT_VERSION {
-        return Err(err(format!("format version {} (this program reads {FORMAT_VERSION})", meta.format_version)));
+        return Err(err(format!(
+            "format version {} (this program reads {FORMAT_VERSION})",
+            meta.format_version
+        )));
     }
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
     let mut model = Model::new(meta.model.clone(), meta.norm.near as f32, 0);
     for (name, p) in model.names.iter().zip(model.params.iter_mut()) {
-        let v = st.tensor(name).map_err(|e| err(format!("tensor {name}: {e}")))?;
+        let v = st
+            .tensor(name)
+            .map_err(|e| err(format!("tensor {name}: {e}")))?;
         if v.dtype() != Dtype::F32 || v.data().len() != p.len() * 4 {
-            return Err(err(format!("tensor {name}: expected {} f32 values", p.len())));
+            return Err(err(format!(
+                "tensor {name}: expected {} f32 values",
+                p.len()
+            )));
         }
         *p = floats_of(v.data());
     }
@@ -107,8 +139,12 @@ pub fn load(path: &Path) -> Result<(Model, Option<Vec<Adam>>, CheckpointMeta), N
         Some((cfg, step)) => {
             let mut out = Vec::new();
             for (name, p) in model.names.iter().zip(&model.params) {
-                let m = st.tensor(&format!("adam.m.{name}")).map_err(|e| err(format!("adam.m.{name}: {e}")))?;
-                let v = st.tensor(&format!("adam.v.{name}")).map_err(|e| err(format!("adam.v.{name}: {e}")))?;
+                let m = st
+                    .tensor(&format!("adam.m.{name}"))
+                    .map_err(|e| err(format!("adam.m.{name}: {e}")))?;
+                let v = st
+                    .tensor(&format!("adam.v.{name}"))
+                    .map_err(|e| err(format!("adam.v.{name}: {e}")))?;
                 let mut a = Adam::new(p.len(), cfg);
                 a.m = floats_of(m.data());
                 a.v = floats_of(v.data());

@@ -55,20 +55,32 @@ impl SceneNorm {
         let cam_r = centers.iter().map(dist).fold(0.0, f64::max) * 1.1;
         let mut pd: Vec<f64> = points.iter().map(dist).filter(|d| d.is_finite()).collect();
         pd.sort_by(|a, b| a.total_cmp(b));
-        let pts_r = if pd.is_empty() { 0.0 } else { pd[(pd.len() * 8 / 10).min(pd.len() - 1)] };
+        let pts_r = if pd.is_empty() {
+            0.0
+        } else {
+            pd[(pd.len() * 8 / 10).min(pd.len() - 1)]
+        };
         let mut radius = cam_r.max(pts_r);
-        if !(radius > 1e-9) {
+        if radius.is_nan() || radius <= 1e-9 {
             radius = 1.0;
         }
         let scale = 1.0 / radius;
-        let mut ds: Vec<f64> = depths.iter().copied().filter(|d| *d > 0.0 && d.is_finite()).collect();
+        let mut ds: Vec<f64> = depths
+            .iter()
+            .copied()
+            .filter(|d| *d > 0.0 && d.is_finite())
+            .collect();
         ds.sort_by(|a, b| a.total_cmp(b));
         let near = if ds.is_empty() {
             0.2
         } else {
             (0.5 * ds[ds.len() / 100] * scale).clamp(0.01, 1.0)
         };
-        SceneNorm { center: c, scale, near }
+        SceneNorm {
+            center: c,
+            scale,
+            near,
+        }
     }
 }
 
@@ -98,7 +110,11 @@ pub fn contract_scale(x: [f32; 3]) -> f32 {
 
 /// Contracted point to hash-grid coordinates in `[0,1]^3`.
 pub fn to_grid(y: [f32; 3]) -> [f32; 3] {
-    [(y[0] + 2.0) * 0.25, (y[1] + 2.0) * 0.25, (y[2] + 2.0) * 0.25]
+    [
+        (y[0] + 2.0) * 0.25,
+        (y[1] + 2.0) * 0.25,
+        (y[2] + 2.0) * 0.25,
+    ]
 }
 
 /// Normalised disparity to distance, mip-NeRF 360 Eq. 11 with `g(t) = 1/t`:
@@ -149,7 +165,12 @@ mod tests {
         let dr = (contract([3.0 + h, 0.0, 0.0])[0] - contract([3.0 - h, 0.0, 0.0])[0]) / (2.0 * h);
         let dt = (contract([3.0, h, 0.0])[1] - contract([3.0, -h, 0.0])[1]) / (2.0 * h);
         let det = dr * dt * dt;
-        assert!((contract_scale(x) - det.cbrt()).abs() < 1e-3, "{} {}", contract_scale(x), det.cbrt());
+        assert!(
+            (contract_scale(x) - det.cbrt()).abs() < 1e-3,
+            "{} {}",
+            contract_scale(x),
+            det.cbrt()
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use crate::NerfError;
 use crate::coord::{self, SceneNorm};
 use crate::model::Rays;
-use flythrough_core::{Camera, Manifest, Pose, RedactedImages, Reconstruction};
+use flythrough_core::{Camera, Manifest, Pose, Reconstruction, RedactedImages};
 use image::RgbImage;
 use nalgebra::{Vector2, Vector3};
 use rand::Rng;
@@ -66,10 +66,21 @@ pub fn scale_camera(cam: &Camera, w: u32, h: u32) -> Camera {
 
 impl Dataset {
     /// Load every photo that is both in the COLMAP model `sfm_dir/sparse` and among `images`.
-    pub fn load(images: &RedactedImages, manifest: Option<&Manifest>, sfm_dir: &Path, downscale: u32, holdout_every: usize) -> Result<Dataset, NerfError> {
+    pub fn load(
+        images: &RedactedImages,
+        manifest: Option<&Manifest>,
+        sfm_dir: &Path,
+        downscale: u32,
+        holdout_every: usize,
+    ) -> Result<Dataset, NerfError> {
         let sparse = sfm_dir.join("sparse");
-        let recon = Reconstruction::read(&sparse).map_err(|e| NerfError::Input(format!("{}: {e}", sparse.display())))?;
-        let mut regs: Vec<&flythrough_core::colmap::Image> = recon.images.values().filter(|im| images.names().iter().any(|n| n == &im.name)).collect();
+        let recon = Reconstruction::read(&sparse)
+            .map_err(|e| NerfError::Input(format!("{}: {e}", sparse.display())))?;
+        let mut regs: Vec<&flythrough_core::colmap::Image> = recon
+            .images
+            .values()
+            .filter(|im| images.names().iter().any(|n| n == &im.name))
+            .collect();
         regs.sort_by(|a, b| a.name.cmp(&b.name));
         if regs.is_empty() {
             return Err(NerfError::Input(format!(
@@ -84,8 +95,17 @@ impl Dataset {
         let photos: Vec<Photo> = regs
             .par_iter()
             .map(|im| {
-                let cam = recon.cameras.get(&im.camera_id).ok_or_else(|| NerfError::Input(format!("{}: image {} names camera {} which is not in cameras.txt", sparse.display(), im.name, im.camera_id)))?;
-                let img = images.load_rgb(&im.name).map_err(|e| NerfError::Input(e.to_string()))?;
+                let cam = recon.cameras.get(&im.camera_id).ok_or_else(|| {
+                    NerfError::Input(format!(
+                        "{}: image {} names camera {} which is not in cameras.txt",
+                        sparse.display(),
+                        im.name,
+                        im.camera_id
+                    ))
+                })?;
+                let img = images
+                    .load_rgb(&im.name)
+                    .map_err(|e| NerfError::Input(e.to_string()))?;
                 if img.width() != cam.width || img.height() != cam.height {
                     return Err(NerfError::Input(format!(
                         "{}: photo is {}x{} but its camera {} in {} is {}x{}",
@@ -99,15 +119,29 @@ impl Dataset {
                     )));
                 }
                 let (img, cam) = if downscale > 1 {
-                    let (w, h) = ((img.width() / downscale).max(1), (img.height() / downscale).max(1));
-                    let small = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
+                    let (w, h) = (
+                        (img.width() / downscale).max(1),
+                        (img.height() / downscale).max(1),
+                    );
+                    let small =
+                        image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
                     (small, scale_camera(cam, w, h))
                 } else {
                     (img, cam.clone())
                 };
-                let ev = manifest.and_then(|m| m.photo(&im.name)).map(|p| p.exposure.ev).unwrap_or(0.0);
+                let ev = manifest
+                    .and_then(|m| m.photo(&im.name))
+                    .map(|p| p.exposure.ev)
+                    .unwrap_or(0.0);
                 pb.inc(1);
-                Ok(Photo { name: im.name.clone(), cam, pose: im.pose.clone(), img, ev, latent: None })
+                Ok(Photo {
+                    name: im.name.clone(),
+                    cam,
+                    pose: im.pose,
+                    img,
+                    ev,
+                    latent: None,
+                })
             })
             .collect::<Result<_, NerfError>>()?;
         pb.finish_and_clear();
@@ -139,13 +173,24 @@ impl Dataset {
                 train.push(i);
             }
         }
-        let ev_mean = if train.is_empty() { 0.0 } else { train.iter().map(|&i| photos[i].ev).sum::<f64>() / train.len() as f64 };
+        let ev_mean = if train.is_empty() {
+            0.0
+        } else {
+            train.iter().map(|&i| photos[i].ev).sum::<f64>() / train.len() as f64
+        };
         let mut cum = vec![0usize];
         for &i in &train {
             let n = (photos[i].img.width() * photos[i].img.height()) as usize;
             cum.push(cum.last().unwrap() + n);
         }
-        Dataset { photos, norm, train, holdout, ev_mean, cum }
+        Dataset {
+            photos,
+            norm,
+            train,
+            holdout,
+            ev_mean,
+            cum,
+        }
     }
 
     /// Total training pixels.
@@ -160,7 +205,13 @@ impl Dataset {
 
     /// A random batch of `n` training rays (uniform over all training pixels) with their colours and
     /// photo (latent) indices.
-    pub fn sample_batch(&self, n: usize, rng: &mut impl Rng, glo: &[f32], glo_dim: usize) -> (Rays, Vec<[f32; 3]>, Vec<usize>) {
+    pub fn sample_batch(
+        &self,
+        n: usize,
+        rng: &mut impl Rng,
+        glo: &[f32],
+        glo_dim: usize,
+    ) -> (Rays, Vec<[f32; 3]>, Vec<usize>) {
         let total = self.train_pixels();
         let picks: Vec<usize> = (0..n).map(|_| rng.random_range(0..total)).collect();
         let items: Vec<([f32; 3], [f32; 3], f32, [f32; 3], usize, f32)> = picks
@@ -170,10 +221,24 @@ impl Dataset {
                 let p = self.train[k];
                 let ph = &self.photos[p];
                 let local = g - self.cum[k];
-                let (x, y) = ((local % ph.img.width() as usize) as u32, (local / ph.img.width() as usize) as u32);
+                let (x, y) = (
+                    (local % ph.img.width() as usize) as u32,
+                    (local / ph.img.width() as usize) as u32,
+                );
                 let (o, d, r) = self.ray(p, x as f64 + 0.5, y as f64 + 0.5);
                 let px = ph.img.get_pixel(x, y).0;
-                (o, d, r, [px[0] as f32 / 255.0, px[1] as f32 / 255.0, px[2] as f32 / 255.0], k, (ph.ev - self.ev_mean) as f32)
+                (
+                    o,
+                    d,
+                    r,
+                    [
+                        px[0] as f32 / 255.0,
+                        px[1] as f32 / 255.0,
+                        px[2] as f32 / 255.0,
+                    ],
+                    k,
+                    (ph.ev - self.ev_mean) as f32,
+                )
             })
             .collect();
         let mut rays = Rays::default();
@@ -184,7 +249,8 @@ impl Dataset {
             rays.d.push(d);
             rays.r.push(r);
             rays.ev.push(ev);
-            rays.latent.extend_from_slice(&glo[k * glo_dim..(k + 1) * glo_dim]);
+            rays.latent
+                .extend_from_slice(&glo[k * glo_dim..(k + 1) * glo_dim]);
             target.push(c);
             idx.push(k);
         }
@@ -194,9 +260,17 @@ impl Dataset {
 
 /// Ray through pixel position `(x, y)` of a camera (world-to-camera `pose`), in the norm frame:
 /// origin, unit direction and cone radius per unit distance.
-pub fn camera_ray(norm: &SceneNorm, cam: &Camera, pose: &Pose, x: f64, y: f64) -> ([f32; 3], [f32; 3], f32) {
+pub fn camera_ray(
+    norm: &SceneNorm,
+    cam: &Camera,
+    pose: &Pose,
+    x: f64,
+    y: f64,
+) -> ([f32; 3], [f32; 3], f32) {
     let xn = cam.pixel_to_normalized(Vector2::new(x, y));
-    let d = pose.dir_to_world(&Vector3::new(xn.x, xn.y, 1.0)).normalize();
+    let d = pose
+        .dir_to_world(&Vector3::new(xn.x, xn.y, 1.0))
+        .normalize();
     let o = norm.point(pose.center().into());
     (
         [o[0] as f32, o[1] as f32, o[2] as f32],

@@ -14,14 +14,24 @@ use candle_core::{Device, Result, Tensor, Var, bail};
 
 /// Total loss and the gradient of every parameter buffer (same order as `Model::params`; the GLO
 /// buffer's slot holds the per-ray latent gradients `[R * glo_dim]` instead).
-pub fn loss_and_grads(model: &Model, rays: &Rays, fwd: &Forward, target: &[[f32; 3]], lw: &LossWeights) -> Result<(f32, Vec<Vec<f32>>)> {
+pub fn loss_and_grads(
+    model: &Model,
+    rays: &Rays,
+    fwd: &Forward,
+    target: &[[f32; 3]],
+    lw: &LossWeights,
+) -> Result<(f32, Vec<Vec<f32>>)> {
     if model.cfg.backbone != Backbone::HashGrid {
         bail!("the candle reference graph covers the hash-grid backbone");
     }
     let dev = Device::Cpu;
     let r = rays.len();
     let nprop = model.cfg.prop_samples.len();
-    let vars: Vec<Var> = model.params.iter().map(|p| Var::from_vec(p.clone(), p.len(), &dev)).collect::<Result<_>>()?;
+    let vars: Vec<Var> = model
+        .params
+        .iter()
+        .map(|p| Var::from_vec(p.clone(), p.len(), &dev))
+        .collect::<Result<_>>()?;
     let gidx = model.idx_grid();
     let gd = model.cfg.glo_dim;
     let latent = Var::from_vec(rays.latent.clone(), (r, gd.max(1)), &dev)?;
@@ -31,7 +41,12 @@ pub fn loss_and_grads(model: &Model, rays: &Rays, fwd: &Forward, target: &[[f32;
     let ns = r * n;
     let pos = Tensor::from_vec(nl.pos.clone(), (ns, 3), &dev)?;
     let fsig = Tensor::from_vec(nl.fsig.clone(), ns, &dev)?;
-    let enc = hash_encode(vars[gidx].as_tensor(), &pos, Some(&fsig), &model.cfg.nerf_grid)?;
+    let enc = hash_encode(
+        vars[gidx].as_tensor(),
+        &pos,
+        Some(&fsig),
+        &model.cfg.nerf_grid,
+    )?;
     let raw = mlp(vars[gidx + 1].as_tensor(), &enc, &model.cfg.density_mlp())?;
     let sigma = raw.narrow(1, 0, 1)?.minimum(15.0)?.exp()?.reshape((r, n))?;
     let geo = raw.narrow(1, 1, GEO_DIM)?;
@@ -42,7 +57,11 @@ pub fn loss_and_grads(model: &Model, rays: &Rays, fwd: &Forward, target: &[[f32;
     let dir = x_fast.narrow(1, GEO_DIM, crate::encoding::DIR_DIM)?;
     let mut parts = vec![geo, dir];
     if gd > 0 {
-        let lat = latent.as_tensor().unsqueeze(1)?.broadcast_as((r, n, gd))?.reshape((ns, gd))?;
+        let lat = latent
+            .as_tensor()
+            .unsqueeze(1)?
+            .broadcast_as((r, n, gd))?
+            .reshape((ns, gd))?;
         parts.push(lat);
     }
     let rest = cin - GEO_DIM - crate::encoding::DIR_DIM - gd;
@@ -52,9 +71,21 @@ pub fn loss_and_grads(model: &Model, rays: &Rays, fwd: &Forward, target: &[[f32;
     let x = Tensor::cat(&parts, 1)?;
     let logits = mlp(vars[gidx + 2].as_tensor(), &x, &model.cfg.color_mlp())?;
     let sig = (logits.neg()?.exp()? + 1.0)?.recip()?;
-    let rgb = ((sig * (1.0 + 2.0 * RGB_PADDING as f64))? - RGB_PADDING as f64)?.reshape((r, n, 3))?;
-    let vr = sigma.apply_op2(&rgb, VolumeRenderOp { n, t: nl.t.clone(), s: nl.s.clone() })?;
-    let tgt = Tensor::from_vec(target.iter().flatten().copied().collect::<Vec<f32>>(), (r, 3), &dev)?;
+    let rgb =
+        ((sig * (1.0 + 2.0 * RGB_PADDING as f64))? - RGB_PADDING as f64)?.reshape((r, n, 3))?;
+    let vr = sigma.apply_op2(
+        &rgb,
+        VolumeRenderOp {
+            n,
+            t: nl.t.clone(),
+            s: nl.s.clone(),
+        },
+    )?;
+    let tgt = Tensor::from_vec(
+        target.iter().flatten().copied().collect::<Vec<f32>>(),
+        (r, 3),
+        &dev,
+    )?;
     let diff = (vr.narrow(1, 0, 3)? - tgt)?;
     let data = (diff.sqr()? + 1e-6)?.sqrt()?.mean_all()?;
     let dist = vr.narrow(1, 5, 1)?.mean_all()?;
@@ -65,20 +96,43 @@ pub fn loss_and_grads(model: &Model, rays: &Rays, fwd: &Forward, target: &[[f32;
         let m = pl.n;
         let pos = Tensor::from_vec(pl.pos.clone(), (r * m, 3), &dev)?;
         let fsig = Tensor::from_vec(pl.fsig.clone(), r * m, &dev)?;
-        let enc = hash_encode(vars[2 * k].as_tensor(), &pos, Some(&fsig), &model.cfg.prop_grids[k])?;
+        let enc = hash_encode(
+            vars[2 * k].as_tensor(),
+            &pos,
+            Some(&fsig),
+            &model.cfg.prop_grids[k],
+        )?;
         let raw = mlp(vars[2 * k + 1].as_tensor(), &enc, &model.cfg.prop_mlp(k))?;
         let sigma = raw.minimum(15.0)?.exp()?.reshape((r, m))?;
-        let op = InterlevelOp { m, t: pl.t.clone(), s: pl.s.clone(), n, s_nerf: nl.s.clone(), w_nerf: nl.w.clone() };
+        let op = InterlevelOp {
+            m,
+            t: pl.t.clone(),
+            s: pl.s.clone(),
+            n,
+            s_nerf: nl.s.clone(),
+            w_nerf: nl.w.clone(),
+        };
         let li = (sigma.apply_op1(op)?.sum_all()? * (lw.interlevel as f64 / (r * n) as f64))?;
         total = (total + li)?;
     }
     let grads = total.backward()?;
     let mut out = Vec::new();
     for (i, v) in vars.iter().enumerate() {
-        let g = if i == model.idx_glo() { grads.get(latent.as_tensor()) } else { grads.get(v.as_tensor()) };
+        let g = if i == model.idx_glo() {
+            grads.get(latent.as_tensor())
+        } else {
+            grads.get(v.as_tensor())
+        };
         out.push(match g {
             Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
-            None => vec![0.0; if i == model.idx_glo() { r * gd } else { model.params[i].len() }],
+            None => vec![
+                0.0;
+                if i == model.idx_glo() {
+                    r * gd
+                } else {
+                    model.params[i].len()
+                }
+            ],
         });
     }
     Ok((total.to_scalar::<f32>()?, out))
@@ -122,15 +176,28 @@ mod tests {
             rays.d.push([d[0] / l, d[1] / l, d[2] / l]);
             rays.r.push(0.003);
             rays.ev.push(0.3 * (i % 3) as f32 - 0.3);
-            rays.latent.extend((0..4).map(|_| rng.random_range(-0.5..0.5f32)));
-            target.push([rng.random_range(0.0..1.0), rng.random_range(0.0..1.0), rng.random_range(0.0..1.0)]);
+            rays.latent
+                .extend((0..4).map(|_| rng.random_range(-0.5..0.5f32)));
+            target.push([
+                rng.random_range(0.0..1.0),
+                rng.random_range(0.0..1.0),
+                rng.random_range(0.0..1.0),
+            ]);
         }
-        let jitter: Vec<Vec<f32>> = (0..3).map(|_| (0..r).map(|_| rng.random::<f32>()).collect()).collect();
+        let jitter: Vec<Vec<f32>> = (0..3)
+            .map(|_| (0..r).map(|_| rng.random::<f32>()).collect())
+            .collect();
         // train_frac 0: uniform resampling, so the NeRF histogram differs from the proposals and the
         // interlevel loss is active.
-        let mode = SampleMode { jitter: Some(&jitter), train_frac: 0.0 };
+        let mode = SampleMode {
+            jitter: Some(&jitter),
+            train_frac: 0.0,
+        };
         let fwd = model.forward(&rays, &mode, true);
-        let lw = LossWeights { distortion: 0.01, interlevel: 1.0 };
+        let lw = LossWeights {
+            distortion: 0.01,
+            interlevel: 1.0,
+        };
         let mut grads = model.zeros_like();
         let mut d_lat = vec![0.0f32; r * 4];
         let losses = model.backward(&rays, &fwd, &target, &lw, &mut grads, Some(&mut d_lat));
@@ -138,12 +205,29 @@ mod tests {
         grads[gi] = d_lat;
         let (total, ref_grads) = loss_and_grads(&model, &rays, &fwd, &target, &lw).unwrap();
         let fast_total = losses.total(&lw) as f32;
-        assert!((total - fast_total).abs() < 1e-5 * total.abs().max(1.0), "loss {total} vs {fast_total}");
+        assert!(
+            (total - fast_total).abs() < 1e-5 * total.abs().max(1.0),
+            "loss {total} vs {fast_total}"
+        );
         for (i, (a, b)) in grads.iter().zip(&ref_grads).enumerate() {
-            let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
+            let num: f64 = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| ((x - y) as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
             let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
-            assert!(den > 0.0, "buffer {} has no gradient in the reference", model.names[i]);
-            assert!(num / den < 1e-3, "{}: relative error {:.2e}", model.names[i], num / den);
+            assert!(
+                den > 0.0,
+                "buffer {} has no gradient in the reference",
+                model.names[i]
+            );
+            assert!(
+                num / den < 1e-3,
+                "{}: relative error {:.2e}",
+                model.names[i],
+                num / den
+            );
         }
     }
 }

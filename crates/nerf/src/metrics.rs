@@ -23,7 +23,9 @@ pub fn mse_cols(a: &[f32], b: &[f32], w: usize, h: usize, x0: usize, x1: usize) 
 /// `C2 = (0.03)^2`, averaged over channels and over the valid windows inside columns `[x0, x1)`.
 pub fn ssim_cols(a: &[f32], b: &[f32], w: usize, h: usize, x0: usize, x1: usize) -> f64 {
     const R: usize = 5;
-    let g: Vec<f64> = (0..=2 * R).map(|i| (-((i as f64 - R as f64).powi(2)) / (2.0 * 1.5 * 1.5)).exp()).collect();
+    let g: Vec<f64> = (0..=2 * R)
+        .map(|i| (-((i as f64 - R as f64).powi(2)) / (2.0 * 1.5 * 1.5)).exp())
+        .collect();
     let gs: f64 = g.iter().sum();
     let g: Vec<f64> = g.iter().map(|v| v / gs).collect();
     let cw = x1 - x0;
@@ -70,7 +72,8 @@ pub fn ssim_cols(a: &[f32], b: &[f32], w: usize, h: usize, x0: usize, x1: usize)
             let vx = mxx[i] - ux * ux;
             let vy = myy[i] - uy * uy;
             let cxy = mxy[i] - ux * uy;
-            total += ((2.0 * ux * uy + c1) * (2.0 * cxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2));
+            total += ((2.0 * ux * uy + c1) * (2.0 * cxy + c2))
+                / ((ux * ux + uy * uy + c1) * (vx + vy + c2));
             count += 1;
         }
     }
@@ -91,8 +94,18 @@ pub fn to_image(v: &[f32], w: usize, h: usize) -> RgbImage {
 pub fn plot(loss: &[(f64, f64)], psnr: &[(f64, f64)]) -> RgbImage {
     let (pw, ph, m) = (320u32, 220u32, 20u32);
     let mut img = RgbImage::from_pixel(2 * pw, ph, Rgb([255, 255, 255]));
-    let loss_log: Vec<(f64, f64)> = loss.iter().filter(|p| p.1 > 0.0).map(|&(s, v)| (s, v.log10())).collect();
-    for (panel, (pts, color)) in [(&loss_log, Rgb([30, 60, 200])), (&psnr.to_vec(), Rgb([200, 40, 40]))].into_iter().enumerate() {
+    let loss_log: Vec<(f64, f64)> = loss
+        .iter()
+        .filter(|p| p.1 > 0.0)
+        .map(|&(s, v)| (s, v.log10()))
+        .collect();
+    for (panel, (pts, color)) in [
+        (&loss_log, Rgb([30, 60, 200])),
+        (&psnr.to_vec(), Rgb([200, 40, 40])),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let ox = panel as u32 * pw;
         // frame
         for x in ox + m..ox + pw - m {
@@ -108,7 +121,11 @@ pub fn plot(loss: &[(f64, f64)], psnr: &[(f64, f64)]) -> RgbImage {
         }
         let (smin, smax) = (pts[0].0, pts[pts.len() - 1].0.max(pts[0].0 + 1.0));
         let vmin = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-        let vmax = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max).max(vmin + 1e-9);
+        let vmax = pts
+            .iter()
+            .map(|p| p.1)
+            .fold(f64::NEG_INFINITY, f64::max)
+            .max(vmin + 1e-9);
         let to_px = |p: &(f64, f64)| {
             let x = ox as f64 + m as f64 + (p.0 - smin) / (smax - smin) * (pw - 2 * m - 1) as f64;
             let y = (ph - m) as f64 - (p.1 - vmin) / (vmax - vmin) * (ph - 2 * m) as f64;
@@ -137,7 +154,9 @@ mod tests {
     #[test]
     fn ssim_and_mse_hand_values() {
         let (w, h) = (16, 16);
-        let a: Vec<f32> = (0..w * h * 3).map(|i| ((i * 37) % 101) as f32 / 100.0).collect();
+        let a: Vec<f32> = (0..w * h * 3)
+            .map(|i| ((i * 37) % 101) as f32 / 100.0)
+            .collect();
         assert!((ssim_cols(&a, &a, w, h, 0, w) - 1.0).abs() < 1e-9);
         assert_eq!(mse_cols(&a, &a, w, h, 0, w), 0.0);
         let b: Vec<f32> = a.iter().map(|v| v + 0.1).collect();

@@ -8,7 +8,10 @@
 
 use crate::coord;
 use crate::encoding::{self, DIR_DIM, EXPOSURE_DIM};
-use crate::kernels::{HashGridConfig, MlpCache, MlpConfig, hash_encode_backward, hash_encode_forward, mlp_backward, mlp_forward_inference, mlp_forward_into};
+use crate::kernels::{
+    HashGridConfig, MlpCache, MlpConfig, hash_encode_backward, hash_encode_forward, mlp_backward,
+    mlp_forward_inference, mlp_forward_into,
+};
 use crate::render;
 use crate::stepfun;
 use rayon::prelude::*;
@@ -56,11 +59,17 @@ impl ModelConfig {
         };
         let nlev = cfg.prop_samples.len();
         ModelConfig {
-            backbone: if cfg.backbone == "ipe-mlp" { Backbone::IpeMlp } else { Backbone::HashGrid },
+            backbone: if cfg.backbone == "ipe-mlp" {
+                Backbone::IpeMlp
+            } else {
+                Backbone::HashGrid
+            },
             prop_samples: cfg.prop_samples.clone(),
             nerf_samples: cfg.nerf_samples,
             // nerfacto: proposal grids up to 128 and 256.
-            prop_grids: (0..nlev).map(|k| prop_grid(if k == 0 { 128 } else { 256 })).collect(),
+            prop_grids: (0..nlev)
+                .map(|k| prop_grid(if k == 0 { 128 } else { 256 }))
+                .collect(),
             nerf_grid: HashGridConfig {
                 levels: cfg.hash_levels,
                 features_per_level: 2,
@@ -80,10 +89,16 @@ impl ModelConfig {
     }
     pub(crate) fn density_mlp(&self) -> MlpConfig {
         match self.backbone {
-            Backbone::HashGrid => MlpConfig::new(&[self.nerf_grid.output_dim(), self.mlp_width, 1 + GEO_DIM], true),
+            Backbone::HashGrid => MlpConfig::new(
+                &[self.nerf_grid.output_dim(), self.mlp_width, 1 + GEO_DIM],
+                true,
+            ),
             Backbone::IpeMlp => {
                 let w = self.ipe_width;
-                MlpConfig::new(&[encoding::ipe_dim(IPE_DEGREES), w, w, w, 1 + GEO_DIM], true)
+                MlpConfig::new(
+                    &[encoding::ipe_dim(IPE_DEGREES), w, w, w, 1 + GEO_DIM],
+                    true,
+                )
             }
         }
     }
@@ -129,7 +144,12 @@ impl Model {
         params.push(cfg.color_mlp().init_params(seed + 3));
         names.push("glo".into());
         params.push(vec![0.0; cfg.num_latents * cfg.glo_dim]);
-        Model { cfg, names, params, near }
+        Model {
+            cfg,
+            names,
+            params,
+            near,
+        }
     }
     fn nprop(&self) -> usize {
         self.cfg.prop_samples.len()
@@ -149,7 +169,14 @@ impl Model {
         let d = self.cfg.glo_dim;
         let glo = &self.params[self.idx_glo()];
         let n = self.cfg.num_latents.max(1);
-        (0..d).map(|j| (0..self.cfg.num_latents).map(|i| glo[i * d + j]).sum::<f32>() / n as f32).collect()
+        (0..d)
+            .map(|j| {
+                (0..self.cfg.num_latents)
+                    .map(|i| glo[i * d + j])
+                    .sum::<f32>()
+                    / n as f32
+            })
+            .collect()
     }
     pub fn latent(&self, i: usize) -> Vec<f32> {
         let d = self.cfg.glo_dim;
@@ -245,37 +272,57 @@ pub const RGB_PADDING: f32 = 0.001;
 #[inline]
 fn color_act(x: f32) -> (f32, f32) {
     let s = sigmoid(x);
-    (s * (1.0 + 2.0 * RGB_PADDING) - RGB_PADDING, (1.0 + 2.0 * RGB_PADDING) * s * (1.0 - s))
+    (
+        s * (1.0 + 2.0 * RGB_PADDING) - RGB_PADDING,
+        (1.0 + 2.0 * RGB_PADDING) * s * (1.0 - s),
+    )
 }
 
 /// Sample positions of one level: bin midpoints in distance, contracted, in grid units, with the
 /// footprint of each sample (Zip-NeRF-style isotropic scale through the contraction).
-fn sample_points(rays: &Rays, n: usize, t: &[f32], pos: &mut Vec<f32>, fsig: &mut Vec<f32>, contracted: bool) {
+fn sample_points(
+    rays: &Rays,
+    n: usize,
+    t: &[f32],
+    pos: &mut Vec<f32>,
+    fsig: &mut Vec<f32>,
+    contracted: bool,
+) {
     let r_count = rays.len();
     pos.resize(r_count * n * 3, 0.0);
     fsig.resize(r_count * n, 0.0);
-    pos.par_chunks_mut(n * 3).zip(fsig.par_chunks_mut(n)).enumerate().for_each(|(i, (p, f))| {
-        let (o, d) = (rays.o[i], rays.d[i]);
-        let tt = &t[i * (n + 1)..(i + 1) * (n + 1)];
-        for j in 0..n {
-            let tm = 0.5 * (tt[j] + tt[j + 1]);
-            let x = [o[0] + d[0] * tm, o[1] + d[1] * tm, o[2] + d[2] * tm];
-            let y = coord::contract(x);
-            let sig = coord::grid_sigma(rays.r[i], tm, x);
-            if contracted {
-                p[3 * j..3 * j + 3].copy_from_slice(&y);
-                f[j] = sig * 4.0;
-            } else {
-                p[3 * j..3 * j + 3].copy_from_slice(&coord::to_grid(y));
-                f[j] = sig;
+    pos.par_chunks_mut(n * 3)
+        .zip(fsig.par_chunks_mut(n))
+        .enumerate()
+        .for_each(|(i, (p, f))| {
+            let (o, d) = (rays.o[i], rays.d[i]);
+            let tt = &t[i * (n + 1)..(i + 1) * (n + 1)];
+            for j in 0..n {
+                let tm = 0.5 * (tt[j] + tt[j + 1]);
+                let x = [o[0] + d[0] * tm, o[1] + d[1] * tm, o[2] + d[2] * tm];
+                let y = coord::contract(x);
+                let sig = coord::grid_sigma(rays.r[i], tm, x);
+                if contracted {
+                    p[3 * j..3 * j + 3].copy_from_slice(&y);
+                    f[j] = sig * 4.0;
+                } else {
+                    p[3 * j..3 * j + 3].copy_from_slice(&coord::to_grid(y));
+                    f[j] = sig;
+                }
             }
-        }
-    });
+        });
 }
 
 /// Resample the next level's fenceposts from the previous level's histogram (multinerf
 /// `Model.__call__`): dilate, anneal, inverse-CDF sample.
-fn resample(prev: Option<(&[f32], &[f32], usize)>, prod_prev: usize, n: usize, r_count: usize, mode: &SampleMode, level: usize) -> Vec<f32> {
+fn resample(
+    prev: Option<(&[f32], &[f32], usize)>,
+    prod_prev: usize,
+    n: usize,
+    r_count: usize,
+    mode: &SampleMode,
+    level: usize,
+) -> Vec<f32> {
     let mut s = vec![0.0f32; r_count * (n + 1)];
     let anneal = stepfun::anneal_power(mode.train_frac, 10.0);
     s.par_chunks_mut(n + 1).enumerate().for_each(|(i, out)| {
@@ -285,7 +332,8 @@ fn resample(prev: Option<(&[f32], &[f32], usize)>, prod_prev: usize, n: usize, r
             Some((ps, pw, pn)) => {
                 let ts = &ps[i * (pn + 1)..(i + 1) * (pn + 1)];
                 let ws = &pw[i * pn..(i + 1) * pn];
-                let (td, wd) = stepfun::max_dilate_weights(ts, ws, stepfun::dilation(prod_prev), (0.0, 1.0));
+                let (td, wd) =
+                    stepfun::max_dilate_weights(ts, ws, stepfun::dilation(prod_prev), (0.0, 1.0));
                 let wa: Vec<f32> = wd.iter().map(|&w| w.max(1e-12).powf(anneal)).collect();
                 stepfun::sample_intervals(&td, &wa, n, u0, (0.0, 1.0), out);
             }
@@ -301,10 +349,22 @@ impl Model {
         let mcfg = self.cfg.prop_mlp(k);
         let ns = lvl.pos.len() / 3;
         lvl.enc.resize(ns * gcfg.output_dim(), 0.0);
-        hash_encode_forward(gcfg, &self.params[2 * k], &lvl.pos, Some(&lvl.fsig), &mut lvl.enc);
+        hash_encode_forward(
+            gcfg,
+            &self.params[2 * k],
+            &lvl.pos,
+            Some(&lvl.fsig),
+            &mut lvl.enc,
+        );
         lvl.raw.resize(ns, 0.0);
         if train {
-            mlp_forward_into(&mcfg, &self.params[2 * k + 1], &lvl.enc, &mut lvl.raw, &mut lvl.cache);
+            mlp_forward_into(
+                &mcfg,
+                &self.params[2 * k + 1],
+                &lvl.enc,
+                &mut lvl.raw,
+                &mut lvl.cache,
+            );
         } else {
             mlp_forward_inference(&mcfg, &self.params[2 * k + 1], &lvl.enc, &mut lvl.raw);
         }
@@ -320,7 +380,13 @@ impl Model {
             Backbone::HashGrid => {
                 let gcfg = &self.cfg.nerf_grid;
                 lvl.enc.resize(ns * gcfg.output_dim(), 0.0);
-                hash_encode_forward(gcfg, &self.params[g], &lvl.pos, Some(&lvl.fsig), &mut lvl.enc);
+                hash_encode_forward(
+                    gcfg,
+                    &self.params[g],
+                    &lvl.pos,
+                    Some(&lvl.fsig),
+                    &mut lvl.enc,
+                );
             }
             Backbone::IpeMlp => {
                 let dim = encoding::ipe_dim(IPE_DEGREES);
@@ -333,11 +399,21 @@ impl Model {
         }
         lvl.raw.resize(ns * (1 + GEO_DIM), 0.0);
         if train {
-            mlp_forward_into(&mcfg, &self.params[g + 1], &lvl.enc, &mut lvl.raw, &mut lvl.cache);
+            mlp_forward_into(
+                &mcfg,
+                &self.params[g + 1],
+                &lvl.enc,
+                &mut lvl.raw,
+                &mut lvl.cache,
+            );
         } else {
             mlp_forward_inference(&mcfg, &self.params[g + 1], &lvl.enc, &mut lvl.raw);
         }
-        lvl.sigma = lvl.raw.par_chunks(1 + GEO_DIM).map(|r| trunc_exp(r[0])).collect();
+        lvl.sigma = lvl
+            .raw
+            .par_chunks(1 + GEO_DIM)
+            .map(|r| trunc_exp(r[0]))
+            .collect();
     }
 
     /// Colour head input rows `[geo | dir enc | latent | exposure enc]`.
@@ -356,7 +432,8 @@ impl Model {
                 let raw = &lvl.raw[(i * n + j) * (1 + GEO_DIM)..(i * n + j + 1) * (1 + GEO_DIM)];
                 row[..GEO_DIM].copy_from_slice(&raw[1..]);
                 row[GEO_DIM..GEO_DIM + DIR_DIM].copy_from_slice(&de);
-                row[GEO_DIM + DIR_DIM..GEO_DIM + DIR_DIM + gd].copy_from_slice(&rays.latent[i * gd..(i + 1) * gd]);
+                row[GEO_DIM + DIR_DIM..GEO_DIM + DIR_DIM + gd]
+                    .copy_from_slice(&rays.latent[i * gd..(i + 1) * gd]);
                 if self.cfg.exposure {
                     row[GEO_DIM + DIR_DIM + gd..].copy_from_slice(&ee);
                 }
@@ -372,14 +449,25 @@ impl Model {
         let mut levels: Vec<Level> = Vec::with_capacity(nprop + 1);
         let mut prod = 1usize;
         for k in 0..=nprop {
-            let n = if k < nprop { self.cfg.prop_samples[k] } else { self.cfg.nerf_samples };
+            let n = if k < nprop {
+                self.cfg.prop_samples[k]
+            } else {
+                self.cfg.nerf_samples
+            };
             let s = {
-                let prev = levels.last().map(|l: &Level| (l.s.as_slice(), l.w.as_slice(), l.n));
+                let prev = levels
+                    .last()
+                    .map(|l: &Level| (l.s.as_slice(), l.w.as_slice(), l.n));
                 resample(prev, prod, n, r_count, mode, k)
             };
             prod *= n;
             let t: Vec<f32> = s.par_iter().map(|&s| coord::s_to_t(s, near)).collect();
-            let mut lvl = Level { n, s, t, ..Default::default() };
+            let mut lvl = Level {
+                n,
+                s,
+                t,
+                ..Default::default()
+            };
             let contracted = self.cfg.backbone == Backbone::IpeMlp && k == nprop;
             sample_points(rays, n, &lvl.t, &mut lvl.pos, &mut lvl.fsig, contracted);
             if k < nprop {
@@ -389,7 +477,11 @@ impl Model {
             }
             let mut w = vec![0.0f32; r_count * n];
             w.par_chunks_mut(n).enumerate().for_each(|(i, wr)| {
-                render::weights(&lvl.sigma[i * n..(i + 1) * n], &lvl.t[i * (n + 1)..(i + 1) * (n + 1)], wr);
+                render::weights(
+                    &lvl.sigma[i * n..(i + 1) * n],
+                    &lvl.t[i * (n + 1)..(i + 1) * (n + 1)],
+                    wr,
+                );
             });
             lvl.w = w;
             levels.push(lvl);
@@ -403,7 +495,13 @@ impl Model {
         let mut out = vec![0.0f32; ns * 3];
         let cidx = self.idx_grid() + 2;
         if train {
-            mlp_forward_into(&ccfg, &self.params[cidx], &color.x, &mut out, &mut color.cache);
+            mlp_forward_into(
+                &ccfg,
+                &self.params[cidx],
+                &color.x,
+                &mut out,
+                &mut color.cache,
+            );
         } else {
             mlp_forward_inference(&ccfg, &self.params[cidx], &color.x, &mut out);
         }
@@ -412,7 +510,13 @@ impl Model {
         let n = lvl.n;
         let res: Vec<([f32; 3], f32, f32)> = (0..r_count)
             .into_par_iter()
-            .map(|i| render::composite(&lvl.w[i * n..(i + 1) * n], &color.rgb[i * n * 3..(i + 1) * n * 3], &lvl.t[i * (n + 1)..(i + 1) * (n + 1)]))
+            .map(|i| {
+                render::composite(
+                    &lvl.w[i * n..(i + 1) * n],
+                    &color.rgb[i * n * 3..(i + 1) * n * 3],
+                    &lvl.t[i * (n + 1)..(i + 1) * (n + 1)],
+                )
+            })
             .collect();
         Forward {
             rgb: res.iter().map(|r| r.0).collect(),
@@ -456,7 +560,15 @@ impl Model {
     /// `params`) and, if given, the per-ray latent gradients into `d_latent` (`[R * glo_dim]`, added).
     /// The proposal levels receive gradient only from the interlevel loss (stop-gradient on the NeRF
     /// histogram and on the resampling, as in multinerf).
-    pub fn backward(&self, rays: &Rays, fwd: &Forward, target: &[[f32; 3]], lw: &LossWeights, grads: &mut [Vec<f32>], d_latent: Option<&mut [f32]>) -> Losses {
+    pub fn backward(
+        &self,
+        rays: &Rays,
+        fwd: &Forward,
+        target: &[[f32; 3]],
+        lw: &LossWeights,
+        grads: &mut [Vec<f32>],
+        d_latent: Option<&mut [f32]>,
+    ) -> Losses {
         let r_count = rays.len();
         let nprop = self.nprop();
         let nl = &fwd.levels[nprop];
@@ -514,37 +626,75 @@ impl Model {
         let ns = r_count * n;
         let mut d_x = vec![0.0f32; ns * cin];
         let ccfg = self.cfg.color_mlp();
-        mlp_backward(&ccfg, &self.params[gidx + 2], &fwd.color.x, &fwd.color.cache, &g_out, &mut grads[gidx + 2], Some(&mut d_x));
+        mlp_backward(
+            &ccfg,
+            &self.params[gidx + 2],
+            &fwd.color.x,
+            &fwd.color.cache,
+            &g_out,
+            &mut grads[gidx + 2],
+            Some(&mut d_x),
+        );
         let gd = self.cfg.glo_dim;
         if let Some(dl) = d_latent {
-            dl.par_chunks_mut(gd.max(1)).enumerate().for_each(|(i, dli)| {
-                if gd == 0 {
-                    return;
-                }
-                for j in 0..n {
-                    let row = &d_x[(i * n + j) * cin..(i * n + j + 1) * cin];
-                    for (a, b) in dli.iter_mut().zip(&row[GEO_DIM + DIR_DIM..GEO_DIM + DIR_DIM + gd]) {
-                        *a += b;
+            dl.par_chunks_mut(gd.max(1))
+                .enumerate()
+                .for_each(|(i, dli)| {
+                    if gd == 0 {
+                        return;
                     }
-                }
-            });
+                    for j in 0..n {
+                        let row = &d_x[(i * n + j) * cin..(i * n + j + 1) * cin];
+                        for (a, b) in dli
+                            .iter_mut()
+                            .zip(&row[GEO_DIM + DIR_DIM..GEO_DIM + DIR_DIM + gd])
+                        {
+                            *a += b;
+                        }
+                    }
+                });
         }
         // --- Density MLP backward: d raw = [g_sigma * sigma, d geo].
         let mut d_raw = vec![0.0f32; ns * (1 + GEO_DIM)];
-        d_raw.par_chunks_mut(1 + GEO_DIM).enumerate().for_each(|(i, dr)| {
-            dr[0] = g_sigma[i] * nl.sigma[i];
-            dr[1..].copy_from_slice(&d_x[i * cin..i * cin + GEO_DIM]);
-        });
+        d_raw
+            .par_chunks_mut(1 + GEO_DIM)
+            .enumerate()
+            .for_each(|(i, dr)| {
+                dr[0] = g_sigma[i] * nl.sigma[i];
+                dr[1..].copy_from_slice(&d_x[i * cin..i * cin + GEO_DIM]);
+            });
         drop(d_x);
         let dcfg = self.cfg.density_mlp();
         match self.cfg.backbone {
             Backbone::HashGrid => {
                 let mut d_enc = vec![0.0f32; nl.enc.len()];
-                mlp_backward(&dcfg, &self.params[gidx + 1], &nl.enc, &nl.cache, &d_raw, &mut grads[gidx + 1], Some(&mut d_enc));
-                hash_encode_backward(&self.cfg.nerf_grid, &nl.pos, Some(&nl.fsig), &d_enc, &mut grads[gidx]);
+                mlp_backward(
+                    &dcfg,
+                    &self.params[gidx + 1],
+                    &nl.enc,
+                    &nl.cache,
+                    &d_raw,
+                    &mut grads[gidx + 1],
+                    Some(&mut d_enc),
+                );
+                hash_encode_backward(
+                    &self.cfg.nerf_grid,
+                    &nl.pos,
+                    Some(&nl.fsig),
+                    &d_enc,
+                    &mut grads[gidx],
+                );
             }
             Backbone::IpeMlp => {
-                mlp_backward(&dcfg, &self.params[gidx + 1], &nl.enc, &nl.cache, &d_raw, &mut grads[gidx + 1], None);
+                mlp_backward(
+                    &dcfg,
+                    &self.params[gidx + 1],
+                    &nl.enc,
+                    &nl.cache,
+                    &d_raw,
+                    &mut grads[gidx + 1],
+                    None,
+                );
             }
         }
 
@@ -567,7 +717,13 @@ impl Model {
                         scale,
                         &mut gw,
                     );
-                    render::weights_backward(&pl.sigma[i * m..(i + 1) * m], &pl.t[i * (m + 1)..(i + 1) * (m + 1)], &pl.w[i * m..(i + 1) * m], &gw, gs);
+                    render::weights_backward(
+                        &pl.sigma[i * m..(i + 1) * m],
+                        &pl.t[i * (m + 1)..(i + 1) * (m + 1)],
+                        &pl.w[i * m..(i + 1) * m],
+                        &gw,
+                        gs,
+                    );
                     l as f64
                 })
                 .sum();
@@ -575,8 +731,22 @@ impl Model {
             let d_raw: Vec<f32> = gsig.par_iter().zip(&pl.sigma).map(|(g, s)| g * s).collect();
             let mut d_enc = vec![0.0f32; pl.enc.len()];
             let (a, b) = grads.split_at_mut(2 * k + 1);
-            mlp_backward(&self.cfg.prop_mlp(k), &self.params[2 * k + 1], &pl.enc, &pl.cache, &d_raw, &mut b[0], Some(&mut d_enc));
-            hash_encode_backward(&self.cfg.prop_grids[k], &pl.pos, Some(&pl.fsig), &d_enc, &mut a[2 * k]);
+            mlp_backward(
+                &self.cfg.prop_mlp(k),
+                &self.params[2 * k + 1],
+                &pl.enc,
+                &pl.cache,
+                &d_raw,
+                &mut b[0],
+                Some(&mut d_enc),
+            );
+            hash_encode_backward(
+                &self.cfg.prop_grids[k],
+                &pl.pos,
+                Some(&pl.fsig),
+                &d_enc,
+                &mut a[2 * k],
+            );
         }
         losses
     }
@@ -586,13 +756,23 @@ impl Model {
     /// NeRF-W evaluation protocol: optimise one latent (starting at `init`) so that the rays' colours
     /// match `target`, with the network fixed. The density does not depend on the latent, so the
     /// proposal and density passes run once and only the colour head is iterated (Adam, MSE).
-    pub fn optimize_latent(&self, rays: &Rays, target: &[[f32; 3]], init: &[f32], steps: usize, lr: f32) -> Vec<f32> {
+    pub fn optimize_latent(
+        &self,
+        rays: &Rays,
+        target: &[[f32; 3]],
+        init: &[f32],
+        steps: usize,
+        lr: f32,
+    ) -> Vec<f32> {
         let gd = self.cfg.glo_dim;
         let mut z = init.to_vec();
         if gd == 0 || steps == 0 || rays.is_empty() {
             return z;
         }
-        let mode = SampleMode { jitter: None, train_frac: 1.0 };
+        let mode = SampleMode {
+            jitter: None,
+            train_frac: 1.0,
+        };
         let mut fwd = self.forward(rays, &mode, false);
         let r_count = rays.len();
         let lvl = fwd.levels.pop().expect("NeRF level");
@@ -600,7 +780,14 @@ impl Model {
         let cin = self.cfg.color_in();
         let ccfg = self.cfg.color_mlp();
         let cidx = self.idx_grid() + 2;
-        let mut adam = crate::kernels::Adam::new(gd, crate::kernels::AdamConfig { beta1: 0.9, beta2: 0.99, eps: 1e-15 });
+        let mut adam = crate::kernels::Adam::new(
+            gd,
+            crate::kernels::AdamConfig {
+                beta1: 0.9,
+                beta2: 0.99,
+                eps: 1e-15,
+            },
+        );
         let mut rays_z = rays.clone();
         let mut x = Vec::new();
         let mut out = vec![0.0f32; r_count * n * 3];
@@ -629,10 +816,21 @@ impl Model {
                     }
                 }
             });
-            mlp_backward(&ccfg, &self.params[cidx], &x, &cache, &g_out, &mut dummy, Some(&mut d_x));
+            mlp_backward(
+                &ccfg,
+                &self.params[cidx],
+                &x,
+                &cache,
+                &g_out,
+                &mut dummy,
+                Some(&mut d_x),
+            );
             let mut gz = vec![0.0f32; gd];
             for row in d_x.chunks(cin) {
-                for (a, b) in gz.iter_mut().zip(&row[GEO_DIM + DIR_DIM..GEO_DIM + DIR_DIM + gd]) {
+                for (a, b) in gz
+                    .iter_mut()
+                    .zip(&row[GEO_DIM + DIR_DIM..GEO_DIM + DIR_DIM + gd])
+                {
                     *a += b;
                 }
             }
@@ -670,7 +868,11 @@ mod tests {
             let mut rays = Rays::default();
             let mut target = Vec::new();
             for _ in 0..r {
-                let d: [f32; 3] = [rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)];
+                let d: [f32; 3] = [
+                    rng.random_range(-1.0..1.0),
+                    rng.random_range(-1.0..1.0),
+                    rng.random_range(-1.0..1.0),
+                ];
                 let l = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
                 let d = [d[0] / l, d[1] / l, d[2] / l];
                 rays.o.push([0.0; 3]);
@@ -680,12 +882,22 @@ mod tests {
                 rays.latent.extend([0.0, 0.0]);
                 target.push([0.5 + 0.4 * d[0], 0.5 + 0.4 * d[1], 0.3]);
             }
-            let mut adams: Vec<Adam> = model.params.iter().map(|p| Adam::new(p.len(), crate::train::ADAM)).collect();
-            let lw = LossWeights { distortion: 0.01, interlevel: 1.0 };
+            let mut adams: Vec<Adam> = model
+                .params
+                .iter()
+                .map(|p| Adam::new(p.len(), crate::train::ADAM))
+                .collect();
+            let lw = LossWeights {
+                distortion: 0.01,
+                interlevel: 1.0,
+            };
             let mut first = 0.0;
             let mut last = 0.0;
             for step in 0..60 {
-                let mode = SampleMode { jitter: None, train_frac: step as f32 / 60.0 };
+                let mode = SampleMode {
+                    jitter: None,
+                    train_frac: step as f32 / 60.0,
+                };
                 let fwd = model.forward(&rays, &mode, true);
                 let mut grads = model.zeros_like();
                 let l = model.backward(&rays, &fwd, &target, &lw, &mut grads, None);
@@ -699,7 +911,10 @@ mod tests {
                     }
                 }
             }
-            assert!(last < 0.5 * first, "{backbone}: data loss {first} -> {last}");
+            assert!(
+                last < 0.5 * first,
+                "{backbone}: data loss {first} -> {last}"
+            );
         }
     }
 }

@@ -63,25 +63,36 @@ impl VolumeRenderOp {
         let r = self.rays();
         let mut gs = vec![0.0f32; r * n];
         let mut gc = vec![0.0f32; r * n * 3];
-        gs.par_chunks_mut(n).zip(gc.par_chunks_mut(n * 3)).enumerate().for_each(|(i, (gsi, gci))| {
-            let sg = &sigma[i * n..(i + 1) * n];
-            let cg = &rgb[i * n * 3..(i + 1) * n * 3];
-            let mut tmp = [0.0f32; VR_COLS];
-            let w = self.ray_fwd(i, sg, cg, &mut tmp);
-            let g = &grad[i * VR_COLS..(i + 1) * VR_COLS];
-            let t = &self.t[i * (n + 1)..(i + 1) * (n + 1)];
-            let s = &self.s[i * (n + 1)..(i + 1) * (n + 1)];
-            let mut gw = vec![0.0f32; n];
-            stepfun::distortion_loss(s, &w, g[5], &mut gw);
-            for j in 0..n {
-                let mid = if j + 1 == n { t[j] } else { 0.5 * (t[j] + t[j + 1]) };
-                gw[j] += g[0] * cg[3 * j] + g[1] * cg[3 * j + 1] + g[2] * cg[3 * j + 2] + g[3] * mid + g[4];
-                for k in 0..3 {
-                    gci[3 * j + k] = g[k] * w[j];
+        gs.par_chunks_mut(n)
+            .zip(gc.par_chunks_mut(n * 3))
+            .enumerate()
+            .for_each(|(i, (gsi, gci))| {
+                let sg = &sigma[i * n..(i + 1) * n];
+                let cg = &rgb[i * n * 3..(i + 1) * n * 3];
+                let mut tmp = [0.0f32; VR_COLS];
+                let w = self.ray_fwd(i, sg, cg, &mut tmp);
+                let g = &grad[i * VR_COLS..(i + 1) * VR_COLS];
+                let t = &self.t[i * (n + 1)..(i + 1) * (n + 1)];
+                let s = &self.s[i * (n + 1)..(i + 1) * (n + 1)];
+                let mut gw = vec![0.0f32; n];
+                stepfun::distortion_loss(s, &w, g[5], &mut gw);
+                for j in 0..n {
+                    let mid = if j + 1 == n {
+                        t[j]
+                    } else {
+                        0.5 * (t[j] + t[j + 1])
+                    };
+                    gw[j] += g[0] * cg[3 * j]
+                        + g[1] * cg[3 * j + 1]
+                        + g[2] * cg[3 * j + 2]
+                        + g[3] * mid
+                        + g[4];
+                    for k in 0..3 {
+                        gci[3 * j + k] = g[k] * w[j];
+                    }
                 }
-            }
-            render::weights_backward(sg, t, &w, &gw, gsi);
-        });
+                render::weights_backward(sg, t, &w, &gw, gsi);
+            });
         (gs, gc)
     }
 }
@@ -91,27 +102,53 @@ impl CustomOp2 for VolumeRenderOp {
         "volume-render"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let r = self.rays();
         if l1.dims() != [r, self.n] || l2.dims() != [r, self.n, 3] {
-            bail!("volume-render: expected sigma [{r}, {}] and rgb [{r}, {}, 3], got {:?} and {:?}", self.n, self.n, l1.dims(), l2.dims());
+            bail!(
+                "volume-render: expected sigma [{r}, {}] and rgb [{r}, {}, 3], got {:?} and {:?}",
+                self.n,
+                self.n,
+                l1.dims(),
+                l2.dims()
+            );
         }
         let sigma = data(s1, l1, "sigma")?;
         let rgb = data(s2, l2, "rgb")?;
         let n = self.n;
         let mut out = vec![0.0f32; r * VR_COLS];
         out.par_chunks_mut(VR_COLS).enumerate().for_each(|(i, o)| {
-            self.ray_fwd(i, &sigma[i * n..(i + 1) * n], &rgb[i * n * 3..(i + 1) * n * 3], o);
+            self.ray_fwd(
+                i,
+                &sigma[i * n..(i + 1) * n],
+                &rgb[i * n * 3..(i + 1) * n * 3],
+                o,
+            );
         });
         Ok((CpuStorage::F32(out), Shape::from((r, VR_COLS))))
     }
 
-    fn bwd(&self, sigma: &Tensor, rgb: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        sigma: &Tensor,
+        rgb: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let s = sigma.flatten_all()?.to_vec1::<f32>()?;
         let c = rgb.flatten_all()?.to_vec1::<f32>()?;
         let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let (gs, gc) = self.backward(&s, &c, &g);
-        Ok((Some(Tensor::from_vec(gs, sigma.shape(), sigma.device())?), Some(Tensor::from_vec(gc, rgb.shape(), rgb.device())?)))
+        Ok((
+            Some(Tensor::from_vec(gs, sigma.shape(), sigma.device())?),
+            Some(Tensor::from_vec(gc, rgb.shape(), rgb.device())?),
+        ))
     }
 }
 
@@ -162,11 +199,18 @@ impl CustomOp1 for InterlevelOp {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
         let r = self.rays();
         if l1.dims() != [r, self.m] {
-            bail!("interlevel-loss: expected sigma [{r}, {}], got {:?}", self.m, l1.dims());
+            bail!(
+                "interlevel-loss: expected sigma [{r}, {}], got {:?}",
+                self.m,
+                l1.dims()
+            );
         }
         let sigma = data(s1, l1, "sigma")?;
         let m = self.m;
-        let out: Vec<f32> = (0..r).into_par_iter().map(|i| self.ray(i, &sigma[i * m..(i + 1) * m], 0.0, None)).collect();
+        let out: Vec<f32> = (0..r)
+            .into_par_iter()
+            .map(|i| self.ray(i, &sigma[i * m..(i + 1) * m], 0.0, None))
+            .collect();
         Ok((CpuStorage::F32(out), Shape::from(r)))
     }
 
@@ -207,7 +251,12 @@ mod tests {
 
     /// Relative error `|g - fd| / |fd|` over the whole gradient vector.
     fn rel_err(g: &[f32], fd: &[f64]) -> f64 {
-        let num: f64 = g.iter().zip(fd).map(|(a, b)| (*a as f64 - b).powi(2)).sum::<f64>().sqrt();
+        let num: f64 = g
+            .iter()
+            .zip(fd)
+            .map(|(a, b)| (*a as f64 - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
         let den: f64 = fd.iter().map(|b| b * b).sum::<f64>().sqrt();
         num / den
     }
@@ -220,22 +269,47 @@ mod tests {
         let op = VolumeRenderOp { n, t, s };
         let sigma: Vec<f32> = (0..r * n).map(|_| rng.random_range(0.2..4.0)).collect();
         let rgb: Vec<f32> = (0..r * n * 3).map(|_| rng.random_range(0.0..1.0)).collect();
-        let coef: Vec<f32> = (0..r * VR_COLS).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let coef: Vec<f32> = (0..r * VR_COLS)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
         let dev = Device::Cpu;
         let sv = Var::from_vec(sigma.clone(), (r, n), &dev).unwrap();
         let cv = Var::from_vec(rgb.clone(), (r, n, 3), &dev).unwrap();
         let ct = Tensor::from_vec(coef.clone(), (r, VR_COLS), &dev).unwrap();
-        let out = sv.as_tensor().apply_op2(cv.as_tensor(), op.clone()).unwrap();
+        let out = sv
+            .as_tensor()
+            .apply_op2(cv.as_tensor(), op.clone())
+            .unwrap();
         let loss = (out * &ct).unwrap().sum_all().unwrap();
         let grads = loss.backward().unwrap();
-        let gs = grads.get(sv.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let gc = grads.get(cv.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let gs = grads
+            .get(sv.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let gc = grads
+            .get(cv.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let f = |sig: &[f32], col: &[f32]| -> f64 {
             let mut o = [0.0f32; VR_COLS];
             (0..r)
                 .map(|i| {
-                    op.ray_fwd(i, &sig[i * n..(i + 1) * n], &col[i * n * 3..(i + 1) * n * 3], &mut o);
-                    o.iter().zip(&coef[i * VR_COLS..]).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>()
+                    op.ray_fwd(
+                        i,
+                        &sig[i * n..(i + 1) * n],
+                        &col[i * n * 3..(i + 1) * n * 3],
+                        &mut o,
+                    );
+                    o.iter()
+                        .zip(&coef[i * VR_COLS..])
+                        .map(|(a, b)| (*a as f64) * (*b as f64))
+                        .sum::<f64>()
                 })
                 .sum()
         };
@@ -257,7 +331,10 @@ mod tests {
             })
             .collect();
         let (es, ec) = (rel_err(&gs, &fd_s), rel_err(&gc, &fd_c));
-        assert!(es < 1e-3 && ec < 1e-3, "relative errors: sigma {es:.2e}, rgb {ec:.2e}");
+        assert!(
+            es < 1e-3 && ec < 1e-3,
+            "relative errors: sigma {es:.2e}, rgb {ec:.2e}"
+        );
     }
 
     #[test]
@@ -267,18 +344,42 @@ mod tests {
         let (t, s) = fenceposts(&mut rng, r, m);
         let (_, s_nerf) = fenceposts(&mut rng, r, n);
         // A NeRF histogram that is partly not covered by the proposal (so the loss is active).
-        let w_nerf: Vec<f32> = (0..r * n).map(|k| if k % 3 == 0 { 0.4 } else { 0.05 }).collect();
-        let op = InterlevelOp { m, t, s, n, s_nerf, w_nerf };
+        let w_nerf: Vec<f32> = (0..r * n)
+            .map(|k| if k % 3 == 0 { 0.4 } else { 0.05 })
+            .collect();
+        let op = InterlevelOp {
+            m,
+            t,
+            s,
+            n,
+            s_nerf,
+            w_nerf,
+        };
         let sigma: Vec<f32> = (0..r * m).map(|_| rng.random_range(0.1..3.0)).collect();
         let coef: Vec<f32> = (0..r).map(|_| rng.random_range(0.5..1.5)).collect();
         let dev = Device::Cpu;
         let sv = Var::from_vec(sigma.clone(), (r, m), &dev).unwrap();
         let out = sv.as_tensor().apply_op1(op.clone()).unwrap();
-        let loss = (out * Tensor::from_vec(coef.clone(), r, &dev).unwrap()).unwrap().sum_all().unwrap();
+        let loss = (out * Tensor::from_vec(coef.clone(), r, &dev).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
         let lv = loss.to_scalar::<f32>().unwrap();
         assert!(lv > 0.01, "the test case must exercise the loss: {lv}");
-        let g = loss.backward().unwrap().get(sv.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let f = |sig: &[f32]| -> f64 { (0..r).map(|i| op.ray(i, &sig[i * m..(i + 1) * m], 0.0, None) as f64 * coef[i] as f64).sum() };
+        let g = loss
+            .backward()
+            .unwrap()
+            .get(sv.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let f = |sig: &[f32]| -> f64 {
+            (0..r)
+                .map(|i| op.ray(i, &sig[i * m..(i + 1) * m], 0.0, None) as f64 * coef[i] as f64)
+                .sum()
+        };
         let h = 1e-3f32;
         let fd: Vec<f64> = (0..r * m)
             .map(|k| {

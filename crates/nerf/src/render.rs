@@ -56,7 +56,11 @@ pub fn composite(w: &[f32], rgb: &[f32], t: &[f32]) -> ([f32; 3], f32, f32) {
         for k in 0..3 {
             c[k] += w[i] * rgb[3 * i + k];
         }
-        let mid = if i + 1 == w.len() { t[i] } else { 0.5 * (t[i] + t[i + 1]) };
+        let mid = if i + 1 == w.len() {
+            t[i]
+        } else {
+            0.5 * (t[i] + t[i + 1])
+        };
         depth += w[i] * mid;
         acc += w[i];
     }
@@ -100,7 +104,10 @@ mod tests {
         let f = |s: &[f32]| {
             let mut w = [0.0; 5];
             weights(s, &t, &mut w);
-            w.iter().zip(&g_w).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>()
+            w.iter()
+                .zip(&g_w)
+                .map(|(a, b)| (*a as f64) * (*b as f64))
+                .sum::<f64>()
         };
         let mut w = [0.0; 5];
         weights(&sigma, &t, &mut w);

@@ -64,7 +64,11 @@ impl NerfRenderer {
     pub fn from_checkpoint(path: &Path) -> Result<Self, NerfError> {
         let (model, _, meta) = checkpoint::load(path)?;
         let mean_radius = meta.mean_radius.unwrap_or(1e-3);
-        Ok(NerfRenderer { model, meta, mean_radius })
+        Ok(NerfRenderer {
+            model,
+            meta,
+            mean_radius,
+        })
     }
 
     /// Scene normalisation (world -> model frame).
@@ -77,7 +81,8 @@ impl NerfRenderer {
         match c {
             LatentChoice::Mean => self.model.mean_latent(),
             LatentChoice::Zero => vec![0.0; d],
-            LatentChoice::Photo(name) => match self.meta.train_names.iter().position(|n| n == name) {
+            LatentChoice::Photo(name) => match self.meta.train_names.iter().position(|n| n == name)
+            {
                 Some(i) => self.model.latent(i),
                 None => {
                     tracing::warn!("render: {name} is not a training photo; using the mean latent");
@@ -88,20 +93,34 @@ impl NerfRenderer {
     }
 
     /// Render rays given in the SfM world frame (any direction length; normalised here).
-    pub fn render_rays(&self, origins: &[[f32; 3]], dirs: &[[f32; 3]], opts: &RenderOptions) -> RenderOutput {
+    pub fn render_rays(
+        &self,
+        origins: &[[f32; 3]],
+        dirs: &[[f32; 3]],
+        opts: &RenderOptions,
+    ) -> RenderOutput {
         let norm = self.meta.norm;
-        let ev = opts.exposure_ev.map(|e| e - self.meta.ev_mean).unwrap_or(0.0) as f32;
+        let ev = opts
+            .exposure_ev
+            .map(|e| e - self.meta.ev_mean)
+            .unwrap_or(0.0) as f32;
         let latent = self.latent(&opts.latent);
         let r = opts.radius_px.unwrap_or(self.mean_radius);
         let rays = Rays {
-            o: origins.iter().map(|o| {
-                let p = norm.point([o[0] as f64, o[1] as f64, o[2] as f64]);
-                [p[0] as f32, p[1] as f32, p[2] as f32]
-            }).collect(),
-            d: dirs.iter().map(|d| {
-                let n = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt().max(1e-20);
-                [d[0] / n, d[1] / n, d[2] / n]
-            }).collect(),
+            o: origins
+                .iter()
+                .map(|o| {
+                    let p = norm.point([o[0] as f64, o[1] as f64, o[2] as f64]);
+                    [p[0] as f32, p[1] as f32, p[2] as f32]
+                })
+                .collect(),
+            d: dirs
+                .iter()
+                .map(|d| {
+                    let n = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt().max(1e-20);
+                    [d[0] / n, d[1] / n, d[2] / n]
+                })
+                .collect(),
             r: vec![r; origins.len()],
             latent: Vec::new(),
             ev: vec![ev; origins.len()],
@@ -114,7 +133,10 @@ impl NerfRenderer {
 
     /// Render a whole photo from a camera and a world-to-camera pose (pixel centres).
     pub fn render_camera(&self, cam: &Camera, pose: &Pose, opts: &RenderOptions) -> RgbImage {
-        let ev = opts.exposure_ev.map(|e| e - self.meta.ev_mean).unwrap_or(0.0) as f32;
+        let ev = opts
+            .exposure_ev
+            .map(|e| e - self.meta.ev_mean)
+            .unwrap_or(0.0) as f32;
         let latent = self.latent(&opts.latent);
         let img = render_photo_rays(&self.model, &self.meta.norm, cam, pose, ev, &latent);
         crate::metrics::to_image(&img, cam.width as usize, cam.height as usize)
@@ -124,7 +146,10 @@ impl NerfRenderer {
 /// Render norm-frame rays in chunks (deterministic sample placement); `latent` is used for every ray.
 pub fn render_norm(model: &Model, rays: &Rays, latent: &[f32]) -> RenderOutput {
     let mut out = RenderOutput::default();
-    let mode = SampleMode { jitter: None, train_frac: 1.0 };
+    let mode = SampleMode {
+        jitter: None,
+        train_frac: 1.0,
+    };
     let gd = model.cfg.glo_dim;
     for start in (0..rays.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(rays.len());
@@ -147,9 +172,19 @@ pub fn render_norm(model: &Model, rays: &Rays, latent: &[f32]) -> RenderOutput {
 }
 
 /// Render a photo's pixel centres; returns `[h * w * 3]` floats.
-pub fn render_photo_rays(model: &Model, norm: &SceneNorm, cam: &Camera, pose: &Pose, ev: f32, latent: &[f32]) -> Vec<f32> {
+pub fn render_photo_rays(
+    model: &Model,
+    norm: &SceneNorm,
+    cam: &Camera,
+    pose: &Pose,
+    ev: f32,
+    latent: &[f32],
+) -> Vec<f32> {
     let (w, h) = (cam.width as usize, cam.height as usize);
-    let items: Vec<([f32; 3], [f32; 3], f32)> = (0..w * h).into_par_iter().map(|i| camera_ray(norm, cam, pose, (i % w) as f64 + 0.5, (i / w) as f64 + 0.5)).collect();
+    let items: Vec<([f32; 3], [f32; 3], f32)> = (0..w * h)
+        .into_par_iter()
+        .map(|i| camera_ray(norm, cam, pose, (i % w) as f64 + 0.5, (i / w) as f64 + 0.5))
+        .collect();
     let rays = Rays {
         o: items.iter().map(|x| x.0).collect(),
         d: items.iter().map(|x| x.1).collect(),

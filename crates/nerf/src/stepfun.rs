@@ -24,7 +24,12 @@ pub fn dilation(prod_prev_samples: usize) -> f32 {
 /// `stepfun.max_dilate_weights`: max-pool the density `p = w/dt` over `±dilation` and re-integrate it
 /// on the fenceposts `sort(t, t[:-1]-dilation, t[1:]+dilation)` clipped to `domain`, renormalised to
 /// sum to 1. Returns `(t_dilated, w_dilated)` with 3n+1 fenceposts.
-pub fn max_dilate_weights(t: &[f32], w: &[f32], dil: f32, domain: (f32, f32)) -> (Vec<f32>, Vec<f32>) {
+pub fn max_dilate_weights(
+    t: &[f32],
+    w: &[f32],
+    dil: f32,
+    domain: (f32, f32),
+) -> (Vec<f32>, Vec<f32>) {
     let n = w.len();
     let p: Vec<f32> = (0..n)
         .map(|i| {
@@ -73,16 +78,27 @@ pub fn max_dilate_weights(t: &[f32], w: &[f32], dil: f32, domain: (f32, f32)) ->
 /// (stratified, with one jitter `u0 in [0,1)` per ray, or the deterministic bin centres when `None`),
 /// then return the m+1 fenceposts at the midpoints between centres, the two ends reflected about the
 /// first/last centre and clamped to `domain`. `w` need not be normalised; zero-width bins are ignored.
-pub fn sample_intervals(t: &[f32], w: &[f32], m: usize, u0: Option<f32>, domain: (f32, f32), out: &mut [f32]) {
+pub fn sample_intervals(
+    t: &[f32],
+    w: &[f32],
+    m: usize,
+    u0: Option<f32>,
+    domain: (f32, f32),
+    out: &mut [f32],
+) {
     debug_assert!(m >= 2 && out.len() == m + 1);
     let n = w.len();
-    let total: f32 = (0..n).map(|i| if t[i + 1] > t[i] { w[i].max(0.0) } else { 0.0 }).sum();
+    let total: f32 = (0..n)
+        .map(|i| if t[i + 1] > t[i] { w[i].max(0.0) } else { 0.0 })
+        .sum();
     let mut centers = vec![0.0f32; m];
     // u in [0,1): stratified.
     let us: Vec<f32> = match u0 {
         None => {
             let pad = 1.0 / (2 * m) as f32;
-            (0..m).map(|i| pad + (1.0 - 2.0 * pad - EPS) * i as f32 / (m - 1) as f32).collect()
+            (0..m)
+                .map(|i| pad + (1.0 - 2.0 * pad - EPS) * i as f32 / (m - 1) as f32)
+                .collect()
         }
         Some(j) => {
             let u_max = EPS + (1.0 - EPS) / m as f32;
@@ -92,7 +108,7 @@ pub fn sample_intervals(t: &[f32], w: &[f32], m: usize, u0: Option<f32>, domain:
                 .collect()
         }
     };
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         // Degenerate histogram: uniform over the domain spanned by t.
         let (a, b) = (t[0], t[n]);
         for (c, u) in centers.iter_mut().zip(&us) {
@@ -104,10 +120,18 @@ pub fn sample_intervals(t: &[f32], w: &[f32], m: usize, u0: Option<f32>, domain:
         let mut cw0 = 0.0f32; // CDF at t[i]
         for (c, &u) in centers.iter_mut().zip(&us) {
             loop {
-                let wi = if t[i + 1] > t[i] { w[i].max(0.0) / total } else { 0.0 };
+                let wi = if t[i + 1] > t[i] {
+                    w[i].max(0.0) / total
+                } else {
+                    0.0
+                };
                 let cw1 = (cw0 + wi).min(1.0);
                 if u < cw1 || i + 1 == n {
-                    let f = if wi > 0.0 { ((u - cw0) / wi).clamp(0.0, 1.0) } else { 0.0 };
+                    let f = if wi > 0.0 {
+                        ((u - cw0) / wi).clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    };
                     *c = t[i] + f * (t[i + 1] - t[i]);
                     break;
                 }
@@ -158,7 +182,14 @@ pub fn outer(t0: &[f32], t1: &[f32], w1: &[f32]) -> (Vec<f32>, Vec<(usize, usize
 /// `sum_i max(0, w_i - outer_i)^2 / (w_i + eps)` where `(t, w)` is the NeRF histogram (held fixed) and
 /// `outer` bounds it from the proposal histogram `(t_env, w_env)`. Returns the loss and adds
 /// `scale * dL/dw_env` into `g_env`.
-pub fn interlevel_loss(t: &[f32], w: &[f32], t_env: &[f32], w_env: &[f32], scale: f32, g_env: &mut [f32]) -> f32 {
+pub fn interlevel_loss(
+    t: &[f32],
+    w: &[f32],
+    t_env: &[f32],
+    w_env: &[f32],
+    scale: f32,
+    g_env: &mut [f32],
+) -> f32 {
     let (wo, ranges) = outer(t, t_env, w_env);
     let mut loss = 0.0;
     for i in 0..w.len() {
@@ -244,7 +275,11 @@ mod tests {
             let mut wm = w;
             wm[k] -= h;
             let fd = (brute(&wp) - brute(&wm)) / (2.0 * h as f64);
-            assert!((g[k] as f64 - fd).abs() < 1e-3 * fd.abs().max(1e-2), "{k}: {} vs {fd}", g[k]);
+            assert!(
+                (g[k] as f64 - fd).abs() < 1e-3 * fd.abs().max(1e-2),
+                "{k}: {} vs {fd}",
+                g[k]
+            );
         }
     }
 
@@ -253,10 +288,19 @@ mod tests {
         // Proposal bins [0,.5],[.5,1] with w (0.2, 0.8); NeRF bins [0,.25],[.25,.75],[.75,1].
         let (wo, _) = outer(&[0.0, 0.25, 0.75, 1.0], &[0.0, 0.5, 1.0], &[0.2, 0.8]);
         assert_eq!(wo.len(), 3);
-        assert!((wo[0] - 0.2).abs() < 1e-6 && (wo[1] - 1.0).abs() < 1e-6 && (wo[2] - 0.8).abs() < 1e-6);
+        assert!(
+            (wo[0] - 0.2).abs() < 1e-6 && (wo[1] - 1.0).abs() < 1e-6 && (wo[2] - 0.8).abs() < 1e-6
+        );
         // NeRF weight 0.5 in the first bin exceeds its bound 0.2: loss 0.3^2/0.5 = 0.18.
         let mut g = [0.0; 2];
-        let l = interlevel_loss(&[0.0, 0.25, 0.75, 1.0], &[0.5, 0.3, 0.2], &[0.0, 0.5, 1.0], &[0.2, 0.8], 1.0, &mut g);
+        let l = interlevel_loss(
+            &[0.0, 0.25, 0.75, 1.0],
+            &[0.5, 0.3, 0.2],
+            &[0.0, 0.5, 1.0],
+            &[0.2, 0.8],
+            1.0,
+            &mut g,
+        );
         assert!((l - 0.18).abs() < 1e-5, "{l}");
         assert!((g[0] + 2.0 * 0.3 / 0.5).abs() < 1e-4 && g[1] == 0.0);
     }

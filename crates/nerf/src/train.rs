@@ -18,7 +18,11 @@ use std::path::Path;
 use std::time::Instant;
 
 /// Adam hyper-parameters of every buffer (Instant-NGP / nerfacto: beta2 0.99, eps 1e-15).
-pub const ADAM: AdamConfig = AdamConfig { beta1: 0.9, beta2: 0.99, eps: 1e-15 };
+pub const ADAM: AdamConfig = AdamConfig {
+    beta1: 0.9,
+    beta2: 0.99,
+    eps: 1e-15,
+};
 
 /// multinerf `math.learning_rate_decay`: log-linear from `lr_init` to `lr_final` over progress
 /// `p in [0,1]`, times the warm-up factor `0.01 + 0.99 sin(pi/2 clip(step / warmup, 0, 1))`.
@@ -26,7 +30,10 @@ pub fn learning_rate(cfg: &TrainConfig, step: usize, progress: f64) -> f64 {
     let p = progress.clamp(0.0, 1.0);
     let lr = (cfg.lr_init.ln() * (1.0 - p) + cfg.lr_final.ln() * p).exp();
     let delay = if cfg.lr_warmup_steps > 0 {
-        0.01 + 0.99 * (std::f64::consts::FRAC_PI_2 * (step as f64 / cfg.lr_warmup_steps as f64).clamp(0.0, 1.0)).sin()
+        0.01 + 0.99
+            * (std::f64::consts::FRAC_PI_2
+                * (step as f64 / cfg.lr_warmup_steps as f64).clamp(0.0, 1.0))
+            .sin()
     } else {
         1.0
     };
@@ -74,7 +81,11 @@ fn ckpt_path(work: &Path) -> std::path::PathBuf {
 /// `checkpoint_every` steps and at the end; metrics to `work/metrics.jsonl`.
 pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, NerfError> {
     let mcfg = ModelConfig::from_train(cfg, ds.train.len());
-    let train_names: Vec<String> = ds.train.iter().map(|&i| ds.photos[i].name.clone()).collect();
+    let train_names: Vec<String> = ds
+        .train
+        .iter()
+        .map(|&i| ds.photos[i].name.clone())
+        .collect();
     let train_ev: Vec<f64> = ds.train.iter().map(|&i| ds.photos[i].ev).collect();
     let mut meta = CheckpointMeta {
         format_version: checkpoint::FORMAT_VERSION,
@@ -88,7 +99,11 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
         config: cfg.clone(),
         adam: None,
         mean_radius: Some(
-            ds.train.iter().map(|&i| crate::coord::cone_radius(ds.photos[i].cam.mean_focal())).sum::<f32>() / ds.train.len().max(1) as f32,
+            ds.train
+                .iter()
+                .map(|&i| crate::coord::cone_radius(ds.photos[i].cam.mean_focal()))
+                .sum::<f32>()
+                / ds.train.len().max(1) as f32,
         ),
     };
     let ck = ckpt_path(work);
@@ -118,7 +133,10 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
         .append(true)
         .open(&metrics_path)
         .map_err(|e| NerfError::Io(metrics_path.clone(), e.to_string()))?;
-    let lw = LossWeights { distortion: cfg.distortion_weight as f32, interlevel: cfg.interlevel_weight as f32 };
+    let lw = LossWeights {
+        distortion: cfg.distortion_weight as f32,
+        interlevel: cfg.interlevel_weight as f32,
+    };
     let gd = mcfg.glo_dim;
     let gidx = model.idx_glo();
     let samples_per_ray: usize = mcfg.prop_samples.iter().sum::<usize>() + mcfg.nerf_samples;
@@ -142,11 +160,18 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
         }
         let lr = learning_rate(cfg, step, progress);
         // Per-step RNG: the run is repeatable and a resumed run draws the same batches.
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step as u64);
-        let (rays, target, idx) = ds.sample_batch(cfg.batch_rays, &mut rng, &model.params[gidx], gd);
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step as u64);
+        let (rays, target, idx) =
+            ds.sample_batch(cfg.batch_rays, &mut rng, &model.params[gidx], gd);
         let nlev = mcfg.prop_samples.len() + 1;
-        let jitter: Vec<Vec<f32>> = (0..nlev).map(|_| (0..rays.len()).map(|_| rng.random::<f32>()).collect()).collect();
-        let mode = SampleMode { jitter: Some(&jitter), train_frac: progress as f32 };
+        let jitter: Vec<Vec<f32>> = (0..nlev)
+            .map(|_| (0..rays.len()).map(|_| rng.random::<f32>()).collect())
+            .collect();
+        let mode = SampleMode {
+            jitter: Some(&jitter),
+            train_frac: progress as f32,
+        };
         let fwd = model.forward(&rays, &mode, true);
         for g in grads.iter_mut() {
             g.iter_mut().for_each(|v| *v = 0.0);
@@ -163,7 +188,14 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
         }
         let grad_norm = {
             let mut bufs: Vec<&mut [f32]> = grads.iter_mut().map(|g| g.as_mut_slice()).collect();
-            clip_grad_norm(&mut bufs, if cfg.grad_max_norm > 0.0 { cfg.grad_max_norm } else { f64::INFINITY })
+            clip_grad_norm(
+                &mut bufs,
+                if cfg.grad_max_norm > 0.0 {
+                    cfg.grad_max_norm
+                } else {
+                    f64::INFINITY
+                },
+            )
         };
         for ((p, g), a) in model.params.iter_mut().zip(&grads).zip(adams.iter_mut()) {
             if !p.is_empty() {
@@ -177,7 +209,7 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
         acc.0.mse += losses.mse;
         acc.1 += 1;
         pb.set_position(meta.step as u64);
-        if meta.step % cfg.metrics_every == 0 || meta.step == cfg.steps {
+        if meta.step.is_multiple_of(cfg.metrics_every) || meta.step == cfg.steps {
             let k = acc.1.max(1) as f64;
             let el = elapsed0 + t_call.elapsed().as_secs_f64();
             let secs = t_call.elapsed().as_secs_f64().max(1e-9);
@@ -186,7 +218,10 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
                 step: meta.step,
                 elapsed_s: el,
                 lr,
-                loss: (acc.0.data + lw.distortion as f64 * acc.0.distortion + lw.interlevel as f64 * acc.0.interlevel) / k,
+                loss: (acc.0.data
+                    + lw.distortion as f64 * acc.0.distortion
+                    + lw.interlevel as f64 * acc.0.interlevel)
+                    / k,
                 data: acc.0.data / k,
                 distortion: acc.0.distortion / k,
                 interlevel: acc.0.interlevel / k,
@@ -200,7 +235,7 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
             metrics.push(l);
             acc = (Losses::default(), 0);
         }
-        if meta.step % cfg.checkpoint_every == 0 && meta.step < cfg.steps {
+        if meta.step.is_multiple_of(cfg.checkpoint_every) && meta.step < cfg.steps {
             meta.elapsed_s = elapsed0 + t_call.elapsed().as_secs_f64();
             meta.adam = Some((ADAM, adams[0].step));
             checkpoint::save(&ck, &model, Some(&adams), &meta)?;
@@ -254,16 +289,35 @@ pub struct EvalReport {
 /// latent is optimised on rays of its left half (network fixed), and PSNR/SSIM are scored on the right
 /// half; without GLO the whole photo is scored. The photo's own exposure value is always used.
 /// Writes `<name>.png` renders into `render_dir` when given.
-pub fn evaluate(model: &Model, meta: &CheckpointMeta, ds: &Dataset, eval_downscale: u32, glo_steps: usize, render_dir: Option<&Path>) -> EvalReport {
+pub fn evaluate(
+    model: &Model,
+    meta: &CheckpointMeta,
+    ds: &Dataset,
+    eval_downscale: u32,
+    glo_steps: usize,
+    render_dir: Option<&Path>,
+) -> EvalReport {
     let gd = model.cfg.glo_dim;
     let mut photos = Vec::new();
     let mut render_time = 0.0;
     let mut rays_rendered = 0usize;
     for &p in &ds.holdout {
         let ph = &ds.photos[p];
-        let (w, h) = ((ph.img.width() / eval_downscale).max(1) as usize, (ph.img.height() / eval_downscale).max(1) as usize);
+        let (w, h) = (
+            (ph.img.width() / eval_downscale).max(1) as usize,
+            (ph.img.height() / eval_downscale).max(1) as usize,
+        );
         let cam = crate::data::scale_camera(&ph.cam, w as u32, h as u32);
-        let gt_img = if eval_downscale > 1 { image::imageops::resize(&ph.img, w as u32, h as u32, image::imageops::FilterType::Triangle) } else { ph.img.clone() };
+        let gt_img = if eval_downscale > 1 {
+            image::imageops::resize(
+                &ph.img,
+                w as u32,
+                h as u32,
+                image::imageops::FilterType::Triangle,
+            )
+        } else {
+            ph.img.clone()
+        };
         let gt: Vec<f32> = gt_img.as_raw().iter().map(|&v| v as f32 / 255.0).collect();
         let ev = (ph.ev - meta.ev_mean) as f32;
         let mean = model.mean_latent();
@@ -275,7 +329,13 @@ pub fn evaluate(model: &Model, meta: &CheckpointMeta, ds: &Dataset, eval_downsca
             let mut target = Vec::new();
             for _ in 0..n {
                 let (x, y) = (rng.random_range(0..(w / 2).max(1)), rng.random_range(0..h));
-                let (o, d, r) = crate::data::camera_ray(&ds.norm, &cam, &ph.pose, x as f64 + 0.5, y as f64 + 0.5);
+                let (o, d, r) = crate::data::camera_ray(
+                    &ds.norm,
+                    &cam,
+                    &ph.pose,
+                    x as f64 + 0.5,
+                    y as f64 + 0.5,
+                );
                 rays.o.push(o);
                 rays.d.push(d);
                 rays.r.push(r);
@@ -298,7 +358,10 @@ pub fn evaluate(model: &Model, meta: &CheckpointMeta, ds: &Dataset, eval_downsca
         let full = psnr(metrics::mse_cols(&img, &gt, w, h, 0, w));
         if let Some(dir) = render_dir {
             let _ = std::fs::create_dir_all(dir);
-            let _ = metrics::to_image(&img, w, h).save(dir.join(format!("{}.png", ph.name.rsplit_once('.').map(|p| p.0).unwrap_or(&ph.name))));
+            let _ = metrics::to_image(&img, w, h).save(dir.join(format!(
+                "{}.png",
+                ph.name.rsplit_once('.').map(|p| p.0).unwrap_or(&ph.name)
+            )));
         }
         let mi = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64;
         photos.push(PhotoEval {
@@ -313,7 +376,9 @@ pub fn evaluate(model: &Model, meta: &CheckpointMeta, ds: &Dataset, eval_downsca
     let n = photos.len().max(1) as f64;
     EvalReport {
         protocol: if gd > 0 && glo_steps > 0 {
-            format!("NeRF-W: per held-out photo, its GLO latent is optimised ({glo_steps} Adam steps, network fixed) on 4096 rays of the left half, then PSNR/SSIM are computed on the right half; psnr_full scores the whole photo with that latent (optimistic: the left half was used to fit it). Exposure: the photo's own EV.")
+            format!(
+                "NeRF-W: per held-out photo, its GLO latent is optimised ({glo_steps} Adam steps, network fixed) on 4096 rays of the left half, then PSNR/SSIM are computed on the right half; psnr_full scores the whole photo with that latent (optimistic: the left half was used to fit it). Exposure: the photo's own EV."
+            )
         } else {
             "whole held-out photo, mean training latent (GLO disabled or glo_eval_steps = 0), the photo's own EV".to_string()
         },

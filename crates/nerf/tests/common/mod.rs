@@ -4,7 +4,7 @@
 
 use flythrough_core::colmap::{Image, Point3D};
 use flythrough_core::manifest::{Exposure, ExposureSource, FocalPrior, FocalRule, PhotoRecord};
-use flythrough_core::{Camera, CameraModel, Manifest, Pose, RedactedImages, Reconstruction};
+use flythrough_core::{Camera, CameraModel, Manifest, Pose, Reconstruction, RedactedImages};
 use nalgebra::{Matrix3, Vector2, Vector3};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,9 +17,9 @@ fn room_color(p: Vector3<f64>, id: u32) -> [f64; 3] {
     let s = |f: f64, v: f64| 0.5 + 0.5 * (f * v).sin();
     match id {
         0 => [0.1 + 0.25 * chk, 0.12 + 0.1 * s(3.0, p.y), 0.3 - 0.2 * chk], // walls
-        1 => [0.35 * s(4.0, p.x + p.z), 0.2, 0.05 + 0.3 * chk],              // floor/ceiling
-        2 => [0.38, 0.1 + 0.28 * s(9.0, p.y), 0.08],                          // sphere: stripes
-        _ => [0.05 + 0.3 * s(6.0, p.x), 0.3 * chk + 0.05, 0.35],              // box
+        1 => [0.35 * s(4.0, p.x + p.z), 0.2, 0.05 + 0.3 * chk],             // floor/ceiling
+        2 => [0.38, 0.1 + 0.28 * s(9.0, p.y), 0.08],                        // sphere: stripes
+        _ => [0.05 + 0.3 * s(6.0, p.x), 0.3 * chk + 0.05, 0.35],            // box
     }
 }
 
@@ -84,17 +84,27 @@ pub fn analytic_room(dir: &Path, w: u32, h: u32, n: usize, ev_range: f64) -> Sce
     let mut manifest = Manifest::default();
     for i in 0..n {
         let a = i as f64 / n as f64 * std::f64::consts::TAU;
-        let eye = Vector3::new(1.6 * a.cos(), -0.3 + 0.4 * ((i % 3) as f64 - 1.0), 1.6 * a.sin());
+        let eye = Vector3::new(
+            1.6 * a.cos(),
+            -0.3 + 0.4 * ((i % 3) as f64 - 1.0),
+            1.6 * a.sin(),
+        );
         let target = Vector3::new(0.4 * (a * 3.0).sin(), 0.2, 0.4 * (a * 2.0).cos());
         let pose = Pose::look_at(eye, target, Vector3::new(0.0, -1.0, 0.0));
         // deterministic EV sequence
-        let ev = if ev_range > 0.0 { ev_range * (((i * 7) % n) as f64 / (n - 1).max(1) as f64 * 2.0 - 1.0) } else { 0.0 };
+        let ev = if ev_range > 0.0 {
+            ev_range * (((i * 7) % n) as f64 / (n - 1).max(1) as f64 * 2.0 - 1.0)
+        } else {
+            0.0
+        };
         let gain = 2f64.powf(ev);
         let img = image::RgbImage::from_fn(w, h, |x, y| {
             let mut acc = [0.0; 3];
             for (sx, sy) in [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)] {
                 let xn = cam.pixel_to_normalized(Vector2::new(x as f64 + sx, y as f64 + sy));
-                let d = pose.dir_to_world(&Vector3::new(xn.x, xn.y, 1.0)).normalize();
+                let d = pose
+                    .dir_to_world(&Vector3::new(xn.x, xn.y, 1.0))
+                    .normalize();
                 let c = cast(pose.center(), d);
                 for k in 0..3 {
                     acc[k] += c[k] / 4.0;
@@ -104,27 +114,63 @@ pub fn analytic_room(dir: &Path, w: u32, h: u32, n: usize, ev_range: f64) -> Sce
         });
         let name = format!("room_{i:03}.png");
         img.save(img_dir.join(&name)).unwrap();
-        recon.images.insert(i as u32 + 1, Image { id: i as u32 + 1, camera_id: 1, name: name.clone(), pose, points2d: vec![] });
+        recon.images.insert(
+            i as u32 + 1,
+            Image {
+                id: i as u32 + 1,
+                camera_id: 1,
+                name: name.clone(),
+                pose,
+                points2d: vec![],
+            },
+        );
         manifest.photos.push(PhotoRecord {
             id: i as u32 + 1,
             file: name,
             width: w,
             height: h,
             exif: Default::default(),
-            exposure: Exposure { ev, source: ExposureSource::Exif },
-            focal_prior: FocalPrior { px: f, rule: FocalRule::DefaultFactor },
+            exposure: Exposure {
+                ev,
+                source: ExposureSource::Exif,
+            },
+            focal_prior: FocalPrior {
+                px: f,
+                rule: FocalRule::DefaultFactor,
+            },
             camera_key: "synthetic".into(),
         });
     }
     // A few "sparse points" on the walls and objects for the scene normalisation.
     let mut pid = 1u64;
-    for &(x, y, z) in &[(3.0, 0.0, 0.0), (-3.0, 0.5, 1.0), (0.0, 1.5, 2.0), (1.0, -1.5, -2.0), (0.0, 0.0, 3.0), (0.6, 0.3, 0.7), (-0.5, 0.5, -0.5)] {
-        recon.points.insert(pid, Point3D { id: pid, xyz: Vector3::new(x, y, z), rgb: [0; 3], error: 0.0, track: vec![(1, 0)] });
+    for &(x, y, z) in &[
+        (3.0, 0.0, 0.0),
+        (-3.0, 0.5, 1.0),
+        (0.0, 1.5, 2.0),
+        (1.0, -1.5, -2.0),
+        (0.0, 0.0, 3.0),
+        (0.6, 0.3, 0.7),
+        (-0.5, 0.5, -0.5),
+    ] {
+        recon.points.insert(
+            pid,
+            Point3D {
+                id: pid,
+                xyz: Vector3::new(x, y, z),
+                rgb: [0; 3],
+                error: 0.0,
+                track: vec![(1, 0)],
+            },
+        );
         pid += 1;
     }
     let sfm_dir = dir.join("sfm");
     recon.write_text(&sfm_dir.join("sparse")).unwrap();
-    Scene { images: RedactedImages::from_cleared_folder(&img_dir).unwrap(), manifest, sfm_dir }
+    Scene {
+        images: RedactedImages::from_cleared_folder(&img_dir).unwrap(),
+        manifest,
+        sfm_dir,
+    }
 }
 
 /// The Middlebury temple (`temple_ring19`) with its ground-truth cameras written as a COLMAP model
@@ -145,17 +191,38 @@ pub fn temple(dir: &Path) -> Option<Scene> {
         let key = format!("{} {} {} {}", n[0], n[4], n[2], n[5]);
         let id = *cams.entry(key).or_insert_with(|| {
             cam_id += 1;
-            recon.cameras.insert(cam_id, Camera { id: cam_id, model: CameraModel::Pinhole, width: w, height: h, params: vec![n[0], n[4], n[2], n[5]] });
+            recon.cameras.insert(
+                cam_id,
+                Camera {
+                    id: cam_id,
+                    model: CameraModel::Pinhole,
+                    width: w,
+                    height: h,
+                    params: vec![n[0], n[4], n[2], n[5]],
+                },
+            );
             cam_id
         });
         let r = Matrix3::new(n[9], n[10], n[11], n[12], n[13], n[14], n[15], n[16], n[17]);
         let t = Vector3::new(n[18], n[19], n[20]);
         let iid = recon.images.len() as u32 + 1;
-        recon.images.insert(iid, Image { id: iid, camera_id: id, name: v[0].to_string(), pose: Pose::from_rt(&r, t), points2d: vec![] });
+        recon.images.insert(
+            iid,
+            Image {
+                id: iid,
+                camera_id: id,
+                name: v[0].to_string(),
+                pose: Pose::from_rt(&r, t),
+                points2d: vec![],
+            },
+        );
     }
     // The README's tight bounding box of the temple, as 8 "sparse points" seen by every camera (what
     // SfM would give: the scene normalisation takes its near plane from point depths).
-    let (lo, hi) = ([-0.023121, -0.038009, -0.091940], [0.078626, 0.121636, -0.017395]);
+    let (lo, hi) = (
+        [-0.023121, -0.038009, -0.091940],
+        [0.078626, 0.121636, -0.017395],
+    );
     let track: Vec<(u32, u32)> = recon.images.keys().map(|&k| (k, 0)).collect();
     for c in 0..8u64 {
         let p = Vector3::new(
@@ -163,11 +230,24 @@ pub fn temple(dir: &Path) -> Option<Scene> {
             if c & 2 == 0 { lo[1] } else { hi[1] },
             if c & 4 == 0 { lo[2] } else { hi[2] },
         );
-        recon.points.insert(c + 1, Point3D { id: c + 1, xyz: p, rgb: [0; 3], error: 0.0, track: track.clone() });
+        recon.points.insert(
+            c + 1,
+            Point3D {
+                id: c + 1,
+                xyz: p,
+                rgb: [0; 3],
+                error: 0.0,
+                track: track.clone(),
+            },
+        );
     }
     let sfm_dir = dir.join("sfm");
     recon.write_text(&sfm_dir.join("sparse")).unwrap();
-    Some(Scene { images: RedactedImages::from_cleared_folder(&root).unwrap(), manifest: Manifest::default(), sfm_dir })
+    Some(Scene {
+        images: RedactedImages::from_cleared_folder(&root).unwrap(),
+        manifest: Manifest::default(),
+        sfm_dir,
+    })
 }
 
 /// A small, fast `[train]` config for tests.
