@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # NeRF training benchmark (crates/nerf): held-out PSNR against wall time, training samples/s and
-# rays/s, render rays/s, on the synthetic room at demo size (320x240, 40 photos, +-1 EV) and on the
-# Middlebury temple (../shared/data/temple_ring19, ground-truth cameras, every 8th photo held out).
+# rays/s, render rays/s, on the project's synthetic venue at demo size (flythrough_synth defaults:
+# 320x240, 40 photos, +-1 EV, lighting changes; ground-truth cameras), on the tests' analytic room at
+# the same size, and on the Middlebury temple (../shared/data/temple_ring19, ground-truth cameras,
+# every 8th photo held out).
 #
 #   scripts/bench-train.sh                 # default budgets
-#   ROOM_BUDGETS="60 330" TEMPLE_BUDGETS="120 300" TEMPLE_DOWNSCALE=2 scripts/bench-train.sh
+#   SYNTH_BUDGETS="270" ROOM_BUDGETS="60 270" TEMPLE_BUDGETS="120 270" TEMPLE_DOWNSCALE=2 scripts/bench-train.sh
 #   BENCH_TRAIN_TOML='batch_rays = 4096' scripts/bench-train.sh   # extra [train] keys
 #
 # Each row is a fresh run with that training budget ([train] max_seconds); all other keys are the
@@ -14,8 +16,9 @@
 # (neighbouring photo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOM_BUDGETS=${ROOM_BUDGETS:-"120 330"}
-TEMPLE_BUDGETS=${TEMPLE_BUDGETS:-"120 300"}
+SYNTH_BUDGETS=${SYNTH_BUDGETS:-"270"}
+ROOM_BUDGETS=${ROOM_BUDGETS:-"120 270"}
+TEMPLE_BUDGETS=${TEMPLE_BUDGETS:-"120 270"}
 TEMPLE_DOWNSCALE=${TEMPLE_DOWNSCALE:-2}
 OUT=${OUT:-$(mktemp -d /tmp/bench-train.XXXXXX)}
 cargo build --release -p flythrough-nerf --example bench_train >&2
@@ -23,6 +26,9 @@ BIN=target/release/examples/bench_train
 echo
 echo "| scene | train res | steps | budget | held-out PSNR | SSIM | train samples/s | train rays/s | render rays/s | wall (incl. eval) |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
+for b in $SYNTH_BUDGETS; do
+  timeout $((b + 600)) "$BIN" synth "$b" "$OUT/synth_$b" 1 320 240 40 | tail -1
+done
 for b in $ROOM_BUDGETS; do
   timeout $((b + 600)) "$BIN" room "$b" "$OUT/room_$b" 1 320 240 40 | tail -1
 done

@@ -2,6 +2,10 @@
 //! prints one table row (PSNR vs wall time, samples/s, rays/s train and render).
 //!
 //! `cargo run --release -p flythrough-nerf --example bench_train -- <room|temple|synth> <seconds> <out dir> [downscale] [width height photos]`
+//!
+//! `synth` is the project's synthetic venue (`flythrough_synth::generate`, default options but the
+//! given size), trained on its ground-truth cameras and EXIF exposures (the photos are synthetic, so
+//! they are read as a cleared folder without the privacy stage).
 #![allow(
     clippy::needless_range_loop,
     clippy::field_reassign_with_default,
@@ -40,6 +44,7 @@ fn main() {
     let scene = match args[1].as_str() {
         "room" => common::analytic_room(&dir, w, h, n, 1.0),
         "temple" => common::temple(&dir).expect("shared data temple_ring19"),
+        "synth" => synth_venue(&dir, w, h, n),
         other => panic!("unknown scene {other}"),
     };
     let mut cfg = flythrough_core::config::TrainConfig::default();
@@ -80,4 +85,36 @@ fn main() {
         v["render_rays_per_s"].as_f64().unwrap_or(0.0) / 1e3,
         t0.elapsed().as_secs_f64()
     );
+}
+
+/// The synthetic venue with its ground-truth model as `sfm/sparse` and a manifest of its exposures.
+fn synth_venue(dir: &std::path::Path, w: u32, h: u32, n: usize) -> common::Scene {
+    let opts = flythrough_synth::SynthOptions { width: w, height: h, images: n, ..Default::default() };
+    let venue = dir.join("venue");
+    let summary = flythrough_synth::generate(&opts, &venue).expect("synth");
+    let sparse = dir.join("sfm").join("sparse");
+    std::fs::create_dir_all(&sparse).unwrap();
+    for f in ["cameras.txt", "images.txt", "points3D.txt"] {
+        std::fs::copy(summary.ground_truth_dir.join(f), sparse.join(f)).unwrap();
+    }
+    let info: flythrough_synth::SceneInfo =
+        serde_json::from_str(&std::fs::read_to_string(summary.ground_truth_dir.join("scene.json")).unwrap()).unwrap();
+    let mut manifest = flythrough_core::Manifest::default();
+    for (i, p) in info.photos.iter().enumerate() {
+        manifest.photos.push(flythrough_core::manifest::PhotoRecord {
+            id: i as u32 + 1,
+            file: p.name.clone(),
+            width: w,
+            height: h,
+            exif: Default::default(),
+            exposure: flythrough_core::manifest::Exposure { ev: p.ev, source: flythrough_core::manifest::ExposureSource::Exif },
+            focal_prior: flythrough_core::manifest::FocalPrior { px: info.camera.fx, rule: flythrough_core::manifest::FocalRule::DefaultFactor },
+            camera_key: "synth".into(),
+        });
+    }
+    common::Scene {
+        images: flythrough_core::RedactedImages::from_cleared_folder(&venue.join("photos")).unwrap(),
+        manifest,
+        sfm_dir: dir.join("sfm"),
+    }
 }
