@@ -27,6 +27,20 @@ fn run(args: &[&str]) -> (i32, String) {
     )
 }
 
+/// `flythrough run CFG --out RUN --until capture EXTRA...`
+fn run_capture(cfg: &Path, run_dir: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec![
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--until",
+        "capture",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 fn record(run_dir: &Path, stage: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run_dir.join(stage).join("stage.json")).unwrap())
         .unwrap()
@@ -37,25 +51,11 @@ fn rerun_skips_and_config_change_reruns() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = venue(dir.path());
     let run_dir = dir.path().join("run");
-    let (code, log) = run(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-        "--until",
-        "capture",
-    ]);
+    let (code, log) = run_capture(&cfg, &run_dir, &[]);
     assert_eq!(code, 0, "{log}");
     let first = record(&run_dir, "capture");
     assert_eq!(first["summary"]["photos_usable"], 10);
-    let (code, log) = run(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-        "--until",
-        "capture",
-    ]);
+    let (code, log) = run_capture(&cfg, &run_dir, &[]);
     assert_eq!(code, 0);
     assert!(log.contains("capture: up to date, skipped"), "{log}");
     assert_eq!(
@@ -66,14 +66,7 @@ fn rerun_skips_and_config_change_reruns() {
     // Change the capture section: it runs again.
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, format!("{text}\n[capture]\nblur_threshold = 12.5\n")).unwrap();
-    let (code, log) = run(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-        "--until",
-        "capture",
-    ]);
+    let (code, log) = run_capture(&cfg, &run_dir, &[]);
     assert_eq!(code, 0, "{log}");
     assert!(!log.contains("capture: up to date"), "{log}");
     assert_ne!(
@@ -82,16 +75,7 @@ fn rerun_skips_and_config_change_reruns() {
     );
     // --force redoes it.
     let before = record(&run_dir, "capture")["started"].clone();
-    let (code, _) = run(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-        "--until",
-        "capture",
-        "--force",
-        "capture",
-    ]);
+    let (code, _) = run_capture(&cfg, &run_dir, &["--force", "capture"]);
     assert_eq!(code, 0);
     assert_ne!(record(&run_dir, "capture")["started"], before);
 }
@@ -101,14 +85,7 @@ fn killed_stage_leaves_previous_output_intact() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = venue(dir.path());
     let run_dir = dir.path().join("run");
-    let (code, log) = run(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-        "--until",
-        "capture",
-    ]);
+    let (code, log) = run_capture(&cfg, &run_dir, &[]);
     assert_eq!(code, 0, "{log}");
     let good = std::fs::read(run_dir.join("capture/manifest.json")).unwrap();
     // Re-run with --force, pause inside the stage after it wrote part of its output, and kill it.
@@ -141,14 +118,7 @@ fn killed_stage_leaves_previous_output_intact() {
     );
     assert!(!run_dir.join("capture/partial.marker").exists());
     // The next run finds the stage up to date and cleans the half-written folder when it next runs.
-    let (code, log) = run(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-        "--until",
-        "capture",
-    ]);
+    let (code, log) = run_capture(&cfg, &run_dir, &[]);
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("capture: up to date"), "{log}");
 }
