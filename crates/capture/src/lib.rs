@@ -134,25 +134,15 @@ struct Scanned {
     hash: u64,
 }
 
-/// A JPEG must end with an end-of-image marker (0xFFD9) near its end; a truncated file does not, and
-/// some decoders would silently return a partly grey image for it.
-fn jpeg_truncated(bytes: &[u8]) -> bool {
-    let is_jpeg = bytes.len() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF;
-    if !is_jpeg {
-        return false;
-    }
-    let tail = &bytes[bytes.len().saturating_sub(1 << 16)..];
-    !tail.windows(2).any(|w| w == [0xFF, 0xD9])
-}
-
 /// Decode one photo and measure it. `Err(reason)` when it cannot be used.
 fn scan_photo(path: &Path, cfg: &CaptureConfig) -> Result<Scanned, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     if bytes.is_empty() {
         return Err("empty file".into());
     }
-    if jpeg_truncated(&bytes) {
-        return Err("truncated JPEG (no end-of-image marker): the file was cut short".into());
+    // Decoders fill a cut-off JPEG with grey instead of failing: walk its segments to the end marker.
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        flythrough_core::jpeg::check_complete(&bytes)?;
     }
     let img = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()

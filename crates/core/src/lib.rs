@@ -12,6 +12,7 @@ pub mod camera;
 pub mod colmap;
 pub mod config;
 pub mod images;
+pub mod jpeg;
 pub mod manifest;
 pub mod nerfstudio;
 pub mod pose;

@@ -17,7 +17,8 @@
 pub mod blur;
 pub mod centerface;
 pub mod geometry;
-pub mod jpeg_check;
+/// The JPEG completeness check shared with the capture stage.
+pub use flythrough_core::jpeg as jpeg_check;
 
 use centerface::{CenterFace, Detection, PyramidParams};
 use flythrough_core::config::{BrokenPhotoPolicy, PrivacyConfig};

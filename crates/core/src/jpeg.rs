@@ -1,7 +1,7 @@
 //! Structural completeness check of a JPEG file: walk the marker segments (ITU-T T.81 Annex B) from
 //! SOI through every scan to EOI. JPEG decoders are lenient and fill a truncated file's missing part
-//! with grey, which would let an unscanned (and unredacted-looking) photo through; the privacy stage
-//! fails closed instead.
+//! with grey: the capture stage reports such a photo as broken, and the privacy stage fails closed
+//! instead of passing on an unscanned (and unredacted-looking) photo.
 
 /// `Ok(())` when the bytes are a JPEG stream that reaches its EOI marker, else what is wrong.
 pub fn check_complete(b: &[u8]) -> Result<(), String> {
