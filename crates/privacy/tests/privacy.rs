@@ -77,6 +77,27 @@ const SINGLE_FACES: &[(&str, [u32; 4])] = &[
     ),
 ];
 
+/// The 28 approximate face boxes of the group photo (`red_boxes_extracted.json`).
+fn group_truth() -> Vec<BoxF> {
+    let json = shared_data("faces/rustface_0.1.7/red_boxes_extracted.json").unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    v["boxes_xywh"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let a: Vec<f32> = b
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            BoxF::new(a[0], a[1], a[2], a[3])
+        })
+        .collect()
+}
+
 #[test]
 fn every_single_face_is_found_and_nothing_else() {
     for (rel, hand) in SINGLE_FACES {
@@ -106,23 +127,7 @@ fn group_photo_recall() {
     let Some(p) = shared_data("faces/rustface_0.1.7/test.png") else {
         return;
     };
-    let json = shared_data("faces/rustface_0.1.7/red_boxes_extracted.json").unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
-    let truth: Vec<BoxF> = v["boxes_xywh"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            let a: Vec<f32> = b
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect();
-            BoxF::new(a[0], a[1], a[2], a[3])
-        })
-        .collect();
+    let truth = group_truth();
     assert_eq!(truth.len(), 28);
     let img = load(&p);
     let dets = detector().detect(&img, &params()).unwrap();
@@ -556,23 +561,7 @@ fn faces_at_several_scales_in_a_12_megapixel_photo() {
     };
     let group = load(&shared_data("faces/rustface_0.1.7/test.png").unwrap());
     let astro = load(&shared_data("faces/scikit_image_0.26.0/astronaut.png").unwrap());
-    let json = shared_data("faces/rustface_0.1.7/red_boxes_extracted.json").unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
-    let truth: Vec<BoxF> = v["boxes_xywh"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            let a: Vec<f32> = b
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect();
-            BoxF::new(a[0], a[1], a[2], a[3])
-        })
-        .collect();
+    let truth = group_truth();
     // 4000x3000: the castle upscaled, the group photo at 0.6x (faces ~30 px) and the astronaut at 2x
     // (face ~200 px), i.e. faces 7x apart in size in one photo.
     let mut big = image::imageops::resize(
