@@ -141,6 +141,7 @@ fn fail(e: PipelineError) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
+    flythrough_core::alloc::retain_freed_memory();
     match cli.command {
         Command::Run {
             config,

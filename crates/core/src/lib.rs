@@ -8,6 +8,7 @@
 //! - A stage reads only committed outputs of earlier stages in the run folder ([`run`]); downstream
 //!   stages read photos only through [`images::RedactedImages`].
 
+pub mod alloc;
 pub mod camera;
 pub mod colmap;
 pub mod config;

@@ -67,6 +67,8 @@ pub fn run(
     out: &Path,
     work: &Path,
 ) -> Result<StageSummary, NerfError> {
+    // Training frees and reallocates the same scratch buffers every step: keep them mapped.
+    flythrough_core::alloc::retain_freed_memory();
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e: std::io::Error| NerfError::Io(p, e.to_string())
