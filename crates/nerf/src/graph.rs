@@ -50,23 +50,23 @@ pub fn loss_and_grads(
     let raw = mlp(vars[gidx + 1].as_tensor(), &enc, &model.cfg.density_mlp())?;
     let sigma = raw.narrow(1, 0, 1)?.minimum(15.0)?.exp()?.reshape((r, n))?;
     let geo = raw.narrow(1, 1, GEO_DIM)?;
-    // Colour-head side inputs: the fast path's rows, with the latent columns replaced by the graph's
-    // latent variable (broadcast per ray) so that its gradient is checked too.
-    let cin = model.cfg.color_in();
-    let x_fast = Tensor::from_vec(fwd.color.x.clone(), (ns, cin), &dev)?;
-    let dir = x_fast.narrow(1, GEO_DIM, crate::encoding::DIR_DIM)?;
+    // Colour-head side inputs: the fast path's per-ray rows `[dir | latent | exposure]`, broadcast
+    // to every sample, with the latent columns replaced by the graph's latent variable so that its
+    // gradient is checked too.
+    let rw = model.cfg.color_in() - GEO_DIM;
+    let per_sample = |t: Tensor| -> Result<Tensor> {
+        let w = t.dim(1)?;
+        t.unsqueeze(1)?.broadcast_as((r, n, w))?.reshape((ns, w))
+    };
+    let ray_fast = Tensor::from_vec(fwd.color.ray.clone(), (r, rw), &dev)?;
+    let dir = per_sample(ray_fast.narrow(1, 0, crate::encoding::DIR_DIM)?)?;
     let mut parts = vec![geo, dir];
     if gd > 0 {
-        let lat = latent
-            .as_tensor()
-            .unsqueeze(1)?
-            .broadcast_as((r, n, gd))?
-            .reshape((ns, gd))?;
-        parts.push(lat);
+        parts.push(per_sample(latent.as_tensor().clone())?);
     }
-    let rest = cin - GEO_DIM - crate::encoding::DIR_DIM - gd;
+    let rest = rw - crate::encoding::DIR_DIM - gd;
     if rest > 0 {
-        parts.push(x_fast.narrow(1, cin - rest, rest)?);
+        parts.push(per_sample(ray_fast.narrow(1, rw - rest, rest)?)?);
     }
     let x = Tensor::cat(&parts, 1)?;
     let logits = mlp(vars[gidx + 2].as_tensor(), &x, &model.cfg.color_mlp())?;

@@ -8,8 +8,10 @@
 
 use crate::coord;
 use crate::encoding::{self, DIR_DIM, EXPOSURE_DIM};
+use crate::kernels::mlp::CHUNK_ROWS;
 use crate::kernels::{
-    HashGridConfig, MlpCache, MlpConfig, hash_encode_backward, hash_encode_forward, mlp_backward,
+    HashGridConfig, MlpCache, MlpConfig, MlpInput, hash_encode_backward, hash_encode_forward,
+    mlp_backward, mlp_backward_grouped, mlp_forward_grouped_inference, mlp_forward_grouped_into,
     mlp_forward_inference, mlp_forward_into,
 };
 use crate::render;
@@ -231,11 +233,15 @@ pub struct Level {
     cache: MlpCache,
 }
 
-/// Forward state of the NeRF level's colour head.
+/// Forward state of the NeRF level's colour head. Its input row for a sample is
+/// `[geo | dir enc | latent | exposure enc]`; all but the geometry features are constant along a
+/// ray, so they are kept once per ray and the head runs as a grouped MLP ([`MlpInput`]).
 #[derive(Debug, Default)]
 pub struct ColorState {
-    /// `[S * color_in]`.
-    pub x: Vec<f32>,
+    /// `[S * GEO_DIM]` geometry features per sample.
+    pub geo: Vec<f32>,
+    /// `[R * (color_in - GEO_DIM)]` direction encoding, latent and exposure encoding per ray.
+    pub ray: Vec<f32>,
     cache: MlpCache,
     /// Colours `[S * 3]` (padded sigmoid) and their derivatives w.r.t. the logits.
     pub rgb: Vec<f32>,
@@ -322,24 +328,31 @@ fn resample(
     r_count: usize,
     mode: &SampleMode,
     level: usize,
-) -> Vec<f32> {
-    let mut s = vec![0.0f32; r_count * (n + 1)];
+    s: &mut Vec<f32>,
+) {
+    s.resize(r_count * (n + 1), 0.0);
     let anneal = stepfun::anneal_power(mode.train_frac, 10.0);
-    s.par_chunks_mut(n + 1).enumerate().for_each(|(i, out)| {
-        let u0 = mode.jitter.map(|j| j[level][i]);
-        match prev {
-            None => stepfun::sample_intervals(&[0.0, 1.0], &[1.0], n, u0, (0.0, 1.0), out),
-            Some((ps, pw, pn)) => {
-                let ts = &ps[i * (pn + 1)..(i + 1) * (pn + 1)];
-                let ws = &pw[i * pn..(i + 1) * pn];
-                let (td, wd) =
-                    stepfun::max_dilate_weights(ts, ws, stepfun::dilation(prod_prev), (0.0, 1.0));
-                let wa: Vec<f32> = wd.iter().map(|&w| w.max(1e-12).powf(anneal)).collect();
-                stepfun::sample_intervals(&td, &wa, n, u0, (0.0, 1.0), out);
+    s.par_chunks_mut(n + 1).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(td, wd), (i, out)| {
+            let u0 = mode.jitter.map(|j| j[level][i]);
+            match prev {
+                None => stepfun::sample_intervals(&[0.0, 1.0], &[1.0], n, u0, (0.0, 1.0), out),
+                Some((ps, pw, pn)) => {
+                    let ts = &ps[i * (pn + 1)..(i + 1) * (pn + 1)];
+                    let ws = &pw[i * pn..(i + 1) * pn];
+                    let dil = stepfun::dilation(prod_prev);
+                    stepfun::max_dilate_weights_into(ts, ws, dil, (0.0, 1.0), td, wd);
+                    if anneal != 1.0 {
+                        wd.iter_mut().for_each(|w| *w = w.max(1e-12).powf(anneal));
+                    } else {
+                        wd.iter_mut().for_each(|w| *w = w.max(1e-12));
+                    }
+                    stepfun::sample_intervals(td, wd, n, u0, (0.0, 1.0), out);
+                }
             }
-        }
-    });
-    s
+        },
+    );
 }
 
 impl Model {
@@ -368,7 +381,11 @@ impl Model {
         } else {
             mlp_forward_inference(&mcfg, &self.params[2 * k + 1], &lvl.enc, &mut lvl.raw);
         }
-        lvl.sigma = lvl.raw.par_iter().map(|&x| trunc_exp(x)).collect();
+        lvl.sigma.resize(ns, 0.0);
+        lvl.sigma
+            .par_iter_mut()
+            .zip(&lvl.raw)
+            .for_each(|(s, &x)| *s = trunc_exp(x));
     }
 
     /// Density and geometry features of the NeRF level.
@@ -409,44 +426,58 @@ impl Model {
         } else {
             mlp_forward_inference(&mcfg, &self.params[g + 1], &lvl.enc, &mut lvl.raw);
         }
-        lvl.sigma = lvl
-            .raw
-            .par_chunks(1 + GEO_DIM)
-            .map(|r| trunc_exp(r[0]))
-            .collect();
+        lvl.sigma.resize(ns, 0.0);
+        lvl.sigma
+            .par_iter_mut()
+            .zip(lvl.raw.par_chunks(1 + GEO_DIM))
+            .for_each(|(s, r)| *s = trunc_exp(r[0]));
     }
 
-    /// Colour head input rows `[geo | dir enc | latent | exposure enc]`.
-    fn color_input(&self, rays: &Rays, lvl: &Level, x: &mut Vec<f32>) {
-        let cin = self.cfg.color_in();
-        let n = lvl.n;
-        let gd = self.cfg.glo_dim;
-        x.resize(rays.len() * n * cin, 0.0);
-        x.par_chunks_mut(n * cin).enumerate().for_each(|(i, xr)| {
-            let mut de = [0.0f32; DIR_DIM];
-            encoding::dir_encoding(rays.d[i], &mut de);
-            let mut ee = [0.0f32; EXPOSURE_DIM];
-            encoding::exposure_encoding(rays.ev[i], &mut ee);
-            for j in 0..n {
-                let row = &mut xr[j * cin..(j + 1) * cin];
-                let raw = &lvl.raw[(i * n + j) * (1 + GEO_DIM)..(i * n + j + 1) * (1 + GEO_DIM)];
-                row[..GEO_DIM].copy_from_slice(&raw[1..]);
-                row[GEO_DIM..GEO_DIM + DIR_DIM].copy_from_slice(&de);
-                row[GEO_DIM + DIR_DIM..GEO_DIM + DIR_DIM + gd]
-                    .copy_from_slice(&rays.latent[i * gd..(i + 1) * gd]);
-                if self.cfg.exposure {
-                    row[GEO_DIM + DIR_DIM + gd..].copy_from_slice(&ee);
+    /// Colour head inputs: per-sample geometry features (`[S * GEO_DIM]`, from the density
+    /// MLP's output) and per-ray `[dir enc | latent | exposure enc]` rows.
+    fn color_input(&self, rays: &Rays, lvl: &Level, geo: &mut Vec<f32>, ray: &mut Vec<f32>) {
+        geo.resize(lvl.raw.len() / (1 + GEO_DIM) * GEO_DIM, 0.0);
+        geo.par_chunks_mut(GEO_DIM * CHUNK_ROWS)
+            .zip(lvl.raw.par_chunks(CHUNK_ROWS * (1 + GEO_DIM)))
+            .for_each(|(g, raw)| {
+                for (gr, rr) in g
+                    .chunks_exact_mut(GEO_DIM)
+                    .zip(raw.chunks_exact(1 + GEO_DIM))
+                {
+                    gr.copy_from_slice(&rr[1..]);
                 }
+            });
+        self.ray_features(rays, ray);
+    }
+
+    /// Per-ray colour-head features `[dir enc | latent | exposure enc]`.
+    fn ray_features(&self, rays: &Rays, ray: &mut Vec<f32>) {
+        let w = self.cfg.color_in() - GEO_DIM;
+        let gd = self.cfg.glo_dim;
+        ray.resize(rays.len() * w, 0.0);
+        ray.par_chunks_mut(w).enumerate().for_each(|(i, row)| {
+            encoding::dir_encoding(rays.d[i], &mut row[..DIR_DIM]);
+            row[DIR_DIM..DIR_DIM + gd].copy_from_slice(&rays.latent[i * gd..(i + 1) * gd]);
+            if self.cfg.exposure {
+                encoding::exposure_encoding(rays.ev[i], &mut row[DIR_DIM + gd..]);
             }
         });
     }
 
     /// Full forward pass over a batch of rays: proposal levels, resampling, NeRF level, compositing.
     pub fn forward(&self, rays: &Rays, mode: &SampleMode, train: bool) -> Forward {
+        let mut fwd = Forward::default();
+        self.forward_into(rays, mode, train, &mut fwd);
+        fwd
+    }
+
+    /// [`Model::forward`] into a reused [`Forward`]: every buffer is resized and overwritten, so a
+    /// training loop that keeps one `Forward` allocates nothing per step.
+    pub fn forward_into(&self, rays: &Rays, mode: &SampleMode, train: bool, fwd: &mut Forward) {
         let r_count = rays.len();
         let near = self.near();
         let nprop = self.nprop();
-        let mut levels: Vec<Level> = Vec::with_capacity(nprop + 1);
+        fwd.levels.resize_with(nprop + 1, Level::default);
         let mut prod = 1usize;
         for k in 0..=nprop {
             let n = if k < nprop {
@@ -454,77 +485,83 @@ impl Model {
             } else {
                 self.cfg.nerf_samples
             };
-            let s = {
-                let prev = levels
-                    .last()
-                    .map(|l: &Level| (l.s.as_slice(), l.w.as_slice(), l.n));
-                resample(prev, prod, n, r_count, mode, k)
-            };
+            let (done, rest) = fwd.levels.split_at_mut(k);
+            let lvl = &mut rest[0];
+            lvl.n = n;
+            let prev = done.last().map(|l| (l.s.as_slice(), l.w.as_slice(), l.n));
+            resample(prev, prod, n, r_count, mode, k, &mut lvl.s);
             prod *= n;
-            let t: Vec<f32> = s.par_iter().map(|&s| coord::s_to_t(s, near)).collect();
-            let mut lvl = Level {
-                n,
-                s,
-                t,
-                ..Default::default()
-            };
+            lvl.t.resize(lvl.s.len(), 0.0);
+            lvl.t
+                .par_iter_mut()
+                .zip(&lvl.s)
+                .for_each(|(t, &s)| *t = coord::s_to_t(s, near));
             let contracted = self.cfg.backbone == Backbone::IpeMlp && k == nprop;
             sample_points(rays, n, &lvl.t, &mut lvl.pos, &mut lvl.fsig, contracted);
             if k < nprop {
-                self.prop_forward(k, &mut lvl, train);
+                self.prop_forward(k, lvl, train);
             } else {
-                self.nerf_density_forward(&mut lvl, train);
+                self.nerf_density_forward(lvl, train);
             }
-            let mut w = vec![0.0f32; r_count * n];
-            w.par_chunks_mut(n).enumerate().for_each(|(i, wr)| {
+            lvl.w.resize(r_count * n, 0.0);
+            let (sigma, t) = (&lvl.sigma, &lvl.t);
+            lvl.w.par_chunks_mut(n).enumerate().for_each(|(i, wr)| {
                 render::weights(
-                    &lvl.sigma[i * n..(i + 1) * n],
-                    &lvl.t[i * (n + 1)..(i + 1) * (n + 1)],
+                    &sigma[i * n..(i + 1) * n],
+                    &t[i * (n + 1)..(i + 1) * (n + 1)],
                     wr,
                 );
             });
-            lvl.w = w;
-            levels.push(lvl);
         }
         // Colour head on the NeRF level.
-        let lvl = levels.last().expect("at least one level");
-        let mut color = ColorState::default();
-        self.color_input(rays, lvl, &mut color.x);
+        let lvl = fwd.levels.last().expect("at least one level");
+        let color = &mut fwd.color;
+        self.color_input(rays, lvl, &mut color.geo, &mut color.ray);
         let ccfg = self.cfg.color_mlp();
-        let ns = r_count * lvl.n;
-        let mut out = vec![0.0f32; ns * 3];
+        let n = lvl.n;
+        let ns = r_count * n;
         let cidx = self.idx_grid() + 2;
+        let input = MlpInput {
+            rows: &color.geo,
+            d_local: GEO_DIM,
+            groups: &color.ray,
+            group_rows: n,
+        };
+        // The logits go into `drgb` and are replaced by the activation's derivative below.
+        color.drgb.resize(ns * 3, 0.0);
         if train {
-            mlp_forward_into(
+            mlp_forward_grouped_into(
                 &ccfg,
                 &self.params[cidx],
-                &color.x,
-                &mut out,
+                &input,
+                &mut color.drgb,
                 &mut color.cache,
             );
         } else {
-            mlp_forward_inference(&ccfg, &self.params[cidx], &color.x, &mut out);
+            mlp_forward_grouped_inference(&ccfg, &self.params[cidx], &input, &mut color.drgb);
         }
-        color.rgb = out.par_iter().map(|&v| color_act(v).0).collect();
-        color.drgb = out.par_iter().map(|&v| color_act(v).1).collect();
-        let n = lvl.n;
-        let res: Vec<([f32; 3], f32, f32)> = (0..r_count)
-            .into_par_iter()
-            .map(|i| {
-                render::composite(
+        color.rgb.resize(ns * 3, 0.0);
+        color
+            .rgb
+            .par_iter_mut()
+            .zip(color.drgb.par_iter_mut())
+            .for_each(|(c, d)| (*c, *d) = color_act(*d));
+        fwd.rgb.resize(r_count, [0.0; 3]);
+        fwd.depth.resize(r_count, 0.0);
+        fwd.acc.resize(r_count, 0.0);
+        let rgb = &color.rgb;
+        fwd.rgb
+            .par_iter_mut()
+            .zip(fwd.depth.par_iter_mut())
+            .zip(fwd.acc.par_iter_mut())
+            .enumerate()
+            .for_each(|(i, ((c, d), a))| {
+                (*c, *d, *a) = render::composite(
                     &lvl.w[i * n..(i + 1) * n],
-                    &color.rgb[i * n * 3..(i + 1) * n * 3],
+                    &rgb[i * n * 3..(i + 1) * n * 3],
                     &lvl.t[i * (n + 1)..(i + 1) * (n + 1)],
-                )
-            })
-            .collect();
-        Forward {
-            rgb: res.iter().map(|r| r.0).collect(),
-            depth: res.iter().map(|r| r.1).collect(),
-            acc: res.iter().map(|r| r.2).collect(),
-            levels,
-            color,
-        }
+                );
+            });
     }
 
     pub fn near(&self) -> f32 {
@@ -622,37 +659,36 @@ impl Model {
 
         // --- Colour head backward.
         let gidx = self.idx_grid();
-        let cin = self.cfg.color_in();
+        let rw = self.cfg.color_in() - GEO_DIM;
         let ns = r_count * n;
-        let mut d_x = vec![0.0f32; ns * cin];
+        let mut d_geo = vec![0.0f32; ns * GEO_DIM];
+        let mut d_ray = vec![0.0f32; r_count * rw];
         let ccfg = self.cfg.color_mlp();
-        mlp_backward(
+        let input = MlpInput {
+            rows: &fwd.color.geo,
+            d_local: GEO_DIM,
+            groups: &fwd.color.ray,
+            group_rows: n,
+        };
+        mlp_backward_grouped(
             &ccfg,
             &self.params[gidx + 2],
-            &fwd.color.x,
+            &input,
             &fwd.color.cache,
             &g_out,
             &mut grads[gidx + 2],
-            Some(&mut d_x),
+            Some(&mut d_geo),
+            Some(&mut d_ray),
         );
         let gd = self.cfg.glo_dim;
-        if let Some(dl) = d_latent {
-            dl.par_chunks_mut(gd.max(1))
-                .enumerate()
-                .for_each(|(i, dli)| {
-                    if gd == 0 {
-                        return;
-                    }
-                    for j in 0..n {
-                        let row = &d_x[(i * n + j) * cin..(i * n + j + 1) * cin];
-                        for (a, b) in dli
-                            .iter_mut()
-                            .zip(&row[GEO_DIM + DIR_DIM..GEO_DIM + DIR_DIM + gd])
-                        {
-                            *a += b;
-                        }
-                    }
-                });
+        if let Some(dl) = d_latent
+            && gd > 0
+        {
+            for (dli, row) in dl.chunks_exact_mut(gd).zip(d_ray.chunks_exact(rw)) {
+                for (a, b) in dli.iter_mut().zip(&row[DIR_DIM..DIR_DIM + gd]) {
+                    *a += b;
+                }
+            }
         }
         // --- Density MLP backward: d raw = [g_sigma * sigma, d geo].
         let mut d_raw = vec![0.0f32; ns * (1 + GEO_DIM)];
@@ -661,9 +697,9 @@ impl Model {
             .enumerate()
             .for_each(|(i, dr)| {
                 dr[0] = g_sigma[i] * nl.sigma[i];
-                dr[1..].copy_from_slice(&d_x[i * cin..i * cin + GEO_DIM]);
+                dr[1..].copy_from_slice(&d_geo[i * GEO_DIM..(i + 1) * GEO_DIM]);
             });
-        drop(d_x);
+        drop(d_geo);
         let dcfg = self.cfg.density_mlp();
         match self.cfg.backbone {
             Backbone::HashGrid => {
@@ -707,21 +743,22 @@ impl Model {
             let li: f64 = gsig
                 .par_chunks_mut(m)
                 .enumerate()
-                .map(|(i, gs)| {
-                    let mut gw = vec![0.0f32; m];
+                .map_init(Vec::new, |gw, (i, gs)| {
+                    gw.clear();
+                    gw.resize(m, 0.0);
                     let l = stepfun::interlevel_loss(
                         &nl.s[i * (n + 1)..(i + 1) * (n + 1)],
                         &nl.w[i * n..(i + 1) * n],
                         &pl.s[i * (m + 1)..(i + 1) * (m + 1)],
                         &pl.w[i * m..(i + 1) * m],
                         scale,
-                        &mut gw,
+                        gw,
                     );
                     render::weights_backward(
                         &pl.sigma[i * m..(i + 1) * m],
                         &pl.t[i * (m + 1)..(i + 1) * (m + 1)],
                         &pl.w[i * m..(i + 1) * m],
-                        &gw,
+                        gw,
                         gs,
                     );
                     l as f64
@@ -777,7 +814,6 @@ impl Model {
         let r_count = rays.len();
         let lvl = fwd.levels.pop().expect("NeRF level");
         let n = lvl.n;
-        let cin = self.cfg.color_in();
         let ccfg = self.cfg.color_mlp();
         let cidx = self.idx_grid() + 2;
         let mut adam = crate::kernels::Adam::new(
@@ -788,18 +824,27 @@ impl Model {
                 eps: 1e-15,
             },
         );
+        let rw = self.cfg.color_in() - GEO_DIM;
         let mut rays_z = rays.clone();
-        let mut x = Vec::new();
+        let mut geo = Vec::new();
+        let mut ray = Vec::new();
+        self.color_input(rays, &lvl, &mut geo, &mut ray);
         let mut out = vec![0.0f32; r_count * n * 3];
         let mut cache = MlpCache::default();
-        let mut d_x = vec![0.0f32; r_count * n * cin];
+        let mut d_ray = vec![0.0f32; r_count * rw];
         let mut dummy = vec![0.0f32; self.params[cidx].len()];
         for _ in 0..steps {
             for i in 0..r_count {
                 rays_z.latent[i * gd..(i + 1) * gd].copy_from_slice(&z);
             }
-            self.color_input(&rays_z, &lvl, &mut x);
-            mlp_forward_into(&ccfg, &self.params[cidx], &x, &mut out, &mut cache);
+            self.ray_features(&rays_z, &mut ray);
+            let input = MlpInput {
+                rows: &geo,
+                d_local: GEO_DIM,
+                groups: &ray,
+                group_rows: n,
+            };
+            mlp_forward_grouped_into(&ccfg, &self.params[cidx], &input, &mut out, &mut cache);
             let mut g_out = vec![0.0f32; r_count * n * 3];
             g_out.par_chunks_mut(n * 3).enumerate().for_each(|(i, go)| {
                 let w = &lvl.w[i * n..(i + 1) * n];
@@ -816,21 +861,19 @@ impl Model {
                     }
                 }
             });
-            mlp_backward(
+            mlp_backward_grouped(
                 &ccfg,
                 &self.params[cidx],
-                &x,
+                &input,
                 &cache,
                 &g_out,
                 &mut dummy,
-                Some(&mut d_x),
+                None,
+                Some(&mut d_ray),
             );
             let mut gz = vec![0.0f32; gd];
-            for row in d_x.chunks(cin) {
-                for (a, b) in gz
-                    .iter_mut()
-                    .zip(&row[GEO_DIM + DIR_DIM..GEO_DIM + DIR_DIM + gd])
-                {
+            for row in d_ray.chunks(rw) {
+                for (a, b) in gz.iter_mut().zip(&row[DIR_DIM..DIR_DIM + gd]) {
                     *a += b;
                 }
             }

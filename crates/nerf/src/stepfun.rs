@@ -30,24 +30,52 @@ pub fn max_dilate_weights(
     dil: f32,
     domain: (f32, f32),
 ) -> (Vec<f32>, Vec<f32>) {
+    let (mut td, mut wd) = (Vec::new(), Vec::new());
+    max_dilate_weights_into(t, w, dil, domain, &mut td, &mut wd);
+    (td, wd)
+}
+
+/// [`max_dilate_weights`] into reused buffers (the training loop calls it for every ray). The
+/// fenceposts are a 3-way merge of the sorted `t`, `t[:-1] - dil` and `t[1:] + dil`.
+pub fn max_dilate_weights_into(
+    t: &[f32],
+    w: &[f32],
+    dil: f32,
+    domain: (f32, f32),
+    td: &mut Vec<f32>,
+    wd: &mut Vec<f32>,
+) {
     let n = w.len();
-    let p: Vec<f32> = (0..n)
-        .map(|i| {
-            let dt = t[i + 1] - t[i];
-            if dt > 0.0 { w[i] / dt } else { 0.0 }
-        })
-        .collect();
-    let mut td = Vec::with_capacity(3 * n + 1);
-    td.extend_from_slice(t);
-    td.extend(t[..n].iter().map(|x| x - dil));
-    td.extend(t[1..].iter().map(|x| x + dil));
-    td.sort_by(|a, b| a.total_cmp(b));
-    for x in td.iter_mut() {
-        *x = x.clamp(domain.0, domain.1);
+    let p = |i: usize| {
+        let dt = t[i + 1] - t[i];
+        if dt > 0.0 { w[i] / dt } else { 0.0 }
+    };
+    td.clear();
+    // Merge the three sorted sequences a = t, b = t[..n] - dil, c = t[1..] + dil.
+    let (mut ia, mut ib, mut ic) = (0usize, 0usize, 0usize);
+    while ia <= n || ib < n || ic < n {
+        let va = if ia <= n { t[ia] } else { f32::INFINITY };
+        let vb = if ib < n { t[ib] - dil } else { f32::INFINITY };
+        let vc = if ic < n {
+            t[ic + 1] + dil
+        } else {
+            f32::INFINITY
+        };
+        let v = if va <= vb && va <= vc {
+            ia += 1;
+            va
+        } else if vb <= vc {
+            ib += 1;
+            vb
+        } else {
+            ic += 1;
+            vc
+        };
+        td.push(v.clamp(domain.0, domain.1));
     }
     // p_dilated at fencepost x = max over bins j with t[j]-dil <= x < t[j+1]+dil of p[j].
     // Both bounds are monotone in x: a sliding window over j.
-    let mut wd = Vec::with_capacity(td.len() - 1);
+    wd.clear();
     let mut lo = 0usize; // first j with t[j+1] + dil > x
     let mut hi = 0usize; // one past the last j with t[j] - dil <= x
     let mut sum = 0.0f32;
@@ -60,8 +88,8 @@ pub fn max_dilate_weights(
             hi += 1;
         }
         let mut m = 0.0f32;
-        for &pj in &p[lo.min(hi)..hi] {
-            m = m.max(pj);
+        for j in lo.min(hi)..hi {
+            m = m.max(p(j));
         }
         let wk = m * (td[k + 1] - td[k]);
         sum += wk;
@@ -71,7 +99,6 @@ pub fn max_dilate_weights(
     for v in wd.iter_mut() {
         *v /= s;
     }
-    (td, wd)
 }
 
 /// `stepfun.sample_intervals`: draw `m` sample centres from the step function's inverse CDF
@@ -91,34 +118,40 @@ pub fn sample_intervals(
     let total: f32 = (0..n)
         .map(|i| if t[i + 1] > t[i] { w[i].max(0.0) } else { 0.0 })
         .sum();
-    let mut centers = vec![0.0f32; m];
     // u in [0,1): stratified.
-    let us: Vec<f32> = match u0 {
+    let u = |i: usize| match u0 {
         None => {
             let pad = 1.0 / (2 * m) as f32;
-            (0..m)
-                .map(|i| pad + (1.0 - 2.0 * pad - EPS) * i as f32 / (m - 1) as f32)
-                .collect()
+            pad + (1.0 - 2.0 * pad - EPS) * i as f32 / (m - 1) as f32
         }
         Some(j) => {
             let u_max = EPS + (1.0 - EPS) / m as f32;
             let max_jitter = (1.0 - u_max) / (m - 1) as f32 - EPS;
-            (0..m)
-                .map(|i| (1.0 - u_max) * i as f32 / (m - 1) as f32 + j * max_jitter)
-                .collect()
+            (1.0 - u_max) * i as f32 / (m - 1) as f32 + j * max_jitter
         }
+    };
+    // Centres are produced in order; fencepost k (1..m) is the midpoint of centres k-1 and k.
+    let (mut c_first, mut c_prev) = (0.0f32, 0.0f32);
+    let mut emit = |idx: usize, c: f32| {
+        if idx == 0 {
+            c_first = c;
+        } else {
+            out[idx] = 0.5 * (c_prev + c);
+        }
+        c_prev = c;
     };
     if total.is_nan() || total <= 0.0 {
         // Degenerate histogram: uniform over the domain spanned by t.
         let (a, b) = (t[0], t[n]);
-        for (c, u) in centers.iter_mut().zip(&us) {
-            *c = a + (b - a) * u;
+        for k in 0..m {
+            emit(k, a + (b - a) * u(k));
         }
     } else {
-        // Walk the CDF once (us is sorted).
+        // Walk the CDF once (u is increasing).
         let mut i = 0usize;
         let mut cw0 = 0.0f32; // CDF at t[i]
-        for (c, &u) in centers.iter_mut().zip(&us) {
+        for k in 0..m {
+            let uk = u(k);
             loop {
                 let wi = if t[i + 1] > t[i] {
                     w[i].max(0.0) / total
@@ -126,13 +159,13 @@ pub fn sample_intervals(
                     0.0
                 };
                 let cw1 = (cw0 + wi).min(1.0);
-                if u < cw1 || i + 1 == n {
+                if uk < cw1 || i + 1 == n {
                     let f = if wi > 0.0 {
-                        ((u - cw0) / wi).clamp(0.0, 1.0)
+                        ((uk - cw0) / wi).clamp(0.0, 1.0)
                     } else {
                         0.0
                     };
-                    *c = t[i] + f * (t[i + 1] - t[i]);
+                    emit(k, t[i] + f * (t[i + 1] - t[i]));
                     break;
                 }
                 cw0 = cw1;
@@ -140,11 +173,9 @@ pub fn sample_intervals(
             }
         }
     }
-    for k in 1..m {
-        out[k] = 0.5 * (centers[k - 1] + centers[k]);
-    }
-    out[0] = (2.0 * centers[0] - out[1]).max(domain.0);
-    out[m] = (2.0 * centers[m - 1] - out[m - 1]).min(domain.1);
+    let c_last = c_prev;
+    out[0] = (2.0 * c_first - out[1]).max(domain.0);
+    out[m] = (2.0 * c_last - out[m - 1]).min(domain.1);
     // Guard monotonicity against rounding.
     for k in 1..=m {
         if out[k] < out[k - 1] {
@@ -182,6 +213,9 @@ pub fn outer(t0: &[f32], t1: &[f32], w1: &[f32]) -> (Vec<f32>, Vec<(usize, usize
 /// `sum_i max(0, w_i - outer_i)^2 / (w_i + eps)` where `(t, w)` is the NeRF histogram (held fixed) and
 /// `outer` bounds it from the proposal histogram `(t_env, w_env)`. Returns the loss and adds
 /// `scale * dL/dw_env` into `g_env`.
+///
+/// Same bins and sums as [`outer`], found by one merge walk (both fencepost lists are sorted) with
+/// running prefix sums, without allocating.
 pub fn interlevel_loss(
     t: &[f32],
     w: &[f32],
@@ -190,15 +224,35 @@ pub fn interlevel_loss(
     scale: f32,
     g_env: &mut [f32],
 ) -> f32 {
-    let (wo, ranges) = outer(t, t_env, w_env);
+    let n1 = w_env.len();
+    // count(v) = #{t_env <= v}; lo = count(t[i]) - 1 (>= 0), hi = min(count(t[i+1]), n1), >= lo.
+    // cum(k) = sum of w_env[..k], accumulated in the same order as `outer`'s prefix array.
+    let (mut c_lo, mut c_hi) = (0usize, 0usize);
+    let (mut cum_lo, mut cum_hi) = (0.0f32, 0.0f32); // cum(lo_ptr), cum(hi_ptr)
+    let (mut lo_ptr, mut hi_ptr) = (0usize, 0usize);
     let mut loss = 0.0;
     for i in 0..w.len() {
-        let r = (w[i] - wo[i]).max(0.0);
+        while c_lo <= n1 && t_env[c_lo] <= t[i] {
+            c_lo += 1;
+        }
+        while c_hi <= n1 && t_env[c_hi] <= t[i + 1] {
+            c_hi += 1;
+        }
+        let lo = c_lo.saturating_sub(1);
+        let hi = c_hi.min(n1).max(lo);
+        while lo_ptr < lo {
+            cum_lo += w_env[lo_ptr];
+            lo_ptr += 1;
+        }
+        while hi_ptr < hi {
+            cum_hi += w_env[hi_ptr];
+            hi_ptr += 1;
+        }
+        let r = (w[i] - (cum_hi - cum_lo)).max(0.0);
         if r > 0.0 {
             let den = w[i] + EPS;
             loss += r * r / den;
             let g = -2.0 * r / den * scale;
-            let (lo, hi) = ranges[i];
             for ge in &mut g_env[lo..hi] {
                 *ge += g;
             }
@@ -320,6 +374,58 @@ mod tests {
         sample_intervals(&[0.0, 1.0], &[1.0], 64, Some(0.7), (0.0, 1.0), &mut out);
         assert!(out.windows(2).all(|p| p[1] >= p[0]) && out[0] >= 0.0 && out[64] <= 1.0);
         assert!((out[32] - 0.5).abs() < 0.02);
+    }
+
+    /// The merge-walk versions equal the direct definitions (sorted fenceposts; `outer` by binary
+    /// search) on random histograms, including repeated fenceposts.
+    #[test]
+    fn merge_walks_match_direct_definitions() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let sorted = |rng: &mut rand_chacha::ChaCha8Rng, n: usize| {
+            let mut v: Vec<f32> = (0..=n).map(|_| rng.random_range(0.0f32..1.0)).collect();
+            v[0] = 0.0;
+            v[n] = 1.0;
+            if n > 3 {
+                v[2] = v[1]; // a zero-width bin
+            }
+            v.sort_by(f32::total_cmp);
+            v
+        };
+        for trial in 0..200 {
+            let (n, m) = (2 + trial % 40, 2 + (trial * 7) % 70);
+            let t = sorted(&mut rng, n);
+            let w: Vec<f32> = (0..n).map(|_| rng.random_range(0.0f32..0.1)).collect();
+            let te = sorted(&mut rng, m);
+            let we: Vec<f32> = (0..m).map(|_| rng.random_range(0.0f32..0.1)).collect();
+            // interlevel vs outer
+            let (wo, ranges) = outer(&t, &te, &we);
+            let mut g_ref = vec![0.0f32; m];
+            let mut l_ref = 0.0;
+            for i in 0..n {
+                let r = (w[i] - wo[i]).max(0.0);
+                if r > 0.0 {
+                    l_ref += r * r / (w[i] + EPS);
+                    for g in &mut g_ref[ranges[i].0..ranges[i].1] {
+                        *g += -2.0 * r / (w[i] + EPS) * 0.5;
+                    }
+                }
+            }
+            let mut g = vec![0.0f32; m];
+            let l = interlevel_loss(&t, &w, &te, &we, 0.5, &mut g);
+            assert_eq!(l, l_ref, "trial {trial}");
+            assert_eq!(g, g_ref, "trial {trial}");
+            // dilation fenceposts vs sort
+            let dil = 0.03;
+            let mut td_ref: Vec<f32> = t.clone();
+            td_ref.extend(t[..n].iter().map(|x| x - dil));
+            td_ref.extend(t[1..].iter().map(|x| x + dil));
+            td_ref.sort_by(f32::total_cmp);
+            td_ref.iter_mut().for_each(|x| *x = x.clamp(0.0, 1.0));
+            let (td, wd) = max_dilate_weights(&t, &w, dil, (0.0, 1.0));
+            assert_eq!(td, td_ref, "trial {trial}");
+            assert_eq!(wd.len(), 3 * n);
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::NerfError;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::data::Dataset;
-use crate::kernels::{Adam, AdamConfig, clip_grad_norm};
+use crate::kernels::{Adam, AdamConfig, global_grad_norm};
 use crate::metrics;
 use crate::model::{LossWeights, Losses, Model, ModelConfig, SampleMode};
 use crate::render::psnr;
@@ -148,6 +148,7 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
     let mut acc = (Losses::default(), 0usize);
     let mut metrics = Vec::new();
     let mut grads = model.zeros_like();
+    let mut fwd = crate::model::Forward::default();
     while meta.step < cfg.steps {
         let elapsed = elapsed0 + t_call.elapsed().as_secs_f64();
         if cfg.max_seconds > 0.0 && elapsed >= cfg.max_seconds {
@@ -172,10 +173,7 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
             jitter: Some(&jitter),
             train_frac: progress as f32,
         };
-        let fwd = model.forward(&rays, &mode, true);
-        for g in grads.iter_mut() {
-            g.iter_mut().for_each(|v| *v = 0.0);
-        }
+        model.forward_into(&rays, &mode, true, &mut fwd);
         let mut d_lat = vec![0.0f32; rays.len() * gd];
         let losses = model.backward(&rays, &fwd, &target, &lw, &mut grads, Some(&mut d_lat));
         if !losses.data.is_finite() {
@@ -186,22 +184,31 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
                 grads[gidx][k * gd + j] += d_lat[i * gd + j];
             }
         }
-        let grad_norm = {
-            let mut bufs: Vec<&mut [f32]> = grads.iter_mut().map(|g| g.as_mut_slice()).collect();
-            clip_grad_norm(
-                &mut bufs,
-                if cfg.grad_max_norm > 0.0 {
-                    cfg.grad_max_norm
-                } else {
-                    f64::INFINITY
-                },
-            )
+        // Gradients start at zero (`zeros_like`) and the fused Adam pass zeroes them again.
+        let (scale, clipped_from) = if cfg.grad_max_norm > 0.0 {
+            let bufs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+            let norm = global_grad_norm(&bufs);
+            let s = if norm > cfg.grad_max_norm && norm > 0.0 {
+                (cfg.grad_max_norm / norm) as f32
+            } else {
+                1.0
+            };
+            (s, Some(norm))
+        } else {
+            (1.0, None)
         };
-        for ((p, g), a) in model.params.iter_mut().zip(&grads).zip(adams.iter_mut()) {
+        let mut sq = 0.0f64;
+        for ((p, g), a) in model
+            .params
+            .iter_mut()
+            .zip(grads.iter_mut())
+            .zip(adams.iter_mut())
+        {
             if !p.is_empty() {
-                a.update(p, g, lr as f32);
+                sq += a.update_and_zero(p, g, lr as f32, scale);
             }
         }
+        let grad_norm = clipped_from.unwrap_or(sq.sqrt());
         meta.step += 1;
         acc.0.data += losses.data;
         acc.0.distortion += losses.distortion;

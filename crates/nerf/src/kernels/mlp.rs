@@ -279,52 +279,194 @@ fn linear(
     }
 }
 
-fn check(cfg: &MlpConfig, params: &[f32], x: &[f32]) -> usize {
-    assert_eq!(
-        params.len(),
-        cfg.num_params(),
-        "mlp: params length != MlpConfig::num_params()"
-    );
-    assert_eq!(
-        x.len() % cfg.input_dim(),
-        0,
-        "mlp: x length must be a multiple of the input width"
-    );
-    x.len() / cfg.input_dim()
+/// The input rows of an MLP, optionally **grouped**: the first `d_local` input features vary per
+/// row (`rows`, `N x d_local`), the remaining `d_0 - d_local` are shared by each run of
+/// `group_rows` consecutive rows (`groups`, `(N / group_rows) x (d_0 - d_local)`).
+///
+/// Same function, same parameter layout as the dense MLP on the concatenated rows
+/// `[rows_i | groups_{i / group_rows}]`, but the first layer is split (nerfacto / Instant-NGP's
+/// colour head, where direction, appearance latent and exposure are constant along a ray):
+/// `x W_0 + b_0 = x_local W_0[..d_local] + (x_group W_0[d_local..] + b_0)`, and the bracket is
+/// computed once per group. Backward: `dW_0[d_local..] += x_group^T (sum over the group's rows of
+/// dY_0)`, and the gradient of the shared features is that sum times `W_0[d_local..]^T`.
+#[derive(Clone, Copy, Debug)]
+pub struct MlpInput<'a> {
+    /// `N x d_local` per-row features.
+    pub rows: &'a [f32],
+    /// Width of the per-row features (`d_0` for a dense input).
+    pub d_local: usize,
+    /// `G x (d_0 - d_local)` shared features (empty for a dense input).
+    pub groups: &'a [f32],
+    /// Rows per group (`N = G * group_rows`); 1 for a dense input.
+    pub group_rows: usize,
 }
 
-/// Runs one chunk through all layers. `hidden` holds `r * hidden_width` floats.
+impl<'a> MlpInput<'a> {
+    /// A plain `N x d_0` input.
+    pub fn dense(x: &'a [f32], cfg: &MlpConfig) -> Self {
+        Self {
+            rows: x,
+            d_local: cfg.input_dim(),
+            groups: &[],
+            group_rows: 1,
+        }
+    }
+
+    /// Width of the shared features for `cfg`.
+    fn d_shared(&self, cfg: &MlpConfig) -> usize {
+        cfg.input_dim() - self.d_local
+    }
+
+    /// Rows per kernel chunk: whole groups, about [`CHUNK_ROWS`].
+    fn chunk_rows(&self) -> usize {
+        (CHUNK_ROWS / self.group_rows).max(1) * self.group_rows
+    }
+
+    /// Checks the shapes against `cfg`; returns `N`.
+    fn check(&self, cfg: &MlpConfig, params: &[f32]) -> usize {
+        assert_eq!(
+            params.len(),
+            cfg.num_params(),
+            "mlp: params length != MlpConfig::num_params()"
+        );
+        assert!(
+            self.d_local >= 1 && self.d_local <= cfg.input_dim() && self.group_rows >= 1,
+            "mlp: d_local must be in 1..=input width and group_rows >= 1"
+        );
+        assert_eq!(
+            self.rows.len() % self.d_local,
+            0,
+            "mlp: x length must be a multiple of the input width"
+        );
+        let n = self.rows.len() / self.d_local;
+        let ds = self.d_shared(cfg);
+        if ds > 0 {
+            assert_eq!(
+                n % self.group_rows,
+                0,
+                "mlp: N must be a multiple of group_rows"
+            );
+            assert_eq!(
+                self.groups.len(),
+                n / self.group_rows * ds,
+                "mlp: groups length must be G * shared width"
+            );
+        }
+        n
+    }
+
+    /// The chunk of rows `r0 .. r0 + r` (whole groups).
+    fn chunk(&self, cfg: &MlpConfig, r0: usize, r: usize) -> MlpInput<'a> {
+        let ds = self.d_shared(cfg);
+        let (g0, g1) = (r0 / self.group_rows, (r0 + r).div_ceil(self.group_rows));
+        MlpInput {
+            rows: &self.rows[r0 * self.d_local..(r0 + r) * self.d_local],
+            d_local: self.d_local,
+            groups: if ds > 0 {
+                &self.groups[g0 * ds..g1 * ds]
+            } else {
+                &[]
+            },
+            group_rows: self.group_rows,
+        }
+    }
+}
+
+/// First layer on a chunk: `y = x_local W[..d_local] + broadcast(x_group W[d_local..] + b)`, or the
+/// plain `linear` when the input is dense; ReLU when the layer is hidden. `c` is scratch for the
+/// per-group offsets (`G_chunk x d_out`).
+fn first_layer(
+    input: &MlpInput,
+    lo: &LayerOffsets,
+    params: &[f32],
+    y: &mut [f32],
+    c: &mut Vec<f32>,
+    relu: bool,
+) {
+    let (a, b) = (lo.fan_in, lo.fan_out);
+    let w = &params[lo.weight..lo.weight + a * b];
+    let bias = lo.bias.map(|o| &params[o..o + b]);
+    let dl = input.d_local;
+    if dl == a {
+        linear(input.rows, w, bias, y, a, b, relu);
+        return;
+    }
+    let ng = input.groups.len() / (a - dl);
+    c.resize(ng * b, 0.0);
+    linear(input.groups, &w[dl * b..], bias, c, a - dl, b, false);
+    for (yg, cg) in y.chunks_mut(input.group_rows * b).zip(c.chunks_exact(b)) {
+        for row in yg.chunks_exact_mut(b) {
+            row.copy_from_slice(cg);
+        }
+    }
+    let r = input.rows.len() / dl;
+    // SAFETY: rows is r x dl, w[..dl*b] is dl x b, y is r x b, all row-major; y is a distinct borrow.
+    unsafe {
+        sgemm_st(
+            r,
+            dl,
+            b,
+            input.rows.as_ptr(),
+            dl as isize,
+            1,
+            w.as_ptr(),
+            b as isize,
+            1,
+            1.0,
+            y.as_mut_ptr(),
+            b as isize,
+            1,
+        )
+    };
+    if relu {
+        for v in y.iter_mut() {
+            *v = v.max(0.0);
+        }
+    }
+}
+
+/// Runs one chunk through all layers. `hidden` holds `r * hidden_width` floats; `c` is scratch.
 fn forward_chunk(
-    cfg: &MlpConfig,
     offs: &[LayerOffsets],
     params: &[f32],
-    x: &[f32],
+    input: &MlpInput,
     hidden: &mut [f32],
     out: &mut [f32],
+    c: &mut Vec<f32>,
 ) {
-    let r = x.len() / cfg.input_dim();
+    let r = input.rows.len() / input.d_local;
     let k_last = offs.len() - 1;
-    let mut h_prev_start = usize::MAX; // usize::MAX = the input x
+    let mut h_prev_start = 0;
     let mut h_off = 0;
     for (k, lo) in offs.iter().enumerate() {
-        let w = &params[lo.weight..lo.weight + lo.fan_in * lo.fan_out];
-        let b = lo.bias.map(|o| &params[o..o + lo.fan_out]);
-        if k == k_last {
-            let input = if h_prev_start == usize::MAX {
-                x
-            } else {
-                &hidden[h_prev_start..h_prev_start + r * lo.fan_in]
-            };
-            linear(input, w, b, out, lo.fan_in, lo.fan_out, false);
+        let dst: &mut [f32] = if k == k_last {
+            &mut *out
         } else {
-            let (before, after) = hidden.split_at_mut(h_off);
-            let dst = &mut after[..r * lo.fan_out];
-            let input = if h_prev_start == usize::MAX {
-                x
+            &mut hidden[h_off..h_off + r * lo.fan_out]
+        };
+        if k == 0 {
+            first_layer(input, lo, params, dst, c, k != k_last);
+        } else {
+            let w = &params[lo.weight..lo.weight + lo.fan_in * lo.fan_out];
+            let b = lo.bias.map(|o| &params[o..o + lo.fan_out]);
+            if k == k_last {
+                let src = &hidden[h_prev_start..h_prev_start + r * lo.fan_in];
+                linear(src, w, b, out, lo.fan_in, lo.fan_out, false);
             } else {
-                &before[h_prev_start..h_prev_start + r * lo.fan_in]
-            };
-            linear(input, w, b, dst, lo.fan_in, lo.fan_out, true);
+                let (before, after) = hidden.split_at_mut(h_off);
+                let src = &before[h_prev_start..h_prev_start + r * lo.fan_in];
+                linear(
+                    src,
+                    w,
+                    b,
+                    &mut after[..r * lo.fan_out],
+                    lo.fan_in,
+                    lo.fan_out,
+                    true,
+                );
+            }
+        }
+        if k != k_last {
             h_prev_start = h_off;
             h_off += r * lo.fan_out;
         }
@@ -333,23 +475,33 @@ fn forward_chunk(
 
 /// Forward pass for inference: `out (N x d_K)` is overwritten; nothing is cached.
 pub fn mlp_forward_inference(cfg: &MlpConfig, params: &[f32], x: &[f32], out: &mut [f32]) {
-    let n = check(cfg, params, x);
+    mlp_forward_grouped_inference(cfg, params, &MlpInput::dense(x, cfg), out);
+}
+
+/// [`mlp_forward_inference`] on a (possibly grouped) [`MlpInput`].
+pub fn mlp_forward_grouped_inference(
+    cfg: &MlpConfig,
+    params: &[f32],
+    input: &MlpInput,
+    out: &mut [f32],
+) {
+    let n = input.check(cfg, params);
+    let dout = cfg.output_dim();
     assert_eq!(
         out.len(),
-        n * cfg.output_dim(),
+        n * dout,
         "mlp: out length must be N * output width"
     );
     let offs = cfg.layer_offsets();
-    let (din, dout, hw) = (cfg.input_dim(), cfg.output_dim(), cfg.hidden_width());
-    x.par_chunks(CHUNK_ROWS * din)
-        .zip(out.par_chunks_mut(CHUNK_ROWS * dout))
-        .for_each_init(
-            || vec![0f32; CHUNK_ROWS * hw],
-            |scratch, (xc, oc)| {
-                let r = xc.len() / din;
-                forward_chunk(cfg, &offs, params, xc, &mut scratch[..r * hw], oc);
-            },
-        );
+    let (cr, hw) = (input.chunk_rows(), cfg.hidden_width());
+    out.par_chunks_mut(cr * dout).enumerate().for_each_init(
+        || (vec![0f32; cr * hw], Vec::new()),
+        |(scratch, c), (ci, oc)| {
+            let r = oc.len() / dout;
+            let inp = input.chunk(cfg, ci * cr, r);
+            forward_chunk(&offs, params, &inp, &mut scratch[..r * hw], oc, c);
+        },
+    );
 }
 
 /// Forward pass for training: overwrites `out (N x d_K)` and fills `cache` (reusing its memory).
@@ -360,31 +512,48 @@ pub fn mlp_forward_into(
     out: &mut [f32],
     cache: &mut MlpCache,
 ) {
-    let n = check(cfg, params, x);
+    mlp_forward_grouped_into(cfg, params, &MlpInput::dense(x, cfg), out, cache);
+}
+
+/// [`mlp_forward_into`] on a (possibly grouped) [`MlpInput`].
+pub fn mlp_forward_grouped_into(
+    cfg: &MlpConfig,
+    params: &[f32],
+    input: &MlpInput,
+    out: &mut [f32],
+    cache: &mut MlpCache,
+) {
+    let n = input.check(cfg, params);
+    let dout = cfg.output_dim();
     assert_eq!(
         out.len(),
-        n * cfg.output_dim(),
+        n * dout,
         "mlp: out length must be N * output width"
     );
     let offs = cfg.layer_offsets();
-    let (din, dout, hw) = (cfg.input_dim(), cfg.output_dim(), cfg.hidden_width());
+    let (cr, hw) = (input.chunk_rows(), cfg.hidden_width());
     cache.rows = n;
     cache.hidden.resize(n * hw, 0.0);
+    let run = |ci: usize, oc: &mut [f32], hc: &mut [f32], c: &mut Vec<f32>| {
+        let r = oc.len() / dout;
+        let inp = input.chunk(cfg, ci * cr, r);
+        forward_chunk(&offs, params, &inp, hc, oc, c);
+    };
     if hw == 0 {
-        x.par_chunks(CHUNK_ROWS * din)
-            .zip(out.par_chunks_mut(CHUNK_ROWS * dout))
-            .for_each(|(xc, oc)| forward_chunk(cfg, &offs, params, xc, &mut [], oc));
+        out.par_chunks_mut(cr * dout)
+            .enumerate()
+            .for_each_init(Vec::new, |c, (ci, oc)| run(ci, oc, &mut [], c));
         return;
     }
-    x.par_chunks(CHUNK_ROWS * din)
-        .zip(out.par_chunks_mut(CHUNK_ROWS * dout))
-        .zip(cache.hidden.par_chunks_mut(CHUNK_ROWS * hw))
-        .for_each(|((xc, oc), hc)| forward_chunk(cfg, &offs, params, xc, hc, oc));
+    out.par_chunks_mut(cr * dout)
+        .zip(cache.hidden.par_chunks_mut(cr * hw))
+        .enumerate()
+        .for_each_init(Vec::new, |c, (ci, (oc, hc))| run(ci, oc, hc, c));
 }
 
 /// Forward pass for training: returns `(out (N x d_K), cache)`.
 pub fn mlp_forward(cfg: &MlpConfig, params: &[f32], x: &[f32]) -> (Vec<f32>, MlpCache) {
-    let n = check(cfg, params, x);
+    let n = MlpInput::dense(x, cfg).check(cfg, params);
     let mut out = vec![0f32; n * cfg.output_dim()];
     let mut cache = MlpCache::default();
     mlp_forward_into(cfg, params, x, &mut out, &mut cache);
@@ -402,8 +571,26 @@ pub fn mlp_backward(
     d_params: &mut [f32],
     d_x: Option<&mut [f32]>,
 ) {
-    let n = check(cfg, params, x);
-    let (din, dout, hw) = (cfg.input_dim(), cfg.output_dim(), cfg.hidden_width());
+    let input = MlpInput::dense(x, cfg);
+    mlp_backward_grouped(cfg, params, &input, cache, d_out, d_params, d_x, None);
+}
+
+/// [`mlp_backward`] on a (possibly grouped) [`MlpInput`]: overwrites, when given, `d_rows`
+/// (`N x d_local`) and `d_groups` (`G x (d_0 - d_local)`).
+#[allow(clippy::too_many_arguments)]
+pub fn mlp_backward_grouped(
+    cfg: &MlpConfig,
+    params: &[f32],
+    input: &MlpInput,
+    cache: &MlpCache,
+    d_out: &[f32],
+    d_params: &mut [f32],
+    d_rows: Option<&mut [f32]>,
+    d_groups: Option<&mut [f32]>,
+) {
+    let n = input.check(cfg, params);
+    let dout = cfg.output_dim();
+    let ds = input.d_shared(cfg);
     assert_eq!(
         cache.rows, n,
         "mlp: cache was built for a different number of rows"
@@ -418,41 +605,64 @@ pub fn mlp_backward(
         params.len(),
         "mlp: d_params length != params length"
     );
-    let nchunks = n.div_ceil(CHUNK_ROWS);
-    let dx_chunks: Vec<Option<&mut [f32]>> = match d_x {
+    let cr = input.chunk_rows();
+    let nchunks = n.div_ceil(cr);
+    let rows_chunks: Vec<Option<&mut [f32]>> = match d_rows {
         Some(d) => {
-            assert_eq!(d.len(), n * din, "mlp: d_x length must be N * input width");
-            d.chunks_mut(CHUNK_ROWS * din).map(Some).collect()
+            assert_eq!(
+                d.len(),
+                n * input.d_local,
+                "mlp: d_x length must be N * input width"
+            );
+            d.chunks_mut(cr * input.d_local).map(Some).collect()
         }
         None => (0..nchunks).map(|_| None).collect(),
+    };
+    let group_chunks: Vec<Option<&mut [f32]>> = match d_groups {
+        Some(d) if ds > 0 => {
+            assert_eq!(
+                d.len(),
+                n / input.group_rows * ds,
+                "mlp: d_groups length must be G * shared width"
+            );
+            d.chunks_mut(cr / input.group_rows * ds).map(Some).collect()
+        }
+        _ => (0..nchunks).map(|_| None).collect(),
     };
     let offs = cfg.layer_offsets();
     let maxw = *cfg.sizes.iter().max().unwrap();
     let np = params.len();
-    let total = dx_chunks
+    let hw = cfg.hidden_width();
+    let total = rows_chunks
         .into_par_iter()
+        .zip(group_chunks)
         .enumerate()
         .fold(
             || {
                 (
                     vec![0f32; np],
-                    vec![0f32; CHUNK_ROWS * maxw],
-                    vec![0f32; CHUNK_ROWS * maxw],
+                    vec![0f32; cr * maxw],
+                    vec![0f32; cr * maxw],
+                    Vec::new(),
                 )
             },
-            |(mut acc, mut dy, mut dh), (ci, dxc)| {
-                let r0 = ci * CHUNK_ROWS;
-                let r = CHUNK_ROWS.min(n - r0);
-                let xc = &x[r0 * din..(r0 + r) * din];
+            |(mut acc, mut dy, mut dh, mut gsum), (ci, (dxc, dgc))| {
+                let r0 = ci * cr;
+                let r = cr.min(n - r0);
+                let inp = input.chunk(cfg, r0, r);
                 let hc = &cache.hidden[r0 * hw..(r0 + r) * hw];
                 dy[..r * dout].copy_from_slice(&d_out[r0 * dout..(r0 + r) * dout]);
-                backward_chunk(
-                    cfg, &offs, params, xc, hc, &mut dy, &mut dh, &mut acc, dxc, r,
-                );
-                (acc, dy, dh)
+                let grads = ChunkGrads {
+                    acc: &mut acc,
+                    d_rows: dxc,
+                    d_groups: dgc,
+                    gsum: &mut gsum,
+                };
+                backward_chunk(cfg, &offs, params, &inp, hc, &mut dy, &mut dh, grads, r);
+                (acc, dy, dh, gsum)
             },
         )
-        .map(|(acc, _, _)| acc)
+        .map(|(acc, ..)| acc)
         .reduce_with(|mut a, b| {
             for (x, y) in a.iter_mut().zip(&b) {
                 *x += y;
@@ -466,18 +676,71 @@ pub fn mlp_backward(
     }
 }
 
+/// Where one chunk's backward writes: the task's parameter-gradient accumulator, the chunk's input
+/// gradients, and scratch for the per-group sums of the first layer's output gradient.
+struct ChunkGrads<'a> {
+    acc: &'a mut [f32],
+    d_rows: Option<&'a mut [f32]>,
+    d_groups: Option<&'a mut [f32]>,
+    gsum: &'a mut Vec<f32>,
+}
+
+/// `dW (a x b) += input^T (r x a)^T g (r x b)`.
+fn accumulate_weight_grad(input: &[f32], g: &[f32], dw: &mut [f32], r: usize, a: usize, b: usize) {
+    // input is r x a row-major, so A = input^T has rs 1, cs a.
+    // SAFETY: input is r x a, g is r x b, dw is a x b; all row-major, lengths checked by callers.
+    unsafe {
+        sgemm_st(
+            a,
+            r,
+            b,
+            input.as_ptr(),
+            1,
+            a as isize,
+            g.as_ptr(),
+            b as isize,
+            1,
+            1.0,
+            dw.as_mut_ptr(),
+            b as isize,
+            1,
+        )
+    };
+}
+
+/// `target (r x a) = g (r x b) W^T` for `W` `a x b` row-major.
+fn backprop_input(g: &[f32], w: &[f32], target: &mut [f32], r: usize, a: usize, b: usize) {
+    // SAFETY: g is r x b, w is a x b (so W^T is b x a with strides (1, b)), target is r x a.
+    unsafe {
+        sgemm_st(
+            r,
+            b,
+            a,
+            g.as_ptr(),
+            b as isize,
+            1,
+            w.as_ptr(),
+            1,
+            b as isize,
+            0.0,
+            target.as_mut_ptr(),
+            a as isize,
+            1,
+        )
+    };
+}
+
 /// Backward through one chunk of `r` rows; `dy` holds `dL/d(out)` on entry (first `r * d_K`).
 #[allow(clippy::too_many_arguments)]
 fn backward_chunk(
     cfg: &MlpConfig,
     offs: &[LayerOffsets],
     params: &[f32],
-    xc: &[f32],
+    input: &MlpInput,
     hc: &[f32],
     dy: &mut Vec<f32>,
     dh: &mut Vec<f32>,
-    acc: &mut [f32],
-    dxc: Option<&mut [f32]>,
+    out: ChunkGrads,
     r: usize,
 ) {
     // Start offsets of h_1.. inside this chunk's hidden block.
@@ -487,80 +750,70 @@ fn backward_chunk(
         starts.push(s);
         s += r * d;
     }
-    let mut dxc = dxc;
-    for k in (0..offs.len()).rev() {
+    let ChunkGrads {
+        acc,
+        d_rows,
+        d_groups,
+        gsum,
+    } = out;
+    for k in (1..offs.len()).rev() {
         let lo = offs[k];
         let (a, b) = (lo.fan_in, lo.fan_out);
-        let input = if k == 0 {
-            xc
-        } else {
-            &hc[starts[k - 1]..starts[k - 1] + r * a]
-        };
+        let h = &hc[starts[k - 1]..starts[k - 1] + r * a];
         let g = &dy[..r * b];
-        // dW += input^T g  (a x b), input is r x a row-major -> A = input^T has rs 1, cs a.
-        let dw = &mut acc[lo.weight..lo.weight + a * b];
-        // SAFETY: input is r x a, g is r x b, dw is a x b; all row-major, lengths as sliced above.
-        unsafe {
-            sgemm_st(
-                a,
-                r,
-                b,
-                input.as_ptr(),
-                1,
-                a as isize,
-                g.as_ptr(),
-                b as isize,
-                1,
-                1.0,
-                dw.as_mut_ptr(),
-                b as isize,
-                1,
-            )
-        };
+        accumulate_weight_grad(h, g, &mut acc[lo.weight..lo.weight + a * b], r, a, b);
         if let Some(bo) = lo.bias {
-            let db = &mut acc[bo..bo + b];
-            for row in g.chunks_exact(b) {
-                for (d, v) in db.iter_mut().zip(row) {
-                    *d += v;
-                }
-            }
+            add_row_sums(g, b, &mut acc[bo..bo + b]);
         }
         let w = &params[lo.weight..lo.weight + a * b];
-        let target: &mut [f32] = if k == 0 {
-            match dxc.take() {
-                Some(d) => d,
-                None => break,
-            }
-        } else {
-            &mut dh[..r * a]
-        };
-        // target (r x a) = g (r x b) W^T ; W^T has rs 1, cs b.
-        // SAFETY: g is r x b, w is a x b (so W^T is b x a with strides (1, b)), target is r x a.
-        unsafe {
-            sgemm_st(
-                r,
-                b,
-                a,
-                g.as_ptr(),
-                b as isize,
-                1,
-                w.as_ptr(),
-                1,
-                b as isize,
-                0.0,
-                target.as_mut_ptr(),
-                a as isize,
-                1,
-            )
-        };
-        if k > 0 {
-            // ReLU'(pre) = [h > 0] with h the post-activation input of this layer.
-            for (d, h) in target.iter_mut().zip(input) {
-                if *h <= 0.0 {
-                    *d = 0.0;
-                }
-            }
-            std::mem::swap(dy, dh);
+        let target = &mut dh[..r * a];
+        backprop_input(g, w, target, r, a, b);
+        // ReLU'(pre) = [h > 0] with h the post-activation input of this layer.
+        // Written as an unconditional select so that it vectorises (a conditional store does not).
+        for (d, h) in target.iter_mut().zip(h) {
+            *d = if *h > 0.0 { *d } else { 0.0 };
+        }
+        std::mem::swap(dy, dh);
+    }
+    // First layer: local rows as usual, shared features through the per-group sums.
+    let lo = offs[0];
+    let (a, b, dl) = (lo.fan_in, lo.fan_out, input.d_local);
+    let g = &dy[..r * b];
+    let w = &params[lo.weight..lo.weight + a * b];
+    accumulate_weight_grad(
+        input.rows,
+        g,
+        &mut acc[lo.weight..lo.weight + dl * b],
+        r,
+        dl,
+        b,
+    );
+    if let Some(bo) = lo.bias {
+        add_row_sums(g, b, &mut acc[bo..bo + b]);
+    }
+    if let Some(d) = d_rows {
+        backprop_input(g, &w[..dl * b], d, r, dl, b);
+    }
+    if dl < a {
+        let ng = r / input.group_rows;
+        gsum.clear();
+        gsum.resize(ng * b, 0.0);
+        for (gs, gg) in gsum.chunks_exact_mut(b).zip(g.chunks(input.group_rows * b)) {
+            add_row_sums(gg, b, gs);
+        }
+        let dw = &mut acc[lo.weight + dl * b..lo.weight + a * b];
+        accumulate_weight_grad(input.groups, gsum, dw, ng, a - dl, b);
+        if let Some(d) = d_groups {
+            backprop_input(gsum, &w[dl * b..], d, ng, a - dl, b);
+        }
+    }
+}
+
+/// `acc (b) += sum of the rows of g (_ x b)`.
+fn add_row_sums(g: &[f32], b: usize, acc: &mut [f32]) {
+    for row in g.chunks_exact(b) {
+        for (d, v) in acc.iter_mut().zip(row) {
+            *d += v;
         }
     }
 }
@@ -691,6 +944,87 @@ mod tests {
                 rel_err(&dp, &rdp)
             );
             assert!(rel_err(&dx, &rdx) < 1e-5, "{sizes:?} d_x");
+        }
+    }
+
+    /// The grouped input gives the dense MLP's outputs and gradients on the concatenated rows,
+    /// with chunks that do not align with CHUNK_ROWS and groups longer than a chunk.
+    #[test]
+    fn grouped_input_matches_dense_concatenation() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for (sizes, d_local, group_rows, groups) in [
+            (vec![11, 24, 24, 3], 4, 7, 80),
+            (vec![9, 16, 2], 3, 300, 2),
+            (vec![6, 5], 2, 32, 9),
+        ] {
+            let cfg = MlpConfig::new(&sizes, true);
+            let mut p = cfg.init_params(4);
+            for lo in cfg.layer_offsets() {
+                for v in &mut p[lo.bias.unwrap()..lo.bias.unwrap() + lo.fan_out] {
+                    *v = rng.random_range(-0.2f32..0.2);
+                }
+            }
+            let (d0, ds) = (sizes[0], sizes[0] - d_local);
+            let n = group_rows * groups;
+            let rows: Vec<f32> = (0..n * d_local)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect();
+            let shared: Vec<f32> = (0..groups * ds)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect();
+            let mut x = Vec::with_capacity(n * d0);
+            for i in 0..n {
+                x.extend_from_slice(&rows[i * d_local..(i + 1) * d_local]);
+                let gi = i / group_rows;
+                x.extend_from_slice(&shared[gi * ds..(gi + 1) * ds]);
+            }
+            let g: Vec<f32> = (0..n * cfg.output_dim())
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect();
+            let (out, cache) = mlp_forward(&cfg, &p, &x);
+            let mut dp = vec![0f32; p.len()];
+            let mut dx = vec![0f32; x.len()];
+            mlp_backward(&cfg, &p, &x, &cache, &g, &mut dp, Some(&mut dx));
+
+            let input = MlpInput {
+                rows: &rows,
+                d_local,
+                groups: &shared,
+                group_rows,
+            };
+            let mut out2 = vec![0f32; out.len()];
+            let mut cache2 = MlpCache::default();
+            mlp_forward_grouped_into(&cfg, &p, &input, &mut out2, &mut cache2);
+            let mut out3 = vec![0f32; out.len()];
+            mlp_forward_grouped_inference(&cfg, &p, &input, &mut out3);
+            let mut dp2 = vec![0f32; p.len()];
+            let mut drows = vec![0f32; rows.len()];
+            let mut dgroups = vec![0f32; shared.len()];
+            mlp_backward_grouped(
+                &cfg,
+                &p,
+                &input,
+                &cache2,
+                &g,
+                &mut dp2,
+                Some(&mut drows),
+                Some(&mut dgroups),
+            );
+            let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+            assert!(rel_err(&out2, &f64s(&out)) < 1e-5, "{sizes:?} out");
+            assert_eq!(out2, out3, "{sizes:?} inference");
+            assert!(rel_err(&dp2, &f64s(&dp)) < 1e-5, "{sizes:?} d_params");
+            let mut dr_ref = Vec::new();
+            let mut dg_ref = vec![0f64; shared.len()];
+            for i in 0..n {
+                dr_ref.extend(f64s(&dx[i * d0..i * d0 + d_local]));
+                let gi = i / group_rows;
+                for j in 0..ds {
+                    dg_ref[gi * ds + j] += dx[i * d0 + d_local + j] as f64;
+                }
+            }
+            assert!(rel_err(&drows, &dr_ref) < 1e-5, "{sizes:?} d_rows");
+            assert!(rel_err(&dgroups, &dg_ref) < 1e-5, "{sizes:?} d_groups");
         }
     }
 

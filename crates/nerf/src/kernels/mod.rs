@@ -31,7 +31,9 @@ pub use hashgrid::{
     HashGridConfig, LevelInfo, hash_encode_backward, hash_encode_forward, level_weight,
 };
 pub use mlp::{
-    MlpCache, MlpConfig, mlp_backward, mlp_forward, mlp_forward_inference, mlp_forward_into,
+    MlpCache, MlpConfig, MlpInput, mlp_backward, mlp_backward_grouped, mlp_forward,
+    mlp_forward_grouped_inference, mlp_forward_grouped_into, mlp_forward_inference,
+    mlp_forward_into,
 };
 
 /// A kernel configuration that is out of range.
