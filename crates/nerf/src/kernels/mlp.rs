@@ -14,14 +14,16 @@
 //!
 //! # Kernel
 //! Rows are processed in chunks of [`CHUNK_ROWS`] in rayon; each chunk runs every layer as one
-//! `matrixmultiply::sgemm` (single-threaded per call: the threading feature would otherwise nest
-//! its own threads inside rayon's; see `sgemm_st`). Backward accumulates `dW_k += h_k^T dY_k`,
+//! single-threaded product of [`super::gemm`] (unpacked register tiles, AVX-512 / AVX2 chosen at run
+//! time; 1.5-1.7x matrixmultiply's packed sgemm at these sizes). Backward accumulates `dW_k += h_k^T dY_k`,
 //! `db_k += 1^T dY_k` into a per-rayon-task partial gradient, reduced once at the end, and
 //! propagates `dH_k = (dY_k W_k^T) * [h_k > 0]`.
 
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use super::gemm::gemm;
 
 use super::KernelError;
 
@@ -154,83 +156,6 @@ impl MlpCache {
     }
 }
 
-/// Single-threaded `C = A B + beta C` through `matrixmultiply::sgemm`.
-///
-/// matrixmultiply's `threading` feature (enabled in the workspace) splits a call over its own thread
-/// pool once `(m*k + k*n) / 16384 >= 2`; inside rayon tasks that oversubscribes the two cores. So
-/// the call is split (rows of C, or the k dimension with accumulation) until every piece is below
-/// that threshold.
-///
-/// # Safety
-/// Pointers and strides must describe valid `m x k`, `k x n`, `m x n` matrices (C writable and not
-/// aliasing A or B).
-#[allow(clippy::too_many_arguments)]
-unsafe fn sgemm_st(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: *const f32,
-    rsa: isize,
-    csa: isize,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
-    beta: f32,
-    c: *mut f32,
-    rsc: isize,
-    csc: isize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if m * k + k * n < 2 * 16384 || (m <= 1 && k <= 1) {
-        // SAFETY: forwarded contract of this function.
-        unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) };
-    } else if m >= k {
-        let m1 = m / 2;
-        // SAFETY: the two row blocks of A and C are sub-matrices of the valid inputs.
-        unsafe {
-            sgemm_st(m1, k, n, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
-            sgemm_st(
-                m - m1,
-                k,
-                n,
-                a.offset(m1 as isize * rsa),
-                rsa,
-                csa,
-                b,
-                rsb,
-                csb,
-                beta,
-                c.offset(m1 as isize * rsc),
-                rsc,
-                csc,
-            );
-        }
-    } else {
-        let k1 = k / 2;
-        // SAFETY: A's column blocks and B's row blocks are sub-matrices; the second half accumulates.
-        unsafe {
-            sgemm_st(m, k1, n, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
-            sgemm_st(
-                m,
-                k - k1,
-                n,
-                a.offset(k1 as isize * csa),
-                rsa,
-                csa,
-                b.offset(k1 as isize * rsb),
-                rsb,
-                csb,
-                1.0,
-                c,
-                rsc,
-                csc,
-            );
-        }
-    }
-}
-
 /// `y (r x d_out) = x (r x d_in) W (+ b)`, row-major everything, optional ReLU.
 fn linear(
     x: &[f32],
@@ -256,7 +181,7 @@ fn linear(
     // SAFETY: x is r x d_in, w is d_in x d_out, y is r x d_out, all row-major with exactly these
     // lengths (checked above / by the callers); y is a distinct &mut borrow.
     unsafe {
-        sgemm_st(
+        gemm(
             r,
             d_in,
             d_out,
@@ -265,11 +190,9 @@ fn linear(
             1,
             w.as_ptr(),
             d_out as isize,
-            1,
             beta,
             y.as_mut_ptr(),
             d_out as isize,
-            1,
         )
     };
     if relu {
@@ -402,7 +325,7 @@ fn first_layer(
     let r = input.rows.len() / dl;
     // SAFETY: rows is r x dl, w[..dl*b] is dl x b, y is r x b, all row-major; y is a distinct borrow.
     unsafe {
-        sgemm_st(
+        gemm(
             r,
             dl,
             b,
@@ -411,11 +334,9 @@ fn first_layer(
             1,
             w.as_ptr(),
             b as isize,
-            1,
             1.0,
             y.as_mut_ptr(),
             b as isize,
-            1,
         )
     };
     if relu {
@@ -690,7 +611,7 @@ fn accumulate_weight_grad(input: &[f32], g: &[f32], dw: &mut [f32], r: usize, a:
     // input is r x a row-major, so A = input^T has rs 1, cs a.
     // SAFETY: input is r x a, g is r x b, dw is a x b; all row-major, lengths checked by callers.
     unsafe {
-        sgemm_st(
+        gemm(
             a,
             r,
             b,
@@ -699,33 +620,36 @@ fn accumulate_weight_grad(input: &[f32], g: &[f32], dw: &mut [f32], r: usize, a:
             a as isize,
             g.as_ptr(),
             b as isize,
-            1,
             1.0,
             dw.as_mut_ptr(),
             b as isize,
-            1,
         )
     };
 }
 
 /// `target (r x a) = g (r x b) W^T` for `W` `a x b` row-major.
 fn backprop_input(g: &[f32], w: &[f32], target: &mut [f32], r: usize, a: usize, b: usize) {
-    // SAFETY: g is r x b, w is a x b (so W^T is b x a with strides (1, b)), target is r x a.
+    // W^T (b x a) with contiguous rows, as the GEMM wants (at most 83 x 64 values).
+    let mut wt = vec![0.0f32; a * b];
+    for (i, wr) in w.chunks_exact(b).enumerate() {
+        for (j, &v) in wr.iter().enumerate() {
+            wt[j * a + i] = v;
+        }
+    }
+    // SAFETY: g is r x b, wt is b x a, target is r x a; all row-major.
     unsafe {
-        sgemm_st(
+        gemm(
             r,
             b,
             a,
             g.as_ptr(),
             b as isize,
             1,
-            w.as_ptr(),
-            1,
-            b as isize,
+            wt.as_ptr(),
+            a as isize,
             0.0,
             target.as_mut_ptr(),
             a as isize,
-            1,
         )
     };
 }

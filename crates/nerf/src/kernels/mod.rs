@@ -22,6 +22,7 @@
 //! Measured throughput and the commands that reproduce it: `crates/nerf/KERNELS.md`.
 
 pub mod adam;
+pub mod gemm;
 pub mod hashgrid;
 pub mod mlp;
 pub mod ops;
