@@ -61,16 +61,19 @@ impl Adam {
 
     /// One update of `params` from `grads` with learning rate `lr` (increments `step` first).
     pub fn update(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
-        assert_eq!(
-            params.len(),
-            self.m.len(),
-            "adam: params length != state length"
-        );
-        assert_eq!(
-            grads.len(),
-            self.m.len(),
-            "adam: grads length != state length"
-        );
+        let k = self.begin_step(params.len(), grads.len(), lr);
+        params
+            .par_chunks_mut(CHUNK)
+            .zip(grads.par_chunks(CHUNK))
+            .zip(self.m.par_chunks_mut(CHUNK))
+            .zip(self.v.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), m), v)| k.apply(p, g, m, v, 1.0));
+    }
+
+    /// Checks lengths, increments `step` and returns the step's constants.
+    fn begin_step(&mut self, params: usize, grads: usize, lr: f32) -> StepConsts {
+        assert_eq!(params, self.m.len(), "adam: params length != state length");
+        assert_eq!(grads, self.m.len(), "adam: grads length != state length");
         self.step += 1;
         let AdamConfig {
             beta1: b1,
@@ -81,23 +84,44 @@ impl Adam {
         // Bias corrections in f64 so that b2^t stays exact for large t.
         let bc1 = 1.0 - (b1 as f64).powi(t);
         let bc2 = 1.0 - (b2 as f64).powi(t);
-        let step_size = (lr as f64 / bc1) as f32;
-        let inv_sqrt_bc2 = (1.0 / bc2.sqrt()) as f32;
-        params
-            .par_chunks_mut(CHUNK)
-            .zip(grads.par_chunks(CHUNK))
-            .zip(self.m.par_chunks_mut(CHUNK))
-            .zip(self.v.par_chunks_mut(CHUNK))
-            .for_each(|(((p, g), m), v)| {
-                for i in 0..p.len() {
-                    let gi = g[i];
-                    let mi = b1 * m[i] + (1.0 - b1) * gi;
-                    let vi = b2 * v[i] + (1.0 - b2) * gi * gi;
-                    m[i] = mi;
-                    v[i] = vi;
-                    p[i] -= step_size * mi / (vi.sqrt() * inv_sqrt_bc2 + eps);
-                }
-            });
+        StepConsts {
+            b1,
+            b2,
+            eps,
+            step_size: (lr as f64 / bc1) as f32,
+            inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+        }
+    }
+}
+
+/// The constants of one Adam step.
+struct StepConsts {
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    step_size: f32,
+    inv_sqrt_bc2: f32,
+}
+
+impl StepConsts {
+    /// The update on one chunk, from `scale * g`.
+    #[inline(always)]
+    fn apply(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], scale: f32) {
+        let StepConsts {
+            b1,
+            b2,
+            eps,
+            step_size,
+            inv_sqrt_bc2,
+        } = *self;
+        for i in 0..p.len() {
+            let gi = g[i] * scale;
+            let mi = b1 * m[i] + (1.0 - b1) * gi;
+            let vi = b2 * v[i] + (1.0 - b2) * gi * gi;
+            m[i] = mi;
+            v[i] = vi;
+            p[i] -= step_size * mi / (vi.sqrt() * inv_sqrt_bc2 + eps);
+        }
     }
 }
 
@@ -114,27 +138,7 @@ impl Adam {
         lr: f32,
         scale: f32,
     ) -> f64 {
-        assert_eq!(
-            params.len(),
-            self.m.len(),
-            "adam: params length != state length"
-        );
-        assert_eq!(
-            grads.len(),
-            self.m.len(),
-            "adam: grads length != state length"
-        );
-        self.step += 1;
-        let AdamConfig {
-            beta1: b1,
-            beta2: b2,
-            eps,
-        } = self.cfg;
-        let t = self.step as i32;
-        let bc1 = 1.0 - (b1 as f64).powi(t);
-        let bc2 = 1.0 - (b2 as f64).powi(t);
-        let step_size = (lr as f64 / bc1) as f32;
-        let inv_sqrt_bc2 = (1.0 / bc2.sqrt()) as f32;
+        let k = self.begin_step(params.len(), grads.len(), lr);
         params
             .par_chunks_mut(CHUNK)
             .zip(grads.par_chunks_mut(CHUNK))
@@ -148,14 +152,7 @@ impl Adam {
                         *s += x * x;
                     }
                 }
-                for i in 0..p.len() {
-                    let gi = g[i] * scale;
-                    let mi = b1 * m[i] + (1.0 - b1) * gi;
-                    let vi = b2 * v[i] + (1.0 - b2) * gi * gi;
-                    m[i] = mi;
-                    v[i] = vi;
-                    p[i] -= step_size * mi / (vi.sqrt() * inv_sqrt_bc2 + eps);
-                }
+                k.apply(p, g, m, v, scale);
                 g.fill(0.0);
                 sq.iter().map(|&x| x as f64).sum::<f64>()
             })

@@ -250,7 +250,28 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// Both compiled variants match an f64 triple loop on every shape class (16/8/padded column
+    type Gemm = unsafe fn(
+        usize,
+        usize,
+        usize,
+        *const f32,
+        isize,
+        isize,
+        *const f32,
+        isize,
+        f32,
+        *mut f32,
+        isize,
+    );
+
+    /// The dispatched entry point and the portable builds of both tile shapes.
+    const VARIANTS: [(&str, Gemm); 3] = [
+        ("dispatched", gemm),
+        ("portable", gemm_body::<false, false>),
+        ("portable, 8 x 32 tiles", gemm_body::<false, true>),
+    ];
+
+    /// Every variant matches an f64 triple loop on every shape class (16/8/padded column
     /// blocks, tile and single rows), transposed `A`, and `beta` 0 and 1.
     #[test]
     fn matches_naive_product() {
@@ -297,60 +318,26 @@ mod tests {
                             );
                         }
                     };
-                    let mut c = c0.clone();
-                    // SAFETY: shapes and strides as constructed above.
-                    unsafe {
-                        gemm(
-                            m,
-                            k,
-                            n,
-                            a.as_ptr(),
-                            rsa,
-                            csa,
-                            b.as_ptr(),
-                            n as isize,
-                            beta,
-                            c.as_mut_ptr(),
-                            n as isize,
-                        )
-                    };
-                    check(&c, "dispatched");
-                    let mut c = c0.clone();
-                    // SAFETY: as above.
-                    unsafe {
-                        gemm_body::<false, false>(
-                            m,
-                            k,
-                            n,
-                            a.as_ptr(),
-                            rsa,
-                            csa,
-                            b.as_ptr(),
-                            n as isize,
-                            beta,
-                            c.as_mut_ptr(),
-                            n as isize,
-                        )
-                    };
-                    check(&c, "portable");
-                    let mut c = c0.clone();
-                    // SAFETY: as above.
-                    unsafe {
-                        gemm_body::<false, true>(
-                            m,
-                            k,
-                            n,
-                            a.as_ptr(),
-                            rsa,
-                            csa,
-                            b.as_ptr(),
-                            n as isize,
-                            beta,
-                            c.as_mut_ptr(),
-                            n as isize,
-                        )
-                    };
-                    check(&c, "portable, 8 x 32 tiles");
+                    for (what, f) in VARIANTS {
+                        let mut c = c0.clone();
+                        // SAFETY: shapes and strides as constructed above.
+                        unsafe {
+                            f(
+                                m,
+                                k,
+                                n,
+                                a.as_ptr(),
+                                rsa,
+                                csa,
+                                b.as_ptr(),
+                                n as isize,
+                                beta,
+                                c.as_mut_ptr(),
+                                n as isize,
+                            )
+                        };
+                        check(&c, what);
+                    }
                 }
             }
         }
