@@ -284,6 +284,17 @@ fn color_act(x: f32) -> (f32, f32) {
     )
 }
 
+/// The colour head's grouped input: `geo` (`[S * GEO_DIM]`) per sample, `ray` (`[R * (color_in -
+/// GEO_DIM)]`) shared by the `n` samples of each ray.
+fn color_head_input<'a>(geo: &'a [f32], ray: &'a [f32], n: usize) -> MlpInput<'a> {
+    MlpInput {
+        rows: geo,
+        d_local: GEO_DIM,
+        groups: ray,
+        group_rows: n,
+    }
+}
+
 /// Sample positions of one level: bin midpoints in distance, contracted, in grid units, with the
 /// footprint of each sample (Zip-NeRF-style isotropic scale through the contraction).
 fn sample_points(
@@ -521,12 +532,7 @@ impl Model {
         let n = lvl.n;
         let ns = r_count * n;
         let cidx = self.idx_grid() + 2;
-        let input = MlpInput {
-            rows: &color.geo,
-            d_local: GEO_DIM,
-            groups: &color.ray,
-            group_rows: n,
-        };
+        let input = color_head_input(&color.geo, &color.ray, n);
         // The logits go into `drgb` and are replaced by the activation's derivative below.
         color.drgb.resize(ns * 3, 0.0);
         if train {
@@ -664,12 +670,7 @@ impl Model {
         let mut d_geo = vec![0.0f32; ns * GEO_DIM];
         let mut d_ray = vec![0.0f32; r_count * rw];
         let ccfg = self.cfg.color_mlp();
-        let input = MlpInput {
-            rows: &fwd.color.geo,
-            d_local: GEO_DIM,
-            groups: &fwd.color.ray,
-            group_rows: n,
-        };
+        let input = color_head_input(&fwd.color.geo, &fwd.color.ray, n);
         mlp_backward_grouped(
             &ccfg,
             &self.params[gidx + 2],
@@ -838,12 +839,7 @@ impl Model {
                 rays_z.latent[i * gd..(i + 1) * gd].copy_from_slice(&z);
             }
             self.ray_features(&rays_z, &mut ray);
-            let input = MlpInput {
-                rows: &geo,
-                d_local: GEO_DIM,
-                groups: &ray,
-                group_rows: n,
-            };
+            let input = color_head_input(&geo, &ray, n);
             mlp_forward_grouped_into(&ccfg, &self.params[cidx], &input, &mut out, &mut cache);
             let mut g_out = vec![0.0f32; r_count * n * 3];
             g_out.par_chunks_mut(n * 3).enumerate().for_each(|(i, go)| {

@@ -4,7 +4,7 @@
 use crate::NerfError;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::data::Dataset;
-use crate::kernels::{Adam, AdamConfig, global_grad_norm};
+use crate::kernels::{Adam, AdamConfig, clip_scale, global_grad_norm};
 use crate::metrics;
 use crate::model::{LossWeights, Losses, Model, ModelConfig, SampleMode};
 use crate::render::psnr;
@@ -188,12 +188,7 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
         let (scale, clipped_from) = if cfg.grad_max_norm > 0.0 {
             let bufs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
             let norm = global_grad_norm(&bufs);
-            let s = if norm > cfg.grad_max_norm && norm > 0.0 {
-                (cfg.grad_max_norm / norm) as f32
-            } else {
-                1.0
-            };
-            (s, Some(norm))
+            (clip_scale(norm, cfg.grad_max_norm), Some(norm))
         } else {
             (1.0, None)
         };

@@ -173,12 +173,22 @@ pub fn global_grad_norm(buffers: &[&[f32]]) -> f64 {
     buffers.iter().map(|b| grad_sq_norm(b)).sum::<f64>().sqrt()
 }
 
+/// The factor clip-by-global-norm applies to gradients of global norm `norm`: `max_norm / norm`
+/// when `norm` exceeds `max_norm`, else 1 (also for a zero norm).
+pub fn clip_scale(norm: f64, max_norm: f64) -> f32 {
+    if norm > max_norm && norm > 0.0 {
+        (max_norm / norm) as f32
+    } else {
+        1.0
+    }
+}
+
 /// Scales every buffer so the global norm is at most `max_norm` (the usual clip-by-global-norm);
 /// returns the norm before clipping. Buffers are left unchanged when the norm is already small.
 pub fn clip_grad_norm(buffers: &mut [&mut [f32]], max_norm: f64) -> f64 {
     let norm = buffers.iter().map(|b| grad_sq_norm(b)).sum::<f64>().sqrt();
-    if norm > max_norm && norm > 0.0 {
-        let s = (max_norm / norm) as f32;
+    let s = clip_scale(norm, max_norm);
+    if s != 1.0 {
         for b in buffers.iter_mut() {
             b.par_chunks_mut(CHUNK)
                 .for_each(|c| c.iter_mut().for_each(|g| *g *= s));

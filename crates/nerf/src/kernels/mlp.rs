@@ -551,6 +551,7 @@ pub fn mlp_backward_grouped(
         _ => (0..nchunks).map(|_| None).collect(),
     };
     let offs = cfg.layer_offsets();
+    let wt = transposed_weights(&offs, params);
     let maxw = *cfg.sizes.iter().max().unwrap();
     let np = params.len();
     let hw = cfg.hidden_width();
@@ -579,7 +580,7 @@ pub fn mlp_backward_grouped(
                     d_groups: dgc,
                     gsum: &mut gsum,
                 };
-                backward_chunk(cfg, &offs, params, &inp, hc, &mut dy, &mut dh, grads, r);
+                backward_chunk(cfg, &offs, &wt, &inp, hc, &mut dy, &mut dh, grads, r);
                 (acc, dy, dh, gsum)
             },
         )
@@ -627,21 +628,42 @@ fn accumulate_weight_grad(input: &[f32], g: &[f32], dw: &mut [f32], r: usize, a:
     };
 }
 
-/// `target (r x a) = g (r x b) W^T` for `W` `a x b` row-major.
-fn backprop_input(g: &[f32], w: &[f32], target: &mut [f32], r: usize, a: usize, b: usize) {
-    // W^T (b x a) with contiguous rows, as the GEMM wants (at most 83 x 64 values).
-    let mut wt = vec![0.0f32; a * b];
-    for (i, wr) in w.chunks_exact(b).enumerate() {
-        for (j, &v) in wr.iter().enumerate() {
-            wt[j * a + i] = v;
+/// Every layer's `W_k^T` (`d_{k+1} x d_k`, row-major) at `W_k`'s offset of the parameter layout
+/// (biases left zero): the GEMM wants `B`'s rows contiguous, so the input-gradient products read
+/// these. Built once per backward call, shared by all chunks.
+fn transposed_weights(offs: &[LayerOffsets], params: &[f32]) -> Vec<f32> {
+    let mut wt = vec![0.0f32; params.len()];
+    for lo in offs {
+        let (a, b) = (lo.fan_in, lo.fan_out);
+        let w = &params[lo.weight..lo.weight + a * b];
+        let t = &mut wt[lo.weight..lo.weight + a * b];
+        for (i, wr) in w.chunks_exact(b).enumerate() {
+            for (j, &v) in wr.iter().enumerate() {
+                t[j * a + i] = v;
+            }
         }
     }
-    // SAFETY: g is r x b, wt is b x a, target is r x a; all row-major.
+    wt
+}
+
+/// `target (r x cols) = g (r x b) W^T[:, c0..c0 + cols]`, where `wt` starts at column `c0` of a
+/// row-major `b x a` matrix `W^T` (row stride `a`).
+fn backprop_input(
+    g: &[f32],
+    wt: &[f32],
+    a: usize,
+    target: &mut [f32],
+    r: usize,
+    cols: usize,
+    b: usize,
+) {
+    debug_assert!(b == 0 || wt.len() >= (b - 1) * a + cols);
+    // SAFETY: g is r x b, wt holds b rows of `cols` values at stride a, target is r x cols.
     unsafe {
         gemm(
             r,
             b,
-            a,
+            cols,
             g.as_ptr(),
             b as isize,
             1,
@@ -649,7 +671,7 @@ fn backprop_input(g: &[f32], w: &[f32], target: &mut [f32], r: usize, a: usize, 
             a as isize,
             0.0,
             target.as_mut_ptr(),
-            a as isize,
+            cols as isize,
         )
     };
 }
@@ -659,7 +681,7 @@ fn backprop_input(g: &[f32], w: &[f32], target: &mut [f32], r: usize, a: usize, 
 fn backward_chunk(
     cfg: &MlpConfig,
     offs: &[LayerOffsets],
-    params: &[f32],
+    wt: &[f32],
     input: &MlpInput,
     hc: &[f32],
     dy: &mut Vec<f32>,
@@ -689,9 +711,8 @@ fn backward_chunk(
         if let Some(bo) = lo.bias {
             add_row_sums(g, b, &mut acc[bo..bo + b]);
         }
-        let w = &params[lo.weight..lo.weight + a * b];
         let target = &mut dh[..r * a];
-        backprop_input(g, w, target, r, a, b);
+        backprop_input(g, &wt[lo.weight..], a, target, r, a, b);
         // ReLU'(pre) = [h > 0] with h the post-activation input of this layer.
         // Written as an unconditional select so that it vectorises (a conditional store does not).
         for (d, h) in target.iter_mut().zip(h) {
@@ -703,7 +724,6 @@ fn backward_chunk(
     let lo = offs[0];
     let (a, b, dl) = (lo.fan_in, lo.fan_out, input.d_local);
     let g = &dy[..r * b];
-    let w = &params[lo.weight..lo.weight + a * b];
     accumulate_weight_grad(
         input.rows,
         g,
@@ -716,7 +736,7 @@ fn backward_chunk(
         add_row_sums(g, b, &mut acc[bo..bo + b]);
     }
     if let Some(d) = d_rows {
-        backprop_input(g, &w[..dl * b], d, r, dl, b);
+        backprop_input(g, &wt[lo.weight..], a, d, r, dl, b);
     }
     if dl < a {
         let ng = r / input.group_rows;
@@ -728,7 +748,7 @@ fn backward_chunk(
         let dw = &mut acc[lo.weight + dl * b..lo.weight + a * b];
         accumulate_weight_grad(input.groups, gsum, dw, ng, a - dl, b);
         if let Some(d) = d_groups {
-            backprop_input(gsum, &w[dl * b..], d, ng, a - dl, b);
+            backprop_input(gsum, &wt[lo.weight + dl..], a, d, ng, a - dl, b);
         }
     }
 }

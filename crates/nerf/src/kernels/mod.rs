@@ -27,7 +27,7 @@ pub mod hashgrid;
 pub mod mlp;
 pub mod ops;
 
-pub use adam::{Adam, AdamConfig, clip_grad_norm, global_grad_norm, grad_sq_norm};
+pub use adam::{Adam, AdamConfig, clip_grad_norm, clip_scale, global_grad_norm, grad_sq_norm};
 pub use hashgrid::{
     HashGridConfig, LevelInfo, hash_encode_backward, hash_encode_forward, level_weight,
 };
