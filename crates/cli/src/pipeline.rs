@@ -90,6 +90,10 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
     }
     let run_dir = opts.out.clone().unwrap_or_else(|| default_run_dir(&cfg));
     let run = RunDir::new(&run_dir);
+    // One process per run folder: two runs interleaving their commits could publish photos that were
+    // never redacted under a privacy stage.json that says they were. Held until this function returns.
+    let _lock = flythrough_core::RunLock::acquire(&run_dir)
+        .map_err(|e| PipelineError::Stage(e.to_string()))?;
     run::recover_interrupted_commits(&run);
     let force_from = opts
         .force
