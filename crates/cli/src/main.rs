@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use flythrough::pipeline::{self, PipelineError, RunOptions};
+use flythrough_core::Stage;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,20 +28,20 @@ enum Command {
         /// Run folder (default: runs/<venue name> beside the config).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Stop after this stage.
+        /// Stop after this stage (capture, privacy, sfm, train, render).
         #[arg(long, value_name = "STAGE")]
-        until: Option<String>,
+        until: Option<Stage>,
         /// Redo this stage and every later one, even if up to date.
         #[arg(long, value_name = "STAGE")]
-        force: Option<String>,
+        force: Option<Stage>,
     },
     /// Run several venues, one process per venue; exits 1 if any venue failed.
     Batch {
         /// Venue configs.
         configs: Vec<PathBuf>,
-        /// Stop after this stage.
+        /// Stop after this stage (capture, privacy, sfm, train, render).
         #[arg(long, value_name = "STAGE")]
-        until: Option<String>,
+        until: Option<Stage>,
     },
     /// Generate the synthetic venue (photos with EXIF, venue.toml, ground truth).
     Synth {
@@ -161,8 +162,8 @@ fn main() -> ExitCode {
             for c in &configs {
                 let mut cmd = std::process::Command::new(&exe);
                 cmd.arg("run").arg(c);
-                if let Some(u) = &until {
-                    cmd.arg("--until").arg(u);
+                if let Some(u) = until {
+                    cmd.arg("--until").arg(u.as_str());
                 }
                 if cli.quiet {
                     cmd.arg("--quiet");

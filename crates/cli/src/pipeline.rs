@@ -3,7 +3,7 @@
 
 use flythrough_core::config::{Config, LoadedConfig};
 use flythrough_core::run::{
-    self, RunDir, STAGES, StageError, StageOutcome, StageSummary, hash_parts, run_stage,
+    self, RunDir, Stage, StageError, StageOutcome, StageSummary, hash_parts, run_stage,
 };
 use flythrough_core::{Manifest, RedactedImages};
 use std::path::{Path, PathBuf};
@@ -32,27 +32,16 @@ pub struct RunOptions {
     /// Run folder; default `runs/<venue name>` beside the config.
     pub out: Option<PathBuf>,
     /// Stop after this stage.
-    pub until: Option<String>,
+    pub until: Option<Stage>,
     /// Redo this stage and every later one.
-    pub force: Option<String>,
+    pub force: Option<Stage>,
 }
 
 /// What happened to each stage.
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub run_dir: PathBuf,
-    pub stages: Vec<(String, StageOutcome)>,
-}
-
-fn check_stage_name(name: &str, flag: &str) -> Result<(), PipelineError> {
-    if STAGES.contains(&name) {
-        Ok(())
-    } else {
-        Err(PipelineError::Config(format!(
-            "{flag} {name}: unknown stage; the stages are {}",
-            STAGES.join(", ")
-        )))
-    }
+    pub stages: Vec<(Stage, StageOutcome)>,
 }
 
 /// Load and validate a config, mapping errors to exit code 2.
@@ -65,10 +54,12 @@ pub fn default_run_dir(cfg: &LoadedConfig) -> PathBuf {
     cfg.dir.join("runs").join(&cfg.config.venue.name)
 }
 
-/// Test hook: `FLYTHROUGH_TEST_PAUSE_IN=<stage>` makes that stage sleep (after writing part of its
-/// output) so a test can kill the process mid-stage.
-fn test_pause(stage: &str, out: &Path) {
-    if std::env::var("FLYTHROUGH_TEST_PAUSE_IN").ok().as_deref() == Some(stage) {
+/// Test hook, compiled only with the `test-hooks` feature (which only this crate's tests turn on,
+/// never a release build): `FLYTHROUGH_TEST_PAUSE_IN=<stage>` makes that stage sleep after writing
+/// part of its output, so a test can kill the process mid-stage.
+#[cfg(feature = "test-hooks")]
+fn test_pause(stage: Stage, out: &Path) {
+    if std::env::var("FLYTHROUGH_TEST_PAUSE_IN").ok().as_deref() == Some(stage.as_str()) {
         let _ = std::fs::write(out.join("partial.marker"), b"half-written");
         eprintln!("FLYTHROUGH_TEST_PAUSED {stage}");
         std::thread::sleep(std::time::Duration::from_secs(600));
@@ -82,12 +73,6 @@ fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> StageError {
 /// Run the pipeline for one venue config.
 pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, PipelineError> {
     let cfg = load_config(config_path)?;
-    if let Some(u) = &opts.until {
-        check_stage_name(u, "--until")?;
-    }
-    if let Some(f) = &opts.force {
-        check_stage_name(f, "--force")?;
-    }
     let run_dir = opts.out.clone().unwrap_or_else(|| default_run_dir(&cfg));
     let run = RunDir::new(&run_dir);
     // One process per run folder: two runs interleaving their commits could publish photos that were
@@ -95,29 +80,21 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
     let _lock = flythrough_core::RunLock::acquire(&run_dir)
         .map_err(|e| PipelineError::Stage(e.to_string()))?;
     run::recover_interrupted_commits(&run);
-    let force_from = opts
-        .force
-        .as_deref()
-        .and_then(|f| STAGES.iter().position(|s| *s == f))
-        .unwrap_or(usize::MAX);
-    let until = opts
-        .until
-        .as_deref()
-        .and_then(|u| STAGES.iter().position(|s| *s == u))
-        .unwrap_or(STAGES.len() - 1);
+    let force_from = opts.force.map_or(usize::MAX, Stage::index);
+    let until = opts.until.unwrap_or(Stage::Render);
 
     let mut report = RunReport {
         run_dir: run_dir.clone(),
         stages: Vec::new(),
     };
     let mut fingerprints: Vec<String> = Vec::new();
-    for (i, &stage) in STAGES.iter().enumerate().take(until + 1) {
+    for stage in Stage::ALL.into_iter().filter(|s| *s <= until) {
         let config_hash = hash_parts(&[cfg.config.section_json(stage).as_bytes()]);
         let upstream: Vec<&[u8]> = fingerprints.iter().map(|f| f.as_bytes()).collect();
         let input_hash = match stage {
-            "capture" => flythrough_capture::input_hash(&cfg.photos_dir)
+            Stage::Capture => flythrough_capture::input_hash(&cfg.photos_dir)
                 .map_err(|e| PipelineError::Stage(e.to_string()))?,
-            "sfm" => {
+            Stage::Sfm => {
                 // An imported model is an input too.
                 let mut parts = upstream.clone();
                 let import_hash = match &cfg.config.sfm.import {
@@ -146,11 +123,7 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
             }
             _ => hash_parts(&upstream),
         };
-        if !is_built(stage) {
-            tracing::warn!("{stage}: this stage is not part of this build yet; stopping before it");
-            break;
-        }
-        let force = i >= force_from;
+        let force = stage.index() >= force_from;
         let outcome = run_stage(
             &run,
             stage,
@@ -159,6 +132,7 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
             force,
             |out, work| {
                 let summary = run_one(stage, &cfg, &run, out, work)?;
+                #[cfg(feature = "test-hooks")]
                 test_pause(stage, out);
                 Ok(summary)
             },
@@ -175,7 +149,7 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
             ),
         }
         fingerprints.push(outcome.record().fingerprint.clone());
-        report.stages.push((stage.to_string(), outcome));
+        report.stages.push((stage, outcome));
     }
     // The run's report.html summarises whatever stages exist.
     match flythrough_render::write_report(&run) {
@@ -187,43 +161,37 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
 
 /// The committed capture manifest of a run.
 fn manifest(run: &RunDir) -> Result<Manifest, StageError> {
-    let p = run.stage_dir("capture").join("manifest.json");
+    let p = run.stage_dir(Stage::Capture).join("manifest.json");
     Manifest::read(&p).map_err(|e| format!("{}: {e}", p.display()).into())
-}
-
-/// Stages whose crates are wired into this binary.
-fn is_built(stage: &str) -> bool {
-    STAGES.contains(&stage)
 }
 
 /// Run one stage's body.
 fn run_one(
-    stage: &str,
+    stage: Stage,
     cfg: &LoadedConfig,
     run: &RunDir,
     out: &Path,
     work: &Path,
 ) -> Result<StageSummary, StageError> {
     match stage {
-        "capture" => flythrough_capture::run(cfg, out).map_err(boxed),
-        "privacy" => flythrough_privacy::run(cfg, &manifest(run)?, out).map_err(boxed),
-        "sfm" => {
+        Stage::Capture => flythrough_capture::run(cfg, out).map_err(boxed),
+        Stage::Privacy => flythrough_privacy::run(cfg, &manifest(run)?, out).map_err(boxed),
+        Stage::Sfm => {
             let images = RedactedImages::open(run).map_err(boxed)?;
             flythrough_sfm::run(cfg, &images, Some(&manifest(run)?), out).map_err(boxed)
         }
-        "train" => {
+        Stage::Train => {
             let images = RedactedImages::open(run).map_err(boxed)?;
             flythrough_nerf::run(
                 &cfg.config.train,
                 &images,
                 Some(&manifest(run)?),
-                &run.stage_dir("sfm"),
+                &run.stage_dir(Stage::Sfm),
                 out,
                 work,
             )
             .map_err(boxed)
         }
-        "render" => flythrough_render::run(cfg, run, out, work).map_err(boxed),
-        other => Err(format!("stage {other} is not wired").into()),
+        Stage::Render => flythrough_render::run(cfg, run, out, work).map_err(boxed),
     }
 }

@@ -3,7 +3,7 @@
 //! train and render must still run: they can only have read `privacy/images` through `RedactedImages`.
 
 use flythrough_core::config::Config;
-use flythrough_core::run::{RunDir, run_stage};
+use flythrough_core::run::{RunDir, Stage, run_stage};
 use flythrough_core::{Manifest, RedactedImages};
 use std::path::PathBuf;
 use std::process::Command;
@@ -54,7 +54,7 @@ fn later_stages_never_open_the_original_photos() {
     cfg.config.render.max_frames = 4;
 
     let run = RunDir::new(&run_dir);
-    let manifest = Manifest::read(&run.stage_dir("capture").join("manifest.json")).unwrap();
+    let manifest = Manifest::read(&run.stage_dir(Stage::Capture).join("manifest.json")).unwrap();
     let images = RedactedImages::open(&run).unwrap();
     assert_eq!(images.names().len(), 24);
     assert!(
@@ -62,12 +62,13 @@ fn later_stages_never_open_the_original_photos() {
         "redacted images come from the run folder"
     );
 
-    run_stage(&run, "sfm", "t", "t", true, |o, _| {
+    run_stage(&run, Stage::Sfm, "t", "t", true, |o, _| {
         Ok(flythrough_sfm::run(&cfg, &images, Some(&manifest), o)?)
     })
     .unwrap();
     // Fly between the first and last photos SfM registered.
-    let rec = flythrough_core::Reconstruction::read(&run.stage_dir("sfm").join("sparse")).unwrap();
+    let rec =
+        flythrough_core::Reconstruction::read(&run.stage_dir(Stage::Sfm).join("sparse")).unwrap();
     let mut names: Vec<_> = rec.images.values().map(|i| i.name.clone()).collect();
     names.sort();
     assert!(
@@ -81,22 +82,26 @@ fn later_stages_never_open_the_original_photos() {
         names[names.len() - 1].clone(),
     ];
 
-    run_stage(&run, "train", "t", "t", true, |o, w| {
+    run_stage(&run, Stage::Train, "t", "t", true, |o, w| {
         Ok(flythrough_nerf::run(
             &cfg.config.train,
             &images,
             Some(&manifest),
-            &run.stage_dir("sfm"),
+            &run.stage_dir(Stage::Sfm),
             o,
             w,
         )?)
     })
     .unwrap();
-    run_stage(&run, "render", "t", "t", true, |o, w| {
+    run_stage(&run, Stage::Render, "t", "t", true, |o, w| {
         Ok(flythrough_render::run(&cfg, &run, o, w)?)
     })
     .unwrap();
-    assert!(run.stage_dir("render").join("flythrough_360.mp4").is_file());
+    assert!(
+        run.stage_dir(Stage::Render)
+            .join("flythrough_360.mp4")
+            .is_file()
+    );
     let report = flythrough_render::write_report(&run).unwrap();
     assert!(report.is_file());
     // The originals were not recreated or touched.

@@ -4,7 +4,7 @@
 //! made only from a run folder whose privacy stage finished (`RUN/privacy/stage.json` exists), and it
 //! reads only `RUN/privacy/images/`. It has no way to reach the original photo folder.
 
-use crate::run::RunDir;
+use crate::run::{RunDir, Stage};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
 
@@ -30,7 +30,7 @@ pub struct RedactedImages {
 impl RedactedImages {
     /// Open `RUN/privacy/images` of a run whose privacy stage is committed.
     pub fn open(run: &RunDir) -> Result<Self, RedactedError> {
-        let stage = run.stage_dir("privacy");
+        let stage = run.stage_dir(Stage::Privacy);
         if !stage.join("stage.json").is_file() {
             return Err(RedactedError::NotRedacted(run.root().to_path_buf()));
         }
@@ -107,12 +107,12 @@ mod tests {
     fn refuses_a_run_without_privacy_stage() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path());
-        std::fs::create_dir_all(run.stage_dir("privacy").join("images")).unwrap();
+        std::fs::create_dir_all(run.stage_dir(Stage::Privacy).join("images")).unwrap();
         let e = RedactedImages::open(&run).unwrap_err();
         assert!(matches!(e, RedactedError::NotRedacted(_)));
-        std::fs::write(run.stage_dir("privacy").join("stage.json"), "{}").unwrap();
+        std::fs::write(run.stage_dir(Stage::Privacy).join("stage.json"), "{}").unwrap();
         image::RgbImage::new(4, 3)
-            .save(run.stage_dir("privacy").join("images/a.png"))
+            .save(run.stage_dir(Stage::Privacy).join("images/a.png"))
             .unwrap();
         let r = RedactedImages::open(&run).unwrap();
         assert_eq!(r.names(), ["a.png"]);

@@ -29,4 +29,4 @@ pub use images::RedactedImages;
 pub use lock::RunLock;
 pub use manifest::{Manifest, PhotoRecord};
 pub use pose::{Pose, Sim3};
-pub use run::{RunDir, StageSummary};
+pub use run::{RunDir, Stage, StageSummary};

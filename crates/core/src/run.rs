@@ -11,8 +11,65 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// The pipeline's stages, in order.
-pub const STAGES: &[&str] = &["capture", "privacy", "sfm", "train", "render"];
+/// A stage of the pipeline. Its lower-case name is its folder in the run folder and its spelling on
+/// the command line (`--until sfm`) and in `stage.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Capture,
+    Privacy,
+    Sfm,
+    Train,
+    Render,
+}
+
+impl Stage {
+    /// Every stage, in pipeline order.
+    pub const ALL: [Stage; 5] = [
+        Stage::Capture,
+        Stage::Privacy,
+        Stage::Sfm,
+        Stage::Train,
+        Stage::Render,
+    ];
+
+    /// The stage's name (its folder in the run folder).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Capture => "capture",
+            Stage::Privacy => "privacy",
+            Stage::Sfm => "sfm",
+            Stage::Train => "train",
+            Stage::Render => "render",
+        }
+    }
+
+    /// Position in the pipeline (capture = 0).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown stage name; the message lists the stages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown stage {0:?}; the stages are capture, privacy, sfm, train, render")]
+pub struct UnknownStage(pub String);
+
+impl std::str::FromStr for Stage {
+    type Err = UnknownStage;
+    fn from_str(s: &str) -> Result<Stage, UnknownStage> {
+        Stage::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownStage(s.to_string()))
+    }
+}
 
 /// Program version recorded in every `stage.json`.
 pub const PROGRAM_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -31,18 +88,18 @@ impl RunDir {
         &self.root
     }
     /// `RUN/<stage>`: a finished stage's outputs.
-    pub fn stage_dir(&self, stage: &str) -> PathBuf {
-        self.root.join(stage)
+    pub fn stage_dir(&self, stage: Stage) -> PathBuf {
+        self.root.join(stage.as_str())
     }
     /// `RUN/.work/<stage>`: resumable scratch state of a stage in progress.
-    pub fn work_dir(&self, stage: &str) -> PathBuf {
-        self.root.join(".work").join(stage)
+    pub fn work_dir(&self, stage: Stage) -> PathBuf {
+        self.root.join(".work").join(stage.as_str())
     }
-    fn tmp_dir(&self, stage: &str) -> PathBuf {
+    fn tmp_dir(&self, stage: Stage) -> PathBuf {
         self.root.join(format!(".tmp-{stage}"))
     }
     /// The committed record of a stage, if it finished.
-    pub fn record(&self, stage: &str) -> Option<StageRecord> {
+    pub fn record(&self, stage: Stage) -> Option<StageRecord> {
         let s = std::fs::read_to_string(self.stage_dir(stage).join("stage.json")).ok()?;
         serde_json::from_str(&s).ok()
     }
@@ -51,7 +108,7 @@ impl RunDir {
 /// `stage.json`: what a finished stage was computed from, and what it did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageRecord {
-    pub stage: String,
+    pub stage: Stage,
     pub program_version: String,
     /// Hash of the stage's inputs (photo contents for capture; upstream fingerprints otherwise).
     pub input_hash: String,
@@ -109,7 +166,7 @@ impl StageOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("stage {stage}: {source}")]
-    Stage { stage: String, source: StageError },
+    Stage { stage: Stage, source: StageError },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -156,7 +213,7 @@ fn now() -> f64 {
 /// changes.
 pub fn run_stage<F>(
     run: &RunDir,
-    stage: &str,
+    stage: Stage,
     input_hash: &str,
     config_hash: &str,
     force: bool,
@@ -202,19 +259,16 @@ where
 
     let started = now();
     let t0 = Instant::now();
-    let summary = body(&tmp, &work).map_err(|source| RunError::Stage {
-        stage: stage.to_string(),
-        source,
-    })?;
+    let summary = body(&tmp, &work).map_err(|source| RunError::Stage { stage, source })?;
     let seconds = t0.elapsed().as_secs_f64();
     let fingerprint = hash_parts(&[
-        stage.as_bytes(),
+        stage.as_str().as_bytes(),
         input_hash.as_bytes(),
         config_hash.as_bytes(),
         PROGRAM_VERSION.as_bytes(),
     ]);
     let rec = StageRecord {
-        stage: stage.to_string(),
+        stage,
         program_version: PROGRAM_VERSION.to_string(),
         input_hash: input_hash.to_string(),
         config_hash: config_hash.to_string(),
@@ -253,7 +307,7 @@ where
 /// If a previous run died between the two renames of a commit, `RUN/.old-<stage>` is the last good
 /// output: put it back.
 pub fn recover_interrupted_commits(run: &RunDir) {
-    for stage in STAGES {
+    for stage in Stage::ALL {
         let old = run.root().join(format!(".old-{stage}"));
         let dst = run.stage_dir(stage);
         if old.exists() && !dst.exists() {
@@ -292,21 +346,21 @@ mod tests {
     fn skips_when_up_to_date_and_reruns_on_change() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path());
-        let a = run_stage(&run, "capture", "in1", "cfg1", false, ok_body(1)).unwrap();
+        let a = run_stage(&run, Stage::Capture, "in1", "cfg1", false, ok_body(1)).unwrap();
         assert!(matches!(a, StageOutcome::Ran(_)));
-        let b = run_stage(&run, "capture", "in1", "cfg1", false, |_, _| {
+        let b = run_stage(&run, Stage::Capture, "in1", "cfg1", false, |_, _| {
             panic!("must not run")
         })
         .unwrap();
         assert!(matches!(b, StageOutcome::UpToDate(_)));
-        let c = run_stage(&run, "capture", "in1", "cfg2", false, ok_body(2)).unwrap();
+        let c = run_stage(&run, Stage::Capture, "in1", "cfg2", false, ok_body(2)).unwrap();
         assert!(matches!(c, StageOutcome::Ran(_)));
         assert_eq!(
-            std::fs::read_to_string(run.stage_dir("capture").join("out.txt")).unwrap(),
+            std::fs::read_to_string(run.stage_dir(Stage::Capture).join("out.txt")).unwrap(),
             "2"
         );
         assert_ne!(a.record().fingerprint, c.record().fingerprint);
-        let d = run_stage(&run, "capture", "in1", "cfg2", true, ok_body(3)).unwrap();
+        let d = run_stage(&run, Stage::Capture, "in1", "cfg2", true, ok_body(3)).unwrap();
         assert!(matches!(d, StageOutcome::Ran(_)));
     }
 
@@ -314,46 +368,46 @@ mod tests {
     fn failure_leaves_previous_output() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path());
-        run_stage(&run, "sfm", "i", "c", false, ok_body(7)).unwrap();
-        let e = run_stage(&run, "sfm", "i2", "c", false, |out, _| {
+        run_stage(&run, Stage::Sfm, "i", "c", false, ok_body(7)).unwrap();
+        let e = run_stage(&run, Stage::Sfm, "i2", "c", false, |out, _| {
             std::fs::write(out.join("out.txt"), "half")?;
             Err("boom".into())
         });
         assert!(e.unwrap_err().to_string().contains("boom"));
         assert_eq!(
-            std::fs::read_to_string(run.stage_dir("sfm").join("out.txt")).unwrap(),
+            std::fs::read_to_string(run.stage_dir(Stage::Sfm).join("out.txt")).unwrap(),
             "7"
         );
-        assert_eq!(run.record("sfm").unwrap().input_hash, "i");
+        assert_eq!(run.record(Stage::Sfm).unwrap().input_hash, "i");
     }
 
     #[test]
     fn work_dir_survives_a_failure_with_the_same_inputs_only() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path());
-        let _ = run_stage(&run, "train", "i", "c", false, |_, work| {
+        let _ = run_stage(&run, Stage::Train, "i", "c", false, |_, work| {
             std::fs::write(work.join("ckpt"), "step 100")?;
             Err("killed".into())
         });
-        run_stage(&run, "train", "i", "c", false, |out, work| {
+        run_stage(&run, Stage::Train, "i", "c", false, |out, work| {
             let ck = std::fs::read_to_string(work.join("ckpt"))?;
             std::fs::write(out.join("resumed_from"), ck)?;
             Ok(StageSummary::default())
         })
         .unwrap();
         assert_eq!(
-            std::fs::read_to_string(run.stage_dir("train").join("resumed_from")).unwrap(),
+            std::fs::read_to_string(run.stage_dir(Stage::Train).join("resumed_from")).unwrap(),
             "step 100"
         );
         assert!(
-            !run.work_dir("train").exists(),
+            !run.work_dir(Stage::Train).exists(),
             "scratch is removed after commit"
         );
-        let _ = run_stage(&run, "train", "i", "c", true, |_, work| {
+        let _ = run_stage(&run, Stage::Train, "i", "c", true, |_, work| {
             std::fs::write(work.join("ckpt"), "x")?;
             Err("killed".into())
         });
-        run_stage(&run, "train", "other", "c", false, |_, work| {
+        run_stage(&run, Stage::Train, "other", "c", false, |_, work| {
             assert!(
                 !work.join("ckpt").exists(),
                 "stale scratch from other inputs must be dropped"

@@ -26,13 +26,8 @@ pub const IPE_DEGREES: usize = 10;
 /// Hidden width of the proposal MLPs.
 pub const PROP_WIDTH: usize = 16;
 
-/// The field backbone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Backbone {
-    HashGrid,
-    IpeMlp,
-}
+/// The field backbone: the config's enum (`[train] backbone`), stored in checkpoints as spelled there.
+pub use flythrough_core::config::Backbone;
 
 /// Everything that fixes the parameter layout (stored in every checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,11 +56,7 @@ impl ModelConfig {
         };
         let nlev = cfg.prop_samples.len();
         ModelConfig {
-            backbone: if cfg.backbone == "ipe-mlp" {
-                Backbone::IpeMlp
-            } else {
-                Backbone::HashGrid
-            },
+            backbone: cfg.backbone,
             prop_samples: cfg.prop_samples.clone(),
             nerf_samples: cfg.nerf_samples,
             // nerfacto: proposal grids up to 128 and 256.
@@ -888,9 +879,9 @@ mod tests {
     /// Both backbones fit a fixed batch (colour depends on the ray): the loss falls by half in 60 steps.
     #[test]
     fn both_backbones_fit_a_fixed_batch() {
-        for backbone in ["hash-grid", "ipe-mlp"] {
+        for backbone in [Backbone::HashGrid, Backbone::IpeMlp] {
             let tc = flythrough_core::config::TrainConfig {
-                backbone: backbone.into(),
+                backbone,
                 prop_samples: vec![16, 16],
                 nerf_samples: 16,
                 hash_levels: 8,

@@ -40,9 +40,11 @@ pub fn learning_rate(cfg: &TrainConfig, step: usize, progress: f64) -> f64 {
     lr * delay
 }
 
+#[cfg(feature = "test-hooks")]
 thread_local! {
-    /// Test hook that simulates a kill: when non-zero, training on this thread stops with
-    /// [`NerfError::Interrupted`] right after writing the first checkpoint at or after this step.
+    /// Test hook (feature `test-hooks`, tests only) that simulates a kill: when non-zero, training on
+    /// this thread stops with [`NerfError::Interrupted`] right after writing the first checkpoint at
+    /// or after this step.
     pub static INTERRUPT_AFTER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
@@ -241,8 +243,8 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
             meta.elapsed_s = elapsed0 + t_call.elapsed().as_secs_f64();
             meta.adam = Some((ADAM, adams[0].step));
             checkpoint::save(&ck, &model, Some(&adams), &meta)?;
-            let stop = INTERRUPT_AFTER.with(|c| c.get());
-            if stop > 0 && meta.step >= stop {
+            #[cfg(feature = "test-hooks")]
+            if (1..=meta.step).contains(&INTERRUPT_AFTER.with(|c| c.get())) {
                 return Err(NerfError::Interrupted(meta.step));
             }
         }

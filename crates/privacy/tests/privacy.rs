@@ -2,6 +2,7 @@
 //! (`../shared/data/faces`, `../shared/data/sceaux_castle`) and on the synthetic venue.
 //! Tests that need the shared data return early when it is absent.
 
+use flythrough_core::Stage;
 use flythrough_core::config::{BrokenPhotoPolicy, KeepDetection, PrivacyConfig, RegionOverride};
 use flythrough_core::manifest::{
     ExifFields, Exposure, ExposureSource, FocalPrior, FocalRule, PhotoRecord,
@@ -244,8 +245,8 @@ fn loaded(photos: &Path, privacy: PrivacyConfig) -> LoadedConfig {
 
 /// Commit `out` as `RUN/privacy` the way the stage runner does (folder + stage.json).
 fn commit(run: &RunDir, out: &Path) {
-    std::fs::rename(out, run.stage_dir("privacy")).unwrap();
-    std::fs::write(run.stage_dir("privacy").join("stage.json"), "{}").unwrap();
+    std::fs::rename(out, run.stage_dir(Stage::Privacy)).unwrap();
+    std::fs::write(run.stage_dir(Stage::Privacy).join("stage.json"), "{}").unwrap();
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! `[train]` architecture (same network and samples per ray as a trained one, random weights);
 //! otherwise the analytic room (a lower bound: camera, tiling and threading overhead only).
 
+use flythrough_core::Stage;
 use flythrough_render::frames::render_frame;
 use flythrough_render::{AnalyticRoom, Equirect, RaySource};
 use nalgebra::Vector3;
@@ -29,10 +30,15 @@ fn main() {
     let (source, cams): (Box<dyn RaySource>, Cams) = match get("--run") {
         Some(run) => {
             let run = flythrough_core::RunDir::new(run);
-            let rec = flythrough_core::Reconstruction::read(&run.stage_dir("sfm").join("sparse"))
-                .expect("read sfm/sparse");
+            let rec =
+                flythrough_core::Reconstruction::read(&run.stage_dir(Stage::Sfm).join("sparse"))
+                    .expect("read sfm/sparse");
             let up = flythrough_render::stage::world_up(&run, &rec);
-            let src = flythrough_render::stage::nerf_source(&run, "mean").expect("load the NeRF");
+            let src = flythrough_render::stage::nerf_source(
+                &run,
+                &flythrough_core::config::Appearance::Mean,
+            )
+            .expect("load the NeRF");
             let cams = rec
                 .images
                 .values()
@@ -118,7 +124,11 @@ fn untrained_nerf() -> Box<dyn RaySource> {
         &meta,
     )
     .expect("save checkpoint");
-    let src = flythrough_render::nerf_source::NerfSource::load(&dir, "mean").expect("load");
+    let src = flythrough_render::nerf_source::NerfSource::load(
+        &dir,
+        &flythrough_core::config::Appearance::Mean,
+    )
+    .expect("load");
     let _ = std::fs::remove_dir_all(&dir);
     Box::new(src)
 }

@@ -6,6 +6,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+use flythrough_core::Stage;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -26,10 +27,10 @@ fn main() {
         c.render.max_frames = max_frames;
         c.render.stills = 3;
     });
-    let _ = std::fs::remove_dir_all(run.stage_dir("render"));
-    let _ = std::fs::remove_dir_all(run.work_dir("render"));
+    let _ = std::fs::remove_dir_all(run.stage_dir(Stage::Render));
+    let _ = std::fs::remove_dir_all(run.work_dir(Stage::Render));
     let (_, summary) = common::render(&cfg, &run, &flythrough_render::AnalyticRoom::demo());
-    std::fs::write(run.stage_dir("render").join("stage.json"), "{}").expect("stage.json");
+    std::fs::write(run.stage_dir(Stage::Render).join("stage.json"), "{}").expect("stage.json");
     let report = flythrough_render::write_report(&run).expect("report");
     println!("{}", serde_json::to_string_pretty(&summary.values).unwrap());
     eprintln!(

@@ -4,6 +4,8 @@
 //! `render_run VENUE.toml RUN_DIR OUT_DIR` — `OUT_DIR/render/` gets the stage's outputs; the other
 //! stages of `RUN_DIR` are linked into `OUT_DIR` (read-only use) so `OUT_DIR/report.html` shows them.
 
+use flythrough_core::Stage;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
@@ -29,8 +31,8 @@ fn main() {
         }
     }
     let run = flythrough_core::RunDir::new(&dst);
-    let out = run.stage_dir("render");
-    let work = run.work_dir("render");
+    let out = run.stage_dir(Stage::Render);
+    let work = run.work_dir(Stage::Render);
     std::fs::create_dir_all(&out).expect("render dir");
     std::fs::create_dir_all(&work).expect("work dir");
     match flythrough_render::run(&cfg, &run, &out, &work) {

@@ -1,6 +1,7 @@
 //! H.264 encoding: the `ffmpeg` CLI (libx264, CRF, yuv420p) when it is on the PATH, otherwise
 //! in-process OpenH264 + the muxide MP4 muxer (feature `openh264`, on by default).
 
+use flythrough_core::config::Encoder as EncoderSetting;
 use image::RgbImage;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -44,14 +45,16 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
 }
 
 /// Pick the encoder for the `[render] encoder` setting (`auto`, `ffmpeg`, `openh264`).
-pub fn choose(setting: &str) -> Result<Encoder, EncodeError> {
+pub fn choose(setting: EncoderSetting) -> Result<Encoder, EncodeError> {
     let ff = find_on_path("ffmpeg");
     match (setting, ff) {
-        ("ffmpeg", Some(p)) | ("auto", Some(p)) => Ok(Encoder::Ffmpeg(p)),
-        ("ffmpeg", None) => Err(EncodeError::Msg(
+        (EncoderSetting::Ffmpeg, Some(p)) | (EncoderSetting::Auto, Some(p)) => {
+            Ok(Encoder::Ffmpeg(p))
+        }
+        (EncoderSetting::Ffmpeg, None) => Err(EncodeError::Msg(
             "[render] encoder = \"ffmpeg\" but ffmpeg is not on the PATH; install it (Debian: apt-get install ffmpeg) or use encoder = \"auto\"".into(),
         )),
-        ("openh264", _) | ("auto", None) => {
+        (EncoderSetting::Openh264, _) | (EncoderSetting::Auto, None) => {
             if cfg!(feature = "openh264") {
                 Ok(Encoder::OpenH264)
             } else {
@@ -60,7 +63,6 @@ pub fn choose(setting: &str) -> Result<Encoder, EncodeError> {
                 ))
             }
         }
-        (other, _) => Err(EncodeError::Msg(format!("unknown encoder {other:?}"))),
     }
 }
 

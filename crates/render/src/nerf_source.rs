@@ -7,6 +7,7 @@
 
 use crate::RenderError;
 use crate::source::RaySource;
+use flythrough_core::config::Appearance;
 use flythrough_nerf::{LatentChoice, NerfRenderer, RenderOptions};
 use std::path::Path;
 
@@ -18,13 +19,13 @@ pub struct NerfSource {
 
 impl NerfSource {
     /// Load `train_dir/checkpoints/final.safetensors`.
-    pub fn load(train_dir: &Path, appearance: &str) -> Result<NerfSource, RenderError> {
+    pub fn load(train_dir: &Path, appearance: &Appearance) -> Result<NerfSource, RenderError> {
         let renderer = NerfRenderer::load(train_dir)
             .map_err(|e| RenderError::Model(format!("{}: {e}", train_dir.display())))?;
         let latent = match appearance {
-            "mean" => LatentChoice::Mean,
-            "zero" => LatentChoice::Zero,
-            name => LatentChoice::Photo(name.to_string()),
+            Appearance::Mean => LatentChoice::Mean,
+            Appearance::Zero => LatentChoice::Zero,
+            Appearance::Photo(name) => LatentChoice::Photo(name.clone()),
         };
         Ok(NerfSource { renderer, latent })
     }

@@ -265,15 +265,8 @@ pub fn eased_distance(t: f64, len: f64, v: f64, tau: f64) -> f64 {
     }
 }
 
-/// Where the camera looks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Heading {
-    /// Level, along the horizontal direction of travel.
-    Travel,
-    /// Interpolated between the keyframe photos' orientations (SQUAD).
-    Keyframes,
-}
+/// Where the camera looks: `[render] heading`.
+pub use flythrough_core::config::Heading;
 
 /// Path settings (the `[render]` keys that shape the path).
 #[derive(Debug, Clone, Copy, PartialEq)]

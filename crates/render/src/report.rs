@@ -9,7 +9,7 @@
 use crate::stage::{PATH_JSON, STILLS_JSON, Still, VIDEO_360, VIDEO_PREVIEW, VIEWER};
 use crate::viewer::{base64, escape_html};
 use crate::{RenderError, io_at};
-use flythrough_core::run::STAGES;
+use flythrough_core::run::Stage;
 use flythrough_core::{RedactedImages, RunDir};
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -115,7 +115,7 @@ fn section_stages(run: &RunDir) -> String {
     let mut s = String::from(
         "<table class=\"grid\"><tr><th>stage</th><th>status</th><th>seconds</th><th>figures</th></tr>",
     );
-    for st in STAGES {
+    for st in Stage::ALL {
         match run.record(st) {
             Some(rec) => {
                 let figs: Vec<String> = rec
@@ -144,7 +144,7 @@ fn section_stages(run: &RunDir) -> String {
 }
 
 fn section_capture(run: &RunDir) -> String {
-    let Some(qa) = read_json(&run.stage_dir("capture").join("qa.json")) else {
+    let Some(qa) = read_json(&run.stage_dir(Stage::Capture).join("qa.json")) else {
         return missing("capture/qa.json");
     };
     let mut s = String::new();
@@ -173,7 +173,7 @@ fn section_capture(run: &RunDir) -> String {
 }
 
 fn section_privacy(run: &RunDir) -> String {
-    let Some(r) = read_json(&run.stage_dir("privacy").join("redactions.json")) else {
+    let Some(r) = read_json(&run.stage_dir(Stage::Privacy).join("redactions.json")) else {
         return missing("privacy/redactions.json");
     };
     let photos = r
@@ -214,14 +214,14 @@ fn section_privacy(run: &RunDir) -> String {
 }
 
 fn section_sfm(run: &RunDir) -> String {
-    match read_json(&run.stage_dir("sfm").join("report.json")) {
+    match read_json(&run.stage_dir(Stage::Sfm).join("report.json")) {
         Some(v) => kv_table(&v, 40),
         None => missing("sfm/report.json"),
     }
 }
 
 fn section_train(run: &RunDir) -> String {
-    let dir = run.stage_dir("train");
+    let dir = run.stage_dir(Stage::Train);
     let mut s = String::new();
     match std::fs::read(dir.join("loss.png")) {
         Ok(png) => {
@@ -244,7 +244,7 @@ fn section_train(run: &RunDir) -> String {
 }
 
 fn section_render(run: &RunDir) -> String {
-    let dir = run.stage_dir("render");
+    let dir = run.stage_dir(Stage::Render);
     let Some(p) = read_json(&dir.join(PATH_JSON)) else {
         return missing("render/path.json");
     };
@@ -383,7 +383,7 @@ mod tests {
         let html = std::fs::read_to_string(p).unwrap();
         assert_eq!(
             html.matches("<td class=\"na\">not run</td>").count(),
-            STAGES.len()
+            Stage::ALL.len()
         );
         assert!(html.contains("capture/qa.json — not available"));
         assert!(html.contains("<h1>cafe</h1>"));
@@ -393,17 +393,17 @@ mod tests {
     fn counts_redactions_and_shows_figures() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path());
-        std::fs::create_dir_all(run.stage_dir("privacy")).unwrap();
+        std::fs::create_dir_all(run.stage_dir(Stage::Privacy)).unwrap();
         std::fs::write(
-            run.stage_dir("privacy").join("redactions.json"),
+            run.stage_dir(Stage::Privacy).join("redactions.json"),
             r#"{"detector":{"name":"centerface"},"blur":{},"photos":[
                 {"file":"a.jpg","status":"redacted","faces":[{"box":[0,0,1,1],"score":0.9,"blurred":true},{"box":[0,0,1,1],"score":0.8,"blurred":false}],"extra_regions":[[0,0,2,2]]},
                 {"file":"b.jpg","status":"unscannable","faces":[],"extra_regions":[]}]}"#,
         )
         .unwrap();
-        std::fs::create_dir_all(run.stage_dir("train")).unwrap();
+        std::fs::create_dir_all(run.stage_dir(Stage::Train)).unwrap();
         std::fs::write(
-            run.stage_dir("train").join("eval.json"),
+            run.stage_dir(Stage::Train).join("eval.json"),
             r#"{"psnr": 27.123456, "ssim": 0.8312}"#,
         )
         .unwrap();

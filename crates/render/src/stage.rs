@@ -6,8 +6,10 @@ use crate::frames::{render_frame, tiles};
 use crate::path::{CameraPath, Heading, Keyframe, PathSample, PathSettings};
 use crate::source::RaySource;
 use crate::{RenderError, io_at, mp4, viewer};
-use flythrough_core::config::RenderConfig;
-use flythrough_core::{LoadedConfig, Manifest, Reconstruction, RunDir, StageSummary};
+use flythrough_core::config::{
+    Appearance, ExposureMode, PreviewSource, RenderConfig, UnregisteredKeyframes,
+};
+use flythrough_core::{LoadedConfig, Manifest, Reconstruction, RunDir, Stage, StageSummary};
 use nalgebra::Vector3;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -98,8 +100,11 @@ pub fn run(
 }
 
 /// The trained model of `RUN/train` as a ray source.
-pub fn nerf_source(run: &RunDir, appearance: &str) -> Result<Box<dyn RaySource>, RenderError> {
-    let dir = run.stage_dir("train");
+pub fn nerf_source(
+    run: &RunDir,
+    appearance: &Appearance,
+) -> Result<Box<dyn RaySource>, RenderError> {
+    let dir = run.stage_dir(Stage::Train);
     if !dir.join("stage.json").is_file() {
         return Err(RenderError::Model(format!(
             "{}: the train stage has not finished for this run; run it first",
@@ -125,7 +130,7 @@ pub fn nerf_source(run: &RunDir, appearance: &str) -> Result<Box<dyn RaySource>,
 /// World up: `sfm/report.json` `"up"` when present, else the mean image-up of the registered
 /// cameras (photos are mostly taken upright).
 pub fn world_up(run: &RunDir, rec: &Reconstruction) -> Vector3<f64> {
-    let report = run.stage_dir("sfm").join("report.json");
+    let report = run.stage_dir(Stage::Sfm).join("report.json");
     let from_report = std::fs::read_to_string(&report)
         .ok()
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
@@ -164,12 +169,12 @@ pub fn keyframes(
             names.len()
         )));
     }
-    let model = run.stage_dir("sfm").join("sparse");
+    let model = run.stage_dir(Stage::Sfm).join("sparse");
     let rec = Reconstruction::read(&model).map_err(|e| RenderError::Input {
         path: model.clone(),
         msg: format!("cannot read the SfM model: {e}"),
     })?;
-    let manifest_path = run.stage_dir("capture").join("manifest.json");
+    let manifest_path = run.stage_dir(Stage::Capture).join("manifest.json");
     let manifest = Manifest::read(&manifest_path).ok();
     if manifest.is_none() {
         tracing::warn!(
@@ -180,7 +185,7 @@ pub fn keyframes(
     let mut out = Vec::new();
     for name in names {
         let Some(im) = rec.image_by_name(name) else {
-            if cfg.config.render.unregistered_keyframes == "skip" {
+            if cfg.config.render.unregistered_keyframes == UnregisteredKeyframes::Skip {
                 tracing::warn!(
                     "render: keyframe {name} was not registered by SfM; left out of the path"
                 );
@@ -233,18 +238,14 @@ pub fn build_path(
     let r = &cfg.config.render;
     let (kfs, rec) = keyframes(cfg, run)?;
     let up = world_up(run, &rec);
-    let fixed_ev = match r.exposure.as_str() {
-        "fixed" => Some(
+    let fixed_ev = match r.exposure {
+        ExposureMode::Fixed => Some(
             r.exposure_ev
                 .unwrap_or_else(|| median(kfs.iter().map(|k| k.ev).collect())),
         ),
-        _ => None,
+        ExposureMode::Interpolate => None,
     };
-    let heading = if r.heading == "keyframes" {
-        Heading::Keyframes
-    } else {
-        Heading::Travel
-    };
+    let heading = r.heading;
     let path = CameraPath::new(
         kfs,
         up,
@@ -323,7 +324,7 @@ pub fn render_frames(
             frames.len()
         );
     }
-    let reproject = r.preview_source == "reproject";
+    let reproject = r.preview_source == PreviewSource::Reproject;
     let per_frame = tiles(r.width, r.height, r.tile_px).len()
         + if reproject {
             0
@@ -423,11 +424,7 @@ pub fn run_with_source(
         fps,
         speed_m_per_s: r.speed_m_per_s,
         ease_s: path.ease(),
-        heading: if r.heading == "keyframes" {
-            Heading::Keyframes
-        } else {
-            Heading::Travel
-        },
+        heading: r.heading,
         length_m: path.length(),
         duration_s: path.duration(),
         frame_count: frames.len(),
@@ -460,7 +457,7 @@ pub fn run_with_source(
     let (rendered, pano_seconds) = render_frames(r, &frames, up, source, &frames_dir)?;
 
     // Videos.
-    let encoder = encode::choose(&r.encoder)?;
+    let encoder = encode::choose(r.encoder)?;
     let t_enc = Instant::now();
     let v360 = out.join(VIDEO_360);
     let spec = VideoSpec {

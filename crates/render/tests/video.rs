@@ -5,6 +5,7 @@
 mod common;
 
 use common::{ffprobe, render, side_data, venue};
+use flythrough_core::Stage;
 use flythrough_render::mp4::spherical_info;
 use flythrough_render::stage::{PathFile, render_frames};
 use flythrough_render::{AnalyticRoom, RenderError};
@@ -74,7 +75,7 @@ fn ffmpeg_video_is_h264_with_spherical_metadata_and_the_right_duration() {
     // No easing: the flight lasts exactly length / speed.
     let (cfg, run) = venue(dir.path(), |c| {
         c.render.ease_s = 0.0;
-        c.render.encoder = "ffmpeg".into();
+        c.render.encoder = flythrough_core::config::Encoder::Ffmpeg;
         c.render.speed_m_per_s = 1.5;
     });
     let (out, summary) = render(&cfg, &run, &AnalyticRoom::demo());
@@ -160,10 +161,10 @@ fn openh264_fallback_writes_a_decodable_file_with_the_metadata() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (cfg, run) = venue(dir.path(), |c| {
-        c.render.encoder = "openh264".into();
+        c.render.encoder = flythrough_core::config::Encoder::Openh264;
         c.render.max_frames = 12;
         c.render.stills = 0;
-        c.render.preview_source = "reproject".into();
+        c.render.preview_source = flythrough_core::config::PreviewSource::Reproject;
     });
     let room = Counting(AnalyticRoom::demo(), AtomicUsize::new(0));
     let (out, summary) = render(&cfg, &run, &room);
@@ -207,7 +208,7 @@ fn an_interrupted_render_resumes_at_the_next_missing_frame() {
     let frames = path.frames(path.frame_rate(r.fps, r.max_frames), ev);
     assert_eq!(frames.len(), 8);
     // "Interrupted" after 5 frames.
-    let work = run.work_dir("render");
+    let work = run.work_dir(Stage::Render);
     let room = Counting(AnalyticRoom::demo(), AtomicUsize::new(0));
     render_frames(r, &frames[..5], path.up(), &room, &work.join("frames")).unwrap();
     let per_frame = (128 * 64 + 96 * 64) as usize;
@@ -224,13 +225,13 @@ fn input_errors_name_the_problem() {
     let (cfg, run) = venue(dir.path(), |c| {
         c.venue.keyframes = vec!["k1.jpg".into(), "blurry.jpg".into()]
     });
-    let out = run.stage_dir("render");
+    let out = run.stage_dir(Stage::Render);
     std::fs::create_dir_all(&out).unwrap();
     let e = flythrough_render::run_with_source(
         &cfg,
         &run,
         &out,
-        &run.work_dir("render"),
+        &run.work_dir(Stage::Render),
         &AnalyticRoom::demo(),
     )
     .unwrap_err();
@@ -245,7 +246,7 @@ fn input_errors_name_the_problem() {
     // With unregistered_keyframes = "skip" the path goes on without it, but 2 must remain.
     let (cfg, run) = venue(dir.path(), |c| {
         c.venue.keyframes = vec!["k1.jpg".into(), "blurry.jpg".into(), "k3.jpg".into()];
-        c.render.unregistered_keyframes = "skip".into();
+        c.render.unregistered_keyframes = flythrough_core::config::UnregisteredKeyframes::Skip;
     });
     let (kfs, _) = flythrough_render::stage::keyframes(&cfg, &run).unwrap();
     assert_eq!(
@@ -254,7 +255,7 @@ fn input_errors_name_the_problem() {
     );
     let (cfg, run) = venue(dir.path(), |c| {
         c.venue.keyframes = vec!["k1.jpg".into(), "blurry.jpg".into()];
-        c.render.unregistered_keyframes = "skip".into();
+        c.render.unregistered_keyframes = flythrough_core::config::UnregisteredKeyframes::Skip;
     });
     let e = flythrough_render::stage::keyframes(&cfg, &run).unwrap_err();
     assert!(e.to_string().contains("only 1 of the 2 keyframes"), "{e}");
@@ -263,17 +264,17 @@ fn input_errors_name_the_problem() {
         &cfg,
         &run,
         &out,
-        &run.work_dir("render"),
+        &run.work_dir(Stage::Render),
         &AnalyticRoom::demo(),
     )
     .unwrap_err();
     assert!(e.to_string().contains("at least 2"), "{e}");
     // The real entry point checks keyframes before it looks for the model...
-    let e = flythrough_render::run(&cfg, &run, &out, &run.work_dir("render")).unwrap_err();
+    let e = flythrough_render::run(&cfg, &run, &out, &run.work_dir(Stage::Render)).unwrap_err();
     assert!(e.to_string().contains("at least 2"), "{e}");
     // ...and says when there is no trained model.
     let (cfg, run) = venue(dir.path(), |_| {});
-    let e = flythrough_render::run(&cfg, &run, &out, &run.work_dir("render")).unwrap_err();
+    let e = flythrough_render::run(&cfg, &run, &out, &run.work_dir(Stage::Render)).unwrap_err();
     assert!(
         e.to_string().contains("train stage has not finished"),
         "{e}"

@@ -4,6 +4,7 @@
 
 mod common;
 
+use flythrough_core::Stage;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -156,7 +157,7 @@ fn viewer_draws_and_arrow_up_travels_forward() {
 
     // Served over HTTP with the video as a separate file (Range requests).
     let _ = std::fs::remove_dir_all(&out);
-    let _ = std::fs::remove_dir_all(run.work_dir("render"));
+    let _ = std::fs::remove_dir_all(run.work_dir(Stage::Render));
     let mut cfg = cfg;
     cfg.config.render.viewer_embed_max_mb = 0.0;
     let (out, _) = common::render(&cfg, &run, &flythrough_render::AnalyticRoom::demo());

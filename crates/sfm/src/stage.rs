@@ -8,7 +8,7 @@ use crate::mapper::{self, MapperError, MapperInput, MapperOptions, VerifiedPair}
 use crate::matching::{self, MatchOptions};
 use crate::pairs::{self, PairOptions};
 use flythrough_core::colmap::{ColmapError, Image, Point3D};
-use flythrough_core::config::SfmConfig;
+use flythrough_core::config::{SfmConfig, UpAxis};
 use flythrough_core::images::RedactedError;
 use flythrough_core::manifest::FocalRule;
 use flythrough_core::{
@@ -53,8 +53,8 @@ pub struct SfmOptions {
     pub matching: MatchOptions,
     pub two_view: TwoViewOptions,
     pub mapper: MapperOptions,
-    /// `"+z"` or `"-y"`.
-    pub up_axis: String,
+    /// World axis the cameras' mean up direction is rotated onto.
+    pub up_axis: UpAxis,
 }
 
 impl SfmOptions {
@@ -83,7 +83,7 @@ impl SfmOptions {
                 local_ba_images: c.local_ba_images,
                 ..Default::default()
             },
-            up_axis: c.up_axis.clone(),
+            up_axis: c.up_axis,
         }
     }
 }
@@ -743,10 +743,9 @@ pub fn run(
         }
     };
     let scale = metric_scale(&res.rec, &cfg.config.calibration);
-    let up = if opts.up_axis == "-y" {
-        -Vector3::y()
-    } else {
-        Vector3::z()
+    let up = match opts.up_axis {
+        UpAxis::MinusY => -Vector3::y(),
+        UpAxis::PlusZ => Vector3::z(),
     };
     let s = gravity_frame(&res.rec, scale.value, up);
     transform_model(&mut res.rec, &s);

@@ -13,13 +13,42 @@ mod venue;
 
 pub use capture::{BrokenPhotoPolicy, CaptureConfig};
 pub use privacy::{KeepDetection, PrivacyConfig, RegionOverride};
-pub use render::RenderConfig;
-pub use sfm::SfmConfig;
-pub use train::TrainConfig;
+pub use render::{
+    Appearance, Encoder, ExposureMode, Heading, PreviewSource, RenderConfig, UnregisteredKeyframes,
+};
+pub use sfm::{SfmConfig, UpAxis};
+pub use train::{Backbone, TrainConfig};
 pub use venue::{Calibration, Venue};
 
+use crate::run::Stage;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// `Display` of a config choice: its spelling in the config file (the serde name).
+macro_rules! display_as_config {
+    ($($t:ty),* $(,)?) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match serde_json::to_value(self) {
+                    Ok(serde_json::Value::String(s)) => f.write_str(&s),
+                    _ => write!(f, "{self:?}"),
+                }
+            }
+        }
+    )*};
+}
+
+display_as_config!(
+    BrokenPhotoPolicy,
+    Heading,
+    ExposureMode,
+    Encoder,
+    Appearance,
+    PreviewSource,
+    UnregisteredKeyframes,
+    UpAxis,
+    Backbone,
+);
 
 /// Documentation of one key: `(key, comment)`.
 pub type KeyDoc = (&'static str, &'static str);
@@ -145,16 +174,15 @@ impl Config {
     }
 
     /// Canonical JSON of one section, for the stage runner's config hash.
-    pub fn section_json(&self, stage: &str) -> String {
+    pub fn section_json(&self, stage: Stage) -> String {
         let v = match stage {
-            "capture" => serde_json::to_value(&self.capture),
-            "privacy" => serde_json::to_value(&self.privacy),
+            Stage::Capture => serde_json::to_value(&self.capture),
+            Stage::Privacy => serde_json::to_value(&self.privacy),
             // SfM's scale depends on the calibration pairs.
-            "sfm" => serde_json::to_value((&self.sfm, &self.calibration)),
-            "train" => serde_json::to_value(&self.train),
+            Stage::Sfm => serde_json::to_value((&self.sfm, &self.calibration)),
+            Stage::Train => serde_json::to_value(&self.train),
             // The path depends on the keyframes.
-            "render" => serde_json::to_value((&self.render, &self.venue.keyframes)),
-            _ => serde_json::to_value(()),
+            Stage::Render => serde_json::to_value((&self.render, &self.venue.keyframes)),
         };
         v.map(|v| v.to_string()).unwrap_or_default()
     }
@@ -384,5 +412,82 @@ mod tests {
         .unwrap();
         let ok = Config::load(&p).unwrap();
         assert_eq!(ok.photos_dir, dir.path().join("photos"));
+    }
+
+    /// Every string-valued choice is an enum: a misspelt value is an error naming the file, line and
+    /// key and listing the valid values; every value spelt as before still parses.
+    #[test]
+    fn choices_are_enums_whose_errors_list_the_values() {
+        let base = "[venue]\nname = \"x\"\nphotos = \"p\"\n";
+        for (section, key, bad, valid) in [
+            (
+                "render",
+                "heading",
+                "sideways",
+                &["travel", "keyframes"][..],
+            ),
+            ("render", "exposure", "auto", &["interpolate", "fixed"]),
+            ("render", "encoder", "x264", &["auto", "ffmpeg", "openh264"]),
+            ("render", "preview_source", "copy", &["render", "reproject"]),
+            (
+                "render",
+                "unregistered_keyframes",
+                "drop",
+                &["fail", "skip"],
+            ),
+            ("sfm", "up_axis", "+y", &["+z", "-y"]),
+            ("train", "backbone", "mlp", &["hash-grid", "ipe-mlp"]),
+            ("capture", "on_broken_photo", "ignore", &["skip", "fail"]),
+            (
+                "privacy",
+                "on_unscannable_photo",
+                "ignore",
+                &["skip", "fail"],
+            ),
+        ] {
+            let text = format!("{base}[{section}]\n{key} = \"{bad}\"\n");
+            let e = Config::parse(&text, Path::new("v.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("v.toml:") && e.contains("line 5"), "{e}");
+            assert!(e.contains(key) && e.contains(bad), "{e}");
+            for v in valid {
+                assert!(
+                    e.contains(&format!("`{v}`")),
+                    "{key}: {v} not listed in: {e}"
+                );
+                let ok = format!("{base}[{section}]\n{key} = \"{v}\"\n");
+                let cfg = Config::parse(&ok, Path::new("v.toml")).unwrap();
+                // Round trip: the value prints back as spelt.
+                let back = toml::to_string(&cfg).unwrap();
+                assert!(back.contains(&format!("{key} = \"{v}\"")), "{back}");
+            }
+        }
+        let cfg = Config::parse(
+            &format!("{base}[render]\nappearance = \"IMG_7.JPG\"\n"),
+            Path::new("v.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.render.appearance, Appearance::Photo("IMG_7.JPG".into()));
+        assert_eq!(cfg.render.appearance.to_string(), "IMG_7.JPG");
+        let e = Config::parse(
+            &format!("{base}[render]\nappearance = \"\"\n"),
+            Path::new("v.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`mean`, `zero` or a training photo"), "{e}");
+    }
+
+    #[test]
+    fn stage_names_parse_and_print() {
+        for st in Stage::ALL {
+            assert_eq!(st.to_string().parse::<Stage>().unwrap(), st);
+            assert_eq!(Stage::ALL[st.index()], st);
+        }
+        let e = "trian".parse::<Stage>().unwrap_err().to_string();
+        assert!(e.contains("trian") && e.contains("capture, privacy, sfm, train, render"));
+        assert!(Stage::Capture < Stage::Render);
+        assert_eq!(serde_json::to_string(&Stage::Sfm).unwrap(), "\"sfm\"");
     }
 }

@@ -2,6 +2,105 @@
 use super::{KeyDoc, ensure};
 use serde::{Deserialize, Serialize};
 
+/// `[render] heading`: where the camera looks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Heading {
+    /// Level, along the horizontal direction of travel.
+    #[default]
+    Travel,
+    /// Interpolated between the keyframe photos' orientations (SQUAD).
+    Keyframes,
+}
+
+/// `[render] exposure`: how the rendering exposure (EV) varies along the path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExposureMode {
+    /// Follows the keyframe photos' EVs smoothly.
+    #[default]
+    Interpolate,
+    /// One EV (`exposure_ev`, or the keyframes' median).
+    Fixed,
+}
+
+/// `[render] encoder`: the H.264 encoder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoder {
+    /// ffmpeg when on the PATH, else in-process openh264.
+    #[default]
+    Auto,
+    Ffmpeg,
+    Openh264,
+}
+
+/// `[render] preview_source`: how the perspective preview frames are made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreviewSource {
+    /// Rays through the model (sharpest).
+    #[default]
+    Render,
+    /// Resampled from the 360° frame.
+    Reproject,
+}
+
+/// `[render] unregistered_keyframes`: a keyframe photo that SfM did not register.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnregisteredKeyframes {
+    /// Stop with an error naming it.
+    #[default]
+    Fail,
+    /// Leave it out of the path with a warning (at least 2 keyframes must remain).
+    Skip,
+}
+
+/// `[render] appearance`: the appearance (GLO) latent the venue is rendered with. Written as a
+/// string: `"mean"`, `"zero"`, or a training photo's file name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Appearance {
+    /// The mean of the training photos' latents.
+    #[default]
+    Mean,
+    /// The zero latent.
+    Zero,
+    /// The latent of one training photo (its file name).
+    Photo(String),
+}
+
+impl Appearance {
+    /// The string the config spells it with.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Appearance::Mean => "mean",
+            Appearance::Zero => "zero",
+            Appearance::Photo(name) => name,
+        }
+    }
+}
+
+impl Serialize for Appearance {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Appearance {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "mean" => Ok(Appearance::Mean),
+            "zero" => Ok(Appearance::Zero),
+            name if !name.trim().is_empty() => Ok(Appearance::Photo(name.to_string())),
+            _ => Err(serde::de::Error::custom(
+                "expected `mean`, `zero` or a training photo's file name",
+            )),
+        }
+    }
+}
+
 /// `[render]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -12,20 +111,20 @@ pub struct RenderConfig {
     pub height: u32,
     pub crf: u32,
     pub ease_s: f64,
-    pub heading: String,
-    pub exposure: String,
+    pub heading: Heading,
+    pub exposure: ExposureMode,
     pub exposure_ev: Option<f64>,
     pub preview_width: u32,
     pub preview_height: u32,
     pub preview_fov_deg: f64,
     pub max_frames: u32,
     pub tile_px: u32,
-    pub encoder: String,
+    pub encoder: Encoder,
     pub viewer_embed_max_mb: f64,
     pub stills: u32,
-    pub appearance: String,
-    pub preview_source: String,
-    pub unregistered_keyframes: String,
+    pub appearance: Appearance,
+    pub preview_source: PreviewSource,
+    pub unregistered_keyframes: UnregisteredKeyframes,
 }
 
 impl Default for RenderConfig {
@@ -37,20 +136,20 @@ impl Default for RenderConfig {
             height: 512,
             crf: 18,
             ease_s: 1.0,
-            heading: "travel".into(),
-            exposure: "interpolate".into(),
+            heading: Heading::Travel,
+            exposure: ExposureMode::Interpolate,
             exposure_ev: None,
             preview_width: 640,
             preview_height: 360,
             preview_fov_deg: 90.0,
             max_frames: 0,
             tile_px: 64,
-            encoder: "auto".into(),
+            encoder: Encoder::Auto,
             viewer_embed_max_mb: 16.0,
             stills: 6,
-            appearance: "mean".into(),
-            preview_source: "render".into(),
-            unregistered_keyframes: "fail".into(),
+            appearance: Appearance::Mean,
+            preview_source: PreviewSource::Render,
+            unregistered_keyframes: UnregisteredKeyframes::Fail,
         }
     }
 }
@@ -159,18 +258,6 @@ impl RenderConfig {
             self.ease_s,
             "must be in [0, 60] seconds",
         )?;
-        ensure(
-            matches!(self.heading.as_str(), "travel" | "keyframes"),
-            "heading",
-            &self.heading,
-            "must be \"travel\" or \"keyframes\"",
-        )?;
-        ensure(
-            matches!(self.exposure.as_str(), "interpolate" | "fixed"),
-            "exposure",
-            &self.exposure,
-            "must be \"interpolate\" or \"fixed\"",
-        )?;
         if let Some(ev) = self.exposure_ev {
             ensure(
                 ev.is_finite() && ev.abs() <= 30.0,
@@ -207,34 +294,10 @@ impl RenderConfig {
             "must be in 4..=1024",
         )?;
         ensure(
-            matches!(self.encoder.as_str(), "auto" | "ffmpeg" | "openh264"),
-            "encoder",
-            &self.encoder,
-            "must be \"auto\", \"ffmpeg\" or \"openh264\"",
-        )?;
-        ensure(
             self.viewer_embed_max_mb.is_finite() && self.viewer_embed_max_mb >= 0.0,
             "viewer_embed_max_mb",
             self.viewer_embed_max_mb,
             "must be >= 0",
-        )?;
-        ensure(
-            !self.appearance.trim().is_empty(),
-            "appearance",
-            &self.appearance,
-            "must be \"mean\", \"zero\" or a photo file name",
-        )?;
-        ensure(
-            matches!(self.preview_source.as_str(), "render" | "reproject"),
-            "preview_source",
-            &self.preview_source,
-            "must be \"render\" or \"reproject\"",
-        )?;
-        ensure(
-            matches!(self.unregistered_keyframes.as_str(), "fail" | "skip"),
-            "unregistered_keyframes",
-            &self.unregistered_keyframes,
-            "must be \"fail\" or \"skip\"",
         )?;
         ensure(
             self.stills <= 64,

@@ -2,6 +2,18 @@
 use super::{KeyDoc, ensure};
 use serde::{Deserialize, Serialize};
 
+/// `[sfm] up_axis`: the world axis the cameras' mean up direction is rotated onto.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpAxis {
+    /// +z up (nerfstudio convention).
+    #[default]
+    #[serde(rename = "+z")]
+    PlusZ,
+    /// -y up (OpenCV-style image y down).
+    #[serde(rename = "-y")]
+    MinusY,
+}
+
 /// `[sfm]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -16,7 +28,7 @@ pub struct SfmConfig {
     pub init_min_tri_angle_deg: f64,
     pub abs_pose_min_inliers: usize,
     pub local_ba_images: usize,
-    pub up_axis: String,
+    pub up_axis: UpAxis,
 }
 
 impl Default for SfmConfig {
@@ -32,7 +44,7 @@ impl Default for SfmConfig {
             init_min_tri_angle_deg: 16.0,
             abs_pose_min_inliers: 30,
             local_ba_images: 6,
-            up_axis: "+z".into(),
+            up_axis: UpAxis::PlusZ,
         }
     }
 }
@@ -139,12 +151,6 @@ impl SfmConfig {
             "local_ba_images",
             self.local_ba_images,
             "must be in [2, 100]",
-        )?;
-        ensure(
-            self.up_axis == "+z" || self.up_axis == "-y",
-            "up_axis",
-            &self.up_axis,
-            "must be \"+z\" or \"-y\"",
         )
     }
 }

@@ -2,6 +2,17 @@
 use super::{KeyDoc, ensure};
 use serde::{Deserialize, Serialize};
 
+/// `[train] backbone`: the NeRF field's backbone (stored in checkpoints with the same spelling).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backbone {
+    /// Anti-aliased multiresolution hash grid + small MLP (fast).
+    #[default]
+    HashGrid,
+    /// mip-NeRF 360 integrated positional encoding + MLP (slow on a CPU).
+    IpeMlp,
+}
+
 /// `[train]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -14,7 +25,7 @@ pub struct TrainConfig {
     pub exposure_conditioning: bool,
     pub checkpoint_every: usize,
     pub image_downscale: u32,
-    pub backbone: String,
+    pub backbone: Backbone,
     pub batch_rays: usize,
     pub prop_samples: Vec<usize>,
     pub nerf_samples: usize,
@@ -46,7 +57,7 @@ impl Default for TrainConfig {
             exposure_conditioning: true,
             checkpoint_every: 250,
             image_downscale: 1,
-            backbone: "hash-grid".into(),
+            backbone: Backbone::HashGrid,
             batch_rays: 2048,
             prop_samples: vec![64, 64],
             nerf_samples: 32,
@@ -191,12 +202,6 @@ impl TrainConfig {
             "checkpoint_every",
             self.checkpoint_every,
             "must be at least 1",
-        )?;
-        ensure(
-            self.backbone == "hash-grid" || self.backbone == "ipe-mlp",
-            "backbone",
-            &self.backbone,
-            "must be \"hash-grid\" or \"ipe-mlp\"",
         )?;
         ensure(
             (1..=1 << 20).contains(&self.batch_rays),

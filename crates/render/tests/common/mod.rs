@@ -3,6 +3,7 @@
 //! photos rendered from the room, and a config.
 #![allow(dead_code)]
 
+use flythrough_core::Stage;
 use flythrough_core::config::Config;
 use flythrough_core::{Camera, CameraModel, LoadedConfig, Pose, Reconstruction, RunDir};
 use flythrough_render::path::level_rotation;
@@ -28,7 +29,7 @@ fn pose(c: [f64; 3], yaw: f64) -> Pose {
 /// Build `root/run` (sfm, privacy) and a config; `edit` adjusts `[render]`.
 pub fn venue(root: &Path, edit: impl FnOnce(&mut Config)) -> (LoadedConfig, RunDir) {
     let run = RunDir::new(root.join("run"));
-    let sparse = run.stage_dir("sfm").join("sparse");
+    let sparse = run.stage_dir(Stage::Sfm).join("sparse");
     std::fs::create_dir_all(&sparse).unwrap();
     let mut rec = Reconstruction::default();
     rec.cameras
@@ -52,12 +53,12 @@ pub fn venue(root: &Path, edit: impl FnOnce(&mut Config)) -> (LoadedConfig, RunD
     }
     rec.write_text(&sparse).unwrap();
     std::fs::write(
-        run.stage_dir("sfm").join("report.json"),
+        run.stage_dir(Stage::Sfm).join("report.json"),
         r#"{"up": [0.0, 0.0, 1.0], "scale": 1.0}"#,
     )
     .unwrap();
     // Redacted photos: the room seen from each camera.
-    let images = run.stage_dir("privacy").join("images");
+    let images = run.stage_dir(Stage::Privacy).join("images");
     std::fs::create_dir_all(&images).unwrap();
     let room = AnalyticRoom::demo();
     for (name, p) in &all {
@@ -65,7 +66,7 @@ pub fn venue(root: &Path, edit: impl FnOnce(&mut Config)) -> (LoadedConfig, RunD
         let img = flythrough_render::frames::render_frame(&room, &cam, 0.0, 32, &|| {});
         img.save(images.join(name)).unwrap();
     }
-    std::fs::write(run.stage_dir("privacy").join("stage.json"), "{}").unwrap();
+    std::fs::write(run.stage_dir(Stage::Privacy).join("stage.json"), "{}").unwrap();
 
     let mut config = Config::default();
     config.venue.name = "synthetic-room".into();
@@ -94,8 +95,8 @@ pub fn render(
     run: &RunDir,
     source: &dyn RaySource,
 ) -> (PathBuf, flythrough_core::StageSummary) {
-    let out = run.stage_dir("render");
-    let work = run.work_dir("render");
+    let out = run.stage_dir(Stage::Render);
+    let work = run.work_dir(Stage::Render);
     std::fs::create_dir_all(&out).unwrap();
     std::fs::create_dir_all(&work).unwrap();
     let s = flythrough_render::run_with_source(cfg, run, &out, &work, source).unwrap();
