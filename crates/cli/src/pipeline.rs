@@ -191,6 +191,15 @@ fn manifest(run: &RunDir) -> Result<Manifest, StageError> {
     Manifest::read(&p).map_err(|e| format!("{}: {e}", p.display()).into())
 }
 
+/// The photos capture's QA flagged blurry (`capture/qa.json`), for `[train] skip_blurry`.
+fn blurry_photos(run: &RunDir) -> Result<Vec<String>, StageError> {
+    let p = run.stage_dir("capture").join("qa.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let qa: flythrough_capture::QaReport =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(qa.blurry)
+}
+
 /// Stages whose crates are wired into this binary.
 fn is_built(stage: &str) -> bool {
     STAGES.contains(&stage)
@@ -213,10 +222,16 @@ fn run_one(
         }
         "train" => {
             let images = RedactedImages::open(run).map_err(boxed)?;
-            flythrough_nerf::run(
+            let blurry = if cfg.config.train.skip_blurry {
+                blurry_photos(run)?
+            } else {
+                Vec::new()
+            };
+            flythrough_nerf::run_skipping(
                 &cfg.config.train,
                 &images,
                 Some(&manifest(run)?),
+                &blurry,
                 &run.stage_dir("sfm"),
                 out,
                 work,

@@ -33,6 +33,8 @@ pub struct TrainConfig {
     pub metrics_every: usize,
     pub eval_downscale: u32,
     pub glo_eval_steps: usize,
+    pub train_max_side: u32,
+    pub skip_blurry: bool,
 }
 
 impl Default for TrainConfig {
@@ -45,7 +47,7 @@ impl Default for TrainConfig {
             glo_dim: 32,
             exposure_conditioning: true,
             checkpoint_every: 250,
-            image_downscale: 1,
+            image_downscale: 0,
             backbone: "hash-grid".into(),
             batch_rays: 2048,
             prop_samples: vec![64, 64],
@@ -65,6 +67,8 @@ impl Default for TrainConfig {
             metrics_every: 10,
             eval_downscale: 1,
             glo_eval_steps: 32,
+            train_max_side: 1600,
+            skip_blurry: false,
         }
     }
 }
@@ -97,7 +101,7 @@ pub(super) const DOCS: &[KeyDoc] = &[
     ),
     (
         "image_downscale",
-        "Train on photos downscaled by this integer factor.",
+        "Training resolution: 0 = automatic (the photos are downscaled so that the training pixels\nnumber about the rays trained in `steps`, never below a 480-px long side nor above\ntrain_max_side; see crates/nerf/README.md); n >= 1 = downscale by this integer factor (1 = full size).",
     ),
     (
         "backbone",
@@ -169,6 +173,14 @@ pub(super) const DOCS: &[KeyDoc] = &[
         "glo_eval_steps",
         "Steps of latent optimisation on a held-out photo's left half (NeRF-W evaluation protocol).",
     ),
+    (
+        "train_max_side",
+        "Largest long side (px) of a training photo when image_downscale = 0 (automatic).",
+    ),
+    (
+        "skip_blurry",
+        "Leave photos that capture's QA flagged blurry (capture/qa.json) out of training (held-out\nphotos are still scored).",
+    ),
 ];
 
 impl TrainConfig {
@@ -181,10 +193,16 @@ impl TrainConfig {
             "must be >= 0",
         )?;
         ensure(
-            self.image_downscale >= 1,
+            self.image_downscale <= 64,
             "image_downscale",
             self.image_downscale,
-            "must be at least 1",
+            "must be in 0..=64 (0 = automatic)",
+        )?;
+        ensure(
+            (16..=16384).contains(&self.train_max_side),
+            "train_max_side",
+            self.train_max_side,
+            "must be in 16..=16384",
         )?;
         ensure(
             self.checkpoint_every >= 1,
