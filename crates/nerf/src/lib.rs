@@ -139,9 +139,22 @@ pub fn run_skipping(
         &trained.model,
         &trained.meta,
         &ds,
-        cfg.eval_downscale,
-        cfg.glo_eval_steps,
+        &train::EvalOptions {
+            downscale: cfg.eval_downscale,
+            max_photos: cfg.eval_max_photos,
+            glo_steps: cfg.glo_eval_steps,
+            trained_rays: trained.meta.step * cfg.batch_rays,
+        },
         Some(&out.join("holdout")),
+    );
+    tracing::info!(
+        "train: evaluated {} of {} held-out photos at {}x{} in {:.1} s: {:.2} dB",
+        report.selection.evaluated,
+        report.selection.held_out,
+        report.selection.eval_size[0],
+        report.selection.eval_size[1],
+        report.seconds,
+        report.mean_psnr
     );
     flythrough_core::run::write_json(&out.join("eval.json"), &report)
         .map_err(io(&out.join("eval.json")))?;
@@ -168,6 +181,8 @@ pub fn run_skipping(
         .with("samples_per_s", trained.samples_per_s)
         .with("rays_per_s", trained.rays_per_s)
         .with("render_rays_per_s", report.render_rays_per_s)
+        .with("eval_seconds", report.seconds)
+        .with("photos_evaluated", report.selection.evaluated)
         .with("photos_train", ds.train.len())
         .with("photos_holdout", ds.holdout.len())
         .with("photos_skipped", ds.skipped_train.len())
