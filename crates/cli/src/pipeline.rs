@@ -165,6 +165,15 @@ fn manifest(run: &RunDir) -> Result<Manifest, StageError> {
     Manifest::read(&p).map_err(|e| format!("{}: {e}", p.display()).into())
 }
 
+/// The photos capture's QA flagged blurry (`capture/qa.json`), for `[train] skip_blurry`.
+fn blurry_photos(run: &RunDir) -> Result<Vec<String>, StageError> {
+    let p = run.stage_dir(Stage::Capture).join("qa.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let qa: flythrough_capture::QaReport =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(qa.blurry)
+}
+
 /// Run one stage's body.
 fn run_one(
     stage: Stage,
@@ -182,10 +191,16 @@ fn run_one(
         }
         Stage::Train => {
             let images = RedactedImages::open(run).map_err(boxed)?;
-            flythrough_nerf::run(
+            let blurry = if cfg.config.train.skip_blurry {
+                blurry_photos(run)?
+            } else {
+                Vec::new()
+            };
+            flythrough_nerf::run_skipping(
                 &cfg.config.train,
                 &images,
                 Some(&manifest(run)?),
+                &blurry,
                 &run.stage_dir(Stage::Sfm),
                 out,
                 work,

@@ -67,6 +67,20 @@ pub fn run(
     out: &Path,
     work: &Path,
 ) -> Result<StageSummary, NerfError> {
+    run_skipping(cfg, images, manifest, &[], sfm_dir, out, work)
+}
+
+/// [`run`] with capture QA's list of blurry photos, which `[train] skip_blurry` leaves out of
+/// training (the pipeline passes `capture/qa.json`'s `blurry`).
+pub fn run_skipping(
+    cfg: &TrainConfig,
+    images: &RedactedImages,
+    manifest: Option<&Manifest>,
+    blurry: &[String],
+    sfm_dir: &Path,
+    out: &Path,
+    work: &Path,
+) -> Result<StageSummary, NerfError> {
     // Training frees and reallocates the same scratch buffers every step: keep them mapped.
     flythrough_core::alloc::retain_freed_memory();
     let io = |p: &Path| {
@@ -77,8 +91,7 @@ pub fn run(
         images,
         manifest,
         sfm_dir,
-        cfg.image_downscale,
-        cfg.holdout_every,
+        &data::LoadOptions::from_config(cfg, blurry),
     )?;
     if cfg.near > 0.0 {
         ds.norm.near = cfg.near;
@@ -88,11 +101,14 @@ pub fn run(
             "no training photos (every photo is held out)".into(),
         ));
     }
+    let (tw, th) = ds.train_size();
     tracing::info!(
-        "train: {} photos ({} train, {} held out), scene scale {:.4}, near {:.4}",
+        "train: {} photos ({} train, {} held out, {} skipped), {tw}x{th} ({:.0} MB of 8-bit pixels), scene scale {:.4}, near {:.4}",
         ds.photos.len(),
         ds.train.len(),
         ds.holdout.len(),
+        ds.skipped_train.len(),
+        ds.image_bytes() as f64 / 1e6,
         ds.norm.scale,
         ds.norm.near
     );
@@ -123,9 +139,22 @@ pub fn run(
         &trained.model,
         &trained.meta,
         &ds,
-        cfg.eval_downscale,
-        cfg.glo_eval_steps,
+        &train::EvalOptions {
+            downscale: cfg.eval_downscale,
+            max_photos: cfg.eval_max_photos,
+            glo_steps: cfg.glo_eval_steps,
+            trained_rays: trained.meta.step * cfg.batch_rays,
+        },
         Some(&out.join("holdout")),
+    );
+    tracing::info!(
+        "train: evaluated {} of {} held-out photos at {}x{} in {:.1} s: {:.2} dB",
+        report.selection.evaluated,
+        report.selection.held_out,
+        report.selection.eval_size[0],
+        report.selection.eval_size[1],
+        report.seconds,
+        report.mean_psnr
     );
     flythrough_core::run::write_json(&out.join("eval.json"), &report)
         .map_err(io(&out.join("eval.json")))?;
@@ -152,6 +181,12 @@ pub fn run(
         .with("samples_per_s", trained.samples_per_s)
         .with("rays_per_s", trained.rays_per_s)
         .with("render_rays_per_s", report.render_rays_per_s)
+        .with("eval_seconds", report.seconds)
+        .with("photos_evaluated", report.selection.evaluated)
         .with("photos_train", ds.train.len())
-        .with("photos_holdout", ds.holdout.len()))
+        .with("photos_holdout", ds.holdout.len())
+        .with("photos_skipped", ds.skipped_train.len())
+        .with("train_width", tw)
+        .with("train_height", th)
+        .with("image_bytes", ds.image_bytes()))
 }

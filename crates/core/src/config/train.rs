@@ -44,6 +44,9 @@ pub struct TrainConfig {
     pub metrics_every: usize,
     pub eval_downscale: u32,
     pub glo_eval_steps: usize,
+    pub train_max_side: u32,
+    pub skip_blurry: bool,
+    pub eval_max_photos: usize,
 }
 
 impl Default for TrainConfig {
@@ -56,7 +59,7 @@ impl Default for TrainConfig {
             glo_dim: 32,
             exposure_conditioning: true,
             checkpoint_every: 250,
-            image_downscale: 1,
+            image_downscale: 0,
             backbone: Backbone::HashGrid,
             batch_rays: 2048,
             prop_samples: vec![64, 64],
@@ -74,8 +77,11 @@ impl Default for TrainConfig {
             ipe_width: 128,
             near: 0.0,
             metrics_every: 10,
-            eval_downscale: 1,
+            eval_downscale: 0,
             glo_eval_steps: 32,
+            train_max_side: 1600,
+            skip_blurry: false,
+            eval_max_photos: 8,
         }
     }
 }
@@ -108,7 +114,7 @@ pub(super) const DOCS: &[KeyDoc] = &[
     ),
     (
         "image_downscale",
-        "Train on photos downscaled by this integer factor.",
+        "Training resolution: 0 = automatic (the photos are downscaled so that the training pixels\nnumber about the rays trained in `steps`, never below a 480-px long side nor above\ntrain_max_side; see crates/nerf/README.md); n >= 1 = downscale by this integer factor (1 = full size).",
     ),
     (
         "backbone",
@@ -174,11 +180,23 @@ pub(super) const DOCS: &[KeyDoc] = &[
     ),
     (
         "eval_downscale",
-        "Evaluate held-out photos downscaled by this extra factor (1 = the training resolution).",
+        "Evaluation resolution of the held-out photos: 0 = automatic (the evaluated pixels are at most a\nquarter of the rays trained, so evaluation takes well under a fifth of the training time);\nn >= 1 = the training resolution downscaled by n (1 = full training resolution).",
     ),
     (
         "glo_eval_steps",
         "Steps of latent optimisation on a held-out photo's left half (NeRF-W evaluation protocol).",
+    ),
+    (
+        "train_max_side",
+        "Largest long side (px) of a training photo when image_downscale = 0 (automatic).",
+    ),
+    (
+        "skip_blurry",
+        "Leave photos that capture's QA flagged blurry (capture/qa.json) out of training (held-out\nphotos are still scored).",
+    ),
+    (
+        "eval_max_photos",
+        "Score at most this many held-out photos, spread evenly over them (0 = all).",
     ),
 ];
 
@@ -192,10 +210,16 @@ impl TrainConfig {
             "must be >= 0",
         )?;
         ensure(
-            self.image_downscale >= 1,
+            self.image_downscale <= 64,
             "image_downscale",
             self.image_downscale,
-            "must be at least 1",
+            "must be in 0..=64 (0 = automatic)",
+        )?;
+        ensure(
+            (16..=16384).contains(&self.train_max_side),
+            "train_max_side",
+            self.train_max_side,
+            "must be in 16..=16384",
         )?;
         ensure(
             self.checkpoint_every >= 1,
@@ -295,10 +319,10 @@ impl TrainConfig {
             "must be at least 1",
         )?;
         ensure(
-            self.eval_downscale >= 1,
+            self.eval_downscale <= 64,
             "eval_downscale",
             self.eval_downscale,
-            "must be at least 1",
+            "must be in 0..=64 (0 = automatic)",
         )?;
         ensure(
             self.glo_eval_steps <= 10000,
