@@ -1,0 +1,246 @@
+//! Compute kernels: WGSL validation with naga (no adapter needed), the pipeline cache, and bind
+//! groups with layouts reflected from the shader.
+
+use crate::{Bind, Gpu, GpuError};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use wgpu::naga;
+
+/// What a `@group(0) @binding(i)` of a kernel is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingKind {
+    Uniform,
+    StorageRead,
+    StorageReadWrite,
+}
+
+/// A compiled compute pipeline with its bind-group layout.
+pub struct Kernel {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+    /// Binding `i` of group 0, in order.
+    pub bindings: Vec<BindingKind>,
+    /// Kernel name (entry point), for errors and the profiler.
+    pub name: String,
+    /// `@workgroup_size` of the entry point.
+    pub workgroup_size: [u32; 3],
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("name", &self.name)
+            .field("bindings", &self.bindings)
+            .finish()
+    }
+}
+
+/// A bind group built for one kernel (build it once, dispatch it many times).
+pub struct BindGroup {
+    pub(crate) inner: wgpu::BindGroup,
+    pub(crate) kernel: String,
+}
+
+/// naga capabilities for a device with (`float_atomics`) or without f32 atomics.
+fn capabilities(float_atomics: bool) -> naga::valid::Capabilities {
+    let mut c = naga::valid::Capabilities::empty();
+    if float_atomics {
+        c |= naga::valid::Capabilities::SHADER_FLOAT32_ATOMIC;
+    }
+    c
+}
+
+fn parse(source: &str) -> Result<naga::Module, String> {
+    naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))
+}
+
+/// Parse and validate a WGSL module with naga, for a device with or without native f32 atomics.
+/// Returns the module's entry points. No adapter is needed (the shader tests run it for every
+/// feature combination).
+pub fn validate_wgsl(source: &str, float_atomics: bool) -> Result<Vec<String>, String> {
+    let module = parse(source)?;
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        capabilities(float_atomics),
+    )
+    .validate(&module)
+    .map_err(|e| e.emit_to_string(source))?;
+    Ok(module.entry_points.iter().map(|e| e.name.clone()).collect())
+}
+
+/// The group-0 bindings of a module, in binding order; error on gaps or other groups.
+fn reflect(module: &naga::Module) -> Result<Vec<BindingKind>, String> {
+    let mut found: Vec<(u32, BindingKind)> = Vec::new();
+    for (_, g) in module.global_variables.iter() {
+        let Some(b) = &g.binding else { continue };
+        if b.group != 0 {
+            return Err(format!(
+                "binding in group {} (only group 0 is used)",
+                b.group
+            ));
+        }
+        let kind = match g.space {
+            naga::AddressSpace::Uniform => BindingKind::Uniform,
+            naga::AddressSpace::Storage { access } => {
+                if access.contains(naga::StorageAccess::STORE) {
+                    BindingKind::StorageReadWrite
+                } else {
+                    BindingKind::StorageRead
+                }
+            }
+            other => return Err(format!("unsupported binding space {other:?}")),
+        };
+        found.push((b.binding, kind));
+    }
+    found.sort_by_key(|(i, _)| *i);
+    for (k, (i, _)) in found.iter().enumerate() {
+        if *i != k as u32 {
+            return Err(format!(
+                "bindings must be 0..n without gaps (found {i} at {k})"
+            ));
+        }
+    }
+    Ok(found.into_iter().map(|(_, k)| k).collect())
+}
+
+impl Gpu {
+    /// The compute pipeline of `entry` in the WGSL `source` (cached: the same source and entry
+    /// give the same `Arc`). `name` labels errors and profiles.
+    pub fn kernel(&self, name: &str, source: &str, entry: &str) -> Result<Arc<Kernel>, GpuError> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        source.hash(&mut h);
+        let key = (h.finish(), entry.to_string());
+        if let Some(k) = self
+            .kernels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(k.clone());
+        }
+        let err = |msg: String| GpuError::Shader {
+            name: name.to_string(),
+            msg,
+        };
+        let module = parse(source).map_err(err)?;
+        let ep = module
+            .entry_points
+            .iter()
+            .find(|e| e.name == entry)
+            .ok_or_else(|| err(format!("no entry point {entry}")))?;
+        let workgroup_size = ep.workgroup_size;
+        let bindings = reflect(&module).map_err(err)?;
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+            .iter()
+            .enumerate()
+            .map(|(i, k)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match k {
+                        BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
+                        BindingKind::StorageRead => {
+                            wgpu::BufferBindingType::Storage { read_only: true }
+                        }
+                        BindingKind::StorageReadWrite => {
+                            wgpu::BufferBindingType::Storage { read_only: false }
+                        }
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let shader = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(name),
+                entries: &entries,
+            });
+        let pl = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(name),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(name),
+                layout: Some(&pl),
+                module: &shader,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[],
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(err(e.to_string()));
+        }
+        let k = Arc::new(Kernel {
+            pipeline,
+            layout,
+            bindings,
+            name: name.to_string(),
+            workgroup_size,
+        });
+        self.kernels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, k.clone());
+        Ok(k)
+    }
+
+    /// A bind group for `kernel` with `binds[i]` at binding `i` (panics on a count mismatch: a
+    /// caller bug).
+    pub fn bind(&self, kernel: &Kernel, binds: &[Bind]) -> BindGroup {
+        assert_eq!(
+            binds.len(),
+            kernel.bindings.len(),
+            "kernel {}: {} bindings given, the shader declares {}",
+            kernel.name,
+            binds.len(),
+            kernel.bindings.len()
+        );
+        let entries: Vec<wgpu::BindGroupEntry> = binds
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let resource = match *b {
+                    Bind::Whole(buf) => buf.inner.as_entire_binding(),
+                    Bind::Range(buf, off, bytes) => {
+                        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &buf.inner,
+                            offset: off,
+                            size: std::num::NonZeroU64::new(bytes.max(4)),
+                        })
+                    }
+                };
+                wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource,
+                }
+            })
+            .collect();
+        let inner = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&kernel.name),
+            layout: &kernel.layout,
+            entries: &entries,
+        });
+        BindGroup {
+            inner,
+            kernel: kernel.name.clone(),
+        }
+    }
+}

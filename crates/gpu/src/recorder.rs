@@ -1,0 +1,123 @@
+//! Recording GPU work: one command encoder, one compute pass per dispatch, one submit.
+
+use crate::buffer::Readback;
+use crate::{BindGroup, Gpu, GpuBuffer, Kernel, Profiler};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Records dispatches, copies, clears and read-backs into one command buffer; [`Recorder::submit`]
+/// sends it. With a [`Profiler`] attached, every dispatch is timed.
+pub struct Recorder<'a> {
+    gpu: &'a Gpu,
+    enc: wgpu::CommandEncoder,
+    prof: Option<&'a mut Profiler>,
+}
+
+impl Gpu {
+    /// A new recorder.
+    pub fn recorder(&self, label: &str) -> Recorder<'_> {
+        Recorder {
+            gpu: self,
+            enc: self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) }),
+            prof: None,
+        }
+    }
+}
+
+impl<'a> Recorder<'a> {
+    /// Time every following dispatch with `prof` (no-op when the profiler is full).
+    pub fn profile(&mut self, prof: &'a mut Profiler) {
+        self.prof = Some(prof);
+    }
+
+    /// Run `kernel` with `bg` on a `groups` grid of workgroups.
+    pub fn dispatch(&mut self, kernel: &Kernel, bg: &BindGroup, groups: [u32; 3]) {
+        debug_assert_eq!(
+            bg.kernel, kernel.name,
+            "bind group built for another kernel"
+        );
+        if groups.contains(&0) {
+            return;
+        }
+        let ts = self.prof.as_mut().and_then(|p| p.slot(&kernel.name));
+        let mut pass = self.enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(&kernel.name),
+            timestamp_writes: ts.map(|(qs, i)| wgpu::ComputePassTimestampWrites {
+                query_set: qs,
+                beginning_of_pass_write_index: Some(i),
+                end_of_pass_write_index: Some(i + 1),
+            }),
+        });
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &bg.inner, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+    }
+
+    /// Run `kernel` over `threads` invocations (1-D, see [`Gpu::grid`]).
+    pub fn dispatch_threads(&mut self, kernel: &Kernel, bg: &BindGroup, threads: u64) {
+        if threads == 0 {
+            return;
+        }
+        let g = self.gpu.grid(threads, kernel.workgroup_size[0]);
+        self.dispatch(kernel, bg, g);
+    }
+
+    /// Copy `bytes` bytes from `src` at `src_off` to `dst` at `dst_off` (offsets and size
+    /// multiples of 4).
+    pub fn copy(
+        &mut self,
+        src: &GpuBuffer,
+        src_off: u64,
+        dst: &GpuBuffer,
+        dst_off: u64,
+        bytes: u64,
+    ) {
+        if bytes > 0 {
+            self.enc
+                .copy_buffer_to_buffer(&src.inner, src_off, &dst.inner, dst_off, bytes);
+        }
+    }
+
+    /// Zero a whole buffer.
+    pub fn clear(&mut self, buf: &GpuBuffer) {
+        self.enc.clear_buffer(&buf.inner, 0, None);
+    }
+
+    /// Zero `bytes` bytes at `offset` (both multiples of 4).
+    pub fn clear_range(&mut self, buf: &GpuBuffer, offset: u64, bytes: u64) {
+        if bytes > 0 {
+            self.enc.clear_buffer(&buf.inner, offset, Some(bytes));
+        }
+    }
+
+    /// Copy `bytes` bytes at `offset` of `buf` to the host: the returned [`Readback`] is mapped
+    /// once this recorder's submission has run.
+    pub fn read_back(&mut self, buf: &GpuBuffer, offset: u64, bytes: u64) -> Readback {
+        let padded = bytes.max(4).next_multiple_of(4);
+        let staging = self.gpu.take_staging(padded);
+        self.enc
+            .copy_buffer_to_buffer(&buf.inner, offset, &staging, 0, padded);
+        let state = Arc::new(AtomicU8::new(0));
+        let s = state.clone();
+        self.enc
+            .map_buffer_on_submit(&staging, wgpu::MapMode::Read, ..padded, move |r| {
+                s.store(if r.is_ok() { 1 } else { 2 }, Ordering::Release)
+            });
+        Readback {
+            staging: Some(staging),
+            bytes,
+            label: buf.label().to_string(),
+            state,
+        }
+    }
+
+    /// Finish and submit. The profiler's timestamps (if any) are resolved in the same submission.
+    pub fn submit(mut self) {
+        if let Some(p) = self.prof.take() {
+            p.resolve(&mut self.enc, self.gpu);
+        }
+        self.gpu.queue.submit([self.enc.finish()]);
+    }
+}

@@ -1,0 +1,137 @@
+//! The host module on whatever adapter there is (lavapipe in CI): kernels, bindings, uploads,
+//! read-backs, the 2-D grid for large dispatches, poisoned buffers and the profiler.
+
+use flythrough_gpu::{Bind, BindingKind, Profiler, test_gpu, validate_wgsl};
+
+const SAXPY: &str = r#"
+struct P { n: u32, a: f32, _p0: u32, _p1: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(64)
+fn saxpy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= p.n) { return; }
+    y[i] = p.a * x[i] + y[i];
+}
+"#;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct P {
+    n: u32,
+    a: f32,
+    _p: [u32; 2],
+}
+
+#[test]
+fn saxpy_bindings_readback_and_profile() {
+    let Some(gpu) = test_gpu() else { return };
+    assert_eq!(
+        validate_wgsl(SAXPY, false).unwrap(),
+        vec!["saxpy".to_string()]
+    );
+    let k = gpu.kernel("saxpy", SAXPY, "saxpy").unwrap();
+    assert_eq!(
+        k.bindings,
+        vec![
+            BindingKind::Uniform,
+            BindingKind::StorageRead,
+            BindingKind::StorageReadWrite
+        ]
+    );
+    assert_eq!(k.workgroup_size, [64, 1, 1]);
+    // Same source and entry: the cached pipeline.
+    assert!(std::sync::Arc::ptr_eq(
+        &k,
+        &gpu.kernel("saxpy", SAXPY, "saxpy").unwrap()
+    ));
+    let n = 5000usize;
+    let x: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+    let y0: Vec<f32> = (0..n).map(|i| 1.0 - i as f32).collect();
+    let xb = gpu.upload("x", &x).unwrap();
+    let yb = gpu.upload("y", &y0).unwrap();
+    let pb = gpu
+        .uniform(
+            "p",
+            &P {
+                n: n as u32,
+                a: 3.0,
+                _p: [0; 2],
+            },
+        )
+        .unwrap();
+    let bg = gpu.bind(&k, &[Bind::from(&pb), (&xb).into(), (&yb).into()]);
+    let mut prof = Profiler::new(&gpu, 8);
+    let mut rec = gpu.recorder("saxpy");
+    if let Some(p) = prof.as_mut() {
+        rec.profile(p);
+    }
+    rec.dispatch_threads(&k, &bg, n as u64);
+    rec.submit();
+    let y: Vec<f32> = gpu.read(&yb).unwrap();
+    for i in 0..n {
+        assert_eq!(y[i], 3.0 * x[i] + y0[i], "element {i}");
+    }
+    if let Some(p) = prof.as_mut() {
+        p.collect(&gpu);
+        let t = p.totals();
+        assert_eq!(t.len(), 1);
+        assert_eq!((t[0].0.as_str(), t[0].2), ("saxpy", 1));
+        assert!(t[0].1 >= 0.0);
+    }
+    // A range binding: only the second half is updated.
+    let half = (n / 2) as u64 * 4;
+    let align = gpu.limits().storage_offset_align as u64;
+    let off = half.next_multiple_of(align);
+    let m = (n as u64 * 4 - off) / 4;
+    let pb2 = gpu
+        .uniform(
+            "p2",
+            &P {
+                n: m as u32,
+                a: 1.0,
+                _p: [0; 2],
+            },
+        )
+        .unwrap();
+    let bg2 = gpu.bind(
+        &k,
+        &[(&pb2).into(), xb.range(off, m * 4), yb.range(off, m * 4)],
+    );
+    let mut rec = gpu.recorder("saxpy range");
+    rec.dispatch_threads(&k, &bg2, m);
+    let rb = rec.read_back(&yb, 0, yb.bytes());
+    rec.submit();
+    let y2: Vec<f32> = rb.wait_as(&gpu).unwrap();
+    let first = (off / 4) as usize;
+    assert_eq!(y2[first - 1], y[first - 1]);
+    assert_eq!(y2[first], y[first] + x[first]);
+}
+
+#[test]
+fn grid_covers_more_than_one_dimension_and_poison_is_nan() {
+    let Some(gpu) = test_gpu() else { return };
+    let max = gpu.limits().max_workgroups_per_dim as u64;
+    let g = gpu.grid(64 * max * 3 + 5, 64);
+    assert!(g[0] as u64 * g[1] as u64 * 64 >= 64 * max * 3 + 5 && g[0] as u64 <= max);
+    assert_eq!(gpu.grid(100, 64), [2, 1, 1]);
+    let b = gpu.storage_len("poisoned", 10).unwrap();
+    let v: Vec<f32> = gpu.read(&b).unwrap();
+    assert!(v.iter().all(|x| x.is_nan()), "{v:?}");
+    let mut rec = gpu.recorder("clear");
+    rec.clear(&b);
+    rec.submit();
+    let v: Vec<f32> = gpu.read(&b).unwrap();
+    assert!(v.iter().all(|&x| x == 0.0));
+}
+
+#[test]
+fn invalid_wgsl_is_reported_with_the_line() {
+    let e = validate_wgsl("fn f() -> f32 { return 1u; }", false).unwrap_err();
+    assert!(e.contains("return"), "{e}");
+    // f32 atomics need the capability.
+    let src = "@group(0) @binding(0) var<storage, read_write> a: array<atomic<f32>>;\n@compute @workgroup_size(1) fn k() { atomicAdd(&a[0], 1.0); }";
+    assert!(validate_wgsl(src, true).is_ok());
+    assert!(validate_wgsl(src, false).is_err());
+}
