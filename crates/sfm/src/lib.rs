@@ -4,6 +4,7 @@ pub mod ba;
 pub mod eval;
 pub mod features;
 pub mod geometry;
+pub mod init_pair;
 pub mod mapper;
 pub mod matching;
 pub mod pairs;

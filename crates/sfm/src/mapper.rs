@@ -8,12 +8,12 @@
 //! is *active* (used in BA) or not (outlier or unregistered image).
 
 use crate::ba::{self, BaData, BaOptions, Intrinsics, Obs};
-use crate::geometry::essential::{eight_point_essential, five_point, pose_from_essential};
 use crate::geometry::pnp::estimate_absolute_pose;
 use crate::geometry::ransac::{RansacOptions, lo_msac};
-use crate::geometry::triangulate::{triangulate_dlt, triangulation_angle};
+use crate::geometry::triangulate::triangulate_dlt;
+use crate::init_pair::{InitChoice, InitSearch, criteria_ladder};
 use nalgebra::{Matrix3, Vector2, Vector3};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A verified image pair: inlier matches `(keypoint in i, keypoint in j)`.
 #[derive(Clone, Debug)]
@@ -43,6 +43,17 @@ pub struct MapperOptions {
     pub global_ba_ratio: f64,
     /// Refine `[f, k1, k2]` once this many images are registered.
     pub refine_intrinsics_after: usize,
+    /// A model with fewer photos (or 80 % of all photos, if less) counts as failed to grow: another
+    /// initial pair is tried (COLMAP `min_model_size`).
+    pub min_model_size: usize,
+    /// Initial pairs tried per model before the largest result is kept.
+    pub init_trials: usize,
+    /// Initial pairs tried in all (bounds the time spent on photos that do not connect).
+    pub max_init_attempts: usize,
+    /// Start further models on the photos no model holds (COLMAP `multiple_models`).
+    pub multiple_models: bool,
+    /// Pair geometries estimated at the strict initial-pair criteria before relaxing them.
+    pub init_eval_budget: usize,
 }
 
 impl Default for MapperOptions {
@@ -60,6 +71,11 @@ impl Default for MapperOptions {
             global_ba_iterations: 50,
             global_ba_ratio: 1.2,
             refine_intrinsics_after: 3,
+            min_model_size: 10,
+            init_trials: 3,
+            max_init_attempts: 10,
+            multiple_models: true,
+            init_eval_budget: 400,
         }
     }
 }
@@ -92,6 +108,8 @@ pub struct MapperOutput {
     /// Why each unregistered image failed.
     pub failures: HashMap<usize, String>,
     pub init_pair: (usize, usize),
+    /// Photos of the other, smaller models (largest first), which were not kept.
+    pub other_models: Vec<Vec<usize>>,
     pub timings: Vec<(String, f64)>,
 }
 
@@ -144,6 +162,28 @@ pub fn build_tracks(keypoint_counts: &[usize], pairs: &[VerifiedPair]) -> Vec<Ve
     tracks
 }
 
+/// Whether the largest triangulation angle at `x` over all pairs of camera centres reaches
+/// `min_angle` (radians): unit rays `u_k = (x − c_k)/|x − c_k|`, some pair with
+/// `u_a·u_b <= cos(min_angle)`; stops at the first such pair (the filters only need the test, and
+/// long tracks in dense walks made the all-pairs maximum with `acos` a hot spot).
+fn max_angle_reaches(centers: &[Vector3<f64>], x: &Vector3<f64>, min_angle: f64) -> bool {
+    let cos_min = min_angle.cos();
+    let rays: Vec<Vector3<f64>> = centers
+        .iter()
+        .filter_map(|c| (x - c).try_normalize(1e-300))
+        .collect();
+    // The first ray against all others first: in a track the extreme views are usually far apart
+    // in the list, so most calls stop within this row.
+    for a in 0..rays.len() {
+        for b in a + 1..rays.len() {
+            if rays[a].dot(&rays[b]) <= cos_min {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 struct State<'a> {
     input: &'a MapperInput,
     opts: &'a MapperOptions,
@@ -157,6 +197,8 @@ struct State<'a> {
     active: Vec<Vec<bool>>,
     /// Reprojection threshold of [`State::filter`] (px).
     filter_px: f64,
+    /// Seconds spent in bundle adjustment, filtering, triangulation and registration.
+    clock: [f64; 4],
 }
 
 impl State<'_> {
@@ -250,13 +292,7 @@ impl State<'_> {
             return false;
         }
         let centers: Vec<_> = inl.iter().map(|&k| self.center(obs[k].1)).collect();
-        let mut max_angle = 0.0f64;
-        for a in 0..centers.len() {
-            for b in a + 1..centers.len() {
-                max_angle = max_angle.max(triangulation_angle(&centers[a], &centers[b], &x));
-            }
-        }
-        if max_angle < min_angle {
+        if !max_angle_reaches(&centers, &x, min_angle) {
             return false;
         }
         let mut act = vec![false; self.tracks[tk].len()];
@@ -271,6 +307,13 @@ impl State<'_> {
     /// Add the observations of image `img` to existing points when they reproject within the
     /// threshold, and triangulate tracks that now have two registered views.
     fn extend_and_triangulate(&mut self, img: usize) -> usize {
+        let t = std::time::Instant::now();
+        let r = self.extend_and_triangulate_untimed(img);
+        self.clock[2] += t.elapsed().as_secs_f64();
+        r
+    }
+
+    fn extend_and_triangulate_untimed(&mut self, img: usize) -> usize {
         let thr = self.thr(self.opts.max_error_px);
         let mut made = 0;
         for kp in 0..self.input.keypoints[img].len() {
@@ -295,6 +338,13 @@ impl State<'_> {
 
     /// Re-triangulate every track with two registered views and no point.
     fn retriangulate(&mut self) -> usize {
+        let t = std::time::Instant::now();
+        let r = self.retriangulate_untimed();
+        self.clock[2] += t.elapsed().as_secs_f64();
+        r
+    }
+
+    fn retriangulate_untimed(&mut self) -> usize {
         let mut made = 0;
         for tk in 0..self.tracks.len() {
             if self.point[tk].is_none() && self.triangulate_track(tk) {
@@ -308,6 +358,13 @@ impl State<'_> {
     /// fewer than two active views or a maximum triangulation angle below the minimum
     /// (COLMAP `filter_max_reproj_error`, `filter_min_tri_angle`). Returns removed observations.
     fn filter(&mut self) -> usize {
+        let t = std::time::Instant::now();
+        let r = self.filter_untimed();
+        self.clock[1] += t.elapsed().as_secs_f64();
+        r
+    }
+
+    fn filter_untimed(&mut self) -> usize {
         let thr = self.thr(self.filter_px);
         let min_angle = self.opts.min_tri_angle_deg.to_radians();
         let mut removed = 0;
@@ -330,13 +387,7 @@ impl State<'_> {
                 .filter(|&q| self.active[tk][q])
                 .map(|q| self.center(self.tracks[tk][q].0))
                 .collect();
-            let mut max_angle = 0.0f64;
-            for a in 0..centers.len() {
-                for b in a + 1..centers.len() {
-                    max_angle = max_angle.max(triangulation_angle(&centers[a], &centers[b], &x));
-                }
-            }
-            if n_active < 2 || max_angle < min_angle {
+            if n_active < 2 || !max_angle_reaches(&centers, &x, min_angle) {
                 self.point[tk] = None;
                 self.active[tk].iter_mut().for_each(|a| *a = false);
                 removed += n_active;
@@ -349,6 +400,13 @@ impl State<'_> {
     /// fixed for the gauge). Points seen by a variable image are free; other registered images that
     /// see them are fixed.
     fn bundle(&mut self, variable: Option<&[usize]>, iterations: usize) -> ba::BaSummary {
+        let t = std::time::Instant::now();
+        let r = self.bundle_untimed(variable, iterations);
+        self.clock[0] += t.elapsed().as_secs_f64();
+        r
+    }
+
+    fn bundle_untimed(&mut self, variable: Option<&[usize]>, iterations: usize) -> ba::BaSummary {
         let n_img = self.poses.len();
         let var: Vec<bool> = match variable {
             Some(v) => {
@@ -642,6 +700,18 @@ impl State<'_> {
         min_inliers: usize,
         min_ratio: f64,
     ) -> Result<usize, String> {
+        let t = std::time::Instant::now();
+        let r = self.register_untimed(img, min_inliers, min_ratio);
+        self.clock[3] += t.elapsed().as_secs_f64();
+        r
+    }
+
+    fn register_untimed(
+        &mut self,
+        img: usize,
+        min_inliers: usize,
+        min_ratio: f64,
+    ) -> Result<usize, String> {
         let (xs, kps) = self.correspondences(img);
         if xs.len() < min_inliers {
             return Err(format!(
@@ -675,73 +745,225 @@ impl State<'_> {
     }
 }
 
-/// The initial pair: relative pose by the five-point solver in LO-MSAC (normalised coordinates,
-/// `max_error_px / f`), cheirality, and two-view triangulation. Returns `(inlier matches, R, t,
-/// median triangulation angle in degrees)`.
-#[allow(clippy::type_complexity)]
-fn init_pair_geometry(
-    st: &State,
-    pr: &VerifiedPair,
-) -> Option<(Vec<(u32, u32)>, Matrix3<f64>, Vector3<f64>, f64)> {
-    let x1: Vec<Vector2<f64>> = pr
-        .matches
-        .iter()
-        .map(|&(a, _)| st.normalized(pr.i, a as usize))
-        .collect();
-    let x2: Vec<Vector2<f64>> = pr
-        .matches
-        .iter()
-        .map(|&(_, b)| st.normalized(pr.j, b as usize))
-        .collect();
-    let f =
-        0.5 * (st.intr[st.input.image_camera[pr.i]][0] + st.intr[st.input.image_camera[pr.j]][0]);
-    let thr = st.thr(st.opts.max_error_px) / f;
-    let res = lo_msac(
-        x1.len(),
-        5,
-        &RansacOptions {
-            max_error: thr,
-            seed: (pr.i * 1000 + pr.j) as u64,
-            max_trials: 2000,
-            ..Default::default()
-        },
-        |s| {
-            let a: Vec<_> = s.iter().map(|&i| x1[i]).collect();
-            let b: Vec<_> = s.iter().map(|&i| x2[i]).collect();
-            five_point(&a, &b)
-        },
-        |e, i| crate::geometry::sampson_sq(e, &x1[i], &x2[i]),
-        |_, idx| {
-            let a: Vec<_> = idx.iter().map(|&i| x1[i]).collect();
-            let b: Vec<_> = idx.iter().map(|&i| x2[i]).collect();
-            eight_point_essential(&a, &b)
-        },
-    )?;
-    let idx: Vec<usize> = (0..x1.len()).filter(|&i| res.inliers[i]).collect();
-    let a: Vec<_> = idx.iter().map(|&i| x1[i]).collect();
-    let b: Vec<_> = idx.iter().map(|&i| x2[i]).collect();
-    let (r, t, front) = pose_from_essential(&res.model, &a, &b);
-    let mut angles = Vec::new();
-    let mut inl = Vec::new();
-    for (k, &i) in idx.iter().enumerate() {
-        if !front[k] {
-            continue;
-        }
-        if let Some(x) =
-            crate::geometry::triangulate::triangulate_two_view_normalized(&r, &t, &a[k], &b[k])
-        {
-            angles.push(crate::geometry::triangulate::two_view_angle(&r, &t, &x).to_degrees());
-            inl.push(pr.matches[i]);
-        }
-    }
-    if angles.is_empty() {
-        return None;
-    }
-    angles.sort_by(f64::total_cmp);
-    Some((inl, r, t, angles[angles.len() / 2]))
+/// One model grown from an initial pair.
+struct Model {
+    intr: Vec<Intrinsics>,
+    poses: Vec<Option<(Matrix3<f64>, Vector3<f64>)>>,
+    points: Vec<MapPoint>,
+    failures: HashMap<usize, String>,
+    init_pair: (usize, usize),
+    timings: Vec<(String, f64)>,
 }
 
-/// Run incremental mapping.
+impl Model {
+    fn registered(&self) -> usize {
+        self.poses.iter().filter(|p| p.is_some()).count()
+    }
+}
+
+impl State<'_> {
+    /// Forget the current model (poses, points, refined intrinsics).
+    fn reset(&mut self) {
+        self.clock = [0.0; 4];
+        self.intr = self.input.intrinsics.clone();
+        self.poses.iter_mut().for_each(|p| *p = None);
+        self.point.iter_mut().for_each(|p| *p = None);
+        for a in &mut self.active {
+            a.iter_mut().for_each(|x| *x = false);
+        }
+    }
+
+    /// The current model's points with at least two active observations.
+    fn map_points(&self) -> Vec<MapPoint> {
+        let mut points = Vec::new();
+        for tk in 0..self.tracks.len() {
+            let Some(x) = self.point[tk] else { continue };
+            let obs: Vec<(usize, usize)> = self.tracks[tk]
+                .iter()
+                .zip(&self.active[tk])
+                .filter(|(_, a)| **a)
+                .map(|(o, _)| *o)
+                .collect();
+            if obs.len() < 2 {
+                continue;
+            }
+            let error = obs
+                .iter()
+                .map(|&(i, k)| self.reproj_err(i, k, &x))
+                .sum::<f64>()
+                / obs.len() as f64;
+            points.push(MapPoint { xyz: x, obs, error });
+        }
+        points
+    }
+
+    /// Grow one model from an initial pair over the `usable` images: triangulate the pair, then
+    /// register the image with the most 2D-3D correspondences, triangulate, bundle-adjust, repeat
+    /// (two passes), and finish with global refinement.
+    fn grow(
+        &mut self,
+        init: &InitChoice,
+        usable: &[bool],
+        progress: &mut impl FnMut(usize),
+    ) -> Model {
+        self.reset();
+        let opts = self.opts;
+        let n_img = self.poses.len();
+        let pr = &self.input.pairs[init.pair];
+        let debug = std::env::var_os("FLYTHROUGH_SFM_DEBUG").is_some();
+        let t1 = std::time::Instant::now();
+        self.poses[pr.i] = Some((Matrix3::identity(), Vector3::zeros()));
+        self.poses[pr.j] = Some((init.geometry.r, init.geometry.t));
+        let made = self.extend_and_triangulate(pr.j);
+        let s = self.bundle(None, opts.global_ba_iterations);
+        let removed = self.filter();
+        if debug {
+            eprintln!(
+                "init pair {}-{}: {} matches, {} inliers, median angle {:.1}°, {} triangulated, BA rms {:.2} px ({} it), filtered {removed}, f {:.1}",
+                pr.i,
+                pr.j,
+                pr.matches.len(),
+                init.geometry.inliers.len(),
+                init.geometry.median_angle_deg,
+                made,
+                s.rms_px,
+                s.iterations,
+                self.intr[0][0]
+            );
+        }
+        progress(2);
+
+        let mut failures: HashMap<usize, String> = HashMap::new();
+        let mut tries = vec![0usize; n_img];
+        let mut last_global = 2usize;
+        for pass in 0..2 {
+            // The second pass accepts a third of the inliers (at least 10) but needs half of the
+            // correspondences to agree.
+            let (min_inl, min_ratio) = if pass == 0 {
+                (opts.abs_pose_min_inliers, 0.25)
+            } else {
+                ((opts.abs_pose_min_inliers / 3).max(10), 0.5)
+            };
+            loop {
+                let mut cands: Vec<(usize, usize)> = (0..n_img)
+                    .filter(|&i| usable[i] && self.poses[i].is_none() && tries[i] < 3 * (pass + 1))
+                    .map(|i| (self.correspondences(i).0.len(), i))
+                    .filter(|c| c.0 > 0 || pass == 1)
+                    .collect();
+                cands.sort_by(|a, b| b.cmp(a));
+                let mut registered = None;
+                for &(_, img) in cands.iter().take(5) {
+                    tries[img] += 1;
+                    match self.register(img, min_inl, min_ratio) {
+                        Ok(_) => {
+                            registered = Some(img);
+                            failures.remove(&img);
+                            break;
+                        }
+                        Err(e) if pass == 1 => match self.register_rotation(img, min_inl) {
+                            Ok((j, n)) => {
+                                if debug {
+                                    eprintln!(
+                                        "registered {img} as a rotation about {j} ({n} inliers)"
+                                    );
+                                }
+                                registered = Some(img);
+                                failures.remove(&img);
+                                break;
+                            }
+                            Err(e2) => {
+                                failures.insert(img, format!("{e}; {e2}"));
+                            }
+                        },
+                        Err(e) => {
+                            failures.insert(img, e);
+                        }
+                    }
+                }
+                let Some(img) = registered else { break };
+                let made = self.extend_and_triangulate(img);
+                let n_reg = self.num_registered();
+                if debug {
+                    let pts = self.point.iter().filter(|p| p.is_some()).count();
+                    eprintln!(
+                        "registered {img} ({n_reg} total): {made} new points, {pts} points, f {:.1} k1 {:.3}",
+                        self.intr[0][0], self.intr[0][3]
+                    );
+                }
+                if n_reg as f64 >= opts.global_ba_ratio * last_global as f64 {
+                    let s = self.bundle(None, opts.global_ba_iterations);
+                    let rem = self.filter();
+                    let re = self.retriangulate();
+                    last_global = n_reg;
+                    if debug {
+                        eprintln!(
+                            "  global BA rms {:.2} px ({} it), filtered {rem}, retriangulated {re}",
+                            s.rms_px, s.iterations
+                        );
+                    }
+                } else {
+                    let mut var = self.neighbours(img, opts.local_ba_images - 1);
+                    var.push(img);
+                    let s = self.bundle(Some(&var), opts.local_ba_iterations);
+                    let rem = self.filter();
+                    if debug {
+                        eprintln!(
+                            "  local BA rms {:.2} px ({} it), filtered {rem}",
+                            s.rms_px, s.iterations
+                        );
+                    }
+                }
+                progress(n_reg);
+                // A registered image may unlock retried ones.
+                for tr in tries.iter_mut() {
+                    *tr = (*tr).min(3 * pass);
+                }
+            }
+        }
+        let mut timings = vec![(
+            "incremental mapping".to_string(),
+            t1.elapsed().as_secs_f64(),
+        )];
+        for (k, name) in [
+            "bundle adjustment",
+            "filtering",
+            "triangulation",
+            "registration",
+        ]
+        .iter()
+        .enumerate()
+        {
+            timings.push((format!("incremental mapping: {name}"), self.clock[k]));
+        }
+        let t2 = std::time::Instant::now();
+        // Final global refinement.
+        for _ in 0..2 {
+            self.bundle(None, opts.global_ba_iterations);
+            self.filter();
+            self.retriangulate();
+        }
+        self.bundle(None, opts.global_ba_iterations);
+        self.filter();
+        timings.push((
+            "final bundle adjustment".to_string(),
+            t2.elapsed().as_secs_f64(),
+        ));
+        Model {
+            intr: self.intr.clone(),
+            poses: self.poses.clone(),
+            points: self.map_points(),
+            failures,
+            init_pair: (pr.i, pr.j),
+            timings,
+        }
+    }
+}
+
+/// Run incremental mapping (COLMAP `IncrementalPipeline`): find an initial pair
+/// ([`crate::init_pair`]), grow a model from it; when the model stays smaller than
+/// `min_model_size`, try other initial pairs (`init_trials` per model) and keep the largest; with
+/// `multiple_models`, start further models on the photos no model holds. The largest model is the
+/// result; the photos of the others are reported in [`MapperOutput::other_models`].
 pub fn run_mapper(
     input: &MapperInput,
     opts: &MapperOptions,
@@ -752,9 +974,11 @@ pub fn run_mapper(
     let counts: Vec<usize> = input.keypoints.iter().map(|k| k.len()).collect();
     let tracks = build_tracks(&counts, &input.pairs);
     let mut kp_track: Vec<Vec<usize>> = counts.iter().map(|&n| vec![usize::MAX; n]).collect();
+    let mut correspondences = vec![0usize; n_img];
     for (tk, t) in tracks.iter().enumerate() {
         for &(img, kp) in t {
             kp_track[img][kp] = tk;
+            correspondences[img] += 1;
         }
     }
     let active = tracks.iter().map(|t| vec![false; t.len()]).collect();
@@ -768,226 +992,128 @@ pub fn run_mapper(
         kp_track,
         active,
         filter_px: opts.max_error_px,
+        clock: [0.0; 4],
     };
     let mut timings = vec![("tracks".to_string(), t0.elapsed().as_secs_f64())];
-    let t1 = std::time::Instant::now();
+    let debug = std::env::var_os("FLYTHROUGH_SFM_DEBUG").is_some();
 
-    // Initial pair.
-    let mut cands: Vec<&VerifiedPair> = input
-        .pairs
-        .iter()
-        .filter(|p| p.matches.len() >= 30)
-        .collect();
-    cands.sort_by_key(|p| std::cmp::Reverse(p.matches.len()));
-    cands.truncate(40);
-    let geoms: Vec<_> = cands
-        .iter()
-        .map(|pr| init_pair_geometry(&st, pr).map(|g| (*pr, g)))
-        .collect();
-    let mut chosen = None;
-    for min_angle in [opts.init_min_tri_angle_deg, 8.0, 4.0, 2.0] {
-        for min_points in [opts.init_min_points, 50, 30] {
-            chosen = geoms
-                .iter()
-                .flatten()
-                .filter(|(pr, g)| {
-                    g.3 >= min_angle
-                        && g.0.len() >= min_points
-                        && (pr.num_h_inliers as f64) < 0.9 * pr.matches.len() as f64
-                })
-                .max_by_key(|(_, g)| g.0.len())
-                .cloned();
-            if chosen.is_some() {
+    let mut search = InitSearch::new(
+        input,
+        &correspondences,
+        opts.max_error_px * opts.pixel_scale,
+        criteria_ladder(opts.init_min_tri_angle_deg, opts.init_min_points),
+        opts.init_eval_budget,
+    );
+    // COLMAP: min(0.8 n, min_model_size) photos make a model worth keeping.
+    let min_model = opts
+        .min_model_size
+        .min((0.8 * n_img as f64) as usize)
+        .max(2);
+    let mut models: Vec<Model> = Vec::new();
+    let mut in_model = vec![false; n_img];
+    let mut tried: HashSet<usize> = HashSet::new();
+    let mut best: Option<Model> = None;
+    let (mut attempts, mut total_attempts) = (0usize, 0usize);
+    let mut init_time = 0.0;
+    let mut first_error = None;
+    loop {
+        let usable: Vec<bool> = in_model.iter().map(|&m| !m).collect();
+        if usable.iter().filter(|&&u| u).count() < 2 {
+            break;
+        }
+        let t = std::time::Instant::now();
+        let found = search.find(&usable, &tried);
+        init_time += t.elapsed().as_secs_f64();
+        let init = match found {
+            Ok(c) => c,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                break;
+            }
+        };
+        tried.insert(init.pair);
+        attempts += 1;
+        total_attempts += 1;
+        if debug {
+            let p = &input.pairs[init.pair];
+            eprintln!(
+                "initial pair {}-{} (attempt {attempts}, {} geometries evaluated): {:?}",
+                p.i, p.j, search.evaluated, init.criteria
+            );
+        }
+        let m = st.grow(&init, &usable, &mut progress);
+        let good = m.registered() >= min_model;
+        if best
+            .as_ref()
+            .is_none_or(|b| m.registered() > b.registered())
+        {
+            best = Some(m);
+        }
+        let done_model =
+            good || attempts >= opts.init_trials || total_attempts >= opts.max_init_attempts;
+        if done_model {
+            if let Some(m) = best.take() {
+                // A later model smaller than `min_model` is dropped (its photos stay unregistered).
+                if models.is_empty() || m.registered() >= min_model {
+                    for (i, p) in m.poses.iter().enumerate() {
+                        if p.is_some() {
+                            in_model[i] = true;
+                        }
+                    }
+                    models.push(m);
+                }
+            }
+            attempts = 0;
+            if !opts.multiple_models || total_attempts >= opts.max_init_attempts {
                 break;
             }
         }
-        if chosen.is_some() {
-            break;
-        }
     }
-    let Some((pr, (_inl, r, t, _angle))) = chosen else {
-        let best = geoms
-            .iter()
-            .flatten()
-            .map(|(pr, g)| {
+    if let Some(m) = best.take()
+        && (models.is_empty() || m.registered() >= min_model)
+    {
+        models.push(m);
+    }
+    timings.push(("initial pair search".to_string(), init_time));
+    if models.is_empty() {
+        return Err(MapperError::NoInitialPair(
+            first_error.unwrap_or_else(|| "no verified pairs".into()),
+        ));
+    }
+    models.sort_by_key(|m| std::cmp::Reverse(m.registered()));
+    let mut main = models.remove(0);
+    timings.append(&mut main.timings);
+    let mut failures = std::mem::take(&mut main.failures);
+    let other_models: Vec<Vec<usize>> = models
+        .iter()
+        .map(|m| (0..n_img).filter(|&i| m.poses[i].is_some()).collect())
+        .collect();
+    for imgs in &other_models {
+        for &i in imgs {
+            failures.insert(
+                i,
                 format!(
-                    "{}-{}: {} points, median angle {:.1}°",
-                    pr.i,
-                    pr.j,
-                    g.0.len(),
-                    g.3
-                )
-            })
-            .take(3)
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(MapperError::NoInitialPair(if best.is_empty() {
-            format!(
-                "{} verified pairs, none with a usable relative pose",
-                input.pairs.len()
-            )
-        } else {
-            format!("no pair with >= 30 triangulated points at >= 2° median angle (best: {best})")
-        }));
-    };
-    let debug = std::env::var_os("FLYTHROUGH_SFM_DEBUG").is_some();
-    st.poses[pr.i] = Some((Matrix3::identity(), Vector3::zeros()));
-    st.poses[pr.j] = Some((r, t));
-    let made = st.extend_and_triangulate(pr.j);
-    let s = st.bundle(None, opts.global_ba_iterations);
-    let removed = st.filter();
-    if debug {
-        eprintln!(
-            "init pair {}-{}: {} matches, {} triangulated, BA rms {:.2} px ({} it), filtered {removed}, f {:.1}",
-            pr.i,
-            pr.j,
-            pr.matches.len(),
-            made,
-            s.rms_px,
-            s.iterations,
-            st.intr[0][0]
-        );
-    }
-    progress(2);
-
-    // Registration loop.
-    let mut failures: HashMap<usize, String> = HashMap::new();
-    let mut tries = vec![0usize; n_img];
-    let mut last_global = 2usize;
-    for pass in 0..2 {
-        // The second pass accepts a third of the inliers (at least 10) but needs half of the
-        // correspondences to agree.
-        let (min_inl, min_ratio) = if pass == 0 {
-            (opts.abs_pose_min_inliers, 0.25)
-        } else {
-            ((opts.abs_pose_min_inliers / 3).max(10), 0.5)
-        };
-        loop {
-            let mut cands: Vec<(usize, usize)> = (0..n_img)
-                .filter(|&i| st.poses[i].is_none() && tries[i] < 3 * (pass + 1))
-                .map(|i| (st.correspondences(i).0.len(), i))
-                .filter(|c| c.0 > 0 || pass == 1)
-                .collect();
-            cands.sort_by(|a, b| b.cmp(a));
-            let mut registered = None;
-            for &(_, img) in cands.iter().take(5) {
-                tries[img] += 1;
-                match st.register(img, min_inl, min_ratio) {
-                    Ok(_) => {
-                        registered = Some(img);
-                        failures.remove(&img);
-                        break;
-                    }
-                    Err(e) if pass == 1 => match st.register_rotation(img, min_inl) {
-                        Ok((j, n)) => {
-                            if debug {
-                                eprintln!("registered {img} as a rotation about {j} ({n} inliers)");
-                            }
-                            registered = Some(img);
-                            failures.remove(&img);
-                            break;
-                        }
-                        Err(e2) => {
-                            failures.insert(img, format!("{e}; {e2}"));
-                        }
-                    },
-                    Err(e) => {
-                        failures.insert(img, e);
-                    }
-                }
-            }
-            let Some(img) = registered else { break };
-            let made = st.extend_and_triangulate(img);
-            let n_reg = st.num_registered();
-            if debug {
-                let pts = st.point.iter().filter(|p| p.is_some()).count();
-                eprintln!(
-                    "registered {img} ({n_reg} total): {made} new points, {pts} points, f {:.1} k1 {:.3}",
-                    st.intr[0][0], st.intr[0][3]
-                );
-            }
-            if n_reg as f64 >= opts.global_ba_ratio * last_global as f64 {
-                let s = st.bundle(None, opts.global_ba_iterations);
-                let rem = st.filter();
-                let re = st.retriangulate();
-                last_global = n_reg;
-                if debug {
-                    eprintln!(
-                        "  global BA rms {:.2} px ({} it), filtered {rem}, retriangulated {re}",
-                        s.rms_px, s.iterations
-                    );
-                }
-            } else {
-                let mut var = st.neighbours(img, opts.local_ba_images - 1);
-                var.push(img);
-                let s = st.bundle(Some(&var), opts.local_ba_iterations);
-                let rem = st.filter();
-                if debug {
-                    eprintln!(
-                        "  local BA rms {:.2} px ({} it), filtered {rem}",
-                        s.rms_px, s.iterations
-                    );
-                }
-            }
-            progress(n_reg);
-            // A registered image may unlock retried ones.
-            for tr in tries.iter_mut() {
-                *tr = (*tr).min(3 * pass);
-            }
+                    "registered in a separate model of {} photos that shares too few matches with the main model",
+                    imgs.len()
+                ),
+            );
         }
     }
-    timings.push((
-        "incremental mapping".to_string(),
-        t1.elapsed().as_secs_f64(),
-    ));
-    let t2 = std::time::Instant::now();
-    // Final global refinement.
-    for _ in 0..2 {
-        st.bundle(None, opts.global_ba_iterations);
-        st.filter();
-        st.retriangulate();
-    }
-    st.bundle(None, opts.global_ba_iterations);
-    st.filter();
-    timings.push((
-        "final bundle adjustment".to_string(),
-        t2.elapsed().as_secs_f64(),
-    ));
-
     for i in 0..n_img {
-        if st.poses[i].is_none() && !failures.contains_key(&i) {
+        if main.poses[i].is_none() && !failures.contains_key(&i) {
             failures.insert(i, "no 2D-3D correspondences with the model (no verified matches to registered photos)".into());
         }
     }
-    let mut points = Vec::new();
-    for tk in 0..st.tracks.len() {
-        let Some(x) = st.point[tk] else { continue };
-        let obs: Vec<(usize, usize)> = st.tracks[tk]
-            .iter()
-            .zip(&st.active[tk])
-            .filter(|(_, a)| **a)
-            .map(|(o, _)| *o)
-            .collect();
-        if obs.len() < 2 {
-            continue;
-        }
-        let error = obs
-            .iter()
-            .map(|&(i, k)| st.reproj_err(i, k, &x))
-            .sum::<f64>()
-            / obs.len() as f64;
-        points.push(MapPoint { xyz: x, obs, error });
-    }
     Ok(MapperOutput {
-        intrinsics: st.intr,
-        poses: st.poses,
-        points,
+        intrinsics: main.intr,
+        poses: main.poses,
+        points: main.points,
         failures,
-        init_pair: (pr.i, pr.j),
+        init_pair: main.init_pair,
+        other_models,
         timings,
     })
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1113,6 +1239,31 @@ mod tests {
             "centres differ by {}",
             (ca - cb).norm()
         );
+    }
+
+    #[test]
+    fn max_angle_test_agrees_with_the_all_pairs_maximum() {
+        use crate::geometry::triangulate::triangulation_angle;
+        let mut rng = Rng::new(5);
+        for _ in 0..300 {
+            let n = 2 + rng.below(8);
+            let centers: Vec<Vector3<f64>> = (0..n)
+                .map(|_| Vector3::new(rng.normal(), rng.normal(), rng.normal()) * 0.3)
+                .collect();
+            let x = Vector3::new(rng.normal(), rng.normal(), 4.0 + rng.uniform());
+            let mut max = 0.0f64;
+            for a in 0..n {
+                for b in a + 1..n {
+                    max = max.max(triangulation_angle(&centers[a], &centers[b], &x));
+                }
+            }
+            for min in [0.5f64, 2.0, 5.0, 10.0] {
+                let m = min.to_radians();
+                if (max - m).abs() > 1e-9 {
+                    assert_eq!(max_angle_reaches(&centers, &x, m), max >= m, "{max} vs {m}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -117,7 +117,7 @@ fn assign(x: &[f32], words: &[f32]) -> Vec<usize> {
 
 /// Spherical k-means (unit centroids, dot-product assignment), deterministic initialisation from
 /// evenly spaced samples.
-fn kmeans(samples: &[f32], k: usize, iters: usize) -> Vec<f32> {
+pub(crate) fn kmeans(samples: &[f32], k: usize, iters: usize) -> Vec<f32> {
     let n = samples.len() / 128;
     let k = k.min(n);
     if k == 0 {

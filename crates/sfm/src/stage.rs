@@ -8,7 +8,7 @@ use crate::mapper::{self, MapperError, MapperInput, MapperOptions, VerifiedPair}
 use crate::matching::{self, MatchOptions};
 use crate::pairs::{self, PairOptions};
 use flythrough_core::colmap::{ColmapError, Image, Point3D};
-use flythrough_core::config::{SfmConfig, UpAxis};
+use flythrough_core::config::{BrokenPhotoPolicy, SfmConfig, UpAxis};
 use flythrough_core::images::RedactedError;
 use flythrough_core::manifest::FocalRule;
 use flythrough_core::{
@@ -26,8 +26,10 @@ use std::time::Instant;
 pub enum SfmError {
     #[error("structure from motion needs at least 2 photos; {dir} has {found}")]
     TooFewPhotos { dir: PathBuf, found: usize },
-    #[error("{0}: no SIFT features found (blank, badly exposed or tiny photo?); fix or remove it")]
-    NoFeatures(String),
+    #[error(
+        "{0}: only {1} SIFT features (blank, badly exposed or tiny photo?); fix or remove it, or set [capture] on_broken_photo = \"skip\" to leave it out"
+    )]
+    NoFeatures(String, usize),
     #[error(transparent)]
     Read(#[from] RedactedError),
     #[error(
@@ -51,11 +53,19 @@ pub struct SfmOptions {
     pub sift: SiftOptions,
     pub pairs: PairOptions,
     pub matching: MatchOptions,
+    pub matcher: matching::Matcher,
     pub two_view: TwoViewOptions,
     pub mapper: MapperOptions,
     /// World axis the cameras' mean up direction is rotated onto.
     pub up_axis: UpAxis,
+    /// A photo with fewer than [`MIN_FEATURES`] features (blank, black, tiny) or that cannot be
+    /// read: left out with a warning (`Skip`) or an error (`Fail`); `[capture] on_broken_photo`.
+    pub on_broken_photo: BrokenPhotoPolicy,
 }
+
+/// Photos with fewer SIFT features than this are featureless for SfM (a 5-point or P3P estimate
+/// needs far more; COLMAP's verification needs 15 inliers).
+pub const MIN_FEATURES: usize = 16;
 
 impl SfmOptions {
     pub fn from_config(c: &SfmConfig) -> Self {
@@ -72,6 +82,7 @@ impl SfmOptions {
                 ..Default::default()
             },
             matching: MatchOptions::default(),
+            matcher: matching::Matcher::default(),
             two_view: TwoViewOptions {
                 max_error_px: c.max_error_px,
                 ..Default::default()
@@ -84,6 +95,7 @@ impl SfmOptions {
                 ..Default::default()
             },
             up_axis: c.up_axis,
+            on_broken_photo: BrokenPhotoPolicy::Skip,
         }
     }
 }
@@ -144,7 +156,14 @@ pub struct CameraReport {
 pub struct Report {
     pub registered: usize,
     pub total: usize,
+    /// Every photo not in the model, with the reason (left out as featureless or unreadable, in a
+    /// separate smaller model, or not registered).
     pub unregistered: Vec<Unregistered>,
+    /// Photos left out before matching (featureless, tiny or unreadable), a subset of `unregistered`.
+    pub left_out: Vec<String>,
+    /// The photos of smaller models that were not kept (the model broke into pieces), largest
+    /// first; each is also in `unregistered`.
+    pub other_models: Vec<Vec<String>>,
     pub points: usize,
     pub mean_track_length: f64,
     /// Mean and RMS reprojection error over all point observations, in pixels of the full-resolution
@@ -172,6 +191,8 @@ pub struct Report {
 pub struct Reconstructed {
     pub rec: Reconstruction,
     pub unregistered: Vec<Unregistered>,
+    pub left_out: Vec<String>,
+    pub other_models: Vec<Vec<String>>,
     pub pixel_scale: f64,
     pub matched_pairs: usize,
     pub verified_pairs: usize,
@@ -209,19 +230,18 @@ pub fn reconstruct(
     priors: &[PhotoPrior],
     opts: &SfmOptions,
 ) -> Result<Reconstructed, SfmError> {
-    let names = images.names().to_vec();
-    let n = names.len();
-    if n < 2 {
+    let all_names = images.names().to_vec();
+    if all_names.len() < 2 {
         return Err(SfmError::TooFewPhotos {
             dir: images.dir().to_path_buf(),
-            found: n,
+            found: all_names.len(),
         });
     }
     let mut timings = BTreeMap::new();
     // 1. Features (+ a thumbnail per photo for point colours).
     let t = Instant::now();
-    let pb = flythrough_core::progress::bar(n as u64, "sfm: features");
-    let feats: Vec<(Features, image::RgbImage)> = names
+    let pb = flythrough_core::progress::bar(all_names.len() as u64, "sfm: features");
+    let extracted: Vec<Result<(Features, image::RgbImage), SfmError>> = all_names
         .par_iter()
         .map(|name| {
             let rgb = images.load_rgb(name)?;
@@ -233,14 +253,52 @@ pub fn reconstruct(
                 (rgb.height() / 8).max(1),
             );
             pb.inc(1);
-            if f.keypoints.is_empty() {
-                return Err(SfmError::NoFeatures(name.clone()));
+            if f.keypoints.len() < MIN_FEATURES {
+                return Err(SfmError::NoFeatures(name.clone(), f.keypoints.len()));
             }
             Ok((f, thumb))
         })
-        .collect::<Result<_, SfmError>>()?;
+        .collect();
     pb.finish_and_clear();
-    let (feats, thumbs): (Vec<Features>, Vec<image::RgbImage>) = feats.into_iter().unzip();
+    // Featureless or unreadable photos: left out with a warning, or the first one is the error.
+    let mut names = Vec::new();
+    let mut photo_index = Vec::new();
+    let mut feats = Vec::new();
+    let mut thumbs = Vec::new();
+    let mut unregistered = Vec::new();
+    let mut left_out = Vec::new();
+    for (k, (name, r)) in all_names.iter().zip(extracted).enumerate() {
+        match r {
+            Ok((f, th)) => {
+                names.push(name.clone());
+                photo_index.push(k);
+                feats.push(f);
+                thumbs.push(th);
+            }
+            Err(e) if opts.on_broken_photo == BrokenPhotoPolicy::Fail => return Err(e),
+            Err(e) => {
+                let reason = match &e {
+                    SfmError::NoFeatures(_, nf) => format!(
+                        "left out of SfM: only {nf} SIFT features (blank, badly exposed or tiny photo)"
+                    ),
+                    other => format!("left out of SfM: cannot be read: {other}"),
+                };
+                tracing::warn!("sfm: {name}: {reason}");
+                left_out.push(name.clone());
+                unregistered.push(Unregistered {
+                    name: name.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    let n = names.len();
+    if n < 2 {
+        return Err(SfmError::TooFewPhotos {
+            dir: images.dir().to_path_buf(),
+            found: n,
+        });
+    }
     timings.insert("features".into(), secs(t));
     let pixel_scale = feats
         .iter()
@@ -255,7 +313,7 @@ pub fn reconstruct(
     let pair_list = pairs::select_pairs(&feats, &opts.pairs);
     timings.insert("pair selection".into(), secs(t));
     let t = Instant::now();
-    let matches = matching::match_pairs(&feats, &pair_list, &opts.matching);
+    let matches = matching::match_pairs(&feats, &pair_list, &opts.matching, opts.matcher);
     timings.insert("matching".into(), secs(t));
 
     // 3. Geometric verification: F and H for every pair, E too where both photos have an EXIF focal
@@ -482,14 +540,15 @@ pub fn reconstruct(
             },
         );
     }
-    let mut unregistered = Vec::new();
+    // Image ids follow the photo order of the folder (left-out photos keep their numbers free).
+    let image_id = |i: usize| photo_index[i] as u32 + 1;
     for (i, name) in names.iter().enumerate() {
         match out.poses[i] {
             Some((r, t)) => {
                 rec.images.insert(
-                    i as u32 + 1,
+                    image_id(i),
                     Image {
-                        id: i as u32 + 1,
+                        id: image_id(i),
                         camera_id: image_camera[i] as u32 + 1,
                         name: name.clone(),
                         pose: Pose::from_rt(&r, t),
@@ -518,7 +577,7 @@ pub fn reconstruct(
         let py = ((kp.y * sy) as u32).min(th.height() - 1);
         let rgb = th.get_pixel(px, py).0;
         for &(img, kp) in &p.obs {
-            if let Some(im) = rec.images.get_mut(&(img as u32 + 1)) {
+            if let Some(im) = rec.images.get_mut(&image_id(img)) {
                 im.points2d[kp].1 = Some(id);
             }
         }
@@ -532,14 +591,28 @@ pub fn reconstruct(
                 track: p
                     .obs
                     .iter()
-                    .map(|&(i, k)| (i as u32 + 1, k as u32))
+                    .map(|&(i, k)| (image_id(i), k as u32))
                     .collect(),
             },
+        );
+    }
+    let other_models: Vec<Vec<String>> = out
+        .other_models
+        .iter()
+        .map(|m| m.iter().map(|&i| names[i].clone()).collect())
+        .collect();
+    for m in &other_models {
+        tracing::warn!(
+            "sfm: the model broke into pieces; a separate model of {} photos was not kept: {}",
+            m.len(),
+            m.join(", ")
         );
     }
     Ok(Reconstructed {
         rec,
         unregistered,
+        left_out,
+        other_models,
         pixel_scale,
         matched_pairs: matches.len(),
         verified_pairs: verified.len(),
@@ -685,7 +758,10 @@ pub fn run(
 ) -> Result<StageSummary, SfmError> {
     let t_all = Instant::now();
     let sc = &cfg.config.sfm;
-    let opts = SfmOptions::from_config(sc);
+    let opts = SfmOptions {
+        on_broken_photo: cfg.config.capture.on_broken_photo,
+        ..SfmOptions::from_config(sc)
+    };
     let mut res = match &sc.import {
         Some(rel) => {
             let path = cfg.dir.join(rel);
@@ -729,6 +805,8 @@ pub fn run(
             Reconstructed {
                 rec,
                 unregistered,
+                left_out: Vec::new(),
+                other_models: Vec::new(),
                 pixel_scale: 1.0,
                 matched_pairs: 0,
                 verified_pairs: 0,
@@ -765,6 +843,8 @@ pub fn run(
         registered: res.rec.images.len(),
         total,
         unregistered: res.unregistered,
+        left_out: res.left_out,
+        other_models: res.other_models,
         points: res.rec.points.len(),
         mean_track_length: track,
         mean_reproj_px: mean,
@@ -782,6 +862,18 @@ pub fn run(
     };
     let rp = out.join("report.json");
     flythrough_core::run::write_json(&rp, &report).map_err(io(rp.clone()))?;
+    if !report.unregistered.is_empty() {
+        let list: Vec<String> = report
+            .unregistered
+            .iter()
+            .map(|u| format!("{} ({})", u.name, u.reason))
+            .collect();
+        tracing::warn!(
+            "sfm: {} photos not registered: {}",
+            list.len(),
+            list.join("; ")
+        );
+    }
     tracing::info!(
         "sfm: {}/{} photos registered, {} points, mean reprojection error {:.2} px, scale {:.4}",
         report.registered,
