@@ -1,57 +1,136 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of our SfM stage and COLMAP 3.8 (CPU, `automatic_reconstructor`) on the
-# shared Sceaux castle (11 x 2832x2128) and Middlebury temple ring (19 x 640x480) photos.
-# Prints wall time, peak memory, registered photos, points and mean reprojection error per tool,
-# and the relative-pose AUC against the temple's ground truth.
+# Side-by-side benchmark of our SfM stage and COLMAP 3.8 (CPU only) on the shared real sets:
+#   sceaux      11 x 2832x2128 outdoor photos      COLMAP automatic_reconstructor (exhaustive)
+#   temple      19 x 640x480 object ring           COLMAP automatic_reconstructor; AUC vs templeR_par.txt
+#   fox         67 x 1080x1920 phone-video frames  COLMAP feature_extractor + sequential_matcher + mapper;
+#                                                  pose error vs the reference transforms.json (COLMAP's own)
+#   redkitchen  100 x 640x480 Kinect walk frames   as fox; metric poses: one calibration pair from the true
+#                                                  poses, scale and median centre error in metres after a
+#                                                  similarity alignment
+# Prints wall time, peak memory, registered photos, points, mean reprojection error and pose error per
+# tool. Each (set, tool) result is a row file in OUT, so parts can be run separately
+# (SETS="fox redkitchen" TOOLS=colmap scripts/bench-sfm.sh OUT, then TOOLS=ours ... with the same OUT);
+# the table lists every row found in OUT.
 #
-# usage: scripts/bench-sfm.sh [OUT_DIR]     (needs: colmap (apt-get install colmap), /usr/bin/time, python3)
-# Our side uses the default [sfm] config (features at 1600 px max side, 8192 features).
+# usage: [SETS="sceaux temple fox redkitchen"] [TOOLS="ours colmap"] scripts/bench-sfm.sh [OUT_DIR]
+# needs: colmap (apt-get install colmap), /usr/bin/time, python3. Our side: the default [sfm] config.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DATA=${FLYTHROUGH_SHARED_DATA:-$ROOT/../shared/data}
 OUT=${1:-/tmp/bench-sfm}
-rm -rf "$OUT" && mkdir -p "$OUT"
-command -v colmap >/dev/null || { echo "colmap not found: apt-get install colmap" >&2; exit 1; }
+SETS=${SETS:-sceaux temple fox redkitchen}
+TOOLS=${TOOLS:-ours colmap}
+mkdir -p "$OUT"
+[[ " $TOOLS " == *" colmap "* ]] && { command -v colmap >/dev/null || { echo "colmap not found: apt-get install colmap" >&2; exit 1; }; }
 (cd "$ROOT" && cargo build --release -q -p flythrough-sfm --example sfm_folder --example eval_model)
 SFM=$ROOT/target/release/examples/sfm_folder
 EVAL=$ROOT/target/release/examples/eval_model
 
 wall_s() { awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$1"; }
 rss_mb() { awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$1"; }
+# Wall time of several /usr/bin/time files added up, and their largest peak RSS.
+sum_wall() { local s=0; for f in "$@"; do s=$(python3 -c "print($s + $(wall_s "$f"))"); done; echo "$s"; }
+max_rss() { local m=0; for f in "$@"; do r=$(rss_mb "$f"); (( r > m )) && m=$r; done; echo "$m"; }
 
-declare -A IMAGES=([sceaux]="$DATA/sceaux_castle/images" [temple]="$DATA/temple_ring19")
-ROWS=()
-for set in sceaux temple; do
-  imgs=${IMAGES[$set]}
-  # Ours.
-  gtflag=()
-  [[ $set == temple ]] && gtflag=(--gt-middlebury "$imgs/templeR_par.txt")
-  /usr/bin/time -v -o "$OUT/$set.ours.time" "$SFM" "$imgs" "$OUT/$set/ours" "${gtflag[@]}" > "$OUT/$set.ours.log" 2>&1
-  read -r reg tot pts err < <(python3 -c "
+images_of() {
+  case $1 in
+    sceaux) echo "$DATA/sceaux_castle/images" ;;
+    temple) echo "$DATA/temple_ring19" ;;
+    fox) echo "$DATA/fox/images" ;;
+    redkitchen) echo "$DATA/redkitchen_every10/images" ;;
+  esac
+}
+# Ground-truth flags of sfm_folder, and the calibration pair for the metric set.
+gt_flags() {
+  case $1 in
+    temple) echo "--gt-middlebury $(images_of temple)/templeR_par.txt" ;;
+    fox) echo "--gt-nerf $DATA/fox/transforms.json" ;;
+    redkitchen) echo "--gt-7scenes $DATA/redkitchen_every10/poses --calibrate-from-gt frame-000000.color.jpg frame-000500.color.jpg" ;;
+    *) echo "" ;;
+  esac
+}
+# "AUC@5/@10 median-centre-error" from an eval.json (centre error in % of the spread, or in cm with
+# metric ground truth), "- -" without one.
+pose_cols() {
+  local ev=$1 set=$2 tool=$3
+  [[ -s $ev ]] || { echo "- -"; return; }
+  python3 - "$ev" "$set" "$tool" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[1]))
+a = '%.3f/%.3f' % (e['auc']['5'], e['auc']['10'])
+if sys.argv[2] == 'redkitchen':
+    c = '%.1fcm' % (100 * e['median_center_error'])
+    if sys.argv[3] == 'ours':  # metric (one calibration pair); COLMAP's scale is arbitrary
+        c += ',scale%+.1f%%' % (100 * (e['sim3_scale'] - 1))
+else:
+    c = '%.2f%%' % e['median_center_error_pct']
+print(a, c)
+PY
+}
+
+for set in $SETS; do
+  imgs=$(images_of "$set")
+  [[ -d $imgs ]] || { echo "skipping $set: $imgs not found" >&2; continue; }
+  ntot=$(ls "$imgs" | grep -ciE '\.(jpe?g|png|tiff?)$')
+  for tool in $TOOLS; do
+    case $tool in
+      ours)
+        # shellcheck disable=SC2046
+        /usr/bin/time -v -o "$OUT/$set.ours.time" "$SFM" "$imgs" "$OUT/$set/ours" $(gt_flags "$set") > "$OUT/$set.ours.log" 2>&1
+        read -r reg tot pts err < <(python3 -c "
 import json; r = json.load(open('$OUT/$set/ours/report.json'))
 print(r['registered'], r['total'], r['points'], '%.3f' % r['mean_reproj_px'])")
-  auc="-"
-  [[ $set == temple ]] && auc=$(python3 -c "import json; e=json.load(open('$OUT/$set/ours/eval.json')); print('%.3f/%.3f' % (e['auc']['5'], e['auc']['10']))")
-  ROWS+=("$set ours $(wall_s "$OUT/$set.ours.time") $(rss_mb "$OUT/$set.ours.time") $reg/$tot $pts $err $auc")
-  # COLMAP.
-  ws="$OUT/$set/colmap"; mkdir -p "$ws"
-  QT_QPA_PLATFORM=offscreen /usr/bin/time -v -o "$OUT/$set.colmap.time" \
-    colmap automatic_reconstructor --workspace_path "$ws" --image_path "$imgs" --use_gpu 0 --dense 0 \
-    > "$OUT/$set.colmap.log" 2>&1
-  model=$(ls -d "$ws"/sparse/* | head -1)
-  colmap model_analyzer --path "$model" > "$OUT/$set.colmap.analyzer" 2>&1
-  creg=$(awk -F': ' '/Registered images/ {print $2}' "$OUT/$set.colmap.analyzer" | tr -d ' ')
-  cpts=$(awk -F': ' '/Points:/ {print $2}' "$OUT/$set.colmap.analyzer" | tr -d ' ')
-  cerr=$(awk -F': ' '/Mean reprojection error/ {print $2}' "$OUT/$set.colmap.analyzer" | tr -d ' px')
-  ntot=$(ls "$imgs" | grep -ciE '\.(jpe?g|png|tiff?)$')
-  cauc="-"
-  [[ $set == temple ]] && cauc=$("$EVAL" "$model" "$imgs/templeR_par.txt" --only-names-of "$imgs" | python3 -c "import json,sys; e=json.load(sys.stdin); print('%.3f/%.3f' % (e['auc']['5'], e['auc']['10']))")
-  ROWS+=("$set colmap-3.8 $(wall_s "$OUT/$set.colmap.time") $(rss_mb "$OUT/$set.colmap.time") $creg/$ntot $cpts $cerr $cauc")
+        echo "$set ours $(wall_s "$OUT/$set.ours.time") $(rss_mb "$OUT/$set.ours.time") $reg/$tot $pts $err $(pose_cols "$OUT/$set/ours/eval.json" "$set" ours)" > "$OUT/$set.ours.row"
+        ;;
+      colmap)
+        ws="$OUT/$set/colmap"; rm -rf "$ws"; mkdir -p "$ws"
+        times=()
+        if [[ $set == sceaux || $set == temple ]]; then
+          QT_QPA_PLATFORM=offscreen /usr/bin/time -v -o "$OUT/$set.colmap.time" \
+            colmap automatic_reconstructor --workspace_path "$ws" --image_path "$imgs" --use_gpu 0 --dense 0 \
+            > "$OUT/$set.colmap.log" 2>&1
+          times=("$OUT/$set.colmap.time")
+        else
+          # Video frames: one camera, sequential matching (COLMAP's choice for video; no vocabulary
+          # tree file for loop detection here), the incremental mapper.
+          /usr/bin/time -v -o "$OUT/$set.colmap.extract.time" colmap feature_extractor \
+            --database_path "$ws/db.db" --image_path "$imgs" --ImageReader.single_camera 1 \
+            --SiftExtraction.use_gpu 0 > "$OUT/$set.colmap.log" 2>&1
+          /usr/bin/time -v -o "$OUT/$set.colmap.match.time" colmap sequential_matcher \
+            --database_path "$ws/db.db" --SiftMatching.use_gpu 0 >> "$OUT/$set.colmap.log" 2>&1
+          mkdir -p "$ws/sparse"
+          /usr/bin/time -v -o "$OUT/$set.colmap.map.time" colmap mapper \
+            --database_path "$ws/db.db" --image_path "$imgs" --output_path "$ws/sparse" >> "$OUT/$set.colmap.log" 2>&1
+          times=("$OUT/$set.colmap.extract.time" "$OUT/$set.colmap.match.time" "$OUT/$set.colmap.map.time")
+        fi
+        # The largest model COLMAP made.
+        model=""; best=0
+        for m in "$ws"/sparse/*/; do
+          colmap model_analyzer --path "$m" > "$m/analyzer.txt" 2>&1 || continue
+          r=$(awk -F': ' '/Registered images/ {print $2}' "$m/analyzer.txt" | tr -d ' ')
+          (( ${r:-0} > best )) && { best=$r; model=$m; }
+        done
+        creg=$(awk -F': ' '/Registered images/ {print $2}' "$model/analyzer.txt" | tr -d ' ')
+        cpts=$(awk -F': ' '/Points:/ {print $2}' "$model/analyzer.txt" | tr -d ' ')
+        cerr=$(awk -F': ' '/Mean reprojection error/ {print $2}' "$model/analyzer.txt" | tr -d ' px')
+        ev="$OUT/$set/colmap/eval.json"; : > "$ev"
+        case $set in
+          temple) "$EVAL" "$model" "$imgs/templeR_par.txt" --only-names-of "$imgs" > "$ev" ;;
+          fox) "$EVAL" "$model" --gt-nerf "$DATA/fox/transforms.json" --only-names-of "$imgs" > "$ev" ;;
+          redkitchen)
+            "$EVAL" "$model" --gt-7scenes "$DATA/redkitchen_every10/poses" --only-names-of "$imgs" > "$ev" ;;
+        esac
+        echo "$set colmap-3.8 $(sum_wall "${times[@]}") $(max_rss "${times[@]}") $creg/$ntot $cpts $cerr $(pose_cols "$ev" "$set" colmap)" > "$OUT/$set.colmap.row"
+        ;;
+    esac
+  done
 done
 
-printf '%-8s %-11s %10s %10s %10s %8s %12s %14s\n' set tool wall_s peak_MB registered points reproj_px "AUC@5/@10"
-for r in "${ROWS[@]}"; do
-  # shellcheck disable=SC2086
-  printf '%-8s %-11s %10s %10s %10s %8s %12s %14s\n' $r
+printf '%-11s %-11s %8s %8s %10s %8s %10s %12s %s\n' set tool wall_s peak_MB registered points reproj_px "AUC@5/@10" "centre error"
+for f in "$OUT"/*.row; do
+  # shellcheck disable=SC2046
+  printf '%-11s %-11s %8s %8s %10s %8s %10s %12s %s\n' $(cat "$f")
 done
-echo "(logs and models in $OUT; ours: reprojection error in full-resolution pixels)"
+echo "(logs and models in $OUT; reprojection error in full-resolution pixels; centre error after a similarity"
+echo " alignment: % of the reference's spread, or cm and the scale error for the metric redkitchen poses)"
+uptime

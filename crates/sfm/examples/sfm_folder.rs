@@ -3,13 +3,21 @@
 //! ```text
 //! cargo run --release -p flythrough-sfm --example sfm_folder -- PHOTOS OUT \
 //!     [--max-image-size N] [--max-features N] [--gt-middlebury PAR.txt] [--gt COLMAP_DIR] [--config VENUE.toml]
+//!     [--gt-nerf transforms.json] [--gt-7scenes POSES_DIR] [--calibrate-from-gt A B]
+//! ```
+//! `--gt-nerf` reads an instant-ngp `transforms.json`; `--gt-7scenes` a 7-Scenes `poses/` folder
+//! (metric, f 585 at 640x480); `--calibrate-from-gt A B` adds one `[[calibration]]` pair with the
+//! ground-truth distance between photos A and B (metric ground truth only).
+//! ```text
 //! ```
 //! Writes `OUT/sparse`, `OUT/transforms.json`, `OUT/report.json` and prints a one-line JSON summary
 //! (plus `OUT/eval.json` with a ground truth).
 
 use flythrough_core::config::Config;
 use flythrough_core::{LoadedConfig, RedactedImages};
-use flythrough_sfm::eval::{eval_poses, parse_middlebury_par};
+use flythrough_sfm::eval::{
+    eval_poses, parse_7scenes, parse_middlebury_par, parse_nerf_transforms,
+};
 use std::path::PathBuf;
 
 fn main() {
@@ -22,12 +30,13 @@ fn main() {
 fn real_main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        return Err("usage: sfm_folder PHOTOS OUT [--max-image-size N] [--max-features N] [--gt-middlebury PAR] [--gt DIR]".into());
+        return Err("usage: sfm_folder PHOTOS OUT [--max-image-size N] [--max-features N] [--gt-middlebury PAR] [--gt DIR] [--gt-nerf JSON] [--gt-7scenes POSES] [--calibrate-from-gt A B] [--config TOML]".into());
     }
     let photos = PathBuf::from(&args[0]);
     let out = PathBuf::from(&args[1]);
     let mut config = Config::default();
     let (mut gt_par, mut gt_dir, mut config_path) = (None, None, None);
+    let (mut gt_nerf, mut gt_7scenes, mut calib) = (None, None, None);
     let mut i = 2;
     while i < args.len() {
         let v = args
@@ -39,11 +48,50 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
             "--gt-middlebury" => gt_par = Some(PathBuf::from(v)),
             "--gt" => gt_dir = Some(PathBuf::from(v)),
             "--config" => config_path = Some(PathBuf::from(v)),
+            "--gt-nerf" => gt_nerf = Some(PathBuf::from(v)),
+            "--gt-7scenes" => gt_7scenes = Some(PathBuf::from(v)),
+            "--calibrate-from-gt" => {
+                let b = args
+                    .get(i + 2)
+                    .ok_or("--calibrate-from-gt needs two photos")?;
+                calib = Some((v.clone(), b.clone()));
+                i += 1;
+            }
             other => return Err(format!("unknown option {other}").into()),
         }
         i += 2;
     }
     let images = RedactedImages::from_cleared_folder(&photos)?;
+    let gt = match (gt_par, gt_dir, gt_nerf, gt_7scenes) {
+        (Some(p), ..) => {
+            let first = images.load_rgb(&images.names()[0])?;
+            Some(parse_middlebury_par(
+                &std::fs::read_to_string(&p)?,
+                first.width(),
+                first.height(),
+            )?)
+        }
+        (None, Some(d), ..) => Some(flythrough_core::Reconstruction::read(&d)?),
+        (None, None, Some(p), _) => Some(parse_nerf_transforms(&std::fs::read_to_string(&p)?)?),
+        (None, None, None, Some(d)) => Some(parse_7scenes(
+            &d,
+            images.names(),
+            (585.0, 320.0, 240.0, 640, 480),
+        )?),
+        _ => None,
+    };
+    if let Some((a, b)) = calib {
+        let g = gt
+            .as_ref()
+            .ok_or("--calibrate-from-gt needs a ground truth")?;
+        let c = |n: &str| {
+            g.image_by_name(n)
+                .map(|im| im.pose.center())
+                .ok_or(format!("{n} is not in the ground truth"))
+        };
+        let distance_m = (c(&a)? - c(&b)?).norm();
+        config.calibration = vec![flythrough_core::config::Calibration { a, b, distance_m }];
+    }
     let cfg = match config_path {
         // A venue config (its [sfm] keys and calibration pairs; size options above are ignored).
         Some(p) => Config::load(&p)?,
@@ -58,18 +106,6 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
     let summary = flythrough_sfm::run(&cfg, &images, None, &out)?;
     println!("{}", serde_json::to_string(&summary.values)?);
     let est = flythrough_core::Reconstruction::read(&out.join("sparse"))?;
-    let gt = match (gt_par, gt_dir) {
-        (Some(p), _) => {
-            let first = images.load_rgb(&images.names()[0])?;
-            Some(parse_middlebury_par(
-                &std::fs::read_to_string(&p)?,
-                first.width(),
-                first.height(),
-            )?)
-        }
-        (None, Some(d)) => Some(flythrough_core::Reconstruction::read(&d)?),
-        _ => None,
-    };
     if let Some(mut gt) = gt {
         // Evaluate only the photos of this folder.
         gt.images.retain(|_, im| images.names().contains(&im.name));

@@ -32,6 +32,8 @@ pub struct PoseEval {
     pub median_pair_error_deg: f64,
     pub median_center_error_pct: f64,
     pub max_center_error_pct: f64,
+    /// The median centre error in ground-truth units (metres for metric ground truth).
+    pub median_center_error: f64,
     /// RMS distance of the ground-truth centres from their centroid (ground-truth units).
     pub gt_spread: f64,
     /// Scale of the similarity est → gt (1 when the estimate is metric and the truth is too).
@@ -165,6 +167,7 @@ pub fn eval_poses(est: &Reconstruction, gt: &Reconstruction) -> PoseEval {
         median_pair_error_deg: median_pair,
         median_center_error_pct: med_c,
         max_center_error_pct: max_c,
+        median_center_error: med_c * spread / 100.0,
         gt_spread: spread,
         sim3_scale: scale,
         median_focal_error_pct: median(&mut ferr),
@@ -226,6 +229,128 @@ pub fn parse_middlebury_par(text: &str, width: u32, height: u32) -> Result<Recon
                 camera_id: id,
                 name: f[0].to_string(),
                 pose,
+                points2d: vec![],
+            },
+        );
+    }
+    Ok(rec)
+}
+
+/// A ground-truth model from an instant-ngp / nerfstudio `transforms.json` (camera-to-world
+/// `transform_matrix` per frame with OpenGL camera axes, `fl_x`, `fl_y`, `cx`, `cy`, `w`, `h` at the
+/// top level): OpenCV world-to-camera poses `R = (R_gl · diag(1, −1, −1))ᵀ`, `t = −R C`, one
+/// `PINHOLE` camera, image names the file names of `file_path`. The world frame (instant-ngp
+/// re-centres and rescales it) does not matter to [`eval_poses`], which aligns by a similarity.
+pub fn parse_nerf_transforms(text: &str) -> Result<Reconstruction, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let num = |o: &serde_json::Value, k: &str| {
+        o.get(k)
+            .and_then(|x| x.as_f64())
+            .ok_or_else(|| format!("missing number {k:?}"))
+    };
+    let (fx, fy, cx, cy) = (
+        num(&v, "fl_x")?,
+        num(&v, "fl_y")?,
+        num(&v, "cx")?,
+        num(&v, "cy")?,
+    );
+    let (w, h) = (num(&v, "w")? as u32, num(&v, "h")? as u32);
+    let mut rec = Reconstruction::default();
+    rec.cameras.insert(
+        1,
+        Camera {
+            id: 1,
+            model: CameraModel::Pinhole,
+            width: w,
+            height: h,
+            params: vec![fx, fy, cx, cy],
+        },
+    );
+    let frames = v
+        .get("frames")
+        .and_then(|f| f.as_array())
+        .ok_or("missing \"frames\"")?;
+    for (k, f) in frames.iter().enumerate() {
+        let name = f
+            .get("file_path")
+            .and_then(|p| p.as_str())
+            .and_then(|p| p.rsplit('/').next())
+            .ok_or_else(|| format!("frame {k}: missing file_path"))?;
+        let m: Vec<f64> = f
+            .get("transform_matrix")
+            .and_then(|m| m.as_array())
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|r| r.as_array())
+                    .flatten()
+                    .filter_map(|x| x.as_f64())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if m.len() != 16 {
+            return Err(format!("frame {k}: transform_matrix is not 4x4"));
+        }
+        let r_gl = Matrix3::new(m[0], m[1], m[2], m[4], m[5], m[6], m[8], m[9], m[10]);
+        let c = Vector3::new(m[3], m[7], m[11]);
+        let r_c2w = r_gl * Matrix3::from_diagonal(&Vector3::new(1.0, -1.0, -1.0));
+        let id = k as u32 + 1;
+        rec.images.insert(
+            id,
+            Image {
+                id,
+                camera_id: 1,
+                name: name.to_string(),
+                pose: Pose::from_center_and_axes(c, &r_c2w),
+                points2d: vec![],
+            },
+        );
+    }
+    Ok(rec)
+}
+
+/// A ground-truth model from Microsoft 7-Scenes poses: for every image `NAME.color.jpg` in `names`,
+/// `poses/NAME.pose.txt` holds the 4x4 camera-to-world matrix in metres with OpenCV camera axes;
+/// one `PINHOLE` camera `(f, f, cx, cy)` of size `w x h`.
+pub fn parse_7scenes(
+    poses_dir: &Path,
+    names: &[String],
+    camera: (f64, f64, f64, u32, u32),
+) -> Result<Reconstruction, String> {
+    let (f, cx, cy, w, h) = camera;
+    let mut rec = Reconstruction::default();
+    rec.cameras.insert(
+        1,
+        Camera {
+            id: 1,
+            model: CameraModel::Pinhole,
+            width: w,
+            height: h,
+            params: vec![f, f, cx, cy],
+        },
+    );
+    for (k, name) in names.iter().enumerate() {
+        let stem = name.strip_suffix(".color.jpg").unwrap_or(name);
+        let path = poses_dir.join(format!("{stem}.pose.txt"));
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let m: Vec<f64> = text
+            .split_whitespace()
+            .map(|x| x.parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if m.len() != 16 {
+            return Err(format!("{}: not a 4x4 matrix", path.display()));
+        }
+        let r_c2w = Matrix3::new(m[0], m[1], m[2], m[4], m[5], m[6], m[8], m[9], m[10]);
+        let c = Vector3::new(m[3], m[7], m[11]);
+        let id = k as u32 + 1;
+        rec.images.insert(
+            id,
+            Image {
+                id,
+                camera_id: 1,
+                name: name.clone(),
+                pose: Pose::from_center_and_axes(c, &r_c2w),
                 points2d: vec![],
             },
         );
@@ -310,5 +435,20 @@ mod tests {
         assert_eq!(e.registered, 3);
         assert!(e.auc["10"] < 0.5 + 1e-9);
         assert_eq!(auc(&[f64::INFINITY], 5.0), 0.0);
+    }
+
+    /// An instant-ngp camera looking along world +x (OpenGL: camera −z = +x, camera +y = world +z)
+    /// becomes an OpenCV pose whose forward axis is +x and whose image "up" is +z.
+    #[test]
+    fn nerf_transforms_are_converted_to_opencv_poses() {
+        let text = r#"{"fl_x": 100, "fl_y": 100, "cx": 50, "cy": 40, "w": 100, "h": 80,
+            "frames": [{"file_path": "images/a.jpg", "transform_matrix":
+            [[0, 0, -1, 1], [-1, 0, 0, 2], [0, 1, 0, 3], [0, 0, 0, 1]]}]}"#;
+        let rec = parse_nerf_transforms(text).unwrap();
+        let im = rec.image_by_name("a.jpg").unwrap();
+        assert!((im.pose.center() - Vector3::new(1.0, 2.0, 3.0)).norm() < 1e-12);
+        assert!((im.pose.forward() - Vector3::x()).norm() < 1e-12);
+        assert!((im.pose.up() - Vector3::z()).norm() < 1e-12);
+        assert!(parse_nerf_transforms("{}").is_err());
     }
 }

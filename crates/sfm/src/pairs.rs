@@ -57,14 +57,8 @@ pub fn select_pairs(features: &[Features], opts: &PairOptions) -> Vec<(usize, us
         }
     }
     if opts.retrieval_k > 0 {
-        let sim = similarity_matrix(features, opts);
-        for i in 0..n {
-            let mut cand: Vec<(f32, usize)> = (0..n)
-                .filter(|&j| j != i)
-                .map(|j| (sim[i * n + j], j))
-                .collect();
-            cand.sort_by(|a, b| b.0.total_cmp(&a.0));
-            for &(s, j) in cand.iter().take(opts.retrieval_k) {
+        for (i, cand) in retrieval_neighbours(features, opts).into_iter().enumerate() {
+            for (s, j) in cand {
                 if s > 0.0 {
                     set.insert((i.min(j), i.max(j)));
                 }
@@ -150,8 +144,10 @@ pub(crate) fn kmeans(samples: &[f32], k: usize, iters: usize) -> Vec<f32> {
     words
 }
 
-/// Cosine similarity of tf-idf bag-of-words vectors, `n x n` row-major.
-fn similarity_matrix(features: &[Features], opts: &PairOptions) -> Vec<f32> {
+/// Each image's `retrieval_k` most similar other images `(cosine similarity, index)`, best first,
+/// by tf-idf bag-of-words vectors; rows are computed in parallel and never stored whole (memory is
+/// `O(n · words)`, not `O(n²)`).
+fn retrieval_neighbours(features: &[Features], opts: &PairOptions) -> Vec<Vec<(f32, usize)>> {
     let n = features.len();
     let descs: Vec<Vec<f32>> = features
         .par_iter()
@@ -202,13 +198,22 @@ fn similarity_matrix(features: &[Features], opts: &PairOptions) -> Vec<f32> {
             v
         })
         .collect();
-    let mut sim = vec![0f32; n * n];
-    for i in 0..n {
-        for j in 0..n {
-            sim[i * n + j] = vecs[i].iter().zip(&vecs[j]).map(|(a, b)| a * b).sum();
-        }
-    }
-    sim
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let mut cand: Vec<(f32, usize)> = (0..n)
+                .filter(|&j| j != i)
+                .map(|j| (vecs[i].iter().zip(&vecs[j]).map(|(a, b)| a * b).sum(), j))
+                .collect();
+            let k = opts.retrieval_k.min(cand.len());
+            if k > 0 && k < cand.len() {
+                cand.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            }
+            cand.truncate(k);
+            cand.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            cand
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -262,6 +267,31 @@ mod tests {
         let p = select_pairs(&f, &PairOptions::default());
         assert_eq!(p.len(), 12 * 11 / 2);
         assert!(p.iter().all(|&(i, j)| i < j && j < 12));
+    }
+
+    /// A 1000-photo walk whose second half revisits the places of the first half: sequential
+    /// neighbours plus retrieval find the loop closures with about 15 pairs per photo, not the
+    /// 499,500 of exhaustive matching.
+    #[test]
+    fn loop_closures_in_a_1000_photo_walk_without_exhaustive_matching() {
+        let n = 1000;
+        // Photos 2p and 2p+1 show place p (p < 250); photo 500 + q shows place q / 2 again.
+        let place = |i: usize| if i < 500 { i / 2 } else { (i - 500) / 2 };
+        let f: Vec<Features> = (0..n)
+            .map(|i| place_features(place(i), i as u64 + 7))
+            .collect();
+        let opts = PairOptions::default();
+        let p = select_pairs(&f, &opts);
+        let set: BTreeSet<_> = p.iter().copied().collect();
+        let closed = (500..n)
+            .filter(|&i| (0..500).any(|j| place(j) == place(i) && set.contains(&(j, i))))
+            .count();
+        println!("{} pairs, {closed} of 500 revisits closed", p.len());
+        assert!(
+            closed >= 475,
+            "only {closed} of 500 revisits matched with the first visit"
+        );
+        assert!(p.len() <= 20 * n, "{} pairs", p.len());
     }
 
     #[test]
