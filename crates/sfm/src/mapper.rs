@@ -1266,6 +1266,43 @@ mod tests {
         }
     }
 
+    /// Two captures with no match between them (12 and 10 photos): the mapper builds both models,
+    /// keeps the larger and reports the other's photos, each with the reason.
+    #[test]
+    fn disconnected_captures_give_two_models_and_the_larger_is_kept() {
+        let (a, _) = synthetic(12, 31);
+        let (b, _) = synthetic(10, 32);
+        let off = a.keypoints.len();
+        let mut input = a.clone();
+        input.keypoints.extend(b.keypoints.iter().cloned());
+        input.image_camera.extend(b.image_camera.iter().map(|_| 0));
+        input.pairs.extend(b.pairs.iter().map(|p| VerifiedPair {
+            i: p.i + off,
+            j: p.j + off,
+            ..p.clone()
+        }));
+        let out = run_mapper(&input, &MapperOptions::default(), |_| {}).unwrap();
+        let reg: Vec<usize> = (0..22).filter(|&i| out.poses[i].is_some()).collect();
+        assert_eq!(reg, (0..12).collect::<Vec<_>>(), "{:?}", out.failures);
+        assert_eq!(out.other_models, vec![(12..22).collect::<Vec<_>>()]);
+        for i in 12..22 {
+            assert!(
+                out.failures[&i].contains("separate model of 10 photos"),
+                "{}",
+                out.failures[&i]
+            );
+        }
+        // Without multiple models the capture the first initial pair lies in is the result.
+        let single = MapperOptions {
+            multiple_models: false,
+            ..Default::default()
+        };
+        let out = run_mapper(&input, &single, |_| {}).unwrap();
+        assert!(out.other_models.is_empty());
+        let n = out.poses.iter().filter(|p| p.is_some()).count();
+        assert!(n == 12 || n == 10, "{n}");
+    }
+
     #[test]
     fn tracks_merge_pairwise_matches() {
         let pairs = vec![

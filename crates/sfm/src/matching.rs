@@ -51,7 +51,7 @@ impl Default for Matcher {
         Matcher::Guided {
             words: 256,
             multi_assign: 8,
-            min_features: 2048,
+            min_features: 1024,
         }
     }
 }
