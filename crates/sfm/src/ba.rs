@@ -344,7 +344,7 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
                 })
                 .collect();
             // Reduced camera system S = A − Σ W C⁻¹ Wᵀ, b = −g_c + Σ W C⁻¹ g_p, in parallel chunks
-            // (each observation pair once, mirrored).
+            // (each observation pair once into X; the sum is X + Xᵀ).
             let (wcw, wcg) = blocks
                 .par_chunks(chunk)
                 .zip(cinvs.par_chunks(chunk))
@@ -362,9 +362,13 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
                                     b[cols1[p]] += wcg[p];
                                 }
                             }
+                            // Each observation pair once; the pair's mirror image comes from
+                            // the final `X + Xᵀ` (the observation's own block is halved for it).
                             for (cols2, w2) in &blk.w[k1..] {
-                                let m = wc[k1] * w2.transpose();
-                                let mirror = !std::ptr::eq(cols1, cols2);
+                                let mut m = wc[k1] * w2.transpose();
+                                if std::ptr::eq(cols1, cols2) {
+                                    m *= 0.5;
+                                }
                                 for p in 0..9 {
                                     if cols1[p] == usize::MAX {
                                         continue;
@@ -372,9 +376,6 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
                                     for q in 0..9 {
                                         if cols2[q] != usize::MAX {
                                             s[(cols1[p], cols2[q])] += m[(p, q)];
-                                            if mirror {
-                                                s[(cols2[q], cols1[p])] += m[(p, q)];
-                                            }
                                         }
                                     }
                                 }
@@ -387,7 +388,7 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
                     || (DMatrix::zeros(nc, nc), DVector::zeros(nc)),
                     |x, y| (x.0 + y.0, x.1 + y.1),
                 );
-            let mut s = &a - wcw;
+            let mut s = &a - (&wcw + wcw.transpose());
             for q in 0..nc {
                 s[(q, q)] += lambda * (a[(q, q)] + 1e-9);
             }
