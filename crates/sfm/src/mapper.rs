@@ -538,6 +538,15 @@ impl State<'_> {
         v.into_iter().take(k).map(|(i, _)| i).collect()
     }
 
+    /// Number of keypoints of `img` whose track has a point (the next-image ranking; counts without
+    /// collecting, since it runs for every unregistered photo after every registration).
+    fn num_correspondences(&self, img: usize) -> usize {
+        self.kp_track[img]
+            .iter()
+            .filter(|&&tk| tk != usize::MAX && self.point[tk].is_some())
+            .count()
+    }
+
     /// 2D-3D correspondences of an unregistered image.
     fn correspondences(&self, img: usize) -> (Vec<Vector3<f64>>, Vec<usize>) {
         let mut xs = Vec::new();
@@ -847,7 +856,7 @@ impl State<'_> {
             loop {
                 let mut cands: Vec<(usize, usize)> = (0..n_img)
                     .filter(|&i| usable[i] && self.poses[i].is_none() && tries[i] < 3 * (pass + 1))
-                    .map(|i| (self.correspondences(i).0.len(), i))
+                    .map(|i| (self.num_correspondences(i), i))
                     .filter(|c| c.0 > 0 || pass == 1)
                     .collect();
                 cands.sort_by(|a, b| b.cmp(a));
