@@ -10,7 +10,8 @@ use flythrough_core::config::{BrokenPhotoPolicy, CaptureConfig, LoadedConfig};
 use flythrough_core::manifest::{
     Exposure, ExposureSource, FocalPrior, FocalRule, Manifest, PhotoRecord, exposure_value,
 };
-use flythrough_core::run::{StageSummary, hash_files, write_json};
+use flythrough_core::run::{hash_files, write_json};
+use flythrough_core::summary::{CaptureSummary, FileIssue};
 use image::GrayImage;
 use indicatif::ParallelProgressIterator;
 use rayon::prelude::*;
@@ -486,7 +487,7 @@ pub fn scan(photos_dir: &Path, cfg: &CaptureConfig) -> Result<(Manifest, QaRepor
 }
 
 /// The capture stage: scan `cfg.photos_dir` and write `out/manifest.json` and `out/qa.json`.
-pub fn run(cfg: &LoadedConfig, out: &Path) -> Result<StageSummary, CaptureError> {
+pub fn run(cfg: &LoadedConfig, out: &Path) -> Result<CaptureSummary, CaptureError> {
     let (manifest, qa) = scan(&cfg.photos_dir, &cfg.config.capture)?;
     let io = |p: &Path| {
         let path = p.to_path_buf();
@@ -502,9 +503,30 @@ pub fn run(cfg: &LoadedConfig, out: &Path) -> Result<StageSummary, CaptureError>
     for w in &qa.warnings {
         tracing::warn!("capture: {w}");
     }
-    Ok(StageSummary::default()
-        .with("photos_found", qa.photos_found)
-        .with("photos_usable", qa.photos_usable)
-        .with("broken", qa.broken.len())
-        .with("warnings", qa.warnings.len()))
+    Ok(summary(&qa))
+}
+
+/// The stage's summary (for `stage.json` and the report) from its QA report.
+pub fn summary(qa: &QaReport) -> CaptureSummary {
+    let issues = |v: &[BrokenPhoto]| {
+        v.iter()
+            .map(|b| FileIssue {
+                file: b.file.clone(),
+                reason: b.reason.clone(),
+            })
+            .collect()
+    };
+    CaptureSummary {
+        photos_found: qa.photos_found,
+        photos_usable: qa.photos_usable,
+        broken: issues(&qa.broken),
+        ignored_files: issues(&qa.ignored_files),
+        missing_exif: qa.missing_exif.len(),
+        camera_bodies: qa.camera_bodies.clone(),
+        blurry: qa.blurry.clone(),
+        overexposed: qa.overexposed.clone(),
+        underexposed: qa.underexposed.clone(),
+        near_duplicates: qa.near_duplicates.len(),
+        warnings: qa.warnings.clone(),
+    }
 }

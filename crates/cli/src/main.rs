@@ -21,6 +21,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write PHOTO_DIR/venue.toml for a folder of photos: name, photos, keyframes spread along the
+    /// capture order, every key documented. Then: flythrough run PHOTO_DIR/venue.toml
+    Init {
+        /// The folder of photos.
+        photo_dir: PathBuf,
+        /// Replace an existing venue.toml.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run the pipeline (capture, privacy, sfm, train, render) for one venue config.
     Run {
         /// The venue's TOML config.
@@ -78,12 +87,16 @@ enum Command {
         #[arg(long, default_value_t = 8360)]
         port: u16,
     },
-    /// Print the default config (`--defaults`) or check a config file (`--check FILE`).
+    /// Print the default config (`--defaults`) or check a config file (`--check FILE`): every check
+    /// `run` makes before its first stage (photo names, keyframes, calibration, folders, encoder).
     Config {
         #[arg(long)]
         defaults: bool,
         #[arg(long, value_name = "FILE")]
         check: Option<PathBuf>,
+        /// Run folder the check assumes (default: runs/<venue name> beside the config).
+        #[arg(long, requires = "check")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -144,6 +157,15 @@ fn main() -> ExitCode {
     init_logging(cli.quiet, cli.verbose);
     flythrough_core::alloc::retain_freed_memory();
     match cli.command {
+        Command::Init { photo_dir, force } => match flythrough::init::init_venue(&photo_dir, force)
+        {
+            Ok(path) => {
+                println!("wrote {}", path.display());
+                println!("next: flythrough run {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         Command::Run {
             config,
             out,
@@ -266,10 +288,14 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(PipelineError::Stage(e.to_string())),
         },
-        Command::Config { defaults, check } => {
+        Command::Config {
+            defaults,
+            check,
+            out,
+        } => {
             if let Some(path) = check {
-                return match pipeline::load_config(&path) {
-                    Ok(c) => {
+                return match pipeline::check_config(&path, out.as_deref()) {
+                    Ok((c, originals)) => {
                         println!(
                             "{}: ok (venue {:?}, {} keyframes, {} calibration pairs)",
                             path.display(),
@@ -277,6 +303,11 @@ fn main() -> ExitCode {
                             c.config.venue.keyframes.len(),
                             c.config.calibration.len()
                         );
+                        if let flythrough_core::config::Originals::Gone(why) = originals {
+                            println!(
+                                "note: {why}; the run continues from the committed capture and privacy outputs (they cannot be redone)"
+                            );
+                        }
                         ExitCode::SUCCESS
                     }
                     Err(e) => fail(e),

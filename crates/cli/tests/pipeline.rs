@@ -142,8 +142,13 @@ fn exit_codes_and_config_errors() {
     let broken = dir.path().join("broken");
     std::fs::create_dir(&broken).unwrap();
     std::fs::write(broken.join("x.jpg"), b"not a jpeg").unwrap();
+    std::fs::write(broken.join("y.jpg"), b"not a jpeg either").unwrap();
     let c2 = dir.path().join("broken.toml");
-    std::fs::write(&c2, "[venue]\nname = \"b\"\nphotos = \"broken\"\n").unwrap();
+    std::fs::write(
+        &c2,
+        "[venue]\nname = \"b\"\nphotos = \"broken\"\nkeyframes = [\"x.jpg\", \"y.jpg\"]\n",
+    )
+    .unwrap();
     let (code, log) = run(&["run", c2.to_str().unwrap()]);
     assert_eq!(code, 1, "{log}");
     assert!(log.contains("broken"), "{log}");

@@ -1,15 +1,44 @@
-//! The privacy invariant: only capture and privacy open an original photo. After the privacy stage,
-//! the original photo folder is moved away (and the config's photo path points at nothing), and sfm,
-//! train and render must still run: they can only have read `privacy/images` through `RedactedImages`.
+//! The privacy invariant, through the real binary: only capture and privacy open an original photo.
+//! After the privacy stage the original photo folder is deleted (a data-retention policy that keeps
+//! only the redacted copies); sfm, train and render still run from `privacy/images`, capture and
+//! privacy say they cannot be redone and why, and redacted photos changed after the commit are
+//! refused.
 
-use flythrough_core::config::Config;
-use flythrough_core::run::{RunDir, Stage, run_stage};
-use flythrough_core::{Manifest, RedactedImages};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+fn flythrough(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_flythrough"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+fn run(cfg: &Path, run_dir: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec![
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    flythrough(&args)
+}
+
+fn started(run_dir: &Path, stage: &str) -> f64 {
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir.join(stage).join("stage.json")).unwrap(),
+    )
+    .unwrap();
+    v["started"].as_f64().unwrap()
+}
+
 #[test]
-fn later_stages_never_open_the_original_photos() {
+fn later_stages_run_from_the_redacted_copies_when_the_originals_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let venue = dir.path().join("venue");
     let opts = flythrough_synth::SynthOptions {
@@ -19,92 +48,106 @@ fn later_stages_never_open_the_original_photos() {
         ..Default::default()
     };
     flythrough_synth::generate(&opts, &venue).unwrap();
-    let cfg_path = venue.join("venue.toml");
+    let cfg = venue.join("venue.toml");
+    // Small enough for a test: a few training steps, four tiny frames.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "{text}\n[train]\nsteps = 30\nmax_seconds = 20.0\nbatch_rays = 512\n\n\
+             [render]\nwidth = 64\nheight = 32\npreview_width = 64\npreview_height = 48\n\
+             max_frames = 4\nstills = 2\nunregistered_keyframes = \"skip\"\n"
+        ),
+    )
+    .unwrap();
     let run_dir = dir.path().join("run");
-    let out = Command::new(env!("CARGO_BIN_EXE_flythrough"))
-        .args([
-            "run",
-            cfg_path.to_str().unwrap(),
-            "--out",
-            run_dir.to_str().unwrap(),
-            "--until",
-            "privacy",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut cfg = Config::load(&cfg_path).unwrap();
+    let (code, log) = run(&cfg, &run_dir, &["--until", "privacy"]);
+    assert_eq!(code, 0, "{log}");
+    let (cap0, priv0) = (started(&run_dir, "capture"), started(&run_dir, "privacy"));
 
-    // Move the originals out of reach; nothing downstream may need them.
-    let hidden = dir.path().join("originals-moved-away");
-    std::fs::rename(venue.join("photos"), &hidden).unwrap();
-    cfg.photos_dir = PathBuf::from("/nonexistent/original/photos");
-    cfg.config.train.steps = 30;
-    cfg.config.train.max_seconds = 20.0;
-    cfg.config.train.batch_rays = 512;
-    cfg.config.render.width = 64;
-    cfg.config.render.height = 32;
-    cfg.config.render.preview_width = 64;
-    cfg.config.render.preview_height = 48;
-    cfg.config.render.max_frames = 4;
-
-    let run = RunDir::new(&run_dir);
-    let manifest = Manifest::read(&run.stage_dir(Stage::Capture).join("manifest.json")).unwrap();
-    let images = RedactedImages::open(&run).unwrap();
-    assert_eq!(images.names().len(), 24);
+    // The originals are deleted.
+    std::fs::remove_dir_all(venue.join("photos")).unwrap();
+    let (code, log) = flythrough(&[
+        "config",
+        "--check",
+        cfg.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{log}");
     assert!(
-        images.dir().starts_with(&run_dir),
-        "redacted images come from the run folder"
+        log.contains("does not exist") && log.contains("cannot be redone"),
+        "{log}"
     );
 
-    run_stage(&run, Stage::Sfm, "t", "t", true, |o, _| {
-        Ok(flythrough_sfm::run(&cfg, &images, Some(&manifest), o)?)
-    })
+    let (code, log) = run(&cfg, &run_dir, &[]);
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("capture: kept as committed; capture cannot be redone: the photo folder")
+            && log.contains("does not exist"),
+        "{log}"
+    );
+    assert!(log.contains("privacy: kept as committed"), "{log}");
+    for st in ["sfm", "train", "render"] {
+        assert!(
+            run_dir.join(st).join("stage.json").is_file(),
+            "{st} did not commit: {log}"
+        );
+    }
+    assert!(run_dir.join("render/flythrough_360.mp4").is_file());
+    assert!(run_dir.join("report.html").is_file());
+    assert_eq!(started(&run_dir, "capture"), cap0, "capture was redone");
+    assert_eq!(started(&run_dir, "privacy"), priv0, "privacy was redone");
+    assert!(
+        !venue.join("photos").exists(),
+        "nothing recreated the photo folder"
+    );
+
+    // An emptied folder is the same as a deleted one; capture and privacy cannot be forced.
+    std::fs::create_dir(venue.join("photos")).unwrap();
+    for st in ["capture", "privacy"] {
+        let (code, log) = run(&cfg, &run_dir, &["--force", st]);
+        assert_eq!(code, 2, "{log}");
+        assert!(
+            log.contains(&format!(
+                "--force {st}: {st} cannot be redone: the photo folder"
+            )) && log.contains("holds no photo"),
+            "{log}"
+        );
+    }
+    // Changed privacy settings cannot be applied without the originals either.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg).unwrap() + "\n[privacy]\nscore_threshold = 0.4\n",
+    )
     .unwrap();
-    // Fly between the first and last photos SfM registered.
-    let rec =
-        flythrough_core::Reconstruction::read(&run.stage_dir(Stage::Sfm).join("sparse")).unwrap();
-    let mut names: Vec<_> = rec.images.values().map(|i| i.name.clone()).collect();
-    names.sort();
+    let (code, log) = run(&cfg, &run_dir, &["--until", "sfm"]);
+    assert_eq!(code, 1, "{log}");
     assert!(
-        names.len() >= 12,
-        "sfm registered only {} photos",
-        names.len()
+        log.contains("privacy: the [privacy] settings changed since it ran"),
+        "{log}"
     );
-    cfg.config.venue.keyframes = vec![
-        names[0].clone(),
-        names[names.len() / 2].clone(),
-        names[names.len() - 1].clone(),
-    ];
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("score_threshold = 0.4", ""),
+    )
+    .unwrap();
 
-    run_stage(&run, Stage::Train, "t", "t", true, |o, w| {
-        Ok(flythrough_nerf::run(
-            &cfg.config.train,
-            &images,
-            Some(&manifest),
-            &run.stage_dir(Stage::Sfm),
-            o,
-            w,
-        )?)
-    })
-    .unwrap();
-    run_stage(&run, Stage::Render, "t", "t", true, |o, w| {
-        Ok(flythrough_render::run(&cfg, &run, o, w)?)
-    })
-    .unwrap();
+    // A photo slipped into the committed redacted folder afterwards is refused by every later stage.
+    let images = run_dir.join("privacy/images");
+    let any: PathBuf = std::fs::read_dir(&images)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::copy(&any, images.join("zz_unredacted.jpg")).unwrap();
+    let (code, log) = run(&cfg, &run_dir, &["--until", "sfm", "--force", "sfm"]);
+    assert_eq!(code, 1, "{log}");
     assert!(
-        run.stage_dir(Stage::Render)
-            .join("flythrough_360.mp4")
-            .is_file()
+        log.contains("the redacted photos differ from those the privacy stage committed (added: zz_unredacted.jpg)"),
+        "{log}"
     );
-    let report = flythrough_render::write_report(&run).unwrap();
-    assert!(report.is_file());
-    // The originals were not recreated or touched.
-    assert!(!venue.join("photos").exists());
-    assert_eq!(std::fs::read_dir(&hidden).unwrap().count(), 24);
 }

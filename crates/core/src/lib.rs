@@ -12,6 +12,7 @@ pub mod alloc;
 pub mod camera;
 pub mod colmap;
 pub mod config;
+pub mod html;
 pub mod images;
 pub mod jpeg;
 pub mod lock;
@@ -20,6 +21,7 @@ pub mod nerfstudio;
 pub mod pose;
 pub mod progress;
 pub mod run;
+pub mod summary;
 pub mod testdata;
 
 pub use camera::{Camera, CameraModel};

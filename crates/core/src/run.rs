@@ -6,6 +6,8 @@
 //! (training checkpoints, rendered frames) keep resumable state in `RUN/.work/<stage>/`, which is
 //! deleted once the stage is committed.
 
+use crate::images::{ImageFingerprint, REDACTED_DIR};
+use crate::summary::Summary;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -122,24 +124,60 @@ pub struct StageRecord {
     pub seconds: f64,
     /// Counts and figures the stage reports (photos, faces, points, PSNR, ...).
     pub summary: BTreeMap<String, serde_json::Value>,
+    /// Privacy stage only: names and blake3 of the files of `privacy/images/` as committed, computed
+    /// by the runner itself just before the commit. [`crate::RedactedImages::open`] refuses a folder
+    /// that does not match it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted_images: Option<ImageFingerprint>,
 }
 
-/// What a stage body returns: counts and figures for `stage.json` and the log.
+/// What a stage body returns: its typed summary ([`crate::summary`]), stored as the `summary` of
+/// `stage.json`. Read it back with [`StageRecord::summary`].
 #[derive(Debug, Clone, Default)]
 pub struct StageSummary {
-    pub values: BTreeMap<String, serde_json::Value>,
+    stage: Option<Stage>,
+    headline: String,
+    values: BTreeMap<String, serde_json::Value>,
 }
 
 impl StageSummary {
-    pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
-        self.set(key, value);
-        self
+    /// A stage's typed summary.
+    pub fn of<T: Summary>(summary: &T) -> StageSummary {
+        let values = match serde_json::to_value(summary) {
+            Ok(serde_json::Value::Object(m)) => m.into_iter().collect(),
+            _ => BTreeMap::new(),
+        };
+        StageSummary {
+            stage: Some(T::STAGE),
+            headline: summary.headline(),
+            values,
+        }
     }
-    pub fn set(&mut self, key: &str, value: impl Serialize) {
-        self.values.insert(
-            key.to_string(),
-            serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
-        );
+
+    /// One line for the log.
+    pub fn headline(&self) -> &str {
+        &self.headline
+    }
+}
+
+impl StageRecord {
+    /// The stage's typed summary, as the stage wrote it.
+    pub fn summary<T: Summary>(&self) -> Result<T, String> {
+        if self.stage != T::STAGE {
+            return Err(format!(
+                "the record of stage {} holds no {} summary",
+                self.stage,
+                T::STAGE
+            ));
+        }
+        let map: serde_json::Map<String, serde_json::Value> =
+            self.summary.clone().into_iter().collect();
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
+            format!(
+                "the {} summary of stage.json does not match this program ({e}); redo the stage with --force {}",
+                self.stage, self.stage
+            )
+        })
     }
 }
 
@@ -260,7 +298,25 @@ where
     let started = now();
     let t0 = Instant::now();
     let summary = body(&tmp, &work).map_err(|source| RunError::Stage { stage, source })?;
+    if let Some(other) = summary.stage.filter(|s| *s != stage) {
+        return Err(RunError::Stage {
+            stage,
+            source: format!("the stage body returned the summary of stage {other}").into(),
+        });
+    }
     let seconds = t0.elapsed().as_secs_f64();
+    // The privacy boundary: seal what the privacy stage is about to commit.
+    let redacted_images = if stage == Stage::Privacy {
+        let dir = tmp.join(REDACTED_DIR);
+        Some(
+            ImageFingerprint::of_folder(&dir).map_err(|e| RunError::Stage {
+                stage,
+                source: Box::new(e),
+            })?,
+        )
+    } else {
+        None
+    };
     let fingerprint = hash_parts(&[
         stage.as_str().as_bytes(),
         input_hash.as_bytes(),
@@ -277,6 +333,7 @@ where
         finished: now(),
         seconds,
         summary: summary.values,
+        redacted_images,
     };
     let rec_path = tmp.join("stage.json");
     write_atomic(
@@ -338,7 +395,7 @@ mod tests {
     fn ok_body(n: u32) -> impl FnOnce(&Path, &Path) -> Result<StageSummary, StageError> {
         move |out, _work| {
             std::fs::write(out.join("out.txt"), n.to_string())?;
-            Ok(StageSummary::default().with("n", n))
+            Ok(StageSummary::default())
         }
     }
 

@@ -70,19 +70,18 @@ fn main() {
         &dir.join("work"),
     )
     .expect("train");
-    let v = &s.values;
     println!(
         "| {} | {}x{} | {} | {:.0} s | {:.2} dB | {:.3} | {:.0}k | {:.1}k | {:.1}k | {:.0} s |",
         args[1],
         w / downscale.max(1),
         h / downscale.max(1),
-        v["steps"],
-        v["train_seconds"].as_f64().unwrap_or(0.0),
-        v["psnr_holdout"].as_f64().unwrap_or(0.0),
-        v["ssim_holdout"].as_f64().unwrap_or(0.0),
-        v["samples_per_s"].as_f64().unwrap_or(0.0) / 1e3,
-        v["rays_per_s"].as_f64().unwrap_or(0.0) / 1e3,
-        v["render_rays_per_s"].as_f64().unwrap_or(0.0) / 1e3,
+        s.steps,
+        s.train_seconds,
+        s.psnr_holdout,
+        s.ssim_holdout,
+        s.samples_per_s / 1e3,
+        s.rays_per_s / 1e3,
+        s.render_rays_per_s / 1e3,
         t0.elapsed().as_secs_f64()
     );
 }

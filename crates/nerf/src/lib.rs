@@ -35,7 +35,8 @@ pub mod train;
 pub use renderer::{LatentChoice, NerfRenderer, RenderOptions, RenderOutput};
 
 use flythrough_core::config::TrainConfig;
-use flythrough_core::{Manifest, RedactedImages, StageSummary};
+use flythrough_core::summary::{HoldoutScore, TrainSummary};
+use flythrough_core::{Manifest, RedactedImages};
 use std::path::{Path, PathBuf};
 
 /// Errors of the NeRF stage: each names the file or input and what is wrong.
@@ -66,7 +67,7 @@ pub fn run(
     sfm_dir: &Path,
     out: &Path,
     work: &Path,
-) -> Result<StageSummary, NerfError> {
+) -> Result<TrainSummary, NerfError> {
     run_skipping(cfg, images, manifest, &[], sfm_dir, out, work)
 }
 
@@ -80,7 +81,7 @@ pub fn run_skipping(
     sfm_dir: &Path,
     out: &Path,
     work: &Path,
-) -> Result<StageSummary, NerfError> {
+) -> Result<TrainSummary, NerfError> {
     // Training frees and reallocates the same scratch buffers every step: keep them mapped.
     flythrough_core::alloc::retain_freed_memory();
     let io = |p: &Path| {
@@ -171,22 +172,34 @@ pub fn run_skipping(
     });
     flythrough_core::run::write_json(&out.join("model.json"), &model_json)
         .map_err(io(&out.join("model.json")))?;
-    Ok(StageSummary::default()
-        .with("steps", trained.meta.step)
-        .with("steps_this_run", trained.steps_this_call)
-        .with("resumed_from", trained.resumed_from)
-        .with("train_seconds", train_seconds)
-        .with("psnr_holdout", report.mean_psnr)
-        .with("ssim_holdout", report.mean_ssim)
-        .with("samples_per_s", trained.samples_per_s)
-        .with("rays_per_s", trained.rays_per_s)
-        .with("render_rays_per_s", report.render_rays_per_s)
-        .with("eval_seconds", report.seconds)
-        .with("photos_evaluated", report.selection.evaluated)
-        .with("photos_train", ds.train.len())
-        .with("photos_holdout", ds.holdout.len())
-        .with("photos_skipped", ds.skipped_train.len())
-        .with("train_width", tw)
-        .with("train_height", th)
-        .with("image_bytes", ds.image_bytes()))
+    Ok(TrainSummary {
+        steps: trained.meta.step,
+        steps_this_run: trained.steps_this_call,
+        resumed_from: trained.resumed_from,
+        train_seconds,
+        photos_train: ds.train.len(),
+        photos_holdout: ds.holdout.len(),
+        eval_protocol: report.protocol.clone(),
+        psnr_holdout: report.mean_psnr,
+        ssim_holdout: report.mean_ssim,
+        holdout: report
+            .photos
+            .iter()
+            .map(|p| HoldoutScore {
+                name: p.name.clone(),
+                psnr: p.psnr,
+                ssim: p.ssim,
+            })
+            .collect(),
+        samples_per_s: trained.samples_per_s,
+        rays_per_s: trained.rays_per_s,
+        render_rays_per_s: report.render_rays_per_s,
+        loss_plot: "loss.png".into(),
+        eval_seconds: report.seconds,
+        photos_evaluated: report.selection.evaluated,
+        photos_skipped: ds.skipped_train.clone(),
+        train_width: tw,
+        train_height: th,
+        image_bytes: ds.image_bytes(),
+    })
 }

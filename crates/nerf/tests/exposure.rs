@@ -38,8 +38,8 @@ fn exposure_conditioning_beats_none_and_reproduces_brightness() {
             &work,
         )
         .unwrap();
-        println!("{tag}: {:?}", s.values);
-        psnr.push(s.values["psnr_holdout"].as_f64().unwrap());
+        println!("{tag}: {s:?}");
+        psnr.push(s.psnr_holdout);
         if exposure {
             let r = NerfRenderer::load(&out).unwrap();
             let recon =

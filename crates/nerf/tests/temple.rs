@@ -64,7 +64,7 @@ fn temple_beats_mean_colour_by_8db_within_2_minutes() {
     cfg.max_seconds = 80.0;
     let (out, work) = (dir.path().join("out"), dir.path().join("work"));
     let s = flythrough_nerf::run(&cfg, &scene.images, None, &scene.sfm_dir, &out, &work).unwrap();
-    println!("temple: {:?}; mean-colour baseline {base:.2} dB", s.values);
+    println!("temple: {s:?}; mean-colour baseline {base:.2} dB");
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -76,7 +76,7 @@ fn temple_beats_mean_colour_by_8db_within_2_minutes() {
     );
     println!("loss {first:.4} -> {last:.4}");
     assert!(last < 0.5 * first, "loss did not fall: {first} -> {last}");
-    let psnr = s.values["psnr_holdout"].as_f64().unwrap();
+    let psnr = s.psnr_holdout;
     assert!(
         psnr >= base + 8.0,
         "held-out {psnr:.2} dB vs mean colour {base:.2} dB"

@@ -54,9 +54,9 @@ fn tiny_room_reaches_20db_and_resumes() {
         &work,
     )
     .unwrap();
-    assert_eq!(s.values["resumed_from"].as_u64(), Some(100));
-    let steps = s.values["steps"].as_u64().unwrap();
-    assert_eq!(s.values["steps_this_run"].as_u64(), Some(steps - 100));
+    assert_eq!(s.resumed_from, Some(100));
+    let steps = s.steps;
+    assert_eq!(s.steps_this_run, steps - 100);
     // metrics.jsonl continues where the first call stopped: steps 10, 20, ... without a restart.
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
@@ -69,12 +69,8 @@ fn tiny_room_reaches_20db_and_resumes() {
             .all(|w| w[1]["step"].as_u64() > w[0]["step"].as_u64())
     );
     assert_eq!(lines[0]["step"].as_u64(), Some(10));
-    println!(
-        "summary {:?} in {:.1}s",
-        s.values,
-        t0.elapsed().as_secs_f64()
-    );
-    assert!(s.values["train_seconds"].as_f64().unwrap() <= 90.0 + 30.0);
+    println!("summary {s:?} in {:.1}s", t0.elapsed().as_secs_f64());
+    assert!(s.train_seconds <= 90.0 + 30.0);
     let (psnr, v) = eval_psnr(&out);
     println!("{v:#}");
     assert!(psnr >= 20.0, "held-out PSNR {psnr:.2} dB < 20");

@@ -22,11 +22,12 @@ pub use flythrough_core::jpeg as jpeg_check;
 
 use centerface::{CenterFace, Detection, PyramidParams};
 use flythrough_core::config::{BrokenPhotoPolicy, PrivacyConfig};
-use flythrough_core::{LoadedConfig, Manifest, PhotoRecord, StageSummary};
+use flythrough_core::summary::{FileIssue, PrivacySummary};
+use flythrough_core::{LoadedConfig, Manifest, PhotoRecord};
 use geometry::{BoxF, iou};
 use image::{DynamicImage, RgbImage};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+
 use std::path::{Path, PathBuf};
 
 /// Stage name (folder in the run).
@@ -56,74 +57,10 @@ pub enum PrivacyError {
     Write { path: PathBuf, msg: String },
 }
 
-/// `redactions.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Redactions {
-    pub detector: DetectorInfo,
-    pub blur: BlurInfo,
-    pub photos: Vec<PhotoRedaction>,
-}
-
-/// Which detector produced the boxes, and with which settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DetectorInfo {
-    pub name: String,
-    /// Model and runtime versions.
-    pub version: String,
-    pub model_file: String,
-    /// blake3 of the model bytes.
-    pub model_blake3: String,
-    pub origin: String,
-    pub threshold: f32,
-    /// Smallest face (px) the image pyramid is sized for.
-    pub min_face_px: f32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BlurInfo {
-    pub method: String,
-    /// Each face box is grown by this fraction of its size on every side before blurring.
-    pub padding: f32,
-    pub cells_across_face: f32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PhotoStatus {
-    /// Scanned; every face found (and every extra region) is blurred in `privacy/images`.
-    Redacted,
-    /// Could not be decoded or scanned: not written to `privacy/images`.
-    Unscannable,
-}
-
-/// One face found in a photo.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Face {
-    /// `[x, y, w, h]` in pixels of the upright photo.
-    #[serde(rename = "box")]
-    pub bbox: [f32; 4],
-    pub score: f32,
-    pub detector: String,
-    /// False when a `[[privacy.keep]]` override left it unblurred.
-    pub blurred: bool,
-    /// Index into `[[privacy.keep]]` of the override that kept it.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub kept_by: Option<usize>,
-}
-
-/// What happened to one photo.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PhotoRedaction {
-    pub file: String,
-    pub status: PhotoStatus,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub reason: Option<String>,
-    pub faces: Vec<Face>,
-    /// `[[privacy.extra_regions]]` rectangles blurred in this photo.
-    pub extra_regions: Vec<[u32; 4]>,
-    /// Seconds spent decoding, scanning and blurring.
-    pub seconds: f64,
-}
+/// `redactions.json` and its parts: shared with the run's report (`flythrough_core::summary`).
+pub use flythrough_core::summary::{
+    BlurInfo, DetectorInfo, Face, PhotoRedaction, PhotoStatus, Redactions,
+};
 
 /// The stage's detection settings, derived from `[privacy]`.
 pub fn pyramid_params(cfg: &PrivacyConfig) -> PyramidParams {
@@ -139,7 +76,7 @@ pub fn run(
     cfg: &LoadedConfig,
     manifest: &Manifest,
     out: &Path,
-) -> Result<StageSummary, PrivacyError> {
+) -> Result<PrivacySummary, PrivacyError> {
     let pc = &cfg.config.privacy;
     for (key, names) in [
         (
@@ -201,12 +138,7 @@ pub fn run(
             .join("; ");
         return Err(PrivacyError::Unscannable { n: bad.len(), list });
     }
-    let faces: usize = photos.iter().map(|p| p.faces.len()).sum();
-    let blurred: usize = photos
-        .iter()
-        .map(|p| p.faces.iter().filter(|f| f.blurred).count())
-        .sum();
-    let unscannable = bad.len();
+    let summary = summary(&photos, pc);
     let report = Redactions {
         detector: detector_info(pc),
         blur: BlurInfo {
@@ -225,12 +157,34 @@ pub fn run(
         path,
         msg: e.to_string(),
     })?;
-    Ok(StageSummary::default()
-        .with("photos_in", manifest.photos.len())
-        .with("photos_out", manifest.photos.len() - unscannable)
-        .with("faces", faces)
-        .with("faces_blurred", blurred)
-        .with("unscannable", unscannable))
+    Ok(summary)
+}
+
+/// The stage's summary (for `stage.json` and the report) from what happened to each photo.
+pub fn summary(photos: &[PhotoRedaction], pc: &PrivacyConfig) -> PrivacySummary {
+    let faces = |p: &PhotoRedaction, f: fn(&Face) -> bool| p.faces.iter().filter(|x| f(x)).count();
+    PrivacySummary {
+        photos_in: photos.len(),
+        photos_out: photos
+            .iter()
+            .filter(|p| p.status == PhotoStatus::Redacted)
+            .count(),
+        photos_with_faces: photos.iter().filter(|p| !p.faces.is_empty()).count(),
+        faces: photos.iter().map(|p| p.faces.len()).sum(),
+        faces_blurred: photos.iter().map(|p| faces(p, |f| f.blurred)).sum(),
+        faces_kept: photos.iter().map(|p| faces(p, |f| !f.blurred)).sum(),
+        extra_regions: photos.iter().map(|p| p.extra_regions.len()).sum(),
+        unscannable: photos
+            .iter()
+            .filter(|p| p.status == PhotoStatus::Unscannable)
+            .map(|p| FileIssue {
+                file: p.file.clone(),
+                reason: p.reason.clone().unwrap_or_default(),
+            })
+            .collect(),
+        detector: "centerface".into(),
+        score_threshold: pc.score_threshold,
+    }
 }
 
 /// The detector record of `redactions.json`.

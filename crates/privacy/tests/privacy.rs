@@ -1,6 +1,7 @@
 //! Recall, redaction and fail-closed tests of the privacy stage on real photos
-//! (`../shared/data/faces`, `../shared/data/sceaux_castle`) and on the synthetic venue.
-//! Tests that need the shared data return early when it is absent.
+//! (`../shared/data/faces`, `../shared/data/sceaux_castle`), on photos made from the repository's
+//! own `data/faces` (the fail-closed and orientation test, which always runs) and on the synthetic
+//! venue. Tests that need the shared data skip where it is absent (and fail under CI).
 
 use flythrough_core::Stage;
 use flythrough_core::config::{BrokenPhotoPolicy, KeepDetection, PrivacyConfig, RegionOverride};
@@ -243,60 +244,161 @@ fn loaded(photos: &Path, privacy: PrivacyConfig) -> LoadedConfig {
     }
 }
 
-/// Commit `out` as `RUN/privacy` the way the stage runner does (folder + stage.json).
+/// Commit `out` as `RUN/privacy` through the stage runner (which seals `images/` in stage.json).
 fn commit(run: &RunDir, out: &Path) {
-    std::fs::rename(out, run.stage_dir(Stage::Privacy)).unwrap();
-    std::fs::write(run.stage_dir(Stage::Privacy).join("stage.json"), "{}").unwrap();
+    flythrough_core::run::run_stage(run, Stage::Privacy, "test", "test", true, |o, _| {
+        for e in std::fs::read_dir(out)? {
+            let e = e?;
+            std::fs::rename(e.path(), o.join(e.file_name()))?;
+        }
+        Ok(flythrough_core::StageSummary::default())
+    })
+    .unwrap();
 }
 
+/// A face poster of the repository's own `data/faces/` (public domain; face region fractions from
+/// `data/faces/LICENCE.md`), scaled `k` times onto a `w` x `h` canvas at `at`. The canvas is a colour
+/// ramp (red grows to the right, green downwards) so any wrong orientation shows. Returns the image
+/// and the face box `[x, y, w, h]`.
+fn poster(
+    file: &str,
+    region: [f32; 4],
+    k: u32,
+    at: (u32, u32),
+    w: u32,
+    h: u32,
+) -> (RgbImage, [f32; 4]) {
+    let face = load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../data/faces")
+            .join(file),
+    );
+    let (fw, fh) = (face.width() * k, face.height() * k);
+    let face = image::imageops::resize(&face, fw, fh, image::imageops::FilterType::Triangle);
+    let mut img = RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128])
+    });
+    image::imageops::overlay(&mut img, &face, at.0 as i64, at.1 as i64);
+    let [u0, v0, u1, v1] = region;
+    let bbox = [
+        at.0 as f32 + u0 * fw as f32,
+        at.1 as f32 + v0 * fh as f32,
+        (u1 - u0) * fw as f32,
+        (v1 - v0) * fh as f32,
+    ];
+    (img, bbox)
+}
+
+/// A JPEG with an EXIF block holding only `Orientation` (1..8): what a phone writes when it stores
+/// the sensor's pixels and says how to turn them.
+fn jpeg_with_orientation(img: &RgbImage, orientation: u16) -> Vec<u8> {
+    let mut w = exif::experimental::Writer::new();
+    let field = exif::Field {
+        tag: exif::Tag::Orientation,
+        ifd_num: exif::In::PRIMARY,
+        value: exif::Value::Short(vec![orientation]),
+    };
+    w.push_field(&field);
+    let mut payload = std::io::Cursor::new(Vec::new());
+    w.write(&mut payload, false).unwrap();
+    let mut bytes = Vec::new();
+    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
+    image::ImageEncoder::set_exif_metadata(&mut enc, payload.into_inner()).unwrap();
+    image::ImageEncoder::write_image(
+        enc,
+        img.as_raw(),
+        img.width(),
+        img.height(),
+        image::ExtendedColorType::Rgb8,
+    )
+    .unwrap();
+    bytes
+}
+
+fn mean_abs_diff(a: &RgbImage, b: &RgbImage, r: [u32; 4]) -> f64 {
+    let [x0, y0, w, h] = r;
+    let mut sum = 0.0;
+    for y in y0..y0 + h {
+        for x in x0..x0 + w {
+            for c in 0..3 {
+                sum += (a.get_pixel(x, y).0[c] as f64 - b.get_pixel(x, y).0[c] as f64).abs();
+            }
+        }
+    }
+    sum / (3 * w * h) as f64
+}
+
+/// The stage on photos made at test time from the repository's `data/` fixtures (so it runs
+/// everywhere): the EXIF orientation read by capture is applied before the scan, a face in a photo
+/// stored sideways is found and blurred, a `[[privacy.keep]]` override and an extra region apply,
+/// photos that cannot be decoded are never written (fail closed), the originals are untouched.
 #[test]
 fn stage_fails_closed_applies_orientation_and_overrides() {
-    let Some(hopper) = shared_data("faces/pillow_13.0.0/hopper.jpg") else {
-        return;
-    };
-    let astronaut = shared_data("faces/scikit_image_0.26.0/astronaut.png").unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let photos = tmp.path().join("photos");
     std::fs::create_dir_all(&photos).unwrap();
-    // a.jpg: hopper as is. b_rot.png: the astronaut stored rotated (EXIF 6 = rotate 90 cw to view).
-    std::fs::copy(&hopper, photos.join("a.jpg")).unwrap();
-    let astro = load(&astronaut);
-    image::imageops::rotate270(&astro)
-        .save(photos.join("b_rot.png"))
-        .unwrap();
-    // c_cut.jpg: truncated JPEG; d_text.jpg: a text file; e_plain.png: no face, extra region.
-    let bytes = std::fs::read(&hopper).unwrap();
-    std::fs::write(photos.join("c_cut.jpg"), &bytes[..bytes.len() / 2]).unwrap();
-    std::fs::write(photos.join("d_text.jpg"), "this is not a photo\n").unwrap();
-    // Fine detail (1-px checks) that a redaction must remove: like small text on a screen.
+    // a.jpg: Grace Hopper upright. b_rot.jpg: Eileen Collins, stored turned a quarter to the left with
+    // EXIF orientation 6 (turn 90° clockwise to view): 400x320 stored, 320x400 upright.
+    let (a_img, a_face) = poster(
+        "hopper_face.png",
+        [0.27, 0.26, 0.72, 0.68],
+        2,
+        (28, 8),
+        256,
+        256,
+    );
+    std::fs::write(photos.join("a.jpg"), jpeg_with_orientation(&a_img, 1)).unwrap();
+    let (b_up, b_face) = poster(
+        "astronaut_face.png",
+        [0.25, 0.21, 0.75, 0.66],
+        2,
+        (40, 56),
+        320,
+        400,
+    );
+    let b_stored = image::imageops::rotate270(&b_up);
+    std::fs::write(
+        photos.join("b_rot.jpg"),
+        jpeg_with_orientation(&b_stored, 6),
+    )
+    .unwrap();
+    // e_plain.png: no face, fine detail (1-px checks, like small text on a screen) in an extra region.
     let plain = RgbImage::from_fn(200, 100, |x, y| {
         image::Rgb([(((x ^ y) & 1) * 200) as u8, 50, 90])
     });
     plain.save(photos.join("e_plain.png")).unwrap();
-    let before_hashes: Vec<Vec<u8>> = [
+
+    // Capture reads the real EXIF: the manifest has the upright size and the orientation.
+    let (mut manifest, _) =
+        flythrough_capture::scan(&photos, &flythrough_core::config::CaptureConfig::default())
+            .unwrap();
+    let b = manifest.photo("b_rot.jpg").unwrap();
+    assert_eq!((b.width, b.height, b.exif.orientation), (320, 400, Some(6)));
+    // c_cut.jpg (truncated) and d_text.jpg (not a photo) appear after capture accepted the folder
+    // (e.g. replaced on disk): privacy must refuse them on its own.
+    let bytes = std::fs::read(photos.join("a.jpg")).unwrap();
+    std::fs::write(photos.join("c_cut.jpg"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(photos.join("d_text.jpg"), "this is not a photo\n").unwrap();
+    manifest.photos.push(record(4, "c_cut.jpg", 256, 256, 1));
+    manifest.photos.push(record(5, "d_text.jpg", 128, 128, 1));
+    manifest.photos.sort_by(|x, y| x.file.cmp(&y.file));
+    let names = [
         "a.jpg",
-        "b_rot.png",
+        "b_rot.jpg",
         "c_cut.jpg",
         "d_text.jpg",
         "e_plain.png",
-    ]
-    .iter()
-    .map(|n| std::fs::read(photos.join(n)).unwrap())
-    .collect();
+    ];
+    let before: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| std::fs::read(photos.join(n)).unwrap())
+        .collect();
 
-    let manifest = Manifest {
-        photos: vec![
-            record(1, "a.jpg", 128, 128, 1),
-            record(2, "b_rot.png", 512, 512, 6),
-            record(3, "c_cut.jpg", 128, 128, 1),
-            record(4, "d_text.jpg", 128, 128, 1),
-            record(5, "e_plain.png", 200, 100, 1),
-        ],
-    };
+    let keep_rect = a_face.map(|v| v.round() as u32);
     let pc = PrivacyConfig {
         keep: vec![KeepDetection {
             photo: "a.jpg".into(),
-            rect: [40, 28, 46, 50],
+            rect: keep_rect,
         }],
         extra_regions: vec![RegionOverride {
             photo: "e_plain.png".into(),
@@ -308,12 +410,14 @@ fn stage_fails_closed_applies_orientation_and_overrides() {
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     let summary = flythrough_privacy::run(&cfg, &manifest, &out).unwrap();
-    let v = &summary.values;
-    assert_eq!(v["photos_in"], 5);
-    assert_eq!(v["photos_out"], 3);
-    assert_eq!(v["unscannable"], 2);
-    assert_eq!(v["faces"], 2);
-    assert_eq!(v["faces_blurred"], 1);
+    assert_eq!(summary.photos_in, 5);
+    assert_eq!(summary.photos_out, 3);
+    assert_eq!(summary.unscannable.len(), 2);
+    assert_eq!(summary.unscannable[0].file, "c_cut.jpg");
+    assert_eq!(summary.faces, 2, "{summary:?}");
+    assert_eq!(summary.faces_blurred, 1);
+    assert_eq!(summary.faces_kept, 1);
+    assert_eq!(summary.extra_regions, 1);
 
     let rep: Redactions =
         serde_json::from_str(&std::fs::read_to_string(out.join("redactions.json")).unwrap())
@@ -330,7 +434,7 @@ fn stage_fails_closed_applies_orientation_and_overrides() {
         st,
         vec![
             ("a.jpg", PhotoStatus::Redacted),
-            ("b_rot.png", PhotoStatus::Redacted),
+            ("b_rot.jpg", PhotoStatus::Redacted),
             ("c_cut.jpg", PhotoStatus::Unscannable),
             ("d_text.jpg", PhotoStatus::Unscannable),
             ("e_plain.png", PhotoStatus::Redacted),
@@ -346,40 +450,42 @@ fn stage_fails_closed_applies_orientation_and_overrides() {
         rep.photos[2].reason
     );
     assert!(rep.photos[3].reason.is_some());
-    // hopper's face is kept by the override; the astronaut's face, found upright, is blurred.
+    // Hopper's face is kept by the override; the astronaut's face, found upright, is blurred.
     assert_eq!(rep.photos[0].faces.len(), 1);
     assert!(!rep.photos[0].faces[0].blurred);
     assert_eq!(rep.photos[0].faces[0].kept_by, Some(0));
     assert_eq!(rep.photos[1].faces.len(), 1);
     assert!(rep.photos[1].faces[0].blurred);
     let f = rep.photos[1].faces[0].bbox;
+    let truth = BoxF::new(b_face[0], b_face[1], b_face[2], b_face[3]);
+    let overlap = iou(&BoxF::new(f[0], f[1], f[2], f[3]), &truth);
     assert!(
-        iou(
-            &BoxF::new(f[0], f[1], f[2], f[3]),
-            &BoxF::from_rect([180, 65, 92, 110])
-        ) >= 0.3,
-        "{f:?}"
+        overlap >= 0.3,
+        "found {f:?}, expected near {b_face:?}: IoU {overlap:.2}"
     );
     assert_eq!(rep.photos[4].extra_regions, vec![[10, 10, 60, 40]]);
 
     // Written files: upright, redacted where asked, untouched elsewhere.
-    let b = load(&out.join("images/b_rot.png"));
-    assert_eq!(b.dimensions(), (512, 512));
-    assert_eq!(
-        b.get_pixel(20, 400),
-        astro.get_pixel(20, 400),
-        "orientation applied"
-    );
-    let diff =
-        |x: u32, y: u32| (b.get_pixel(x, y).0[0] as i32 - astro.get_pixel(x, y).0[0] as i32).abs();
-    let changed = (90..150)
-        .flat_map(|y| (200..250).map(move |x| (x, y)))
-        .filter(|&(x, y)| diff(x, y) > 10)
-        .count();
+    let b = load(&out.join("images/b_rot.jpg"));
+    assert_eq!(b.dimensions(), (320, 400), "orientation applied");
+    // Away from the face the upright ramp is reproduced (a wrong turn would differ by ~100).
+    for corner in [[0, 0, 30, 30], [290, 370, 30, 30], [0, 370, 30, 30]] {
+        let d = mean_abs_diff(&b, &b_up, corner);
+        assert!(
+            d < 6.0,
+            "{corner:?}: mean difference {d:.1} from the upright photo"
+        );
+    }
+    let fr = b_face.map(|v| v as u32);
+    let d_face = mean_abs_diff(&b, &b_up, fr);
     assert!(
-        changed > 1000,
-        "face area not redacted ({changed} px changed)"
+        d_face > 12.0,
+        "face area not redacted (mean difference {d_face:.1})"
     );
+    // The kept face is untouched apart from JPEG re-encoding.
+    let a = load(&out.join("images/a.jpg"));
+    let d_kept = mean_abs_diff(&a, &a_img, keep_rect);
+    assert!(d_kept < 4.0, "the kept face changed: {d_kept:.1}");
     let e = load(&out.join("images/e_plain.png"));
     assert_eq!(e.get_pixel(150, 80), plain.get_pixel(150, 80));
     let (p0, p1) = (
@@ -399,22 +505,13 @@ fn stage_fails_closed_applies_orientation_and_overrides() {
     std::fs::create_dir_all(run.root()).unwrap();
     commit(&run, &out);
     let red = RedactedImages::open(&run).unwrap();
-    assert_eq!(red.names(), ["a.jpg", "b_rot.png", "e_plain.png"]);
+    assert_eq!(red.names(), ["a.jpg", "b_rot.jpg", "e_plain.png"]);
     assert!(red.path("c_cut.jpg").is_err());
     assert!(red.dir().starts_with(run.root()));
     assert!(!red.dir().starts_with(&photos));
 
     // Originals are untouched.
-    for (n, h) in [
-        "a.jpg",
-        "b_rot.png",
-        "c_cut.jpg",
-        "d_text.jpg",
-        "e_plain.png",
-    ]
-    .iter()
-    .zip(before_hashes)
-    {
+    for (n, h) in names.iter().zip(before) {
         assert_eq!(
             std::fs::read(photos.join(n)).unwrap(),
             h,
@@ -486,7 +583,7 @@ fn synthetic_venue_posters_are_found_and_blurred() {
     std::fs::create_dir_all(&out).unwrap();
     let cfg = loaded(&s.photos_dir, PrivacyConfig::default());
     let summary = flythrough_privacy::run(&cfg, &manifest, &out).unwrap();
-    assert_eq!(summary.values["unscannable"], 0);
+    assert!(summary.unscannable.is_empty());
     let rep: Redactions =
         serde_json::from_str(&std::fs::read_to_string(out.join("redactions.json")).unwrap())
             .unwrap();
@@ -547,7 +644,7 @@ fn synthetic_venue_posters_are_found_and_blurred() {
     }
     println!(
         "synthetic venue: {found}/{expected} detectable posters found; {} faces total",
-        summary.values["faces"]
+        summary.faces
     );
     assert!(
         expected >= 3,

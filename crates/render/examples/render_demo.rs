@@ -29,10 +29,18 @@ fn main() {
     });
     let _ = std::fs::remove_dir_all(run.stage_dir(Stage::Render));
     let _ = std::fs::remove_dir_all(run.work_dir(Stage::Render));
-    let (_, summary) = common::render(&cfg, &run, &flythrough_render::AnalyticRoom::demo());
-    std::fs::write(run.stage_dir(Stage::Render).join("stage.json"), "{}").expect("stage.json");
-    let report = flythrough_render::write_report(&run).expect("report");
-    println!("{}", serde_json::to_string_pretty(&summary.values).unwrap());
+    // Committed through the stage runner, so the report shows it.
+    let rec = flythrough_core::run::run_stage(&run, Stage::Render, "demo", "demo", true, |o, w| {
+        let room = flythrough_render::AnalyticRoom::demo();
+        let s = flythrough_render::run_with_source(&cfg, &run, o, w, &room)?;
+        Ok(flythrough_core::StageSummary::of(&s))
+    })
+    .expect("render");
+    let report = flythrough_report::write_report(&run).expect("report");
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&rec.record().summary).unwrap()
+    );
     eprintln!(
         "run folder: {} (report: {})",
         run.root().display(),

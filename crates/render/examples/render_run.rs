@@ -31,17 +31,23 @@ fn main() {
         }
     }
     let run = flythrough_core::RunDir::new(&dst);
-    let out = run.stage_dir(Stage::Render);
-    let work = run.work_dir(Stage::Render);
-    std::fs::create_dir_all(&out).expect("render dir");
-    std::fs::create_dir_all(&work).expect("work dir");
-    match flythrough_render::run(&cfg, &run, &out, &work) {
-        Ok(s) => println!("{}", serde_json::to_string_pretty(&s.values).unwrap()),
+    let inputs = flythrough_render::RenderInputs::from_config(&cfg);
+    let rec =
+        flythrough_core::run::run_stage(&run, Stage::Render, "example", "example", true, |o, w| {
+            Ok(flythrough_core::StageSummary::of(&flythrough_render::run(
+                &inputs, &run, o, w,
+            )?))
+        });
+    match rec {
+        Ok(r) => println!(
+            "{}",
+            serde_json::to_string_pretty(&r.record().summary).unwrap()
+        ),
         Err(e) => {
             eprintln!("render: {e}");
             std::process::exit(1)
         }
     }
-    let report = flythrough_render::write_report(&run).expect("report");
+    let report = flythrough_report::write_report(&run).expect("report");
     eprintln!("report: {}", report.display());
 }

@@ -1,16 +1,16 @@
 //! The render stage: the keyframe path, 360° (equirectangular) and perspective frames, H.264 video
-//! with Spherical Video V1/V2 metadata, the viewer page and the run report.
+//! with Spherical Video V1/V2 metadata, and the viewer page.
 //!
 //! Entry points (called by the CLI):
 //! - [`run`]: the stage body (`RUN/render/`): `path.json`, `flythrough_360.mp4`, `preview.mp4`,
 //!   `viewer.html`, `stills/`.
-//! - [`write_report`]: `RUN/report.html`, from whatever stages exist.
 //! - [`serve_viewer`]: `flythrough view RUN_DIR`, a localhost HTTP server for `RUN/render/`.
 //!
 //! Module map: [`path`] (spline, timing), [`cameras`] (equirectangular, perspective), [`source`]
 //! (the [`RaySource`] trait and an analytic scene), [`frames`] (tiled parallel rendering),
 //! [`encode`] (ffmpeg / openh264), [`mp4`] (box parser/writer, spherical metadata), [`viewer`],
-//! [`report`], [`serve`], [`stage`] (the orchestration).
+//! [`serve`], [`stage`] (the orchestration). `RUN/report.html` is assembled by the run
+//! (`flythrough-report`), not by this stage.
 
 pub mod cameras;
 pub mod encode;
@@ -19,18 +19,18 @@ pub mod mp4;
 #[cfg(feature = "nerf")]
 pub mod nerf_source;
 pub mod path;
-pub mod report;
 pub mod serve;
 pub mod source;
 pub mod stage;
 pub mod viewer;
 
 pub use cameras::{Equirect, Perspective, RayCamera};
+/// The stage's summary, as stored in `render/stage.json`.
+pub use flythrough_core::summary::RenderSummary;
 pub use path::{CameraPath, Heading, Keyframe, PathSample, PathSettings};
-pub use report::write_report;
 pub use serve::serve_viewer;
 pub use source::{AnalyticRoom, RaySource};
-pub use stage::{run, run_with_source};
+pub use stage::{RenderInputs, run, run_with_source};
 
 use std::path::PathBuf;
 

@@ -9,10 +9,11 @@ use crate::{RenderError, io_at, mp4, viewer};
 use flythrough_core::config::{
     Appearance, ExposureMode, PreviewSource, RenderConfig, UnregisteredKeyframes,
 };
-use flythrough_core::{LoadedConfig, Manifest, Reconstruction, RunDir, Stage, StageSummary};
+use flythrough_core::summary::RenderSummary;
+use flythrough_core::{LoadedConfig, Manifest, Reconstruction, RunDir, Stage};
 use nalgebra::Vector3;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -23,6 +24,8 @@ pub const VIEWER: &str = "viewer.html";
 pub const PATH_JSON: &str = "path.json";
 pub const STILLS_DIR: &str = "stills";
 pub const STILLS_JSON: &str = "stills/stills.json";
+/// The 360° frame from the middle of the path, inside [`STILLS_DIR`].
+pub const PANO_STILL: &str = "pano.png";
 
 /// `render/path.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,18 +55,7 @@ pub struct PathKeyframe {
 }
 
 /// `render/stills/stills.json`: rendered perspective stills and their nearest registered photo.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Still {
-    pub file: String,
-    pub frame: usize,
-    pub time_s: f64,
-    /// The registered photo whose camera centre is nearest (file name in `privacy/images`).
-    pub nearest_photo: Option<String>,
-    pub distance_m: Option<f64>,
-    /// Angle between the still's and the photo's viewing directions, degrees.
-    #[serde(default)]
-    pub angle_deg: Option<f64>,
-}
+pub use flythrough_core::summary::Still;
 
 /// Metres of camera distance that count as much as one radian of viewing-direction difference
 /// when matching a still to a photo.
@@ -86,16 +78,42 @@ pub fn nearest_photo(rec: &Reconstruction, f: &PathSample) -> Option<(String, f6
         .map(|(n, d, a)| (n, d, a.to_degrees()))
 }
 
+/// What the render stage is given from the venue config: its own section, the keyframe names and the
+/// venue's name — never the original photo folder (real photos are read only through
+/// [`flythrough_core::RedactedImages`]).
+#[derive(Debug, Clone, Default)]
+pub struct RenderInputs {
+    pub render: RenderConfig,
+    /// `[venue] keyframes`: the path, in order.
+    pub keyframes: Vec<String>,
+    /// `[venue] name` (the viewer's title).
+    pub venue_name: String,
+    /// The config file, named in error messages.
+    pub config_file: PathBuf,
+}
+
+impl RenderInputs {
+    /// The render stage's part of a loaded config.
+    pub fn from_config(cfg: &LoadedConfig) -> RenderInputs {
+        RenderInputs {
+            render: cfg.config.render.clone(),
+            keyframes: cfg.config.venue.keyframes.clone(),
+            venue_name: cfg.config.venue.name.clone(),
+            config_file: cfg.path.clone(),
+        }
+    }
+}
+
 /// The stage body with the trained NeRF of `RUN/train` as the ray source.
 pub fn run(
-    cfg: &LoadedConfig,
+    cfg: &RenderInputs,
     run: &RunDir,
     out: &Path,
     work: &Path,
-) -> Result<StageSummary, RenderError> {
+) -> Result<RenderSummary, RenderError> {
     // Check the keyframes (cheap) before loading the model (seconds).
     keyframes(cfg, run)?;
-    let source = nerf_source(run, &cfg.config.render.appearance)?;
+    let source = nerf_source(run, &cfg.render.appearance)?;
     run_with_source(cfg, run, out, work, source.as_ref())
 }
 
@@ -158,14 +176,14 @@ pub fn world_up(run: &RunDir, rec: &Reconstruction) -> Vector3<f64> {
 
 /// Keyframes from the config, posed by the reconstruction, with the manifest's exposures.
 pub fn keyframes(
-    cfg: &LoadedConfig,
+    cfg: &RenderInputs,
     run: &RunDir,
 ) -> Result<(Vec<Keyframe>, Reconstruction), RenderError> {
-    let names = &cfg.config.venue.keyframes;
+    let names = &cfg.keyframes;
     if names.len() < 2 {
         return Err(RenderError::Config(format!(
             "{}: [venue] keyframes lists {} photo(s); the fly-through needs at least 2",
-            cfg.path.display(),
+            cfg.config_file.display(),
             names.len()
         )));
     }
@@ -185,7 +203,7 @@ pub fn keyframes(
     let mut out = Vec::new();
     for name in names {
         let Some(im) = rec.image_by_name(name) else {
-            if cfg.config.render.unregistered_keyframes == UnregisteredKeyframes::Skip {
+            if cfg.render.unregistered_keyframes == UnregisteredKeyframes::Skip {
                 tracing::warn!(
                     "render: keyframe {name} was not registered by SfM; left out of the path"
                 );
@@ -210,7 +228,7 @@ pub fn keyframes(
     if out.len() < 2 {
         return Err(RenderError::Config(format!(
             "{}: only {} of the {} keyframes were registered by SfM; the fly-through needs at least 2",
-            cfg.path.display(),
+            cfg.config_file.display(),
             out.len(),
             names.len()
         )));
@@ -232,10 +250,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Build the path from the config and run folder.
 pub fn build_path(
-    cfg: &LoadedConfig,
+    cfg: &RenderInputs,
     run: &RunDir,
 ) -> Result<(CameraPath, Reconstruction, Option<f64>), RenderError> {
-    let r = &cfg.config.render;
+    let r = &cfg.render;
     let (kfs, rec) = keyframes(cfg, run)?;
     let up = world_up(run, &rec);
     let fixed_ev = match r.exposure {
@@ -403,13 +421,13 @@ fn still_indices(n: usize, count: usize) -> Vec<usize> {
 
 /// The stage body with any ray source (tests and benchmarks use [`crate::AnalyticRoom`]).
 pub fn run_with_source(
-    cfg: &LoadedConfig,
+    cfg: &RenderInputs,
     run: &RunDir,
     out: &Path,
     work: &Path,
     source: &dyn RaySource,
-) -> Result<StageSummary, RenderError> {
-    let r = &cfg.config.render;
+) -> Result<RenderSummary, RenderError> {
+    let r = &cfg.render;
     let (path, rec, fixed_ev) = build_path(cfg, run)?;
     let fps = path.frame_rate(r.fps, r.max_frames);
     if fps < r.fps {
@@ -507,7 +525,7 @@ pub fn run_with_source(
     }
     let mid = frames.len() / 2;
     let pano_still = frames_dir.join(pano_name(mid));
-    std::fs::copy(&pano_still, sdir.join("pano.png")).map_err(io_at(&pano_still))?;
+    std::fs::copy(&pano_still, sdir.join(PANO_STILL)).map_err(io_at(&pano_still))?;
     let sj = out.join(STILLS_JSON);
     flythrough_core::run::write_json(&sj, &stills).map_err(io_at(&sj))?;
 
@@ -522,7 +540,7 @@ pub fn run_with_source(
     let html = viewer::viewer_html(&viewer::ViewerInfo {
         video_file: VIDEO_360.into(),
         embedded: video_bytes.as_deref(),
-        title: cfg.config.venue.name.clone(),
+        title: cfg.venue_name.clone(),
         duration_s: frames.len() as f64 / fps,
         fps,
         length_m: path.length(),
@@ -536,19 +554,27 @@ pub fn run_with_source(
     } else {
         0.0
     };
-    Ok(StageSummary::default()
-        .with("frames", frames.len())
-        .with("frames_rendered_now", rendered)
-        .with("seconds_per_frame", spf)
-        .with("path_length_m", path.length())
-        .with("duration_s", frames.len() as f64 / fps)
-        .with("fps", fps)
-        .with("width", r.width)
-        .with("height", r.height)
-        .with("encoder", encoder.name())
-        .with("encode_seconds", encode_seconds)
-        .with("source", source.name())
-        .with("viewer_embeds_video", embed))
+    Ok(RenderSummary {
+        frames: frames.len(),
+        frames_rendered_now: rendered,
+        seconds_per_frame: spf,
+        path_length_m: path.length(),
+        duration_s: frames.len() as f64 / fps,
+        fps,
+        width: r.width,
+        height: r.height,
+        keyframes: path.keyframes().iter().map(|k| k.name.clone()).collect(),
+        encoder: encoder.name().to_string(),
+        encode_seconds,
+        source: source.name(),
+        viewer_embeds_video: embed,
+        video_360: VIDEO_360.into(),
+        video_preview: VIDEO_PREVIEW.into(),
+        viewer: VIEWER.into(),
+        pano_still: format!("{STILLS_DIR}/{PANO_STILL}"),
+        stills_dir: STILLS_DIR.into(),
+        stills,
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod common;
 
 use common::{ffprobe, render, side_data, venue};
 use flythrough_core::Stage;
+use flythrough_core::testdata;
 use flythrough_render::mp4::spherical_info;
 use flythrough_render::stage::{PathFile, render_frames};
 use flythrough_render::{AnalyticRoom, RenderError};
@@ -67,10 +68,9 @@ fn check_video(
 
 #[test]
 fn ffmpeg_video_is_h264_with_spherical_metadata_and_the_right_duration() {
-    if flythrough_render::encode::find_on_path("ffmpeg").is_none() {
-        println!("skipped: ffmpeg not on PATH (Debian: apt-get install ffmpeg)");
+    let Some(_) = testdata::tool("ffmpeg", "Debian: apt-get install ffmpeg") else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     // No easing: the flight lasts exactly length / speed.
     let (cfg, run) = venue(dir.path(), |c| {
@@ -82,8 +82,8 @@ fn ffmpeg_video_is_h264_with_spherical_metadata_and_the_right_duration() {
     let pf = path_file(&out);
     assert!((pf.duration_s - pf.length_m / 1.5).abs() < 1e-9);
     assert_eq!(pf.frames.len(), pf.frame_count);
-    assert_eq!(summary.values["frames"], pf.frame_count);
-    assert_eq!(summary.values["encoder"], "ffmpeg/libx264");
+    assert_eq!(summary.frames, pf.frame_count);
+    assert_eq!(summary.encoder, "ffmpeg/libx264");
     let n = pf.frame_count;
     check_video(
         &out.join("flythrough_360.mp4"),
@@ -138,27 +138,35 @@ fn ffmpeg_video_is_h264_with_spherical_metadata_and_the_right_duration() {
 
     // Viewer, stills and the report built from them.
     assert!(out.join("viewer.html").is_file());
-    let stills: Vec<flythrough_render::stage::Still> =
+    let stills: Vec<flythrough_core::summary::Still> =
         serde_json::from_str(&std::fs::read_to_string(out.join("stills/stills.json")).unwrap())
             .unwrap();
     assert_eq!(stills.len(), 3);
     assert_eq!(stills[0].nearest_photo.as_deref(), Some("k1.jpg"));
     assert!(stills[0].distance_m.unwrap() < 1e-6);
-    let report = std::fs::read_to_string(flythrough_render::write_report(&run).unwrap()).unwrap();
+    let key = |v: &[flythrough_core::summary::Still]| -> Vec<(String, usize, Option<String>)> {
+        v.iter()
+            .map(|s| (s.file.clone(), s.frame, s.nearest_photo.clone()))
+            .collect()
+    };
     assert_eq!(
-        report.matches("data:image/jpeg;base64,").count(),
-        1 + 2 * 3,
-        "pano + 3 stills + 3 photos"
+        key(&summary.stills),
+        key(&stills),
+        "the summary carries the stills"
     );
-    assert!(report.contains("render/flythrough_360.mp4"));
+    assert_eq!(summary.video_360, "flythrough_360.mp4");
+    assert!(out.join(&summary.pano_still).is_file());
 }
 
 #[test]
 fn openh264_fallback_writes_a_decodable_file_with_the_metadata() {
-    if !cfg!(feature = "openh264") {
-        println!("skipped: built without the openh264 feature");
+    let Some(()) = testdata::require(
+        cfg!(feature = "openh264"),
+        "the in-process H.264 encoder (cargo feature `openh264` of flythrough-render)",
+        "build with the default features",
+    ) else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let (cfg, run) = venue(dir.path(), |c| {
         c.render.encoder = flythrough_core::config::Encoder::Openh264;
@@ -170,7 +178,7 @@ fn openh264_fallback_writes_a_decodable_file_with_the_metadata() {
     let (out, summary) = render(&cfg, &run, &room);
     // Reprojected previews cost no rays: only the 360° frames were rendered.
     assert_eq!(room.1.load(Ordering::Relaxed), 12 * 128 * 64);
-    assert_eq!(summary.values["encoder"], "openh264+muxide");
+    assert_eq!(summary.encoder, "openh264+muxide");
     let pf = path_file(&out);
     assert_eq!(pf.frame_count, 12, "max_frames caps the frame count");
     assert!(pf.fps < 10.0);
@@ -203,7 +211,7 @@ fn an_interrupted_render_resumes_at_the_next_missing_frame() {
         c.render.max_frames = 8;
         c.render.stills = 0;
     });
-    let r = &cfg.config.render;
+    let r = &cfg.render;
     let (path, _, ev) = flythrough_render::stage::build_path(&cfg, &run).unwrap();
     let frames = path.frames(path.frame_rate(r.fps, r.max_frames), ev);
     assert_eq!(frames.len(), 8);
@@ -215,7 +223,7 @@ fn an_interrupted_render_resumes_at_the_next_missing_frame() {
     assert_eq!(room.1.load(Ordering::Relaxed), 5 * per_frame);
     let room = Counting(AnalyticRoom::demo(), AtomicUsize::new(0));
     let (_, summary) = render(&cfg, &run, &room);
-    assert_eq!(summary.values["frames_rendered_now"], 3);
+    assert_eq!(summary.frames_rendered_now, 3);
     assert_eq!(room.1.load(Ordering::Relaxed), 3 * per_frame);
 }
 

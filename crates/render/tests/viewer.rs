@@ -11,9 +11,12 @@ use std::process::Command;
 fn chromium() -> Option<PathBuf> {
     let found = ["chromium", "chromium-browser", "google-chrome"]
         .iter()
-        .find_map(|n| flythrough_render::encode::find_on_path(n));
+        .find_map(|n| flythrough_core::testdata::find_on_path(n));
     if found.is_none() {
-        println!("skipped: chromium not on PATH (Debian: apt-get install chromium)");
+        flythrough_core::testdata::skip(
+            "chromium (chromium, chromium-browser or google-chrome on the PATH)",
+            "Debian: apt-get install chromium",
+        );
     }
     found
 }
@@ -159,7 +162,7 @@ fn viewer_draws_and_arrow_up_travels_forward() {
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(run.work_dir(Stage::Render));
     let mut cfg = cfg;
-    cfg.config.render.viewer_embed_max_mb = 0.0;
+    cfg.render.viewer_embed_max_mb = 0.0;
     let (out, _) = common::render(&cfg, &run, &flythrough_render::AnalyticRoom::demo());
     assert!(
         std::fs::read_to_string(out.join("viewer.html"))

@@ -103,8 +103,9 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
         },
     };
     std::fs::create_dir_all(&out)?;
-    let summary = flythrough_sfm::run(&cfg, &images, None, &out)?;
-    println!("{}", serde_json::to_string(&summary.values)?);
+    let inputs = flythrough_sfm::SfmInputs::from_config(&cfg);
+    let summary = flythrough_sfm::run(&inputs, &images, None, &out)?;
+    println!("{}", serde_json::to_string(&summary)?);
     let est = flythrough_core::Reconstruction::read(&out.join("sparse"))?;
     if let Some(mut gt) = gt {
         // Evaluate only the photos of this folder.

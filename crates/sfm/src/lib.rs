@@ -11,4 +11,4 @@ pub mod pairs;
 pub mod stage;
 
 pub use eval::{PoseEval, eval_pose_dirs, eval_poses};
-pub use stage::{Report, SfmError, run};
+pub use stage::{Report, SfmError, SfmInputs, run};

@@ -8,12 +8,12 @@ use crate::mapper::{self, MapperError, MapperInput, MapperOptions, VerifiedPair}
 use crate::matching::{self, MatchOptions};
 use crate::pairs::{self, PairOptions};
 use flythrough_core::colmap::{ColmapError, Image, Point3D};
-use flythrough_core::config::{BrokenPhotoPolicy, SfmConfig, UpAxis};
+use flythrough_core::config::{BrokenPhotoPolicy, Calibration, SfmConfig, UpAxis};
 use flythrough_core::images::RedactedError;
 use flythrough_core::manifest::FocalRule;
+use flythrough_core::summary::{FileIssue, SfmSummary};
 use flythrough_core::{
     Camera, CameraModel, LoadedConfig, Manifest, Pose, Reconstruction, RedactedImages, Sim3,
-    StageSummary,
 };
 use nalgebra::{UnitQuaternion, Vector2, Vector3};
 use rayon::prelude::*;
@@ -748,24 +748,48 @@ pub fn reprojection_stats(rec: &Reconstruction) -> (f64, f64, f64) {
     )
 }
 
+/// What the SfM stage is given from the venue config: its own section, the calibration pairs, the
+/// imported model's folder and the broken-photo policy — never the original photo folder (photos
+/// come only through [`RedactedImages`]).
+#[derive(Debug, Clone, Default)]
+pub struct SfmInputs {
+    pub sfm: SfmConfig,
+    pub calibration: Vec<Calibration>,
+    /// `[sfm] import`, resolved against the config file's folder.
+    pub import: Option<PathBuf>,
+    /// `[capture] on_broken_photo`.
+    pub on_broken_photo: BrokenPhotoPolicy,
+}
+
+impl SfmInputs {
+    /// The SfM stage's part of a loaded config.
+    pub fn from_config(cfg: &LoadedConfig) -> SfmInputs {
+        SfmInputs {
+            sfm: cfg.config.sfm.clone(),
+            calibration: cfg.config.calibration.clone(),
+            import: cfg.config.sfm.import.as_ref().map(|rel| cfg.dir.join(rel)),
+            on_broken_photo: cfg.config.capture.on_broken_photo,
+        }
+    }
+}
+
 /// The stage: reconstruct (or import), scale, align up, write `sparse/`, `transforms.json` and
 /// `report.json` into `out`.
 pub fn run(
-    cfg: &LoadedConfig,
+    inputs: &SfmInputs,
     images: &RedactedImages,
     manifest: Option<&Manifest>,
     out: &Path,
-) -> Result<StageSummary, SfmError> {
+) -> Result<SfmSummary, SfmError> {
     let t_all = Instant::now();
-    let sc = &cfg.config.sfm;
+    let sc = &inputs.sfm;
     let opts = SfmOptions {
-        on_broken_photo: cfg.config.capture.on_broken_photo,
+        on_broken_photo: inputs.on_broken_photo,
         ..SfmOptions::from_config(sc)
     };
-    let mut res = match &sc.import {
-        Some(rel) => {
-            let path = cfg.dir.join(rel);
-            let rec = Reconstruction::read(&path).map_err(|source| SfmError::Import {
+    let mut res = match &inputs.import {
+        Some(path) => {
+            let rec = Reconstruction::read(path).map_err(|source| SfmError::Import {
                 path: path.clone(),
                 source,
             })?;
@@ -820,7 +844,7 @@ pub fn run(
             reconstruct(images, &priors, &opts)?
         }
     };
-    let scale = metric_scale(&res.rec, &cfg.config.calibration);
+    let scale = metric_scale(&res.rec, &inputs.calibration);
     let up = match opts.up_axis {
         UpAxis::MinusY => -Vector3::y(),
         UpAxis::PlusZ => Vector3::z(),
@@ -882,10 +906,35 @@ pub fn run(
         mean,
         scale.value
     );
-    Ok(StageSummary::default()
-        .with("registered", report.registered)
-        .with("total", report.total)
-        .with("points", report.points)
-        .with("mean_reproj_px", mean)
-        .with("scale", scale.value))
+    Ok(summary(&report))
+}
+
+/// The stage's summary (for `stage.json` and the report) from its `report.json`.
+pub fn summary(r: &Report) -> SfmSummary {
+    SfmSummary {
+        registered: r.registered,
+        total: r.total,
+        unregistered: r
+            .unregistered
+            .iter()
+            .map(|u| FileIssue {
+                file: u.name.clone(),
+                reason: u.reason.clone(),
+            })
+            .collect(),
+        left_out: r.left_out.clone(),
+        other_models: r.other_models.clone(),
+        points: r.points,
+        mean_track_length: r.mean_track_length,
+        mean_reproj_px: r.mean_reproj_px,
+        rms_reproj_px: r.rms_reproj_px,
+        scale: r.scale.value,
+        scale_spread: r.scale.spread,
+        calibration_pairs: r.scale.pairs.len(),
+        scale_warning: r.scale.warning.clone(),
+        cameras: r.cameras.len(),
+        init_pair: r.init_pair.clone(),
+        imported: r.imported.clone(),
+        seconds: r.timings_s.get("total").copied().unwrap_or(0.0),
+    }
 }

@@ -7,18 +7,19 @@
 
 use flythrough_core::config::{Calibration, Config};
 use flythrough_core::{LoadedConfig, Reconstruction, RedactedImages};
+use flythrough_sfm::SfmInputs;
 use flythrough_sfm::eval::{eval_poses, parse_7scenes, parse_nerf_transforms};
 use std::path::Path;
 
-fn config_for(dir: &Path, edit: impl FnOnce(&mut Config)) -> LoadedConfig {
+fn config_for(dir: &Path, edit: impl FnOnce(&mut Config)) -> SfmInputs {
     let mut config = Config::default();
     edit(&mut config);
-    LoadedConfig {
+    SfmInputs::from_config(&LoadedConfig {
         config,
         path: dir.join("venue.toml"),
         dir: dir.to_path_buf(),
         photos_dir: dir.to_path_buf(),
-    }
+    })
 }
 
 fn report(out: &Path) -> serde_json::Value {
@@ -44,7 +45,7 @@ fn fox_phone_frames_all_register_at_reduced_resolution() {
         .unwrap();
     let e = eval_poses(&est, &gt);
     println!("fox: {}", serde_json::to_string(&e).unwrap());
-    assert_eq!(summary.values["registered"], 67, "{}", r["unregistered"]);
+    assert_eq!(summary.registered, 67, "{}", r["unregistered"]);
     assert!(e.auc["5"] >= 0.7, "AUC@5 {}", e.auc["5"]);
     assert!(
         e.median_center_error_pct < 2.0,
@@ -89,7 +90,7 @@ fn redkitchen_walk_is_metric_with_one_calibration_pair() {
     let est = Reconstruction::read(&out.path().join("sparse")).unwrap();
     let e = eval_poses(&est, &gt);
     println!("redkitchen: {}", serde_json::to_string(&e).unwrap());
-    assert_eq!(summary.values["registered"], 100, "{}", r["unregistered"]);
+    assert_eq!(summary.registered, 100, "{}", r["unregistered"]);
     assert!(
         (e.sim3_scale - 1.0).abs() < 0.03,
         "scale est→true {}",

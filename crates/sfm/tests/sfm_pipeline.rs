@@ -4,18 +4,18 @@
 use flythrough_core::config::{BrokenPhotoPolicy, Calibration, Config};
 use flythrough_core::{LoadedConfig, Reconstruction, RedactedImages};
 use flythrough_sfm::eval::{eval_poses, parse_middlebury_par};
-use flythrough_sfm::{SfmError, run};
+use flythrough_sfm::{SfmError, SfmInputs, run};
 use std::path::Path;
 
-fn config_for(dir: &Path, edit: impl FnOnce(&mut Config)) -> LoadedConfig {
+fn config_for(dir: &Path, edit: impl FnOnce(&mut Config)) -> SfmInputs {
     let mut config = Config::default();
     edit(&mut config);
-    LoadedConfig {
+    SfmInputs::from_config(&LoadedConfig {
         config,
         path: dir.join("venue.toml"),
         dir: dir.to_path_buf(),
         photos_dir: dir.to_path_buf(),
-    }
+    })
 }
 
 fn report(out: &Path) -> serde_json::Value {
@@ -33,7 +33,7 @@ fn temple_ring19_matches_or_beats_colmap() {
     let out = tempfile::tempdir().unwrap();
     let cfg = config_for(&dir, |_| {});
     let summary = run(&cfg, &images, None, out.path()).unwrap();
-    assert_eq!(summary.values["registered"], 19);
+    assert_eq!(summary.registered, 19);
     let est = Reconstruction::read(&out.path().join("sparse")).unwrap();
     let mut gt = parse_middlebury_par(
         &std::fs::read_to_string(dir.join("templeR_par.txt")).unwrap(),
@@ -77,7 +77,7 @@ fn sceaux_castle_registers_all_with_accurate_focal() {
     let summary = run(&cfg, &images, None, out.path()).unwrap();
     let r = report(out.path());
     println!("sceaux: {}", serde_json::to_string(&r).unwrap());
-    assert_eq!(summary.values["registered"], 11);
+    assert_eq!(summary.registered, 11);
     let mean = r["mean_reproj_px_feature_scale"].as_f64().unwrap();
     assert!(mean < 1.0, "mean reprojection error {mean} px");
     let f = r["cameras"][0]["focal_px"].as_f64().unwrap();
@@ -95,7 +95,7 @@ fn synthetic_venue_is_accurate_and_metric() {
         ..Default::default()
     };
     let s = flythrough_synth::generate(&opts, tmp.path()).unwrap();
-    let cfg = Config::load(&s.config_path).unwrap();
+    let cfg = SfmInputs::from_config(&Config::load(&s.config_path).unwrap());
     let images = RedactedImages::from_cleared_folder(&s.photos_dir).unwrap();
     let out = tmp.path().join("sfm");
     std::fs::create_dir_all(&out).unwrap();
@@ -104,10 +104,7 @@ fn synthetic_venue_is_accurate_and_metric() {
     let gt = Reconstruction::read(&s.ground_truth_dir).unwrap();
     let e = eval_poses(&est, &gt);
     println!("synthetic: {}", serde_json::to_string(&e).unwrap());
-    assert_eq!(
-        summary.values["registered"].as_u64().unwrap() as usize,
-        images.names().len()
-    );
+    assert_eq!(summary.registered, images.names().len());
     assert!(e.auc["5"] >= 0.95, "AUC@5 {}", e.auc["5"]);
     assert!(
         e.median_center_error_pct < 1.0,
@@ -156,8 +153,8 @@ fn import_uses_an_existing_model_and_applies_scale() {
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     let summary = run(&cfg, &images, None, &out).unwrap();
-    assert_eq!(summary.values["registered"], 19);
-    let scale = summary.values["scale"].as_f64().unwrap();
+    assert_eq!(summary.registered, 19);
+    let scale = summary.scale;
     assert!((scale * d / 3.0 - 1.0).abs() < 1e-9, "{scale}");
     let est = Reconstruction::read(&out.join("sparse")).unwrap();
     let e = eval_poses(&est, &gt);
@@ -238,7 +235,7 @@ fn dense_walk_of_240_photos_registers_every_photo() {
         ..Default::default()
     };
     let s = flythrough_synth::generate(&opts, tmp.path()).unwrap();
-    let cfg = Config::load(&s.config_path).unwrap();
+    let cfg = SfmInputs::from_config(&Config::load(&s.config_path).unwrap());
     let images = RedactedImages::from_cleared_folder(&s.photos_dir).unwrap();
     let out = tmp.path().join("sfm");
     std::fs::create_dir_all(&out).unwrap();
@@ -252,7 +249,7 @@ fn dense_walk_of_240_photos_registers_every_photo() {
     let gt = Reconstruction::read(&s.ground_truth_dir).unwrap();
     let e = eval_poses(&est, &gt);
     println!("dense walk: {}", serde_json::to_string(&e).unwrap());
-    assert_eq!(summary.values["registered"], 240, "{}", r["unregistered"]);
+    assert_eq!(summary.registered, 240, "{}", r["unregistered"]);
     // Far from exhaustive matching (28,680 pairs): sequential neighbours plus retrieval.
     let matched = r["matched_pairs"].as_u64().unwrap();
     assert!(matched < 4000, "{matched} pairs matched");
@@ -279,15 +276,15 @@ fn featureless_and_tiny_photos_are_left_out_and_the_rest_register() {
     image::RgbImage::from_pixel(1, 1, image::Rgb([200, 30, 30]))
         .save(s.photos_dir.join("IMG_0013b.png"))
         .unwrap();
-    let cfg = Config::load(&s.config_path).unwrap();
+    let cfg = SfmInputs::from_config(&Config::load(&s.config_path).unwrap());
     let images = RedactedImages::from_cleared_folder(&s.photos_dir).unwrap();
     assert_eq!(images.names().len(), 42);
     let out = tmp.path().join("sfm");
     std::fs::create_dir_all(&out).unwrap();
     let summary = run(&cfg, &images, None, &out).unwrap();
     let r = report(&out);
-    assert_eq!(summary.values["registered"], 40, "{}", r["unregistered"]);
-    assert_eq!(summary.values["total"], 42);
+    assert_eq!(summary.registered, 40, "{}", r["unregistered"]);
+    assert_eq!(summary.total, 42);
     assert_eq!(
         r["left_out"],
         serde_json::json!(["IMG_0005b.png", "IMG_0013b.png"])
@@ -300,7 +297,7 @@ fn featureless_and_tiny_photos_are_left_out_and_the_rest_register() {
     );
     // With `fail` the same folder stops with an error naming the first such photo.
     let mut cfg = cfg;
-    cfg.config.capture.on_broken_photo = BrokenPhotoPolicy::Fail;
+    cfg.on_broken_photo = BrokenPhotoPolicy::Fail;
     let e = run(&cfg, &images, None, &out).unwrap_err();
     assert!(
         matches!(&e, SfmError::NoFeatures(n, _) if n == "IMG_0005b.png"),

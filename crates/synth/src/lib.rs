@@ -434,8 +434,9 @@ pub fn generate_with_progress(
     let config_path = out.join("venue.toml");
     let toml = venue_toml(opts, &keyframes, &calibration);
     std::fs::write(&config_path, toml).map_err(io_err(&config_path))?;
-    // The config must load (keyframes and calibration photos exist): check what we wrote.
-    Config::load(&config_path)?;
+    // The config must pass every check a run makes (keyframes and calibration photos exist).
+    let loaded = Config::load(&config_path)?;
+    flythrough_core::config::preflight(&loaded, None, flythrough_core::Stage::Render)?;
 
     let photos_with_detectable_face = faces
         .photos

@@ -5,6 +5,7 @@
 //! that no key is undocumented). Each stage owns the file of its section.
 
 mod capture;
+pub mod preflight;
 mod privacy;
 mod render;
 mod sfm;
@@ -12,6 +13,7 @@ mod train;
 mod venue;
 
 pub use capture::{BrokenPhotoPolicy, CaptureConfig};
+pub use preflight::{Originals, preflight};
 pub use privacy::{KeepDetection, PrivacyConfig, RegionOverride};
 pub use render::{
     Appearance, Encoder, ExposureMode, Heading, PreviewSource, RenderConfig, UnregisteredKeyframes,
@@ -106,15 +108,14 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Read, parse and validate a config file: value ranges, the photo folder, and that every keyframe
-    /// and calibration photo exists in it.
+    /// Read, parse and validate a config file (value ranges) and resolve its paths. Nothing else is
+    /// looked at: the photo folder and the names in it are checked by [`preflight`], which also
+    /// knows what to do when the original photos are gone.
     pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
-        let err = |msg: String| ConfigError {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: path.to_path_buf(),
-            msg,
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| err(format!("cannot read the config: {e}")))?;
+            msg: format!("cannot read the config: {e}"),
+        })?;
         let config = Config::parse(&text, path)?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let dir = if dir.as_os_str().is_empty() {
@@ -123,33 +124,6 @@ impl Config {
             dir
         };
         let photos_dir = dir.join(&config.venue.photos);
-        if !photos_dir.is_dir() {
-            return Err(err(format!(
-                "[venue] photos = {:?}: folder {} does not exist",
-                config.venue.photos,
-                photos_dir.display()
-            )));
-        }
-        let exists = |name: &str| photos_dir.join(name).is_file();
-        for k in &config.venue.keyframes {
-            if !exists(k) {
-                return Err(err(format!(
-                    "[venue] keyframes: photo {k:?} is not in {}",
-                    photos_dir.display()
-                )));
-            }
-        }
-        for (i, c) in config.calibration.iter().enumerate() {
-            for name in [&c.a, &c.b] {
-                if !exists(name) {
-                    return Err(err(format!(
-                        "[[calibration]] #{}: photo {name:?} is not in {}",
-                        i + 1,
-                        photos_dir.display()
-                    )));
-                }
-            }
-        }
         Ok(LoadedConfig {
             config,
             path: path.to_path_buf(),
@@ -189,9 +163,6 @@ impl Config {
 
     /// The full default config with every key commented: what `flythrough config --defaults` prints.
     pub fn defaults_documented() -> String {
-        let mut out = String::new();
-        out.push_str("# flythrough venue config. Paths are relative to this file. Every key below shows its default.\n");
-        out.push_str("# Unknown keys are errors.\n\n");
         let example = Config {
             venue: Venue {
                 name: "my-venue".into(),
@@ -205,60 +176,109 @@ impl Config {
             }],
             ..Default::default()
         };
+        example.documented(
+            "# flythrough venue config. Paths are relative to this file. Every key below shows its default.\n\
+             # Unknown keys are errors.\n",
+        )
+    }
+
+    /// This config as TOML with every key of every section present and commented (the `DOCS`
+    /// tables), after `header` (comment lines). Without calibration pairs, a commented-out example
+    /// pair says how to take one.
+    pub fn documented(&self, header: &str) -> String {
+        let mut out = String::new();
+        out.push_str(header);
+        out.push('\n');
         section(
             &mut out,
             "venue",
-            &example.venue,
+            &self.venue,
             venue::DOCS,
             "The venue: its name, its photos and its flight path.",
         );
         out.push_str("# Pairs of photos taken a known distance apart (camera centre to camera centre), for metric scale.\n");
         out.push_str("# Repeat the table for more pairs; with several the median scale is used. None: unit scale.\n");
-        section(
-            &mut out,
-            "[calibration]",
-            &example.calibration[0],
-            venue::CALIBRATION_DOCS,
-            "",
-        );
+        if self.calibration.is_empty() {
+            out.push_str(CALIBRATION_HOWTO);
+            let mut example = String::new();
+            let name = |i: usize| {
+                self.venue
+                    .keyframes
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("IMG_000{}.JPG", i + 1))
+            };
+            section(
+                &mut example,
+                "[calibration]",
+                &Calibration {
+                    a: name(0),
+                    b: name(1),
+                    distance_m: 2.0,
+                },
+                venue::CALIBRATION_DOCS,
+                "",
+            );
+            for l in example.lines() {
+                if l.is_empty() || l.starts_with('#') {
+                    out.push_str(l);
+                } else {
+                    out.push_str("# ");
+                    out.push_str(l);
+                }
+                out.push('\n');
+            }
+        }
+        for c in &self.calibration {
+            section(&mut out, "[calibration]", c, venue::CALIBRATION_DOCS, "");
+        }
         section(
             &mut out,
             "capture",
-            &example.capture,
+            &self.capture,
             capture::DOCS,
             "Stage 1: ingest photos, read EXIF, quality checks.",
         );
         section(
             &mut out,
             "privacy",
-            &example.privacy,
+            &self.privacy,
             privacy::DOCS,
             "Stage 2: find and blur faces before anything else sees a photo.",
         );
         section(
             &mut out,
             "sfm",
-            &example.sfm,
+            &self.sfm,
             sfm::DOCS,
             "Stage 3: structure from motion (camera poses, intrinsics, metric scale).",
         );
         section(
             &mut out,
             "train",
-            &example.train,
+            &self.train,
             train::DOCS,
             "Stage 4: mip-NeRF 360 training with GLO appearance and exposure conditioning.",
         );
         section(
             &mut out,
             "render",
-            &example.render,
+            &self.render,
             render::DOCS,
             "Stage 5: the 360° fly-through video, preview and viewer.",
         );
         out
     }
 }
+
+/// How to take a calibration pair (printed above a commented-out example pair).
+const CALIBRATION_HOWTO: &str = "\
+# No pair yet: the venue is reconstructed at an arbitrary scale, and speed_m_per_s is then not in
+# metres per second. To add one: stand somewhere with a clear view, take a photo; move the camera a
+# measured distance (2-5 m with a tape measure, same height, same direction of view), take a second
+# photo; put both in the photo folder and list them below with the distance, without the leading
+# '# '. Two or three pairs in different parts of the venue check each other.
+";
 
 /// Print one section: `[name]`, then each key with its doc comment; keys that are unset by default
 /// (optional values) are printed commented out.
@@ -390,28 +410,6 @@ mod tests {
             e.contains("[[calibration]] #1") && e.contains("distance_m"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn missing_keyframe_is_an_error_before_any_stage() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("photos")).unwrap();
-        std::fs::write(dir.path().join("photos/a.jpg"), b"x").unwrap();
-        let p = dir.path().join("venue.toml");
-        std::fs::write(
-            &p,
-            "[venue]\nname = \"x\"\nphotos = \"photos\"\nkeyframes = [\"a.jpg\", \"nope.jpg\"]\n",
-        )
-        .unwrap();
-        let e = Config::load(&p).unwrap_err().to_string();
-        assert!(e.contains("nope.jpg") && e.contains("keyframes"), "{e}");
-        std::fs::write(
-            &p,
-            "[venue]\nname = \"x\"\nphotos = \"photos\"\nkeyframes = [\"a.jpg\"]\n",
-        )
-        .unwrap();
-        let ok = Config::load(&p).unwrap();
-        assert_eq!(ok.photos_dir, dir.path().join("photos"));
     }
 
     /// Every string-valued choice is an enum: a misspelt value is an error naming the file, line and

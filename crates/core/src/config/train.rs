@@ -204,6 +204,12 @@ impl TrainConfig {
     pub(super) fn check(&self) -> Result<(), String> {
         ensure(self.steps >= 1, "steps", self.steps, "must be at least 1")?;
         ensure(
+            self.holdout_every != 1,
+            "holdout_every",
+            self.holdout_every,
+            "1 would hold out every photo and leave none to train on: use 0 (none) or >= 2",
+        )?;
+        ensure(
             self.max_seconds >= 0.0,
             "max_seconds",
             self.max_seconds,

@@ -43,7 +43,16 @@ impl Venue {
             "[venue] photos",
             &self.photos,
             "must name the photo folder",
-        )
+        )?;
+        for (i, w) in self.keyframes.windows(2).enumerate() {
+            ensure(
+                w[0] != w[1],
+                &format!("[venue] keyframes #{}", i + 2),
+                &w[1],
+                "repeats the keyframe before it; the path would stand still there (list each stop once)",
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -76,18 +85,43 @@ pub(super) const CALIBRATION_DOCS: &[KeyDoc] = &[
     ("b", "Second photo's file name."),
     (
         "distance_m",
-        "True distance between the two camera positions, in metres.",
+        "True distance between the two camera positions, in metres (0.05-100; 3.6 m is 3.6, not 3600).",
     ),
 ];
 
+/// Plausible distances between the two photos of a calibration pair, in metres: a step apart to
+/// across a hall. Outside this a value is almost surely in the wrong unit.
+pub const CALIBRATION_RANGE_M: (f64, f64) = (0.05, 100.0);
+
 impl Calibration {
     pub(super) fn check(&self) -> Result<(), String> {
-        ensure(
-            self.distance_m.is_finite() && self.distance_m > 0.0,
-            "distance_m",
-            self.distance_m,
-            "must be a positive distance in metres",
-        )?;
+        let (lo, hi) = CALIBRATION_RANGE_M;
+        let d = self.distance_m;
+        if !(d.is_finite() && (lo..=hi).contains(&d)) {
+            let shown = if d.abs() >= 1e6 || (d != 0.0 && d.abs() < 1e-4) {
+                format!("{d:e}")
+            } else {
+                format!("{d}")
+            };
+            let hint = if d.is_finite() && d > hi && (lo..=hi).contains(&(d / 1000.0)) {
+                format!(
+                    " ({d} mm would be {} m: write distance_m = {})",
+                    d / 1000.0,
+                    d / 1000.0
+                )
+            } else if d.is_finite() && d > hi && (lo..=hi).contains(&(d / 100.0)) {
+                format!(
+                    " ({d} cm would be {} m: write distance_m = {})",
+                    d / 100.0,
+                    d / 100.0
+                )
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "distance_m = {shown}: the distance between the two camera positions is in metres and must be within {lo}-{hi} m{hint}"
+            ));
+        }
         ensure(self.a != self.b, "b", &self.b, "must differ from a")
     }
 }

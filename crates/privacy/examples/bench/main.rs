@@ -264,7 +264,7 @@ fn speed(n: usize, min_face_px: f32) {
         secs / n as f64,
         cpu / n as f64,
         cpu / n as f64 / threads as f64,
-        s.values["faces"]
+        s.faces
     );
 }
 

@@ -7,7 +7,7 @@ use flythrough_core::Stage;
 use flythrough_core::config::Config;
 use flythrough_core::{Camera, CameraModel, LoadedConfig, Pose, Reconstruction, RunDir};
 use flythrough_render::path::level_rotation;
-use flythrough_render::{AnalyticRoom, Perspective, RaySource};
+use flythrough_render::{AnalyticRoom, Perspective, RaySource, RenderInputs};
 use nalgebra::Vector3;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ fn pose(c: [f64; 3], yaw: f64) -> Pose {
 }
 
 /// Build `root/run` (sfm, privacy) and a config; `edit` adjusts `[render]`.
-pub fn venue(root: &Path, edit: impl FnOnce(&mut Config)) -> (LoadedConfig, RunDir) {
+pub fn venue(root: &Path, edit: impl FnOnce(&mut Config)) -> (RenderInputs, RunDir) {
     let run = RunDir::new(root.join("run"));
     let sparse = run.stage_dir(Stage::Sfm).join("sparse");
     std::fs::create_dir_all(&sparse).unwrap();
@@ -57,16 +57,20 @@ pub fn venue(root: &Path, edit: impl FnOnce(&mut Config)) -> (LoadedConfig, RunD
         r#"{"up": [0.0, 0.0, 1.0], "scale": 1.0}"#,
     )
     .unwrap();
-    // Redacted photos: the room seen from each camera.
-    let images = run.stage_dir(Stage::Privacy).join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    let room = AnalyticRoom::demo();
-    for (name, p) in &all {
-        let cam = Perspective::new(96, 64, 77.0, p.center(), p.rotation);
-        let img = flythrough_render::frames::render_frame(&room, &cam, 0.0, 32, &|| {});
-        img.save(images.join(name)).unwrap();
-    }
-    std::fs::write(run.stage_dir(Stage::Privacy).join("stage.json"), "{}").unwrap();
+    // Redacted photos: the room seen from each camera, committed by the stage runner (which seals
+    // them for `RedactedImages::open`).
+    flythrough_core::run::run_stage(&run, Stage::Privacy, "test", "test", true, |out, _| {
+        let images = out.join(flythrough_core::images::REDACTED_DIR);
+        std::fs::create_dir_all(&images)?;
+        let room = AnalyticRoom::demo();
+        for (name, p) in &all {
+            let cam = Perspective::new(96, 64, 77.0, p.center(), p.rotation);
+            let img = flythrough_render::frames::render_frame(&room, &cam, 0.0, 32, &|| {});
+            img.save(images.join(name))?;
+        }
+        Ok(flythrough_core::StageSummary::default())
+    })
+    .unwrap();
 
     let mut config = Config::default();
     config.venue.name = "synthetic-room".into();
@@ -80,21 +84,21 @@ pub fn venue(root: &Path, edit: impl FnOnce(&mut Config)) -> (LoadedConfig, RunD
     config.render.stills = 3;
     edit(&mut config);
     config.check_values().unwrap();
-    let cfg = LoadedConfig {
+    let cfg = RenderInputs::from_config(&LoadedConfig {
         config,
         path: root.join("venue.toml"),
         dir: root.to_path_buf(),
         photos_dir: root.join("photos"),
-    };
+    });
     (cfg, run)
 }
 
 /// Run the stage body with `source` into `run/render` (out) and `run/.work/render` (work).
 pub fn render(
-    cfg: &LoadedConfig,
+    cfg: &RenderInputs,
     run: &RunDir,
     source: &dyn RaySource,
-) -> (PathBuf, flythrough_core::StageSummary) {
+) -> (PathBuf, flythrough_core::summary::RenderSummary) {
     let out = run.stage_dir(Stage::Render);
     let work = run.work_dir(Stage::Render);
     std::fs::create_dir_all(&out).unwrap();
@@ -103,13 +107,10 @@ pub fn render(
     (out, s)
 }
 
-/// `ffprobe -show_streams` of the first video stream as JSON, or `None` (with a message) if
-/// ffprobe is not installed.
+/// `ffprobe -show_streams` of the first video stream as JSON, or `None` if ffprobe is not installed
+/// (a skip on a user's machine, a failure under CI).
 pub fn ffprobe(file: &Path) -> Option<serde_json::Value> {
-    let Some(bin) = flythrough_render::encode::find_on_path("ffprobe") else {
-        println!("skipped: ffprobe not on PATH (Debian: apt-get install ffmpeg)");
-        return None;
-    };
+    let bin = flythrough_core::testdata::tool("ffprobe", "Debian: apt-get install ffmpeg")?;
     let out = std::process::Command::new(bin)
         .args([
             "-v",
