@@ -54,12 +54,27 @@ pub fn capture_order(dir: &Path) -> Result<Vec<String>, PipelineError> {
     Ok(photos.into_iter().map(|(_, n)| n).collect())
 }
 
-/// A venue name from a folder name: letters, digits, `-` and `_` kept, anything else as `-`.
+/// Folder names that say nothing about the venue: the parent folder's name is used instead
+/// (`fox/images` → `fox`).
+const GENERIC_FOLDERS: &[&str] = &[
+    "images", "image", "photos", "photo", "pictures", "img", "jpg", "dcim",
+];
+
+/// A venue name from the photo folder's name (or its parent's, when the folder is called `images`,
+/// `photos`, …): letters, digits, `-` and `_` kept, anything else as `-`.
 fn venue_name(dir: &Path) -> String {
-    let base = std::fs::canonicalize(dir)
-        .ok()
-        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default();
+    let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let name_of = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut base = name_of(&canon);
+    if GENERIC_FOLDERS.contains(&base.to_lowercase().as_str())
+        && let Some(parent) = canon.parent().map(name_of).filter(|p| !p.is_empty())
+    {
+        base = parent;
+    }
     let name: String = base
         .chars()
         .map(|c| {
@@ -146,6 +161,20 @@ pub fn init_venue(photo_dir: &Path, force: bool) -> Result<PathBuf, PipelineErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn venue_names_come_from_the_folder_or_its_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        for (sub, want) in [
+            ("fox/images", "fox"),
+            ("Corner Café", "Corner-Café"),
+            ("x/Photos", "x"),
+        ] {
+            let p = dir.path().join(sub);
+            std::fs::create_dir_all(&p).unwrap();
+            assert_eq!(venue_name(&p), want);
+        }
+    }
 
     #[test]
     fn keyframes_are_spread_evenly() {
