@@ -52,7 +52,10 @@ display_as_config!(
 
 /// `(stage, key)` pairs left out of [`Config::section_json`]: settings of the machine or guards that
 /// refuse a run, which never change what a stage writes.
-pub const UNHASHED_KEYS: &[(Stage, &str)] = &[(Stage::Privacy, "memory_budget_gb")];
+pub const UNHASHED_KEYS: &[(Stage, &str)] = &[
+    (Stage::Privacy, "memory_budget_gb"),
+    (Stage::Render, "max_path_frames"),
+];
 
 /// Documentation of one key: `(key, comment)`.
 pub type KeyDoc = (&'static str, &'static str);
@@ -396,9 +399,19 @@ mod tests {
         let a = Config::default();
         let mut b = a.clone();
         b.privacy.memory_budget_gb = 3.0;
-        assert_eq!(a.section_json(Stage::Privacy), b.section_json(Stage::Privacy));
+        assert_eq!(
+            a.section_json(Stage::Privacy),
+            b.section_json(Stage::Privacy)
+        );
         b.privacy.min_face_px = 30.0;
-        assert_ne!(a.section_json(Stage::Privacy), b.section_json(Stage::Privacy));
+        assert_ne!(
+            a.section_json(Stage::Privacy),
+            b.section_json(Stage::Privacy)
+        );
+        b.render.max_path_frames = 5;
+        assert_eq!(a.section_json(Stage::Render), b.section_json(Stage::Render));
+        b.render.fps = 24.0;
+        assert_ne!(a.section_json(Stage::Render), b.section_json(Stage::Render));
     }
 
     #[test]
