@@ -10,6 +10,7 @@ use flythrough_core::config::{BrokenPhotoPolicy, CaptureConfig, LoadedConfig};
 use flythrough_core::manifest::{
     Exposure, ExposureSource, FocalPrior, FocalRule, Manifest, PhotoRecord, exposure_value,
 };
+use flythrough_core::memory::{self, ByteBudget};
 use flythrough_core::run::{hash_files, write_json};
 use flythrough_core::summary::{CaptureSummary, FileIssue};
 use image::GrayImage;
@@ -135,8 +136,46 @@ struct Scanned {
     hash: u64,
 }
 
-/// Decode one photo and measure it. `Err(reason)` when it cannot be used.
-fn scan_photo(path: &Path, cfg: &CaptureConfig) -> Result<Scanned, String> {
+/// Estimated peak bytes of scanning one photo: the file's bytes, the decoder's output (`decoded`,
+/// from the header), the grey copy (1 B/px), the QA thumbnail's resampling buffers (f32, the
+/// thumbnail's width by the photo's height, twice) and 16 MiB of slack.
+pub fn photo_memory_estimate(
+    w: u32,
+    h: u32,
+    file_bytes: u64,
+    decoded: u64,
+    cfg: &CaptureConfig,
+) -> u64 {
+    let px = w as u64 * h as u64;
+    let thumb = cfg.qa_max_side.min(w.max(h)) as u64 * w.max(h) as u64 * 4 * 2;
+    file_bytes + decoded.max(3 * px) + px + thumb + (16 << 20)
+}
+
+/// Decode one photo and measure it. `Err(reason)` when it cannot be used. The photo's estimated
+/// memory ([`photo_memory_estimate`]) is taken from `budget` while it is decoded; a photo that alone
+/// exceeds the budget is refused, naming its size and `[privacy] memory_budget_gb`.
+fn scan_photo(path: &Path, cfg: &CaptureConfig, budget: &ByteBudget) -> Result<Scanned, String> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file_bytes = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read: {e}"))?
+        .len();
+    // The header gives the size without decoding a pixel.
+    let header = image::ImageReader::open(path)
+        .ok()
+        .and_then(|r| r.with_guessed_format().ok())
+        .and_then(|r| r.into_decoder().ok())
+        .map(|d| {
+            use image::ImageDecoder;
+            (d.dimensions(), d.total_bytes())
+        });
+    let ((hw, hh), decoded) = header.unwrap_or(((0, 0), 0));
+    let need = photo_memory_estimate(hw, hh, file_bytes, decoded, cfg);
+    let _held = budget
+        .acquire(need)
+        .map_err(|_| memory::too_large_message(&file_name, hw, hh, need, budget.capacity()))?;
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     if bytes.is_empty() {
         return Err("empty file".into());
@@ -145,11 +184,8 @@ fn scan_photo(path: &Path, cfg: &CaptureConfig) -> Result<Scanned, String> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         flythrough_core::jpeg::check_complete(&bytes)?;
     }
-    let img = image::ImageReader::new(std::io::Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read: {e}"))?
-        .decode()
-        .map_err(|e| format!("cannot decode: {e}"))?;
+    let img = memory::decode_with_limit(&bytes, &file_name, need, budget.capacity())?;
+    drop(bytes);
     let exif = exif::read_exif(path);
     let (w, h) = (img.width(), img.height());
     let (width, height) = match exif.fields.orientation {
@@ -300,12 +336,22 @@ fn distinct_f64(v: impl Iterator<Item = f64>) -> Vec<f64> {
 /// Scan a photo folder: the manifest of usable photos and the QA report. With
 /// `on_broken_photo = fail`, the first undecodable photo is an error that names it.
 pub fn scan(photos_dir: &Path, cfg: &CaptureConfig) -> Result<(Manifest, QaReport), CaptureError> {
+    scan_within(photos_dir, cfg, memory::resolve_budget(0.0).0)
+}
+
+/// [`scan`] with the photos being decoded holding at most `budget_bytes` between them (estimated).
+pub fn scan_within(
+    photos_dir: &Path,
+    cfg: &CaptureConfig,
+    budget_bytes: u64,
+) -> Result<(Manifest, QaReport), CaptureError> {
     let (paths, ignored) = list_photos(photos_dir)?;
+    let budget = ByteBudget::new(budget_bytes);
     let pb = flythrough_core::progress::bar(paths.len() as u64, "capture: reading photos");
     let results: Vec<(PathBuf, Result<Scanned, String>)> = paths
         .par_iter()
         .progress_with(pb.clone())
-        .map(|p| (p.clone(), scan_photo(p, cfg)))
+        .map(|p| (p.clone(), scan_photo(p, cfg, &budget)))
         .collect();
     pb.finish_and_clear();
 
@@ -488,7 +534,8 @@ pub fn scan(photos_dir: &Path, cfg: &CaptureConfig) -> Result<(Manifest, QaRepor
 
 /// The capture stage: scan `cfg.photos_dir` and write `out/manifest.json` and `out/qa.json`.
 pub fn run(cfg: &LoadedConfig, out: &Path) -> Result<CaptureSummary, CaptureError> {
-    let (manifest, qa) = scan(&cfg.photos_dir, &cfg.config.capture)?;
+    let (budget, _) = memory::resolve_budget(cfg.config.privacy.memory_budget_gb);
+    let (manifest, qa) = scan_within(&cfg.photos_dir, &cfg.config.capture, budget)?;
     let io = |p: &Path| {
         let path = p.to_path_buf();
         move |e: std::io::Error| CaptureError::Io {

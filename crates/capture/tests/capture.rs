@@ -272,3 +272,33 @@ fn orientation_swaps_the_size_and_the_focal_prior_follows() {
         "portrait and landscape photos get separate intrinsics"
     );
 }
+
+/// A photo whose decode needs more than the memory budget is left out with a message naming it, its
+/// size in megapixels and the key to raise (never the decoder's bare "Memory limit exceeded"); the
+/// photos that fit are read, and with a larger budget the big one is read too.
+#[test]
+fn a_photo_above_the_memory_budget_is_named_with_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = image::RgbImage::from_fn(200, 150, |x, y| image::Rgb([x as u8, y as u8, 7]));
+    small.save(dir.path().join("a.png")).unwrap();
+    let big = image::RgbImage::from_fn(2000, 1500, |x, y| image::Rgb([x as u8, y as u8, 9]));
+    big.save(dir.path().join("b.png")).unwrap();
+    let cfg = CaptureConfig::default();
+    let est = |w, h, f: &str| {
+        let bytes = std::fs::metadata(dir.path().join(f)).unwrap().len();
+        flythrough_capture::photo_memory_estimate(w, h, bytes, 3 * w as u64 * h as u64, &cfg)
+    };
+    let (small_need, big_need) = (est(200, 150, "a.png"), est(2000, 1500, "b.png"));
+    assert!(small_need < big_need);
+    let (m, qa) = flythrough_capture::scan_within(dir.path(), &cfg, small_need + 1024).unwrap();
+    assert_eq!(m.photos.len(), 1);
+    assert_eq!(qa.broken.len(), 1);
+    let r = &qa.broken[0].reason;
+    assert_eq!(qa.broken[0].file, "b.png");
+    assert!(
+        r.contains("b.png") && r.contains("3.0 megapixels") && r.contains("memory_budget_gb"),
+        "{r}"
+    );
+    let (m, qa) = flythrough_capture::scan_within(dir.path(), &cfg, big_need).unwrap();
+    assert_eq!((m.photos.len(), qa.broken.len()), (2, 0));
+}

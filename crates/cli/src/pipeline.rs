@@ -124,6 +124,19 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
     let _lock = flythrough_core::RunLock::acquire(&run_dir)
         .map_err(|e| PipelineError::Stage(e.to_string()))?;
     run::recover_interrupted_commits(&run);
+    // Leftovers of a killed or failed process (never resumable state or committed stages).
+    match run::clean_stale(&run) {
+        Ok(c) if !c.paths.is_empty() => tracing::info!(
+            "removed {} stale temporary item(s) of an earlier interrupted run ({:.1} MB)",
+            c.paths.len(),
+            c.bytes as f64 / 1e6
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            "{}: could not clean stale temporary files: {e}",
+            run_dir.display()
+        ),
+    }
     let originals = check_before_stages(&cfg, &run, until)?;
 
     let mut report = RunReport {

@@ -117,10 +117,23 @@ fn killed_stage_leaves_previous_output_intact() {
         "previous output changed"
     );
     assert!(!run_dir.join("capture/partial.marker").exists());
-    // The next run finds the stage up to date and cleans the half-written folder when it next runs.
+    // The next run finds the stage up to date and, once it holds the lock, removes what the killed
+    // process left (its temporary folder, a partial file), never the resumable state.
+    assert!(run_dir.join(".tmp-capture").exists());
+    std::fs::create_dir_all(run_dir.join(".work/train")).unwrap();
+    std::fs::write(run_dir.join(".work/train/last.safetensors"), b"resume").unwrap();
+    std::fs::write(run_dir.join(".work/train/last.safetensors.partial"), b"cut").unwrap();
     let (code, log) = run_capture(&cfg, &run_dir, &[]);
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("capture: up to date"), "{log}");
+    assert!(log.contains("removed 2 stale temporary item(s)"), "{log}");
+    assert!(!run_dir.join(".tmp-capture").exists());
+    assert!(
+        !run_dir
+            .join(".work/train/last.safetensors.partial")
+            .exists()
+    );
+    assert!(run_dir.join(".work/train/last.safetensors").exists());
 }
 
 #[test]

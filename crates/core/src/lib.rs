@@ -17,6 +17,7 @@ pub mod images;
 pub mod jpeg;
 pub mod lock;
 pub mod manifest;
+pub mod memory;
 pub mod nerfstudio;
 pub mod pose;
 pub mod progress;

@@ -205,11 +205,51 @@ impl StageOutcome {
 pub enum RunError {
     #[error("stage {stage}: {source}")]
     Stage { stage: Stage, source: StageError },
-    #[error("{path}: {source}")]
+    #[error("{path}: {}", describe_io(source))]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "stage {stage}: no space left on the device while writing ({source}); the previous good output \
+         of {stage} is untouched and the partial output was removed: free some space (or choose another \
+         --out) and run again"
+    )]
+    NoSpace { stage: Stage, source: StageError },
+}
+
+/// Whether an error is a full disk (ENOSPC, or a quota), judged by the I/O error in its chain or,
+/// for stage errors that carry only a message, by the OS's text for it.
+pub fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && is_no_space_io(io)
+        {
+            return true;
+        }
+        let text = err.to_string();
+        if text.contains("No space left on device") || text.contains("os error 28") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn is_no_space_io(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || e.raw_os_error() == Some(28)
+}
+
+/// An I/O error for messages: a full disk says so in plain words.
+fn describe_io(e: &std::io::Error) -> String {
+    if is_no_space_io(e) {
+        format!("no space left on the device ({e})")
+    } else {
+        e.to_string()
+    }
 }
 
 /// blake3 of some parts, as hex.
@@ -297,7 +337,19 @@ where
 
     let started = now();
     let t0 = Instant::now();
-    let summary = body(&tmp, &work).map_err(|source| RunError::Stage { stage, source })?;
+    let summary = match body(&tmp, &work) {
+        Ok(s) => s,
+        Err(source) => {
+            // The partial output is of no use (the next attempt starts from a fresh folder) and on a
+            // full disk it is what holds the space: remove it now. `work` (resumable) stays.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(if is_no_space(source.as_ref()) {
+                RunError::NoSpace { stage, source }
+            } else {
+                RunError::Stage { stage, source }
+            });
+        }
+    };
     if let Some(other) = summary.stage.filter(|s| *s != stage) {
         return Err(RunError::Stage {
             stage,
@@ -373,13 +425,95 @@ pub fn recover_interrupted_commits(run: &RunDir) {
     }
 }
 
-/// Write a file atomically: to `path.tmp`, then rename.
+/// Suffix of a file being written by [`write_atomic`].
+pub const PARTIAL_SUFFIX: &str = ".partial";
+
+/// Write a file atomically: to `path.partial`, then rename. On failure (a full disk) the partial file
+/// is removed and `path` is left as it was; the error names `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
+    tmp.push(PARTIAL_SUFFIX);
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let r = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    r.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        std::io::Error::new(e.kind(), format!("{}: {}", path.display(), describe_io(&e)))
+    })
+}
+
+/// What [`clean_stale`] removed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cleaned {
+    pub paths: Vec<PathBuf>,
+    pub bytes: u64,
+}
+
+fn tree_bytes(p: &Path) -> u64 {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| tree_bytes(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+/// Remove what a killed or failed process left in a run folder: `RUN/.tmp-*` folders (a stage's
+/// uncommitted output), `*.partial` files (an interrupted [`write_atomic`]; in the run folder itself
+/// and anywhere under `RUN/.work/`, where they are never read), and `RUN/.old-<stage>` folders whose
+/// stage folder exists (a commit killed after its second rename; call
+/// [`recover_interrupted_commits`] first). Never touches committed stage folders or the resumable
+/// state in `RUN/.work/`. Symbolic links are removed as links, never followed. Call with the run
+/// lock held ([`crate::RunLock`]): another process's temporary folders are not stale.
+pub fn clean_stale(run: &RunDir) -> std::io::Result<Cleaned> {
+    let mut out = Cleaned::default();
+    let root = run.root();
+    let rd = match std::fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    let remove = |p: PathBuf, out: &mut Cleaned| -> std::io::Result<()> {
+        let m = std::fs::symlink_metadata(&p)?;
+        out.bytes += tree_bytes(&p);
+        if m.is_dir() {
+            std::fs::remove_dir_all(&p)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+        out.paths.push(p);
+        Ok(())
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let p = e.path();
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if (is_dir && name.starts_with(".tmp-")) || (!is_dir && name.ends_with(PARTIAL_SUFFIX)) {
+            remove(p, &mut out)?;
+        } else if is_dir
+            && let Some(stage) = name.strip_prefix(".old-")
+            && let Ok(stage) = stage.parse::<Stage>()
+            && run.stage_dir(stage).join("stage.json").is_file()
+        {
+            remove(p, &mut out)?;
+        }
+    }
+    // Partial files inside the resumable state (a checkpoint or frame cut by a kill).
+    let mut stack = vec![root.join(".work")];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
+                remove(e.path(), &mut out)?;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Serialise as pretty JSON and write atomically.
@@ -436,6 +570,119 @@ mod tests {
             "7"
         );
         assert_eq!(run.record(Stage::Sfm).unwrap().input_hash, "i");
+    }
+
+    /// Stale temporary folders and partial files go; committed stages, resumable state and a
+    /// `.old-` folder that is still the only copy of a stage stay.
+    #[test]
+    fn stale_leftovers_are_cleaned_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        run_stage(&run, Stage::Capture, "i", "c", false, ok_body(1)).unwrap();
+        let r = dir.path();
+        for d in [
+            ".tmp-privacy/images",
+            ".old-capture",
+            ".old-sfm",
+            ".work/train/checkpoints",
+        ] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        let files = [
+            (".tmp-privacy/images/a.jpg", 1000),
+            ("report.html.partial", 10),
+            ("report.html", 20),
+            (".old-capture/out.txt", 5),
+            (".old-sfm/out.txt", 5),
+            (".work/train/checkpoints/last.safetensors", 300),
+            (".work/train/checkpoints/last.safetensors.partial", 100),
+            ("capture/notes.partial", 7),
+        ];
+        for (f, n) in files {
+            std::fs::write(r.join(f), vec![0u8; n]).unwrap();
+        }
+        let c = clean_stale(&run).unwrap();
+        let mut removed: Vec<String> = c
+            .paths
+            .iter()
+            .map(|p| p.strip_prefix(r).unwrap().display().to_string())
+            .collect();
+        removed.sort();
+        assert_eq!(
+            removed,
+            [
+                ".old-capture",
+                ".tmp-privacy",
+                ".work/train/checkpoints/last.safetensors.partial",
+                "report.html.partial"
+            ]
+        );
+        assert_eq!(c.bytes, 1000 + 10 + 5 + 100);
+        for kept in [
+            "report.html",
+            ".old-sfm/out.txt",
+            ".work/train/checkpoints/last.safetensors",
+            "capture/out.txt",
+            "capture/stage.json",
+            "capture/notes.partial",
+        ] {
+            assert!(r.join(kept).exists(), "{kept} was removed");
+        }
+        assert_eq!(clean_stale(&run).unwrap(), Cleaned::default());
+        assert_eq!(
+            clean_stale(&RunDir::new(r.join("none"))).unwrap(),
+            Cleaned::default()
+        );
+    }
+
+    /// A full disk while a stage writes: the error says "no space left" and names the file, the
+    /// partial output is removed, and the previous good output is intact. The write error is real:
+    /// `/dev/full` answers every write with ENOSPC.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_is_named_and_leaves_the_previous_output() {
+        if !Path::new("/dev/full").exists() {
+            eprintln!("skipped: no /dev/full");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        run_stage(&run, Stage::Sfm, "i", "c", false, ok_body(7)).unwrap();
+        let e = run_stage(&run, Stage::Sfm, "i2", "c", false, |out, _| {
+            let target = out.join("report.json");
+            // The next write_atomic lands on /dev/full.
+            std::os::unix::fs::symlink("/dev/full", out.join("report.json.partial"))?;
+            write_json(&target, &vec![0u8; 100_000])?;
+            Ok(StageSummary::default())
+        })
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, RunError::NoSpace { .. }), "{msg}");
+        assert!(
+            msg.contains("no space left")
+                && msg.contains("report.json")
+                && msg.contains("stage sfm"),
+            "{msg}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(run.stage_dir(Stage::Sfm).join("out.txt")).unwrap(),
+            "7"
+        );
+        assert_eq!(run.record(Stage::Sfm).unwrap().input_hash, "i");
+        assert!(!dir.path().join(".tmp-sfm").exists(), "partial output left");
+
+        // write_atomic alone: the old file stays, the partial file is gone, the path is named.
+        let p = dir.path().join("x.json");
+        std::fs::write(&p, "old").unwrap();
+        std::os::unix::fs::symlink("/dev/full", dir.path().join("x.json.partial")).unwrap();
+        let e = write_atomic(&p, &[1u8; 65536]).unwrap_err();
+        assert!(is_no_space_io(&e), "{e}");
+        assert!(
+            e.to_string().contains("x.json") && e.to_string().contains("no space left"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "old");
+        assert!(std::fs::symlink_metadata(dir.path().join("x.json.partial")).is_err());
     }
 
     #[test]

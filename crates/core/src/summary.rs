@@ -73,6 +73,15 @@ pub struct PrivacySummary {
     pub unscannable: Vec<FileIssue>,
     pub detector: String,
     pub score_threshold: f32,
+    /// The memory budget photos in flight were held to (`[privacy] memory_budget_gb`, resolved).
+    #[serde(default)]
+    pub memory_budget_bytes: u64,
+    /// Largest estimated bytes of the photos in flight at once.
+    #[serde(default)]
+    pub peak_estimated_bytes_in_flight: u64,
+    /// Most photos in flight at once.
+    #[serde(default)]
+    pub peak_photos_in_flight: usize,
 }
 
 impl Summary for PrivacySummary {

@@ -1,8 +1,16 @@
 //! Checkpoints: one `safetensors` file holding every parameter buffer (`<name>`, 1-D f32, layouts in
-//! the kernels' module docs) and, in training checkpoints, the Adam moments (`adam.m.<name>`,
+//! the kernels' module docs) and, in resume checkpoints only, the Adam moments (`adam.m.<name>`,
 //! `adam.v.<name>`); the safetensors header's `__metadata__` has one key, `flythrough`, whose value is
 //! the JSON of [`CheckpointMeta`] (model config, scene normalisation, step, photos, exposures, config).
 //! A sidecar `<file>.json` repeats that JSON for people and tools that do not read safetensors.
+//!
+//! Two kinds, one format and one loader ([`load`]):
+//! - **weights** (`train/checkpoints/final.safetensors`, what rendering reads): parameters only,
+//!   `meta.adam = None`; a third of the size.
+//! - **resume** (`RUN/.work/train/checkpoints/last.safetensors`, written every `checkpoint_every`
+//!   steps): parameters + Adam moments, `meta.adam = Some((hyper-parameters, step))`. The batch RNG
+//!   needs no state: each step's generator is seeded from `(seed, step)`. Deleted with the work
+//!   folder when the stage commits.
 
 use crate::NerfError;
 use crate::coord::SceneNorm;

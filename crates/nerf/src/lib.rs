@@ -58,7 +58,7 @@ pub enum NerfError {
 
 /// The train stage: read poses from `sfm_dir/sparse`, photos from `images`, exposures from
 /// `manifest`; train (resuming from `work` when a checkpoint is there); write into `out`:
-/// `checkpoints/final.safetensors` (+ `.json`), `metrics.jsonl`, `eval.json`, `loss.png`,
+/// `checkpoints/final.safetensors` (+ `.json`; weights only, no optimizer state), `metrics.jsonl`, `eval.json`, `loss.png`,
 /// `model.json`, `holdout/*.png`.
 pub fn run(
     cfg: &TrainConfig,
@@ -117,12 +117,17 @@ pub fn run_skipping(
     let trained = train::train(cfg, &ds, work)?;
     let train_seconds = t0.elapsed().as_secs_f64();
     std::fs::create_dir_all(out.join("checkpoints")).map_err(io(out))?;
-    // The final checkpoint (weights + Adam state + metadata) is the last work checkpoint.
-    for ext in ["safetensors", "json"] {
-        let src = work.join("checkpoints").join(format!("last.{ext}"));
-        let dst = out.join("checkpoints").join(format!("final.{ext}"));
-        std::fs::copy(&src, &dst).map_err(io(&dst))?;
-    }
+    // The final checkpoint is what rendering needs: the weights and the metadata. The resume state
+    // (Adam moments and step; the batch RNG is derived from the seed and the step) stays in
+    // `work/checkpoints/last.safetensors`, which the runner deletes when the stage commits.
+    let mut final_meta = trained.meta.clone();
+    final_meta.adam = None;
+    checkpoint::save(
+        &out.join("checkpoints").join("final.safetensors"),
+        &trained.model,
+        None,
+        &final_meta,
+    )?;
     let mp = work.join("metrics.jsonl");
     std::fs::copy(&mp, out.join("metrics.jsonl")).map_err(io(&mp))?;
     // The plot reads the whole metrics file (earlier calls of a resumed run included).

@@ -44,6 +44,13 @@ fn tiny_room_reaches_20db_and_resumes() {
         matches!(e, flythrough_nerf::NerfError::Interrupted(100)),
         "{e}"
     );
+    // The resume state after the kill: weights + Adam moments, in the work folder.
+    let (_, adam, meta) =
+        flythrough_nerf::checkpoint::load(&work.join("checkpoints/last.safetensors")).unwrap();
+    assert!(adam.is_some() && meta.adam.is_some() && meta.step == 100);
+    let resume_bytes = std::fs::metadata(work.join("checkpoints/last.safetensors"))
+        .unwrap()
+        .len();
     flythrough_nerf::train::INTERRUPT_AFTER.with(|c| c.set(0));
     let s = flythrough_nerf::run(
         &cfg,
@@ -84,6 +91,24 @@ fn tiny_room_reaches_20db_and_resumes() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    // The committed checkpoint is weights only: no Adam state, a third of the resume file's size
+    // (parameters + two moments of the same size), and it loads for rendering.
+    let fin = out.join("checkpoints/final.safetensors");
+    let (model, adam, meta) = flythrough_nerf::checkpoint::load(&fin).unwrap();
+    assert!(adam.is_none() && meta.adam.is_none());
+    let weight_bytes: usize = model.params.iter().map(|p| 4 * p.len()).sum();
+    let final_bytes = std::fs::metadata(&fin).unwrap().len();
+    println!(
+        "checkpoint bytes: resume {resume_bytes}, final {final_bytes}, weights {weight_bytes}"
+    );
+    assert!(
+        final_bytes < weight_bytes as u64 + 64 * 1024,
+        "{final_bytes}"
+    );
+    assert!(
+        3 * final_bytes < resume_bytes + 3 * 64 * 1024,
+        "{final_bytes} vs {resume_bytes}"
+    );
     let r = NerfRenderer::load(&out).unwrap();
     let o = r.render_rays(
         &[[1.6, -0.3, 0.0]],

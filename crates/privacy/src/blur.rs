@@ -15,6 +15,9 @@ pub enum Shape {
     Rectangle,
 }
 
+/// Largest smoothing grid (pixels) of one region: 1 megapixel, 12 MB of f32 RGB.
+pub const MAX_REDACT_PX: usize = 1 << 20;
+
 /// Cell side for a face of `face_side` pixels so that `cells_across` cells span the face (at least 2 px).
 pub fn cell_for(face_side: f32, cells_across: f32) -> u32 {
     ((face_side / cells_across).ceil() as u32).max(2)
@@ -42,15 +45,24 @@ pub fn redact(
         return;
     }
     let (rw, rh) = ((x1 - x0) as usize, (y1 - y0) as usize);
+    // Memory bound: a region above MAX_REDACT_PX (a face filling a 48 MP photo would need 0.6 GB of
+    // f32) is smoothed on a grid `f` times coarser. Its cells are then hundreds of pixels wide, so
+    // the coarser grid loses nothing; below the bound `f = 1` and every pixel is computed.
+    let f = ((rw * rh) as f64 / MAX_REDACT_PX as f64)
+        .sqrt()
+        .ceil()
+        .max(1.0) as usize;
+    let (bw, bh) = (rw.div_ceil(f), rh.div_ceil(f));
     let cell = cell.max(1) as i64;
     // Pixelate: cells are anchored at the unclipped region corner so clipping does not change them.
     let ax = ctx.x.floor() as i64;
     let ay = ctx.y.floor() as i64;
-    let mut buf = vec![[0f32; 3]; rw * rh];
     let cx0 = (x0 - ax).div_euclid(cell);
     let cx1 = (x1 - 1 - ax).div_euclid(cell);
     let cy0 = (y0 - ay).div_euclid(cell);
     let cy1 = (y1 - 1 - ay).div_euclid(cell);
+    let ncx = (cx1 - cx0 + 1) as usize;
+    let mut means = vec![[0f32; 3]; ncx * (cy1 - cy0 + 1) as usize];
     for cy in cy0..=cy1 {
         let py0 = (ay + cy * cell).max(y0);
         let py1 = (ay + (cy + 1) * cell).min(y1);
@@ -67,23 +79,48 @@ pub fn redact(
                 }
             }
             let n = ((py1 - py0) * (px1 - px0)).max(1) as f64;
-            let mean = [
+            means[(cy - cy0) as usize * ncx + (cx - cx0) as usize] = [
                 (sum[0] / n) as f32,
                 (sum[1] / n) as f32,
                 (sum[2] / n) as f32,
             ];
-            for y in py0..py1 {
-                for x in px0..px1 {
-                    buf[(y - y0) as usize * rw + (x - x0) as usize] = mean;
-                }
-            }
         }
     }
-    let r = smooth.max(1) as usize;
-    for _ in 0..3 {
-        box_blur_rows(&mut buf, rw, rh, r);
-        box_blur_cols(&mut buf, rw, rh, r);
+    // Grid point (i, j) stands for pixel (x0 + i f + f/2, y0 + j f + f/2) (the pixel itself when f = 1).
+    let mut buf = vec![[0f32; 3]; bw * bh];
+    for j in 0..bh {
+        let y = (y0 + (j * f + f / 2) as i64).min(y1 - 1);
+        let cy = (y - ay).div_euclid(cell) - cy0;
+        for i in 0..bw {
+            let x = (x0 + (i * f + f / 2) as i64).min(x1 - 1);
+            let cx = (x - ax).div_euclid(cell) - cx0;
+            buf[j * bw + i] = means[cy as usize * ncx + cx as usize];
+        }
     }
+    let r = (smooth.max(1) as usize).div_ceil(f).max(1);
+    for _ in 0..3 {
+        box_blur_rows(&mut buf, bw, bh, r);
+        box_blur_cols(&mut buf, bw, bh, r);
+    }
+    // Bilinear read of the grid at pixel (x, y) (exactly the grid value when f = 1).
+    let half = (f / 2) as f32;
+    let sample = |x: i64, y: i64| -> [f32; 3] {
+        if f == 1 {
+            return buf[(y - y0) as usize * bw + (x - x0) as usize];
+        }
+        let gx = (((x - x0) as f32 - half) / f as f32).clamp(0.0, (bw - 1) as f32);
+        let gy = (((y - y0) as f32 - half) / f as f32).clamp(0.0, (bh - 1) as f32);
+        let (i0, j0) = (gx.floor() as usize, gy.floor() as usize);
+        let (i1, j1) = ((i0 + 1).min(bw - 1), (j0 + 1).min(bh - 1));
+        let (tx, ty) = (gx - i0 as f32, gy - j0 as f32);
+        let mut v = [0f32; 3];
+        for c in 0..3 {
+            let top = buf[j0 * bw + i0][c] * (1.0 - tx) + buf[j0 * bw + i1][c] * tx;
+            let bot = buf[j1 * bw + i0][c] * (1.0 - tx) + buf[j1 * bw + i1][c] * tx;
+            v[c] = top * (1.0 - ty) + bot * ty;
+        }
+        v
+    };
     // Write back inside the shape (ellipse inscribed in the unclipped region).
     let (ecx, ecy) = (region.cx(), region.cy());
     let (ea, eb) = ((region.w / 2.0).max(0.5), (region.h / 2.0).max(0.5));
@@ -100,7 +137,7 @@ pub fn redact(
                     continue;
                 }
             }
-            let v = buf[(y - y0) as usize * rw + (x - x0) as usize];
+            let v = sample(x, y);
             img.put_pixel(
                 x as u32,
                 y as u32,
@@ -219,6 +256,26 @@ mod tests {
             2,
             Shape::Rectangle,
         ); // outside: no-op
+    }
+
+    /// A region far above MAX_REDACT_PX (a face filling a 3000x2400 photo) is smoothed on a coarser
+    /// grid: the detail is gone all the same and the result is smooth (no grid blocks).
+    #[test]
+    fn a_huge_region_is_redacted_on_a_coarse_grid() {
+        let mut img = checker(3000, 2400);
+        let region = BoxF::new(0.0, 0.0, 3000.0, 2400.0);
+        redact(&mut img, &region, 0.5, 700, 700, Shape::Rectangle);
+        let mut max_step = 0;
+        for y in (0..2400).step_by(7) {
+            for x in 0..2999 {
+                let a = img.get_pixel(x, y).0[0] as i32;
+                let b = img.get_pixel(x + 1, y).0[0] as i32;
+                max_step = max_step.max((a - b).abs());
+            }
+        }
+        assert!(max_step <= 2, "neighbouring pixels differ by {max_step}");
+        let mean: f64 = img.pixels().map(|p| p.0[0] as f64).sum::<f64>() / (3000.0 * 2400.0);
+        assert!((mean - 127.5).abs() < 3.0, "mean {mean}");
     }
 
     #[test]

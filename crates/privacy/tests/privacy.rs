@@ -741,3 +741,78 @@ rect = [1, 2, 3, 4]
         .to_string();
     assert!(e.contains("extra_regions #1"), "{e}");
 }
+
+/// The memory budget bounds the photos in flight: with room for 1.5 photos, one photo is scanned at
+/// a time and the estimated bytes in flight never exceed the budget; a photo whose estimate alone
+/// exceeds the budget is refused (fail closed: reported, never written) with its name, size and the
+/// key to raise. With a budget for all of them, photos run in parallel on more than one thread.
+#[test]
+fn memory_budget_bounds_the_photos_in_flight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let mut recs = Vec::new();
+    for i in 0..4u32 {
+        let img = RgbImage::from_fn(800, 600, |x, y| {
+            image::Rgb([(x * 3 + i) as u8, (y * 5) as u8, ((x ^ y) & 255) as u8])
+        });
+        let name = format!("p{i}.png");
+        img.save(photos.join(&name)).unwrap();
+        recs.push(record(i + 1, &name, 800, 600, 1));
+    }
+    let big = RgbImage::from_fn(3000, 2000, |x, y| image::Rgb([x as u8, y as u8, 0]));
+    big.save(photos.join("big.png")).unwrap();
+    recs.push(record(5, "big.png", 3000, 2000, 1));
+    let manifest = Manifest { photos: recs };
+    let p = params();
+    let need = |name: &str, w: u32, h: u32| {
+        let bytes = std::fs::metadata(photos.join(name)).unwrap().len();
+        flythrough_privacy::photo_memory_estimate_decoded(w, h, bytes, 3 * w as u64 * h as u64, &p)
+    };
+    let small = (0..4)
+        .map(|i| need(&format!("p{i}.png"), 800, 600))
+        .max()
+        .unwrap();
+    let budget = small * 3 / 2;
+    assert!(need("big.png", 3000, 2000) > budget);
+    let gb = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let cfg = loaded(
+        &photos,
+        PrivacyConfig {
+            memory_budget_gb: gb(budget),
+            ..Default::default()
+        },
+    );
+    let out = tmp.path().join("out");
+    let s = flythrough_privacy::run(&cfg, &manifest, &out).unwrap();
+    assert!(s.memory_budget_bytes.abs_diff(budget) < 16, "{s:?}");
+    assert!(s.peak_estimated_bytes_in_flight <= s.memory_budget_bytes);
+    assert_eq!(s.peak_photos_in_flight, 1, "{s:?}");
+    assert_eq!((s.photos_out, s.unscannable.len()), (4, 1));
+    let rep: Redactions =
+        serde_json::from_str(&std::fs::read_to_string(out.join("redactions.json")).unwrap())
+            .unwrap();
+    let b = rep.photos.iter().find(|p| p.file == "big.png").unwrap();
+    assert_eq!(b.status, PhotoStatus::Unscannable);
+    let r = b.reason.as_deref().unwrap();
+    assert!(
+        r.contains("big.png") && r.contains("6.0 megapixels") && r.contains("memory_budget_gb"),
+        "{r}"
+    );
+    assert!(!out.join("images/big.png").exists());
+    assert!(out.join("images/p3.png").exists());
+
+    // Room for everything: more than one photo in flight when there is more than one thread.
+    let cfg = loaded(
+        &photos,
+        PrivacyConfig {
+            memory_budget_gb: 64.0,
+            ..Default::default()
+        },
+    );
+    let s = flythrough_privacy::run(&cfg, &manifest, &tmp.path().join("out2")).unwrap();
+    assert_eq!(s.photos_out, 5);
+    if rayon::current_num_threads() > 1 {
+        assert!(s.peak_photos_in_flight >= 2, "{s:?}");
+    }
+}

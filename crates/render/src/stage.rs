@@ -111,8 +111,9 @@ pub fn run(
     out: &Path,
     work: &Path,
 ) -> Result<RenderSummary, RenderError> {
-    // Check the keyframes (cheap) before loading the model (seconds).
-    keyframes(cfg, run)?;
+    // Check the keyframes and the path's size (cheap) before loading the model (seconds).
+    let (path, _, _) = build_path(cfg, run)?;
+    check_path_size(path.length(), path.duration(), &cfg.render)?;
     let source = nerf_source(run, &cfg.render.appearance)?;
     run_with_source(cfg, run, out, work, source.as_ref())
 }
@@ -246,6 +247,34 @@ fn median(mut v: Vec<f64>) -> f64 {
     } else {
         0.5 * (v[n / 2 - 1] + v[n / 2])
     }
+}
+
+/// Frames the path needs at the configured rate (`floor(duration · fps) + 1`, before `max_frames`
+/// lowers the rate); an error naming `[render] max_path_frames`, the
+/// length and the likely cause when they exceed it (a calibration distance in millimetres makes a
+/// 5 m walk a 5 km flight of 150,000 frames, days of rendering).
+pub fn check_path_size(
+    length_m: f64,
+    duration_s: f64,
+    r: &RenderConfig,
+) -> Result<u64, RenderError> {
+    let frames = (duration_s * r.fps + 1e-9).floor().max(0.0) as u64 + 1;
+    if r.max_path_frames > 0 && frames > r.max_path_frames as u64 {
+        let len = if length_m >= 1000.0 {
+            format!("{:.1} km", length_m / 1000.0)
+        } else {
+            format!("{length_m:.1} m")
+        };
+        return Err(RenderError::Config(format!(
+            "render: the path through the keyframes is {len} long, {frames} frames at {} fps and {} m/s, \
+             above [render] max_path_frames = {}. A path far longer than the venue usually means a \
+             [[calibration]] distance_m given in millimetres or centimetres instead of metres (SfM's \
+             scale comes from it: see sfm/report.json); fix it and re-run sfm, or raise max_path_frames \
+             (0 = no limit) if the path really is this long",
+            r.fps, r.speed_m_per_s, r.max_path_frames
+        )));
+    }
+    Ok(frames)
 }
 
 /// Build the path from the config and run folder.
@@ -429,6 +458,14 @@ pub fn run_with_source(
 ) -> Result<RenderSummary, RenderError> {
     let r = &cfg.render;
     let (path, rec, fixed_ev) = build_path(cfg, run)?;
+    let needed = check_path_size(path.length(), path.duration(), r)?;
+    tracing::info!(
+        "render: path {:.1} m at {} m/s = {:.1} s, {needed} frames at {} fps",
+        path.length(),
+        r.speed_m_per_s,
+        path.duration(),
+        r.fps
+    );
     let fps = path.frame_rate(r.fps, r.max_frames);
     if fps < r.fps {
         tracing::info!(

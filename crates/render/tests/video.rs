@@ -288,3 +288,50 @@ fn input_errors_name_the_problem() {
         "{e}"
     );
 }
+
+/// A calibration distance typed in millimetres scales the venue 1000x: here the keyframes are moved
+/// so the path is 3.6 km. The stage refuses before rendering a single ray, and says why: the key,
+/// the length, the frame count and the likely cause. Raising the bound lets it through.
+#[test]
+fn a_path_kilometres_long_is_refused_before_rendering() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, run) = venue(dir.path(), |c| c.render.max_frames = 8);
+    let (path, _, _) = flythrough_render::stage::build_path(&cfg, &run).unwrap();
+    let k = 3600.0 / path.length();
+    let sparse = run.stage_dir(Stage::Sfm).join("sparse");
+    let mut rec = flythrough_core::Reconstruction::read(&sparse).unwrap();
+    for im in rec.images.values_mut() {
+        im.pose = flythrough_core::Pose::new(im.pose.rotation, im.pose.translation * k);
+    }
+    rec.write_text(&sparse).unwrap();
+    let (path, _, _) = flythrough_render::stage::build_path(&cfg, &run).unwrap();
+    assert!((path.length() - 3600.0).abs() < 1.0, "{}", path.length());
+    // At the test's 10 fps and 1 m/s: one frame per 0.1 s of the flight (ease ramps included).
+    let n = (path.duration() * 10.0 + 1e-9).floor() as u64 + 1;
+    assert!(n > 36_000);
+    let out = run.stage_dir(Stage::Render);
+    std::fs::create_dir_all(&out).unwrap();
+    let room = Counting(AnalyticRoom::demo(), AtomicUsize::new(0));
+    let e =
+        flythrough_render::run_with_source(&cfg, &run, &out, &run.work_dir(Stage::Render), &room)
+            .unwrap_err()
+            .to_string();
+    assert!(
+        e.contains("max_path_frames = 20000")
+            && e.contains("3.6 km")
+            && e.contains(&format!("{n} frames at 10 fps"))
+            && e.contains("millimetres"),
+        "{e}"
+    );
+    assert_eq!(room.1.load(Ordering::Relaxed), 0, "rays were rendered");
+    assert!(!run.work_dir(Stage::Render).join("frames").exists());
+    // The real entry point refuses before it looks for the model.
+    let e = flythrough_render::run(&cfg, &run, &out, &run.work_dir(Stage::Render)).unwrap_err();
+    assert!(e.to_string().contains("max_path_frames"), "{e}");
+    // A bound above the path's 36,001 frames (or 0) lets it through; max_frames keeps it short.
+    let mut cfg = cfg;
+    cfg.render.max_path_frames = 40_000;
+    cfg.render.stills = 0;
+    let (_, s) = render(&cfg, &run, &AnalyticRoom::demo());
+    assert_eq!(s.frames, 8, "{s:?}");
+}

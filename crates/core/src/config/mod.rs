@@ -52,6 +52,13 @@ display_as_config!(
     Backbone,
 );
 
+/// `(stage, key)` pairs left out of [`Config::section_json`]: settings of the machine or guards that
+/// refuse a run, which never change what a stage writes.
+pub const UNHASHED_KEYS: &[(Stage, &str)] = &[
+    (Stage::Privacy, "memory_budget_gb"),
+    (Stage::Render, "max_path_frames"),
+];
+
 /// Documentation of one key: `(key, comment)`.
 pub type KeyDoc = (&'static str, &'static str);
 
@@ -158,7 +165,22 @@ impl Config {
             // The path depends on the keyframes.
             Stage::Render => serde_json::to_value((&self.render, &self.venue.keyframes)),
         };
-        v.map(|v| v.to_string()).unwrap_or_default()
+        let mut v = v.unwrap_or_default();
+        // Machine settings and guards that never change a stage's output are not hashed: changing
+        // them must not re-run hours of work.
+        // A section hashed together with other values is the first element of an array.
+        let table = match &mut v {
+            serde_json::Value::Array(a) => a.first_mut(),
+            other => Some(other),
+        };
+        if let Some(m) = table.and_then(|t| t.as_object_mut()) {
+            for (s, key) in UNHASHED_KEYS {
+                if *s == stage {
+                    m.remove(*key);
+                }
+            }
+        }
+        v.to_string()
     }
 
     /// The full default config with every key commented: what `flythrough config --defaults` prints.
@@ -388,6 +410,28 @@ mod tests {
         assert_eq!(cfg.render, RenderConfig::default());
         assert_eq!(cfg.calibration.len(), 1);
         assert_eq!(cfg.calibration[0].distance_m, 3.0);
+    }
+
+    /// The memory budget is a machine setting: changing it leaves the privacy stage's hash alone,
+    /// while a real privacy setting changes it.
+    #[test]
+    fn machine_settings_are_not_hashed() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.privacy.memory_budget_gb = 3.0;
+        assert_eq!(
+            a.section_json(Stage::Privacy),
+            b.section_json(Stage::Privacy)
+        );
+        b.privacy.min_face_px = 30.0;
+        assert_ne!(
+            a.section_json(Stage::Privacy),
+            b.section_json(Stage::Privacy)
+        );
+        b.render.max_path_frames = 5;
+        assert_eq!(a.section_json(Stage::Render), b.section_json(Stage::Render));
+        b.render.fps = 24.0;
+        assert_ne!(a.section_json(Stage::Render), b.section_json(Stage::Render));
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct PrivacyConfig {
     pub keep: Vec<KeepDetection>,
     pub min_face_px: f32,
     pub blur_padding: f32,
+    /// GiB the photos in flight may hold between them (0 = automatic). A machine setting: not part
+    /// of the stage's config hash.
+    pub memory_budget_gb: f64,
 }
 
 impl Default for PrivacyConfig {
@@ -41,6 +44,7 @@ impl Default for PrivacyConfig {
             keep: vec![],
             min_face_px: 24.0,
             blur_padding: 0.35,
+            memory_budget_gb: 0.0,
         }
     }
 }
@@ -70,6 +74,10 @@ pub(super) const DOCS: &[KeyDoc] = &[
         "blur_padding",
         "Each face box is grown by this fraction of its size on every side before the ellipse inside it is blurred (0..1).",
     ),
+    (
+        "memory_budget_gb",
+        "Memory (GiB) the photos being decoded and scanned may hold between them, in capture and privacy:\nphotos run in parallel only while their estimated needs fit, and a photo that alone needs more\nis refused, naming its size. 0 = automatic: half of MemAvailable (/proc/meminfo) at the start.\nA machine setting: changing it re-runs nothing.",
+    ),
 ];
 
 impl PrivacyConfig {
@@ -91,6 +99,12 @@ impl PrivacyConfig {
             "blur_padding",
             self.blur_padding,
             "must be in 0..1",
+        )?;
+        ensure(
+            self.memory_budget_gb.is_finite() && self.memory_budget_gb >= 0.0,
+            "memory_budget_gb",
+            self.memory_budget_gb,
+            "must be >= 0 GiB (0 = automatic)",
         )?;
         for (i, r) in self.extra_regions.iter().enumerate() {
             ensure(

@@ -118,6 +118,7 @@ pub struct RenderConfig {
     pub preview_height: u32,
     pub preview_fov_deg: f64,
     pub max_frames: u32,
+    pub max_path_frames: u32,
     pub tile_px: u32,
     pub encoder: Encoder,
     pub viewer_embed_max_mb: f64,
@@ -143,6 +144,7 @@ impl Default for RenderConfig {
             preview_height: 360,
             preview_fov_deg: 90.0,
             max_frames: 0,
+            max_path_frames: 20_000,
             tile_px: 64,
             encoder: Encoder::Auto,
             viewer_embed_max_mb: 16.0,
@@ -200,6 +202,10 @@ pub(super) const DOCS: &[KeyDoc] = &[
     (
         "max_frames",
         "Upper bound on frames per video (0 = none). When the path needs more, the frame rate is\nlowered so the whole path still plays at the configured speed (for quick demos).",
+    ),
+    (
+        "max_path_frames",
+        "Refuse to render when the path needs more frames than this at fps and speed_m_per_s (before\nmax_frames lowers the rate); 0 = no limit. 20000 frames = 11 min at 30 fps, 667 m at 1 m/s.\nA path far longer than the venue usually means a [[calibration]] distance_m in millimetres.",
     ),
     (
         "tile_px",

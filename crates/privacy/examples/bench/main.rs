@@ -282,9 +282,56 @@ fn cpu_seconds() -> f64 {
     (t(11) + t(12)) / 100.0
 }
 
+/// `bench venue DIR N W H`: a venue of N photos of W x H (the castle photos upscaled, the group
+/// photo pasted at 2x so there are faces to blur) with `venue.toml`, for the memory benchmark. Prints
+/// the privacy stage's estimated bytes per photo.
+fn venue(dir: &std::path::Path, n: usize, w: u32, h: u32) {
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let group = image::open(shared_data("faces/rustface_0.1.7/test.png").unwrap())
+        .unwrap()
+        .to_rgb8();
+    let mut names = Vec::new();
+    for i in 0..n {
+        let src = shared_data(&format!("sceaux_castle/images/100_71{:02}.JPG", i % 11)).unwrap();
+        let mut big = image::imageops::resize(
+            &image::open(src).unwrap().to_rgb8(),
+            w,
+            h,
+            image::imageops::FilterType::Triangle,
+        );
+        let _ = paste(&mut big, &group, 2.0, w / 8, h / 8);
+        let name = format!("IMG_{i:04}.JPG");
+        let f = std::fs::File::create(photos.join(&name)).unwrap();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(f), 90)
+            .encode_image(&big)
+            .unwrap();
+        names.push(name);
+    }
+    std::fs::write(
+        dir.join("venue.toml"),
+        format!(
+            "[venue]\nname = \"bench-memory\"\nphotos = \"photos\"\nkeyframes = [{:?}, {:?}]\n",
+            names[0],
+            names[n.min(2) - 1]
+        ),
+    )
+    .unwrap();
+    let p = flythrough_privacy::pyramid_params(&Default::default());
+    let bytes = std::fs::metadata(photos.join(&names[0])).unwrap().len();
+    println!(
+        "estimate_bytes_per_photo {}",
+        flythrough_privacy::photo_memory_estimate(w, h, bytes, &p)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
+        Some("venue") => {
+            let a = |i: usize| args[i].parse::<u32>().unwrap();
+            venue(std::path::Path::new(&args[2]), a(3) as usize, a(4), a(5))
+        }
         Some("recall") => recall(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0.5)),
         Some("speed") => speed(
             args.get(2).and_then(|s| s.parse().ok()).unwrap_or(4),
@@ -306,6 +353,8 @@ fn main() {
                 println!("  {:?} score {:.2}", f.bbox.to_array(), f.score);
             }
         }
-        _ => eprintln!("usage: bench recall [threshold] | bench speed [photos] [min_face_px]"),
+        _ => eprintln!(
+            "usage: bench recall [threshold] | bench speed [photos] [min_face_px] | bench venue DIR N W H"
+        ),
     }
 }
