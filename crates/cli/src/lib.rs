@@ -1,4 +1,5 @@
 //! The `flythrough` command line: argument parsing lives in `main.rs`; this library holds the stage
 //! wiring so tests can drive it.
 
+pub mod batch;
 pub mod pipeline;
