@@ -326,6 +326,11 @@ pub struct VenueResult {
     pub stage: Option<String>,
     pub seconds: f64,
     pub error: Option<String>,
+    /// Bytes uploaded to and downloaded from the object store (remote runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_up: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_down: Option<u64>,
 }
 
 /// What a `flythrough run --status-file` writes when it ends.
@@ -333,6 +338,11 @@ pub struct VenueResult {
 pub struct RunStatus {
     pub stage: Option<String>,
     pub error: Option<String>,
+    /// Object-store traffic of a remote run, in bytes.
+    #[serde(default)]
+    pub bytes_up: Option<u64>,
+    #[serde(default)]
+    pub bytes_down: Option<u64>,
 }
 
 /// The last stage of a run folder that finished, with every stage before it finished too.
@@ -377,6 +387,8 @@ fn failed_entry(e: &Entry) -> VenueResult {
         stage: None,
         seconds: 0.0,
         error: e.error.clone(),
+        bytes_up: None,
+        bytes_down: None,
     }
 }
 
@@ -460,6 +472,8 @@ fn run_one(entry: &Entry, opts: &BatchOptions, status_dir: &Path, n: usize) -> V
         stage: status.stage,
         seconds,
         error,
+        bytes_up: status.bytes_up,
+        bytes_down: status.bytes_down,
     }
 }
 

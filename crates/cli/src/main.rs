@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use flythrough::batch;
 use flythrough::pipeline::{self, PipelineError, RunOptions};
+use flythrough::remote;
 use flythrough_core::Stage;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -163,28 +164,23 @@ fn fail(e: PipelineError) -> ExitCode {
     ExitCode::from(e.exit_code() as u8)
 }
 
-/// `flythrough run --status-file`: the last stage that finished, and the error if the run failed.
+/// `flythrough run --status-file`: the last stage that finished, the error if the run failed, and
+/// the object store's traffic.
 fn write_status(
     path: &std::path::Path,
-    config: &std::path::Path,
-    out: Option<&std::path::Path>,
+    local: Option<PathBuf>,
     result: &Result<pipeline::RunReport, PipelineError>,
+    traffic: Option<(u64, u64)>,
 ) {
     let stage = match result {
         Ok(r) => r.stages.last().map(|(s, _)| s.to_string()),
-        Err(_) => {
-            let dir = match out {
-                Some(o) => Some(o.to_path_buf()),
-                None => pipeline::load_config(config)
-                    .ok()
-                    .map(|cfg| pipeline::default_run_dir(&cfg)),
-            };
-            dir.and_then(|d| batch::last_finished_stage(&flythrough_core::RunDir::new(d)))
-        }
+        Err(_) => local.and_then(|d| batch::last_finished_stage(&flythrough_core::RunDir::new(d))),
     };
     let status = batch::RunStatus {
         stage,
         error: result.as_ref().err().map(|e| e.to_string()),
+        bytes_up: traffic.map(|t| t.0),
+        bytes_down: traffic.map(|t| t.1),
     };
     let _ = std::fs::write(path, serde_json::to_string(&status).unwrap_or_default());
 }
@@ -265,20 +261,33 @@ fn main() -> ExitCode {
             force,
             status_file,
         } => {
-            let result = pipeline::run_venue(
-                &config,
-                &RunOptions {
-                    out: out.clone(),
-                    until,
-                    force,
-                },
-            );
+            let out_s = out.as_ref().map(|p| p.to_string_lossy().into_owned());
+            let opts = RunOptions {
+                out: out.clone(),
+                until,
+                force,
+                sync: None,
+            };
+            let (result, local, traffic) = if remote::needs_remote(&config, out_s.as_deref()) {
+                let o = remote::run(&config, out_s.as_deref(), &opts);
+                (o.result, o.local, Some(o.traffic))
+            } else {
+                let local = out.clone().or_else(|| {
+                    pipeline::load_config(&config)
+                        .ok()
+                        .map(|cfg| pipeline::default_run_dir(&cfg))
+                });
+                (pipeline::run_venue(&config, &opts), local, None)
+            };
             if let Some(path) = &status_file {
-                write_status(path, &config, out.as_deref(), &result);
+                write_status(path, local, &result, traffic);
             }
             match result {
                 Ok(report) => {
-                    println!("run folder: {}", report.run_dir.display());
+                    match &out_s {
+                        Some(u) if flythrough_store::is_url(u) => println!("run folder: {u}"),
+                        _ => println!("run folder: {}", report.run_dir.display()),
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),

@@ -7,6 +7,7 @@ use flythrough_core::run::{
 };
 use flythrough_core::{Manifest, RedactedImages};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why a pipeline run stopped: a bad config/usage (exit 2) or a failed stage (exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,8 @@ pub struct RunOptions {
     pub until: Option<Stage>,
     /// Redo this stage and every later one.
     pub force: Option<Stage>,
+    /// Keeps a remote run folder (or remote photos) in step with the local one (`crate::remote`).
+    pub sync: Option<Arc<dyn flythrough_store::StageSync>>,
 }
 
 /// What happened to each stage.
@@ -73,7 +76,14 @@ fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> StageError {
 /// Run the pipeline for one venue config.
 pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, PipelineError> {
     let cfg = load_config(config_path)?;
-    let run_dir = opts.out.clone().unwrap_or_else(|| default_run_dir(&cfg));
+    run_loaded(&cfg, opts)
+}
+
+/// Run the pipeline for a loaded config.
+pub fn run_loaded(cfg: &LoadedConfig, opts: &RunOptions) -> Result<RunReport, PipelineError> {
+    let sync = opts.sync.as_deref();
+    let synced = |r: Result<(), String>| r.map_err(PipelineError::Stage);
+    let run_dir = opts.out.clone().unwrap_or_else(|| default_run_dir(cfg));
     let run = RunDir::new(&run_dir);
     // One process per run folder: two runs interleaving their commits could publish photos that were
     // never redacted under a privacy stage.json that says they were. Held until this function returns.
@@ -92,8 +102,11 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
         let config_hash = hash_parts(&[cfg.config.section_json(stage).as_bytes()]);
         let upstream: Vec<&[u8]> = fingerprints.iter().map(|f| f.as_bytes()).collect();
         let input_hash = match stage {
-            Stage::Capture => flythrough_capture::input_hash(&cfg.photos_dir)
-                .map_err(|e| PipelineError::Stage(e.to_string()))?,
+            Stage::Capture => match sync.and_then(|s| s.photos_fingerprint()) {
+                Some(h) => h,
+                None => flythrough_capture::input_hash(&cfg.photos_dir)
+                    .map_err(|e| PipelineError::Stage(e.to_string()))?,
+            },
             Stage::Sfm => {
                 // An imported model is an input too.
                 let mut parts = upstream.clone();
@@ -124,6 +137,9 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
             _ => hash_parts(&upstream),
         };
         let force = stage.index() >= force_from;
+        if let Some(s) = sync {
+            synced(s.before_stage(stage))?;
+        }
         let outcome = run_stage(
             &run,
             stage,
@@ -131,13 +147,19 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
             &config_hash,
             force,
             |out, work| {
-                let summary = run_one(stage, &cfg, &run, out, work)?;
+                if let Some(s) = sync {
+                    s.stage_inputs(stage)?;
+                }
+                let summary = run_one(stage, cfg, &run, out, work)?;
                 #[cfg(feature = "test-hooks")]
                 test_pause(stage, out);
                 Ok(summary)
             },
-        )
-        .map_err(|e| PipelineError::Stage(e.to_string()))?;
+        );
+        if let Some(s) = sync {
+            synced(s.after_stage(stage, outcome.is_ok()))?;
+        }
+        let outcome = outcome.map_err(|e| PipelineError::Stage(e.to_string()))?;
         match &outcome {
             StageOutcome::UpToDate(_) => {
                 tracing::info!("{stage}: up to date, skipped (use --force {stage} to redo it)")
@@ -152,9 +174,15 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
         report.stages.push((stage, outcome));
     }
     // The run's report.html summarises whatever stages exist.
+    if let Some(s) = sync {
+        synced(s.before_report())?;
+    }
     match flythrough_render::write_report(&run) {
         Ok(p) => tracing::info!("report: {}", p.display()),
         Err(e) => tracing::warn!("report.html could not be written: {e}"),
+    }
+    if let Some(s) = sync {
+        synced(s.after_report())?;
     }
     Ok(report)
 }
