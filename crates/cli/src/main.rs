@@ -242,6 +242,15 @@ fn run_batch(
             report_path.display()
         ),
     }
+    // With run folders in an object store, the report goes there too.
+    if let Some(o) = out.as_deref().filter(|o| flythrough_store::is_url(o)) {
+        let name = batch::report_name(shard);
+        let bytes = serde_json::to_vec_pretty(&result).unwrap_or_default();
+        match flythrough_store::Remote::open(o).and_then(|r| r.put(&name, bytes)) {
+            Ok(()) => eprintln!("batch report: {}/{name}", o.trim_end_matches('/')),
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
     if result.failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -14,9 +14,9 @@ pub mod remote;
 pub mod sync;
 pub mod testing;
 
+pub use flythrough_core::Stage;
 pub use lease::{Lease, LeaseError};
 pub use remote::{Remote, StoreError, is_url};
-pub use flythrough_core::Stage;
 pub use sync::{RemotePhotos, RemoteRun, VenueSync};
 
 /// What the stage runner calls around each stage so a remote run folder stays in step. Every method

@@ -144,12 +144,18 @@ fn check_credentials(scheme: &str, url: &str) -> Result<(), StoreError> {
 }
 
 /// Squash an error's text onto one line and bound its length (servers answer with XML bodies).
-fn one_line(e: &dyn std::fmt::Display) -> String {
-    let s: String = e
-        .to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        src = s.source();
+    }
+    let s: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if s.chars().count() > 300 {
         s.chars().take(300).collect::<String>() + "…"
     } else {
@@ -173,7 +179,14 @@ impl Remote {
             retry_timeout: Duration::from_secs(env_num("FLYTHROUGH_STORE_RETRY_TIMEOUT_S", 60)),
             ..Default::default()
         };
+        // These options replace the ones `from_env` read, so plain-http endpoints (a local
+        // S3-compatible server, the Azure emulator) are carried over from the environment here.
+        let allow_http = ["AWS_ALLOW_HTTP", "GOOGLE_ALLOW_HTTP", "AZURE_ALLOW_HTTP"]
+            .iter()
+            .any(|v| std::env::var(v).is_ok_and(|x| x.eq_ignore_ascii_case("true")))
+            || std::env::var("AZURE_STORAGE_USE_EMULATOR").is_ok_and(|x| x == "true");
         let client = ClientOptions::new()
+            .with_allow_http(allow_http)
             .with_connect_timeout(Duration::from_secs(10))
             .with_timeout(Duration::from_secs(300));
         let store: Arc<dyn ObjectStore> = match scheme.as_str() {
@@ -294,6 +307,11 @@ impl Remote {
         self.rt.block_on(async {
             let mut s = self.store.list(Some(&self.prefix));
             match s.next().await {
+                Some(Err(object_store::Error::NotFound { .. })) => Err(StoreError::Remote {
+                    url: self.url.clone(),
+                    msg: "the bucket (or container) does not exist, or these credentials cannot see it"
+                        .into(),
+                }),
                 Some(Err(e)) => Err(self.err("", e)),
                 _ => Ok(()),
             }

@@ -22,8 +22,8 @@
 use crate::StageSync;
 use crate::lease::Lease;
 use crate::remote::{Listed, Remote, StoreError};
-use flythrough_core::run::RunDir;
 use flythrough_core::Stage;
+use flythrough_core::run::RunDir;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -300,7 +300,7 @@ impl RemoteRun {
     fn check_stage(&self, stage: Stage) -> Result<Option<(StageFiles, Vec<u8>)>, StoreError> {
         let sj = self.remote.get(&format!("{stage}/stage.json"))?;
         let Some(sj) = sj else {
-            let partial = !self.remote.list(stage)?.is_empty();
+            let partial = !self.remote.list(stage.as_str())?.is_empty();
             if partial {
                 tracing::warn!(
                     "{}/{stage}/: files without a stage.json (a task stopped mid-upload); ignored, the stage will be redone",
@@ -329,7 +329,7 @@ impl RemoteRun {
         }
         let listed: BTreeMap<String, u64> = self
             .remote
-            .list(stage)?
+            .list(stage.as_str())?
             .into_iter()
             .map(|o| (o.rel, o.size))
             .collect();
@@ -459,7 +459,7 @@ impl VenueSync {
     /// accepted by `want` (all of them for a stage's inputs).
     fn download_stage(
         &self,
-        stage: &str,
+        stage: Stage,
         want: &dyn Fn(&FileEntry) -> bool,
     ) -> Result<(), SyncError> {
         let Some(run) = &self.run else {
@@ -583,7 +583,7 @@ impl VenueSync {
             .map(|f| format!("{stage}/{}", f.path))
             .chain([format!("{stage}/stage.json")])
             .collect();
-        for o in r.list(stage)? {
+        for o in r.list(stage.as_str())? {
             if !keep.contains(&o.rel) {
                 r.delete(&o.rel)?;
             }
@@ -719,7 +719,7 @@ impl StageSync for VenueSync {
                 }
             });
             *self.watcher.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((stage.to_string(), WatcherBox(Watcher { stop, handle })));
+                Some((stage, WatcherBox(Watcher { stop, handle })));
         }
         Ok(())
     }

@@ -38,7 +38,11 @@ fn commits_go_up_last_and_come_down_only_when_needed() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}/bucket/runs/cafe", dir.path().display());
     let a = machine(&dir.path().join("a"), &url);
-    commit(&a, Stage::Capture, &[("manifest.json", b"{\"photos\": []}")]);
+    commit(
+        &a,
+        Stage::Capture,
+        &[("manifest.json", b"{\"photos\": []}")],
+    );
     commit(
         &a,
         Stage::Privacy,
