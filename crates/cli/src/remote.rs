@@ -127,8 +127,8 @@ pub fn run(config: &Path, out: Option<&str>, opts: &RunOptions) -> RemoteOutcome
     };
     let run_opts = RunOptions {
         out: Some(local.clone()),
-        until: opts.until.clone(),
-        force: opts.force.clone(),
+        until: opts.until,
+        force: opts.force,
         sync: Some(sync.clone()),
     };
     let mut result = pipeline::run_loaded(&cfg, &run_opts);
