@@ -7,14 +7,17 @@
 #   scripts/bench-batch.sh            # UNTIL=privacy by default; UNTIL=sfm etc. to go further
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo="$PWD"
 UNTIL="${UNTIL:-privacy}"
 N=8
 work="${BENCH_DIR:-/tmp/flythrough-bench-batch}"
 rm -rf "$work"
 mkdir -p "$work/venues"
 bash scripts/setup-python-tools.sh >/dev/null
-cargo build --release -q -p flythrough
-bin="$PWD/target/release/flythrough"
+if [ -z "${FLYTHROUGH_BIN:-}" ]; then
+  cargo build --release -q -p flythrough
+fi
+bin="${FLYTHROUGH_BIN:-$PWD/target/release/flythrough}"
 
 echo "bench-batch: $N venues (8 photos of 96x72 each), --until $UNTIL; $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 : >"$work/venues.txt"
@@ -62,7 +65,7 @@ for jobs in 1 2; do
   (cd "$work" && "$bin" batch venues.txt --out "s3://bench/jobs$jobs/" --jobs "$jobs" --until "$UNTIL" \
     --quiet --report "$work/jobs$jobs.json" 2>"$work/jobs$jobs.log") || true
   t1=$(date +%s.%N)
-  row "batch --jobs $jobs" "$(echo "$t1 - $t0" | bc)" "$work/jobs$jobs.json"
+  row "batch --jobs $jobs" "$(python3 -c "print($t1 - $t0)")" "$work/jobs$jobs.json"
 done
 
 if [ "$(id -u)" -eq 0 ] && bash scripts/cluster/slurm-local.sh start >"$work/slurm-start.log" 2>&1; then
@@ -70,10 +73,10 @@ if [ "$(id -u)" -eq 0 ] && bash scripts/cluster/slurm-local.sh start >"$work/slu
   t0=$(date +%s.%N)
   job=$(cd "$work" && sbatch --parsable --array=0-1 -c 1 --mem=2G --output="$work/slurm-%a.log" \
     --export="ALL,FLYTHROUGH_LIST=$work/venues.txt,FLYTHROUGH_OUT=s3://bench/slurm/,FLYTHROUGH_BIN=$bin,FLYTHROUGH_ARGS=--until $UNTIL --quiet" \
-    "$PWD/scripts/cluster/flythrough-array.sbatch")
+    "$repo/scripts/cluster/flythrough-array.sbatch")
   while [ -n "$(squeue -h -j "$job" 2>/dev/null)" ]; do sleep 0.5; done
   t1=$(date +%s.%N)
-  row "Slurm array, 2 tasks" "$(echo "$t1 - $t0" | bc)" "$work/batch-0-of-2.json" "$work/batch-1-of-2.json"
+  row "Slurm array, 2 tasks" "$(python3 -c "print($t1 - $t0)")" "$work/batch-0-of-2.json" "$work/batch-1-of-2.json"
 else
   echo "| Slurm array, 2 tasks | skipped: needs root and Debian's slurm-wlm (see $work/slurm-start.log) | | | | |"
 fi
