@@ -37,6 +37,12 @@ install_missing() {
 }
 
 stop() {
+  # A clean shutdown of the controller and the node daemon first (also reaches daemons whose pid
+  # file is gone), then the pid files.
+  if [ -f "$conf" ] && command -v scontrol >/dev/null 2>&1; then
+    timeout 10 scontrol shutdown >/dev/null 2>&1 || true
+    for _ in $(seq 50); do pgrep -x slurmctld >/dev/null || break; sleep 0.1; done
+  fi
   for d in slurmd slurmctld; do
     if [ -f "$state/$d.pid" ]; then
       kill "$(cat "$state/$d.pid")" 2>/dev/null || true

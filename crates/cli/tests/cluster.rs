@@ -140,6 +140,19 @@ fn squeue_states(job: &str) -> Vec<String> {
         .collect()
 }
 
+/// `JobState` of one job (array task) from `scontrol show job`.
+fn job_state(job: &str) -> String {
+    let o = Command::new("scontrol")
+        .args(["show", "job", "-o", job])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("JobState="))
+        .unwrap_or("")
+        .to_string()
+}
+
 fn stage_started(run: &Path, stage: &str) -> Option<f64> {
     let s = std::fs::read_to_string(run.join(stage).join("stage.json")).ok()?;
     serde_json::from_str::<serde_json::Value>(&s).ok()?["started"].as_f64()
@@ -224,28 +237,59 @@ fn slurm_array_runs_every_venue_once_and_a_requeued_task_resumes() {
     let capture_started = stage_started(&run0, "capture").unwrap();
     let task0 = format!("{job}_0");
     let (_, log) = run(Command::new("scancel").arg(&task0));
+    // Wait until the task is fully cancelled (not still completing), then requeue it; repeat the
+    // requeue until Slurm shows it pending or running again.
     let t1 = Instant::now();
-    while squeue_states(&job)
-        .iter()
-        .any(|s| s.starts_with(&format!("{task0} ")) && !s.ends_with("CANCELLED"))
-    {
+    loop {
+        let st = job_state(&task0);
+        if st == "CANCELLED" {
+            break;
+        }
         assert!(
             t1.elapsed() < Duration::from_secs(60),
-            "scancel did not end the task: {log}"
+            "scancel did not end the task ({st}): {log}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (ok, log) = run(Command::new("scontrol").args(["requeue", &task0]));
-    assert!(ok, "requeue: {log}");
-    // A requeued job waits out the credential lifetime (2 min) before it may start: start it now.
-    let _ =
-        run(Command::new("scontrol").args(["update", &format!("JobId={task0}"), "StartTime=now"]));
+    let t1 = Instant::now();
+    loop {
+        let (ok, log) = run(Command::new("scontrol").args(["requeue", &task0]));
+        // A requeued job waits out the credential lifetime (2 min) before it may start: start it now.
+        let _ = run(Command::new("scontrol").args([
+            "update",
+            &format!("JobId={task0}"),
+            "StartTime=now",
+        ]));
+        let st = job_state(&task0);
+        if ["PENDING", "RUNNING", "COMPLETED"].contains(&st.as_str()) {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(60),
+            "requeue failed ({st}): {log} {ok}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Wait for every task to end, task 0 after its second run.
     let t2 = Instant::now();
-    while !squeue_states(&job).is_empty() {
+    loop {
+        let states: Vec<String> = (0..4).map(|i| job_state(&format!("{job}_{i}"))).collect();
+        if states
+            .iter()
+            .all(|s| ["COMPLETED", "FAILED"].contains(&s.as_str()))
+        {
+            break;
+        }
+        if states[0] == "PENDING" {
+            let _ = run(Command::new("scontrol").args([
+                "update",
+                &format!("JobId={task0}"),
+                "StartTime=now",
+            ]));
+        }
         assert!(
             t2.elapsed() < Duration::from_secs(400),
-            "array did not finish: {:?}",
-            squeue_states(&job)
+            "array did not finish: {states:?}"
         );
         std::thread::sleep(Duration::from_millis(500));
     }
