@@ -1,7 +1,9 @@
 //! `flythrough`: photos of a venue in, a 360° fly-through video out.
 
 use clap::{Parser, Subcommand};
+use flythrough::batch;
 use flythrough::pipeline::{self, PipelineError, RunOptions};
+use flythrough::remote;
 use flythrough_core::Stage;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +39,9 @@ enum Command {
         /// Run folder (default: runs/<venue name> beside the config).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Write {"stage": last finished stage, "error": ...} here when the run ends (used by batch).
+        #[arg(long, hide = true, value_name = "FILE")]
+        status_file: Option<PathBuf>,
         /// Stop after this stage (capture, privacy, sfm, train, render).
         #[arg(long, value_name = "STAGE")]
         until: Option<Stage>,
@@ -44,11 +49,31 @@ enum Command {
         #[arg(long, value_name = "STAGE")]
         force: Option<Stage>,
     },
-    /// Run several venues, one process per venue; exits 1 if any venue failed.
+    /// Run many venues, each in its own process; on a cluster, each task runs its shard of the list.
+    /// Exits 0 only when every venue of the shard succeeded.
     Batch {
-        /// Venue configs.
-        configs: Vec<PathBuf>,
-        /// Stop after this stage (capture, privacy, sfm, train, render).
+        /// Venue configs, globs ("venues/*/venue.toml") or text files listing them, one a line.
+        #[arg(required = true, value_name = "LIST")]
+        list: Vec<String>,
+        /// Parent of the run folders: each venue runs into OUT/<venue name> (a folder or an
+        /// object-store URL); default runs/<venue name> beside each config.
+        #[arg(long)]
+        out: Option<String>,
+        /// Venues run at once on this machine, each in its own process.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Run only shard I of N of the sorted list (0-based). Default: from SLURM_ARRAY_TASK_ID /
+        /// SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX and --shard-count (or
+        /// FLYTHROUGH_SHARD_COUNT); else the whole list.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+        /// Number of tasks when the task index comes from JOB_COMPLETION_INDEX (Kubernetes).
+        #[arg(long, value_name = "N")]
+        shard_count: Option<usize>,
+        /// Where to write the batch report (default OUT/batch.json, or batch-I-of-N.json for a shard).
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Stop each venue after this stage (capture, privacy, sfm, train, render).
         #[arg(long, value_name = "STAGE")]
         until: Option<Stage>,
     },
@@ -152,6 +177,100 @@ fn fail(e: PipelineError) -> ExitCode {
     ExitCode::from(e.exit_code() as u8)
 }
 
+/// `flythrough run --status-file`: the last stage that finished, the error if the run failed, and
+/// the object store's traffic.
+fn write_status(
+    path: &std::path::Path,
+    local: Option<PathBuf>,
+    result: &Result<pipeline::RunReport, PipelineError>,
+    traffic: Option<(u64, u64)>,
+) {
+    let stage = match result {
+        Ok(r) => r.stages.last().map(|(s, _)| s.to_string()),
+        Err(_) => local.and_then(|d| batch::last_finished_stage(&flythrough_core::RunDir::new(d))),
+    };
+    let status = batch::RunStatus {
+        stage,
+        error: result.as_ref().err().map(|e| e.to_string()),
+        bytes_up: traffic.map(|t| t.0),
+        bytes_down: traffic.map(|t| t.1),
+    };
+    let _ = std::fs::write(path, serde_json::to_string(&status).unwrap_or_default());
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_batch(
+    list: &[String],
+    out: Option<String>,
+    jobs: usize,
+    shard: Option<&str>,
+    shard_count: Option<usize>,
+    report: Option<PathBuf>,
+    until: Option<Stage>,
+    quiet: bool,
+) -> ExitCode {
+    let usage = |msg: String| {
+        eprintln!("error: {msg}");
+        ExitCode::from(2)
+    };
+    if jobs == 0 {
+        return usage("--jobs 0: at least one venue must run at a time".into());
+    }
+    let shard = match shard {
+        Some(s) => match batch::Shard::parse(s) {
+            Ok(s) => s,
+            Err(e) => return usage(e),
+        },
+        None => match batch::Shard::from_env(&|k| std::env::var(k).ok(), shard_count) {
+            Ok(s) => s.unwrap_or(batch::Shard::ALL),
+            Err(e) => return usage(e),
+        },
+    };
+    let plan = batch::Plan::new(list, out.as_deref());
+    let opts = batch::BatchOptions {
+        jobs,
+        until,
+        out: out.clone(),
+        quiet,
+        exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("flythrough")),
+    };
+    let result = batch::run_shard(&plan, shard, &opts);
+    eprint!("{}", batch::summary_table(&result));
+    let report_path = report.unwrap_or_else(|| {
+        let name = batch::report_name(shard);
+        match &out {
+            Some(o) if !o.contains("://") => PathBuf::from(o).join(name),
+            _ => PathBuf::from(name),
+        }
+    });
+    if let Some(dir) = report_path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match flythrough_core::run::write_json(&report_path, &result) {
+        Ok(()) => eprintln!("batch report: {}", report_path.display()),
+        Err(e) => eprintln!(
+            "error: {}: cannot write the batch report: {e}",
+            report_path.display()
+        ),
+    }
+    // With run folders in an object store, the report goes there too.
+    if let Some(o) = out.as_deref().filter(|o| flythrough_store::is_url(o)) {
+        let name = batch::report_name(shard);
+        let bytes = serde_json::to_vec_pretty(&result).unwrap_or_default();
+        match flythrough_store::Remote::open(o).and_then(|r| r.put(&name, bytes)) {
+            Ok(()) => eprintln!("batch report: {}/{name}", o.trim_end_matches('/')),
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
+    if result.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
@@ -171,43 +290,58 @@ fn main() -> ExitCode {
             out,
             until,
             force,
-        } => match pipeline::run_venue(&config, &RunOptions { out, until, force }) {
-            Ok(report) => {
-                println!("run folder: {}", report.run_dir.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(e),
-        },
-        Command::Batch { configs, until } => {
-            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("flythrough"));
-            let mut failed = Vec::new();
-            for c in &configs {
-                let mut cmd = std::process::Command::new(&exe);
-                cmd.arg("run").arg(c);
-                if let Some(u) = until {
-                    cmd.arg("--until").arg(u.as_str());
-                }
-                if cli.quiet {
-                    cmd.arg("--quiet");
-                }
-                match cmd.status() {
-                    Ok(s) if s.success() => eprintln!("{}: ok", c.display()),
-                    Ok(s) => {
-                        eprintln!("{}: failed ({s})", c.display());
-                        failed.push(c.clone());
-                    }
-                    Err(e) => {
-                        eprintln!("{}: could not start: {e}", c.display());
-                        failed.push(c.clone());
-                    }
-                }
-            }
-            if failed.is_empty() {
-                ExitCode::SUCCESS
+            status_file,
+        } => {
+            let out_s = out.as_ref().map(|p| p.to_string_lossy().into_owned());
+            let opts = RunOptions {
+                out: out.clone(),
+                until,
+                force,
+                sync: None,
+            };
+            let (result, local, traffic) = if remote::needs_remote(&config, out_s.as_deref()) {
+                let o = remote::run(&config, out_s.as_deref(), &opts);
+                (o.result, o.local, Some(o.traffic))
             } else {
-                ExitCode::from(1)
+                let local = out.clone().or_else(|| {
+                    pipeline::load_config(&config)
+                        .ok()
+                        .map(|cfg| pipeline::default_run_dir(&cfg))
+                });
+                (pipeline::run_venue(&config, &opts), local, None)
+            };
+            if let Some(path) = &status_file {
+                write_status(path, local, &result, traffic);
+            }
+            match result {
+                Ok(report) => {
+                    match &out_s {
+                        Some(u) if flythrough_store::is_url(u) => println!("run folder: {u}"),
+                        _ => println!("run folder: {}", report.run_dir.display()),
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
             }
         }
+        Command::Batch {
+            list,
+            out,
+            jobs,
+            shard,
+            shard_count,
+            report,
+            until,
+        } => run_batch(
+            &list,
+            out,
+            jobs,
+            shard.as_deref(),
+            shard_count,
+            report,
+            until,
+            cli.quiet,
+        ),
         Command::Synth {
             out,
             seed,

@@ -1,12 +1,13 @@
 //! The stage runner wiring: which stages run in which order, what each one hashes as its inputs, and
 //! the skip / force / until logic. Each stage is a library crate; this module only composes them.
 
-use flythrough_core::config::{Config, LoadedConfig, Originals, preflight};
+use flythrough_core::config::{Config, LoadedConfig, Originals, preflight_in};
 use flythrough_core::run::{
     self, RunDir, Stage, StageError, StageOutcome, StageRecord, StageSummary, hash_parts, run_stage,
 };
 use flythrough_core::{Manifest, RedactedImages};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why a pipeline run stopped: a bad config/usage (exit 2) or a failed stage (exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,8 @@ pub struct RunOptions {
     pub until: Option<Stage>,
     /// Redo this stage and every later one.
     pub force: Option<Stage>,
+    /// Keeps a remote run folder (or remote photos) in step with the local one (`crate::remote`).
+    pub sync: Option<Arc<dyn flythrough_store::StageSync>>,
 }
 
 /// What happened to each stage.
@@ -57,8 +60,21 @@ pub fn check_before_stages(
     run: &RunDir,
     until: Stage,
 ) -> Result<Originals, PipelineError> {
-    let originals =
-        preflight(cfg, Some(run), until).map_err(|e| PipelineError::Config(e.to_string()))?;
+    check_before_stages_in(cfg, run, until, None)
+}
+
+/// [`check_before_stages`] with the run's object-store sync, if any: remote photos are checked
+/// against their listing (the local photo folder is only a download cache).
+pub fn check_before_stages_in(
+    cfg: &LoadedConfig,
+    run: &RunDir,
+    until: Stage,
+    sync: Option<&dyn flythrough_store::StageSync>,
+) -> Result<Originals, PipelineError> {
+    let listing = sync.and_then(|s| s.photo_listing());
+    let remote = listing.as_ref().map(|(n, u)| (n.as_slice(), u.as_str()));
+    let originals = preflight_in(cfg, Some(run), until, remote)
+        .map_err(|e| PipelineError::Config(e.to_string()))?;
     if until >= Stage::Render {
         let enc = cfg.config.render.encoder;
         flythrough_render::encode::choose(enc).map_err(|e| {
@@ -115,7 +131,14 @@ fn test_pause(stage: Stage, out: &Path) {
 /// Run the pipeline for one venue config.
 pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, PipelineError> {
     let cfg = load_config(config_path)?;
-    let run_dir = opts.out.clone().unwrap_or_else(|| default_run_dir(&cfg));
+    run_loaded(&cfg, opts)
+}
+
+/// Run the pipeline for a loaded config.
+pub fn run_loaded(cfg: &LoadedConfig, opts: &RunOptions) -> Result<RunReport, PipelineError> {
+    let sync = opts.sync.as_deref();
+    let synced = |r: Result<(), String>| r.map_err(PipelineError::Stage);
+    let run_dir = opts.out.clone().unwrap_or_else(|| default_run_dir(cfg));
     let run = RunDir::new(&run_dir);
     let force_from = opts.force.map_or(usize::MAX, Stage::index);
     let until = opts.until.unwrap_or(Stage::Render);
@@ -137,7 +160,7 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
             run_dir.display()
         ),
     }
-    let originals = check_before_stages(&cfg, &run, until)?;
+    let originals = check_before_stages_in(cfg, &run, until, sync)?;
 
     let mut report = RunReport {
         run_dir: run_dir.clone(),
@@ -166,8 +189,11 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
             continue;
         }
         let input_hash = match stage {
-            Stage::Capture => flythrough_capture::input_hash(&cfg.photos_dir)
-                .map_err(|e| PipelineError::Stage(e.to_string()))?,
+            Stage::Capture => match sync.and_then(|s| s.photos_fingerprint()) {
+                Some(h) => h,
+                None => flythrough_capture::input_hash(&cfg.photos_dir)
+                    .map_err(|e| PipelineError::Stage(e.to_string()))?,
+            },
             Stage::Sfm => {
                 // An imported model is an input too.
                 let mut parts = upstream.clone();
@@ -198,6 +224,9 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
             _ => hash_parts(&upstream),
         };
         let force = stage.index() >= force_from;
+        if let Some(s) = sync {
+            synced(s.before_stage(stage))?;
+        }
         let outcome = run_stage(
             &run,
             stage,
@@ -205,13 +234,19 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
             &config_hash,
             force,
             |out, work| {
-                let summary = run_one(stage, &cfg, &run, out, work)?;
+                if let Some(s) = sync {
+                    s.stage_inputs(stage)?;
+                }
+                let summary = run_one(stage, cfg, &run, out, work)?;
                 #[cfg(feature = "test-hooks")]
                 test_pause(stage, out);
                 Ok(summary)
             },
-        )
-        .map_err(|e| PipelineError::Stage(e.to_string()))?;
+        );
+        if let Some(s) = sync {
+            synced(s.after_stage(stage, outcome.is_ok()))?;
+        }
+        let outcome = outcome.map_err(|e| PipelineError::Stage(e.to_string()))?;
         match &outcome {
             StageOutcome::UpToDate(_) => {
                 tracing::info!("{stage}: up to date, skipped (use --force {stage} to redo it)")
@@ -224,9 +259,15 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
         report.stages.push((stage, outcome));
     }
     // The run's report.html: the stages that finished, from their typed summaries.
+    if let Some(s) = sync {
+        synced(s.before_report())?;
+    }
     match flythrough_report::write_report(&run) {
         Ok(p) => tracing::info!("report: {}", p.display()),
         Err(e) => tracing::warn!("report.html could not be written: {e}"),
+    }
+    if let Some(s) = sync {
+        synced(s.after_report())?;
     }
     Ok(report)
 }

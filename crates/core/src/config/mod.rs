@@ -13,7 +13,7 @@ mod train;
 mod venue;
 
 pub use capture::{BrokenPhotoPolicy, CaptureConfig};
-pub use preflight::{Originals, preflight};
+pub use preflight::{Originals, preflight, preflight_in};
 pub use privacy::{KeepDetection, PrivacyConfig, RegionOverride};
 pub use render::{
     Appearance, Encoder, ExposureMode, Heading, PreviewSource, RenderConfig, UnregisteredKeyframes,

@@ -80,6 +80,8 @@ enum Names<'a> {
     Folder(PathBuf),
     /// The committed capture manifest (the originals are gone).
     Manifest(&'a Manifest, PathBuf),
+    /// The listing of a remote photo folder (object storage): names and its URL.
+    Listing(&'a [String], &'a str),
 }
 
 impl Names<'_> {
@@ -114,6 +116,13 @@ impl Names<'_> {
                 }
                 Ok(())
             }
+            Names::Listing(names, url) => {
+                if names.iter().any(|n| n == name) {
+                    Ok(())
+                } else {
+                    Err(format!("is not in the photo folder {url}"))
+                }
+            }
             Names::Manifest(m, path) => {
                 if m.photo(name).is_some() {
                     Ok(())
@@ -136,15 +145,38 @@ pub fn preflight(
     run: Option<&RunDir>,
     until: Stage,
 ) -> Result<Originals, ConfigError> {
+    preflight_in(cfg, run, until, None)
+}
+
+/// [`preflight`] for a venue whose photos are in object storage: `remote` is the listing of photo
+/// names and the folder's URL (the local photo folder is a download cache, filled when capture runs).
+pub fn preflight_in(
+    cfg: &LoadedConfig,
+    run: Option<&RunDir>,
+    until: Stage,
+    remote: Option<(&[String], &str)>,
+) -> Result<Originals, ConfigError> {
     let err = |msg: String| ConfigError {
         path: cfg.path.clone(),
         msg,
     };
     let c = &cfg.config;
-    let originals = originals(&cfg.photos_dir);
+    let originals = match remote {
+        Some(_) => Originals::Present,
+        None => originals(&cfg.photos_dir),
+    };
     let manifest;
-    let names = match &originals {
-        Originals::Present => {
+    let names = match (&originals, remote) {
+        (Originals::Present, Some((listing, url))) => {
+            if listing.len() < 2 {
+                return Err(err(format!(
+                    "[venue] photos = {url:?} holds {} photo; a reconstruction needs at least 2 (many more, overlapping)",
+                    listing.len()
+                )));
+            }
+            Names::Listing(listing, url)
+        }
+        (Originals::Present, None) => {
             let dir = std::fs::canonicalize(&cfg.photos_dir).map_err(|e| {
                 err(format!(
                     "[venue] photos = {:?}: {}: {e}",
@@ -169,7 +201,7 @@ pub fn preflight(
             }
             Names::Folder(dir)
         }
-        Originals::Gone(why) => {
+        (Originals::Gone(why), _) => {
             let committed = run
                 .map(|r| r.stage_dir(Stage::Capture).join("manifest.json"))
                 .filter(|p| p.is_file() && run.is_some_and(|r| r.record(Stage::Capture).is_some()));
