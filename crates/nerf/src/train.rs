@@ -6,7 +6,7 @@ use crate::checkpoint::{self, CheckpointMeta};
 use crate::data::Dataset;
 use crate::kernels::{Adam, AdamConfig, clip_scale, global_grad_norm};
 use crate::metrics;
-use crate::model::{LossWeights, Losses, Model, ModelConfig, SampleMode};
+use crate::model::{LossWeights, Losses, Model, ModelConfig, RayGrads, Rays, SampleMode};
 use crate::render::psnr;
 use crate::renderer::render_photo_rays;
 use flythrough_core::config::TrainConfig;
@@ -40,6 +40,46 @@ pub fn learning_rate(cfg: &TrainConfig, step: usize, progress: f64) -> f64 {
     lr * delay
 }
 
+/// The camera corrections' rate: [`learning_rate`]'s schedule from `pose_lr`, decaying by the same
+/// factor as the model's (`lr_final / lr_init`).
+pub fn pose_learning_rate(cfg: &TrainConfig, step: usize, progress: f64) -> f64 {
+    learning_rate(cfg, step, progress) * cfg.pose_lr / cfg.lr_init
+}
+
+/// Apply each ray's camera correction (`cam_opt` row `idx[i]`: `tau`, `omega`, norm frame):
+/// `o' = o + tau`, `d' = Exp(omega) d` (rotation about the camera centre; nerfacto's SO3xR3).
+pub fn apply_camera_corrections(cam_opt: &[f32], idx: &[usize], rays: &mut Rays) {
+    let rots: Vec<[[f32; 3]; 3]> = cam_opt
+        .chunks_exact(6)
+        .map(|c| crate::coord::exp_so3([c[3], c[4], c[5]]))
+        .collect();
+    for (i, &k) in idx.iter().enumerate() {
+        let c = &cam_opt[6 * k..6 * k + 6];
+        let (o, d) = (&mut rays.o[i], &mut rays.d[i]);
+        for a in 0..3 {
+            o[a] += c[a];
+        }
+        let r = &rots[k];
+        *d = std::array::from_fn(|a| r[a][0] * d[0] + r[a][1] * d[1] + r[a][2] * d[2]);
+    }
+}
+
+/// Add the rays' gradients to their cameras' correction gradients: `dL/dtau = sum dL/do`, and for
+/// the rotation the left-perturbation gradient `dL/domega = sum d' x dL/dd'` (exact at
+/// `omega = 0`; the corrections stay small).
+pub fn camera_correction_grads(rays: &Rays, idx: &[usize], dr: &RayGrads, g: &mut [f32]) {
+    for (i, &k) in idx.iter().enumerate() {
+        let (go, gd, d) = (dr.o[i], dr.d[i], rays.d[i]);
+        let c = &mut g[6 * k..6 * k + 6];
+        for a in 0..3 {
+            c[a] += go[a];
+        }
+        c[3] += d[1] * gd[2] - d[2] * gd[1];
+        c[4] += d[2] * gd[0] - d[0] * gd[2];
+        c[5] += d[0] * gd[1] - d[1] * gd[0];
+    }
+}
+
 #[cfg(feature = "test-hooks")]
 thread_local! {
     /// Test hook (feature `test-hooks`, tests only) that simulates a kill: when non-zero, training on
@@ -62,6 +102,25 @@ pub struct MetricLine {
     pub grad_norm: f64,
     pub samples_per_s: f64,
     pub rays_per_s: f64,
+    /// With pose refinement: mean camera correction, translation (norm units) and rotation (deg).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pose_t: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pose_r_deg: Option<f64>,
+}
+
+/// Mean translation (norm units) and rotation (degrees) of the camera corrections `cam_opt`.
+pub fn mean_correction(cam_opt: &[f32]) -> (f64, f64) {
+    let n = (cam_opt.len() / 6).max(1) as f64;
+    let (mut t, mut r) = (0.0, 0.0);
+    for c in cam_opt.chunks_exact(6) {
+        t += (c[0] as f64).hypot(c[1] as f64).hypot(c[2] as f64);
+        r += (c[3] as f64)
+            .hypot(c[4] as f64)
+            .hypot(c[5] as f64)
+            .to_degrees();
+    }
+    (t / n, r / n)
 }
 
 /// What training produced.
@@ -165,8 +224,12 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
         // Per-step RNG: the run is repeatable and a resumed run draws the same batches.
         let mut rng =
             ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step as u64);
-        let (rays, target, idx) =
+        let (mut rays, target, idx) =
             ds.sample_batch(cfg.batch_rays, &mut rng, &model.params[gidx], gd);
+        let cam_idx = model.idx_cam_opt();
+        if let Some(ci) = cam_idx {
+            apply_camera_corrections(&model.params[ci], &idx, &mut rays);
+        }
         let nlev = mcfg.prop_samples.len() + 1;
         let jitter: Vec<Vec<f32>> = (0..nlev)
             .map(|_| (0..rays.len()).map(|_| rng.random::<f32>()).collect())
@@ -177,7 +240,19 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
         };
         model.forward_into(&rays, &mode, true, &mut fwd);
         let mut d_lat = vec![0.0f32; rays.len() * gd];
-        let losses = model.backward(&rays, &fwd, &target, &lw, &mut grads, Some(&mut d_lat));
+        let mut d_rays = RayGrads::default();
+        let losses = model.backward_with_rays(
+            &rays,
+            &fwd,
+            &target,
+            &lw,
+            &mut grads,
+            Some(&mut d_lat),
+            cam_idx.map(|_| &mut d_rays),
+        );
+        if let Some(ci) = cam_idx {
+            camera_correction_grads(&rays, &idx, &d_rays, &mut grads[ci]);
+        }
         if !losses.data.is_finite() {
             return Err(NerfError::Diverged(step));
         }
@@ -195,14 +270,17 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
             (1.0, None)
         };
         let mut sq = 0.0f64;
-        for ((p, g), a) in model
+        let pose_lr = pose_learning_rate(cfg, step, progress);
+        for (b, ((p, g), a)) in model
             .params
             .iter_mut()
             .zip(grads.iter_mut())
             .zip(adams.iter_mut())
+            .enumerate()
         {
             if !p.is_empty() {
-                sq += a.update_and_zero(p, g, lr as f32, scale);
+                let rate = if Some(b) == cam_idx { pose_lr } else { lr };
+                sq += a.update_and_zero(p, g, rate as f32, scale);
             }
         }
         let grad_norm = clipped_from.unwrap_or(sq.sqrt());
@@ -233,6 +311,8 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
                 grad_norm,
                 samples_per_s: rays_done * samples_per_ray as f64 / secs,
                 rays_per_s: rays_done / secs,
+                pose_t: cam_idx.map(|ci| mean_correction(&model.params[ci]).0),
+                pose_r_deg: cam_idx.map(|ci| mean_correction(&model.params[ci]).1),
             };
             pb.set_message(format!("train: loss {:.4} psnr {:.2}", l.loss, l.psnr));
             let _ = writeln!(mfile, "{}", serde_json::to_string(&l).unwrap_or_default());
@@ -503,6 +583,58 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Camera corrections: applied as o + tau, Exp(omega) d; their gradient from the rays' gradients
+    /// equals central differences of a loss linear in the corrected rays, at omega = 0.
+    #[test]
+    fn camera_correction_gradient_matches_finite_differences() {
+        let mut rays = Rays::default();
+        let idx = vec![0usize, 1, 1, 0, 1];
+        let a: Vec<[f32; 3]> = (0..5).map(|i| [0.3 * i as f32, -0.2, 0.5]).collect();
+        let b: Vec<[f32; 3]> = (0..5).map(|i| [0.1, 0.4 - 0.1 * i as f32, -0.3]).collect();
+        for i in 0..5 {
+            let v = [0.2 + i as f32, -0.5, 1.0];
+            let l = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+            rays.o.push([0.1 * i as f32, 0.0, -0.2]);
+            rays.d.push([v[0] / l, v[1] / l, v[2] / l]);
+        }
+        let loss = |c: &[f32]| -> f64 {
+            let mut q = rays.clone();
+            apply_camera_corrections(c, &idx, &mut q);
+            (0..5)
+                .map(|i| {
+                    (0..3)
+                        .map(|k| a[i][k] * q.o[i][k] + b[i][k] * q.d[i][k])
+                        .sum::<f32>() as f64
+                })
+                .sum()
+        };
+        let dr = RayGrads {
+            o: a.clone(),
+            d: b.clone(),
+        };
+        let mut g = vec![0.0f32; 12];
+        camera_correction_grads(&rays, &idx, &dr, &mut g);
+        for j in 0..12 {
+            let h = 1e-3f32;
+            let (mut cp, mut cm) = (vec![0.0f32; 12], vec![0.0f32; 12]);
+            cp[j] = h;
+            cm[j] = -h;
+            let fd = (loss(&cp) - loss(&cm)) / (2.0 * h as f64);
+            assert!((fd - g[j] as f64).abs() < 1e-3, "{j}: {} vs {fd}", g[j]);
+        }
+        // A quarter turn about z rotates x to y; tau shifts the origin.
+        let mut q = Rays::default();
+        q.o.push([1.0, 2.0, 3.0]);
+        q.d.push([1.0, 0.0, 0.0]);
+        apply_camera_corrections(
+            &[0.5, 0.0, 0.0, 0.0, 0.0, std::f32::consts::FRAC_PI_2],
+            &[0],
+            &mut q,
+        );
+        assert_eq!(q.o[0], [1.5, 2.0, 3.0]);
+        assert!((q.d[0][1] - 1.0).abs() < 1e-6 && q.d[0][0].abs() < 1e-6);
+    }
 
     #[test]
     fn evaluation_selection_is_spread_and_within_budget() {
