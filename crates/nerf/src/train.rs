@@ -109,6 +109,61 @@ pub struct MetricLine {
     pub pose_r_deg: Option<f64>,
 }
 
+/// Remove the corrections' common part (their mean translation and rotation vector): a shift or
+/// turn shared by every camera is a gauge freedom that moves the whole scene (the held-out and
+/// render cameras, which get no correction, would then be off by it).
+pub fn remove_common_correction(cam_opt: &mut [f32]) {
+    let n = (cam_opt.len() / 6).max(1) as f32;
+    let mut mean = [0f32; 6];
+    for c in cam_opt.chunks_exact(6) {
+        for k in 0..6 {
+            mean[k] += c[k] / n;
+        }
+    }
+    for c in cam_opt.chunks_exact_mut(6) {
+        for k in 0..6 {
+            c[k] -= mean[k];
+        }
+    }
+}
+
+/// The camera correction a photo without its own (held out) gets: the linear interpolation, by
+/// position in name (capture) order, of the corrections of the nearest training photos before and
+/// after it (the one neighbour at either end). Pose errors of a walk drift smoothly along it.
+pub fn interpolated_correction(ds: &Dataset, cam_opt: &[f32], p: usize) -> [f32; 6] {
+    let before = (0..p)
+        .rev()
+        .find_map(|i| ds.photos[i].latent.map(|k| (i, k)));
+    let after = (p + 1..ds.photos.len()).find_map(|i| ds.photos[i].latent.map(|k| (i, k)));
+    let row = |k: usize| -> [f32; 6] { std::array::from_fn(|j| cam_opt[6 * k + j]) };
+    match (before, after) {
+        (Some((i, a)), Some((j, b))) => {
+            let w = (p - i) as f32 / (j - i) as f32;
+            let (ra, rb) = (row(a), row(b));
+            std::array::from_fn(|q| (1.0 - w) * ra[q] + w * rb[q])
+        }
+        (Some((_, a)), None) => row(a),
+        (None, Some((_, b))) => row(b),
+        (None, None) => [0.0; 6],
+    }
+}
+
+/// The world-to-camera pose whose rays are a camera correction (`tau`, `omega`; norm frame of
+/// scale `scale`) applied to `pose`'s: centre `C + tau / scale`, camera-to-world rotation
+/// `Exp(omega) R_c2w`.
+pub fn corrected_pose(
+    pose: &flythrough_core::Pose,
+    c: &[f32; 6],
+    scale: f64,
+) -> flythrough_core::Pose {
+    let e = crate::coord::exp_so3([c[3], c[4], c[5]]);
+    let e = nalgebra::Matrix3::from_fn(|i, j| e[i][j] as f64);
+    let r_c2w = e * pose.r().transpose();
+    let centre =
+        pose.center() + nalgebra::Vector3::new(c[0] as f64, c[1] as f64, c[2] as f64) / scale;
+    flythrough_core::Pose::from_center_and_axes(centre, &r_c2w)
+}
+
 /// Mean translation (norm units) and rotation (degrees) of the camera corrections `cam_opt`.
 pub fn mean_correction(cam_opt: &[f32]) -> (f64, f64) {
     let n = (cam_opt.len() / 6).max(1) as f64;
@@ -283,6 +338,9 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
                 sq += a.update_and_zero(p, g, rate as f32, scale);
             }
         }
+        if let Some(ci) = cam_idx {
+            remove_common_correction(&mut model.params[ci]);
+        }
         let grad_norm = clipped_from.unwrap_or(sq.sqrt());
         meta.step += 1;
         acc.0.data += losses.data;
@@ -372,8 +430,11 @@ pub struct EvalReport {
     pub mean_psnr: f64,
     pub mean_ssim: f64,
     pub render_rays_per_s: f64,
-    /// Wall time of the whole evaluation (latent fitting, rendering, metrics, PNGs).
+    /// Wall time of the whole evaluation (latent fitting, rendering, metrics, PNGs), and of its
+    /// latent fitting and rendering parts.
     pub seconds: f64,
+    pub fit_seconds: f64,
+    pub render_seconds: f64,
     /// Photos left out of training by `skip_blurry`.
     pub skipped_train: Vec<String>,
 }
@@ -468,9 +529,19 @@ pub fn evaluate(
     let scale = eval_scale(opts.downscale, chosen.len(), mean_px, budget);
     let mut photos = Vec::new();
     let mut render_time = 0.0;
+    let mut fit_time = 0.0;
     let mut rays_rendered = 0usize;
     for &p in &chosen {
         let ph = &ds.photos[p];
+        // With pose refinement, the held-out photo gets its neighbours' correction.
+        let pose = match model.idx_cam_opt() {
+            Some(ci) => corrected_pose(
+                &ph.pose,
+                &interpolated_correction(ds, &model.params[ci], p),
+                ds.norm.scale,
+            ),
+            None => ph.pose,
+        };
         let (w, h) = (
             ((ph.img.width() as f64 * scale).floor() as usize).max(1),
             ((ph.img.height() as f64 * scale).floor() as usize).max(1),
@@ -490,6 +561,7 @@ pub fn evaluate(
         drop(gt_img);
         let ev = (ph.ev - meta.ev_mean) as f32;
         let mean = model.mean_latent();
+        let t_fit = Instant::now();
         let latent = if gd > 0 && glo_steps > 0 {
             // Left-half rays, a fixed random subset.
             let mut rng = ChaCha8Rng::seed_from_u64(p as u64);
@@ -498,13 +570,8 @@ pub fn evaluate(
             let mut target = Vec::new();
             for _ in 0..n {
                 let (x, y) = (rng.random_range(0..(w / 2).max(1)), rng.random_range(0..h));
-                let (o, d, r) = crate::data::camera_ray(
-                    &ds.norm,
-                    &cam,
-                    &ph.pose,
-                    x as f64 + 0.5,
-                    y as f64 + 0.5,
-                );
+                let (o, d, r) =
+                    crate::data::camera_ray(&ds.norm, &cam, &pose, x as f64 + 0.5, y as f64 + 0.5);
                 rays.o.push(o);
                 rays.d.push(d);
                 rays.r.push(r);
@@ -517,8 +584,9 @@ pub fn evaluate(
         } else {
             mean.clone()
         };
+        fit_time += t_fit.elapsed().as_secs_f64();
         let t0 = Instant::now();
-        let img = render_photo_rays(model, &ds.norm, &cam, &ph.pose, ev, &latent);
+        let img = render_photo_rays(model, &ds.norm, &cam, &pose, ev, &latent);
         render_time += t0.elapsed().as_secs_f64();
         rays_rendered += w * h;
         let x0 = if gd > 0 && glo_steps > 0 { w / 2 } else { 0 };
@@ -576,6 +644,8 @@ pub fn evaluate(
         render_rays_per_s: rays_rendered as f64 / render_time.max(1e-9),
         photos,
         seconds: t_eval.elapsed().as_secs_f64(),
+        fit_seconds: fit_time,
+        render_seconds: render_time,
         skipped_train: ds.skipped_train.clone(),
     }
 }
@@ -634,6 +704,48 @@ mod tests {
         );
         assert_eq!(q.o[0], [1.5, 2.0, 3.0]);
         assert!((q.d[0][1] - 1.0).abs() < 1e-6 && q.d[0][0].abs() < 1e-6);
+    }
+
+    /// A corrected pose's rays are the corrected rays of the original pose.
+    #[test]
+    fn corrected_pose_reproduces_corrected_rays() {
+        use flythrough_core::{Camera, CameraModel, Pose};
+        use nalgebra::Vector3;
+        let norm = crate::coord::SceneNorm {
+            center: [1.0, -2.0, 0.5],
+            scale: 0.4,
+            near: 0.1,
+        };
+        let cam = Camera::new(1, CameraModel::Pinhole, 64, 48, 50.0);
+        let pose = Pose::look_at(
+            Vector3::new(2.0, 1.0, -1.0),
+            Vector3::new(0.0, 0.5, 3.0),
+            -Vector3::y(),
+        );
+        let c = [0.02f32, -0.01, 0.03, 0.01, -0.02, 0.015];
+        let fixed = corrected_pose(&pose, &c, norm.scale);
+        for (x, y) in [(3.5, 7.5), (60.0, 40.0)] {
+            let (o, d, _) = crate::data::camera_ray(&norm, &cam, &pose, x, y);
+            let mut rays = Rays {
+                o: vec![o],
+                d: vec![d],
+                ..Default::default()
+            };
+            apply_camera_corrections(&c, &[0], &mut rays);
+            let (o2, d2, _) = crate::data::camera_ray(&norm, &cam, &fixed, x, y);
+            for a in 0..3 {
+                assert!(
+                    (rays.o[0][a] - o2[a]).abs() < 1e-5,
+                    "{:?} {o2:?}",
+                    rays.o[0]
+                );
+                assert!(
+                    (rays.d[0][a] - d2[a]).abs() < 1e-5,
+                    "{:?} {d2:?}",
+                    rays.d[0]
+                );
+            }
+        }
     }
 
     #[test]
