@@ -108,6 +108,47 @@ pub fn contract_scale(x: [f32; 3]) -> f32 {
     det.cbrt()
 }
 
+/// `J^T v` for the Jacobian `J` of [`contract`] at `x` (`J` is symmetric): inside the unit ball
+/// `v`; outside, with `m = |x|` and `u = x / m`,
+/// `J = (2 - 1/m)/m (I - u u^T) + u u^T / m^2`.
+pub fn contract_vjp(x: [f32; 3], v: [f32; 3]) -> [f32; 3] {
+    let m2 = x[0] * x[0] + x[1] * x[1] + x[2] * x[2];
+    if m2 <= 1.0 {
+        return v;
+    }
+    let m = m2.sqrt();
+    let u = [x[0] / m, x[1] / m, x[2] / m];
+    let uv = u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
+    let tang = (2.0 - 1.0 / m) / m;
+    let rad = 1.0 / m2;
+    [
+        tang * (v[0] - uv * u[0]) + rad * uv * u[0],
+        tang * (v[1] - uv * u[1]) + rad * uv * u[1],
+        tang * (v[2] - uv * u[2]) + rad * uv * u[2],
+    ]
+}
+
+/// Rotation matrix `Exp(omega)` of a rotation vector (Rodrigues), row-major.
+pub fn exp_so3(w: [f32; 3]) -> [[f32; 3]; 3] {
+    let th2 = w[0] * w[0] + w[1] * w[1] + w[2] * w[2];
+    // sin(t)/t and (1 - cos t)/t^2, by their series near 0.
+    let (a, b) = if th2 < 1e-8 {
+        (1.0 - th2 / 6.0, 0.5 - th2 / 24.0)
+    } else {
+        let th = th2.sqrt();
+        (th.sin() / th, (1.0 - th.cos()) / th2)
+    };
+    let k = [[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]];
+    let mut r = [[0f32; 3]; 3];
+    for i in 0..3 {
+        for j in 0..3 {
+            let kk: f32 = (0..3).map(|l| k[i][l] * k[l][j]).sum();
+            r[i][j] = if i == j { 1.0 } else { 0.0 } + a * k[i][j] + b * kk;
+        }
+    }
+    r
+}
+
 /// Contracted point to hash-grid coordinates in `[0,1]^3`.
 pub fn to_grid(y: [f32; 3]) -> [f32; 3] {
     [
@@ -171,6 +212,41 @@ mod tests {
             contract_scale(x),
             det.cbrt()
         );
+    }
+
+    #[test]
+    fn contraction_vjp_and_rotation() {
+        // J^T v against central differences of <v, contract(x)>, inside and outside the ball.
+        for x in [[0.3f32, -0.2, 0.5], [1.5, -2.0, 0.7], [0.0, 4.0, -1.0]] {
+            let v = [0.3f32, -0.7, 0.45];
+            let g = contract_vjp(x, v);
+            let f = |y: [f32; 3]| {
+                let c = contract(y);
+                (c[0] * v[0] + c[1] * v[1] + c[2] * v[2]) as f64
+            };
+            for a in 0..3 {
+                let h = 1e-3;
+                let (mut xp, mut xm) = (x, x);
+                xp[a] += h;
+                xm[a] -= h;
+                let fd = (f(xp) - f(xm)) / (2.0 * h as f64);
+                assert!(
+                    (fd - g[a] as f64).abs() < 1e-3,
+                    "{x:?} {a}: {} vs {fd}",
+                    g[a]
+                );
+            }
+        }
+        // Exp: a quarter turn about z maps x to y; orthonormal for a generic vector.
+        let r = exp_so3([0.0, 0.0, std::f32::consts::FRAC_PI_2]);
+        assert!((r[1][0] - 1.0).abs() < 1e-6 && r[0][0].abs() < 1e-6);
+        let r = exp_so3([0.1, -0.2, 0.05]);
+        for i in 0..3 {
+            for j in 0..3 {
+                let d: f32 = (0..3).map(|k| r[i][k] * r[j][k]).sum();
+                assert!((d - if i == j { 1.0 } else { 0.0 }).abs() < 1e-6);
+            }
+        }
     }
 
     #[test]

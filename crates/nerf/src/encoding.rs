@@ -23,6 +23,20 @@ pub fn dir_encoding(d: [f32; 3], out: &mut [f32]) {
     }
 }
 
+/// `(d enc / d d)^T g` of [`dir_encoding`] (`g`: the 27 encoding gradients).
+pub fn dir_encoding_vjp(d: [f32; 3], g: &[f32]) -> [f32; 3] {
+    let mut out = [g[0], g[1], g[2]];
+    let mut k = 3;
+    for l in 0..4 {
+        let f = (1u32 << l) as f32;
+        for a in 0..3 {
+            out[a] += g[k] * f * (f * d[a]).cos() - g[k + 12] * f * (f * d[a]).sin();
+            k += 1;
+        }
+    }
+    out
+}
+
 /// Block-NeRF exposure conditioning: the sinusoidal encoding `gamma_4` of the exposure value
 /// (4 frequencies) plus the value itself, `[ev/4, sin(2^l pi ev / 8), cos(2^l pi ev / 8)]`,
 /// `l = 0..3`. The `ev / 8` scaling keeps +-4 stops inside one period of the lowest frequency.

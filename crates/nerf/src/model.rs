@@ -10,9 +10,10 @@ use crate::coord;
 use crate::encoding::{self, DIR_DIM, EXPOSURE_DIM};
 use crate::kernels::mlp::CHUNK_ROWS;
 use crate::kernels::{
-    HashGridConfig, MlpCache, MlpConfig, MlpInput, hash_encode_backward, hash_encode_forward,
-    mlp_backward, mlp_backward_grouped, mlp_forward_grouped_inference, mlp_forward_grouped_into,
-    mlp_forward_inference, mlp_forward_into,
+    HashGridConfig, MlpCache, MlpConfig, MlpInput, hash_encode_backward,
+    hash_encode_backward_positions, hash_encode_forward, mlp_backward, mlp_backward_grouped,
+    mlp_forward_grouped_inference, mlp_forward_grouped_into, mlp_forward_inference,
+    mlp_forward_into,
 };
 use crate::render;
 use crate::stepfun;
@@ -42,6 +43,9 @@ pub struct ModelConfig {
     pub glo_dim: usize,
     pub num_latents: usize,
     pub exposure: bool,
+    /// Per training photo camera correction (`cam_opt`, 6 floats each; see [`Model::idx_cam_opt`]).
+    #[serde(default)]
+    pub pose_refine: bool,
 }
 
 impl ModelConfig {
@@ -75,6 +79,7 @@ impl ModelConfig {
             glo_dim: cfg.glo_dim,
             num_latents,
             exposure: cfg.exposure_conditioning,
+            pose_refine: cfg.pose_lr > 0.0 && cfg.backbone == Backbone::HashGrid,
         }
     }
     pub(crate) fn prop_mlp(&self, k: usize) -> MlpConfig {
@@ -106,7 +111,10 @@ impl ModelConfig {
 }
 
 /// Parameters: flat buffers. Index layout: proposal `k` grid `2k`, MLP `2k+1`; then the NeRF grid
-/// (empty for the IPE backbone), density MLP, colour MLP, GLO table `[num_latents * glo_dim]`.
+/// (empty for the IPE backbone), density MLP, colour MLP, GLO table `[num_latents * glo_dim]`, and
+/// with `pose_refine` the camera corrections `cam_opt` `[num_latents * 6]`: per training photo a
+/// translation `tau` and a rotation vector `omega` in the norm frame, applied to its rays as
+/// `o' = o + tau`, `d' = Exp(omega) d` (a rotation about the camera centre).
 #[derive(Debug, Clone)]
 pub struct Model {
     pub cfg: ModelConfig,
@@ -137,6 +145,10 @@ impl Model {
         params.push(cfg.color_mlp().init_params(seed + 3));
         names.push("glo".into());
         params.push(vec![0.0; cfg.num_latents * cfg.glo_dim]);
+        if cfg.pose_refine {
+            names.push("cam_opt".into());
+            params.push(vec![0.0; cfg.num_latents * 6]);
+        }
         Model {
             cfg,
             names,
@@ -152,6 +164,10 @@ impl Model {
     }
     pub fn idx_glo(&self) -> usize {
         2 * self.nprop() + 3
+    }
+    /// Index of the camera corrections `cam_opt` (with `pose_refine`).
+    pub fn idx_cam_opt(&self) -> Option<usize> {
+        self.cfg.pose_refine.then(|| 2 * self.nprop() + 4)
     }
     /// Zeroed gradient buffers of the same shapes.
     pub fn zeros_like(&self) -> Vec<Vec<f32>> {
@@ -197,6 +213,15 @@ impl Rays {
     pub fn is_empty(&self) -> bool {
         self.o.is_empty()
     }
+}
+
+/// Gradients of the loss with respect to each ray's origin and unit direction (norm frame), for
+/// camera-pose refinement. Through the NeRF level's density and colour (the proposals' resampling is
+/// a stop-gradient, as for every parameter) and the direction encoding.
+#[derive(Debug, Clone, Default)]
+pub struct RayGrads {
+    pub o: Vec<[f32; 3]>,
+    pub d: Vec<[f32; 3]>,
 }
 
 /// How samples are placed: random jitter and annealing when training.
@@ -566,6 +591,45 @@ impl Model {
     }
 }
 
+/// Per-ray origin and direction gradients from the NeRF level's sample-position gradients `d_pos`
+/// (grid units, `[S * 3]`) and the colour head's per-ray input gradients `d_ray` (rows of `rw`, the
+/// direction encoding first).
+fn ray_gradients(
+    rays: &Rays,
+    lvl: &Level,
+    d_pos: &[f32],
+    d_ray: &[f32],
+    rw: usize,
+    out: &mut RayGrads,
+) {
+    let n = lvl.n;
+    let r_count = rays.len();
+    out.o.resize(r_count, [0.0; 3]);
+    out.d.resize(r_count, [0.0; 3]);
+    out.o
+        .par_iter_mut()
+        .zip(out.d.par_iter_mut())
+        .enumerate()
+        .for_each(|(i, (go, gd))| {
+            let (o, d) = (rays.o[i], rays.d[i]);
+            let t = &lvl.t[i * (n + 1)..(i + 1) * (n + 1)];
+            let (mut so, mut sd) = ([0f32; 3], [0f32; 3]);
+            for j in 0..n {
+                let tm = 0.5 * (t[j] + t[j + 1]);
+                let x = [o[0] + d[0] * tm, o[1] + d[1] * tm, o[2] + d[2] * tm];
+                let gp = &d_pos[3 * (i * n + j)..3 * (i * n + j) + 3];
+                let gx = coord::contract_vjp(x, [0.25 * gp[0], 0.25 * gp[1], 0.25 * gp[2]]);
+                for a in 0..3 {
+                    so[a] += gx[a];
+                    sd[a] += tm * gx[a];
+                }
+            }
+            let ge = encoding::dir_encoding_vjp(d, &d_ray[i * rw..i * rw + DIR_DIM]);
+            *go = so;
+            *gd = [sd[0] + ge[0], sd[1] + ge[1], sd[2] + ge[2]];
+        });
+}
+
 /// Weights of the regularisers.
 #[derive(Debug, Clone, Copy)]
 pub struct LossWeights {
@@ -602,6 +666,25 @@ impl Model {
         lw: &LossWeights,
         grads: &mut [Vec<f32>],
         d_latent: Option<&mut [f32]>,
+    ) -> Losses {
+        self.backward_with_rays(rays, fwd, target, lw, grads, d_latent, None)
+    }
+
+    /// [`Model::backward`] that also writes the per-ray origin and direction gradients into
+    /// `d_rays` when given (hash-grid backbone; left empty for the IPE backbone). A sample at
+    /// `x = o + t d` (bin midpoint `t`) enters the grid at `(contract(x) + 2) / 4`, so
+    /// `dL/dx = J_contract(x)^T dL/dgrid / 4` ([`kernels::hash_encode_backward_positions`] for
+    /// `dL/dgrid`), `dL/do = sum dL/dx`, `dL/dd = sum t dL/dx` plus the direction encoding's part.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_with_rays(
+        &self,
+        rays: &Rays,
+        fwd: &Forward,
+        target: &[[f32; 3]],
+        lw: &LossWeights,
+        grads: &mut [Vec<f32>],
+        d_latent: Option<&mut [f32]>,
+        d_rays: Option<&mut RayGrads>,
     ) -> Losses {
         let r_count = rays.len();
         let nprop = self.nprop();
@@ -712,6 +795,18 @@ impl Model {
                     &d_enc,
                     &mut grads[gidx],
                 );
+                if let Some(dr) = d_rays {
+                    let mut d_pos = vec![0.0f32; nl.pos.len()];
+                    hash_encode_backward_positions(
+                        &self.cfg.nerf_grid,
+                        &self.params[gidx],
+                        &nl.pos,
+                        Some(&nl.fsig),
+                        &d_enc,
+                        &mut d_pos,
+                    );
+                    ray_gradients(rays, nl, &d_pos, &d_ray, rw, dr);
+                }
             }
             Backbone::IpeMlp => {
                 mlp_backward(
@@ -946,5 +1041,114 @@ mod tests {
                 "{backbone}: data loss {first} -> {last}"
             );
         }
+    }
+
+    /// The ray gradients (for camera-pose refinement) against central differences of the loss when
+    /// every ray's origin (direction) is moved by `h e`: with constant proposal densities (so the
+    /// resampling does not move), point samples (`r = 0`) and no interlevel loss, the loss depends on
+    /// the rays only through what `backward_with_rays` differentiates.
+    #[test]
+    fn ray_gradients_match_finite_differences() {
+        let tc = flythrough_core::config::TrainConfig {
+            prop_samples: vec![16, 16],
+            nerf_samples: 24,
+            hash_levels: 6,
+            hash_table_log2: 14,
+            hash_max_res: 64,
+            mlp_width: 32,
+            glo_dim: 2,
+            ..Default::default()
+        };
+        let mut model = Model::new(ModelConfig::from_train(&tc, 1), 0.1, 4);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        let r = 512;
+        let mut rays = Rays::default();
+        let mut target = Vec::new();
+        for _ in 0..r {
+            let v: [f32; 3] = std::array::from_fn(|_| rng.random_range(-1.0f32..1.0));
+            let l = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+            let d = [v[0] / l, v[1] / l, v[2] / l];
+            rays.o
+                .push(std::array::from_fn(|_| rng.random_range(-0.3f32..0.3)));
+            rays.d.push(d);
+            rays.r.push(0.0);
+            rays.ev.push(0.0);
+            rays.latent.extend([0.1, -0.2]);
+            target.push([0.5 + 0.4 * d[0], 0.5 + 0.4 * d[1], 0.3 + 0.3 * d[2]]);
+        }
+        // A field with structure: random grid features larger than the init.
+        let g = model.idx_grid();
+        for v in model.params[g].iter_mut() {
+            *v = rng.random_range(-0.5f32..0.5);
+        }
+        // Constant proposal densities: zero proposal MLPs.
+        for k in 0..2 {
+            model.params[2 * k + 1].iter_mut().for_each(|v| *v = 0.0);
+        }
+        let lw = LossWeights {
+            distortion: 0.01,
+            interlevel: 0.0,
+        };
+        let mode = SampleMode {
+            jitter: None,
+            train_frac: 1.0,
+        };
+        let loss = |rays: &Rays| {
+            let fwd = model.forward(rays, &mode, true);
+            let mut grads = model.zeros_like();
+            model
+                .backward(rays, &fwd, &target, &lw, &mut grads, None)
+                .total(&lw)
+        };
+        let fwd = model.forward(&rays, &mode, true);
+        let mut grads = model.zeros_like();
+        let mut dr = RayGrads::default();
+        model.backward_with_rays(&rays, &fwd, &target, &lw, &mut grads, None, Some(&mut dr));
+        // Move every ray along its own gradient (the stacked gradient's direction, step norm h):
+        // the directional derivative is the stacked gradient's norm, a sum without cancellation.
+        let h: f32 = 1e-3;
+        let tangent = |g: &[f32; 3], d: &[f32; 3]| {
+            let gd = g[0] * d[0] + g[1] * d[1] + g[2] * d[2];
+            [g[0] - gd * d[0], g[1] - gd * d[1], g[2] - gd * d[2]]
+        };
+        let norm = |v: &[[f32; 3]]| {
+            v.iter()
+                .map(|g| (g[0] * g[0] + g[1] * g[1] + g[2] * g[2]) as f64)
+                .sum::<f64>()
+                .sqrt()
+        };
+        let go_norm = norm(&dr.o);
+        let shift = |s: f32| {
+            let mut q = rays.clone();
+            for (o, g) in q.o.iter_mut().zip(&dr.o) {
+                (0..3).for_each(|a| o[a] += s * g[a] / go_norm as f32);
+            }
+            q
+        };
+        let fd = (loss(&shift(h)) - loss(&shift(-h))) / (2.0 * h as f64);
+        assert!(
+            (fd / go_norm - 1.0).abs() < 0.03,
+            "origins: |dL/do| {go_norm} vs differences {fd}"
+        );
+        let gt: Vec<[f32; 3]> =
+            dr.d.iter()
+                .zip(&rays.d)
+                .map(|(g, d)| tangent(g, d))
+                .collect();
+        let gd_norm = norm(&gt);
+        let turn = |s: f32| {
+            let mut q = rays.clone();
+            for (d, g) in q.d.iter_mut().zip(&gt) {
+                let v: [f32; 3] = std::array::from_fn(|a| d[a] + s * g[a] / gd_norm as f32);
+                let l = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+                *d = [v[0] / l, v[1] / l, v[2] / l];
+            }
+            q
+        };
+        let fd = (loss(&turn(h)) - loss(&turn(-h))) / (2.0 * h as f64);
+        assert!(
+            (fd / gd_norm - 1.0).abs() < 0.03,
+            "directions: |dL/dd| {gd_norm} vs differences {fd}"
+        );
     }
 }

@@ -6,7 +6,7 @@ use crate::checkpoint::{self, CheckpointMeta};
 use crate::data::Dataset;
 use crate::kernels::{Adam, AdamConfig, clip_scale, global_grad_norm};
 use crate::metrics;
-use crate::model::{LossWeights, Losses, Model, ModelConfig, SampleMode};
+use crate::model::{LossWeights, Losses, Model, ModelConfig, RayGrads, Rays, SampleMode};
 use crate::render::psnr;
 use crate::renderer::render_photo_rays;
 use flythrough_core::config::TrainConfig;
@@ -40,6 +40,46 @@ pub fn learning_rate(cfg: &TrainConfig, step: usize, progress: f64) -> f64 {
     lr * delay
 }
 
+/// The camera corrections' rate: [`learning_rate`]'s schedule from `pose_lr`, decaying by the same
+/// factor as the model's (`lr_final / lr_init`).
+pub fn pose_learning_rate(cfg: &TrainConfig, step: usize, progress: f64) -> f64 {
+    learning_rate(cfg, step, progress) * cfg.pose_lr / cfg.lr_init
+}
+
+/// Apply each ray's camera correction (`cam_opt` row `idx[i]`: `tau`, `omega`, norm frame):
+/// `o' = o + tau`, `d' = Exp(omega) d` (rotation about the camera centre; nerfacto's SO3xR3).
+pub fn apply_camera_corrections(cam_opt: &[f32], idx: &[usize], rays: &mut Rays) {
+    let rots: Vec<[[f32; 3]; 3]> = cam_opt
+        .chunks_exact(6)
+        .map(|c| crate::coord::exp_so3([c[3], c[4], c[5]]))
+        .collect();
+    for (i, &k) in idx.iter().enumerate() {
+        let c = &cam_opt[6 * k..6 * k + 6];
+        let (o, d) = (&mut rays.o[i], &mut rays.d[i]);
+        for a in 0..3 {
+            o[a] += c[a];
+        }
+        let r = &rots[k];
+        *d = std::array::from_fn(|a| r[a][0] * d[0] + r[a][1] * d[1] + r[a][2] * d[2]);
+    }
+}
+
+/// Add the rays' gradients to their cameras' correction gradients: `dL/dtau = sum dL/do`, and for
+/// the rotation the left-perturbation gradient `dL/domega = sum d' x dL/dd'` (exact at
+/// `omega = 0`; the corrections stay small).
+pub fn camera_correction_grads(rays: &Rays, idx: &[usize], dr: &RayGrads, g: &mut [f32]) {
+    for (i, &k) in idx.iter().enumerate() {
+        let (go, gd, d) = (dr.o[i], dr.d[i], rays.d[i]);
+        let c = &mut g[6 * k..6 * k + 6];
+        for a in 0..3 {
+            c[a] += go[a];
+        }
+        c[3] += d[1] * gd[2] - d[2] * gd[1];
+        c[4] += d[2] * gd[0] - d[0] * gd[2];
+        c[5] += d[0] * gd[1] - d[1] * gd[0];
+    }
+}
+
 #[cfg(feature = "test-hooks")]
 thread_local! {
     /// Test hook (feature `test-hooks`, tests only) that simulates a kill: when non-zero, training on
@@ -62,6 +102,80 @@ pub struct MetricLine {
     pub grad_norm: f64,
     pub samples_per_s: f64,
     pub rays_per_s: f64,
+    /// With pose refinement: mean camera correction, translation (norm units) and rotation (deg).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pose_t: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pose_r_deg: Option<f64>,
+}
+
+/// Remove the corrections' common part (their mean translation and rotation vector): a shift or
+/// turn shared by every camera is a gauge freedom that moves the whole scene (the held-out and
+/// render cameras, which get no correction, would then be off by it).
+pub fn remove_common_correction(cam_opt: &mut [f32]) {
+    let n = (cam_opt.len() / 6).max(1) as f32;
+    let mut mean = [0f32; 6];
+    for c in cam_opt.chunks_exact(6) {
+        for k in 0..6 {
+            mean[k] += c[k] / n;
+        }
+    }
+    for c in cam_opt.chunks_exact_mut(6) {
+        for k in 0..6 {
+            c[k] -= mean[k];
+        }
+    }
+}
+
+/// The camera correction a photo without its own (held out) gets: the linear interpolation, by
+/// position in name (capture) order, of the corrections of the nearest training photos before and
+/// after it (the one neighbour at either end). Pose errors of a walk drift smoothly along it.
+pub fn interpolated_correction(ds: &Dataset, cam_opt: &[f32], p: usize) -> [f32; 6] {
+    let before = (0..p)
+        .rev()
+        .find_map(|i| ds.photos[i].latent.map(|k| (i, k)));
+    let after = (p + 1..ds.photos.len()).find_map(|i| ds.photos[i].latent.map(|k| (i, k)));
+    let row = |k: usize| -> [f32; 6] { std::array::from_fn(|j| cam_opt[6 * k + j]) };
+    match (before, after) {
+        (Some((i, a)), Some((j, b))) => {
+            let w = (p - i) as f32 / (j - i) as f32;
+            let (ra, rb) = (row(a), row(b));
+            std::array::from_fn(|q| (1.0 - w) * ra[q] + w * rb[q])
+        }
+        (Some((_, a)), None) => row(a),
+        (None, Some((_, b))) => row(b),
+        (None, None) => [0.0; 6],
+    }
+}
+
+/// The world-to-camera pose whose rays are a camera correction (`tau`, `omega`; norm frame of
+/// scale `scale`) applied to `pose`'s: centre `C + tau / scale`, camera-to-world rotation
+/// `Exp(omega) R_c2w`.
+pub fn corrected_pose(
+    pose: &flythrough_core::Pose,
+    c: &[f32; 6],
+    scale: f64,
+) -> flythrough_core::Pose {
+    let e = crate::coord::exp_so3([c[3], c[4], c[5]]);
+    let e = nalgebra::Matrix3::from_fn(|i, j| e[i][j] as f64);
+    let r_c2w = e * pose.r().transpose();
+    let centre =
+        pose.center() + nalgebra::Vector3::new(c[0] as f64, c[1] as f64, c[2] as f64) / scale;
+    flythrough_core::Pose::from_center_and_axes(centre, &r_c2w)
+}
+
+/// Mean translation (norm units) and rotation (degrees) of the camera corrections `cam_opt`.
+pub fn mean_correction(cam_opt: &[f32]) -> (f64, f64) {
+    let n = (cam_opt.len() / 6).max(1) as f64;
+    let (mut t, mut r) = (0.0, 0.0);
+    for c in cam_opt.chunks_exact(6) {
+        t += (c[0] as f64).hypot(c[1] as f64).hypot(c[2] as f64);
+        r += (c[3] as f64)
+            .hypot(c[4] as f64)
+            .hypot(c[5] as f64)
+            .to_degrees();
+    }
+    (t / n, r / n)
 }
 
 /// What training produced.
@@ -165,8 +279,12 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
         // Per-step RNG: the run is repeatable and a resumed run draws the same batches.
         let mut rng =
             ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step as u64);
-        let (rays, target, idx) =
+        let (mut rays, target, idx) =
             ds.sample_batch(cfg.batch_rays, &mut rng, &model.params[gidx], gd);
+        let cam_idx = model.idx_cam_opt();
+        if let Some(ci) = cam_idx {
+            apply_camera_corrections(&model.params[ci], &idx, &mut rays);
+        }
         let nlev = mcfg.prop_samples.len() + 1;
         let jitter: Vec<Vec<f32>> = (0..nlev)
             .map(|_| (0..rays.len()).map(|_| rng.random::<f32>()).collect())
@@ -177,7 +295,19 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
         };
         model.forward_into(&rays, &mode, true, &mut fwd);
         let mut d_lat = vec![0.0f32; rays.len() * gd];
-        let losses = model.backward(&rays, &fwd, &target, &lw, &mut grads, Some(&mut d_lat));
+        let mut d_rays = RayGrads::default();
+        let losses = model.backward_with_rays(
+            &rays,
+            &fwd,
+            &target,
+            &lw,
+            &mut grads,
+            Some(&mut d_lat),
+            cam_idx.map(|_| &mut d_rays),
+        );
+        if let Some(ci) = cam_idx {
+            camera_correction_grads(&rays, &idx, &d_rays, &mut grads[ci]);
+        }
         if !losses.data.is_finite() {
             return Err(NerfError::Diverged(step));
         }
@@ -195,15 +325,21 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
             (1.0, None)
         };
         let mut sq = 0.0f64;
-        for ((p, g), a) in model
+        let pose_lr = pose_learning_rate(cfg, step, progress);
+        for (b, ((p, g), a)) in model
             .params
             .iter_mut()
             .zip(grads.iter_mut())
             .zip(adams.iter_mut())
+            .enumerate()
         {
             if !p.is_empty() {
-                sq += a.update_and_zero(p, g, lr as f32, scale);
+                let rate = if Some(b) == cam_idx { pose_lr } else { lr };
+                sq += a.update_and_zero(p, g, rate as f32, scale);
             }
+        }
+        if let Some(ci) = cam_idx {
+            remove_common_correction(&mut model.params[ci]);
         }
         let grad_norm = clipped_from.unwrap_or(sq.sqrt());
         meta.step += 1;
@@ -233,6 +369,8 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
                 grad_norm,
                 samples_per_s: rays_done * samples_per_ray as f64 / secs,
                 rays_per_s: rays_done / secs,
+                pose_t: cam_idx.map(|ci| mean_correction(&model.params[ci]).0),
+                pose_r_deg: cam_idx.map(|ci| mean_correction(&model.params[ci]).1),
             };
             pb.set_message(format!("train: loss {:.4} psnr {:.2}", l.loss, l.psnr));
             let _ = writeln!(mfile, "{}", serde_json::to_string(&l).unwrap_or_default());
@@ -292,8 +430,11 @@ pub struct EvalReport {
     pub mean_psnr: f64,
     pub mean_ssim: f64,
     pub render_rays_per_s: f64,
-    /// Wall time of the whole evaluation (latent fitting, rendering, metrics, PNGs).
+    /// Wall time of the whole evaluation (latent fitting, rendering, metrics, PNGs), and of its
+    /// latent fitting and rendering parts.
     pub seconds: f64,
+    pub fit_seconds: f64,
+    pub render_seconds: f64,
     /// Photos left out of training by `skip_blurry`.
     pub skipped_train: Vec<String>,
 }
@@ -388,9 +529,19 @@ pub fn evaluate(
     let scale = eval_scale(opts.downscale, chosen.len(), mean_px, budget);
     let mut photos = Vec::new();
     let mut render_time = 0.0;
+    let mut fit_time = 0.0;
     let mut rays_rendered = 0usize;
     for &p in &chosen {
         let ph = &ds.photos[p];
+        // With pose refinement, the held-out photo gets its neighbours' correction.
+        let pose = match model.idx_cam_opt() {
+            Some(ci) => corrected_pose(
+                &ph.pose,
+                &interpolated_correction(ds, &model.params[ci], p),
+                ds.norm.scale,
+            ),
+            None => ph.pose,
+        };
         let (w, h) = (
             ((ph.img.width() as f64 * scale).floor() as usize).max(1),
             ((ph.img.height() as f64 * scale).floor() as usize).max(1),
@@ -410,6 +561,7 @@ pub fn evaluate(
         drop(gt_img);
         let ev = (ph.ev - meta.ev_mean) as f32;
         let mean = model.mean_latent();
+        let t_fit = Instant::now();
         let latent = if gd > 0 && glo_steps > 0 {
             // Left-half rays, a fixed random subset.
             let mut rng = ChaCha8Rng::seed_from_u64(p as u64);
@@ -418,13 +570,8 @@ pub fn evaluate(
             let mut target = Vec::new();
             for _ in 0..n {
                 let (x, y) = (rng.random_range(0..(w / 2).max(1)), rng.random_range(0..h));
-                let (o, d, r) = crate::data::camera_ray(
-                    &ds.norm,
-                    &cam,
-                    &ph.pose,
-                    x as f64 + 0.5,
-                    y as f64 + 0.5,
-                );
+                let (o, d, r) =
+                    crate::data::camera_ray(&ds.norm, &cam, &pose, x as f64 + 0.5, y as f64 + 0.5);
                 rays.o.push(o);
                 rays.d.push(d);
                 rays.r.push(r);
@@ -437,8 +584,9 @@ pub fn evaluate(
         } else {
             mean.clone()
         };
+        fit_time += t_fit.elapsed().as_secs_f64();
         let t0 = Instant::now();
-        let img = render_photo_rays(model, &ds.norm, &cam, &ph.pose, ev, &latent);
+        let img = render_photo_rays(model, &ds.norm, &cam, &pose, ev, &latent);
         render_time += t0.elapsed().as_secs_f64();
         rays_rendered += w * h;
         let x0 = if gd > 0 && glo_steps > 0 { w / 2 } else { 0 };
@@ -496,6 +644,8 @@ pub fn evaluate(
         render_rays_per_s: rays_rendered as f64 / render_time.max(1e-9),
         photos,
         seconds: t_eval.elapsed().as_secs_f64(),
+        fit_seconds: fit_time,
+        render_seconds: render_time,
         skipped_train: ds.skipped_train.clone(),
     }
 }
@@ -503,6 +653,100 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Camera corrections: applied as o + tau, Exp(omega) d; their gradient from the rays' gradients
+    /// equals central differences of a loss linear in the corrected rays, at omega = 0.
+    #[test]
+    fn camera_correction_gradient_matches_finite_differences() {
+        let mut rays = Rays::default();
+        let idx = vec![0usize, 1, 1, 0, 1];
+        let a: Vec<[f32; 3]> = (0..5).map(|i| [0.3 * i as f32, -0.2, 0.5]).collect();
+        let b: Vec<[f32; 3]> = (0..5).map(|i| [0.1, 0.4 - 0.1 * i as f32, -0.3]).collect();
+        for i in 0..5 {
+            let v = [0.2 + i as f32, -0.5, 1.0];
+            let l = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+            rays.o.push([0.1 * i as f32, 0.0, -0.2]);
+            rays.d.push([v[0] / l, v[1] / l, v[2] / l]);
+        }
+        let loss = |c: &[f32]| -> f64 {
+            let mut q = rays.clone();
+            apply_camera_corrections(c, &idx, &mut q);
+            (0..5)
+                .map(|i| {
+                    (0..3)
+                        .map(|k| a[i][k] * q.o[i][k] + b[i][k] * q.d[i][k])
+                        .sum::<f32>() as f64
+                })
+                .sum()
+        };
+        let dr = RayGrads {
+            o: a.clone(),
+            d: b.clone(),
+        };
+        let mut g = vec![0.0f32; 12];
+        camera_correction_grads(&rays, &idx, &dr, &mut g);
+        for j in 0..12 {
+            let h = 1e-3f32;
+            let (mut cp, mut cm) = (vec![0.0f32; 12], vec![0.0f32; 12]);
+            cp[j] = h;
+            cm[j] = -h;
+            let fd = (loss(&cp) - loss(&cm)) / (2.0 * h as f64);
+            assert!((fd - g[j] as f64).abs() < 1e-3, "{j}: {} vs {fd}", g[j]);
+        }
+        // A quarter turn about z rotates x to y; tau shifts the origin.
+        let mut q = Rays::default();
+        q.o.push([1.0, 2.0, 3.0]);
+        q.d.push([1.0, 0.0, 0.0]);
+        apply_camera_corrections(
+            &[0.5, 0.0, 0.0, 0.0, 0.0, std::f32::consts::FRAC_PI_2],
+            &[0],
+            &mut q,
+        );
+        assert_eq!(q.o[0], [1.5, 2.0, 3.0]);
+        assert!((q.d[0][1] - 1.0).abs() < 1e-6 && q.d[0][0].abs() < 1e-6);
+    }
+
+    /// A corrected pose's rays are the corrected rays of the original pose.
+    #[test]
+    fn corrected_pose_reproduces_corrected_rays() {
+        use flythrough_core::{Camera, CameraModel, Pose};
+        use nalgebra::Vector3;
+        let norm = crate::coord::SceneNorm {
+            center: [1.0, -2.0, 0.5],
+            scale: 0.4,
+            near: 0.1,
+        };
+        let cam = Camera::new(1, CameraModel::Pinhole, 64, 48, 50.0);
+        let pose = Pose::look_at(
+            Vector3::new(2.0, 1.0, -1.0),
+            Vector3::new(0.0, 0.5, 3.0),
+            -Vector3::y(),
+        );
+        let c = [0.02f32, -0.01, 0.03, 0.01, -0.02, 0.015];
+        let fixed = corrected_pose(&pose, &c, norm.scale);
+        for (x, y) in [(3.5, 7.5), (60.0, 40.0)] {
+            let (o, d, _) = crate::data::camera_ray(&norm, &cam, &pose, x, y);
+            let mut rays = Rays {
+                o: vec![o],
+                d: vec![d],
+                ..Default::default()
+            };
+            apply_camera_corrections(&c, &[0], &mut rays);
+            let (o2, d2, _) = crate::data::camera_ray(&norm, &cam, &fixed, x, y);
+            for a in 0..3 {
+                assert!(
+                    (rays.o[0][a] - o2[a]).abs() < 1e-5,
+                    "{:?} {o2:?}",
+                    rays.o[0]
+                );
+                assert!(
+                    (rays.d[0][a] - d2[a]).abs() < 1e-5,
+                    "{:?} {d2:?}",
+                    rays.d[0]
+                );
+            }
+        }
+    }
 
     #[test]
     fn evaluation_selection_is_spread_and_within_budget() {

@@ -47,6 +47,7 @@ pub struct TrainConfig {
     pub train_max_side: u32,
     pub skip_blurry: bool,
     pub eval_max_photos: usize,
+    pub pose_lr: f64,
 }
 
 impl Default for TrainConfig {
@@ -82,6 +83,7 @@ impl Default for TrainConfig {
             train_max_side: 1600,
             skip_blurry: false,
             eval_max_photos: 8,
+            pose_lr: 0.0,
         }
     }
 }
@@ -197,6 +199,10 @@ pub(super) const DOCS: &[KeyDoc] = &[
     (
         "eval_max_photos",
         "Score at most this many held-out photos, spread evenly over them (0 = all).",
+    ),
+    (
+        "pose_lr",
+        "Camera pose refinement during training (nerfacto-style SE(3) correction per training photo):\nits Adam learning rate, decayed like the model's (0 = off).",
     ),
 ];
 
@@ -323,6 +329,12 @@ impl TrainConfig {
             "metrics_every",
             self.metrics_every,
             "must be at least 1",
+        )?;
+        ensure(
+            (0.0..=0.1).contains(&self.pose_lr),
+            "pose_lr",
+            self.pose_lr,
+            "must be in [0, 0.1] (0 = off)",
         )?;
         ensure(
             self.eval_downscale <= 64,

@@ -35,10 +35,14 @@
 //! frustum; here the caller passes one `sigma` per sample and may average several samples itself.)
 //!
 //! # Backward
-//! Only `d params` is computed: positions come from rays and are not learned, so no gradient w.r.t.
-//! positions or sigma is produced. The scatter-add runs **in parallel over levels**: each rayon task
-//! owns whole levels of the gradient table, so there are no write conflicts and no atomics
-//! (measured fastest in `shared/research/cpu-throughput.md`).
+//! [`hash_encode_backward`] computes `d params`. The scatter-add runs **in parallel over levels**:
+//! each rayon task owns whole levels of the gradient table, so there are no write conflicts and no
+//! atomics (measured fastest in `shared/research/cpu-throughput.md`).
+//! [`hash_encode_backward_positions`] computes `d positions` (for camera-pose refinement, where rays
+//! and so sample positions depend on learned parameters): per sample and level,
+//! `d out_f / d x_a = w_l N_l sum_c (d_a ? 1 : -1) prod_{b != a} (d_b ? t_b : 1 - t_b) table[c][f]`
+//! (the derivative of the trilinear weights; 0 on an axis where the position is clamped). The level
+//! weight `w_l` is held constant (no gradient through sigma), as for the parameters.
 
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -485,6 +489,69 @@ fn level_backward<const F: usize>(
     }
 }
 
+/// `d_pos = (d out / d positions)^T d_out` (`[N * 3]`, overwritten): the gradient of
+/// `<d_out, encode(positions)>` with respect to the positions, the level weights held constant.
+///
+/// Parallel over blocks of samples (each sample gathers its corners on every level: no write
+/// conflicts). Used only for the samples whose rays carry a learned camera correction.
+pub fn hash_encode_backward_positions(
+    cfg: &HashGridConfig,
+    params: &[f32],
+    positions: &[f32],
+    sigma: Option<&[f32]>,
+    d_out: &[f32],
+    d_pos: &mut [f32],
+) {
+    let n = check_lengths(cfg, params.len(), positions, sigma);
+    let (nl, nf) = (cfg.levels, cfg.features_per_level);
+    assert_eq!(d_out.len(), n * nl * nf, "hash grid: d_out length");
+    assert_eq!(d_pos.len(), n * 3, "hash grid: d_pos length must be 3 N");
+    let infos = cfg.level_infos();
+    let t = cfg.table_size();
+    let mask = (t - 1) as u32;
+    d_pos
+        .par_chunks_mut(3 * 256)
+        .enumerate()
+        .for_each(|(blk, dp)| {
+            for (j, dpj) in dp.chunks_exact_mut(3).enumerate() {
+                let s = blk * 256 + j;
+                let p = &positions[3 * s..3 * s + 3];
+                let mut g = [0f32; 3];
+                for (l, &info) in infos.iter().enumerate() {
+                    let go = &d_out[s * nl * nf + l * nf..s * nl * nf + (l + 1) * nf];
+                    if go.iter().all(|&v| v == 0.0) {
+                        continue;
+                    }
+                    let res = info.resolution as f32;
+                    let lw = match sigma {
+                        Some(sg) => level_weight(sg[s], res),
+                        None => 1.0,
+                    };
+                    let (idx, _) = corners(info, mask, p);
+                    let mut tt = [0f32; 3];
+                    let mut inside = [0f32; 3];
+                    for a in 0..3 {
+                        let x = p[a].clamp(0.0, 1.0) * res;
+                        tt[a] = x - (x as u32).min(info.resolution - 1) as f32;
+                        inside[a] = if p[a] > 0.0 && p[a] < 1.0 { 1.0 } else { 0.0 };
+                    }
+                    let table = &params[l * t * nf..(l + 1) * t * nf];
+                    for c in 0..8usize {
+                        let e = idx[c] as usize * nf;
+                        let dot: f32 = (0..nf).map(|f| go[f] * table[e + f]).sum();
+                        let d = [c & 1, (c >> 1) & 1, (c >> 2) & 1];
+                        let w1 = |b: usize| if d[b] == 1 { tt[b] } else { 1.0 - tt[b] };
+                        let sg = |b: usize| if d[b] == 1 { 1.0 } else { -1.0 };
+                        g[0] += dot * sg(0) * w1(1) * w1(2) * lw * res * inside[0];
+                        g[1] += dot * sg(1) * w1(0) * w1(2) * lw * res * inside[1];
+                        g[2] += dot * sg(2) * w1(0) * w1(1) * lw * res * inside[2];
+                    }
+                }
+                dpj.copy_from_slice(&g);
+            }
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,6 +793,64 @@ mod tests {
         hash_encode_backward(&cfg, &pos, Some(&sigma), &g, &mut dp);
         let rhs2: f64 = dp.iter().zip(&p).map(|(a, b)| *a as f64 * *b as f64).sum();
         assert!((rhs2 - 2.0 * rhs).abs() < 1e-4 * rhs.abs().max(1.0));
+    }
+
+    /// The position gradient equals central differences of `<d_out, reference(p)>` (the f64
+    /// reference encoder), on dense and hashed levels, with footprints, away from cell faces (where
+    /// the encoding is only piecewise differentiable); 0 on a clamped axis.
+    #[test]
+    fn position_gradient_matches_finite_differences() {
+        let cfg = small_cfg();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let n = 300;
+        let mut pos: Vec<f32> = (0..n * 3)
+            .map(|_| rng.random_range(0.02f32..0.98))
+            .collect();
+        pos[0] = -0.2; // clamped x of sample 0
+        let sigma: Vec<f32> = (0..n).map(|_| rng.random_range(0.0f32..0.03)).collect();
+        let p: Vec<f32> = (0..cfg.num_params())
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let g: Vec<f32> = (0..n * cfg.output_dim())
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let mut dpos = vec![f32::NAN; n * 3];
+        hash_encode_backward_positions(&cfg, &p, &pos, Some(&sigma), &g, &mut dpos);
+        assert_eq!(dpos[0], 0.0);
+        let infos = cfg.level_infos();
+        let h = 1e-4f32;
+        let mut checked = 0;
+        for s in 1..n {
+            // Skip samples within h of a cell face on any level.
+            let near_face = infos.iter().any(|i| {
+                (0..3).any(|a| {
+                    let x = pos[3 * s + a] as f64 * i.resolution as f64;
+                    (x - x.round()).abs() < 2.0 * h as f64 * i.resolution as f64
+                })
+            });
+            if near_face {
+                continue;
+            }
+            let ps = &pos[3 * s..3 * s + 3];
+            let gs = &g[s * cfg.output_dim()..(s + 1) * cfg.output_dim()];
+            let f = |q: &[f32]| -> f64 {
+                let o = reference(&cfg, &p, q, Some(&sigma[s..s + 1]));
+                o.iter().zip(gs).map(|(a, b)| a * *b as f64).sum()
+            };
+            for a in 0..3 {
+                let (mut qp, mut qm) = (ps.to_vec(), ps.to_vec());
+                qp[a] += h;
+                qm[a] -= h;
+                let fd = (f(&qp) - f(&qm)) / (qp[a] as f64 - qm[a] as f64);
+                let an = dpos[3 * s + a] as f64;
+                assert!(
+                    (fd - an).abs() < 2e-3 * fd.abs().max(1.0),
+                    "sample {s} axis {a}: {an} vs {fd}"
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked > 50, "{checked}");
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub mod ops;
 
 pub use adam::{Adam, AdamConfig, clip_grad_norm, clip_scale, global_grad_norm, grad_sq_norm};
 pub use hashgrid::{
-    HashGridConfig, LevelInfo, hash_encode_backward, hash_encode_forward, level_weight,
+    HashGridConfig, LevelInfo, hash_encode_backward, hash_encode_backward_positions,
+    hash_encode_forward, level_weight,
 };
 pub use mlp::{
     MlpCache, MlpConfig, MlpInput, mlp_backward, mlp_backward_grouped, mlp_forward,
