@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod coord;
 pub mod data;
 pub mod encoding;
+pub mod gpu;
 pub mod graph;
 pub mod kernels;
 pub mod metrics;
@@ -53,6 +54,8 @@ pub enum NerfError {
         "train: the loss became NaN/inf at step {0}; lower [train] lr_init or set grad_max_norm"
     )]
     Diverged(usize),
+    #[error("GPU: {0}")]
+    Gpu(String),
 }
 
 /// The train stage: read poses from `sfm_dir/sparse`, photos from `images`, exposures from
