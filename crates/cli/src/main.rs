@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use flythrough::pipeline::{self, PipelineError, RunOptions};
 use flythrough_core::Stage;
+use flythrough_core::config::Device;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,6 +35,10 @@ enum Command {
         /// Redo this stage and every later one, even if up to date.
         #[arg(long, value_name = "STAGE")]
         force: Option<Stage>,
+        /// Where the NeRF trains and renders: auto (a hardware GPU if there is one), cpu or gpu
+        /// (any GPU adapter, software ones included). Overrides [train] device and [render] device.
+        #[arg(long, value_name = "DEVICE")]
+        device: Option<Device>,
     },
     /// Run several venues, one process per venue; exits 1 if any venue failed.
     Batch {
@@ -61,6 +66,9 @@ enum Command {
         /// Where to put the venue and its run folder.
         #[arg(long, default_value = "demo")]
         out: PathBuf,
+        /// Where the NeRF trains and renders (auto, cpu, gpu), as for `run`.
+        #[arg(long, value_name = "DEVICE")]
+        device: Option<Device>,
     },
     /// Compare an estimated COLMAP model with ground truth; prints JSON (registered fraction, pair AUC
     /// at 1/2/5/10°, camera-centre error after a similarity alignment, focal error).
@@ -149,7 +157,16 @@ fn main() -> ExitCode {
             out,
             until,
             force,
-        } => match pipeline::run_venue(&config, &RunOptions { out, until, force }) {
+            device,
+        } => match pipeline::run_venue(
+            &config,
+            &RunOptions {
+                out,
+                until,
+                force,
+                device,
+            },
+        ) {
             Ok(report) => {
                 println!("run folder: {}", report.run_dir.display());
                 ExitCode::SUCCESS
@@ -212,7 +229,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(PipelineError::Stage(e.to_string())),
             }
         }
-        Command::Demo { out } => {
+        Command::Demo { out, device } => {
             let venue = out.join("venue");
             let opts = flythrough_synth::SynthOptions::default();
             if let Err(e) = flythrough_synth::generate(&opts, &venue) {
@@ -227,6 +244,7 @@ fn main() -> ExitCode {
                 &venue.join("venue.toml"),
                 &RunOptions {
                     out: Some(run_dir.clone()),
+                    device,
                     ..Default::default()
                 },
             ) {

@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub until: Option<Stage>,
     /// Redo this stage and every later one.
     pub force: Option<Stage>,
+    /// `--device`: overrides `[train] device` and `[render] device` (not part of any stage's hash).
+    pub device: Option<flythrough_core::config::Device>,
 }
 
 /// What happened to each stage.
@@ -72,7 +74,11 @@ fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> StageError {
 
 /// Run the pipeline for one venue config.
 pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, PipelineError> {
-    let cfg = load_config(config_path)?;
+    let mut cfg = load_config(config_path)?;
+    if let Some(d) = opts.device {
+        cfg.config.train.device = d;
+        cfg.config.render.device = d;
+    }
     let run_dir = opts.out.clone().unwrap_or_else(|| default_run_dir(&cfg));
     let run = RunDir::new(&run_dir);
     // One process per run folder: two runs interleaving their commits could publish photos that were

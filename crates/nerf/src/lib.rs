@@ -115,8 +115,17 @@ pub fn run_skipping(
         ds.norm.scale,
         ds.norm.near
     );
+    let gpu = gpu::open(cfg.device)?;
+    let device = match &gpu {
+        Some(g) => gpu::DeviceReport::gpu(g),
+        None => gpu::DeviceReport::cpu(),
+    };
+    tracing::info!("train: on {}", device.line());
     let t0 = std::time::Instant::now();
-    let trained = train::train(cfg, &ds, work)?;
+    let trained = match &gpu {
+        Some(g) => gpu::train::train(cfg, &ds, work, g.clone())?,
+        None => train::train(cfg, &ds, work)?,
+    };
     let train_seconds = t0.elapsed().as_secs_f64();
     std::fs::create_dir_all(out.join("checkpoints")).map_err(io(out))?;
     // The final checkpoint (weights + Adam state + metadata) is the last work checkpoint.
@@ -138,18 +147,42 @@ pub fn run_skipping(
     metrics::plot(&loss, &psnr)
         .save(out.join("loss.png"))
         .map_err(|e| NerfError::Io(out.join("loss.png"), e.to_string()))?;
-    let report = train::evaluate(
-        &trained.model,
-        &trained.meta,
-        &ds,
-        &train::EvalOptions {
-            downscale: cfg.eval_downscale,
-            max_photos: cfg.eval_max_photos,
-            glo_steps: cfg.glo_eval_steps,
-            trained_rays: trained.meta.step * cfg.batch_rays,
-        },
-        Some(&out.join("holdout")),
-    );
+    let eval_opts = train::EvalOptions {
+        downscale: cfg.eval_downscale,
+        max_photos: cfg.eval_max_photos,
+        glo_steps: cfg.glo_eval_steps,
+        trained_rays: trained.meta.step * cfg.batch_rays,
+    };
+    let holdout_dir = out.join("holdout");
+    let report = match &gpu {
+        // Held-out photos render on the device too (the latent fitting stays on the CPU).
+        Some(g) => {
+            let chunk = gpu::render::default_chunk(&trained.model, g);
+            let mut r = gpu::GpuRenderer::new(g.clone(), &trained.model, chunk)?;
+            let norm = ds.norm;
+            train::evaluate_with(
+                &trained.model,
+                &trained.meta,
+                &ds,
+                &eval_opts,
+                Some(&holdout_dir),
+                &mut |cam, pose, ev, latent| {
+                    let fc = gpu::FrameCamera::photo(&norm, cam, pose);
+                    r.render_frame_f32(&fc, ev, latent).unwrap_or_else(|e| {
+                        tracing::error!("train: GPU evaluation render failed ({e}); using the CPU");
+                        renderer::render_photo_rays(&trained.model, &norm, cam, pose, ev, latent)
+                    })
+                },
+            )
+        }
+        None => train::evaluate(
+            &trained.model,
+            &trained.meta,
+            &ds,
+            &eval_opts,
+            Some(&holdout_dir),
+        ),
+    };
     tracing::info!(
         "train: evaluated {} of {} held-out photos at {}x{} in {:.1} s: {:.2} dB",
         report.selection.evaluated,
@@ -175,6 +208,8 @@ pub fn run_skipping(
     flythrough_core::run::write_json(&out.join("model.json"), &model_json)
         .map_err(io(&out.join("model.json")))?;
     Ok(StageSummary::default()
+        .with("device", device.device)
+        .with("adapter", &device.adapter)
         .with("steps", trained.meta.step)
         .with("steps_this_run", trained.steps_this_call)
         .with("resumed_from", trained.resumed_from)

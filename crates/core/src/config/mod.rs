@@ -5,6 +5,7 @@
 //! that no key is undocumented). Each stage owns the file of its section.
 
 mod capture;
+mod device;
 mod privacy;
 mod render;
 mod sfm;
@@ -12,6 +13,7 @@ mod train;
 mod venue;
 
 pub use capture::{BrokenPhotoPolicy, CaptureConfig};
+pub use device::Device;
 pub use privacy::{KeepDetection, PrivacyConfig, RegionOverride};
 pub use render::{
     Appearance, Encoder, ExposureMode, Heading, PreviewSource, RenderConfig, UnregisteredKeyframes,
@@ -48,6 +50,7 @@ display_as_config!(
     UnregisteredKeyframes,
     UpAxis,
     Backbone,
+    Device,
 );
 
 /// Documentation of one key: `(key, comment)`.
@@ -184,7 +187,13 @@ impl Config {
             // The path depends on the keyframes.
             Stage::Render => serde_json::to_value((&self.render, &self.venue.keyframes)),
         };
-        v.map(|v| v.to_string()).unwrap_or_default()
+        // Where a stage runs (`device`) does not change what it computes: a run moved to a GPU
+        // machine keeps its finished stages.
+        v.map(|mut v| {
+            strip_key(&mut v, "device");
+            v.to_string()
+        })
+        .unwrap_or_default()
     }
 
     /// The full default config with every key commented: what `flythrough config --defaults` prints.
@@ -319,6 +328,22 @@ pub(crate) fn ensure(
     }
 }
 
+/// Remove `key` from a JSON object, or from the first object of an array (a section and its
+/// extra inputs).
+fn strip_key(v: &mut serde_json::Value, key: &str) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove(key);
+        }
+        serde_json::Value::Array(a) => {
+            if let Some(serde_json::Value::Object(m)) = a.first_mut() {
+                m.remove(key);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,6 +439,30 @@ mod tests {
         assert_eq!(ok.photos_dir, dir.path().join("photos"));
     }
 
+    /// The device a stage runs on is not part of its config hash; the automatic 360° size follows
+    /// the device.
+    #[test]
+    fn device_is_left_out_of_the_stage_hash() {
+        let mut a = Config::default();
+        let mut b = Config::default();
+        b.train.device = Device::Gpu;
+        b.render.device = Device::Cpu;
+        assert_eq!(a.section_json(Stage::Train), b.section_json(Stage::Train));
+        assert_eq!(a.section_json(Stage::Render), b.section_json(Stage::Render));
+        assert!(!a.section_json(Stage::Train).contains("device"));
+        a.train.steps += 1;
+        assert_ne!(a.section_json(Stage::Train), b.section_json(Stage::Train));
+        assert_eq!(a.render.frame_size(false), (1024, 512));
+        assert_eq!(a.render.frame_size(true), (3840, 1920));
+        a.render.width = 512;
+        a.render.height = 256;
+        assert_eq!(a.render.frame_size(true), (512, 256));
+        assert!(a.render.check().is_ok());
+        a.render.height = 0;
+        assert!(a.render.check().unwrap_err().contains("width"));
+        assert!(Config::default().render.check().is_ok());
+    }
+
     /// Every string-valued choice is an enum: a misspelt value is an error naming the file, line and
     /// key and listing the valid values; every value spelt as before still parses.
     #[test]
@@ -437,6 +486,8 @@ mod tests {
             ),
             ("sfm", "up_axis", "+y", &["+z", "-y"]),
             ("train", "backbone", "mlp", &["hash-grid", "ipe-mlp"]),
+            ("train", "device", "tpu", &["auto", "cpu", "gpu"]),
+            ("render", "device", "cuda", &["auto", "cpu", "gpu"]),
             ("capture", "on_broken_photo", "ignore", &["skip", "fail"]),
             (
                 "privacy",

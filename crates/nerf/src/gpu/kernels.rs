@@ -301,7 +301,8 @@ pub struct CamParams {
     pub pix0: u32,
     pub n: u32,
     pub distorted: u32,
-    pub radius: f32,
+    /// Unused (the radius comes from the neighbouring pixels' rays).
+    pub _r: f32,
     pub ev: f32,
     pub _p: [f32; 2],
     pub origin: [f32; 4],

@@ -7,7 +7,7 @@ use super::batch::{Batch, Dispatch, Grid, Mode};
 use super::kernels::{CamParams, EquiParams};
 use super::model::{GpuModel, gpu_err};
 use crate::NerfError;
-use crate::coord::{SceneNorm, cone_radius};
+use crate::coord::SceneNorm;
 use crate::model::{LossWeights, Model};
 use flythrough_core::{Camera, Pose};
 use flythrough_gpu::{Gpu, GpuBuffer, Readback};
@@ -122,40 +122,40 @@ pub fn default_chunk(model: &Model, gpu: &Gpu) -> usize {
     (max as usize).clamp(256, 1 << 16) / 256 * 256
 }
 
-/// A model on the GPU, ready to render.
-pub struct GpuRenderer {
-    pub model: GpuModel,
+/// A batch of one capacity with its composite dispatches.
+struct Slot {
     batch: Batch,
-    px: [GpuBuffer; 2],
-    composite: [Dispatch; 2],
-    composite_plain: Dispatch,
-    next: usize,
+    /// `composite` writing floats only.
+    plain: Dispatch,
+    /// `composite` packing into frame buffer 0 / 1, with the id of the buffer it was built for.
+    framed: [Option<(u64, Dispatch)>; 2],
     latent: Vec<f32>,
 }
 
+/// A model on the GPU, ready to render. Work runs in chunks of at most `max_chunk` rays; a
+/// smaller job gets a batch of its own size (powers of two from 256 up), built on first use.
+pub struct GpuRenderer {
+    pub model: GpuModel,
+    max_chunk: usize,
+    slots: Vec<Slot>,
+    px: [GpuBuffer; 2],
+    next: usize,
+}
+
 impl GpuRenderer {
-    /// Upload `model`; chunks of `chunk` rays (see [`default_chunk`]).
+    /// Upload `model`; chunks of at most `chunk` rays (see [`default_chunk`]).
     pub fn new(gpu: Arc<Gpu>, model: &Model, chunk: usize) -> Result<GpuRenderer, NerfError> {
         let m = GpuModel::new(gpu.clone(), model)?;
-        let lw = LossWeights {
-            distortion: 0.0,
-            interlevel: 0.0,
-        };
-        let batch = Batch::new(&m, chunk, Mode::Infer, lw)?;
         let px = [
             gpu.storage_len("frame 0", 4).map_err(gpu_err)?,
             gpu.storage_len("frame 1", 4).map_err(gpu_err)?,
         ];
-        let composite = [batch.composite(&m, &px[0])?, batch.composite(&m, &px[1])?];
-        let composite_plain = batch.composite(&m, &px[0])?;
         Ok(GpuRenderer {
             model: m,
-            batch,
+            max_chunk: chunk.max(1),
+            slots: Vec::new(),
             px,
-            composite,
-            composite_plain,
             next: 0,
-            latent: Vec::new(),
         })
     }
 
@@ -163,16 +163,42 @@ impl GpuRenderer {
         self.model.gpu()
     }
 
-    /// Rays per chunk.
+    /// Most rays per chunk.
     pub fn chunk(&self) -> usize {
-        self.batch.cap
+        self.max_chunk
     }
 
-    fn use_latent(&mut self, latent: &[f32]) {
-        if self.latent != latent {
-            self.batch.set_latent(self.model.gpu(), latent);
-            self.latent = latent.to_vec();
+    /// The slot for jobs of `n` rays (chunks of its capacity), with `latent` loaded.
+    fn slot(&mut self, n: usize, latent: &[f32]) -> Result<usize, NerfError> {
+        let cap = if n >= self.max_chunk {
+            self.max_chunk
+        } else {
+            n.next_power_of_two().max(256).min(self.max_chunk)
+        };
+        let i = match self.slots.iter().position(|s| s.batch.cap == cap) {
+            Some(i) => i,
+            None => {
+                let lw = LossWeights {
+                    distortion: 0.0,
+                    interlevel: 0.0,
+                };
+                let batch = Batch::new(&self.model, cap, Mode::Infer, lw)?;
+                let plain = batch.composite(&self.model, &self.px[0])?;
+                self.slots.push(Slot {
+                    batch,
+                    plain,
+                    framed: [None, None],
+                    latent: Vec::new(),
+                });
+                self.slots.len() - 1
+            }
+        };
+        let s = &mut self.slots[i];
+        if s.latent != latent {
+            s.batch.set_latent(self.model.gpu(), latent);
+            s.latent = latent.to_vec();
         }
+        Ok(i)
     }
 
     /// Render rays in the norm frame (`[o, d (unit), radius, ev relative to the training mean]`)
@@ -182,16 +208,17 @@ impl GpuRenderer {
         rays: &[[f32; 8]],
         latent: &[f32],
     ) -> Result<Vec<[f32; 5]>, NerfError> {
-        self.use_latent(latent);
+        let si = self.slot(rays.len(), latent)?;
         let gpu = self.model.gpu().clone();
+        let s = &self.slots[si];
         let mut out = Vec::with_capacity(rays.len());
-        for chunk in rays.chunks(self.batch.cap) {
-            self.batch.set_rays(&gpu, chunk);
-            self.batch.set_composite(&gpu, 0, false, 0);
+        for chunk in rays.chunks(s.batch.cap) {
+            s.batch.set_rays(&gpu, chunk);
+            s.batch.set_composite(&gpu, 0, false, 0);
             let mut rec = gpu.recorder("render rays");
-            self.batch.record_forward(&mut rec);
-            self.composite_plain.record(&mut rec);
-            let rb = rec.read_back(&self.batch.out, 0, (chunk.len() * 5 * 4) as u64);
+            s.batch.record_forward(&mut rec);
+            s.plain.record(&mut rec);
+            let rb = rec.read_back(&s.batch.out, 0, (chunk.len() * 5 * 4) as u64);
             rec.submit();
             let v: Vec<[f32; 5]> = rb.wait_as(&gpu).map_err(gpu_err)?;
             out.extend_from_slice(&v);
@@ -207,18 +234,24 @@ impl GpuRenderer {
         ev: f32,
         latent: &[f32],
     ) -> Result<FrameTicket, NerfError> {
-        self.use_latent(latent);
         let gpu = self.model.gpu().clone();
         let (w, h) = cam.size();
         let npix = w as usize * h as usize;
-        let slot = self.next;
+        let si = self.slot(npix, latent)?;
+        let fb = self.next;
         self.next ^= 1;
-        if self.px[slot].len() < npix {
-            self.px[slot] = gpu.storage_len("frame", npix).map_err(gpu_err)?;
-            self.composite[slot] = self.batch.composite(&self.model, &self.px[slot])?;
+        if self.px[fb].len() < npix {
+            self.px[fb] = gpu.storage_len("frame", npix).map_err(gpu_err)?;
         }
-        let (raygen, u, template, (o_pix, o_n)) = self.raygen(cam, ev)?;
-        let cap = self.batch.cap;
+        let px_id = self.px[fb].id();
+        if self.slots[si].framed[fb].as_ref().map(|f| f.0) != Some(px_id) {
+            let d = self.slots[si].batch.composite(&self.model, &self.px[fb])?;
+            self.slots[si].framed[fb] = Some((px_id, d));
+        }
+        let (raygen, u, template, (o_pix, o_n)) = self.raygen(si, cam, ev)?;
+        let s = &self.slots[si];
+        let composite = &s.framed[fb].as_ref().expect("built above").1;
+        let cap = s.batch.cap;
         let chunks = npix.div_ceil(cap);
         let mut ticket = None;
         for c in 0..chunks {
@@ -227,13 +260,13 @@ impl GpuRenderer {
             p[o_pix..o_pix + 4].copy_from_slice(&pix0.to_le_bytes());
             p[o_n..o_n + 4].copy_from_slice(&(cap as u32).to_le_bytes());
             gpu.write(&u, 0, &p);
-            self.batch.set_composite(&gpu, pix0, true, npix as u32);
+            s.batch.set_composite(&gpu, pix0, true, npix as u32);
             let mut rec = gpu.recorder("render frame");
             raygen.record(&mut rec);
-            self.batch.record_forward(&mut rec);
-            self.composite[slot].record(&mut rec);
+            s.batch.record_forward(&mut rec);
+            composite.record(&mut rec);
             if c + 1 == chunks {
-                ticket = Some(rec.read_back(&self.px[slot], 0, 4 * npix as u64));
+                ticket = Some(rec.read_back(&self.px[fb], 0, 4 * npix as u64));
             }
             rec.submit();
         }
@@ -249,6 +282,7 @@ impl GpuRenderer {
     /// bytes and the byte offsets of its `pix0` and `n` fields (set per chunk).
     fn raygen(
         &self,
+        si: usize,
         cam: &FrameCamera,
         ev: f32,
     ) -> Result<(Dispatch, GpuBuffer, Vec<u8>, (usize, usize)), NerfError> {
@@ -276,7 +310,7 @@ impl GpuRenderer {
                     pix0: 0,
                     n: 0,
                     distorted: dist.iter().any(|&v| v != 0.0) as u32,
-                    radius: cone_radius(cam.mean_focal()),
+                    _r: 0.0,
                     ev,
                     _p: [0.0; 2],
                     origin: v4(*origin),
@@ -319,11 +353,12 @@ impl GpuRenderer {
             }
         };
         let u = gpu.uniform("raygen params", &[0u8; 128]).map_err(gpu_err)?;
-        let bg = gpu.bind(&kernel, &[(&u).into(), (&self.batch.rays).into()]);
+        let batch = &self.slots[si].batch;
+        let bg = gpu.bind(&kernel, &[(&u).into(), (&batch.rays).into()]);
         let d = Dispatch {
             kernel,
             bg,
-            grid: Grid::Threads(self.batch.cap as u64),
+            grid: Grid::Threads(batch.cap as u64),
         };
         Ok((d, u, bytes, offs))
     }
@@ -334,8 +369,10 @@ impl GpuRenderer {
         let gpu = self.model.gpu().clone();
         let (w, h) = cam.size();
         let npix = w as usize * h as usize;
-        let (raygen, u, template, (o_pix, o_n)) = self.raygen(cam, ev)?;
-        let cap = self.batch.cap;
+        let si = self.slot(npix, &[])?;
+        let (raygen, u, template, (o_pix, o_n)) = self.raygen(si, cam, ev)?;
+        let s = &self.slots[si];
+        let cap = s.batch.cap;
         let mut out = Vec::with_capacity(npix);
         for c in 0..npix.div_ceil(cap) {
             let mut p = template.clone();
@@ -344,10 +381,46 @@ impl GpuRenderer {
             gpu.write(&u, 0, &p);
             let mut rec = gpu.recorder("frame rays");
             raygen.record(&mut rec);
-            let rb = rec.read_back(&self.batch.rays, 0, (cap * 32) as u64);
+            let rb = rec.read_back(&s.batch.rays, 0, (cap * 32) as u64);
             rec.submit();
             let v: Vec<[f32; 8]> = rb.wait_as(&gpu).map_err(gpu_err)?;
             out.extend_from_slice(&v[..cap.min(npix - c * cap)]);
+        }
+        Ok(out)
+    }
+
+    /// A whole frame's linear colours `[h * w * 3]` (not quantised; blocking): evaluation scores
+    /// these as the CPU's `render_photo_rays`.
+    pub fn render_frame_f32(
+        &mut self,
+        cam: &FrameCamera,
+        ev: f32,
+        latent: &[f32],
+    ) -> Result<Vec<f32>, NerfError> {
+        let gpu = self.model.gpu().clone();
+        let (w, h) = cam.size();
+        let npix = w as usize * h as usize;
+        let si = self.slot(npix, latent)?;
+        let (raygen, u, template, (o_pix, o_n)) = self.raygen(si, cam, ev)?;
+        let s = &self.slots[si];
+        let cap = s.batch.cap;
+        let mut out = Vec::with_capacity(3 * npix);
+        for c in 0..npix.div_ceil(cap) {
+            let mut p = template.clone();
+            p[o_pix..o_pix + 4].copy_from_slice(&((c * cap) as u32).to_le_bytes());
+            p[o_n..o_n + 4].copy_from_slice(&(cap as u32).to_le_bytes());
+            gpu.write(&u, 0, &p);
+            s.batch.set_composite(&gpu, 0, false, 0);
+            let mut rec = gpu.recorder("frame floats");
+            raygen.record(&mut rec);
+            s.batch.record_forward(&mut rec);
+            s.plain.record(&mut rec);
+            let rb = rec.read_back(&s.batch.out, 0, (cap * 20) as u64);
+            rec.submit();
+            let v: Vec<[f32; 5]> = rb.wait_as(&gpu).map_err(gpu_err)?;
+            for px in &v[..cap.min(npix - c * cap)] {
+                out.extend_from_slice(&px[..3]);
+            }
         }
         Ok(out)
     }
