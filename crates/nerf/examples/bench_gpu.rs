@@ -6,11 +6,13 @@
 //!   samples/s, rays/s, ms per step, ms per kernel.
 //! - `train <scene> <seconds> <device> <out dir> [width height photos]`: trains `synth` (the
 //!   synthetic venue, ground-truth cameras) or a `../shared/data` capture (`fox`,
-//!   `redkitchen_every10`: a COLMAP folder) on `cpu` or `gpu` for a time budget with the default
-//!   config, then evaluates the held-out photos; every `probe` seconds (env `PROBE_S`, synth only)
-//!   the held-out PSNR is measured to find the time to 30 dB.
+//!   `redkitchen_every10`, with their reference poses) on `cpu` or `gpu` for a time budget with the default
+//!   config, then evaluates the held-out photos (the stage's own evaluation).
+//!   `BENCH_TRAIN_TOML` adds `[train]` keys. Reports the stage summary and the time at which the
+//!   training batches' PSNR (metrics.jsonl) first reaches 30 dB.
 //! - `render <width> <frames> <device> [tiny]`: seconds per 360° frame of a random model at
-//!   `width x width/2`.
+//!   `width x width/2` (the CPU renders a band of rows and extrapolates).
+//! - `table [files]`: the markdown tables of the JSON lines the other modes printed.
 //!
 //! `cargo run --release -p flythrough-nerf --example bench_gpu -- step 2048 20`
 #![allow(clippy::field_reassign_with_default, clippy::type_complexity)]
@@ -266,11 +268,278 @@ fn render_mode(args: &[String]) {
     println!("{out}");
 }
 
+/// A scene to train on: photos, their exposures and a COLMAP model (`sfm_dir/sparse`).
+struct Scene {
+    images: flythrough_core::RedactedImages,
+    manifest: flythrough_core::Manifest,
+    sfm_dir: std::path::PathBuf,
+}
+
+/// The synthetic venue with its ground-truth model and EXIF exposures (as `bench_train`).
+fn synth_scene(dir: &std::path::Path, w: u32, h: u32, n: usize) -> Scene {
+    let opts = flythrough_synth::SynthOptions {
+        width: w,
+        height: h,
+        images: n,
+        ..Default::default()
+    };
+    let venue = dir.join("venue");
+    let summary = flythrough_synth::generate(&opts, &venue).unwrap_or_else(|e| die(&e.to_string()));
+    let sparse = dir.join("sfm").join("sparse");
+    std::fs::create_dir_all(&sparse).unwrap();
+    for f in ["cameras.txt", "images.txt", "points3D.txt"] {
+        std::fs::copy(summary.ground_truth_dir.join(f), sparse.join(f)).unwrap();
+    }
+    let info: flythrough_synth::SceneInfo = serde_json::from_str(
+        &std::fs::read_to_string(summary.ground_truth_dir.join("scene.json")).unwrap(),
+    )
+    .unwrap();
+    let mut manifest = flythrough_core::Manifest::default();
+    for (i, p) in info.photos.iter().enumerate() {
+        manifest
+            .photos
+            .push(flythrough_core::manifest::PhotoRecord {
+                id: i as u32 + 1,
+                file: p.name.clone(),
+                width: w,
+                height: h,
+                exif: Default::default(),
+                exposure: flythrough_core::manifest::Exposure {
+                    ev: p.ev,
+                    source: flythrough_core::manifest::ExposureSource::Exif,
+                },
+                focal_prior: flythrough_core::manifest::FocalPrior {
+                    px: info.camera.fx,
+                    rule: flythrough_core::manifest::FocalRule::DefaultFactor,
+                },
+                camera_key: "synth".into(),
+            });
+    }
+    Scene {
+        images: flythrough_core::RedactedImages::from_cleared_folder(&venue.join("photos"))
+            .unwrap(),
+        manifest,
+        sfm_dir: dir.join("sfm"),
+    }
+}
+
+/// A real capture of `../shared/data` (or `$FLYTHROUGH_SHARED_DATA`) with its reference poses:
+/// `fox` (instant-ngp transforms.json, COLMAP's estimate) or `redkitchen_every10` (7-Scenes
+/// KinectFusion poses, metric).
+fn real_scene(name: &str, dir: &std::path::Path) -> Scene {
+    let Some(set) = flythrough_core::testdata::shared_data(name) else {
+        die(&format!(
+            "shared data {name} not found (set FLYTHROUGH_SHARED_DATA)"
+        ))
+    };
+    let images = flythrough_core::RedactedImages::from_cleared_folder(&set.join("images"))
+        .unwrap_or_else(|e| die(&e.to_string()));
+    let rec = match name {
+        "fox" => flythrough_sfm::eval::parse_nerf_transforms(
+            &std::fs::read_to_string(set.join("transforms.json")).unwrap(),
+        ),
+        _ => flythrough_sfm::eval::parse_7scenes(
+            &set.join("poses"),
+            images.names(),
+            (585.0, 320.0, 240.0, 640, 480),
+        ),
+    }
+    .unwrap_or_else(|e| die(&e));
+    let sparse = dir.join("sfm").join("sparse");
+    rec.write_text(&sparse)
+        .unwrap_or_else(|e| die(&e.to_string()));
+    Scene {
+        images,
+        manifest: flythrough_core::Manifest::default(),
+        sfm_dir: dir.join("sfm"),
+    }
+}
+
+fn train_mode(args: &[String]) {
+    if args.len() < 4 {
+        die(
+            "usage: bench_gpu train <synth|fox|redkitchen_every10> <seconds> <cpu|gpu> <out dir> [width height photos]",
+        );
+    }
+    let seconds: f64 = args[1].parse().unwrap_or_else(|_| die("seconds"));
+    let device: Device = args[2].parse().unwrap_or_else(|e: String| die(&e));
+    let dir = std::path::PathBuf::from(&args[3]);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let num = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    let scene = match args[0].as_str() {
+        "synth" => synth_scene(&dir, num(4, 640) as u32, num(5, 480) as u32, num(6, 40)),
+        name => real_scene(name, &dir),
+    };
+    let mut cfg = TrainConfig::default();
+    if let Ok(extra) = std::env::var("BENCH_TRAIN_TOML") {
+        // Extra `[train]` keys, e.g. BENCH_TRAIN_TOML='batch_rays = 4096'.
+        let text = format!("[venue]\nname = \"b\"\nphotos = \".\"\n[train]\n{extra}\n");
+        cfg = flythrough_core::Config::parse(&text, std::path::Path::new("BENCH_TRAIN_TOML"))
+            .unwrap_or_else(|e| die(&e.to_string()))
+            .train;
+    }
+    cfg.device = device;
+    cfg.max_seconds = seconds;
+    cfg.steps = 1_000_000;
+    let t0 = Instant::now();
+    let s = flythrough_nerf::run(
+        &cfg,
+        &scene.images,
+        Some(&scene.manifest),
+        &scene.sfm_dir,
+        &dir.join("out"),
+        &dir.join("work"),
+    )
+    .unwrap_or_else(|e| die(&e.to_string()));
+    // Time to 30 dB of the training batches (metrics.jsonl: mean batch PSNR per metrics_every steps).
+    let t30 = std::fs::read_to_string(dir.join("out").join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["psnr"].as_f64().unwrap_or(0.0) >= 30.0)
+        .and_then(|v| v["elapsed_s"].as_f64());
+    let mut out = serde_json::json!({"mode": "train", "scene": args[0], "budget_s": seconds, "wall_s": t0.elapsed().as_secs_f64(), "batch_psnr_30db_at_s": t30});
+    for (k, v) in &s.values {
+        out[k] = v.clone();
+    }
+    println!("{out}");
+}
+
+/// Markdown tables from the JSON lines of the other modes (files given, or stdin).
+fn table_mode(args: &[String]) {
+    let mut text = String::new();
+    if args.is_empty() {
+        use std::io::Read;
+        std::io::stdin().read_to_string(&mut text).unwrap();
+    }
+    for a in args {
+        text.push_str(&std::fs::read_to_string(a).unwrap_or_default());
+        text.push('\n');
+    }
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let f = |v: &serde_json::Value, scale: f64, digits: usize| {
+        v.as_f64()
+            .map(|x| format!("{:.*}", digits, x / scale))
+            .unwrap_or_else(|| "-".into())
+    };
+    let adapter = rows
+        .iter()
+        .find_map(|r| {
+            r["gpu"]["adapter"]
+                .as_str()
+                .or(r["adapter"].as_str())
+                .map(String::from)
+        })
+        .unwrap_or_else(|| "(none)".into());
+    println!("GPU adapter: {adapter}\n");
+    println!("| measure | GPU | CPU | GPU/CPU |\n|---|---:|---:|---:|");
+    for r in rows.iter().filter(|r| r["mode"] == "step") {
+        let (g, c) = (&r["gpu"], &r["cpu"]);
+        let ratio = |k: &str| match (g[k].as_f64(), c[k].as_f64()) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.1}x", a / b),
+            _ => "-".into(),
+        };
+        let tag = format!(
+            "{} rays x {} samples",
+            r["batch_rays"], r["samples_per_ray"]
+        );
+        println!(
+            "| training samples/s, M ({tag}) | {} | {} | {} |",
+            f(&g["samples_per_s"], 1e6, 2),
+            f(&c["samples_per_s"], 1e6, 2),
+            ratio("samples_per_s")
+        );
+        println!(
+            "| training rays/s, k ({tag}) | {} | {} | {} |",
+            f(&g["rays_per_s"], 1e3, 1),
+            f(&c["rays_per_s"], 1e3, 1),
+            ratio("rays_per_s")
+        );
+        println!(
+            "| ms per training step ({tag}) | {} | {} (CPU threads: {}) | |",
+            f(&g["ms_per_step"], 1.0, 2),
+            f(&c["ms_per_step"], 1.0, 1),
+            c["threads"]
+        );
+    }
+    for r in rows.iter().filter(|r| r["mode"] == "render") {
+        let w = format!("{}x{}", r["width"], r["height"]);
+        let v = f(&r["seconds_per_frame"], 1.0, 3)
+            + if r["extrapolated"] == true {
+                " (band, extrapolated)"
+            } else {
+                ""
+            };
+        if r["device"] == "gpu" {
+            println!("| s per {w} 360° frame | {v} | | |");
+        } else {
+            println!("| s per {w} 360° frame | | {v} | |");
+        }
+    }
+    for r in rows.iter().filter(|r| r["mode"] == "train") {
+        let dev = r["device"].as_str().unwrap_or("?");
+        let v = format!(
+            "{} dB ({} steps, {}k rays/s{})",
+            f(&r["psnr_holdout"], 1.0, 2),
+            r["steps"],
+            f(&r["rays_per_s"], 1e3, 1),
+            match r["batch_psnr_30db_at_s"].as_f64() {
+                Some(t) => format!(", batch PSNR 30 dB at {t:.0} s"),
+                None => String::new(),
+            }
+        );
+        let label = format!(
+            "held-out PSNR, {} {}x{}, {} s",
+            r["scene"].as_str().unwrap_or("?"),
+            r["train_width"],
+            r["train_height"],
+            r["budget_s"]
+        );
+        if dev == "gpu" {
+            println!("| {label} | {v} | | |");
+        } else {
+            println!("| {label} | | {v} | |");
+        }
+    }
+    let kernels: Vec<(String, f64, f64)> = rows
+        .iter()
+        .filter(|r| r["mode"] == "step")
+        .flat_map(|r| r["gpu"]["kernels"].as_object().cloned().unwrap_or_default())
+        .map(|(k, v)| {
+            (
+                k,
+                v["ms_per_step"].as_f64().unwrap_or(0.0),
+                v["dispatches_per_step"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    if !kernels.is_empty() {
+        let total: f64 = kernels.iter().map(|k| k.1).sum();
+        println!(
+            "\nPer-kernel GPU time of one training step (timestamp queries):\n\n| kernel | ms per step | share | dispatches |\n|---|---:|---:|---:|"
+        );
+        let mut ks = kernels;
+        ks.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (k, ms, n) in ks {
+            println!(
+                "| {k} | {ms:.3} | {:.1} % | {n} |",
+                100.0 * ms / total.max(1e-12)
+            );
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(|s| s.as_str()) {
         Some("step") => step_mode(&args[1..]),
         Some("render") => render_mode(&args[1..]),
-        _ => die("usage: bench_gpu step|render|train ... (see the file's doc)"),
+        Some("train") => train_mode(&args[1..]),
+        Some("table") => table_mode(&args[1..]),
+        _ => die("usage: bench_gpu step|render|train|table ... (see the file's doc)"),
     }
 }
