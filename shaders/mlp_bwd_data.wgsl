@@ -36,17 +36,26 @@ fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         let src = ((nk - 1u - k) % 2u) * TILE * MAXW;
         let dst = ((nk - k) % 2u) * TILE * MAXW;
         let w0 = wo(k);
-        for (var idx = lid; idx < rows * din; idx += MLP_WG) {
-            let r = idx / din;
+        let nblk = (rows + RB - 1u) / RB;
+        for (var idx = lid; idx < nblk * din; idx += MLP_WG) {
+            let rb = (idx / din) * RB;
             let i = idx % din;
-            var acc = 0.0;
+            var acc: array<f32, RB>;
+            for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = 0.0; }
             for (var j = 0u; j < dout; j++) {
-                acc += sh[src + r * MAXW + j] * params[w0 + i * dout + j];
+                let w = params[w0 + i * dout + j];
+                for (var k2 = 0u; k2 < RB; k2++) {
+                    acc[k2] += sh[src + (rb + k2) * MAXW + j] * w;
+                }
             }
-            let h = cache[(r0 + r) * p.hw + ho(k - 1u) + i];
-            let v = select(0.0, acc, h > 0.0);
-            sh[dst + r * MAXW + i] = v;
-            dy[(r0 + r) * p.dyw + dyo(k - 1u) + i] = v;
+            for (var k2 = 0u; k2 < RB; k2++) {
+                let r = rb + k2;
+                if (r >= rows) { break; }
+                let h = cache[(r0 + r) * p.hw + ho(k - 1u) + i];
+                let v = select(0.0, acc[k2], h > 0.0);
+                sh[dst + r * MAXW + i] = v;
+                dy[(r0 + r) * p.dyw + dyo(k - 1u) + i] = v;
+            }
         }
         workgroupBarrier();
     }

@@ -1,6 +1,7 @@
 // mlp_fwd.wgsl: fused MLP forward (CPU twin: kernels/mlp.rs mlp_forward_grouped_into /
 // _inference). One workgroup per tile of TILE rows: the input tile and the hidden activations stay
-// in workgroup memory; invocation (r, j) computes output j of row r. Training writes the post-ReLU
+// in workgroup memory; invocation (row block, j) computes output j of RB rows (each weight read once
+// per RB rows; rows past the tile's end are computed from stale memory and not stored). Training writes the post-ReLU
 // hidden activations to `cache` (row r, columns hoff(k) ..).
 
 @group(0) @binding(0) var<uniform> p: MlpParams;
@@ -44,21 +45,32 @@ fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         let w0 = wo(k);
         let b0 = bo(k);
         let last = k + 1u == nk;
-        for (var idx = lid; idx < rows * dout; idx += MLP_WG) {
-            let r = idx / dout;
+        // Invocation (row block, j): RB rows of output j, so each weight is read once per RB rows.
+        let nblk = (rows + RB - 1u) / RB;
+        for (var idx = lid; idx < nblk * dout; idx += MLP_WG) {
+            let rb = (idx / dout) * RB;
             let j = idx % dout;
-            var acc = 0.0;
-            if (b0 != NONE) { acc = params[b0 + j]; }
+            var acc: array<f32, RB>;
+            var b = 0.0;
+            if (b0 != NONE) { b = params[b0 + j]; }
+            for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = b; }
             for (var i = 0u; i < din; i++) {
-                acc += sh[src + r * sstride + i] * params[w0 + i * dout + j];
+                let w = params[w0 + i * dout + j];
+                for (var k2 = 0u; k2 < RB; k2++) {
+                    acc[k2] += sh[src + (rb + k2) * sstride + i] * w;
+                }
             }
-            if (last) {
-                out[(r0 + r) * p.out_stride + p.out_off + j] = acc;
-            } else {
-                acc = max(acc, 0.0);
-                sh[dst + r * MAXW + j] = acc;
-                if (p.train != 0u) {
-                    cache[(r0 + r) * p.hw + ho(k) + j] = acc;
+            for (var k2 = 0u; k2 < RB; k2++) {
+                let r = rb + k2;
+                if (r >= rows) { break; }
+                if (last) {
+                    out[(r0 + r) * p.out_stride + p.out_off + j] = acc[k2];
+                } else {
+                    let v = max(acc[k2], 0.0);
+                    sh[dst + r * MAXW + j] = v;
+                    if (p.train != 0u) {
+                        cache[(r0 + r) * p.hw + ho(k) + j] = v;
+                    }
                 }
             }
         }

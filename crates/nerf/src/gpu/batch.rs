@@ -845,7 +845,7 @@ impl MlpBwdKernels {
                 ],
             ),
             kernel: self.weights.clone(),
-            grid: Grid::Groups([p.nparams.div_ceil(self.wg), p.groups, 1]),
+            grid: Grid::Groups([p.nparams.div_ceil(4 * self.wg), p.groups, 1]),
         });
         let ur = uniform(
             g,

@@ -152,7 +152,8 @@ pub const ATOMIC_NATIVE: &str = wgsl!("atomic_native.wgsl");
 pub const ATOMIC_CAS: &str = wgsl!("atomic_cas.wgsl");
 
 /// Tile constants of the MLP kernels: rows per workgroup, widest input, widest layer output,
-/// invocations per workgroup. Workgroup memory: `4 * tile * (max_in + 2 * max_w)` bytes.
+/// invocations per workgroup (and `RB = min(4, tile)` rows per invocation). Workgroup memory:
+/// `4 * tile * (max_in + 2 * max_w)` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MlpShape {
     pub tile: u32,
@@ -190,8 +191,13 @@ pub fn compose(k: &KernelSource, atomic: AtomicMode, shape: MlpShape) -> String 
             format!("{v}\n{}", k.text)
         }
         Needs::MlpShape => format!(
-            "const TILE: u32 = {}u;\nconst MAXIN: u32 = {}u;\nconst MAXW: u32 = {}u;\nconst MLP_WG: u32 = {}u;\n{}",
-            shape.tile, shape.max_in, shape.max_w, shape.wg, k.text
+            "const TILE: u32 = {}u;\nconst MAXIN: u32 = {}u;\nconst MAXW: u32 = {}u;\nconst MLP_WG: u32 = {}u;\nconst RB: u32 = {}u;\n{}",
+            shape.tile,
+            shape.max_in,
+            shape.max_w,
+            shape.wg,
+            shape.tile.min(4),
+            k.text
         ),
     }
 }

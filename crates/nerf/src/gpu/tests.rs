@@ -272,8 +272,8 @@ struct MlpCase {
 }
 
 fn mlp_case(r: &mut ChaCha8Rng, grouped: bool) -> MlpCase {
-    let n = 8 * 37; // rows: a partial last tile
     if grouped {
+        let n = 8 * 37; // 37 groups of 8 rows
         let (dl, dg, group) = (15, 20, 8);
         let cfg = MlpConfig::new(&[dl + dg, 32, 24, 3], true);
         MlpCase {
@@ -292,6 +292,7 @@ fn mlp_case(r: &mut ChaCha8Rng, grouped: bool) -> MlpCase {
             n,
         }
     } else {
+        let n = 8 * 37 + 3; // a partial last tile, and a partial block of rows in it
         let cfg = MlpConfig::new(&[12, 16, 1], true);
         MlpCase {
             a: rand_vec(r, n * 12, -1.0, 1.0),
@@ -491,7 +492,7 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
                     (&dy).into(),
                     (&partial).into(),
                 ],
-                Grid::Groups([p.nparams.div_ceil(SHAPE.wg), p.groups, 1]),
+                Grid::Groups([p.nparams.div_ceil(4 * SHAPE.wg), p.groups, 1]),
             );
             let ur = g
                 .uniform(
