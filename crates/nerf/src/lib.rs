@@ -115,7 +115,14 @@ pub fn run_skipping(
         ds.norm.scale,
         ds.norm.near
     );
-    let gpu = gpu::open(cfg.device)?;
+    // The GPU back end runs the hash-grid backbone; `auto` keeps the IPE backbone on the CPU.
+    let gpu = if cfg.backbone == flythrough_core::config::Backbone::IpeMlp
+        && cfg.device == flythrough_core::config::Device::Auto
+    {
+        None
+    } else {
+        gpu::open(cfg.device)?
+    };
     let device = match &gpu {
         Some(g) => gpu::DeviceReport::gpu(g),
         None => gpu::DeviceReport::cpu(),

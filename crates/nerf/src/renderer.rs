@@ -95,6 +95,11 @@ impl NerfRenderer {
     /// Render on `device` from now on (`[render] device`): uploads the model when it resolves to a
     /// GPU; `auto` without a hardware GPU stays on the CPU.
     pub fn on_device(mut self, device: Device) -> Result<Self, NerfError> {
+        // The GPU back end runs the hash-grid backbone; `auto` keeps an IPE model on the CPU.
+        if device == Device::Auto && self.model.cfg.backbone == crate::model::Backbone::IpeMlp {
+            self.gpu = None;
+            return Ok(self);
+        }
         self.gpu = match crate::gpu::open(device)? {
             Some(g) => {
                 let chunk = crate::gpu::render::default_chunk(&self.model, &g);
