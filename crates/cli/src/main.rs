@@ -5,6 +5,7 @@ use flythrough::batch;
 use flythrough::pipeline::{self, PipelineError, RunOptions};
 use flythrough::remote;
 use flythrough_core::Stage;
+use flythrough_core::config::Device;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,6 +49,10 @@ enum Command {
         /// Redo this stage and every later one, even if up to date.
         #[arg(long, value_name = "STAGE")]
         force: Option<Stage>,
+        /// Where the NeRF trains and renders: auto (a hardware GPU if there is one), cpu or gpu
+        /// (any GPU adapter, software ones included). Overrides [train] device and [render] device.
+        #[arg(long, value_name = "DEVICE")]
+        device: Option<Device>,
     },
     /// Run many venues, each in its own process; on a cluster, each task runs its shard of the list.
     /// Exits 0 only when every venue of the shard succeeded.
@@ -95,6 +100,9 @@ enum Command {
         /// Where to put the venue and its run folder.
         #[arg(long, default_value = "demo")]
         out: PathBuf,
+        /// Where the NeRF trains and renders (auto, cpu, gpu), as for `run`.
+        #[arg(long, value_name = "DEVICE")]
+        device: Option<Device>,
     },
     /// Compare an estimated COLMAP model with ground truth; prints JSON (registered fraction, pair AUC
     /// at 1/2/5/10°, camera-centre error after a similarity alignment, focal error).
@@ -291,6 +299,7 @@ fn main() -> ExitCode {
             until,
             force,
             status_file,
+            device,
         } => {
             let out_s = out.as_ref().map(|p| p.to_string_lossy().into_owned());
             let opts = RunOptions {
@@ -298,6 +307,7 @@ fn main() -> ExitCode {
                 until,
                 force,
                 sync: None,
+                device,
             };
             let (result, local, traffic) = if remote::needs_remote(&config, out_s.as_deref()) {
                 let o = remote::run(&config, out_s.as_deref(), &opts);
@@ -368,7 +378,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(PipelineError::Stage(e.to_string())),
             }
         }
-        Command::Demo { out } => {
+        Command::Demo { out, device } => {
             let venue = out.join("venue");
             let opts = flythrough_synth::SynthOptions::default();
             if let Err(e) = flythrough_synth::generate(&opts, &venue) {
@@ -383,6 +393,7 @@ fn main() -> ExitCode {
                 &venue.join("venue.toml"),
                 &RunOptions {
                     out: Some(run_dir.clone()),
+                    device,
                     ..Default::default()
                 },
             ) {

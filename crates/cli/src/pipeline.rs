@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub force: Option<Stage>,
     /// Keeps a remote run folder (or remote photos) in step with the local one (`crate::remote`).
     pub sync: Option<Arc<dyn flythrough_store::StageSync>>,
+    /// `--device`: overrides `[train] device` and `[render] device` (not part of any stage's hash).
+    pub device: Option<flythrough_core::config::Device>,
 }
 
 /// What happened to each stage.
@@ -136,6 +138,17 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
 
 /// Run the pipeline for a loaded config.
 pub fn run_loaded(cfg: &LoadedConfig, opts: &RunOptions) -> Result<RunReport, PipelineError> {
+    let with_device;
+    let cfg = match opts.device {
+        Some(d) => {
+            let mut c = cfg.clone();
+            c.config.train.device = d;
+            c.config.render.device = d;
+            with_device = c;
+            &with_device
+        }
+        None => cfg,
+    };
     let sync = opts.sync.as_deref();
     let synced = |r: Result<(), String>| r.map_err(PipelineError::Stage);
     let run_dir = opts.out.clone().unwrap_or_else(|| default_run_dir(cfg));

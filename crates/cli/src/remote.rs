@@ -130,6 +130,7 @@ pub fn run(config: &Path, out: Option<&str>, opts: &RunOptions) -> RemoteOutcome
         until: opts.until,
         force: opts.force,
         sync: Some(sync.clone()),
+        device: opts.device,
     };
     let mut result = pipeline::run_loaded(&cfg, &run_opts);
     if result.is_err() && sync.found_corruption() {

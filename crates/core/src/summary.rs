@@ -176,6 +176,12 @@ pub struct TrainSummary {
     pub render_rays_per_s: f64,
     /// The loss and PSNR curve, a PNG inside `RUN/train/`.
     pub loss_plot: String,
+    /// Where the stage ran: `"cpu"` or `"gpu"`.
+    #[serde(default)]
+    pub device: String,
+    /// The GPU adapter (name, backend, driver, kind) when on a GPU.
+    #[serde(default)]
+    pub adapter: Option<serde_json::Value>,
 }
 
 impl Summary for TrainSummary {
@@ -228,6 +234,12 @@ pub struct RenderSummary {
     /// Folder of the stills' files.
     pub stills_dir: String,
     pub stills: Vec<Still>,
+    /// Where the stage ran: `"cpu"` or `"gpu"`.
+    #[serde(default)]
+    pub device: String,
+    /// The GPU adapter (name, backend, driver, kind) when on a GPU.
+    #[serde(default)]
+    pub adapter: Option<serde_json::Value>,
 }
 
 impl Summary for RenderSummary {

@@ -32,7 +32,7 @@ pub use adapter::{AdapterDesc, AdapterKind, Selection, is_software, pick};
 pub use buffer::{Bind, BufferPool, GpuBuffer, Readback};
 pub use kernel::{BindGroup, BindingKind, Kernel, validate_wgsl};
 pub use profiler::Profiler;
-pub use recorder::Recorder;
+pub use recorder::{Recorder, Submission};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -124,10 +124,17 @@ impl std::fmt::Debug for Gpu {
     }
 }
 
+/// The process's wgpu instance. Backends: Vulkan, Metal and DX12 (`Backends::PRIMARY`); GL only
+/// when `WGPU_BACKEND` asks for it (its compute support is partial, and its EGL contexts must not
+/// be created and dropped from several threads).
 fn instance() -> &'static wgpu::Instance {
     static INSTANCE: OnceLock<wgpu::Instance> = OnceLock::new();
     INSTANCE.get_or_init(|| {
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        if std::env::var_os("WGPU_BACKEND").is_none() {
+            desc.backends = wgpu::Backends::PRIMARY;
+        }
+        wgpu::Instance::new(desc)
     })
 }
 
@@ -149,7 +156,7 @@ fn adapters() -> Vec<(wgpu::Adapter, AdapterDesc)> {
         .collect()
 }
 
-/// Every adapter wgpu sees on this machine (for logs and `flythrough`'s diagnostics).
+/// Every adapter wgpu sees on this machine (Vulkan, Metal, DX12; see [`instance`]).
 pub fn list_adapters() -> Vec<AdapterDesc> {
     adapters().into_iter().map(|(_, d)| d).collect()
 }
@@ -160,13 +167,16 @@ impl Gpu {
     /// device cannot be created.
     pub fn shared(sel: Selection) -> Result<Option<Arc<Gpu>>, GpuError> {
         static DEVICES: OnceLock<Mutex<HashMap<String, Arc<Gpu>>>> = OnceLock::new();
+        // One caller at a time enumerates and opens devices.
+        let map = DEVICES.get_or_init(|| Mutex::new(HashMap::new()));
+        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
         let mut found = adapters();
         let descs: Vec<AdapterDesc> = found.iter().map(|(_, d)| d.clone()).collect();
         let Some(i) = pick(&descs, sel) else {
             return match sel {
                 Selection::Hardware => Ok(None),
                 Selection::Any => Err(GpuError::NoAdapter(if descs.is_empty() {
-                    "wgpu found no Vulkan, Metal, DX12 or GL adapter on this machine (on Linux \
+                    "wgpu found no Vulkan, Metal or DX12 adapter on this machine (on Linux \
                      install a Vulkan driver, e.g. `apt-get install mesa-vulkan-drivers` for the \
                      CPU driver lavapipe, or the GPU vendor's driver)"
                         .into()
@@ -184,8 +194,6 @@ impl Gpu {
             };
         };
         let key = format!("{}|{}", descs[i].name, descs[i].backend);
-        let map = DEVICES.get_or_init(|| Mutex::new(HashMap::new()));
-        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(g) = map.get(&key) {
             return Ok(Some(g.clone()));
         }

@@ -114,10 +114,24 @@ impl<'a> Recorder<'a> {
     }
 
     /// Finish and submit. The profiler's timestamps (if any) are resolved in the same submission.
-    pub fn submit(mut self) {
+    pub fn submit(mut self) -> Submission {
         if let Some(p) = self.prof.take() {
             p.resolve(&mut self.enc, self.gpu);
         }
-        self.gpu.queue.submit([self.enc.finish()]);
+        Submission(self.gpu.queue.submit([self.enc.finish()]))
+    }
+}
+
+/// A submitted command buffer, to wait for ([`Gpu::wait_for`]) without reading anything back.
+#[derive(Debug, Clone)]
+pub struct Submission(wgpu::SubmissionIndex);
+
+impl Gpu {
+    /// Block until `s` has finished on the device (a fence: bounds how far the host runs ahead).
+    pub fn wait_for(&self, s: &Submission) {
+        let _ = self.device.poll(wgpu::PollType::Wait {
+            submission_index: Some(s.0.clone()),
+            timeout: None,
+        });
     }
 }

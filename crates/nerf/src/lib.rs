@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod coord;
 pub mod data;
 pub mod encoding;
+pub mod gpu;
 pub mod graph;
 pub mod kernels;
 pub mod metrics;
@@ -54,6 +55,8 @@ pub enum NerfError {
         "train: the loss became NaN/inf at step {0}; lower [train] lr_init or set grad_max_norm"
     )]
     Diverged(usize),
+    #[error("GPU: {0}")]
+    Gpu(String),
 }
 
 /// The train stage: read poses from `sfm_dir/sparse`, photos from `images`, exposures from
@@ -113,8 +116,29 @@ pub fn run_skipping(
         ds.norm.scale,
         ds.norm.near
     );
+    // The GPU back end runs the hash-grid backbone without camera pose refinement; `auto` keeps
+    // the IPE backbone and pose refinement on the CPU, `gpu` refuses them.
+    let cpu_only = cfg.backbone == flythrough_core::config::Backbone::IpeMlp || cfg.pose_lr > 0.0;
+    if cfg.pose_lr > 0.0 && cfg.device == flythrough_core::config::Device::Gpu {
+        return Err(NerfError::Input(
+            "[train] pose_lr > 0 (camera pose refinement) runs on the CPU back end only: set [train] device = \"cpu\" or \"auto\", or pose_lr = 0".into(),
+        ));
+    }
+    let gpu = if cpu_only && cfg.device == flythrough_core::config::Device::Auto {
+        None
+    } else {
+        gpu::open(cfg.device)?
+    };
+    let device = match &gpu {
+        Some(g) => gpu::DeviceReport::gpu(g),
+        None => gpu::DeviceReport::cpu(),
+    };
+    tracing::info!("train: on {}", device.line());
     let t0 = std::time::Instant::now();
-    let trained = train::train(cfg, &ds, work)?;
+    let trained = match &gpu {
+        Some(g) => gpu::train::train(cfg, &ds, work, g.clone())?,
+        None => train::train(cfg, &ds, work)?,
+    };
     let train_seconds = t0.elapsed().as_secs_f64();
     std::fs::create_dir_all(out.join("checkpoints")).map_err(io(out))?;
     // The final checkpoint is what rendering needs: the weights and the metadata. The resume state
@@ -141,18 +165,42 @@ pub fn run_skipping(
     metrics::plot(&loss, &psnr)
         .save(out.join("loss.png"))
         .map_err(|e| NerfError::Io(out.join("loss.png"), e.to_string()))?;
-    let report = train::evaluate(
-        &trained.model,
-        &trained.meta,
-        &ds,
-        &train::EvalOptions {
-            downscale: cfg.eval_downscale,
-            max_photos: cfg.eval_max_photos,
-            glo_steps: cfg.glo_eval_steps,
-            trained_rays: trained.meta.step * cfg.batch_rays,
-        },
-        Some(&out.join("holdout")),
-    );
+    let eval_opts = train::EvalOptions {
+        downscale: cfg.eval_downscale,
+        max_photos: cfg.eval_max_photos,
+        glo_steps: cfg.glo_eval_steps,
+        trained_rays: trained.meta.step * cfg.batch_rays,
+    };
+    let holdout_dir = out.join("holdout");
+    let report = match &gpu {
+        // Held-out photos render on the device too (the latent fitting stays on the CPU).
+        Some(g) => {
+            let chunk = gpu::render::default_chunk(&trained.model, g);
+            let mut r = gpu::GpuRenderer::new(g.clone(), &trained.model, chunk)?;
+            let norm = ds.norm;
+            train::evaluate_with(
+                &trained.model,
+                &trained.meta,
+                &ds,
+                &eval_opts,
+                Some(&holdout_dir),
+                &mut |cam, pose, ev, latent| {
+                    let fc = gpu::FrameCamera::photo(&norm, cam, pose);
+                    r.render_frame_f32(&fc, ev, latent).unwrap_or_else(|e| {
+                        tracing::error!("train: GPU evaluation render failed ({e}); using the CPU");
+                        renderer::render_photo_rays(&trained.model, &norm, cam, pose, ev, latent)
+                    })
+                },
+            )
+        }
+        None => train::evaluate(
+            &trained.model,
+            &trained.meta,
+            &ds,
+            &eval_opts,
+            Some(&holdout_dir),
+        ),
+    };
     tracing::info!(
         "train: evaluated {} of {} held-out photos at {}x{} in {:.1} s: {:.2} dB",
         report.selection.evaluated,
@@ -206,5 +254,10 @@ pub fn run_skipping(
         train_width: tw,
         train_height: th,
         image_bytes: ds.image_bytes(),
+        device: device.device.to_string(),
+        adapter: device
+            .adapter
+            .as_ref()
+            .and_then(|a| serde_json::to_value(a).ok()),
     })
 }

@@ -5,11 +5,14 @@ use crate::NerfError;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::coord::SceneNorm;
 use crate::data::camera_ray;
+use crate::gpu::{DeviceReport, FrameCamera, FrameTicket, GpuRenderer};
 use crate::model::{Model, Rays, SampleMode};
+use flythrough_core::config::Device;
 use flythrough_core::{Camera, Pose};
 use image::RgbImage;
 use rayon::prelude::*;
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Which appearance (GLO) latent to render with.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -42,12 +45,29 @@ pub struct RenderOutput {
     pub opacity: Vec<f32>,
 }
 
-/// A trained model ready to render.
+/// A trained model ready to render, on the CPU or (after [`NerfRenderer::on_device`]) a GPU.
 #[derive(Debug, Clone)]
 pub struct NerfRenderer {
     pub model: Model,
     pub meta: CheckpointMeta,
     mean_radius: f32,
+    gpu: Option<GpuHandle>,
+}
+
+/// The GPU renderer behind a lock (the render API takes `&self`; GPU calls are serialised).
+#[derive(Clone)]
+struct GpuHandle(Arc<Mutex<GpuRenderer>>);
+
+impl std::fmt::Debug for GpuHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GpuRenderer")
+    }
+}
+
+impl GpuHandle {
+    fn lock(&self) -> MutexGuard<'_, GpuRenderer> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Rays per chunk when rendering.
@@ -68,7 +88,55 @@ impl NerfRenderer {
             model,
             meta,
             mean_radius,
+            gpu: None,
         })
+    }
+
+    /// Render on `device` from now on (`[render] device`): uploads the model when it resolves to a
+    /// GPU; `auto` without a hardware GPU stays on the CPU.
+    pub fn on_device(mut self, device: Device) -> Result<Self, NerfError> {
+        // The GPU back end runs the hash-grid backbone; `auto` keeps an IPE model on the CPU.
+        if device == Device::Auto && self.model.cfg.backbone == crate::model::Backbone::IpeMlp {
+            self.gpu = None;
+            return Ok(self);
+        }
+        self.gpu = match crate::gpu::open(device)? {
+            Some(g) => {
+                let chunk = crate::gpu::render::default_chunk(&self.model, &g);
+                let r = GpuRenderer::new(g, &self.model, chunk)?;
+                Some(GpuHandle(Arc::new(Mutex::new(r))))
+            }
+            None => None,
+        };
+        Ok(self)
+    }
+
+    /// Where this renderer runs.
+    pub fn device(&self) -> DeviceReport {
+        match &self.gpu {
+            Some(h) => DeviceReport::gpu(h.lock().gpu()),
+            None => DeviceReport::cpu(),
+        }
+    }
+
+    /// Start rendering a whole frame on the GPU (`None` on the CPU: render rays instead). The
+    /// camera is in the model's frame ([`FrameCamera::photo`], [`FrameCamera::equirect`] take
+    /// world-frame inputs and [`NerfRenderer::norm`]).
+    pub fn start_frame(
+        &self,
+        cam: &FrameCamera,
+        opts: &RenderOptions,
+    ) -> Option<Result<FrameTicket, NerfError>> {
+        let h = self.gpu.as_ref()?;
+        let ev = self.relative_ev(opts);
+        let latent = self.latent(&opts.latent);
+        Some(h.lock().start_frame(cam, ev, &latent))
+    }
+
+    fn relative_ev(&self, opts: &RenderOptions) -> f32 {
+        opts.exposure_ev
+            .map(|e| e - self.meta.ev_mean)
+            .unwrap_or(0.0) as f32
     }
 
     /// Scene normalisation (world -> model frame).
@@ -125,7 +193,30 @@ impl NerfRenderer {
             latent: Vec::new(),
             ev: vec![ev; origins.len()],
         };
-        let mut out = render_norm(&self.model, &rays, &latent);
+        let mut out = match &self.gpu {
+            Some(h) => {
+                let packed: Vec<[f32; 8]> = (0..rays.len())
+                    .map(|i| {
+                        let (o, d) = (rays.o[i], rays.d[i]);
+                        [o[0], o[1], o[2], d[0], d[1], d[2], rays.r[i], rays.ev[i]]
+                    })
+                    .collect();
+                match h.lock().render_rays(&packed, &latent) {
+                    Ok(v) => RenderOutput {
+                        rgb: v.iter().map(|x| [x[0], x[1], x[2]]).collect(),
+                        depth: v.iter().map(|x| x[3]).collect(),
+                        opacity: v.iter().map(|x| x[4]).collect(),
+                    },
+                    Err(e) => {
+                        tracing::error!(
+                            "render: GPU failed ({e}); rendering these rays on the CPU"
+                        );
+                        render_norm(&self.model, &rays, &latent)
+                    }
+                }
+            }
+            None => render_norm(&self.model, &rays, &latent),
+        };
         let inv = (1.0 / norm.scale) as f32;
         out.depth.iter_mut().for_each(|d| *d *= inv);
         out
@@ -138,6 +229,13 @@ impl NerfRenderer {
             .map(|e| e - self.meta.ev_mean)
             .unwrap_or(0.0) as f32;
         let latent = self.latent(&opts.latent);
+        if let Some(h) = &self.gpu {
+            let fc = FrameCamera::photo(&self.meta.norm, cam, pose);
+            match h.lock().render_frame(&fc, ev, &latent) {
+                Ok(img) => return img,
+                Err(e) => tracing::error!("render: GPU failed ({e}); rendering on the CPU"),
+            }
+        }
         let img = render_photo_rays(&self.model, &self.meta.norm, cam, pose, ev, &latent);
         crate::metrics::to_image(&img, cam.width as usize, cam.height as usize)
     }

@@ -189,13 +189,26 @@ pub struct Trained {
     pub metrics: Vec<MetricLine>,
 }
 
-fn ckpt_path(work: &Path) -> std::path::PathBuf {
+pub(crate) fn ckpt_path(work: &Path) -> std::path::PathBuf {
     work.join("checkpoints").join("last.safetensors")
 }
 
-/// Train (or resume) a model on `ds`. Checkpoints go to `work/checkpoints/last.safetensors` every
-/// `checkpoint_every` steps and at the end; metrics to `work/metrics.jsonl`.
-pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, NerfError> {
+/// Where a training call starts (shared by the CPU and GPU loops): the work checkpoint's model,
+/// Adam state and step when it matches this model layout and these training photos (resume),
+/// else a fresh model (and a fresh `metrics.jsonl`).
+pub struct Start {
+    pub model: Model,
+    pub adams: Vec<Adam>,
+    pub meta: CheckpointMeta,
+    pub resumed_from: Option<usize>,
+    /// `work/checkpoints/last.safetensors`.
+    pub ckpt: std::path::PathBuf,
+    /// `work/metrics.jsonl`, opened for appending.
+    pub metrics_file: std::fs::File,
+}
+
+/// The start of a training call on `ds` in `work` (see [`Start`]).
+pub fn start(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Start, NerfError> {
     let mcfg = ModelConfig::from_train(cfg, ds.train.len());
     let train_names: Vec<String> = ds
         .train
@@ -225,7 +238,7 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
     let ck = ckpt_path(work);
     let metrics_path = work.join("metrics.jsonl");
     let mut resumed_from = None;
-    let (mut model, mut adams) = match ck.is_file().then(|| checkpoint::load(&ck)) {
+    let (model, adams) = match ck.is_file().then(|| checkpoint::load(&ck)) {
         Some(Ok((m, Some(a), old))) if old.model == mcfg && old.train_names == train_names => {
             tracing::info!("train: resuming from step {} ({})", old.step, ck.display());
             resumed_from = Some(old.step);
@@ -244,11 +257,54 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
         }
     };
     std::fs::create_dir_all(work).map_err(|e| NerfError::Io(work.to_path_buf(), e.to_string()))?;
-    let mut mfile = std::fs::OpenOptions::new()
+    let metrics_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&metrics_path)
         .map_err(|e| NerfError::Io(metrics_path.clone(), e.to_string()))?;
+    Ok(Start {
+        model,
+        adams,
+        meta,
+        resumed_from,
+        ckpt: ck,
+        metrics_file,
+    })
+}
+
+/// The batch of training step `step`: random pixels over all training photos and one jitter per
+/// ray and level, from the per-step ChaCha8 stream (`seed`, `step`), so runs and resumed runs repeat
+/// and the CPU and GPU loops train on the same batches.
+pub fn step_batch(
+    cfg: &TrainConfig,
+    ds: &Dataset,
+    step: usize,
+    glo: &[f32],
+    glo_dim: usize,
+    levels: usize,
+) -> (crate::model::Rays, Vec<[f32; 3]>, Vec<usize>, Vec<Vec<f32>>) {
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step as u64);
+    let (rays, target, idx) = ds.sample_batch(cfg.batch_rays, &mut rng, glo, glo_dim);
+    let jitter: Vec<Vec<f32>> = (0..levels)
+        .map(|_| (0..rays.len()).map(|_| rng.random::<f32>()).collect())
+        .collect();
+    (rays, target, idx, jitter)
+}
+
+/// Train (or resume) a model on `ds` on the CPU. Checkpoints go to
+/// `work/checkpoints/last.safetensors` every `checkpoint_every` steps and at the end; metrics to
+/// `work/metrics.jsonl`.
+pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, NerfError> {
+    let Start {
+        mut model,
+        mut adams,
+        mut meta,
+        resumed_from,
+        ckpt: ck,
+        metrics_file: mut mfile,
+    } = start(cfg, ds, work)?;
+    let mcfg = model.cfg.clone();
     let lw = LossWeights {
         distortion: cfg.distortion_weight as f32,
         interlevel: cfg.interlevel_weight as f32,
@@ -277,18 +333,13 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
         }
         let lr = learning_rate(cfg, step, progress);
         // Per-step RNG: the run is repeatable and a resumed run draws the same batches.
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step as u64);
-        let (mut rays, target, idx) =
-            ds.sample_batch(cfg.batch_rays, &mut rng, &model.params[gidx], gd);
+        let nlev = mcfg.prop_samples.len() + 1;
+        let (mut rays, target, idx, jitter) =
+            step_batch(cfg, ds, step, &model.params[gidx], gd, nlev);
         let cam_idx = model.idx_cam_opt();
         if let Some(ci) = cam_idx {
             apply_camera_corrections(&model.params[ci], &idx, &mut rays);
         }
-        let nlev = mcfg.prop_samples.len() + 1;
-        let jitter: Vec<Vec<f32>> = (0..nlev)
-            .map(|_| (0..rays.len()).map(|_| rng.random::<f32>()).collect())
-            .collect();
         let mode = SampleMode {
             jitter: Some(&jitter),
             train_frac: progress as f32,
@@ -505,6 +556,31 @@ pub fn evaluate(
     opts: &EvalOptions,
     render_dir: Option<&Path>,
 ) -> EvalReport {
+    evaluate_with(
+        model,
+        meta,
+        ds,
+        opts,
+        render_dir,
+        &mut |cam, pose, ev, latent| render_photo_rays(model, &ds.norm, cam, pose, ev, latent),
+    )
+}
+
+/// [`evaluate`] with the held-out photos rendered by `render(camera, pose, relative EV, latent)`
+/// (`[h * w * 3]` linear colours): the GPU back end renders them on the device.
+pub fn evaluate_with(
+    model: &Model,
+    meta: &CheckpointMeta,
+    ds: &Dataset,
+    opts: &EvalOptions,
+    render_dir: Option<&Path>,
+    render: &mut dyn FnMut(
+        &flythrough_core::Camera,
+        &flythrough_core::Pose,
+        f32,
+        &[f32],
+    ) -> Vec<f32>,
+) -> EvalReport {
     let t_eval = Instant::now();
     let gd = model.cfg.glo_dim;
     let glo_steps = opts.glo_steps;
@@ -586,7 +662,7 @@ pub fn evaluate(
         };
         fit_time += t_fit.elapsed().as_secs_f64();
         let t0 = Instant::now();
-        let img = render_photo_rays(model, &ds.norm, &cam, &pose, ev, &latent);
+        let img = render(&cam, &pose, ev, &latent);
         render_time += t0.elapsed().as_secs_f64();
         rays_rendered += w * h;
         let x0 = if gd > 0 && glo_steps > 0 { w / 2 } else { 0 };

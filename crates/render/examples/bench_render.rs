@@ -37,6 +37,7 @@ fn main() {
             let src = flythrough_render::stage::nerf_source(
                 &run,
                 &flythrough_core::config::Appearance::Mean,
+                flythrough_core::config::Device::Auto,
             )
             .expect("load the NeRF");
             let cams = rec
@@ -127,6 +128,7 @@ fn untrained_nerf() -> Box<dyn RaySource> {
     let src = flythrough_render::nerf_source::NerfSource::load(
         &dir,
         &flythrough_core::config::Appearance::Mean,
+        flythrough_core::config::Device::Cpu,
     )
     .expect("load");
     let _ = std::fs::remove_dir_all(&dir);

@@ -6,9 +6,13 @@
 //! camera's pixel footprint, `2/√12 ×` the pixel's angular size (multinerf `camera_utils`).
 
 use crate::RenderError;
-use crate::source::RaySource;
-use flythrough_core::config::Appearance;
+use crate::cameras::RayCamera;
+use crate::source::{FrameCam, PendingFrame, RaySource, SourceDevice};
+use flythrough_core::config::{Appearance, Device};
+use flythrough_core::{Camera, CameraModel, Pose};
+use flythrough_nerf::gpu::{FrameCamera, FrameTicket};
 use flythrough_nerf::{LatentChoice, NerfRenderer, RenderOptions};
+use image::RgbImage;
 use std::path::Path;
 
 /// A loaded NeRF with the render settings of this run.
@@ -18,9 +22,14 @@ pub struct NerfSource {
 }
 
 impl NerfSource {
-    /// Load `train_dir/checkpoints/final.safetensors`.
-    pub fn load(train_dir: &Path, appearance: &Appearance) -> Result<NerfSource, RenderError> {
+    /// Load `train_dir/checkpoints/final.safetensors` to render on `device` (`[render] device`).
+    pub fn load(
+        train_dir: &Path,
+        appearance: &Appearance,
+        device: Device,
+    ) -> Result<NerfSource, RenderError> {
         let renderer = NerfRenderer::load(train_dir)
+            .and_then(|r| r.on_device(device))
             .map_err(|e| RenderError::Model(format!("{}: {e}", train_dir.display())))?;
         let latent = match appearance {
             Appearance::Mean => LatentChoice::Mean,
@@ -58,5 +67,70 @@ impl RaySource for NerfSource {
 
     fn name(&self) -> String {
         "nerf".into()
+    }
+
+    fn start_frame(
+        &self,
+        cam: FrameCam,
+        exposure_ev: f64,
+    ) -> Option<Result<Box<dyn PendingFrame>, String>> {
+        let norm = self.renderer.norm();
+        let fc = match cam {
+            FrameCam::Equirect(e) => FrameCamera::equirect(
+                &norm,
+                e.width,
+                e.height,
+                e.center.into(),
+                e.right.into(),
+                e.forward.into(),
+                e.up.into(),
+            ),
+            FrameCam::Perspective(p) => {
+                let (w, h) = p.size();
+                let cam = Camera {
+                    id: 0,
+                    model: CameraModel::Pinhole,
+                    width: w,
+                    height: h,
+                    params: vec![p.focal, p.focal, w as f64 / 2.0, h as f64 / 2.0],
+                };
+                let pose = Pose {
+                    rotation: p.rotation,
+                    translation: -(p.rotation * p.center),
+                };
+                FrameCamera::photo(&norm, &cam, &pose)
+            }
+        };
+        let opts = RenderOptions {
+            exposure_ev: Some(exposure_ev),
+            latent: self.latent.clone(),
+            radius_px: None,
+        };
+        let t = self.renderer.start_frame(&fc, &opts)?;
+        Some(
+            t.map(|t| Box::new(Ticket(t)) as Box<dyn PendingFrame>)
+                .map_err(|e| e.to_string()),
+        )
+    }
+
+    fn device(&self) -> SourceDevice {
+        let d = self.renderer.device();
+        SourceDevice {
+            device: d.device.into(),
+            adapter: d
+                .adapter
+                .as_ref()
+                .and_then(|a| serde_json::to_value(a).ok()),
+            line: d.line(),
+        }
+    }
+}
+
+/// A NeRF frame rendering on the GPU.
+struct Ticket(FrameTicket);
+
+impl PendingFrame for Ticket {
+    fn wait(self: Box<Self>) -> Result<RgbImage, String> {
+        self.0.wait().map_err(|e| e.to_string())
     }
 }

@@ -5,7 +5,45 @@
 //! RGB in `[0, 1]` back. The NeRF adapter lives in [`crate::nerf_source`]; [`AnalyticRoom`] is an
 //! exact procedural scene for tests and benchmarks.
 
+use crate::cameras::{Equirect, Perspective};
+use image::RgbImage;
 use nalgebra::Vector3;
+
+/// A whole frame's camera, for sources that generate its rays themselves (the GPU).
+#[derive(Debug, Clone, Copy)]
+pub enum FrameCam<'a> {
+    Equirect(&'a Equirect),
+    Perspective(&'a Perspective),
+}
+
+/// A frame rendering on a device; [`PendingFrame::wait`] returns it.
+pub trait PendingFrame: Send {
+    fn wait(self: Box<Self>) -> Result<RgbImage, String>;
+}
+
+/// Where a source renders, for the log and `stage.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceDevice {
+    /// `"cpu"` or `"gpu"`.
+    pub device: String,
+    /// The adapter (name, backend, driver, kind) when on a GPU.
+    pub adapter: Option<serde_json::Value>,
+    /// One line for the log.
+    pub line: String,
+}
+
+impl SourceDevice {
+    pub fn cpu() -> SourceDevice {
+        SourceDevice {
+            device: "cpu".into(),
+            adapter: None,
+            line: "cpu".into(),
+        }
+    }
+    pub fn on_gpu(&self) -> bool {
+        self.device == "gpu"
+    }
+}
 
 /// A renderer of rays.
 pub trait RaySource: Sync {
@@ -35,6 +73,22 @@ pub trait RaySource: Sync {
     /// Short name for logs and `stage.json`.
     fn name(&self) -> String {
         "ray source".into()
+    }
+
+    /// Start a whole frame on the device that renders it (GPU sources: rays generated on the
+    /// device, pixels read back once). `None`: render the frame by tiles of rays.
+    fn start_frame(
+        &self,
+        cam: FrameCam,
+        exposure_ev: f64,
+    ) -> Option<Result<Box<dyn PendingFrame>, String>> {
+        let _ = (cam, exposure_ev);
+        None
+    }
+
+    /// Where this source renders.
+    fn device(&self) -> SourceDevice {
+        SourceDevice::cpu()
     }
 }
 

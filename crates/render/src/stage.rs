@@ -4,10 +4,10 @@ use crate::cameras::{Equirect, Perspective};
 use crate::encode::{self, EncodeError, VideoSpec};
 use crate::frames::{render_frame, tiles};
 use crate::path::{CameraPath, Heading, Keyframe, PathSample, PathSettings};
-use crate::source::RaySource;
+use crate::source::{FrameCam, PendingFrame, RaySource};
 use crate::{RenderError, io_at, mp4, viewer};
 use flythrough_core::config::{
-    Appearance, ExposureMode, PreviewSource, RenderConfig, UnregisteredKeyframes,
+    Appearance, Device, ExposureMode, PreviewSource, RenderConfig, UnregisteredKeyframes,
 };
 use flythrough_core::summary::RenderSummary;
 use flythrough_core::{LoadedConfig, Manifest, Reconstruction, RunDir, Stage};
@@ -114,14 +114,16 @@ pub fn run(
     // Check the keyframes and the path's size (cheap) before loading the model (seconds).
     let (path, _, _) = build_path(cfg, run)?;
     check_path_size(path.length(), path.duration(), &cfg.render)?;
-    let source = nerf_source(run, &cfg.render.appearance)?;
+    let r = &cfg.render;
+    let source = nerf_source(run, &r.appearance, r.device)?;
     run_with_source(cfg, run, out, work, source.as_ref())
 }
 
-/// The trained model of `RUN/train` as a ray source.
+/// The trained model of `RUN/train` as a ray source on `device` (`[render] device`).
 pub fn nerf_source(
     run: &RunDir,
     appearance: &Appearance,
+    device: Device,
 ) -> Result<Box<dyn RaySource>, RenderError> {
     let dir = run.stage_dir(Stage::Train);
     if !dir.join("stage.json").is_file() {
@@ -132,13 +134,13 @@ pub fn nerf_source(
     }
     #[cfg(feature = "nerf")]
     {
-        Ok(Box::new(crate::nerf_source::NerfSource::load(
-            &dir, appearance,
-        )?))
+        let src = crate::nerf_source::NerfSource::load(&dir, appearance, device)?;
+        tracing::info!("render: NeRF on {}", src.device().line);
+        Ok(Box::new(src))
     }
     #[cfg(not(feature = "nerf"))]
     {
-        let _ = appearance;
+        let _ = (appearance, device);
         Err(RenderError::Model(format!(
             "{}: this build has no NeRF renderer (cargo feature `nerf` of flythrough-render is off)",
             dir.display()
@@ -350,7 +352,20 @@ fn load_png(path: &Path) -> Result<image::RgbImage, EncodeError> {
         .map_err(|e| EncodeError::Msg(format!("{}: {e}", path.display())))
 }
 
+/// `r` with the 360° frame size resolved for the device `source` renders on (automatic size:
+/// [`RenderConfig::frame_size`]).
+pub fn resolved(r: &RenderConfig, source: &dyn RaySource) -> RenderConfig {
+    let (width, height) = r.frame_size(source.device().on_gpu());
+    RenderConfig {
+        width,
+        height,
+        ..r.clone()
+    }
+}
+
 /// Render every missing frame into `frames_dir`; returns (frames rendered now, seconds spent).
+/// Sources that render whole frames on a device (the GPU) keep one path frame in flight while
+/// the previous one is written, so PNG encoding overlaps rendering.
 pub fn render_frames(
     r: &RenderConfig,
     frames: &[PathSample],
@@ -358,6 +373,7 @@ pub fn render_frames(
     source: &dyn RaySource,
     frames_dir: &Path,
 ) -> Result<(usize, f64), RenderError> {
+    let r = &resolved(r, source);
     std::fs::create_dir_all(frames_dir).map_err(io_at(frames_dir))?;
     let todo: Vec<usize> = (0..frames.len())
         .filter(|&k| {
@@ -372,6 +388,14 @@ pub fn render_frames(
         );
     }
     let reproject = r.preview_source == PreviewSource::Reproject;
+    if let Some(first) = todo.first()
+        && let Some(started) = source.start_frame(
+            FrameCam::Equirect(&pano_camera(r, &frames[*first], up)),
+            frames[*first].exposure_ev,
+        )
+    {
+        return render_frames_on_device(r, frames, up, source, frames_dir, &todo, started);
+    }
     let per_frame = tiles(r.width, r.height, r.tile_px).len()
         + if reproject {
             0
@@ -420,6 +444,91 @@ pub fn render_frames(
     Ok((todo.len(), pano_seconds))
 }
 
+/// A path frame in flight on the device: its 360° frame and, unless reprojected, its preview.
+struct InFlight {
+    k: usize,
+    pano: Box<dyn PendingFrame>,
+    preview: Option<Box<dyn PendingFrame>>,
+    started: Instant,
+}
+
+/// [`render_frames`] for sources that render whole frames on a device: frame k + 1 is started
+/// before frame k is read back and written, so the device renders while the host encodes PNGs.
+fn render_frames_on_device(
+    r: &RenderConfig,
+    frames: &[PathSample],
+    up: Vector3<f64>,
+    source: &dyn RaySource,
+    frames_dir: &Path,
+    todo: &[usize],
+    first_pano: Result<Box<dyn PendingFrame>, String>,
+) -> Result<(usize, f64), RenderError> {
+    let reproject = r.preview_source == PreviewSource::Reproject;
+    let err = |e: String| RenderError::Model(format!("GPU frame rendering: {e}"));
+    let start = |k: usize, pano: Option<Result<Box<dyn PendingFrame>, String>>| {
+        let f = &frames[k];
+        let started = Instant::now();
+        let pano = match pano {
+            Some(p) => p,
+            None => source
+                .start_frame(FrameCam::Equirect(&pano_camera(r, f, up)), f.exposure_ev)
+                .unwrap_or_else(|| Err("the source stopped rendering whole frames".into())),
+        }
+        .map_err(err)?;
+        let preview = if reproject {
+            None
+        } else {
+            Some(
+                source
+                    .start_frame(FrameCam::Perspective(&preview_camera(r, f)), f.exposure_ev)
+                    .unwrap_or_else(|| Err("no preview frame".into()))
+                    .map_err(err)?,
+            )
+        };
+        Ok::<_, RenderError>(InFlight {
+            k,
+            pano,
+            preview,
+            started,
+        })
+    };
+    let pb =
+        flythrough_core::progress::bar(todo.len() as u64, "render: 360° + preview frames (GPU)");
+    let t0 = Instant::now();
+    let mut pano_seconds = 0.0;
+    let mut pending = Some(start(todo[0], Some(first_pano))?);
+    for i in 0..todo.len() {
+        let cur = pending.take().expect("a frame in flight");
+        // Start the next frame before reading this one back.
+        if let Some(&next) = todo.get(i + 1) {
+            pending = Some(start(next, None)?);
+        }
+        let f = &frames[cur.k];
+        let pano = cur.pano.wait().map_err(err)?;
+        let prev = match cur.preview {
+            Some(p) => p.wait().map_err(err)?,
+            None => crate::frames::reproject(&pano, &pano_camera(r, f, up), &preview_camera(r, f)),
+        };
+        pano_seconds += cur.started.elapsed().as_secs_f64();
+        save_png(&prev, &frames_dir.join(preview_name(cur.k)))?;
+        // The 360° frame last: its presence marks the frame done.
+        save_png(&pano, &frames_dir.join(pano_name(cur.k)))?;
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let wall = t0.elapsed().as_secs_f64();
+    tracing::info!(
+        "render: {} frames of {}x{} on the GPU in {wall:.1} s ({:.3} s per path frame, rendering and writing overlapped)",
+        todo.len(),
+        r.width,
+        r.height,
+        wall / todo.len().max(1) as f64
+    );
+    // Frames overlap, so the per-frame figure is the wall time per frame.
+    let _ = pano_seconds;
+    Ok((todo.len(), wall))
+}
+
 /// Encode the frame PNGs named by `name(k)` into `out`.
 fn encode_pngs(
     encoder: &encode::Encoder,
@@ -456,7 +565,8 @@ pub fn run_with_source(
     work: &Path,
     source: &dyn RaySource,
 ) -> Result<RenderSummary, RenderError> {
-    let r = &cfg.render;
+    let r = &resolved(&cfg.render, source);
+    let device = source.device();
     let (path, rec, fixed_ev) = build_path(cfg, run)?;
     let needed = check_path_size(path.length(), path.duration(), r)?;
     tracing::info!(
@@ -611,6 +721,8 @@ pub fn run_with_source(
         pano_still: format!("{STILLS_DIR}/{PANO_STILL}"),
         stills_dir: STILLS_DIR.into(),
         stills,
+        device: device.device.clone(),
+        adapter: device.adapter.clone(),
     })
 }
 

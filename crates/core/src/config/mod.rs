@@ -5,6 +5,7 @@
 //! that no key is undocumented). Each stage owns the file of its section.
 
 mod capture;
+mod device;
 pub mod preflight;
 mod privacy;
 mod render;
@@ -13,6 +14,7 @@ mod train;
 mod venue;
 
 pub use capture::{BrokenPhotoPolicy, CaptureConfig};
+pub use device::Device;
 pub use preflight::{Originals, preflight, preflight_in};
 pub use privacy::{KeepDetection, PrivacyConfig, RegionOverride};
 pub use render::{
@@ -50,6 +52,7 @@ display_as_config!(
     UnregisteredKeyframes,
     UpAxis,
     Backbone,
+    Device,
 );
 
 /// `(stage, key)` pairs left out of [`Config::section_json`]: settings of the machine or guards that
@@ -57,6 +60,10 @@ display_as_config!(
 pub const UNHASHED_KEYS: &[(Stage, &str)] = &[
     (Stage::Privacy, "memory_budget_gb"),
     (Stage::Render, "max_path_frames"),
+    // Where a stage runs does not change what it computes: a run moved to a GPU machine keeps its
+    // finished stages.
+    (Stage::Train, "device"),
+    (Stage::Render, "device"),
 ];
 
 /// Documentation of one key: `(key, comment)`.
@@ -456,6 +463,30 @@ mod tests {
         );
     }
 
+    /// The device a stage runs on is not part of its config hash; the automatic 360° size follows
+    /// the device.
+    #[test]
+    fn device_is_left_out_of_the_stage_hash() {
+        let mut a = Config::default();
+        let mut b = Config::default();
+        b.train.device = Device::Gpu;
+        b.render.device = Device::Cpu;
+        assert_eq!(a.section_json(Stage::Train), b.section_json(Stage::Train));
+        assert_eq!(a.section_json(Stage::Render), b.section_json(Stage::Render));
+        assert!(!a.section_json(Stage::Train).contains("device"));
+        a.train.steps += 1;
+        assert_ne!(a.section_json(Stage::Train), b.section_json(Stage::Train));
+        assert_eq!(a.render.frame_size(false), (1024, 512));
+        assert_eq!(a.render.frame_size(true), (3840, 1920));
+        a.render.width = 512;
+        a.render.height = 256;
+        assert_eq!(a.render.frame_size(true), (512, 256));
+        assert!(a.render.check().is_ok());
+        a.render.height = 0;
+        assert!(a.render.check().unwrap_err().contains("width"));
+        assert!(Config::default().render.check().is_ok());
+    }
+
     /// Every string-valued choice is an enum: a misspelt value is an error naming the file, line and
     /// key and listing the valid values; every value spelt as before still parses.
     #[test]
@@ -479,6 +510,8 @@ mod tests {
             ),
             ("sfm", "up_axis", "+y", &["+z", "-y"]),
             ("train", "backbone", "mlp", &["hash-grid", "ipe-mlp"]),
+            ("train", "device", "tpu", &["auto", "cpu", "gpu"]),
+            ("render", "device", "cuda", &["auto", "cpu", "gpu"]),
             ("capture", "on_broken_photo", "ignore", &["skip", "fail"]),
             (
                 "privacy",

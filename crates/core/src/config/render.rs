@@ -1,5 +1,5 @@
 //! `[render]` — owned by the render stage (`crates/render`, see its README for the path and video).
-use super::{KeyDoc, ensure};
+use super::{Device, KeyDoc, ensure};
 use serde::{Deserialize, Serialize};
 
 /// `[render] heading`: where the camera looks.
@@ -105,6 +105,7 @@ impl<'de> Deserialize<'de> for Appearance {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RenderConfig {
+    pub device: Device,
     pub speed_m_per_s: f64,
     pub fps: f64,
     pub width: u32,
@@ -128,13 +129,31 @@ pub struct RenderConfig {
     pub unregistered_keyframes: UnregisteredKeyframes,
 }
 
+/// The automatic 360° frame size on the CPU (seconds per frame on a laptop).
+pub const AUTO_SIZE_CPU: (u32, u32) = (1024, 512);
+/// The automatic 360° frame size on a GPU: what 360° players and video sites expect.
+pub const AUTO_SIZE_GPU: (u32, u32) = (3840, 1920);
+
+impl RenderConfig {
+    /// The 360° frame size: `width x height`, or when both are 0 the automatic size for the
+    /// device the frames are rendered on.
+    pub fn frame_size(&self, on_gpu: bool) -> (u32, u32) {
+        match (self.width, self.height, on_gpu) {
+            (0, 0, false) => AUTO_SIZE_CPU,
+            (0, 0, true) => AUTO_SIZE_GPU,
+            (w, h, _) => (w, h),
+        }
+    }
+}
+
 impl Default for RenderConfig {
     fn default() -> Self {
         RenderConfig {
+            device: Device::Auto,
             speed_m_per_s: 1.0,
             fps: 30.0,
-            width: 1024,
-            height: 512,
+            width: 0,
+            height: 0,
             crf: 18,
             ease_s: 1.0,
             heading: Heading::Travel,
@@ -162,11 +181,15 @@ pub(super) const DOCS: &[KeyDoc] = &[
         "Camera speed along the path, metres per second (uses SfM's metric scale).",
     ),
     ("fps", "Frames per second of the videos."),
+    ("device", super::device::DOC),
     (
         "width",
-        "Width of the 360° (equirectangular) frames; must be 2 x height.",
+        "Width of the 360° (equirectangular) frames; must be 2 x height. 0 (with height = 0) = automatic:\n1024 x 512 when rendering on the CPU, 3840 x 1920 on a GPU.",
     ),
-    ("height", "Height of the 360° frames (even)."),
+    (
+        "height",
+        "Height of the 360° frames (even; 0 = automatic, see width).",
+    ),
     (
         "crf",
         "H.264 constant rate factor (0 = lossless .. 51 = worst; 18 is visually lossless).",
@@ -252,10 +275,13 @@ impl RenderConfig {
             "must be in (0, 240]",
         )?;
         ensure(
-            self.width == 2 * self.height && self.height >= 8 && self.height.is_multiple_of(2),
+            (self.width == 0 && self.height == 0)
+                || (self.width == 2 * self.height
+                    && self.height >= 8
+                    && self.height.is_multiple_of(2)),
             "width",
             self.width,
-            "must be 2 x height, height even and >= 8 (equirectangular 2:1, yuv420p)",
+            "must be 2 x height, height even and >= 8 (equirectangular 2:1, yuv420p), or both 0 (automatic)",
         )?;
         ensure(self.crf <= 51, "crf", self.crf, "must be in 0..=51")?;
         ensure(

@@ -1,5 +1,5 @@
 //! `[train]` — owned by the NeRF stage (`crates/nerf`, see its README for the model these keys drive).
-use super::{KeyDoc, ensure};
+use super::{Device, KeyDoc, ensure};
 use serde::{Deserialize, Serialize};
 
 /// `[train] backbone`: the NeRF field's backbone (stored in checkpoints with the same spelling).
@@ -17,6 +17,7 @@ pub enum Backbone {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
+    pub device: Device,
     pub steps: usize,
     pub max_seconds: f64,
     pub seed: u64,
@@ -53,6 +54,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
+            device: Device::Auto,
             steps: 1500,
             max_seconds: 270.0,
             seed: 0,
@@ -89,6 +91,7 @@ impl Default for TrainConfig {
 }
 
 pub(super) const DOCS: &[KeyDoc] = &[
+    ("device", super::device::DOC),
     ("steps", "Training steps (optimizer updates)."),
     (
         "max_seconds",

@@ -1,0 +1,547 @@
+//! GPU back-end benchmark used by `scripts/bench-gpu.sh` (one mode per invocation, one JSON line
+//! of results on stdout, progress on stderr):
+//!
+//! - `step <batch_rays> <steps> [tiny]`: training steps of the default `[train]` model (or a tiny
+//!   one) on random rays, GPU (with per-kernel times from timestamp queries) and CPU side by side:
+//!   samples/s, rays/s, ms per step, ms per kernel.
+//! - `train <scene> <seconds> <device> <out dir> [width height photos]`: trains `synth` (the
+//!   synthetic venue, ground-truth cameras) or a `../shared/data` capture (`fox`,
+//!   `redkitchen_every10`, with their reference poses) on `cpu` or `gpu` for a time budget with the default
+//!   config, then evaluates the held-out photos (the stage's own evaluation).
+//!   `BENCH_TRAIN_TOML` adds `[train]` keys. Reports the stage summary and the time at which the
+//!   training batches' PSNR (metrics.jsonl) first reaches 30 dB.
+//! - `render <width> <frames> <device> [tiny]`: seconds per 360° frame of a random model at
+//!   `width x width/2` (the CPU renders a band of rows and extrapolates).
+//! - `table [files]`: the markdown tables of the JSON lines the other modes printed.
+//!
+//! `cargo run --release -p flythrough-nerf --example bench_gpu -- step 2048 20`
+#![allow(clippy::field_reassign_with_default, clippy::type_complexity)]
+
+use flythrough_core::config::{Device, TrainConfig};
+use flythrough_nerf::gpu::{self, FrameCamera, GpuRenderer};
+use flythrough_nerf::kernels::Adam;
+use flythrough_nerf::model::{LossWeights, Model, ModelConfig, Rays, SampleMode};
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+
+fn die(msg: &str) -> ! {
+    eprintln!("bench_gpu: {msg}");
+    std::process::exit(2)
+}
+
+fn tiny(c: &mut TrainConfig) {
+    c.prop_samples = vec![16, 16];
+    c.nerf_samples = 16;
+    c.hash_levels = 8;
+    c.hash_table_log2 = 14;
+    c.hash_max_res = 256;
+    c.mlp_width = 32;
+}
+
+/// A model at the config's sizes with grids away from zero (so densities vary).
+fn model(c: &TrainConfig) -> Model {
+    let mut m = Model::new(ModelConfig::from_train(c, 8), 0.05, 1);
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    for (n, p) in m.names.clone().iter().zip(m.params.iter_mut()) {
+        if n.ends_with("grid") {
+            p.iter_mut().for_each(|v| *v = r.random_range(-0.3..0.3));
+        }
+    }
+    m
+}
+
+fn batch(
+    n: usize,
+    nlev: usize,
+    gd: usize,
+    seed: u64,
+) -> (Rays, Vec<[f32; 3]>, Vec<usize>, Vec<Vec<f32>>) {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut rays = Rays::default();
+    let mut idx = Vec::new();
+    let mut target = Vec::new();
+    for _ in 0..n {
+        let d: [f32; 3] = [
+            r.random_range(-1.0..1.0),
+            r.random_range(-1.0..1.0),
+            r.random_range(-1.0..1.0),
+        ];
+        let l = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt().max(1e-6);
+        rays.o.push([
+            r.random_range(-0.3..0.3),
+            r.random_range(-0.3..0.3),
+            r.random_range(-0.3..0.3),
+        ]);
+        rays.d.push([d[0] / l, d[1] / l, d[2] / l]);
+        rays.r.push(1e-3);
+        rays.ev.push(0.0);
+        rays.latent.extend(std::iter::repeat_n(0.0, gd));
+        idx.push(r.random_range(0..8));
+        target.push([r.random(), r.random(), r.random()]);
+    }
+    let jitter = (0..nlev)
+        .map(|_| (0..n).map(|_| r.random()).collect())
+        .collect();
+    (rays, target, idx, jitter)
+}
+
+fn step_mode(args: &[String]) {
+    let n: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(2048);
+    let steps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let mut c = TrainConfig::default();
+    c.batch_rays = n;
+    if args.get(2).map(|s| s == "tiny").unwrap_or(false) {
+        tiny(&mut c);
+    }
+    let m = model(&c);
+    let spr = c.prop_samples.iter().sum::<usize>() + c.nerf_samples;
+    let nlev = c.prop_samples.len() + 1;
+    let gd = m.cfg.glo_dim;
+    let b = batch(n, nlev, gd, 1);
+    let mut out = serde_json::json!({"mode": "step", "batch_rays": n, "samples_per_ray": spr});
+    // GPU
+    match gpu::open(Device::Gpu) {
+        Ok(Some(g)) => {
+            let adams: Vec<Adam> = m
+                .params
+                .iter()
+                .map(|p| Adam::new(p.len(), flythrough_nerf::train::ADAM))
+                .collect();
+            let t0 = Instant::now();
+            let mut tr = gpu::train::GpuTrainer::new(g.clone(), &m, &adams, &c)
+                .unwrap_or_else(|e| die(&e.to_string()));
+            // Warm-up (pipelines compile on first use).
+            tr.step(&b.0, &b.1, &b.2, &b.3, 1e-3, 0.5);
+            tr.finish();
+            let setup = t0.elapsed().as_secs_f64();
+            let t0 = Instant::now();
+            for _ in 0..steps {
+                tr.step(&b.0, &b.1, &b.2, &b.3, 1e-3, 0.5);
+            }
+            tr.finish();
+            let secs = t0.elapsed().as_secs_f64() / steps as f64;
+            // Per-kernel times: a few profiled steps (each waits for its timestamps).
+            let mut kernels = serde_json::Map::new();
+            tr.profiler = flythrough_gpu::Profiler::new(&g, 512);
+            if tr.profiler.is_some() {
+                let k = steps.clamp(1, 5);
+                for _ in 0..k {
+                    tr.step(&b.0, &b.1, &b.2, &b.3, 1e-3, 0.5);
+                }
+                for (name, ms, count) in tr.profiler.as_ref().unwrap().totals() {
+                    kernels.insert(name, serde_json::json!({"ms_per_step": ms / k as f64, "dispatches_per_step": count as f64 / k as f64}));
+                }
+            }
+            out["gpu"] = serde_json::json!({
+                "adapter": g.adapter().to_string(),
+                "setup_s": setup,
+                "ms_per_step": 1e3 * secs,
+                "rays_per_s": n as f64 / secs,
+                "samples_per_s": (n * spr) as f64 / secs,
+                "kernels": kernels,
+            });
+        }
+        Ok(None) => {}
+        Err(e) => out["gpu_error"] = e.to_string().into(),
+    }
+    // CPU: the same step with the CPU kernels (forward, backward, Adam).
+    let mut mc = m.clone();
+    let mut adams: Vec<Adam> = mc
+        .params
+        .iter()
+        .map(|p| Adam::new(p.len(), flythrough_nerf::train::ADAM))
+        .collect();
+    let mut grads = mc.zeros_like();
+    let mut fwd = flythrough_nerf::model::Forward::default();
+    let lw = LossWeights {
+        distortion: 0.01,
+        interlevel: 1.0,
+    };
+    let cpu_steps = steps.clamp(1, 5);
+    let t0 = Instant::now();
+    for _ in 0..cpu_steps {
+        let mode = SampleMode {
+            jitter: Some(&b.3),
+            train_frac: 0.5,
+        };
+        mc.forward_into(&b.0, &mode, true, &mut fwd);
+        mc.backward(&b.0, &fwd, &b.1, &lw, &mut grads, None);
+        for ((p, g), a) in mc
+            .params
+            .iter_mut()
+            .zip(grads.iter_mut())
+            .zip(adams.iter_mut())
+        {
+            if !p.is_empty() {
+                a.update_and_zero(p, g, 1e-3, 1.0);
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64() / cpu_steps as f64;
+    out["cpu"] = serde_json::json!({
+        "threads": rayon::current_num_threads(),
+        "ms_per_step": 1e3 * secs,
+        "rays_per_s": n as f64 / secs,
+        "samples_per_s": (n * spr) as f64 / secs,
+    });
+    println!("{out}");
+}
+
+fn render_mode(args: &[String]) {
+    let w: u32 = args.first().and_then(|s| s.parse().ok()).unwrap_or(2048);
+    let frames: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2);
+    let dev = args.get(2).map(|s| s.as_str()).unwrap_or("gpu");
+    let mut c = TrainConfig::default();
+    if args.get(3).map(|s| s == "tiny").unwrap_or(false) {
+        tiny(&mut c);
+    }
+    let m = model(&c);
+    let h = w / 2;
+    let norm = flythrough_nerf::coord::SceneNorm {
+        center: [0.0; 3],
+        scale: 1.0,
+        near: 0.05,
+    };
+    let cam = |k: usize| {
+        let a = k as f64 * 0.3;
+        FrameCamera::equirect(
+            &norm,
+            w,
+            h,
+            [0.1 * a.cos(), 0.0, 0.1 * a.sin()],
+            [1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0],
+            [0.0, -1.0, 0.0],
+        )
+    };
+    let latent = m.mean_latent();
+    let mut out = serde_json::json!({"mode": "render", "width": w, "height": h, "device": dev});
+    if dev == "gpu" {
+        let g = gpu::open(Device::Gpu)
+            .unwrap_or_else(|e| die(&e.to_string()))
+            .expect("gpu");
+        let mut r = GpuRenderer::new(g.clone(), &m, gpu::render::default_chunk(&m, &g))
+            .unwrap_or_else(|e| die(&e.to_string()));
+        let _ = r.render_frame(&cam(0), 0.0, &latent).unwrap();
+        let t0 = Instant::now();
+        // Frames in flight two at a time, as the render stage does.
+        let mut pending = None;
+        for k in 0..frames {
+            let t = r.start_frame(&cam(k + 1), 0.0, &latent).unwrap();
+            if let Some(p) = pending.replace(t) {
+                let _img: image::RgbImage = flythrough_nerf::gpu::FrameTicket::wait(p).unwrap();
+            }
+        }
+        if let Some(p) = pending {
+            let _ = p.wait().unwrap();
+        }
+        let s = t0.elapsed().as_secs_f64() / frames as f64;
+        out["adapter"] = g.adapter().to_string().into();
+        out["chunk_rays"] = r.chunk().into();
+        out["seconds_per_frame"] = s.into();
+    } else {
+        // CPU: a band of rows through the middle of the frame, extrapolated to the whole frame.
+        let rows = (h / 16).max(1);
+        let mut rays = Rays::default();
+        for y in (h - rows) / 2..(h + rows) / 2 {
+            let lat = std::f64::consts::PI * (0.5 - (y as f64 + 0.5) / h as f64);
+            for x in 0..w {
+                let lon = 2.0 * std::f64::consts::PI * ((x as f64 + 0.5) / w as f64 - 0.5);
+                rays.o.push([0.0; 3]);
+                rays.d.push([
+                    (lat.cos() * lon.sin()) as f32,
+                    -(lat.sin()) as f32,
+                    (lat.cos() * lon.cos()) as f32,
+                ]);
+                rays.r.push(1e-3);
+                rays.ev.push(0.0);
+            }
+        }
+        let t0 = Instant::now();
+        let o = flythrough_nerf::renderer::render_norm(&m, &rays, &latent);
+        let s = t0.elapsed().as_secs_f64();
+        assert_eq!(o.rgb.len(), rays.len());
+        out["rows_rendered"] = rows.into();
+        out["seconds_per_frame"] = (s * h as f64 / rows as f64).into();
+        out["extrapolated"] = true.into();
+    }
+    println!("{out}");
+}
+
+/// A scene to train on: photos, their exposures and a COLMAP model (`sfm_dir/sparse`).
+struct Scene {
+    images: flythrough_core::RedactedImages,
+    manifest: flythrough_core::Manifest,
+    sfm_dir: std::path::PathBuf,
+}
+
+/// The synthetic venue with its ground-truth model and EXIF exposures (as `bench_train`).
+fn synth_scene(dir: &std::path::Path, w: u32, h: u32, n: usize) -> Scene {
+    let opts = flythrough_synth::SynthOptions {
+        width: w,
+        height: h,
+        images: n,
+        ..Default::default()
+    };
+    let venue = dir.join("venue");
+    let summary = flythrough_synth::generate(&opts, &venue).unwrap_or_else(|e| die(&e.to_string()));
+    let sparse = dir.join("sfm").join("sparse");
+    std::fs::create_dir_all(&sparse).unwrap();
+    for f in ["cameras.txt", "images.txt", "points3D.txt"] {
+        std::fs::copy(summary.ground_truth_dir.join(f), sparse.join(f)).unwrap();
+    }
+    let info: flythrough_synth::SceneInfo = serde_json::from_str(
+        &std::fs::read_to_string(summary.ground_truth_dir.join("scene.json")).unwrap(),
+    )
+    .unwrap();
+    let mut manifest = flythrough_core::Manifest::default();
+    for (i, p) in info.photos.iter().enumerate() {
+        manifest
+            .photos
+            .push(flythrough_core::manifest::PhotoRecord {
+                id: i as u32 + 1,
+                file: p.name.clone(),
+                width: w,
+                height: h,
+                exif: Default::default(),
+                exposure: flythrough_core::manifest::Exposure {
+                    ev: p.ev,
+                    source: flythrough_core::manifest::ExposureSource::Exif,
+                },
+                focal_prior: flythrough_core::manifest::FocalPrior {
+                    px: info.camera.fx,
+                    rule: flythrough_core::manifest::FocalRule::DefaultFactor,
+                },
+                camera_key: "synth".into(),
+            });
+    }
+    Scene {
+        images: flythrough_core::RedactedImages::from_cleared_folder(&venue.join("photos"))
+            .unwrap(),
+        manifest,
+        sfm_dir: dir.join("sfm"),
+    }
+}
+
+/// A real capture of `../shared/data` (or `$FLYTHROUGH_SHARED_DATA`) with its reference poses:
+/// `fox` (instant-ngp transforms.json, COLMAP's estimate) or `redkitchen_every10` (7-Scenes
+/// KinectFusion poses, metric).
+fn real_scene(name: &str, dir: &std::path::Path) -> Scene {
+    let Some(set) = flythrough_core::testdata::shared_data(name) else {
+        die(&format!(
+            "shared data {name} not found (set FLYTHROUGH_SHARED_DATA)"
+        ))
+    };
+    let images = flythrough_core::RedactedImages::from_cleared_folder(&set.join("images"))
+        .unwrap_or_else(|e| die(&e.to_string()));
+    let rec = match name {
+        "fox" => flythrough_sfm::eval::parse_nerf_transforms(
+            &std::fs::read_to_string(set.join("transforms.json")).unwrap(),
+        ),
+        _ => flythrough_sfm::eval::parse_7scenes(
+            &set.join("poses"),
+            images.names(),
+            (585.0, 320.0, 240.0, 640, 480),
+        ),
+    }
+    .unwrap_or_else(|e| die(&e));
+    let sparse = dir.join("sfm").join("sparse");
+    rec.write_text(&sparse)
+        .unwrap_or_else(|e| die(&e.to_string()));
+    Scene {
+        images,
+        manifest: flythrough_core::Manifest::default(),
+        sfm_dir: dir.join("sfm"),
+    }
+}
+
+fn train_mode(args: &[String]) {
+    if args.len() < 4 {
+        die(
+            "usage: bench_gpu train <synth|fox|redkitchen_every10> <seconds> <cpu|gpu> <out dir> [width height photos]",
+        );
+    }
+    let seconds: f64 = args[1].parse().unwrap_or_else(|_| die("seconds"));
+    let device: Device = args[2].parse().unwrap_or_else(|e: String| die(&e));
+    let dir = std::path::PathBuf::from(&args[3]);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let num = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    let scene = match args[0].as_str() {
+        "synth" => synth_scene(&dir, num(4, 640) as u32, num(5, 480) as u32, num(6, 40)),
+        name => real_scene(name, &dir),
+    };
+    let mut cfg = TrainConfig::default();
+    if let Ok(extra) = std::env::var("BENCH_TRAIN_TOML") {
+        // Extra `[train]` keys, e.g. BENCH_TRAIN_TOML='batch_rays = 4096'.
+        let text = format!("[venue]\nname = \"b\"\nphotos = \".\"\n[train]\n{extra}\n");
+        cfg = flythrough_core::Config::parse(&text, std::path::Path::new("BENCH_TRAIN_TOML"))
+            .unwrap_or_else(|e| die(&e.to_string()))
+            .train;
+    }
+    cfg.device = device;
+    cfg.max_seconds = seconds;
+    cfg.steps = 1_000_000;
+    let t0 = Instant::now();
+    let s = flythrough_nerf::run(
+        &cfg,
+        &scene.images,
+        Some(&scene.manifest),
+        &scene.sfm_dir,
+        &dir.join("out"),
+        &dir.join("work"),
+    )
+    .unwrap_or_else(|e| die(&e.to_string()));
+    // Time to 30 dB of the training batches (metrics.jsonl: mean batch PSNR per metrics_every steps).
+    let t30 = std::fs::read_to_string(dir.join("out").join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["psnr"].as_f64().unwrap_or(0.0) >= 30.0)
+        .and_then(|v| v["elapsed_s"].as_f64());
+    let mut out = serde_json::json!({"mode": "train", "scene": args[0], "budget_s": seconds, "wall_s": t0.elapsed().as_secs_f64(), "batch_psnr_30db_at_s": t30});
+    if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&s) {
+        for (k, v) in m {
+            out[k.as_str()] = v;
+        }
+    }
+    println!("{out}");
+}
+
+/// Markdown tables from the JSON lines of the other modes (files given, or stdin).
+fn table_mode(args: &[String]) {
+    let mut text = String::new();
+    if args.is_empty() {
+        use std::io::Read;
+        std::io::stdin().read_to_string(&mut text).unwrap();
+    }
+    for a in args {
+        text.push_str(&std::fs::read_to_string(a).unwrap_or_default());
+        text.push('\n');
+    }
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let f = |v: &serde_json::Value, scale: f64, digits: usize| {
+        v.as_f64()
+            .map(|x| format!("{:.*}", digits, x / scale))
+            .unwrap_or_else(|| "-".into())
+    };
+    let adapter = rows
+        .iter()
+        .find_map(|r| {
+            r["gpu"]["adapter"]
+                .as_str()
+                .or(r["adapter"].as_str())
+                .map(String::from)
+        })
+        .unwrap_or_else(|| "(none)".into());
+    println!("GPU adapter: {adapter}\n");
+    println!("| measure | GPU | CPU | GPU/CPU |\n|---|---:|---:|---:|");
+    for r in rows.iter().filter(|r| r["mode"] == "step") {
+        let (g, c) = (&r["gpu"], &r["cpu"]);
+        let ratio = |k: &str| match (g[k].as_f64(), c[k].as_f64()) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.1}x", a / b),
+            _ => "-".into(),
+        };
+        let tag = format!(
+            "{} rays x {} samples",
+            r["batch_rays"], r["samples_per_ray"]
+        );
+        println!(
+            "| training samples/s, M ({tag}) | {} | {} | {} |",
+            f(&g["samples_per_s"], 1e6, 2),
+            f(&c["samples_per_s"], 1e6, 2),
+            ratio("samples_per_s")
+        );
+        println!(
+            "| training rays/s, k ({tag}) | {} | {} | {} |",
+            f(&g["rays_per_s"], 1e3, 1),
+            f(&c["rays_per_s"], 1e3, 1),
+            ratio("rays_per_s")
+        );
+        println!(
+            "| ms per training step ({tag}) | {} | {} (CPU threads: {}) | |",
+            f(&g["ms_per_step"], 1.0, 2),
+            f(&c["ms_per_step"], 1.0, 1),
+            c["threads"]
+        );
+    }
+    for r in rows.iter().filter(|r| r["mode"] == "render") {
+        let w = format!("{}x{}", r["width"], r["height"]);
+        let v = f(&r["seconds_per_frame"], 1.0, 3)
+            + if r["extrapolated"] == true {
+                " (band, extrapolated)"
+            } else {
+                ""
+            };
+        if r["device"] == "gpu" {
+            println!("| s per {w} 360° frame | {v} | | |");
+        } else {
+            println!("| s per {w} 360° frame | | {v} | |");
+        }
+    }
+    for r in rows.iter().filter(|r| r["mode"] == "train") {
+        let dev = r["device"].as_str().unwrap_or("?");
+        let v = format!(
+            "{} dB ({} steps, {}k rays/s{})",
+            f(&r["psnr_holdout"], 1.0, 2),
+            r["steps"],
+            f(&r["rays_per_s"], 1e3, 1),
+            match r["batch_psnr_30db_at_s"].as_f64() {
+                Some(t) => format!(", batch PSNR 30 dB at {t:.0} s"),
+                None => String::new(),
+            }
+        );
+        let label = format!(
+            "held-out PSNR, {} {}x{}, {} s",
+            r["scene"].as_str().unwrap_or("?"),
+            r["train_width"],
+            r["train_height"],
+            r["budget_s"]
+        );
+        if dev == "gpu" {
+            println!("| {label} | {v} | | |");
+        } else {
+            println!("| {label} | | {v} | |");
+        }
+    }
+    let kernels: Vec<(String, f64, f64)> = rows
+        .iter()
+        .filter(|r| r["mode"] == "step")
+        .flat_map(|r| r["gpu"]["kernels"].as_object().cloned().unwrap_or_default())
+        .map(|(k, v)| {
+            (
+                k,
+                v["ms_per_step"].as_f64().unwrap_or(0.0),
+                v["dispatches_per_step"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    if !kernels.is_empty() {
+        let total: f64 = kernels.iter().map(|k| k.1).sum();
+        println!(
+            "\nPer-kernel GPU time of one training step (timestamp queries):\n\n| kernel | ms per step | share | dispatches |\n|---|---:|---:|---:|"
+        );
+        let mut ks = kernels;
+        ks.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (k, ms, n) in ks {
+            println!(
+                "| {k} | {ms:.3} | {:.1} % | {n} |",
+                100.0 * ms / total.max(1e-12)
+            );
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(|s| s.as_str()) {
+        Some("step") => step_mode(&args[1..]),
+        Some("render") => render_mode(&args[1..]),
+        Some("train") => train_mode(&args[1..]),
+        Some("table") => table_mode(&args[1..]),
+        _ => die("usage: bench_gpu step|render|train|table ... (see the file's doc)"),
+    }
+}

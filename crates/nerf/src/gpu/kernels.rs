@@ -1,0 +1,380 @@
+//! Host side of each WGSL kernel: its parameter block (`#[repr(C)]`, the WGSL struct's layout) and
+//! the compiled pipelines of a device. Bind groups are built once by the callers
+//! ([`super::batch`]); every `*Params` here mirrors the struct of the same name in `shaders/`.
+
+use super::shaders::{self, MlpShape};
+use crate::kernels::MlpConfig;
+use bytemuck::{Pod, Zeroable};
+use flythrough_gpu::{AtomicMode, Gpu, GpuError, Kernel};
+use std::sync::Arc;
+
+/// `NONE` of `shaders/common.wgsl`: an absent offset.
+pub const NONE: u32 = u32::MAX;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct HashParams {
+    pub n: u32,
+    pub levels: u32,
+    pub level0: u32,
+    pub feats: u32,
+    pub log2_t: u32,
+    pub out_stride: u32,
+    pub _p: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct MlpParams {
+    pub n: u32,
+    pub layers: u32,
+    pub a_stride: u32,
+    pub a_off: u32,
+    pub d_local: u32,
+    pub g_stride: u32,
+    pub g_rows: u32,
+    pub out_stride: u32,
+    pub out_off: u32,
+    pub hw: u32,
+    pub train: u32,
+    pub dyw: u32,
+    pub dx_stride: u32,
+    pub dx_off: u32,
+    pub dxg_c0: u32,
+    pub dxg_c1: u32,
+    pub want_dx: u32,
+    pub nparams: u32,
+    pub rpg: u32,
+    pub groups: u32,
+    pub sizes: [[u32; 4]; 3],
+    pub woff: [[u32; 4]; 3],
+    pub boff: [[u32; 4]; 3],
+    pub hoff: [[u32; 4]; 3],
+    pub dyoff: [[u32; 4]; 3],
+}
+
+/// Most layers an MLP kernel takes (`sizes` holds 12 entries).
+pub const MAX_LAYERS: usize = 11;
+
+/// Where an MLP's input rows come from and where its output goes (the addressing of
+/// `shaders/mlp_common.wgsl`).
+#[derive(Clone, Copy, Debug)]
+pub struct MlpIo {
+    /// Per-row inputs: `a[r * a_stride + a_off + i]`, `i < d_local`.
+    pub a_stride: u32,
+    pub a_off: u32,
+    pub d_local: u32,
+    /// Group inputs: `g[(r / g_rows) * g_stride + i - d_local]`.
+    pub g_stride: u32,
+    pub g_rows: u32,
+    /// Output (forward) / output gradient (backward): `out[r * out_stride + out_off + j]`.
+    pub out_stride: u32,
+    pub out_off: u32,
+}
+
+impl MlpIo {
+    /// A dense `N x d_0` input and a dense `N x d_K` output.
+    pub fn dense(cfg: &MlpConfig) -> MlpIo {
+        MlpIo {
+            a_stride: cfg.input_dim() as u32,
+            a_off: 0,
+            d_local: cfg.input_dim() as u32,
+            g_stride: 0,
+            g_rows: 1,
+            out_stride: cfg.output_dim() as u32,
+            out_off: 0,
+        }
+    }
+}
+
+fn put(a: &mut [[u32; 4]; 3], k: usize, v: u32) {
+    a[k / 4][k % 4] = v;
+}
+
+/// Row-groups of the weight-gradient partial sums for `n` rows (fixed for a batch size, so the
+/// reduction order is fixed too).
+pub fn row_groups(n: usize) -> u32 {
+    (n.div_ceil(256)).clamp(1, 64) as u32
+}
+
+impl MlpParams {
+    /// The parameter block of `cfg` over `n` rows with addressing `io`.
+    pub fn new(cfg: &MlpConfig, n: usize, io: MlpIo, train: bool) -> MlpParams {
+        assert!(
+            cfg.num_layers() <= MAX_LAYERS,
+            "MLP with more than {MAX_LAYERS} layers"
+        );
+        let mut p = MlpParams {
+            n: n as u32,
+            layers: cfg.num_layers() as u32,
+            a_stride: io.a_stride,
+            a_off: io.a_off,
+            d_local: io.d_local,
+            g_stride: io.g_stride,
+            g_rows: io.g_rows.max(1),
+            out_stride: io.out_stride,
+            out_off: io.out_off,
+            train: train as u32,
+            nparams: cfg.num_params() as u32,
+            ..Default::default()
+        };
+        for (k, &d) in cfg.sizes.iter().enumerate() {
+            put(&mut p.sizes, k, d as u32);
+        }
+        let mut hoff = 0u32;
+        let mut dyoff = 0u32;
+        let offs = cfg.layer_offsets();
+        for (k, lo) in offs.iter().enumerate() {
+            put(&mut p.woff, k, lo.weight as u32);
+            put(&mut p.boff, k, lo.bias.map(|b| b as u32).unwrap_or(NONE));
+            put(&mut p.dyoff, k, dyoff);
+            dyoff += lo.fan_out as u32;
+            if k + 1 < offs.len() {
+                put(&mut p.hoff, k, hoff);
+                hoff += lo.fan_out as u32;
+            }
+        }
+        p.hw = hoff;
+        p.dyw = dyoff;
+        p.groups = row_groups(n);
+        p.rpg = (n as u32).div_ceil(p.groups).max(1);
+        p
+    }
+
+    /// The backward's input-gradient addressing: per-row part at `dx[r * stride + off + i]`, and
+    /// columns `[c0, c1)` of the group part per row.
+    pub fn with_dx(mut self, stride: u32, off: u32, group_cols: Option<(u32, u32)>) -> Self {
+        self.want_dx = 1;
+        self.dx_stride = stride;
+        self.dx_off = off;
+        let (c0, c1) = group_cols.unwrap_or((0, 0));
+        self.dxg_c0 = c0;
+        self.dxg_c1 = c1;
+        self
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct ReduceParams {
+    pub nparams: u32,
+    pub groups: u32,
+    pub _p: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct SampleParams {
+    pub n_rays: u32,
+    pub n: u32,
+    pub pn: u32,
+    pub jitter: u32,
+    pub near: f32,
+    pub dil: f32,
+    pub anneal: f32,
+    pub level: u32,
+    pub nlev: u32,
+    pub _p: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct WeightsParams {
+    pub n_rays: u32,
+    pub n: u32,
+    pub raw_stride: u32,
+    pub _p: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct FeatParams {
+    pub n_rays: u32,
+    pub width: u32,
+    pub gd: u32,
+    pub exposure: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct CompParams {
+    pub n_rays: u32,
+    pub n: u32,
+    pub pix0: u32,
+    pub pack: u32,
+    pub npix: u32,
+    pub _p: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct LossParams {
+    pub n_rays: u32,
+    pub n: u32,
+    pub raw_stride: u32,
+    pub _p0: u32,
+    pub inv_r: f32,
+    pub dist_scale: f32,
+    pub _p1: [f32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct IlParams {
+    pub n_rays: u32,
+    pub n: u32,
+    pub m: u32,
+    pub loss_off: u32,
+    pub scale: f32,
+    pub _p1: [f32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct GloParams {
+    pub n_rays: u32,
+    pub n: u32,
+    pub gd: u32,
+    pub _p: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct RedParams {
+    pub n_rays: u32,
+    pub nprop: u32,
+    pub _p0: [u32; 2],
+    pub inv_3r: f32,
+    pub inv_r: f32,
+    pub inv_rn: f32,
+    pub _p1: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct SqParams {
+    pub len: u32,
+    pub part_off: u32,
+    pub _p: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct NormParams {
+    pub n_parts: u32,
+    pub clip: u32,
+    pub _p0: [u32; 2],
+    pub max_norm: f32,
+    pub _p1: [f32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct AdamLen {
+    pub len: u32,
+    pub _p: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct AdamStep {
+    pub b1: f32,
+    pub b2: f32,
+    pub eps: f32,
+    pub step_size: f32,
+    pub inv_sqrt_bc2: f32,
+    pub _p: [f32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct CamParams {
+    pub fx: f32,
+    pub fy: f32,
+    pub cx: f32,
+    pub cy: f32,
+    pub k1: f32,
+    pub k2: f32,
+    pub p1: f32,
+    pub p2: f32,
+    pub width: u32,
+    pub pix0: u32,
+    pub n: u32,
+    pub distorted: u32,
+    /// Unused (the radius comes from the neighbouring pixels' rays).
+    pub _r: f32,
+    pub ev: f32,
+    pub _p: [f32; 2],
+    pub origin: [f32; 4],
+    pub rt0: [f32; 4],
+    pub rt1: [f32; 4],
+    pub rt2: [f32; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct EquiParams {
+    pub width: u32,
+    pub height: u32,
+    pub pix0: u32,
+    pub n: u32,
+    pub ev: f32,
+    pub _p: [f32; 3],
+    pub origin: [f32; 4],
+    pub right: [f32; 4],
+    pub forward: [f32; 4],
+    pub up: [f32; 4],
+}
+
+/// The kernels of one device, composed for its scatter mode and an MLP tile shape (compiled on
+/// first use, cached by the device).
+#[derive(Clone)]
+pub struct Kernels {
+    pub gpu: Arc<Gpu>,
+    pub atomic: AtomicMode,
+    pub shape: MlpShape,
+}
+
+impl Kernels {
+    pub fn new(gpu: Arc<Gpu>, atomic: AtomicMode, shape: MlpShape) -> Kernels {
+        Kernels { gpu, atomic, shape }
+    }
+
+    /// The pipeline of kernel `name`.
+    pub fn get(&self, name: &str) -> Result<Arc<Kernel>, GpuError> {
+        let src = shaders::source(name);
+        let text = shaders::compose(src, self.atomic, self.shape);
+        self.gpu.kernel(name, &text, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_blocks_have_the_wgsl_sizes() {
+        // Sizes of the WGSL structs (16-byte multiples; arrays of vec4 at 16-byte stride).
+        assert_eq!(std::mem::size_of::<MlpParams>(), 80 + 5 * 48);
+        assert_eq!(std::mem::size_of::<CamParams>(), 128);
+        assert_eq!(std::mem::size_of::<EquiParams>(), 96);
+        assert_eq!(std::mem::size_of::<SampleParams>(), 48);
+        assert_eq!(std::mem::size_of::<CompParams>(), 32);
+    }
+
+    #[test]
+    fn mlp_params_offsets_follow_the_layout() {
+        let cfg = MlpConfig::new(&[83, 64, 64, 3], true);
+        let p = MlpParams::new(&cfg, 1000, MlpIo::dense(&cfg), true);
+        let offs = cfg.layer_offsets();
+        assert_eq!(p.layers, 3);
+        assert_eq!(p.sizes[0], [83, 64, 64, 3]);
+        assert_eq!(p.woff[0][1], offs[1].weight as u32);
+        assert_eq!(p.boff[0][2], offs[2].bias.unwrap() as u32);
+        assert_eq!((p.hw, p.dyw), (128, 131));
+        assert_eq!(p.hoff[0][..2], [0, 64]);
+        assert_eq!(p.dyoff[0][..3], [0, 64, 128]);
+        assert_eq!(p.nparams as usize, cfg.num_params());
+        assert!(p.groups * p.rpg >= 1000);
+    }
+}

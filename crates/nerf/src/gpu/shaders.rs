@@ -1,0 +1,286 @@
+//! The WGSL kernels of `shaders/`, composed at build time: each kernel file is concatenated after
+//! `shaders/common.wgsl` (and the MLP kernels after `shaders/mlp_common.wgsl`) by `include_str!`,
+//! so the binary carries them and nothing is read at run time. At pipeline creation two small
+//! choices are prepended: the gradient-scatter variant (`shaders/atomic_native.wgsl` or
+//! `shaders/atomic_cas.wgsl`) for the kernels that scatter, and the MLP kernels' tile constants.
+
+use flythrough_gpu::AtomicMode;
+
+macro_rules! wgsl {
+    ($f:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shaders/", $f))
+    };
+}
+
+macro_rules! kernel {
+    ($f:literal) => {
+        concat!(wgsl!("common.wgsl"), "\n// ---- ", $f, "\n", wgsl!($f))
+    };
+    ($f:literal, mlp) => {
+        concat!(
+            wgsl!("common.wgsl"),
+            "\n",
+            wgsl!("mlp_common.wgsl"),
+            "\n// ---- ",
+            $f,
+            "\n",
+            wgsl!($f)
+        )
+    };
+}
+
+/// What a kernel needs at composition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Nothing: the composed text is final.
+    Nothing,
+    /// A gradient-scatter variant (`grad_add`, `GradWord`).
+    Atomic,
+    /// The MLP tile constants.
+    MlpShape,
+}
+
+/// One kernel: its entry point (= file name without `.wgsl`) and its text after composition.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelSource {
+    pub name: &'static str,
+    pub text: &'static str,
+    pub needs: Needs,
+}
+
+/// Every kernel of the GPU back end.
+pub const KERNELS: &[KernelSource] = &[
+    KernelSource {
+        name: "raygen_camera",
+        text: kernel!("raygen_camera.wgsl"),
+        needs: Needs::Nothing,
+    },
+    KernelSource {
+        name: "raygen_equirect",
+        text: kernel!("raygen_equirect.wgsl"),
+        needs: Needs::Nothing,
+    },
+    KernelSource {
+        name: "sample_level",
+        text: kernel!("sample_level.wgsl"),
+        needs: Needs::Nothing,
+    },
+    KernelSource {
+        name: "hash_fwd",
+        text: kernel!("hash_fwd.wgsl"),
+        needs: Needs::Nothing,
+    },
+    KernelSource {
+        name: "hash_bwd",
+        text: kernel!("hash_bwd.wgsl"),
+        needs: Needs::Atomic,
+    },
+    KernelSource {
+        name: "mlp_fwd",
+        text: kernel!("mlp_fwd.wgsl", mlp),
+        needs: Needs::MlpShape,
+    },
+    KernelSource {
+        name: "mlp_bwd_data",
+        text: kernel!("mlp_bwd_data.wgsl", mlp),
+        needs: Needs::MlpShape,
+    },
+    KernelSource {
+        name: "mlp_bwd_weights",
+        text: kernel!("mlp_bwd_weights.wgsl", mlp),
+        needs: Needs::MlpShape,
+    },
+    KernelSource {
+        name: "reduce_partials",
+        text: kernel!("reduce_partials.wgsl"),
+        needs: Needs::Nothing,
+    },
+    KernelSource {
+        name: "weights",
+        text: kernel!("weights.wgsl"),
+        needs: Needs::Nothing,
+    },
+    KernelSource {
+        name: "ray_features",
+        text: kernel!("ray_features.wgsl"),
+        needs: Needs::Nothing,
+    },
+    KernelSource {
+        name: "composite",
+        text: kernel!("composite.wgsl"),
+        needs: Needs::Nothing,
+    },
+    KernelSource {
+        name: "nerf_loss",
+        text: kernel!("nerf_loss.wgsl"),
+        needs: Needs::Nothing,
+    },
+    KernelSource {
+        name: "interlevel",
+        text: kernel!("interlevel.wgsl"),
+        needs: Needs::Nothing,
+    },
+    KernelSource {
+        name: "glo_grad",
+        text: kernel!("glo_grad.wgsl"),
+        needs: Needs::Atomic,
+    },
+    KernelSource {
+        name: "loss_reduce",
+        text: kernel!("loss_reduce.wgsl"),
+        needs: Needs::Nothing,
+    },
+    KernelSource {
+        name: "sq_norm",
+        text: kernel!("sq_norm.wgsl"),
+        needs: Needs::Nothing,
+    },
+    KernelSource {
+        name: "sq_norm_final",
+        text: kernel!("sq_norm_final.wgsl"),
+        needs: Needs::Nothing,
+    },
+    KernelSource {
+        name: "adam",
+        text: kernel!("adam.wgsl"),
+        needs: Needs::Nothing,
+    },
+];
+
+/// The scatter variants' texts.
+pub const ATOMIC_NATIVE: &str = wgsl!("atomic_native.wgsl");
+pub const ATOMIC_CAS: &str = wgsl!("atomic_cas.wgsl");
+
+/// Tile constants of the MLP kernels: rows per workgroup, widest input, widest layer output,
+/// invocations per workgroup (and `RB = min(4, tile)` rows per invocation). Workgroup memory:
+/// `4 * tile * (max_in + 2 * max_w)` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MlpShape {
+    pub tile: u32,
+    pub max_in: u32,
+    pub max_w: u32,
+    pub wg: u32,
+}
+
+impl MlpShape {
+    /// The largest power-of-two tile (at most 32 rows) whose workgroup memory fits `budget` bytes.
+    pub fn fit(max_in: u32, max_w: u32, budget: u32, max_invocations: u32) -> Option<MlpShape> {
+        let per_row = 4 * (max_in + 2 * max_w);
+        let mut tile = 32u32;
+        while tile > 1 && tile * per_row > budget {
+            tile /= 2;
+        }
+        (tile * per_row <= budget).then_some(MlpShape {
+            tile,
+            max_in,
+            max_w,
+            wg: 128.min(max_invocations),
+        })
+    }
+}
+
+/// The complete WGSL text of `k` for a device's scatter mode and the model's MLP shape.
+pub fn compose(k: &KernelSource, atomic: AtomicMode, shape: MlpShape) -> String {
+    match k.needs {
+        Needs::Nothing => k.text.to_string(),
+        Needs::Atomic => {
+            let v = match atomic {
+                AtomicMode::NativeF32 => ATOMIC_NATIVE,
+                AtomicMode::CasU32 => ATOMIC_CAS,
+            };
+            format!("{v}\n{}", k.text)
+        }
+        Needs::MlpShape => format!(
+            "const TILE: u32 = {}u;\nconst MAXIN: u32 = {}u;\nconst MAXW: u32 = {}u;\nconst MLP_WG: u32 = {}u;\nconst RB: u32 = {}u;\n{}",
+            shape.tile,
+            shape.max_in,
+            shape.max_w,
+            shape.wg,
+            shape.tile.min(4),
+            k.text
+        ),
+    }
+}
+
+/// The kernel source named `name` (panics on an unknown name: a caller bug).
+pub fn source(name: &str) -> &'static KernelSource {
+    KERNELS
+        .iter()
+        .find(|k| k.name == name)
+        .unwrap_or_else(|| panic!("no GPU kernel named {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel parses and validates with naga in every combination it can be composed in:
+    /// both scatter variants (native f32 atomics need the capability, the CAS loop must not), and
+    /// MLP shapes from a one-row tile to the default 32-row tile. No adapter is involved.
+    #[test]
+    fn every_shader_validates_for_each_feature_combination() {
+        let shapes = [
+            MlpShape {
+                tile: 32,
+                max_in: 96,
+                max_w: 64,
+                wg: 128,
+            },
+            MlpShape {
+                tile: 4,
+                max_in: 83,
+                max_w: 512,
+                wg: 256,
+            },
+            MlpShape {
+                tile: 1,
+                max_in: 1,
+                max_w: 1,
+                wg: 64,
+            },
+        ];
+        let mut checked = 0;
+        for k in KERNELS {
+            for atomic in [AtomicMode::NativeF32, AtomicMode::CasU32] {
+                for shape in shapes {
+                    let src = compose(k, atomic, shape);
+                    let caps = [true, false];
+                    for float_atomics in caps {
+                        let r = flythrough_gpu::validate_wgsl(&src, float_atomics);
+                        let needs_cap = k.needs == Needs::Atomic && atomic == AtomicMode::NativeF32;
+                        if needs_cap && !float_atomics {
+                            assert!(
+                                r.is_err(),
+                                "{}: native atomics validated without the capability",
+                                k.name
+                            );
+                            continue;
+                        }
+                        let eps = r
+                            .unwrap_or_else(|e| panic!("{} ({atomic:?}, {shape:?}):\n{e}", k.name));
+                        assert_eq!(
+                            eps,
+                            vec![k.name.to_string()],
+                            "{}: one entry point named as the file",
+                            k.name
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked >= KERNELS.len() * 6, "{checked}");
+    }
+
+    #[test]
+    fn mlp_tile_fits_the_workgroup_memory() {
+        let s = MlpShape::fit(83, 64, 32768, 1024).unwrap();
+        assert_eq!(s.tile, 32);
+        assert!(4 * s.tile * (83 + 128) <= 32768);
+        let s = MlpShape::fit(83, 64, 16384, 256).unwrap();
+        assert_eq!(s.tile, 16);
+        let s = MlpShape::fit(83, 512, 16384, 256).unwrap();
+        assert_eq!(s.tile, 2);
+        assert!(MlpShape::fit(4096, 4096, 16384, 256).is_none());
+    }
+}

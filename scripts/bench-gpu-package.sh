@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Prepare scripts/bench-gpu.sh for a GPU machine that has no Rust toolchain (such as the device
+# machine of this workplace, an x86-64 host with an NVIDIA H100/H200 and its driver):
+#   .bench/bench_gpu            the x86-64 release build of crates/nerf/examples/bench_gpu.rs (stripped)
+#   .bench/data/{fox,redkitchen_every10}   the real captures from ../shared/data (read there in place
+#                               otherwise; never committed: both folders are git-ignored locally)
+#   .gl/*.deb                   the Vulkan loader (Debian bookworm libvulkan1), unpacked on the host
+# and print the one command to run there. Everything it writes is listed in .git/info/exclude.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXCLUDE="$(git rev-parse --git-common-dir)/info/exclude"
+mkdir -p "$(dirname "$EXCLUDE")"
+for d in /.bench/ /.gl/; do
+  grep -qxF "$d" "$EXCLUDE" 2>/dev/null || echo "$d" >> "$EXCLUDE"
+done
+cargo build --release -p flythrough-nerf --example bench_gpu >&2
+mkdir -p .bench/data .gl
+cp target/release/examples/bench_gpu .bench/bench_gpu
+strip .bench/bench_gpu 2>/dev/null || true
+SHARED=${FLYTHROUGH_SHARED_DATA:-../shared/data}
+for s in fox redkitchen_every10; do
+  if [ -d "$SHARED/$s" ]; then
+    rm -rf ".bench/data/$s"
+    cp -r "$SHARED/$s" ".bench/data/$s"
+  else
+    echo "bench-gpu-package: $SHARED/$s not found: that scene will be skipped there" >&2
+  fi
+done
+if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
+  mkdir -p /tmp/amd64/partial
+  o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+  # shellcheck disable=SC2086
+  apt-get $o update -qq && (cd .gl && apt-get $o download libvulkan1) \
+    || echo "bench-gpu-package: could not download libvulkan1; bring the Vulkan loader another way" >&2
+fi
+du -sh .bench .gl >&2
+cat <<'EOF'
+On the GPU machine, in a copy of this repository with .bench and .gl (about 40 MB), run:
+
+  for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig; \
+  [ -e /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json; \
+  BIN_DIR=.bench FLYTHROUGH_SHARED_DATA=.bench/data OUT=${OUT:-/tmp}/bench-gpu scripts/bench-gpu.sh
+
+(with the device tool: carry [".bench", ".gl"], timeout_s 570; the default run takes about 7 minutes.)
+EOF

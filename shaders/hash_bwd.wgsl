@@ -1,0 +1,53 @@
+// hash_bwd.wgsl: hash-grid encoding, backward (CPU twin: kernels/hashgrid.rs hash_encode_backward).
+// One invocation per (level, sample): grad[entry * F + f] += w_corner * level_weight * d_out,
+// scattered with grad_add (native f32 atomics or the CAS loop, chosen at composition). `grad` is
+// bound to the levels level0 .. level0 + levels only. No gradient for positions or sigma.
+
+struct HashParams {
+    n: u32,
+    levels: u32,
+    level0: u32,
+    feats: u32,
+    log2_t: u32,
+    out_stride: u32,
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: HashParams;
+@group(0) @binding(1) var<storage, read> level_info: array<u32>;
+@group(0) @binding(2) var<storage, read> pos: array<f32>;
+@group(0) @binding(3) var<storage, read> fsig: array<f32>;
+@group(0) @binding(4) var<storage, read> d_out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> grad: array<GradWord>;
+
+@compute @workgroup_size(128)
+fn hash_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat_id(gid, nwg, 128u);
+    if (idx >= p.n * p.levels) { return; }
+    let l = idx / p.n;
+    let s = idx % p.n;
+    let info = level_info[p.level0 + l];
+    let res = level_res(info);
+    let lw = level_weight(fsig[s], f32(res));
+    let o = s * p.out_stride + (p.level0 + l) * p.feats;
+    var g: array<f32, 8>;
+    var any = false;
+    for (var f = 0u; f < p.feats; f++) {
+        g[f] = d_out[o + f] * lw;
+        any = any || (g[f] != 0.0);
+    }
+    if (!any) { return; }
+    let dense = level_dense(info);
+    let t_size = 1u << p.log2_t;
+    let mask = t_size - 1u;
+    let cell = grid_cell(vec3<f32>(pos[3u * s], pos[3u * s + 1u], pos[3u * s + 2u]), res);
+    for (var c = 0u; c < 8u; c++) {
+        let e = corner_entry(cell, c, res, dense, mask);
+        let w = corner_weight(cell, c);
+        let base = (l * t_size + e) * p.feats;
+        for (var f = 0u; f < p.feats; f++) {
+            grad_add(base + f, w * g[f]);
+        }
+    }
+}

@@ -1,0 +1,51 @@
+// hash_fwd.wgsl: multiresolution hash-grid encoding, forward (CPU twin: kernels/hashgrid.rs
+// hash_encode_forward). One invocation per (level, sample) of the levels bound in `table`
+// (levels level0 .. level0 + levels of the grid; large grids are split across bindings).
+// out[n * out_stride + (level0 + l) * F + f] = erf-weighted trilinear interpolation.
+
+struct HashParams {
+    n: u32,            // samples
+    levels: u32,       // levels in this dispatch
+    level0: u32,       // first level (index into level_info and output column)
+    feats: u32,        // F
+    log2_t: u32,       // log2 of the entries per level
+    out_stride: u32,   // L_total * F
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: HashParams;
+@group(0) @binding(1) var<storage, read> level_info: array<u32>;
+@group(0) @binding(2) var<storage, read> pos: array<f32>;
+@group(0) @binding(3) var<storage, read> fsig: array<f32>;
+@group(0) @binding(4) var<storage, read> table: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(128)
+fn hash_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat_id(gid, nwg, 128u);
+    if (idx >= p.n * p.levels) { return; }
+    let l = idx / p.n;
+    let s = idx % p.n;
+    let info = level_info[p.level0 + l];
+    let res = level_res(info);
+    let dense = level_dense(info);
+    let t_size = 1u << p.log2_t;
+    let mask = t_size - 1u;
+    let cell = grid_cell(vec3<f32>(pos[3u * s], pos[3u * s + 1u], pos[3u * s + 2u]), res);
+    var acc: array<f32, 8>;
+    for (var f = 0u; f < p.feats; f++) { acc[f] = 0.0; }
+    for (var c = 0u; c < 8u; c++) {
+        let e = corner_entry(cell, c, res, dense, mask);
+        let w = corner_weight(cell, c);
+        let base = (l * t_size + e) * p.feats;
+        for (var f = 0u; f < p.feats; f++) {
+            acc[f] += w * table[base + f];
+        }
+    }
+    let lw = level_weight(fsig[s], f32(res));
+    let o = s * p.out_stride + (p.level0 + l) * p.feats;
+    for (var f = 0u; f < p.feats; f++) {
+        out[o + f] = acc[f] * lw;
+    }
+}

@@ -1,0 +1,32 @@
+// sq_norm_final.wgsl: the global gradient norm from sq_norm's partials (fixed order) and the clip
+// factor (CPU twin: kernels/adam.rs clip_scale): norm_out = [norm, scale]; the norm is also kept
+// in metrics[5] (last step's gradient norm).
+
+struct NormParams { n_parts: u32, clip: u32, _p0: u32, _p1: u32, max_norm: f32, _p2: f32, _p3: f32, _p4: f32 }
+
+@group(0) @binding(0) var<uniform> p: NormParams;
+@group(0) @binding(1) var<storage, read> partial: array<f32>;
+@group(0) @binding(2) var<storage, read_write> norm_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> metrics: array<f32>;
+
+var<workgroup> part: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn sq_norm_final(@builtin(local_invocation_index) lid: u32) {
+    var acc = 0.0;
+    for (var i = lid; i < p.n_parts; i += 256u) { acc += partial[i]; }
+    part[lid] = acc;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid < s) { part[lid] += part[lid + s]; }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        let norm = sqrt(part[0]);
+        var scale = 1.0;
+        if (p.clip != 0u && norm > p.max_norm && norm > 0.0) { scale = p.max_norm / norm; }
+        norm_out[0] = norm;
+        norm_out[1] = scale;
+        metrics[5] = norm;
+    }
+}
