@@ -5,8 +5,9 @@
 //! - a frame rendered on the GPU from a CPU-trained checkpoint matches the CPU render (>= 40 dB),
 //!   for a photo camera and for a 360° camera;
 //! - 30 GPU training steps follow the CPU run's loss curve within 2 % at every step (same batches);
-//! - checkpoints are back-end neutral: a GPU run resumes on the CPU and the other way round, and a
-//!   GPU-trained model renders the same on both back ends;
+//! - checkpoints are back-end neutral: a GPU run killed after a checkpoint resumes there, a GPU run
+//!   resumes on the CPU and the other way round, and a GPU-trained model renders the same on both
+//!   back ends;
 //! - a batch that cannot fit the adapter's bindings is refused with the config key to lower.
 #![allow(clippy::field_reassign_with_default, clippy::explicit_counter_loop)]
 mod common;
@@ -209,10 +210,16 @@ fn checkpoints_resume_across_back_ends_and_render_on_both() {
     let mut c = cfg();
     c.metrics_every = 5;
     let ds = dataset(dir.path(), &c);
-    // GPU 0 -> 20, then CPU 20 -> 30.
+    // GPU 0 -> 20, killed after its step-10 checkpoint (the checkpoint arrives asynchronously)
+    // and resumed there on the GPU; then CPU 20 -> 30.
     let w1 = dir.path().join("a");
     c.steps = 20;
-    flythrough_nerf::gpu::train::train(&c, &ds, &w1, g.clone()).unwrap();
+    train::INTERRUPT_AFTER.with(|x| x.set(10));
+    let e = flythrough_nerf::gpu::train::train(&c, &ds, &w1, g.clone()).err();
+    train::INTERRUPT_AFTER.with(|x| x.set(0));
+    assert!(matches!(e, Some(flythrough_nerf::NerfError::Interrupted(10))), "{e:?}");
+    let t = flythrough_nerf::gpu::train::train(&c, &ds, &w1, g.clone()).unwrap();
+    assert_eq!((t.resumed_from, t.meta.step), (Some(10), 20));
     c.steps = 30;
     let t = train::train(&c, &ds, &w1).unwrap();
     assert_eq!((t.resumed_from, t.meta.step), (Some(20), 30));

@@ -608,6 +608,15 @@ pub fn train(
     let save = |model: &Model, adams: &[Adam], meta: &CheckpointMeta| {
         checkpoint::save(&ck, model, Some(adams), meta)
     };
+    // A periodic checkpoint; the test hook may stop the run right after it (a simulated kill).
+    let save_periodic = |model: &Model, adams: &[Adam], meta: &CheckpointMeta| {
+        save(model, adams, meta)?;
+        #[cfg(feature = "test-hooks")]
+        if (1..=meta.step).contains(&crate::train::INTERRUPT_AFTER.with(|c| c.get())) {
+            return Err(NerfError::Interrupted(meta.step));
+        }
+        Ok::<(), NerfError>(())
+    };
     while meta.step < cfg.steps {
         let elapsed = elapsed0 + t_call.elapsed().as_secs_f64();
         if cfg.max_seconds > 0.0 && elapsed >= cfg.max_seconds {
@@ -631,8 +640,13 @@ pub fn train(
                 secs,
             }
         });
+        let ckpt_due = next.is_multiple_of(cfg.checkpoint_every) && next < cfg.steps;
+        if ckpt_due && let Some((m, a, cmeta)) = tr.poll_checkpoint(true)? {
+            // The previous checkpoint is still on its way: write it before asking for the next.
+            save_periodic(&m, &a, &cmeta)?;
+        }
         let ckpt_meta =
-            (next.is_multiple_of(cfg.checkpoint_every) && next < cfg.steps).then(|| {
+            ckpt_due.then(|| {
                 let mut m = meta.clone();
                 m.step = next;
                 m.elapsed_s = elapsed0 + t_call.elapsed().as_secs_f64();
@@ -653,22 +667,14 @@ pub fn train(
         pb.set_position(meta.step as u64);
         write_metrics(&mut tr, false, &mut metrics)?;
         if let Some((m, a, cmeta)) = tr.poll_checkpoint(false)? {
-            save(&m, &a, &cmeta)?;
-            #[cfg(feature = "test-hooks")]
-            if (1..=cmeta.step).contains(&crate::train::INTERRUPT_AFTER.with(|c| c.get())) {
-                return Err(NerfError::Interrupted(cmeta.step));
-            }
+            save_periodic(&m, &a, &cmeta)?;
         }
     }
     // Drain: the last metrics and any checkpoint still in flight, then the final state.
     tr.finish();
     write_metrics(&mut tr, true, &mut metrics)?;
     if let Some((m, a, cmeta)) = tr.poll_checkpoint(true)? {
-        save(&m, &a, &cmeta)?;
-        #[cfg(feature = "test-hooks")]
-        if (1..=cmeta.step).contains(&crate::train::INTERRUPT_AFTER.with(|c| c.get())) {
-            return Err(NerfError::Interrupted(cmeta.step));
-        }
+        save_periodic(&m, &a, &cmeta)?;
     }
     pb.finish_and_clear();
     let (model, adams) = tr.download()?;
