@@ -487,6 +487,7 @@ impl State<'_> {
                 refine_intrinsics: refine_intr,
                 function_tolerance: 1e-6,
                 distortion_prior: 1.0,
+                solver: ba::SchurSolver::Auto,
             },
         );
         // Implausible intrinsics (COLMAP's bogus-camera check): undo the whole adjustment.
