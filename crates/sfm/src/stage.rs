@@ -73,6 +73,8 @@ impl SfmOptions {
             sift: SiftOptions {
                 max_image_size: c.max_image_size,
                 max_features: c.max_features,
+                features_per_megapixel: c.features_per_megapixel,
+                min_features: c.min_features,
                 ..Default::default()
             },
             pairs: PairOptions {
