@@ -256,7 +256,7 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
     let (mut cost, _) = total_cost(data, &data.obs);
     let clock = std::time::Instant::now;
     let t = clock();
-    let idx = ObsIndex::new(data);
+    let idx = ObsIndex::new(data, &layout);
     let mut a = BlockSym::pattern(data, &layout, &idx);
     let mut s = a.clone();
     let fill = a.nonzeros() as f64 / (nc * (nc + 1) / 2).max(1) as f64;
@@ -283,7 +283,7 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
         iter += 1;
         let t = clock();
         let gc = camera_block(data, &layout, &idx, sigma, w_prior, &mut a);
-        let cg = point_blocks(data, &layout, &idx, sigma, &mut w);
+        let pts = point_blocks(data, &layout, &idx, sigma, &mut w);
         summary.seconds.linearize += t.elapsed().as_secs_f64();
         // Try steps with increasing damping until the cost decreases.
         let mut accepted = false;
@@ -294,7 +294,7 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
                 layout: &layout,
                 idx: &idx,
                 w: &w,
-                cg: &cg,
+                pts: &pts,
                 a: &a,
                 gc: &gc,
             };
@@ -485,19 +485,19 @@ mod tests {
         solver: SchurSolver,
     ) -> (DVector<f64>, Vec<Vector3<f64>>, Layout) {
         let layout = Layout::new(data.rotations.len(), data.intrinsics.len(), opts);
-        let idx = ObsIndex::new(data);
+        let idx = ObsIndex::new(data, &layout);
         let mut a = BlockSym::pattern(data, &layout, &idx);
         let mut s = a.clone();
         let w_prior = opts.distortion_prior * data.obs.len() as f64;
         let gc = camera_block(data, &layout, &idx, opts.loss_scale, w_prior, &mut a);
         let mut w = vec![SMatrix::<f64, 9, 3>::zeros(); data.obs.len()];
-        let cg = point_blocks(data, &layout, &idx, opts.loss_scale, &mut w);
+        let pts = point_blocks(data, &layout, &idx, opts.loss_scale, &mut w);
         let lin = Linearized {
             data,
             layout: &layout,
             idx: &idx,
             w: &w,
-            cg: &cg,
+            pts: &pts,
             a: &a,
             gc: &gc,
         };

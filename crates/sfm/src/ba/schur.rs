@@ -66,19 +66,24 @@ impl Layout {
     }
 }
 
-/// Observations in point-major order, and per image.
+/// Observations in point-major order, and per image. Within a point the observations of free
+/// photos come first, by pose block, so the pairs `(i, k ≥ i)` of the Schur complement are a
+/// suffix of that range.
 pub(super) struct ObsIndex {
-    /// Observations of point `j` are `flat[ptr[j]..ptr[j + 1]]` (indices into `BaData::obs`).
+    /// Observations of point `j` are `flat[ptr[j]..ptr[j + 1]]` (indices into `BaData::obs`),
+    /// those of free photos `flat[ptr[j]..free_end[j]]`.
     pub(super) ptr: Vec<usize>,
+    pub(super) free_end: Vec<usize>,
     pub(super) flat: Vec<usize>,
-    /// Point of each flat position.
+    /// Point and pose block ([`NONE`] for a fixed photo) of each flat position.
     pub(super) point: Vec<usize>,
+    pub(super) blk: Vec<usize>,
     /// Per image: its flat positions.
     pub(super) by_image: Vec<Vec<usize>>,
 }
 
 impl ObsIndex {
-    pub(super) fn new(data: &BaData) -> ObsIndex {
+    pub(super) fn new(data: &BaData, layout: &Layout) -> ObsIndex {
         let n_pts = data.points.len();
         let mut ptr = vec![0usize; n_pts + 1];
         for o in &data.obs {
@@ -89,22 +94,39 @@ impl ObsIndex {
         }
         let mut fill = ptr.clone();
         let mut flat = vec![0usize; data.obs.len()];
-        let mut point = vec![0usize; data.obs.len()];
         for (k, o) in data.obs.iter().enumerate() {
             flat[fill[o.point]] = k;
-            point[fill[o.point]] = o.point;
             fill[o.point] += 1;
         }
+        let blk_of = |k: usize| layout.pose_blk[data.obs[k].image];
+        let mut free_end = vec![0usize; n_pts];
+        let mut point = vec![0usize; data.obs.len()];
+        for j in 0..n_pts {
+            let r = &mut flat[ptr[j]..ptr[j + 1]];
+            // Free photos by pose block (NONE = usize::MAX sorts last), stable otherwise.
+            r.sort_by_key(|&k| blk_of(k));
+            free_end[j] = ptr[j] + r.partition_point(|&k| blk_of(k) != NONE);
+            point[ptr[j]..ptr[j + 1]].fill(j);
+        }
+        let blk: Vec<usize> = flat.iter().map(|&k| blk_of(k)).collect();
         let mut by_image = vec![Vec::new(); data.rotations.len()];
         for (f, &k) in flat.iter().enumerate() {
             by_image[data.obs[k].image].push(f);
         }
         ObsIndex {
             ptr,
+            free_end,
             flat,
             point,
+            blk,
             by_image,
         }
+    }
+
+    /// Flat positions of the free observations of point `j` whose pose block is at least `b`.
+    fn free_from(&self, j: usize, b: usize) -> std::ops::Range<usize> {
+        let r = self.ptr[j]..self.free_end[j];
+        r.start + self.blk[r.clone()].partition_point(|&b2| b2 < b)..r.end
     }
 }
 
@@ -142,12 +164,15 @@ impl BlockSym {
                     let mut cols = vec![b];
                     for &f1 in &idx.by_image[i] {
                         let j = idx.point[f1];
-                        for f2 in idx.ptr[j]..idx.ptr[j + 1] {
-                            for c in blocks_of(f2) {
-                                if c != NONE && c > b && mark[c] != i {
-                                    mark[c] = i;
-                                    cols.push(c);
-                                }
+                        let later = idx.free_from(j, b + 1);
+                        for c in idx.blk[later]
+                            .iter()
+                            .copied()
+                            .chain((idx.ptr[j]..idx.ptr[j + 1]).map(|f2| blocks_of(f2)[1]))
+                        {
+                            if c != NONE && c > b && mark[c] != i {
+                                mark[c] = i;
+                                cols.push(c);
                             }
                         }
                     }
@@ -445,16 +470,25 @@ pub(super) fn camera_block(
     gc
 }
 
-/// The point blocks: per point `C = Σ w Jpᵀ Jp` and `g_p = Σ w Jpᵀ r`; per observation (point-major)
-/// the coupling `W = w Jcᵀ Jp` (9x3: pose rows, then intrinsics rows), zero for a point behind the
-/// camera.
+/// What a point contributes to the reduced camera system.
+pub(super) struct PointLin {
+    /// `C = Σ w Jpᵀ Jp` and `g_p = Σ w Jpᵀ r`.
+    pub(super) c: Matrix3<f64>,
+    pub(super) g: Vector3<f64>,
+    /// Per refined camera seeing the point: the sum of the intrinsics rows of its observations'
+    /// `W` (what every observation's intrinsics columns of the Schur complement need).
+    pub(super) cams: Vec<(usize, Matrix3<f64>)>,
+}
+
+/// The point blocks ([`PointLin`]), and per observation (point-major) the coupling
+/// `W = w Jcᵀ Jp` (9x3: pose rows, then intrinsics rows), zero for a point behind the camera.
 pub(super) fn point_blocks(
     data: &BaData,
     layout: &Layout,
     idx: &ObsIndex,
     sigma: f64,
     w: &mut [SMatrix<f64, 9, 3>],
-) -> Vec<(Matrix3<f64>, Vector3<f64>)> {
+) -> Vec<PointLin> {
     let mut slices = Vec::with_capacity(data.points.len());
     let mut rest = w;
     for j in 0..data.points.len() {
@@ -468,6 +502,7 @@ pub(super) fn point_blocks(
         .map(|(j, ws)| {
             let mut c = Matrix3::<f64>::zeros();
             let mut g = Vector3::<f64>::zeros();
+            let mut cams: Vec<(usize, Matrix3<f64>)> = Vec::new();
             for (q, wq) in ws.iter_mut().enumerate() {
                 let o = &data.obs[idx.flat[idx.ptr[j] + q]];
                 let cam = data.image_camera[o.image];
@@ -489,25 +524,37 @@ pub(super) fn point_blocks(
                 jc.fixed_view_mut::<2, 6>(0, 0).copy_from(&jpose);
                 jc.fixed_view_mut::<2, 3>(0, 6).copy_from(&jintr);
                 *wq = jc.transpose() * jpt * wt;
+                let ib = layout.intr_blk[cam];
+                if ib != NONE {
+                    let wi = wq.fixed_rows::<3>(6).into_owned();
+                    match cams.iter_mut().find(|u| u.0 == ib) {
+                        Some(u) => u.1 += wi,
+                        None => {
+                            // Usually one camera per point: no spare capacity.
+                            cams.reserve_exact(1);
+                            cams.push((ib, wi));
+                        }
+                    }
+                }
             }
-            (c, g)
+            PointLin { c, g, cams }
         })
         .collect()
 }
 
 /// The reduced camera system `S = A − Σ_j W_j C_j⁻¹ W_jᵀ` (written into `s`, which has `A`'s
 /// pattern) and its right-hand side `b = −g_c + Σ_j W_j C_j⁻¹ g_j` (Triggs et al. §6.1), by image
-/// rows in parallel: image `i` owns block row `i` and adds, for each of its observations of point
-/// `j`, `W_ij C_j⁻¹ W_kjᵀ` for every other observation `(k, j)` with `k ≥ i`; the intrinsics
-/// columns use per-point sums of `W` over each camera's observations, so they cost `O(track)` per
-/// observation, not `O(track²)`.
+/// rows in parallel: a free image `i` owns block row `i` and adds, for each of its observations of
+/// point `j`, `W_ij C_j⁻¹ W_kjᵀ` for the free observations `(k, j)` with `k ≥ i` (a suffix of the
+/// point's free range); the intrinsics columns use the point's per-camera sums of `W`, so they
+/// cost `O(cameras)` per observation, and a fixed photo's observations only that.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn reduced_system(
     data: &BaData,
     layout: &Layout,
     idx: &ObsIndex,
     w: &[SMatrix<f64, 9, 3>],
-    cg: &[(Matrix3<f64>, Vector3<f64>)],
+    pts: &[PointLin],
     cinvs: &[Option<Matrix3<f64>>],
     a: &BlockSym,
     gc: &DVector<f64>,
@@ -529,8 +576,8 @@ pub(super) fn reduced_system(
         .into_par_iter()
         .enumerate()
         .fold(
-            || (Vec::new(), IntrAcc::default(), vec![NONE; nb], Vec::new()),
-            |(mut rhs, mut acc, mut slot, mut ucams), (i, mut row)| {
+            || (Vec::new(), IntrAcc::default(), vec![NONE; nb]),
+            |(mut rhs, mut acc, mut slot), (i, mut row)| {
                 let b = layout.pose_blk[i];
                 let ib = layout.intr_blk[data.image_camera[i]];
                 if row.is_some() {
@@ -543,42 +590,28 @@ pub(super) fn reduced_system(
                     let j = idx.point[f1];
                     let Some(ci) = cinvs[j] else { continue };
                     let wc1 = w[f1] * ci;
-                    let wcg = wc1 * cg[j].1;
+                    let wcg = wc1 * pts[j].g;
                     bp += wcg.fixed_rows::<6>(0);
                     bi += wcg.fixed_rows::<3>(6);
-                    let wc1p = wc1.fixed_rows::<6>(0).into_owned();
-                    ucams.clear();
-                    let track = idx.ptr[j]..idx.ptr[j + 1];
-                    for (w2, &k2) in w[track.clone()].iter().zip(&idx.flat[track]) {
-                        let i2 = data.obs[k2].image;
-                        if let Some(row) = row.as_deref_mut() {
-                            let b2 = layout.pose_blk[i2];
-                            if b2 != NONE && b2 >= b {
-                                let m = wc1p * w2.fixed_rows::<6>(0).transpose();
-                                add_block(row, slot[b2], -1.0, &m);
-                            }
+                    if let Some(row) = row.as_deref_mut() {
+                        let wc1p = wc1.fixed_rows::<6>(0).into_owned();
+                        let later = idx.free_from(j, b);
+                        for (w2, &b2) in w[later.clone()].iter().zip(&idx.blk[later]) {
+                            let m = wc1p * w2.fixed_rows::<6>(0).transpose();
+                            add_block(row, slot[b2], -1.0, &m);
                         }
-                        let ib2 = layout.intr_blk[data.image_camera[i2]];
-                        if ib2 != NONE {
-                            let wi = w2.fixed_rows::<3>(6).into_owned();
-                            match ucams
-                                .iter_mut()
-                                .find(|u: &&mut (usize, Matrix3<f64>)| u.0 == ib2)
-                            {
-                                Some(u) => u.1 += wi,
-                                None => ucams.push((ib2, wi)),
-                            }
-                        }
-                    }
-                    for &(ib2, u) in &ucams {
-                        if let Some(row) = row.as_deref_mut() {
+                        for &(ib2, u) in &pts[j].cams {
                             add_block(row, slot[ib2], -1.0, &(wc1p * u.transpose()));
                         }
-                        if ib != NONE && ib2 >= ib {
-                            let m = wc1.fixed_rows::<3>(6) * u.transpose();
-                            match local.iter_mut().find(|l| l.0 == ib2) {
-                                Some(l) => l.1 += m,
-                                None => local.push((ib2, m)),
+                    }
+                    if ib != NONE {
+                        for &(ib2, u) in &pts[j].cams {
+                            if ib2 >= ib {
+                                let m = wc1.fixed_rows::<3>(6) * u.transpose();
+                                match local.iter_mut().find(|l| l.0 == ib2) {
+                                    Some(l) => l.1 += m,
+                                    None => local.push((ib2, m)),
+                                }
                             }
                         }
                     }
@@ -592,10 +625,10 @@ pub(super) fn reduced_system(
                     }
                     *acc.g.entry(ib).or_insert_with(Vector3::zeros) += bi;
                 }
-                (rhs, acc, slot, ucams)
+                (rhs, acc, slot)
             },
         )
-        .map(|(r, acc, _, _)| (r, acc))
+        .map(|(r, acc, _)| (r, acc))
         .reduce(
             || (Vec::new(), IntrAcc::default()),
             |mut x, y| {
@@ -675,7 +708,7 @@ pub(super) struct Linearized<'a> {
     pub(super) layout: &'a Layout,
     pub(super) idx: &'a ObsIndex,
     pub(super) w: &'a [SMatrix<f64, 9, 3>],
-    pub(super) cg: &'a [(Matrix3<f64>, Vector3<f64>)],
+    pub(super) pts: &'a [PointLin],
     pub(super) a: &'a BlockSym,
     pub(super) gc: &'a DVector<f64>,
 }
@@ -698,10 +731,11 @@ impl Linearized<'_> {
         let (layout, idx) = (self.layout, self.idx);
         let t = std::time::Instant::now();
         let cinvs: Vec<Option<Matrix3<f64>>> = self
-            .cg
+            .pts
             .par_iter()
             .enumerate()
-            .map(|(j, (c0, _))| {
+            .map(|(j, pl)| {
+                let c0 = &pl.c;
                 if fixed_points.get(j).copied().unwrap_or(false) || idx.ptr[j + 1] == idx.ptr[j] {
                     return None;
                 }
@@ -713,7 +747,7 @@ impl Linearized<'_> {
             })
             .collect();
         let b = reduced_system(
-            self.data, layout, idx, self.w, self.cg, &cinvs, self.a, self.gc, s,
+            self.data, layout, idx, self.w, self.pts, &cinvs, self.a, self.gc, s,
         );
         for (blk, &size) in layout.sz.iter().enumerate() {
             for p in 0..size {
@@ -743,7 +777,7 @@ impl Linearized<'_> {
                 let Some(cinv) = cinvs[j] else {
                     return Vector3::zeros();
                 };
-                let mut rhs = -self.cg[j].1;
+                let mut rhs = -self.pts[j].g;
                 for f in idx.ptr[j]..idx.ptr[j + 1] {
                     let img = data.obs[idx.flat[f]].image;
                     let mut d9 = SVector::<f64, 9>::zeros();
