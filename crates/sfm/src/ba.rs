@@ -257,9 +257,9 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
     let clock = std::time::Instant::now;
     let t = clock();
     let idx = ObsIndex::new(data, &layout);
-    let mut a = BlockSym::pattern(data, &layout, &idx);
-    let mut s = a.clone();
-    let fill = a.nonzeros() as f64 / (nc * (nc + 1) / 2).max(1) as f64;
+    let mut s = BlockSym::pattern(data, &layout, &idx);
+    let mut a = s.camera_pattern(&layout);
+    let fill = s.nonzeros() as f64 / (nc * (nc + 1) / 2).max(1) as f64;
     let solver = match opts.solver {
         SchurSolver::Auto if nc <= DENSE_MAX_COLUMNS || fill >= DENSE_MIN_FILL => {
             SchurSolver::Dense
@@ -271,7 +271,7 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
         initial_cost: cost,
         solver,
         columns: nc,
-        nonzeros: a.nonzeros(),
+        nonzeros: s.nonzeros(),
         ..Default::default()
     };
     let mut w = vec![SMatrix::<f64, 9, 3>::zeros(); data.obs.len()];
@@ -486,8 +486,8 @@ mod tests {
     ) -> (DVector<f64>, Vec<Vector3<f64>>, Layout) {
         let layout = Layout::new(data.rotations.len(), data.intrinsics.len(), opts);
         let idx = ObsIndex::new(data, &layout);
-        let mut a = BlockSym::pattern(data, &layout, &idx);
-        let mut s = a.clone();
+        let mut s = BlockSym::pattern(data, &layout, &idx);
+        let mut a = s.camera_pattern(&layout);
         let w_prior = opts.distortion_prior * data.obs.len() as f64;
         let gc = camera_block(data, &layout, &idx, opts.loss_scale, w_prior, &mut a);
         let mut w = vec![SMatrix::<f64, 9, 3>::zeros(); data.obs.len()];

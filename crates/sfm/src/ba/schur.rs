@@ -230,10 +230,35 @@ impl BlockSym {
         r.binary_search(&b).ok().map(|k| self.row_ptr[a] + k)
     }
 
-    /// Disjoint mutable value slices, one per block row.
-    pub(super) fn rows_mut(&mut self) -> Vec<&mut [f64]> {
+    /// The camera block's own pattern within this one: per block row the diagonal block and the
+    /// intrinsics blocks (`A = Σ w Jcᵀ Jc` couples an image only with itself and its camera).
+    pub(super) fn camera_pattern(&self, layout: &Layout) -> BlockSym {
+        let n_pose = layout.pose_img.len();
+        let mut m = BlockSym {
+            row_ptr: vec![0],
+            col: Vec::new(),
+            val_at: vec![0],
+            vals: Vec::new(),
+        };
+        for a in 0..self.row_ptr.len() - 1 {
+            for &b in &self.col[self.row_ptr[a]..self.row_ptr[a + 1]] {
+                if b == a || b >= n_pose {
+                    m.col.push(b);
+                    m.val_at
+                        .push(m.val_at.last().unwrap() + layout.sz[a] * layout.sz[b]);
+                }
+            }
+            m.row_ptr.push(m.col.len());
+        }
+        m.vals = vec![0.0; *m.val_at.last().unwrap()];
+        m
+    }
+
+    /// Disjoint mutable slices of `vals` (this pattern's values, taken out of `self` so that the
+    /// pattern stays readable), one per block row.
+    pub(super) fn rows_mut<'v>(&self, vals: &'v mut [f64]) -> Vec<&'v mut [f64]> {
         let mut out = Vec::with_capacity(self.row_ptr.len() - 1);
-        let mut rest = &mut self.vals[..];
+        let mut rest = vals;
         for a in 0..self.row_ptr.len() - 1 {
             let len = self.val_at[self.row_ptr[a + 1]] - self.val_at[self.row_ptr[a]];
             let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
@@ -284,8 +309,13 @@ impl BlockSym {
     /// entry its index in vals)`. Column `off[a] + p` holds rows `off[a] + q` (`q ≥ p`) of the
     /// diagonal block, then every row of the other blocks of block row `a` (the transposed upper
     /// triangle, by symmetry).
-    pub(super) fn csc_lower(&self, layout: &Layout) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
-        let mut col_ptr = vec![0usize];
+    /// 32-bit indices halve the index memory (the values are limited to 2³² entries, 32 GB).
+    pub(super) fn csc_lower(&self, layout: &Layout) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+        assert!(
+            self.vals.len() < u32::MAX as usize,
+            "reduced camera system too large"
+        );
+        let mut col_ptr = vec![0u32];
         let mut row_idx = Vec::new();
         let mut gather = Vec::new();
         for a in 0..self.row_ptr.len() - 1 {
@@ -296,11 +326,11 @@ impl BlockSym {
                     let sb = layout.sz[b];
                     let q0 = if b == a { p } else { 0 };
                     for q in q0..sb {
-                        row_idx.push(layout.off[b] + q);
-                        gather.push(self.val_at[k] + p * sb + q);
+                        row_idx.push((layout.off[b] + q) as u32);
+                        gather.push((self.val_at[k] + p * sb + q) as u32);
                     }
                 }
-                col_ptr.push(row_idx.len());
+                col_ptr.push(row_idx.len() as u32);
             }
         }
         (col_ptr, row_idx, gather)
@@ -363,18 +393,14 @@ pub(super) fn camera_block(
     w_prior: f64,
     a: &mut BlockSym,
 ) -> DVector<f64> {
-    a.vals.iter_mut().for_each(|v| *v = 0.0);
+    let mut vals = std::mem::take(&mut a.vals);
+    vals.fill(0.0);
     let nb = layout.n_blocks();
     let n_img = data.rotations.len();
-    let shape = BlockSym {
-        row_ptr: a.row_ptr.clone(),
-        col: a.col.clone(),
-        val_at: a.val_at.clone(),
-        vals: Vec::new(),
-    };
+    let shape = &*a;
     let mut rows: Vec<Option<&mut [f64]>> = (0..n_img).map(|_| None).collect();
-    for (b, r) in a
-        .rows_mut()
+    for (b, r) in shape
+        .rows_mut(&mut vals)
         .into_iter()
         .enumerate()
         .take(layout.pose_img.len())
@@ -439,6 +465,7 @@ pub(super) fn camera_block(
                 (x.0, x.1.merge(y.1))
             },
         );
+    a.vals = vals;
     let mut gc = DVector::<f64>::zeros(layout.nc);
     for (b, g) in grads {
         gc.rows_mut(layout.off[b], 6).copy_from(&g);
@@ -560,12 +587,14 @@ pub(super) fn reduced_system(
     gc: &DVector<f64>,
     s: &mut BlockSym,
 ) -> DVector<f64> {
-    s.vals.copy_from_slice(&a.vals);
+    let mut vals = std::mem::take(&mut s.vals);
+    vals.fill(0.0);
     let nb = layout.n_blocks();
     let n_img = data.rotations.len();
+    let shape = &*s;
     let mut rows: Vec<Option<&mut [f64]>> = (0..n_img).map(|_| None).collect();
-    for (b, r) in s
-        .rows_mut()
+    for (b, r) in shape
+        .rows_mut(&mut vals)
         .into_iter()
         .enumerate()
         .take(layout.pose_img.len())
@@ -580,8 +609,16 @@ pub(super) fn reduced_system(
             |(mut rhs, mut acc, mut slot), (i, mut row)| {
                 let b = layout.pose_blk[i];
                 let ib = layout.intr_blk[data.image_camera[i]];
-                if row.is_some() {
-                    a.fill_slots(b, &mut slot);
+                if let Some(row) = row.as_deref_mut() {
+                    shape.fill_slots(b, &mut slot);
+                    // S starts as A (its blocks are a subset of S's pattern).
+                    for k in a.row_ptr[b]..a.row_ptr[b + 1] {
+                        let src = &a.vals[a.val_at[k]..a.val_at[k + 1]];
+                        let at = slot[a.col[k]];
+                        for (d, v) in row[at..at + src.len()].iter_mut().zip(src) {
+                            *d += v;
+                        }
+                    }
                 }
                 let mut bp = Vector6::<f64>::zeros();
                 let mut bi = Vector3::<f64>::zeros();
@@ -636,6 +673,20 @@ pub(super) fn reduced_system(
                 (x.0, x.1.merge(y.1))
             },
         );
+    s.vals = vals;
+    // The intrinsics rows: A's blocks, minus the per-thread sums.
+    for r in layout.pose_img.len()..nb {
+        for k in a.row_ptr[r]..a.row_ptr[r + 1] {
+            let ks = s.find(r, a.col[k]).expect("A's pattern is within S's");
+            let at = s.val_at[ks];
+            for (d, v) in s.vals[at..s.val_at[ks + 1]]
+                .iter_mut()
+                .zip(&a.vals[a.val_at[k]..a.val_at[k + 1]])
+            {
+                *d += v;
+            }
+        }
+    }
     let mut b = -gc;
     for (blk, v) in rhs {
         let mut seg = b.rows_mut(layout.off[blk], 6);
@@ -660,10 +711,10 @@ pub(super) fn reduced_system(
 /// The sparse factorisation's structure, analysed once per bundle adjustment (the pattern does
 /// not change between iterations).
 pub(super) struct SparseChol {
-    pub(super) symbolic: faer::sparse::linalg::solvers::SymbolicLlt<usize>,
-    pub(super) pattern: faer::sparse::SymbolicSparseColMat<usize>,
+    pub(super) symbolic: faer::sparse::linalg::solvers::SymbolicLlt<u32>,
+    pub(super) pattern: faer::sparse::SymbolicSparseColMat<u32>,
     /// Per stored entry of the lower triangle, its index in the block values.
-    pub(super) gather: Vec<usize>,
+    pub(super) gather: Vec<u32>,
 }
 
 impl SparseChol {
@@ -687,7 +738,7 @@ impl SparseChol {
     /// Solve `S x = b`; `None` when `S` is not positive definite.
     pub(super) fn solve(&self, s: &BlockSym, b: &DVector<f64>) -> Option<DVector<f64>> {
         use faer::linalg::solvers::Solve;
-        let vals: Vec<f64> = self.gather.iter().map(|&g| s.vals[g]).collect();
+        let vals: Vec<f64> = self.gather.iter().map(|&g| s.vals[g as usize]).collect();
         let mat = faer::sparse::SparseColMatRef::new(self.pattern.as_ref(), &vals);
         let llt = faer::sparse::linalg::solvers::Llt::try_new_with_symbolic(
             self.symbolic.clone(),
@@ -752,7 +803,7 @@ impl Linearized<'_> {
         for (blk, &size) in layout.sz.iter().enumerate() {
             for p in 0..size {
                 let d = s.diag_index(blk, size, p);
-                s.vals[d] += lambda * (self.a.vals[d] + 1e-9);
+                s.vals[d] += lambda * (self.a.vals[self.a.diag_index(blk, size, p)] + 1e-9);
             }
         }
         seconds.schur += t.elapsed().as_secs_f64();
