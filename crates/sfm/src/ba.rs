@@ -194,11 +194,12 @@ pub enum SchurSolver {
 pub const DENSE_MAX_COLUMNS: usize = 150;
 
 /// Fraction of the upper triangle stored from which [`SchurSolver::Auto`] factorises densely.
-/// Measured (2 loaded cores): where every photo sees every point (a fully dense system) the
-/// blocked dense Cholesky is 10-20 % faster than `faer`'s sparse one at 360-3000 columns; on the
-/// walk of [`synthetic_walk`] (14 % stored at 240 photos) the sparse one is 13x faster at 240
-/// photos and the gap grows with the size.
-pub const DENSE_MIN_FILL: f64 = 0.5;
+/// Measured (2 cores): where every photo sees every point (a fully dense system) the blocked dense
+/// Cholesky is 10-20 % faster than `faer`'s sparse one at 360-3000 columns; at half fill (the
+/// 240-photo synthetic dense walk's last global BA, 1275 columns) the sparse one is several times
+/// faster (AMD keeps the fill-in low), and on the banded walk of [`synthetic_walk`] (14 % stored at
+/// 240 photos) 6x at 240 photos and 47x at 1000.
+pub const DENSE_MIN_FILL: f64 = 0.9;
 
 /// Seconds spent per phase of [`bundle_adjust`], summed over its iterations.
 #[derive(Clone, Copy, Debug, Default)]
