@@ -299,6 +299,7 @@ fn refined_model(cap: &Capture) -> Reconstruction {
         refine_intrinsics: vec![[true, true, true]],
         function_tolerance: 1e-7,
         distortion_prior: 1.0,
+        solver: Default::default(),
     };
     let s1 = bundle_adjust(&mut data, &opts(cap.poses.len()));
     eprintln!(

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p flythrough-sfm --example sfm_folder -- PHOTOS OUT \
-//!     [--max-image-size N] [--max-features N] [--gt-middlebury PAR.txt] [--gt COLMAP_DIR] [--config VENUE.toml]
+//!     [--max-image-size N] [--max-features N] [--features-per-megapixel N] [--gt-middlebury PAR.txt]
+//!     [--gt COLMAP_DIR] [--config VENUE.toml]
 //!     [--gt-nerf transforms.json] [--gt-7scenes POSES_DIR] [--calibrate-from-gt A B]
 //! ```
 //! `--gt-nerf` reads an instant-ngp `transforms.json`; `--gt-7scenes` a 7-Scenes `poses/` folder
@@ -30,7 +31,7 @@ fn main() {
 fn real_main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        return Err("usage: sfm_folder PHOTOS OUT [--max-image-size N] [--max-features N] [--gt-middlebury PAR] [--gt DIR] [--gt-nerf JSON] [--gt-7scenes POSES] [--calibrate-from-gt A B] [--config TOML]".into());
+        return Err("usage: sfm_folder PHOTOS OUT [--max-image-size N] [--max-features N] [--features-per-megapixel N] [--gt-middlebury PAR] [--gt DIR] [--gt-nerf JSON] [--gt-7scenes POSES] [--calibrate-from-gt A B] [--config TOML]".into());
     }
     let photos = PathBuf::from(&args[0]);
     let out = PathBuf::from(&args[1]);
@@ -45,6 +46,7 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
         match args[i].as_str() {
             "--max-image-size" => config.sfm.max_image_size = v.parse()?,
             "--max-features" => config.sfm.max_features = v.parse()?,
+            "--features-per-megapixel" => config.sfm.features_per_megapixel = v.parse()?,
             "--gt-middlebury" => gt_par = Some(PathBuf::from(v)),
             "--gt" => gt_dir = Some(PathBuf::from(v)),
             "--config" => config_path = Some(PathBuf::from(v)),

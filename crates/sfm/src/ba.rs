@@ -11,8 +11,12 @@
 //! The reduced system is solved densely by a blocked Cholesky factorisation whose trailing updates are
 //! `dgemm` calls ([`cholesky_solve`]): a few hundred images in well under a second per iteration.
 
-use nalgebra::{DMatrix, DVector, Matrix2x3, Matrix3, Rotation3, SMatrix, Vector2, Vector3};
+use nalgebra::{Matrix2x3, Matrix3, Rotation3, SMatrix, Vector2, Vector3};
 use rayon::prelude::*;
+mod schur;
+
+pub use schur::cholesky_solve;
+use schur::{BlockSym, Layout, Linearized, NONE, ObsIndex, SparseChol, camera_block, point_blocks};
 
 /// Intrinsics of one camera: `[f, cx, cy, k1, k2]`.
 pub type Intrinsics = [f64; 5];
@@ -53,6 +57,8 @@ pub struct BaOptions {
     /// Weight `w` of the zero-mean prior `½ w (k1² + k2²)` on the refined distortion terms, per
     /// observation (px² per unit²). Keeps `k2` from wandering when the field of view is narrow.
     pub distortion_prior: f64,
+    /// Factorisation of the reduced camera system.
+    pub solver: SchurSolver,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -62,6 +68,12 @@ pub struct BaSummary {
     pub iterations: usize,
     /// RMS reprojection error (px) after the last iteration.
     pub rms_px: f64,
+    /// The factorisation used ([`SchurSolver::Dense`] or [`SchurSolver::Sparse`]).
+    pub solver: SchurSolver,
+    /// Camera columns of the reduced system, and its stored values (upper block triangle).
+    pub columns: usize,
+    pub nonzeros: usize,
+    pub seconds: BaSeconds,
 }
 
 /// Reprojection of world point `x` by pose `(r, t)` and intrinsics `k`; `None` behind the camera.
@@ -161,61 +173,68 @@ fn robust(s2: f64, sigma: f64) -> (f64, f64) {
     (1.0 / root, sigma * sigma * (root - 1.0))
 }
 
-/// Per point: the 3x3 block, its gradient, and each observation's camera-block coupling.
-struct PointBlock {
-    c: Matrix3<f64>,
-    g: Vector3<f64>,
-    /// `(column indices (usize::MAX = fixed), W = Jcᵀ Jp (9x3))` per observation.
-    w: Vec<([usize; 9], SMatrix<f64, 9, 3>)>,
+/// How the reduced camera system is factorised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SchurSolver {
+    /// Dense for small or dense systems (up to [`DENSE_MAX_COLUMNS`] camera columns, or at least
+    /// [`DENSE_MIN_FILL`] of the upper triangle stored), sparse otherwise.
+    #[default]
+    Auto,
+    /// Blocked dense Cholesky ([`cholesky_solve`]): `O(n³)` time and `O(n²)` memory in the number
+    /// `n` of camera columns; the fastest for a few hundred columns.
+    Dense,
+    /// Sparse Cholesky (`faer`: AMD fill-reducing ordering, supernodal or simplicial numeric
+    /// factorisation) of the block-sparse system: time and memory follow the camera covisibility
+    /// graph (banded plus loop closures for a walk), not `n²`.
+    Sparse,
+}
+
+/// Camera columns (6 per free image) up to which [`SchurSolver::Auto`] factorises densely (local
+/// BA; both take well under a millisecond there, and the dense path has no ordering to compute).
+pub const DENSE_MAX_COLUMNS: usize = 150;
+
+/// Fraction of the upper triangle stored from which [`SchurSolver::Auto`] factorises densely.
+/// Measured (2 cores): where every photo sees every point (a fully dense system) the blocked dense
+/// Cholesky is 10-20 % faster than `faer`'s sparse one at 360-3000 columns; at half fill (the
+/// 240-photo synthetic dense walk's last global BA, 1275 columns) the sparse one is several times
+/// faster (AMD keeps the fill-in low), and on the banded walk of [`synthetic_walk`] (14 % stored at
+/// 240 photos) 6x at 240 photos and 47x at 1000.
+pub const DENSE_MIN_FILL: f64 = 0.9;
+
+/// Seconds spent per phase of [`bundle_adjust`], summed over its iterations.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BaSeconds {
+    /// Jacobians, the point blocks `C`, `W` and the camera block `A`.
+    pub linearize: f64,
+    /// The reduced camera system `S = A − W C⁻¹ Wᵀ` (every damping attempt).
+    pub schur: f64,
+    /// Factorisation and solution of `S` (every damping attempt).
+    pub solve: f64,
+    /// Point back-substitution and the cost of each trial step.
+    pub step: f64,
 }
 
 /// Run Levenberg-Marquardt bundle adjustment in place.
 pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
     let n_img = data.rotations.len();
     let n_cam = data.intrinsics.len();
-    // Camera-block column layout: 6 per free image, then the refined intrinsics.
-    let mut pose_col = vec![usize::MAX; n_img];
-    let mut nc = 0;
-    for (i, col) in pose_col.iter_mut().enumerate() {
-        let used = !opts.fixed_images.get(i).copied().unwrap_or(false);
-        if used {
-            *col = nc;
-            nc += 6;
-        }
-    }
-    let mut intr_col = vec![[usize::MAX; 3]; n_cam];
-    for (c, cols) in intr_col.iter_mut().enumerate() {
-        let flags = opts.refine_intrinsics.get(c).copied().unwrap_or([false; 3]);
-        for k in 0..3 {
-            if flags[k] {
-                cols[k] = nc;
-                nc += 1;
-            }
-        }
-    }
-    let point_fixed = |j: usize| opts.fixed_points.get(j).copied().unwrap_or(false);
-    // Observations grouped by point.
-    let n_pts = data.points.len();
-    let mut by_point: Vec<Vec<usize>> = vec![Vec::new(); n_pts];
-    for (k, o) in data.obs.iter().enumerate() {
-        by_point[o.point].push(k);
-    }
+    let layout = Layout::new(n_img, n_cam, opts);
+    let nc = layout.nc;
     let sigma = opts.loss_scale;
     let w_prior = opts.distortion_prior * data.obs.len() as f64;
     let prior_cost = |d: &BaData| -> f64 {
         let mut c = 0.0;
-        for (cam, cols) in intr_col.iter().enumerate() {
-            for (q, &col) in cols.iter().enumerate().skip(1) {
-                if col != usize::MAX {
+        for (cam, mask) in layout.intr_mask.iter().enumerate() {
+            for (q, &refined) in mask.iter().enumerate().skip(1) {
+                if refined {
                     c += 0.5 * w_prior * d.intrinsics[cam][2 + q].powi(2);
                 }
             }
         }
         c
     };
-    let total_cost = |d: &BaData| -> (f64, f64) {
-        let (c, s) = d
-            .obs
+    let total_cost = |d: &BaData, obs: &[Obs]| -> (f64, f64) {
+        let (c, s) = obs
             .par_iter()
             .map(|o| {
                 let c = d.image_camera[o.image];
@@ -235,208 +254,101 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
             .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
         (c + prior_cost(d), s)
     };
-    let (mut cost, _) = total_cost(data);
+    let (mut cost, _) = total_cost(data, &data.obs);
+    let clock = std::time::Instant::now;
+    let t = clock();
+    let idx = ObsIndex::new(data, &layout);
+    let mut s = BlockSym::pattern(data, &layout, &idx);
+    let mut a = s.camera_pattern(&layout);
+    let fill = s.nonzeros() as f64 / (nc * (nc + 1) / 2).max(1) as f64;
+    let solver = match opts.solver {
+        SchurSolver::Auto if nc <= DENSE_MAX_COLUMNS || fill >= DENSE_MIN_FILL => {
+            SchurSolver::Dense
+        }
+        SchurSolver::Auto => SchurSolver::Sparse,
+        s => s,
+    };
     let mut summary = BaSummary {
         initial_cost: cost,
+        solver,
+        columns: nc,
+        nonzeros: s.nonzeros(),
         ..Default::default()
     };
+    let mut w = vec![SMatrix::<f64, 9, 3>::zeros(); data.obs.len()];
+    let mut sparse: Option<SparseChol> = None;
+    summary.seconds.linearize += t.elapsed().as_secs_f64();
     let mut lambda = 1e-4;
     let mut iter = 0;
     while iter < opts.max_iterations {
         iter += 1;
-        // Linearise, in parallel over chunks of points: per point its 3x3 block C, gradient g_p and
-        // couplings W; per chunk its share of the camera block A and gradient g_c.
-        let n_chunks = rayon::current_num_threads().max(1) * 2;
-        let chunk = by_point.len().div_ceil(n_chunks).max(1);
-        let lin: Vec<(Vec<PointBlock>, DMatrix<f64>, DVector<f64>)> = by_point
-            .par_chunks(chunk)
-            .enumerate()
-            .map(|(ci, pts)| {
-                let mut a = DMatrix::<f64>::zeros(nc, nc);
-                let mut gc = DVector::<f64>::zeros(nc);
-                let mut out = Vec::with_capacity(pts.len());
-                for (jj, obs_idx) in pts.iter().enumerate() {
-                    let j = ci * chunk + jj;
-                    let mut blk = PointBlock {
-                        c: Matrix3::zeros(),
-                        g: Vector3::zeros(),
-                        w: Vec::with_capacity(obs_idx.len()),
-                    };
-                    for &k in obs_idx {
-                        let o = &data.obs[k];
-                        let cam = data.image_camera[o.image];
-                        let Some((res, jpose, jintr, jpt)) = residual_and_jacobians(
-                            &data.intrinsics[cam],
-                            &data.rotations[o.image],
-                            &data.translations[o.image],
-                            &data.points[j],
-                            &o.xy,
-                        ) else {
-                            continue;
-                        };
-                        let (wt, _) = robust(res.norm_squared(), sigma);
-                        let mut jc = SMatrix::<f64, 2, 9>::zeros();
-                        jc.fixed_view_mut::<2, 6>(0, 0).copy_from(&jpose);
-                        jc.fixed_view_mut::<2, 3>(0, 6).copy_from(&jintr);
-                        let mut cols = [usize::MAX; 9];
-                        if pose_col[o.image] != usize::MAX {
-                            for (q, c) in cols.iter_mut().take(6).enumerate() {
-                                *c = pose_col[o.image] + q;
-                            }
-                        }
-                        cols[6..9].copy_from_slice(&intr_col[cam]);
-                        blk.c += jpt.transpose() * jpt * wt;
-                        blk.g += jpt.transpose() * res * wt;
-                        let jtj = jc.transpose() * jc * wt;
-                        let jtr = jc.transpose() * res * wt;
-                        for p in 0..9 {
-                            if cols[p] == usize::MAX {
-                                continue;
-                            }
-                            gc[cols[p]] += jtr[p];
-                            for q in 0..9 {
-                                if cols[q] != usize::MAX {
-                                    a[(cols[p], cols[q])] += jtj[(p, q)];
-                                }
-                            }
-                        }
-                        // The camera-point coupling Wᵀ = Jcᵀ Jp.
-                        blk.w.push((cols, jc.transpose() * jpt * wt));
-                    }
-                    out.push(blk);
-                }
-                (out, a, gc)
-            })
-            .collect();
-        let mut a = DMatrix::<f64>::zeros(nc, nc);
-        let mut gc = DVector::<f64>::zeros(nc);
-        let mut blocks: Vec<PointBlock> = Vec::with_capacity(n_pts);
-        for (b, ca, cg) in lin {
-            a += ca;
-            gc += cg;
-            blocks.extend(b);
-        }
-        // The distortion prior.
-        for (cam, cols) in intr_col.iter().enumerate() {
-            for (q, &col) in cols.iter().enumerate().skip(1) {
-                if col != usize::MAX {
-                    a[(col, col)] += w_prior;
-                    gc[col] += w_prior * data.intrinsics[cam][2 + q];
-                }
-            }
-        }
+        let t = clock();
+        let gc = camera_block(data, &layout, &idx, sigma, w_prior, &mut a);
+        let pts = point_blocks(data, &layout, &idx, sigma, &mut w);
+        summary.seconds.linearize += t.elapsed().as_secs_f64();
         // Try steps with increasing damping until the cost decreases.
         let mut accepted = false;
         let mut converged = false;
         for _attempt in 0..8 {
-            let cinvs: Vec<Option<Matrix3<f64>>> = blocks
-                .iter()
-                .enumerate()
-                .map(|(j, blk)| {
-                    if point_fixed(j) || blk.w.is_empty() {
-                        return None;
-                    }
-                    let mut c = blk.c;
-                    for q in 0..3 {
-                        c[(q, q)] += lambda * (blk.c[(q, q)] + 1e-9);
-                    }
-                    c.try_inverse()
-                })
-                .collect();
-            // Reduced camera system S = A − Σ W C⁻¹ Wᵀ, b = −g_c + Σ W C⁻¹ g_p, in parallel chunks
-            // (each observation pair once into X; the sum is X + Xᵀ).
-            let (wcw, wcg) = blocks
-                .par_chunks(chunk)
-                .zip(cinvs.par_chunks(chunk))
-                .map(|(blks, cis)| {
-                    let mut s = DMatrix::<f64>::zeros(nc, nc);
-                    let mut b = DVector::<f64>::zeros(nc);
-                    for (blk, cinv) in blks.iter().zip(cis) {
-                        let Some(cinv) = cinv else { continue };
-                        let wc: Vec<SMatrix<f64, 9, 3>> =
-                            blk.w.iter().map(|(_, w)| w * cinv).collect();
-                        for (k1, (cols1, _)) in blk.w.iter().enumerate() {
-                            let wcg = wc[k1] * blk.g;
-                            for p in 0..9 {
-                                if cols1[p] != usize::MAX {
-                                    b[cols1[p]] += wcg[p];
-                                }
-                            }
-                            // Each observation pair once; the pair's mirror image comes from
-                            // the final `X + Xᵀ` (the observation's own block is halved for it).
-                            for (cols2, w2) in &blk.w[k1..] {
-                                let mut m = wc[k1] * w2.transpose();
-                                if std::ptr::eq(cols1, cols2) {
-                                    m *= 0.5;
-                                }
-                                for p in 0..9 {
-                                    if cols1[p] == usize::MAX {
-                                        continue;
-                                    }
-                                    for q in 0..9 {
-                                        if cols2[q] != usize::MAX {
-                                            s[(cols1[p], cols2[q])] += m[(p, q)];
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    (s, b)
-                })
-                .reduce(
-                    || (DMatrix::zeros(nc, nc), DVector::zeros(nc)),
-                    |x, y| (x.0 + y.0, x.1 + y.1),
-                );
-            let mut s = &a - (&wcw + wcw.transpose());
-            for q in 0..nc {
-                s[(q, q)] += lambda * (a[(q, q)] + 1e-9);
-            }
-            let b = wcg - &gc;
-            let dc = if nc == 0 {
-                Some(DVector::zeros(0))
-            } else {
-                cholesky_solve(s.clone(), &b)
+            let lin = Linearized {
+                data,
+                layout: &layout,
+                idx: &idx,
+                w: &w,
+                pts: &pts,
+                a: &a,
+                gc: &gc,
             };
-            let Some(dc) = dc else {
+            let Some((dc, dx)) = lin.damped_step(
+                lambda,
+                &opts.fixed_points,
+                solver,
+                &mut sparse,
+                &mut s,
+                &mut summary.seconds,
+            ) else {
                 lambda *= 10.0;
                 continue;
             };
-            // Back-substitute the points and apply the step to a copy.
-            let mut trial = data.clone();
-            for (i, col) in pose_col.iter().enumerate() {
-                if *col == usize::MAX {
+            let t = clock();
+            // Apply the step to a copy of the variables.
+            let mut trial = BaData {
+                intrinsics: data.intrinsics.clone(),
+                image_camera: data.image_camera.clone(),
+                rotations: data.rotations.clone(),
+                translations: data.translations.clone(),
+                points: data.points.clone(),
+                obs: Vec::new(),
+            };
+            for (i, &blk) in layout.pose_blk.iter().enumerate() {
+                if blk == NONE {
                     continue;
                 }
-                let w = Vector3::new(dc[*col], dc[col + 1], dc[col + 2]);
+                let col = layout.off[blk];
+                let w = Vector3::new(dc[col], dc[col + 1], dc[col + 2]);
                 let rot = Rotation3::new(w).into_inner();
                 trial.rotations[i] = rot * data.rotations[i];
                 trial.translations[i] =
                     data.translations[i] + Vector3::new(dc[col + 3], dc[col + 4], dc[col + 5]);
             }
-            for (c, cols) in intr_col.iter().enumerate() {
-                for (q, &col) in cols.iter().enumerate() {
-                    if col != usize::MAX {
-                        trial.intrinsics[c][[0, 3, 4][q]] += dc[col];
+            for (c, &blk) in layout.intr_blk.iter().enumerate() {
+                if blk == NONE {
+                    continue;
+                }
+                for (q, slot) in [0usize, 3, 4].into_iter().enumerate() {
+                    if layout.intr_mask[c][q] {
+                        trial.intrinsics[c][slot] += dc[layout.off[blk] + q];
                     }
                 }
             }
-            trial.points.par_iter_mut().enumerate().for_each(|(j, x)| {
-                let Some(cinv) = cinvs[j] else { return };
-                let blk = &blocks[j];
-                let mut rhs = -blk.g;
-                for (cols, w) in &blk.w {
-                    for p in 0..9 {
-                        if cols[p] != usize::MAX {
-                            rhs -= w.row(p).transpose() * dc[cols[p]];
-                        }
-                    }
-                }
-                *x += cinv * rhs;
-            });
-            let (new_cost, _) = total_cost(&trial);
+            for (x, d) in trial.points.iter_mut().zip(&dx) {
+                *x += d;
+            }
+            let (new_cost, _) = total_cost(&trial, &data.obs);
+            summary.seconds.step += t.elapsed().as_secs_f64();
             if new_cost < cost {
                 let rel = (cost - new_cost) / cost.max(1e-300);
+                trial.obs = std::mem::take(&mut data.obs);
                 *data = trial;
                 cost = new_cost;
                 lambda = (lambda * 0.2).max(1e-10);
@@ -450,102 +362,100 @@ pub fn bundle_adjust(data: &mut BaData, opts: &BaOptions) -> BaSummary {
             break;
         }
     }
-    let (_, sq) = total_cost(data);
+    let (_, sq) = total_cost(data, &data.obs);
     summary.final_cost = cost;
     summary.iterations = iter;
     summary.rms_px = (sq / data.obs.len().max(1) as f64).sqrt();
     summary
 }
 
-/// Columns per block of [`cholesky_solve`].
-const CHOL_BLOCK: usize = 96;
-
-/// Solve `S x = b` for a symmetric positive definite `S` by a right-looking blocked Cholesky
-/// factorisation `S = L Lᵀ` (Golub & Van Loan, *Matrix Computations*, 4th ed., Alg. 4.2.4 with
-/// blocks): per block column, the unblocked factor of the diagonal block, a triangular solve of the
-/// panel below it, and the trailing update `S₂₂ ← S₂₂ − L₂₁ L₂₁ᵀ` as one `dgemm`
-/// (`matrixmultiply`), which carries almost all of the `n³/3` flops. Then forward and back
-/// substitution. `None` when a pivot is not positive (not positive definite), like nalgebra's
-/// `cholesky`.
-pub fn cholesky_solve(mut s: DMatrix<f64>, b: &DVector<f64>) -> Option<DVector<f64>> {
-    let n = s.nrows();
-    assert_eq!(s.ncols(), n);
-    assert_eq!(b.len(), n);
-    let mut k = 0;
-    while k < n {
-        let kb = CHOL_BLOCK.min(n - k);
-        // Unblocked Cholesky of the diagonal block (lower triangle, column by column).
-        for j in k..k + kb {
-            let mut d = s[(j, j)];
-            for p in k..j {
-                d -= s[(j, p)] * s[(j, p)];
-            }
-            if d <= 0.0 || !d.is_finite() {
-                return None;
-            }
-            let d = d.sqrt();
-            s[(j, j)] = d;
-            for i in j + 1..k + kb {
-                let mut v = s[(i, j)];
-                for p in k..j {
-                    v -= s[(i, p)] * s[(j, p)];
-                }
-                s[(i, j)] = v / d;
-            }
-        }
-        let rest = n - k - kb;
-        if rest > 0 {
-            // Panel: rows below the block, L₂₁ = S₂₁ L₁₁⁻ᵀ (per row, forward substitution).
-            for j in k..k + kb {
-                let d = s[(j, j)];
-                for p in k..j {
-                    let l = s[(j, p)];
-                    for i in k + kb..n {
-                        let v = s[(i, p)];
-                        s[(i, j)] -= v * l;
-                    }
-                }
-                for i in k + kb..n {
-                    s[(i, j)] /= d;
-                }
-            }
-            // Trailing update S₂₂ −= L₂₁ L₂₁ᵀ. Column-major storage: (i, j) at i + j n.
-            let ptr = s.as_mut_ptr();
-            // SAFETY: L₂₁ occupies columns k..k+kb and S₂₂ columns k+kb..n of the same n x n
-            // buffer, so the operands do not overlap; the strides describe in-bounds views.
-            unsafe {
-                let l21 = ptr.add(k + kb + k * n);
-                let s22 = ptr.add(k + kb + (k + kb) * n);
-                matrixmultiply::dgemm(
-                    rest, kb, rest, -1.0, l21, 1, n as isize, l21, n as isize, 1, 1.0, s22, 1,
-                    n as isize,
-                );
-            }
-        }
-        k += kb;
+/// A synthetic bundle adjustment problem shaped like a long walk, for tests and the scaling
+/// benchmark (`examples/ba_scaling.rs`): `n` cameras 0.1 m apart on a closed loop (radius
+/// `0.1 n / 2π`), each looking outwards (yaw jitter ±5°) at a wall 1-2 m away (one `RADIAL`
+/// camera, f = 500 px, 640x480, k1 = −0.02), with 100 new wall points in front of each camera. A
+/// point is observed (0.5 px noise; 2 % of observations are 20 px outliers) by each camera it
+/// projects into with probability 0.7, so tracks run over about 8 neighbouring cameras and the loop
+/// closes (the first and last cameras share points). Returns the truth and a start with poses off
+/// by ~0.2° and ~1 cm (except the first two, which can fix the gauge), points by ~2 cm and the
+/// focal by +2 %, distortion zero.
+pub fn synthetic_walk(n: usize, seed: u64) -> (BaData, BaData) {
+    use crate::geometry::Rng;
+    let mut rng = Rng::new(seed);
+    let k = [500.0, 320.0, 240.0, -0.02, 0.001];
+    let radius = 0.1 * n as f64 / std::f64::consts::TAU;
+    let mut truth = BaData {
+        intrinsics: vec![k],
+        image_camera: vec![0; n],
+        ..Default::default()
+    };
+    let forward_of = |th: f64| Vector3::new(th.cos(), th.sin(), 0.0);
+    for i in 0..n {
+        let th = std::f64::consts::TAU * i as f64 / n as f64;
+        let c = forward_of(th) * radius;
+        let f = forward_of(th + (rng.uniform() - 0.5) * 10f64.to_radians());
+        let down = Vector3::new(0.0, 0.0, -1.0);
+        let right = down.cross(&f);
+        let r = Matrix3::from_rows(&[right.transpose(), down.transpose(), f.transpose()]);
+        truth.rotations.push(r);
+        truth.translations.push(-(r * c));
     }
-    // L y = b, then Lᵀ x = y.
-    let mut x = b.clone();
-    for j in 0..n {
-        let v = x[j] / s[(j, j)];
-        x[j] = v;
-        for i in j + 1..n {
-            x[i] -= s[(i, j)] * v;
+    // Wall points in front of each camera.
+    for i in 0..n {
+        let th = std::f64::consts::TAU * i as f64 / n as f64;
+        for _ in 0..100 {
+            let depth = 1.0 + rng.uniform();
+            let lateral = (rng.uniform() - 0.5) * 1.2 * depth;
+            let phi = th + lateral / (radius + depth);
+            let z = (rng.uniform() - 0.5) * 0.9 * depth;
+            truth
+                .points
+                .push(forward_of(phi) * (radius + depth) + Vector3::new(0.0, 0.0, z));
         }
     }
-    for j in (0..n).rev() {
-        let mut v = x[j];
-        for i in j + 1..n {
-            v -= s[(i, j)] * x[i];
+    // Observations by the cameras near each point's origin (the wall curves away elsewhere).
+    // Distinct cameras: 2 span + 1 <= n.
+    let span = (n.saturating_sub(1) / 2).min(40) as isize;
+    for j in 0..truth.points.len() {
+        let home = (j / 100) as isize;
+        let x = truth.points[j];
+        for di in -span..=span {
+            let i = (home + di).rem_euclid(n as isize) as usize;
+            let Some(p) = project(&k, &truth.rotations[i], &truth.translations[i], &x) else {
+                continue;
+            };
+            let pc = truth.rotations[i] * x + truth.translations[i];
+            if pc.z < 0.3 || p.x < 0.0 || p.y < 0.0 || p.x > 640.0 || p.y > 480.0 {
+                continue;
+            }
+            if rng.uniform() > 0.7 {
+                continue;
+            }
+            let noise = if rng.uniform() < 0.02 { 20.0 } else { 0.5 };
+            truth.obs.push(Obs {
+                image: i,
+                point: j,
+                xy: p + Vector2::new(rng.normal(), rng.normal()) * noise,
+            });
         }
-        x[j] = v / s[(j, j)];
     }
-    x.iter().all(|v| v.is_finite()).then_some(x)
+    let mut start = truth.clone();
+    start.intrinsics[0] = [510.0, 320.0, 240.0, 0.0, 0.0];
+    for i in 2..n {
+        let w = Vector3::new(rng.normal(), rng.normal(), rng.normal()) * 0.2f64.to_radians()
+            / 3f64.sqrt();
+        start.rotations[i] = Rotation3::new(w).into_inner() * start.rotations[i];
+        start.translations[i] += Vector3::new(rng.normal(), rng.normal(), rng.normal()) * 0.01;
+    }
+    for x in start.points.iter_mut() {
+        *x += Vector3::new(rng.normal(), rng.normal(), rng.normal()) * 0.02;
+    }
+    (truth, start)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nalgebra::{DMatrix, DVector};
 
     /// The blocked factorisation solves like nalgebra's Cholesky on sizes around and across the
     /// block size, and refuses an indefinite matrix.
@@ -567,6 +477,252 @@ mod tests {
         assert!(cholesky_solve(bad, &DVector::zeros(200)).is_none());
     }
     use crate::geometry::{Rng, testutil::random_rotation};
+
+    /// The Levenberg-Marquardt step of the Schur path (block-sparse assembly, then `solver`).
+    fn schur_step(
+        data: &BaData,
+        opts: &BaOptions,
+        lambda: f64,
+        solver: SchurSolver,
+    ) -> (DVector<f64>, Vec<Vector3<f64>>, Layout) {
+        let layout = Layout::new(data.rotations.len(), data.intrinsics.len(), opts);
+        let idx = ObsIndex::new(data, &layout);
+        let mut s = BlockSym::pattern(data, &layout, &idx);
+        let mut a = s.camera_pattern(&layout);
+        let w_prior = opts.distortion_prior * data.obs.len() as f64;
+        let gc = camera_block(data, &layout, &idx, opts.loss_scale, w_prior, &mut a);
+        let mut w = vec![SMatrix::<f64, 9, 3>::zeros(); data.obs.len()];
+        let pts = point_blocks(data, &layout, &idx, opts.loss_scale, &mut w);
+        let lin = Linearized {
+            data,
+            layout: &layout,
+            idx: &idx,
+            w: &w,
+            pts: &pts,
+            a: &a,
+            gc: &gc,
+        };
+        let (dc, dx) = lin
+            .damped_step(
+                lambda,
+                &opts.fixed_points,
+                solver,
+                &mut None,
+                &mut s,
+                &mut BaSeconds::default(),
+            )
+            .expect("positive definite");
+        (dc, dx, layout)
+    }
+
+    /// A small problem with every case of the layout: two cameras (one refining f, k1, k2, the
+    /// other only f), two fixed images, a fixed point, 20 px outliers under the soft-L1 loss, the
+    /// distortion prior, points seen by 2-9 photos.
+    fn mixed_problem() -> (BaData, BaOptions) {
+        let (_, full) = synthetic_walk(16, 3);
+        let mut d = BaData {
+            obs: Vec::new(),
+            points: Vec::new(),
+            ..full.clone()
+        };
+        d.intrinsics.push([480.0, 320.0, 240.0, 0.01, 0.0]);
+        for c in d.image_camera.iter_mut().skip(8) {
+            *c = 1;
+        }
+        for j in 0..full.points.len() {
+            let obs: Vec<Obs> = full.obs.iter().filter(|o| o.point == j).copied().collect();
+            if obs.len() < 2 || j % 4 != 0 {
+                continue;
+            }
+            let jj = d.points.len();
+            d.points.push(full.points[j]);
+            d.obs
+                .extend(obs.into_iter().map(|o| Obs { point: jj, ..o }));
+        }
+        let mut fixed_images = vec![false; 16];
+        fixed_images[0] = true;
+        fixed_images[9] = true;
+        let mut fixed_points = vec![false; d.points.len()];
+        fixed_points[5] = true;
+        let opts = BaOptions {
+            max_iterations: 30,
+            loss_scale: 1.0,
+            fixed_images,
+            fixed_points,
+            refine_intrinsics: vec![[true, true, true], [true, false, false]],
+            function_tolerance: 1e-12,
+            distortion_prior: 0.01,
+            solver: SchurSolver::Auto,
+        };
+        (d, opts)
+    }
+
+    /// The Schur path (block-sparse reduced camera system, dense and sparse Cholesky, point
+    /// back-substitution) gives the step of the full damped normal equations `(H + λ diag H) δ =
+    /// −g`, assembled densely over every camera and point column, to 1e-9.
+    #[test]
+    #[allow(clippy::needless_range_loop)]
+    fn schur_step_equals_the_full_normal_equations() {
+        let (d, opts) = mixed_problem();
+        let lambda = 1e-3;
+        // Full columns: free poses, refined intrinsics, free points.
+        let mut pose_col = [NONE; 16];
+        let mut n = 0;
+        for i in 0..16 {
+            if !opts.fixed_images[i] {
+                pose_col[i] = n;
+                n += 6;
+            }
+        }
+        let mut intr_col = [[NONE; 3]; 2];
+        for c in 0..2 {
+            for q in 0..3 {
+                if opts.refine_intrinsics[c][q] {
+                    intr_col[c][q] = n;
+                    n += 1;
+                }
+            }
+        }
+        let mut pt_col = vec![NONE; d.points.len()];
+        for j in 0..d.points.len() {
+            if !opts.fixed_points[j] {
+                pt_col[j] = n;
+                n += 3;
+            }
+        }
+        let mut h = DMatrix::<f64>::zeros(n, n);
+        let mut g = DVector::<f64>::zeros(n);
+        for o in &d.obs {
+            let cam = d.image_camera[o.image];
+            let (res, jpose, jintr, jpt) = residual_and_jacobians(
+                &d.intrinsics[cam],
+                &d.rotations[o.image],
+                &d.translations[o.image],
+                &d.points[o.point],
+                &o.xy,
+            )
+            .unwrap();
+            let (wt, _) = robust(res.norm_squared(), opts.loss_scale);
+            let mut entries: Vec<(usize, Vector2<f64>)> = Vec::new();
+            if pose_col[o.image] != NONE {
+                for q in 0..6 {
+                    entries.push((pose_col[o.image] + q, jpose.column(q).into_owned()));
+                }
+            }
+            for q in 0..3 {
+                if intr_col[cam][q] != NONE {
+                    entries.push((intr_col[cam][q], jintr.column(q).into_owned()));
+                }
+            }
+            if pt_col[o.point] != NONE {
+                for q in 0..3 {
+                    entries.push((pt_col[o.point] + q, jpt.column(q).into_owned()));
+                }
+            }
+            for &(c1, j1) in &entries {
+                g[c1] += wt * j1.dot(&res);
+                for &(c2, j2) in &entries {
+                    h[(c1, c2)] += wt * j1.dot(&j2);
+                }
+            }
+        }
+        let w_prior = opts.distortion_prior * d.obs.len() as f64;
+        for q in 1..3 {
+            h[(intr_col[0][q], intr_col[0][q])] += w_prior;
+            g[intr_col[0][q]] += w_prior * d.intrinsics[0][2 + q];
+        }
+        for q in 0..n {
+            h[(q, q)] += lambda * (h[(q, q)] + 1e-9);
+        }
+        let want = h.cholesky().unwrap().solve(&-&g);
+        for solver in [SchurSolver::Dense, SchurSolver::Sparse] {
+            let (dc, dx, layout) = schur_step(&d, &opts, lambda, solver);
+            let mut got = DVector::<f64>::zeros(n);
+            for i in 0..16 {
+                if pose_col[i] != NONE {
+                    let off = layout.off[layout.pose_blk[i]];
+                    got.rows_mut(pose_col[i], 6).copy_from(&dc.rows(off, 6));
+                }
+            }
+            for c in 0..2 {
+                for q in 0..3 {
+                    let off = layout.off[layout.intr_blk[c]] + q;
+                    if intr_col[c][q] != NONE {
+                        got[intr_col[c][q]] = dc[off];
+                    } else {
+                        assert_eq!(dc[off], 0.0, "a pinned intrinsic moved");
+                    }
+                }
+            }
+            for (j, &c) in pt_col.iter().enumerate() {
+                if c != NONE {
+                    got.rows_mut(c, 3).copy_from(&dx[j]);
+                } else {
+                    assert_eq!(dx[j], Vector3::zeros(), "the fixed point moved");
+                }
+            }
+            let err = (&got - &want).norm() / want.norm();
+            assert!(err < 1e-9, "{solver:?}: relative difference {err}");
+        }
+    }
+
+    /// Whole adjustments with the dense and the sparse factorisation reach the same solution (the
+    /// same LM path: equal steps to rounding), and it is the truth to within the noise.
+    #[test]
+    fn dense_and_sparse_adjustments_agree() {
+        let (truth, start) = synthetic_walk(40, 9);
+        let run = |solver| {
+            let mut d = start.clone();
+            // Two fixed photos fix the gauge, scale included (one would leave the scale to the
+            // damping, where rounding differences drift).
+            let mut fixed = vec![false; 40];
+            fixed[0] = true;
+            fixed[1] = true;
+            let s = bundle_adjust(
+                &mut d,
+                &BaOptions {
+                    max_iterations: 30,
+                    loss_scale: 1.0,
+                    fixed_images: fixed,
+                    fixed_points: vec![],
+                    refine_intrinsics: vec![[true, true, true]],
+                    function_tolerance: 1e-10,
+                    distortion_prior: 0.0,
+                    solver,
+                },
+            );
+            (d, s)
+        };
+        let (dd, sd) = run(SchurSolver::Dense);
+        let (ds, ss) = run(SchurSolver::Sparse);
+        assert_eq!(sd.solver, SchurSolver::Dense);
+        assert_eq!(ss.solver, SchurSolver::Sparse);
+        assert_eq!(sd.iterations, ss.iterations);
+        let mut worst = 0.0f64;
+        for i in 0..40 {
+            let cd = -dd.rotations[i].transpose() * dd.translations[i];
+            let cs = -ds.rotations[i].transpose() * ds.translations[i];
+            worst = worst.max((cd - cs).norm());
+        }
+        println!(
+            "dense vs sparse: {} iterations, centres within {worst:e} m, focal {:.3}, rms {:.3} px",
+            sd.iterations, dd.intrinsics[0][0], sd.rms_px
+        );
+        assert!(worst < 1e-7, "camera centres differ by {worst} m");
+        assert!((sd.final_cost / ss.final_cost - 1.0).abs() < 1e-9);
+        // Converged near the truth: the 0.5 px noise limits it.
+        let f = dd.intrinsics[0][0];
+        assert!((f / 500.0 - 1.0).abs() < 0.005, "focal {f}");
+        let c_err = (0..40)
+            .map(|i| {
+                let c = -dd.rotations[i].transpose() * dd.translations[i];
+                let t = -truth.rotations[i].transpose() * truth.translations[i];
+                (c - t).norm()
+            })
+            .fold(0.0, f64::max);
+        println!("largest centre error {c_err:.4} m");
+        assert!(c_err < 0.01, "centre error {c_err} m");
+    }
 
     /// Finite differences of the analytic Jacobians.
     #[test]
@@ -672,6 +828,7 @@ mod tests {
                 refine_intrinsics: vec![[true, true, true]],
                 function_tolerance: 1e-9,
                 distortion_prior: 0.0,
+                solver: SchurSolver::Auto,
             },
         );
         assert!(s.initial_cost > 100.0 * s.final_cost, "{s:?}");

@@ -55,12 +55,17 @@ pub struct SiftOptions {
     pub max_image_size: u32,
     /// Keep at most this many features: the ones with the largest scale (as COLMAP does).
     pub max_features: usize,
+    /// Target features per megapixel of the work image (after `max_image_size`), clamped to
+    /// `[min_features, max_features]` ([`feature_target`]); 0: always `max_features`.
+    pub features_per_megapixel: f64,
+    /// The floor of the per-megapixel target (small photos still get this many when they have them).
+    pub min_features: usize,
     /// Minimum |DoG| response at the refined extremum (image intensities in [0, 1]).
     pub peak_threshold: f32,
     /// Maximum ratio of principal curvatures `r` (Lowe 2004, §4.1: reject `tr²/det >= (r+1)²/r`).
     pub edge_threshold: f32,
     /// Add a 2x upsampled first octave (COLMAP `first_octave = -1`) when the other octaves give
-    /// fewer than `max_features` candidates.
+    /// fewer candidates than the feature target.
     pub upsample_first_octave: bool,
     /// At most this many orientations per keypoint (COLMAP `max_num_orientations = 2`).
     pub max_orientations: usize,
@@ -71,6 +76,8 @@ impl Default for SiftOptions {
         Self {
             max_image_size: 1600,
             max_features: 8192,
+            features_per_megapixel: 0.0,
+            min_features: 0,
             peak_threshold: 0.02 / 3.0,
             edge_threshold: 10.0,
             upsample_first_octave: true,
@@ -114,10 +121,24 @@ impl Plane {
     }
 }
 
+/// How many features to keep from a work image of `w x h` pixels: `features_per_megapixel` times
+/// its megapixels, at least `min_features`, at most `max_features` (the cap wins); `max_features`
+/// when the density is 0. Photos of every size get the same feature density up to the cap, so a
+/// small or letterboxed photo is not pushed into the upsampled octave's small, less repeatable
+/// scales to reach a count sized for a larger one.
+pub fn feature_target(w: usize, h: usize, opts: &SiftOptions) -> usize {
+    if opts.features_per_megapixel <= 0.0 {
+        return opts.max_features;
+    }
+    let t = (opts.features_per_megapixel * (w * h) as f64 / 1e6).round() as usize;
+    t.max(opts.min_features).min(opts.max_features)
+}
+
 /// Extracts SIFT keypoints with RootSIFT descriptors from a grey image.
 ///
 /// The image is downscaled to [`SiftOptions::max_image_size`] first; keypoints come back in
-/// full-resolution coordinates. An image too small for one octave gives no features.
+/// full-resolution coordinates, at most [`feature_target`] of them. An image too small for one
+/// octave gives no features.
 pub fn extract(img: &image::GrayImage, opts: &SiftOptions) -> Features {
     let (width, height) = img.dimensions();
     let mut out = Features {
@@ -151,7 +172,11 @@ pub fn extract(img: &image::GrayImage, opts: &SiftOptions) -> Features {
     }
     let sx = width as f32 / plane.w as f32;
     let sy = height as f32 / plane.h as f32;
-    let (kps, descs) = extract_plane(&plane, opts);
+    let opts = SiftOptions {
+        max_features: feature_target(plane.w, plane.h, opts),
+        ..opts.clone()
+    };
+    let (kps, descs) = extract_plane(&plane, &opts);
     let smean = 0.5 * (sx + sy);
     out.keypoints = kps
         .iter()
@@ -866,6 +891,30 @@ pub(crate) fn rootsift_quantize(desc: &mut [f32; 128]) -> [u8; 128] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-megapixel target: density x work megapixels, floor, cap (the cap wins), off at 0.
+    #[test]
+    fn feature_target_scales_with_the_work_image() {
+        let o = SiftOptions {
+            features_per_megapixel: 5000.0,
+            min_features: 4096,
+            max_features: 8192,
+            ..Default::default()
+        };
+        assert_eq!(feature_target(1600, 1200, &o), 8192);
+        assert_eq!(feature_target(1600, 900, &o), 7200);
+        assert_eq!(feature_target(640, 480, &o), 4096);
+        let cap = SiftOptions {
+            max_features: 300,
+            ..o.clone()
+        };
+        assert_eq!(feature_target(640, 480, &cap), 300);
+        let off = SiftOptions {
+            features_per_megapixel: 0.0,
+            ..o
+        };
+        assert_eq!(feature_target(640, 480, &off), 8192);
+    }
 
     #[test]
     fn fast_atan2_matches_std() {

@@ -199,6 +199,8 @@ struct State<'a> {
     filter_px: f64,
     /// Seconds spent in bundle adjustment, filtering, triangulation and registration.
     clock: [f64; 4],
+    /// Tracks whose points the last bundle adjustment refined.
+    adjusted: Vec<usize>,
 }
 
 impl State<'_> {
@@ -365,33 +367,49 @@ impl State<'_> {
     }
 
     fn filter_untimed(&mut self) -> usize {
+        (0..self.tracks.len()).map(|tk| self.filter_track(tk)).sum()
+    }
+
+    /// [`State::filter`] over the points of the last bundle adjustment only (after a local BA:
+    /// only they moved, or were seen by a photo that moved; COLMAP `AdjustLocalBundle` filters
+    /// the changed points the same way). Keeps the per-registration cost independent of the model
+    /// size.
+    fn filter_adjusted(&mut self) -> usize {
+        let t = std::time::Instant::now();
+        let tracks = std::mem::take(&mut self.adjusted);
+        let r = tracks.iter().map(|&tk| self.filter_track(tk)).sum();
+        self.adjusted = tracks;
+        self.clock[1] += t.elapsed().as_secs_f64();
+        r
+    }
+
+    /// The filter of one track; returns its removed observations.
+    fn filter_track(&mut self, tk: usize) -> usize {
         let thr = self.thr(self.filter_px);
         let min_angle = self.opts.min_tri_angle_deg.to_radians();
+        let Some(x) = self.point[tk] else { return 0 };
         let mut removed = 0;
-        for tk in 0..self.tracks.len() {
-            let Some(x) = self.point[tk] else { continue };
-            let mut n_active = 0;
-            for q in 0..self.tracks[tk].len() {
-                let (img, kp) = self.tracks[tk][q];
-                if !self.active[tk][q] {
-                    continue;
-                }
-                if self.poses[img].is_none() || self.reproj_err(img, kp, &x) > thr {
-                    self.active[tk][q] = false;
-                    removed += 1;
-                } else {
-                    n_active += 1;
-                }
+        let mut n_active = 0;
+        for q in 0..self.tracks[tk].len() {
+            let (img, kp) = self.tracks[tk][q];
+            if !self.active[tk][q] {
+                continue;
             }
-            let centers: Vec<_> = (0..self.tracks[tk].len())
-                .filter(|&q| self.active[tk][q])
-                .map(|q| self.center(self.tracks[tk][q].0))
-                .collect();
-            if n_active < 2 || !max_angle_reaches(&centers, &x, min_angle) {
-                self.point[tk] = None;
-                self.active[tk].iter_mut().for_each(|a| *a = false);
-                removed += n_active;
+            if self.poses[img].is_none() || self.reproj_err(img, kp, &x) > thr {
+                self.active[tk][q] = false;
+                removed += 1;
+            } else {
+                n_active += 1;
             }
+        }
+        let centers: Vec<_> = (0..self.tracks[tk].len())
+            .filter(|&q| self.active[tk][q])
+            .map(|q| self.center(self.tracks[tk][q].0))
+            .collect();
+        if n_active < 2 || !max_angle_reaches(&centers, &x, min_angle) {
+            self.point[tk] = None;
+            self.active[tk].iter_mut().for_each(|a| *a = false);
+            removed += n_active;
         }
         removed
     }
@@ -457,6 +475,7 @@ impl State<'_> {
                 });
             }
         }
+        self.adjusted.clone_from(&track_of_point);
         if data.obs.is_empty() {
             return ba::BaSummary::default();
         }
@@ -487,6 +506,7 @@ impl State<'_> {
                 refine_intrinsics: refine_intr,
                 function_tolerance: 1e-6,
                 distortion_prior: 1.0,
+                solver: ba::SchurSolver::Auto,
             },
         );
         // Implausible intrinsics (COLMAP's bogus-camera check): undo the whole adjustment.
@@ -906,15 +926,15 @@ impl State<'_> {
                     last_global = n_reg;
                     if debug {
                         eprintln!(
-                            "  global BA rms {:.2} px ({} it), filtered {rem}, retriangulated {re}",
-                            s.rms_px, s.iterations
+                            "  global BA rms {:.2} px ({} it), filtered {rem}, retriangulated {re}; {:?} solver, {} columns, {} stored, {:?}",
+                            s.rms_px, s.iterations, s.solver, s.columns, s.nonzeros, s.seconds
                         );
                     }
                 } else {
                     let mut var = self.neighbours(img, opts.local_ba_images - 1);
                     var.push(img);
                     let s = self.bundle(Some(&var), opts.local_ba_iterations);
-                    let rem = self.filter();
+                    let rem = self.filter_adjusted();
                     if debug {
                         eprintln!(
                             "  local BA rms {:.2} px ({} it), filtered {rem}",
@@ -1002,6 +1022,7 @@ pub fn run_mapper(
         active,
         filter_px: opts.max_error_px,
         clock: [0.0; 4],
+        adjusted: Vec::new(),
     };
     let mut timings = vec![("tracks".to_string(), t0.elapsed().as_secs_f64())];
     let debug = std::env::var_os("FLYTHROUGH_SFM_DEBUG").is_some();

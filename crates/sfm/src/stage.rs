@@ -73,6 +73,8 @@ impl SfmOptions {
             sift: SiftOptions {
                 max_image_size: c.max_image_size,
                 max_features: c.max_features,
+                features_per_megapixel: c.features_per_megapixel,
+                min_features: c.min_features,
                 ..Default::default()
             },
             pairs: PairOptions {
@@ -176,6 +178,10 @@ pub struct Report {
     pub pixel_scale: f64,
     pub matched_pairs: usize,
     pub verified_pairs: usize,
+    /// With sequential pair selection: the verified pairs of photos more than `sequential_overlap`
+    /// apart in capture order, which only retrieval proposed (loop closures and revisits); null
+    /// when every pair was matched.
+    pub verified_retrieval_pairs: Option<usize>,
     pub init_pair: Option<[String; 2]>,
     pub timings_s: BTreeMap<String, f64>,
     pub scale: ScaleReport,
@@ -196,6 +202,7 @@ pub struct Reconstructed {
     pub pixel_scale: f64,
     pub matched_pairs: usize,
     pub verified_pairs: usize,
+    pub verified_retrieval_pairs: Option<usize>,
     pub init_pair: Option<[String; 2]>,
     pub timings: BTreeMap<String, f64>,
     pub cameras: Vec<CameraReport>,
@@ -414,15 +421,17 @@ pub fn reconstruct(
     if std::env::var_os("FLYTHROUGH_SFM_DEBUG").is_some() {
         let nk: Vec<usize> = feats.iter().map(|f| f.keypoints.len()).collect();
         eprintln!("features per photo: {nk:?}");
+        let by_pair: std::collections::HashMap<(usize, usize), &VerifiedPair> =
+            verified.iter().map(|(p, _)| ((p.i, p.j), p)).collect();
         for pm in &matches {
-            let v = verified.iter().find(|(p, _)| p.i == pm.i && p.j == pm.j);
+            let v = by_pair.get(&(pm.i, pm.j));
             eprintln!(
                 "pair {}-{}: {} matches, {:?} verified, {:?} H",
                 pm.i,
                 pm.j,
                 pm.matches.len(),
-                v.map(|v| v.0.matches.len()),
-                v.map(|v| v.0.num_h_inliers)
+                v.map(|v| v.matches.len()),
+                v.map(|v| v.num_h_inliers)
             );
         }
     }
@@ -616,6 +625,12 @@ pub fn reconstruct(
         pixel_scale,
         matched_pairs: matches.len(),
         verified_pairs: verified.len(),
+        verified_retrieval_pairs: (n > opts.pairs.exhaustive_max_images).then(|| {
+            verified
+                .iter()
+                .filter(|(p, _)| p.j - p.i > opts.pairs.sequential_overlap)
+                .count()
+        }),
         init_pair: Some([
             names[out.init_pair.0].clone(),
             names[out.init_pair.1].clone(),
@@ -834,6 +849,7 @@ pub fn run(
                 pixel_scale: 1.0,
                 matched_pairs: 0,
                 verified_pairs: 0,
+                verified_retrieval_pairs: None,
                 init_pair: None,
                 timings: BTreeMap::new(),
                 cameras,
@@ -877,6 +893,7 @@ pub fn run(
         pixel_scale: res.pixel_scale,
         matched_pairs: res.matched_pairs,
         verified_pairs: res.verified_pairs,
+        verified_retrieval_pairs: res.verified_retrieval_pairs,
         init_pair: res.init_pair,
         timings_s: res.timings,
         scale: scale.clone(),

@@ -332,6 +332,41 @@ fn upsampled_octave_adds_small_scales_only_when_there_is_room() {
     assert_eq!(a.descriptors, b.descriptors);
 }
 
+/// `features_per_megapixel` sets the count from the work image's size (templeR0013, 640x480 =
+/// 0.307 MP, about 1600 features uncapped): 2000 per MP keeps exactly the 614 largest-scale
+/// features of the uncapped extraction; the floor and the cap bound the count.
+#[test]
+fn feature_count_follows_the_photo_size() {
+    let Some(dir) = shared_data("temple_ring19") else {
+        return;
+    };
+    let img = load_gray(&dir.join("templeR0013.png"));
+    let all = extract(&img, &SiftOptions::default());
+    let with = |features_per_megapixel, min_features, max_features| {
+        extract(
+            &img,
+            &SiftOptions {
+                features_per_megapixel,
+                min_features,
+                max_features,
+                ..Default::default()
+            },
+        )
+    };
+    let dense = with(2000.0, 0, 8192);
+    println!(
+        "uncapped {} features; at 2000 per MP {}",
+        all.keypoints.len(),
+        dense.keypoints.len()
+    );
+    assert!(all.keypoints.len() > 1000, "{}", all.keypoints.len());
+    assert_eq!(dense.keypoints.len(), 614);
+    assert_eq!(dense.descriptors[..], all.descriptors[..614]);
+    assert_eq!(with(2000.0, 900, 8192).keypoints.len(), 900);
+    assert_eq!(with(2000.0, 900, 500).keypoints.len(), 500);
+    assert_eq!(with(0.0, 0, 700).keypoints.len(), 700);
+}
+
 #[test]
 fn retrieval_finds_neighbouring_views_on_the_temple_ring() {
     let Some(dir) = shared_data("temple_ring19") else {

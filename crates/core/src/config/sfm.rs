@@ -21,6 +21,8 @@ pub struct SfmConfig {
     pub import: Option<String>,
     pub max_image_size: u32,
     pub max_features: usize,
+    pub features_per_megapixel: f64,
+    pub min_features: usize,
     pub exhaustive_max_images: usize,
     pub sequential_overlap: usize,
     pub retrieval_k: usize,
@@ -37,6 +39,8 @@ impl Default for SfmConfig {
             import: None,
             max_image_size: 1600,
             max_features: 8192,
+            features_per_megapixel: 5000.0,
+            min_features: 4096,
             exhaustive_max_images: 60,
             sequential_overlap: 10,
             retrieval_k: 8,
@@ -61,6 +65,14 @@ pub(super) const DOCS: &[KeyDoc] = &[
     (
         "max_features",
         "At most this many SIFT features per photo (the largest scales are kept).",
+    ),
+    (
+        "features_per_megapixel",
+        "SIFT features per photo scale with its size at the extraction resolution (after max_image_size):\nthis many per megapixel, at least min_features, at most max_features (the cap wins). The defaults\ngive 8192 for 4:3 and 3:2 photos at 1600 px, 7200 for 16:9 frames, 4096 for VGA. 0: always max_features.",
+    ),
+    (
+        "min_features",
+        "Floor of the per-megapixel feature count (see features_per_megapixel).",
     ),
     (
         "exhaustive_max_images",
@@ -109,6 +121,13 @@ impl SfmConfig {
             "max_features",
             self.max_features,
             "must be at least 64",
+        )?;
+        ensure(
+            self.features_per_megapixel.is_finite()
+                && (0.0..=1e6).contains(&self.features_per_megapixel),
+            "features_per_megapixel",
+            self.features_per_megapixel,
+            "must be in [0, 1000000] (0: always max_features)",
         )?;
         ensure(
             self.exhaustive_max_images >= 2,
