@@ -13,7 +13,8 @@ mkdir -p target
 export FLYTHROUGH_SKIP_LOG="$PWD/target/test-skips.log"
 : > "$FLYTHROUGH_SKIP_LOG"
 status=0
-cargo test --workspace --release --locked "$@" || status=$?
+# --no-fail-fast: one failing test binary must not hide the failures of the others.
+cargo test --workspace --release --locked --no-fail-fast "$@" || status=$?
 # One line per skip, "crate::test<TAB>what is missing"; a test that hit two missing things counts once.
 skipped=$(cut -f1 "$FLYTHROUGH_SKIP_LOG" | sort -u | wc -l)
 if [ "$skipped" -gt 0 ]; then

@@ -206,9 +206,10 @@ fn one_failure_never_stops_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cfgs = venues(d, &["cafe", "deli", "gym"]);
-    // A venue whose only photo is broken fails in capture.
+    // A venue whose photos are all broken passes the pre-run count and fails in capture.
     std::fs::create_dir_all(d.join("broken")).unwrap();
     std::fs::write(d.join("broken/x.jpg"), b"not a jpeg").unwrap();
+    std::fs::write(d.join("broken/y.jpg"), b"not a jpeg either").unwrap();
     let broken = write_config(d, "broken.toml", "broken", "broken");
     let out = d.join("runs");
     let mut args: Vec<String> = cfgs.iter().map(|p| p.to_string_lossy().into()).collect();
