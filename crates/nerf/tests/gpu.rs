@@ -217,7 +217,10 @@ fn checkpoints_resume_across_back_ends_and_render_on_both() {
     train::INTERRUPT_AFTER.with(|x| x.set(10));
     let e = flythrough_nerf::gpu::train::train(&c, &ds, &w1, g.clone()).err();
     train::INTERRUPT_AFTER.with(|x| x.set(0));
-    assert!(matches!(e, Some(flythrough_nerf::NerfError::Interrupted(10))), "{e:?}");
+    assert!(
+        matches!(e, Some(flythrough_nerf::NerfError::Interrupted(10))),
+        "{e:?}"
+    );
     let t = flythrough_nerf::gpu::train::train(&c, &ds, &w1, g.clone()).unwrap();
     assert_eq!((t.resumed_from, t.meta.step), (Some(10), 20));
     c.steps = 30;

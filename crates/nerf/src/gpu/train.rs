@@ -645,14 +645,13 @@ pub fn train(
             // The previous checkpoint is still on its way: write it before asking for the next.
             save_periodic(&m, &a, &cmeta)?;
         }
-        let ckpt_meta =
-            ckpt_due.then(|| {
-                let mut m = meta.clone();
-                m.step = next;
-                m.elapsed_s = elapsed0 + t_call.elapsed().as_secs_f64();
-                m.adam = Some((ADAM, tr.adam_step + 1));
-                m
-            });
+        let ckpt_meta = ckpt_due.then(|| {
+            let mut m = meta.clone();
+            m.step = next;
+            m.elapsed_s = elapsed0 + t_call.elapsed().as_secs_f64();
+            m.adam = Some((ADAM, tr.adam_step + 1));
+            m
+        });
         tr.step_and_read(
             &rays,
             &target,
