@@ -280,6 +280,8 @@ fn run_batch(
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists (it sets an environment variable).
+    flythrough_gpu::quiet_vulkan_layers();
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
     flythrough_core::alloc::retain_freed_memory();

@@ -124,6 +124,20 @@ impl std::fmt::Debug for Gpu {
     }
 }
 
+/// Turns off Mesa's implicit `VK_LAYER_MESA_device_select` Vulkan layer for this process (sets
+/// `NODEVICE_SELECT=1` unless the environment already sets it). The layer only reorders adapters
+/// (we choose ours, discrete first), and on a machine without a desktop session it prints
+/// "error: XDG_RUNTIME_DIR is invalid or not set in the environment." twice per adapter listing.
+///
+/// Call it first thing in `main`, before any thread starts: setting an environment variable while
+/// another thread reads the environment is undefined behaviour in C.
+pub fn quiet_vulkan_layers() {
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: documented precondition: called while the process has a single thread.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
 /// The process's wgpu instance. Backends: Vulkan, Metal and DX12 (`Backends::PRIMARY`); GL only
 /// when `WGPU_BACKEND` asks for it (its compute support is partial, and its EGL contexts must not
 /// be created and dropped from several threads).
