@@ -29,7 +29,9 @@ POSES=${POSES:-sfm}
 RENDER=${BENCH_REAL_RENDER-'width = 512\nheight = 256\nmax_frames = 24'}
 SETS=${SETS:-"fox redkitchen"}
 mkdir -p "$OUT"
-(cd "$ROOT" && cargo build --release -q -p flythrough && cargo build --release -q -p flythrough-nerf --example known_poses)
+(cd "$ROOT" && cargo build --release -q -p flythrough)
+# The reference-pose writer only when it is used (its build takes minutes on 2 cores).
+[ "$POSES" = import ] && (cd "$ROOT" && cargo build --release -q -p flythrough-nerf --example known_poses)
 BIN=$ROOT/target/release/flythrough
 KNOWN=$ROOT/target/release/examples/known_poses
 
