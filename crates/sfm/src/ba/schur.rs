@@ -268,6 +268,26 @@ impl BlockSym {
         out
     }
 
+    /// The pose block rows keyed by image (`None` for a fixed image, which owns no block row), so
+    /// that image rows can be assembled in parallel, each writing only its own row.
+    pub(super) fn pose_rows_by_image<'v>(
+        &self,
+        vals: &'v mut [f64],
+        layout: &Layout,
+        n_img: usize,
+    ) -> Vec<Option<&'v mut [f64]>> {
+        let mut rows: Vec<Option<&mut [f64]>> = (0..n_img).map(|_| None).collect();
+        for (b, r) in self
+            .rows_mut(vals)
+            .into_iter()
+            .enumerate()
+            .take(layout.pose_img.len())
+        {
+            rows[layout.pose_img[b]] = Some(r);
+        }
+        rows
+    }
+
     /// Per block row: offsets of its blocks within the row's value slice, keyed by block column
     /// (written into `slot`, which must have one entry per parameter block).
     pub(super) fn fill_slots(&self, a: usize, slot: &mut [usize]) {
@@ -398,15 +418,7 @@ pub(super) fn camera_block(
     let nb = layout.n_blocks();
     let n_img = data.rotations.len();
     let shape = &*a;
-    let mut rows: Vec<Option<&mut [f64]>> = (0..n_img).map(|_| None).collect();
-    for (b, r) in shape
-        .rows_mut(&mut vals)
-        .into_iter()
-        .enumerate()
-        .take(layout.pose_img.len())
-    {
-        rows[layout.pose_img[b]] = Some(r);
-    }
+    let rows = shape.pose_rows_by_image(&mut vals, layout, n_img);
     let (grads, acc) = rows
         .into_par_iter()
         .enumerate()
@@ -592,15 +604,7 @@ pub(super) fn reduced_system(
     let nb = layout.n_blocks();
     let n_img = data.rotations.len();
     let shape = &*s;
-    let mut rows: Vec<Option<&mut [f64]>> = (0..n_img).map(|_| None).collect();
-    for (b, r) in shape
-        .rows_mut(&mut vals)
-        .into_iter()
-        .enumerate()
-        .take(layout.pose_img.len())
-    {
-        rows[layout.pose_img[b]] = Some(r);
-    }
+    let rows = shape.pose_rows_by_image(&mut vals, layout, n_img);
     let (rhs, acc) = rows
         .into_par_iter()
         .enumerate()
