@@ -9,7 +9,8 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, Var};
 use flythrough_nerf::kernels::{
     Adam, AdamConfig, HashGridConfig, MlpCache, MlpConfig, hash_encode_backward,
-    hash_encode_forward, mlp_backward, mlp_forward_inference, mlp_forward_into, ops,
+    hash_encode_backward_positions, hash_encode_forward, mlp_backward, mlp_forward_inference,
+    mlp_forward_into, ops,
 };
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -131,6 +132,12 @@ fn main() {
         let mut dgp = vec![0f32; gp.len()];
         let t = time(reps, || hash_encode_backward(&grid, p, s, &d_enc, &mut dgp));
         rows.push(row(format!("encode bwd ({name})"), t));
+        // Camera-pose refinement's gradient w.r.t. the sample positions (`[train] pose_lr`).
+        let mut dpos = vec![0f32; p.len()];
+        let t = time(reps, || {
+            hash_encode_backward_positions(&grid, &gp, p, s, &d_enc, &mut dpos)
+        });
+        rows.push(row(format!("encode bwd positions ({name})"), t));
     }
     hash_encode_forward(&grid, &gp, &pos, Some(&sigma), &mut enc);
 
