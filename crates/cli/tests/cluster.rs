@@ -272,8 +272,29 @@ fn slurm_array_runs_every_venue_once_and_a_requeued_task_resumes() {
     }
     // Wait for every task to end, task 0 after its second run.
     let t2 = Instant::now();
+    let mut relaunches = 0;
     loop {
         let states: Vec<String> = (0..4).map(|i| job_state(&format!("{job}_{i}"))).collect();
+        // slurmd may refuse the relaunch when it comes right after the kill ("Job N already
+        // killed, do not launch batch job" in slurmd.log; "Job credential revoked" in
+        // slurmctld.log) and the controller then ends the task (FAILED or COMPLETED) without a
+        // second run: its log (append mode) then has one start line only.
+        // That is Slurm's race, not the resume under test: requeue again (bounded).
+        let starts = std::fs::read_to_string(d.join("task-0.log"))
+            .unwrap_or_default()
+            .matches("flythrough: array task 0 ")
+            .count();
+        if ["COMPLETED", "FAILED"].contains(&states[0].as_str()) && starts < 2 && relaunches < 5 {
+            relaunches += 1;
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = run(Command::new("scontrol").args(["requeue", &task0]));
+            let _ = run(Command::new("scontrol").args([
+                "update",
+                &format!("JobId={task0}"),
+                "StartTime=now",
+            ]));
+            continue;
+        }
         if states
             .iter()
             .all(|s| ["COMPLETED", "FAILED"].contains(&s.as_str()))
@@ -327,7 +348,11 @@ fn slurm_array_runs_every_venue_once_and_a_requeued_task_resumes() {
     // The killed task ran again and resumed venue 0: capture was not redone.
     let log0 = std::fs::read_to_string(d.join("task-0.log")).unwrap();
     assert!(log0.contains("CANCELLED"), "{log0}");
-    assert!(log0.contains("restart 1"), "{log0}");
+    // Started twice (the second start says "restart 1", or more after a relaunch Slurm refused).
+    assert!(
+        log0.matches("flythrough: array task 0 ").count() >= 2,
+        "{log0}"
+    );
     assert_eq!(
         stage_started(&run0, "capture"),
         Some(capture_started),
