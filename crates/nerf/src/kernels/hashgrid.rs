@@ -298,12 +298,8 @@ pub fn hash_encode_forward(
     let infos = cfg.level_infos();
     let t = cfg.table_size();
     let mask = (t - 1) as u32;
-    // Grids with few levels (proposal grids: 5) would leave threads idle with one task per level,
-    // so their samples are split into a few ranges; the default 16-level grid keeps one task per level.
-    let splits = (4 * rayon::current_num_threads())
-        .div_ceil(nl)
-        .clamp(1, n.div_ceil(4096).max(1));
-    let per = n.div_ceil(splits);
+    let per = samples_per_level_task(n, nl);
+    let splits = n.div_ceil(per);
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let out_ptr = &out_ptr;
     (0..nl * splits).into_par_iter().for_each(|task| {
@@ -326,6 +322,16 @@ pub fn hash_encode_forward(
             _ => level_forward::<8>(infos[l], mask, table, pos, sig, col),
         }
     });
+}
+
+/// Samples per task of the level-parallel kernels (`n` >= 1 samples, `nl` levels). Grids with few
+/// levels (proposal grids: 5) would leave threads idle with one task per level, so their samples
+/// are split into a few ranges; the default 16-level grid keeps one task per level.
+fn samples_per_level_task(n: usize, nl: usize) -> usize {
+    let splits = (4 * rayon::current_num_threads())
+        .div_ceil(nl)
+        .clamp(1, n.div_ceil(4096).max(1));
+    n.div_ceil(splits)
 }
 
 /// A raw pointer that rayon tasks may share; each task writes a disjoint set of elements.
@@ -520,11 +526,7 @@ pub fn hash_encode_backward_positions(
     // the defaults, and was 3x slower). Each level writes its own scratch slice; the levels are
     // then summed in order, so the result does not depend on the thread count.
     let mut scratch = vec![0f32; nl * n * 3];
-    let per = n.div_ceil(
-        (4 * rayon::current_num_threads())
-            .div_ceil(nl)
-            .clamp(1, n.div_ceil(4096).max(1)),
-    );
+    let per = samples_per_level_task(n, nl);
     scratch
         .par_chunks_mut(n * 3)
         .enumerate()
