@@ -60,6 +60,11 @@ fn run(cmd: &mut Command) -> (bool, String) {
     )
 }
 
+/// Lets a requeued job start at once: otherwise it waits out the credential lifetime (2 min).
+fn start_now(job: &str) -> (bool, String) {
+    run(Command::new("scontrol").args(["update", &format!("JobId={job}"), "StartTime=now"]))
+}
+
 #[test]
 fn kubernetes_manifest_and_dockerfile_validate() {
     let dir = root().join("scripts/cluster");
@@ -254,12 +259,7 @@ fn slurm_array_runs_every_venue_once_and_a_requeued_task_resumes() {
     let t1 = Instant::now();
     loop {
         let (ok, log) = run(Command::new("scontrol").args(["requeue", &task0]));
-        // A requeued job waits out the credential lifetime (2 min) before it may start: start it now.
-        let _ = run(Command::new("scontrol").args([
-            "update",
-            &format!("JobId={task0}"),
-            "StartTime=now",
-        ]));
+        let _ = start_now(&task0);
         let st = job_state(&task0);
         if ["PENDING", "RUNNING", "COMPLETED"].contains(&st.as_str()) {
             break;
@@ -288,11 +288,7 @@ fn slurm_array_runs_every_venue_once_and_a_requeued_task_resumes() {
             relaunches += 1;
             std::thread::sleep(Duration::from_secs(1));
             let _ = run(Command::new("scontrol").args(["requeue", &task0]));
-            let _ = run(Command::new("scontrol").args([
-                "update",
-                &format!("JobId={task0}"),
-                "StartTime=now",
-            ]));
+            let _ = start_now(&task0);
             continue;
         }
         if states
@@ -302,11 +298,7 @@ fn slurm_array_runs_every_venue_once_and_a_requeued_task_resumes() {
             break;
         }
         if states[0] == "PENDING" {
-            let _ = run(Command::new("scontrol").args([
-                "update",
-                &format!("JobId={task0}"),
-                "StartTime=now",
-            ]));
+            let _ = start_now(&task0);
         }
         assert!(
             t2.elapsed() < Duration::from_secs(400),
