@@ -3,9 +3,6 @@
 // g' = g * clip, m = b1 m + (1 - b1) g', v = b2 v + (1 - b2) g'^2,
 // p -= step_size m / (sqrt(v) inv_sqrt_bc2 + eps), g = 0.
 
-struct AdamLen { len: u32, _p0: u32, _p1: u32, _p2: u32 }
-struct AdamStep { b1: f32, b2: f32, eps: f32, step_size: f32, inv_sqrt_bc2: f32, _p0: f32, _p1: f32, _p2: f32 }
-
 @group(0) @binding(0) var<uniform> pl: AdamLen;
 @group(0) @binding(1) var<uniform> ps: AdamStep;
 @group(0) @binding(2) var<storage, read> norm: array<f32>;

@@ -3,8 +3,6 @@
 // and, when `pack` is set, the 8-bit RGBA pixel pix0 + ray (< npix) of `px` (round to nearest, NaN -> 0,
 // as the render stage's to_u8).
 
-struct CompParams { n_rays: u32, n: u32, pix0: u32, pack: u32, npix: u32, _p0: u32, _p1: u32, _p2: u32 }
-
 @group(0) @binding(0) var<uniform> p: CompParams;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read> t: array<f32>;

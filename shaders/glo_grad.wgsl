@@ -2,8 +2,6 @@
 // scatter into the latent table). One invocation per ray: the colour head's input gradient of the
 // latent columns, summed over the ray's n samples, is added to row latent_idx[ray] of `grad`.
 
-struct GloParams { n_rays: u32, n: u32, gd: u32, _p0: u32 }
-
 @group(0) @binding(0) var<uniform> p: GloParams;
 @group(0) @binding(1) var<storage, read> latent_idx: array<u32>;
 @group(0) @binding(2) var<storage, read> dxg: array<f32>;

@@ -3,17 +3,6 @@
 // scattered with grad_add (native f32 atomics or the CAS loop, chosen at composition). `grad` is
 // bound to the levels level0 .. level0 + levels only. No gradient for positions or sigma.
 
-struct HashParams {
-    n: u32,
-    levels: u32,
-    level0: u32,
-    feats: u32,
-    log2_t: u32,
-    out_stride: u32,
-    _p0: u32,
-    _p1: u32,
-}
-
 @group(0) @binding(0) var<uniform> p: HashParams;
 @group(0) @binding(1) var<storage, read> level_info: array<u32>;
 @group(0) @binding(2) var<storage, read> pos: array<f32>;

@@ -3,17 +3,6 @@
 // (levels level0 .. level0 + levels of the grid; large grids are split across bindings).
 // out[n * out_stride + (level0 + l) * F + f] = erf-weighted trilinear interpolation.
 
-struct HashParams {
-    n: u32,            // samples
-    levels: u32,       // levels in this dispatch
-    level0: u32,       // first level (index into level_info and output column)
-    feats: u32,        // F
-    log2_t: u32,       // log2 of the entries per level
-    out_stride: u32,   // L_total * F
-    _p0: u32,
-    _p1: u32,
-}
-
 @group(0) @binding(0) var<uniform> p: HashParams;
 @group(0) @binding(1) var<storage, read> level_info: array<u32>;
 @group(0) @binding(2) var<storage, read> pos: array<f32>;

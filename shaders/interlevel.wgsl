@@ -3,17 +3,6 @@
 // weights_backward). The NeRF histogram (s, w) is held fixed. Writes d_raw (dL/dsigma * sigma of
 // the proposal MLP's output) and the ray's loss.
 
-struct IlParams {
-    n_rays: u32,
-    n: u32,          // NeRF samples
-    m: u32,          // this proposal level's samples
-    loss_off: u32,   // the ray's loss goes to ray_loss[loss_off + ray]
-    scale: f32,      // interlevel_weight / (rays * n)
-    _p1: f32,
-    _p2: f32,
-    _p3: f32,
-}
-
 @group(0) @binding(0) var<uniform> p: IlParams;
 @group(0) @binding(1) var<storage, read> s_nerf: array<f32>;
 @group(0) @binding(2) var<storage, read> w_nerf: array<f32>;

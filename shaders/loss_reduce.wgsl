@@ -2,8 +2,6 @@
 // to the running metrics [data, distortion, interlevel, mse, steps, ...]. One workgroup, a fixed
 // summation order (deterministic); read back asynchronously every metrics_every steps.
 
-struct RedParams { n_rays: u32, nprop: u32, _p0: u32, _p1: u32, inv_3r: f32, inv_r: f32, inv_rn: f32, _p2: f32 }
-
 @group(0) @binding(0) var<uniform> p: RedParams;
 @group(0) @binding(1) var<storage, read> ray_loss: array<f32>;   // [R * 4]
 @group(0) @binding(2) var<storage, read> il_loss: array<f32>;    // [nprop * R]

@@ -4,17 +4,6 @@
 // (`g_logits`, [S * 3]), column 0 of the density MLP's output gradient (`d_raw`, dL/dsigma * sigma,
 // the trunc_exp derivative) and the ray's [data, distortion, squared error] to `ray_loss`.
 
-struct LossParams {
-    n_rays: u32,
-    n: u32,
-    raw_stride: u32,   // row length of d_raw (1 + geometry features)
-    _p0: u32,
-    inv_r: f32,        // 1 / rays
-    dist_scale: f32,   // distortion_weight / rays
-    _p1: f32,
-    _p2: f32,
-}
-
 @group(0) @binding(0) var<uniform> p: LossParams;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read> s: array<f32>;

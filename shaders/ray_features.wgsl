@@ -2,8 +2,6 @@
 // exposure encoding (9)] (CPU twins: encoding.rs dir_encoding, exposure_encoding; model.rs
 // ray_features). One invocation per ray; the latent is row latent_idx[ray] of the table `glo`.
 
-struct FeatParams { n_rays: u32, width: u32, gd: u32, exposure: u32 }
-
 @group(0) @binding(0) var<uniform> p: FeatParams;
 @group(0) @binding(1) var<storage, read> rays: array<f32>;
 @group(0) @binding(2) var<storage, read> latent_idx: array<u32>;

@@ -3,17 +3,6 @@
 // One invocation per pixel pix0 + i (row-major): origin and unit direction in the model's frame,
 // cone radius from the angular spacing of the neighbouring pixels' rays, exposure -> rays[8 i ..].
 
-struct CamParams {
-    fx: f32, fy: f32, cx: f32, cy: f32,
-    k1: f32, k2: f32, p1: f32, p2: f32,
-    width: u32, pix0: u32, n: u32, distorted: u32,
-    _r: f32, ev: f32, _p0: f32, _p1: f32,
-    origin: vec4<f32>,       // camera centre in the model frame
-    rt0: vec4<f32>,          // rows of R^T (camera-to-world rotation)
-    rt1: vec4<f32>,
-    rt2: vec4<f32>,
-}
-
 @group(0) @binding(0) var<uniform> p: CamParams;
 @group(0) @binding(1) var<storage, read_write> rays: array<f32>;
 

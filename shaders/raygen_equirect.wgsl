@@ -4,15 +4,6 @@
 // cos(lat) sin(lon) right + cos(lat) cos(lon) forward + sin(lat) up; cone radius
 // (2 / sqrt 12) (pi / H) sqrt(max(cos lat, 1e-3)) per pixel row.
 
-struct EquiParams {
-    width: u32, height: u32, pix0: u32, n: u32,
-    ev: f32, _p0: f32, _p1: f32, _p2: f32,
-    origin: vec4<f32>,
-    right: vec4<f32>,
-    forward: vec4<f32>,
-    up: vec4<f32>,
-}
-
 @group(0) @binding(0) var<uniform> p: EquiParams;
 @group(0) @binding(1) var<storage, read_write> rays: array<f32>;
 

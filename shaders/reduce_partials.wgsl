@@ -1,8 +1,6 @@
 // reduce_partials.wgsl: grad[q] += sum over g = 0 .. G-1 (in this order) of partial[g * P + q].
 // The fixed order makes the MLP weight gradients deterministic run to run.
 
-struct ReduceParams { nparams: u32, groups: u32, _p0: u32, _p1: u32 }
-
 @group(0) @binding(0) var<uniform> p: ReduceParams;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;

@@ -5,21 +5,6 @@
 // Then: distances t = s_to_t(s), bin-midpoint positions contracted into grid units [0,1]^3 and
 // their footprints (coord::grid_sigma).
 
-struct SampleParams {
-    n_rays: u32,
-    n: u32,          // samples of this level
-    pn: u32,         // samples of the previous level (0 for level 0)
-    jitter: u32,     // 1: stratified with one jitter per ray (training), 0: deterministic centres
-    near: f32,
-    dil: f32,        // stepfun::dilation(prod of previous samples)
-    anneal: f32,     // stepfun::anneal_power(train_frac, 10)
-    level: u32,      // column of `jit`
-    nlev: u32,       // row length of `jit`
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-}
-
 @group(0) @binding(0) var<uniform> p: SampleParams;
 @group(0) @binding(1) var<storage, read> rays: array<f32>;       // [R * 8] o, d, radius, ev
 @group(0) @binding(2) var<storage, read> jit: array<f32>;        // [R * nlev]

@@ -2,8 +2,6 @@
 // grad_sq_norm), 2048 elements per workgroup, written to partial[part_off + workgroup]; summed in a
 // fixed order by sq_norm_final.
 
-struct SqParams { len: u32, part_off: u32, _p0: u32, _p1: u32 }
-
 @group(0) @binding(0) var<uniform> p: SqParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> partial: array<f32>;

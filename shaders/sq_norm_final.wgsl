@@ -2,8 +2,6 @@
 // factor (CPU twin: kernels/adam.rs clip_scale): norm_out = [norm, scale]; the norm is also kept
 // in metrics[5] (last step's gradient norm).
 
-struct NormParams { n_parts: u32, clip: u32, _p0: u32, _p1: u32, max_norm: f32, _p2: f32, _p3: f32, _p4: f32 }
-
 @group(0) @binding(0) var<uniform> p: NormParams;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
 @group(0) @binding(2) var<storage, read_write> norm_out: array<f32>;

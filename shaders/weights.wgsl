@@ -2,8 +2,6 @@
 // render.rs weights). One invocation per ray: sigma = trunc_exp(raw column 0),
 // w_i = T_i (1 - exp(-sigma_i delta_i)), the last bin opaque (w = T).
 
-struct WeightsParams { n_rays: u32, n: u32, raw_stride: u32, _p0: u32 }
-
 @group(0) @binding(0) var<uniform> p: WeightsParams;
 @group(0) @binding(1) var<storage, read> raw: array<f32>;
 @group(0) @binding(2) var<storage, read> t: array<f32>;

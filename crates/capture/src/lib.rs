@@ -5,8 +5,12 @@
 
 pub mod exif;
 pub mod qa;
+pub mod stage;
 
-use flythrough_core::config::{BrokenPhotoPolicy, CaptureConfig, LoadedConfig};
+pub use stage::CaptureStage;
+
+use flythrough_core::CaptureOutput;
+use flythrough_core::config::{BrokenPhotoPolicy, CaptureConfig};
 use flythrough_core::manifest::{
     Exposure, ExposureSource, FocalPrior, FocalRule, Manifest, PhotoRecord, exposure_value,
 };
@@ -532,10 +536,17 @@ pub fn scan_within(
     Ok((manifest, qa))
 }
 
-/// The capture stage: scan `cfg.photos_dir` and write `out/manifest.json` and `out/qa.json`.
-pub fn run(cfg: &LoadedConfig, out: &Path) -> Result<CaptureSummary, CaptureError> {
-    let (budget, _) = memory::resolve_budget(cfg.config.privacy.memory_budget_gb);
-    let (manifest, qa) = scan_within(&cfg.photos_dir, &cfg.config.capture, budget)?;
+/// The capture stage: scan the photo folder `photos` and write `out/manifest.json` and
+/// `out/qa.json`, holding photos in flight to `memory_budget_gb` (`[privacy] memory_budget_gb`,
+/// 0: automatic).
+pub fn run(
+    photos: &Path,
+    cfg: &CaptureConfig,
+    memory_budget_gb: f64,
+    out: &Path,
+) -> Result<CaptureSummary, CaptureError> {
+    let (budget, _) = memory::resolve_budget(memory_budget_gb);
+    let (manifest, qa) = scan_within(photos, cfg, budget)?;
     let io = |p: &Path| {
         let path = p.to_path_buf();
         move |e: std::io::Error| CaptureError::Io {
@@ -543,9 +554,9 @@ pub fn run(cfg: &LoadedConfig, out: &Path) -> Result<CaptureSummary, CaptureErro
             msg: e.to_string(),
         }
     };
-    let mp = out.join("manifest.json");
+    let mp = out.join(CaptureOutput::MANIFEST);
     write_json(&mp, &manifest).map_err(io(&mp))?;
-    let qp = out.join("qa.json");
+    let qp = out.join(CaptureOutput::QA);
     write_json(&qp, &qa).map_err(io(&qp))?;
     for w in &qa.warnings {
         tracing::warn!("capture: {w}");

@@ -1,7 +1,7 @@
 use flythrough_capture::{exif::read_exif, scan};
 use flythrough_core::config::{BrokenPhotoPolicy, CaptureConfig};
 use flythrough_core::manifest::{ExposureSource, FocalRule};
-use flythrough_core::testdata::shared_data;
+use flythrough_testkit::testdata::shared_data;
 use std::path::Path;
 
 #[test]

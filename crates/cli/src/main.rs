@@ -172,6 +172,41 @@ preview_height = 180
 unregistered_keyframes = \"skip\"
 ";
 
+/// Test hooks, compiled only with the `test-hooks` feature (which only this crate's tests turn on,
+/// never a release build): `FLYTHROUGH_TEST_PAUSE_IN=<stage>` makes that stage write a marker into
+/// its unfinished output and sleep, so a test can kill the process mid-stage;
+/// `FLYTHROUGH_TEST_PAUSE_IN=<stage>:<seconds>` makes it sleep that long (lock held) and go on.
+/// Both print `FLYTHROUGH_TEST_PAUSED <stage>` on stderr first. The library takes them as an
+/// injected callback ([`flythrough_core::stage::Hooks`]); only the binary's edge reads the variable.
+#[cfg(feature = "test-hooks")]
+fn test_hooks() -> flythrough_core::stage::Hooks {
+    let Ok(v) = std::env::var("FLYTHROUGH_TEST_PAUSE_IN") else {
+        return Default::default();
+    };
+    let (name, secs) = match v.split_once(':') {
+        Some((n, s)) => (n.to_string(), s.parse::<u64>().ok()),
+        None => (v.clone(), None),
+    };
+    flythrough_core::stage::Hooks {
+        before_commit: Some(std::sync::Arc::new(move |stage, out| {
+            if name != stage.as_str() {
+                return;
+            }
+            if secs.is_none() {
+                let _ = std::fs::write(out.join("partial.marker"), b"half-written");
+            }
+            eprintln!("FLYTHROUGH_TEST_PAUSED {stage}");
+            std::thread::sleep(std::time::Duration::from_secs(secs.unwrap_or(600)));
+        })),
+        ..Default::default()
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn test_hooks() -> flythrough_core::stage::Hooks {
+    Default::default()
+}
+
 fn add_demo_settings(config: &std::path::Path) -> std::io::Result<()> {
     let text = std::fs::read_to_string(config)?;
     if text.contains("[render]") {
@@ -310,6 +345,7 @@ fn main() -> ExitCode {
                 force,
                 sync: None,
                 device,
+                hooks: test_hooks(),
             };
             let (result, local, traffic) = if remote::needs_remote(&config, out_s.as_deref()) {
                 let o = remote::run(&config, out_s.as_deref(), &opts);

@@ -1,11 +1,11 @@
-//! The stage runner wiring: which stages run in which order, what each one hashes as its inputs, and
-//! the skip / force / until logic. Each stage is a library crate; this module only composes them.
+//! The stage runner: the registry's stages ([`crate::registry`]) in order, each hashed from its
+//! inputs and the fingerprints of the stages before it, with the skip / force / until logic, the
+//! run-folder lock, and the object-store sync around each stage. It knows no stage by name.
 
+use crate::registry::STAGES;
 use flythrough_core::config::{Config, LoadedConfig, Originals, preflight_in};
-use flythrough_core::run::{
-    self, RunDir, Stage, StageError, StageOutcome, StageRecord, StageSummary, hash_parts, run_stage,
-};
-use flythrough_core::{Manifest, RedactedImages};
+use flythrough_core::run::{self, RunDir, Stage, StageKey, StageOutcome, StageRecord, hash_parts};
+use flythrough_core::stage::{Hooks, InputEnv, Machine, StageContext, Upstream, config_hash};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub sync: Option<Arc<dyn flythrough_store::StageSync>>,
     /// `--device`: overrides `[train] device` and `[render] device` (not part of any stage's hash).
     pub device: Option<flythrough_core::config::Device>,
+    /// Callbacks injected into the stages (tests stop or pause a stage through them).
+    pub hooks: Hooks,
 }
 
 /// What happened to each stage.
@@ -106,30 +108,6 @@ pub fn default_run_dir(cfg: &LoadedConfig) -> PathBuf {
     cfg.dir.join("runs").join(&cfg.config.venue.name)
 }
 
-/// Test hook, compiled only with the `test-hooks` feature (which only this crate's tests turn on,
-/// never a release build). `FLYTHROUGH_TEST_PAUSE_IN=<stage>` makes that stage write a marker into
-/// its unfinished output and sleep, so a test can kill the process mid-stage;
-/// `FLYTHROUGH_TEST_PAUSE_IN=<stage>:<seconds>` makes it sleep that long (lock held) and go on.
-/// Both print `FLYTHROUGH_TEST_PAUSED <stage>` on stderr first.
-#[cfg(feature = "test-hooks")]
-fn test_pause(stage: Stage, out: &Path) {
-    let Ok(v) = std::env::var("FLYTHROUGH_TEST_PAUSE_IN") else {
-        return;
-    };
-    let (name, secs) = match v.split_once(':') {
-        Some((n, s)) => (n, s.parse::<u64>().ok()),
-        None => (v.as_str(), None),
-    };
-    if name != stage.as_str() {
-        return;
-    }
-    if secs.is_none() {
-        let _ = std::fs::write(out.join("partial.marker"), b"half-written");
-    }
-    eprintln!("FLYTHROUGH_TEST_PAUSED {stage}");
-    std::thread::sleep(std::time::Duration::from_secs(secs.unwrap_or(600)));
-}
-
 /// Run the pipeline for one venue config.
 pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, PipelineError> {
     let cfg = load_config(config_path)?;
@@ -138,17 +116,7 @@ pub fn run_venue(config_path: &Path, opts: &RunOptions) -> Result<RunReport, Pip
 
 /// Run the pipeline for a loaded config.
 pub fn run_loaded(cfg: &LoadedConfig, opts: &RunOptions) -> Result<RunReport, PipelineError> {
-    let with_device;
-    let cfg = match opts.device {
-        Some(d) => {
-            let mut c = cfg.clone();
-            c.config.train.device = d;
-            c.config.render.device = d;
-            with_device = c;
-            &with_device
-        }
-        None => cfg,
-    };
+    let machine = Machine::of(&cfg.config).with_device(opts.device);
     let sync = opts.sync.as_deref();
     let synced = |r: Result<(), String>| r.map_err(PipelineError::Stage);
     let run_dir = opts.out.clone().unwrap_or_else(|| default_run_dir(cfg));
@@ -174,21 +142,25 @@ pub fn run_loaded(cfg: &LoadedConfig, opts: &RunOptions) -> Result<RunReport, Pi
         ),
     }
     let originals = check_before_stages_in(cfg, &run, until, sync)?;
+    let photos = matches!(originals, Originals::Present).then_some(cfg.photos_dir.as_path());
 
     let mut report = RunReport {
         run_dir: run_dir.clone(),
         stages: Vec::new(),
     };
     let mut fingerprints: Vec<String> = Vec::new();
-    for stage in Stage::ALL.into_iter().filter(|s| *s <= until) {
-        let config_hash = hash_parts(&[cfg.config.section_json(stage).as_bytes()]);
-        let upstream: Vec<&[u8]> = fingerprints.iter().map(|f| f.as_bytes()).collect();
+    let remote_photos_fingerprint = sync.and_then(|s| s.photos_fingerprint());
+    for def in STAGES.iter().filter(|s| s.stage() <= until) {
+        let stage = def.stage();
+        let inputs = def.inputs_json(cfg);
+        let config_hash = config_hash(&inputs);
+        let force = stage.index() >= force_from;
         if let Originals::Gone(why) = &originals
-            && stage <= Stage::Privacy
+            && stage.reads_originals()
         {
             // Without the originals, capture and privacy cannot be redone: their committed output is
             // what every later stage continues from. Nothing reads (or hashes) the photo folder.
-            let force = stage.index() >= force_from;
+            let upstream: Vec<&[u8]> = fingerprints.iter().map(|f| f.as_bytes()).collect();
             let rec = keep_committed(
                 &run,
                 stage,
@@ -201,61 +173,38 @@ pub fn run_loaded(cfg: &LoadedConfig, opts: &RunOptions) -> Result<RunReport, Pi
             report.stages.push((stage, StageOutcome::UpToDate(rec)));
             continue;
         }
-        let input_hash = match stage {
-            Stage::Capture => match sync.and_then(|s| s.photos_fingerprint()) {
-                Some(h) => h,
-                None => flythrough_capture::input_hash(&cfg.photos_dir)
-                    .map_err(|e| PipelineError::Stage(e.to_string()))?,
-            },
-            Stage::Sfm => {
-                // An imported model is an input too.
-                let mut parts = upstream.clone();
-                let import_hash = match &cfg.config.sfm.import {
-                    Some(dir) => {
-                        let d = cfg.dir.join(dir);
-                        let files: Vec<PathBuf> = [
-                            "cameras.bin",
-                            "images.bin",
-                            "points3D.bin",
-                            "cameras.txt",
-                            "images.txt",
-                            "points3D.txt",
-                        ]
-                        .iter()
-                        .map(|f| d.join(f))
-                        .filter(|p| p.exists())
-                        .collect();
-                        run::hash_files(&files).map_err(|e| {
-                            PipelineError::Config(format!("[sfm] import = {dir:?}: {e}"))
-                        })?
-                    }
-                    None => String::new(),
-                };
-                parts.push(import_hash.as_bytes());
-                hash_parts(&parts)
-            }
-            _ => hash_parts(&upstream),
+        let env = InputEnv {
+            originals: photos,
+            remote_photos_fingerprint: remote_photos_fingerprint.clone(),
         };
-        let force = stage.index() >= force_from;
+        let input_hash = def
+            .input_hash(cfg, &fingerprints, &env)
+            .map_err(|e| PipelineError::Stage(format!("{stage}: {e}")))?;
         if let Some(s) = sync {
             synced(s.before_stage(stage))?;
         }
-        let outcome = run_stage(
-            &run,
-            stage,
-            &input_hash,
-            &config_hash,
-            force,
-            |out, work| {
-                if let Some(s) = sync {
-                    s.stage_inputs(stage)?;
-                }
-                let summary = run_one(stage, cfg, &run, out, work)?;
-                #[cfg(feature = "test-hooks")]
-                test_pause(stage, out);
-                Ok(summary)
-            },
-        );
+        let key = StageKey {
+            input_hash: &input_hash,
+            config_hash: &config_hash,
+            inputs: Some(&inputs),
+        };
+        let outcome = run::run_stage_with(&run, stage, &key, force, |out, work| {
+            if let Some(s) = sync {
+                s.stage_inputs(stage)?;
+            }
+            let ctx = StageContext {
+                machine: &machine,
+                upstream: Upstream::new(&run, stage, photos),
+                out,
+                work,
+                hooks: &opts.hooks,
+            };
+            let summary = def.run(cfg, &ctx)?;
+            if let Some(f) = &opts.hooks.before_commit {
+                f(stage, out);
+            }
+            Ok(summary)
+        });
         if let Some(s) = sync {
             synced(s.after_stage(stage, outcome.is_ok()))?;
         }
@@ -265,7 +214,11 @@ pub fn run_loaded(cfg: &LoadedConfig, opts: &RunOptions) -> Result<RunReport, Pi
                 tracing::info!("{stage}: up to date, skipped (use --force {stage} to redo it)")
             }
             StageOutcome::Ran(r) => {
-                tracing::info!("{stage}: done in {:.1} s: {}", r.seconds, headline(r))
+                tracing::info!(
+                    "{stage}: done in {:.1} s: {}",
+                    r.seconds,
+                    Stage::headline(r)
+                )
             }
         }
         fingerprints.push(outcome.record().fingerprint.clone());
@@ -298,7 +251,9 @@ fn keep_committed(
 ) -> Result<StageRecord, PipelineError> {
     let cannot = format!(
         "{stage} cannot be redone: {why} (only the redacted copies in {} are kept)",
-        run.stage_dir(Stage::Privacy).join("images").display()
+        run.stage_dir(Stage::Privacy)
+            .join(flythrough_core::images::REDACTED_DIR)
+            .display()
     );
     if force {
         return Err(PipelineError::Config(format!(
@@ -311,18 +266,15 @@ fn keep_committed(
             run.root().display()
         )));
     };
-    let section = match stage {
-        Stage::Capture => "[capture]",
-        _ => "[privacy]",
-    };
+    let section = stage.table();
     if rec.config_hash != config_hash {
         return Err(PipelineError::Stage(format!(
             "{stage}: the {section} settings changed since it ran, but {cannot}; put the {section} settings back or restore the original photos"
         )));
     }
-    if stage == Stage::Privacy && rec.input_hash != upstream_hash {
+    if !stage.reads().is_empty() && rec.input_hash != upstream_hash {
         return Err(PipelineError::Stage(format!(
-            "privacy: the committed privacy output was not made from the committed capture, and {cannot}; restore the original photos"
+            "{stage}: the committed {stage} output was not made from the committed earlier stages, and {cannot}; restore the original photos"
         )));
     }
     if rec.program_version != run::PROGRAM_VERSION {
@@ -334,84 +286,4 @@ fn keep_committed(
     }
     tracing::info!("{stage}: kept as committed; {cannot}");
     Ok(rec)
-}
-
-/// One line about a finished stage, from its typed summary.
-fn headline(r: &StageRecord) -> String {
-    use flythrough_core::summary::*;
-    match r.stage {
-        Stage::Capture => r.summary::<CaptureSummary>().map(|s| s.headline()),
-        Stage::Privacy => r.summary::<PrivacySummary>().map(|s| s.headline()),
-        Stage::Sfm => r.summary::<SfmSummary>().map(|s| s.headline()),
-        Stage::Train => r.summary::<TrainSummary>().map(|s| s.headline()),
-        Stage::Render => r.summary::<RenderSummary>().map(|s| s.headline()),
-    }
-    .unwrap_or_else(|e| e)
-}
-
-/// The committed capture manifest of a run.
-fn manifest(run: &RunDir) -> Result<Manifest, StageError> {
-    let p = run.stage_dir(Stage::Capture).join("manifest.json");
-    Manifest::read(&p).map_err(|e| format!("{}: {e}", p.display()).into())
-}
-
-/// The photos capture's QA flagged blurry (`capture/qa.json`), for `[train] skip_blurry`.
-fn blurry_photos(run: &RunDir) -> Result<Vec<String>, StageError> {
-    let rec = run
-        .record(Stage::Capture)
-        .ok_or("capture has not finished for this run")?;
-    Ok(rec
-        .summary::<flythrough_core::summary::CaptureSummary>()?
-        .blurry)
-}
-
-/// Run one stage's body.
-fn run_one(
-    stage: Stage,
-    cfg: &LoadedConfig,
-    run: &RunDir,
-    out: &Path,
-    work: &Path,
-) -> Result<StageSummary, StageError> {
-    match stage {
-        Stage::Capture => Ok(StageSummary::of(&flythrough_capture::run(cfg, out)?)),
-        Stage::Privacy => Ok(StageSummary::of(&flythrough_privacy::run(
-            cfg,
-            &manifest(run)?,
-            out,
-        )?)),
-        Stage::Sfm => {
-            let images = RedactedImages::open(run)?;
-            let inputs = flythrough_sfm::SfmInputs::from_config(cfg);
-            Ok(StageSummary::of(&flythrough_sfm::run(
-                &inputs,
-                &images,
-                Some(&manifest(run)?),
-                out,
-            )?))
-        }
-        Stage::Train => {
-            let images = RedactedImages::open(run)?;
-            let blurry = if cfg.config.train.skip_blurry {
-                blurry_photos(run)?
-            } else {
-                Vec::new()
-            };
-            Ok(StageSummary::of(&flythrough_nerf::run_skipping(
-                &cfg.config.train,
-                &images,
-                Some(&manifest(run)?),
-                &blurry,
-                &run.stage_dir(Stage::Sfm),
-                out,
-                work,
-            )?))
-        }
-        Stage::Render => {
-            let inputs = flythrough_render::RenderInputs::from_config(cfg);
-            Ok(StageSummary::of(&flythrough_render::run(
-                &inputs, run, out, work,
-            )?))
-        }
-    }
 }

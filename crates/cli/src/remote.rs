@@ -131,6 +131,7 @@ pub fn run(config: &Path, out: Option<&str>, opts: &RunOptions) -> RemoteOutcome
         force: opts.force,
         sync: Some(sync.clone()),
         device: opts.device,
+        hooks: opts.hooks.clone(),
     };
     let mut result = pipeline::run_loaded(&cfg, &run_opts);
     if result.is_err() && sync.found_corruption() {

@@ -7,7 +7,7 @@ use std::process::Command;
 
 #[test]
 fn run_with_device_gpu_trains_and_renders_on_the_gpu() {
-    let Some(gpu) = flythrough_gpu::test_gpu() else {
+    let Some(gpu) = flythrough_testkit::test_gpu() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

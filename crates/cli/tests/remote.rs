@@ -5,7 +5,7 @@
 //! partial and corrupted remote stages ignored, the one-writer lease, and bad URLs.
 
 use flythrough_store::Remote;
-use flythrough_store::testing::{S3Server, s3_or_skip};
+use flythrough_testkit::s3::{S3Server, s3_or_skip};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

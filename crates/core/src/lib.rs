@@ -5,10 +5,13 @@
 //!   z forward), pixel centres at +0.5, f64 for geometry ([`camera`], [`pose`]).
 //! - Photo ids are the 1-based ids of `capture/manifest.json` ([`manifest`]); file names are the key
 //!   that crosses stages.
-//! - A stage reads only committed outputs of earlier stages in the run folder ([`run`]); downstream
-//!   stages read photos only through [`images::RedactedImages`].
+//! - The stage contract is [`stage`] (start reading there): one trait every stage implements, its
+//!   inputs hashed, its machine settings apart. A stage reads only committed outputs of the earlier
+//!   stages it declares, through typed handles ([`artifacts`]); downstream stages read photos only
+//!   through [`images::RedactedImages`]. The runner's mechanics (atomic commit, resume) are [`run`].
 
 pub mod alloc;
+pub mod artifacts;
 pub mod camera;
 pub mod colmap;
 pub mod config;
@@ -22,9 +25,10 @@ pub mod nerfstudio;
 pub mod pose;
 pub mod progress;
 pub mod run;
+pub mod stage;
 pub mod summary;
-pub mod testdata;
 
+pub use artifacts::{CaptureOutput, SfmOutput, SfmReport, TrainOutput};
 pub use camera::{Camera, CameraModel};
 pub use colmap::Reconstruction;
 pub use config::{Config, LoadedConfig};
@@ -32,4 +36,5 @@ pub use images::RedactedImages;
 pub use lock::RunLock;
 pub use manifest::{Manifest, PhotoRecord};
 pub use pose::{Pose, Sim3};
-pub use run::{RunDir, Stage, StageSummary};
+pub use run::{RunDir, StageSummary};
+pub use stage::{Machine, PipelineStage, Stage, StageContext, Upstream};

@@ -144,7 +144,7 @@ mod tests {
             .spawn();
         let Ok(mut child) = child else {
             // flock(1) is part of util-linux, present on every Debian system.
-            crate::testdata::skip("flock(1)", "Debian: apt-get install util-linux");
+            flythrough_testkit::testdata::skip("flock(1)", "Debian: apt-get install util-linux");
             return;
         };
         let t0 = std::time::Instant::now();

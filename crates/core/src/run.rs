@@ -6,72 +6,14 @@
 //! (training checkpoints, rendered frames) keep resumable state in `RUN/.work/<stage>/`, which is
 //! deleted once the stage is committed.
 
-use crate::images::{ImageFingerprint, REDACTED_DIR};
+use crate::images::ImageFingerprint;
 use crate::summary::Summary;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// A stage of the pipeline. Its lower-case name is its folder in the run folder and its spelling on
-/// the command line (`--until sfm`) and in `stage.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    Capture,
-    Privacy,
-    Sfm,
-    Train,
-    Render,
-}
-
-impl Stage {
-    /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 5] = [
-        Stage::Capture,
-        Stage::Privacy,
-        Stage::Sfm,
-        Stage::Train,
-        Stage::Render,
-    ];
-
-    /// The stage's name (its folder in the run folder).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Capture => "capture",
-            Stage::Privacy => "privacy",
-            Stage::Sfm => "sfm",
-            Stage::Train => "train",
-            Stage::Render => "render",
-        }
-    }
-
-    /// Position in the pipeline (capture = 0).
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl std::fmt::Display for Stage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An unknown stage name; the message lists the stages.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown stage {0:?}; the stages are capture, privacy, sfm, train, render")]
-pub struct UnknownStage(pub String);
-
-impl std::str::FromStr for Stage {
-    type Err = UnknownStage;
-    fn from_str(s: &str) -> Result<Stage, UnknownStage> {
-        Stage::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| UnknownStage(s.to_string()))
-    }
-}
+pub use crate::stage::{Stage, UnknownStage};
 
 /// Program version recorded in every `stage.json`.
 pub const PROGRAM_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -129,6 +71,10 @@ pub struct StageRecord {
     /// that does not match it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redacted_images: Option<ImageFingerprint>,
+    /// The stage's inputs as hashed into `config_hash` (its `Inputs`, see [`crate::stage`]), so a
+    /// re-run can say which setting changed. Not part of any hash; absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<serde_json::Value>,
 }
 
 /// What a stage body returns: its typed summary ([`crate::summary`]), stored as the `summary` of
@@ -284,6 +230,16 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// What a stage is computed from: the hashes the runner compares with `stage.json`, and the inputs
+/// JSON recorded beside them.
+#[derive(Debug, Clone, Default)]
+pub struct StageKey<'a> {
+    pub input_hash: &'a str,
+    pub config_hash: &'a str,
+    /// The stage's inputs (what `config_hash` hashes), recorded in `stage.json`.
+    pub inputs: Option<&'a serde_json::Value>,
+}
+
 /// Run one stage unless its `stage.json` already matches `input_hash` and `config_hash` (and `force`
 /// is false). `body(out, work)` writes the stage's outputs into `out` (a fresh temporary folder) and may
 /// keep resumable state in `work` (kept across interruptions when the inputs are unchanged). On success
@@ -300,17 +256,75 @@ pub fn run_stage<F>(
 where
     F: FnOnce(&Path, &Path) -> Result<StageSummary, StageError>,
 {
+    let key = StageKey {
+        input_hash,
+        config_hash,
+        inputs: None,
+    };
+    run_stage_with(run, stage, &key, force, body)
+}
+
+/// Why a committed stage does not match `key` (for the log), `None` when it does.
+pub fn rerun_reason(rec: &StageRecord, key: &StageKey) -> Option<String> {
+    if rec.program_version != PROGRAM_VERSION {
+        return Some(format!(
+            "committed by flythrough {}, this is {PROGRAM_VERSION}",
+            rec.program_version
+        ));
+    }
+    if rec.input_hash != key.input_hash {
+        return Some(
+            "what it reads changed (an earlier stage was redone, or the photos or an imported model changed)"
+                .into(),
+        );
+    }
+    if rec.config_hash != key.config_hash {
+        let table = rec.stage.table();
+        return Some(match (&rec.inputs, key.inputs) {
+            (Some(old), Some(new)) => {
+                let changes = crate::stage::describe_changes(old, new, 6);
+                if changes.is_empty() {
+                    format!("its settings hash changed ({table})")
+                } else {
+                    format!("settings changed: {}", changes.join("; "))
+                }
+            }
+            _ => format!(
+                "its settings changed, or this version reads more of the config for it than the one \
+                 that ran it ({table}; that record does not list its settings)"
+            ),
+        });
+    }
+    None
+}
+
+/// [`run_stage`] with the stage's inputs recorded in `stage.json`; a committed stage that does not
+/// match is re-run with a log line saying why.
+pub fn run_stage_with<F>(
+    run: &RunDir,
+    stage: Stage,
+    key: &StageKey,
+    force: bool,
+    body: F,
+) -> Result<StageOutcome, RunError>
+where
+    F: FnOnce(&Path, &Path) -> Result<StageSummary, StageError>,
+{
+    let StageKey {
+        input_hash,
+        config_hash,
+        ..
+    } = *key;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| RunError::Io { path, source }
     };
-    if !force
-        && let Some(rec) = run.record(stage)
-        && rec.input_hash == input_hash
-        && rec.config_hash == config_hash
-        && rec.program_version == PROGRAM_VERSION
-    {
-        return Ok(StageOutcome::UpToDate(rec));
+    if let Some(rec) = run.record(stage) {
+        match rerun_reason(&rec, key) {
+            None if !force => return Ok(StageOutcome::UpToDate(rec)),
+            Some(why) if !force => tracing::info!("{stage}: re-running: {why}"),
+            _ => {}
+        }
     }
     std::fs::create_dir_all(run.root()).map_err(io(run.root()))?;
     let tmp = run.tmp_dir(stage);
@@ -320,20 +334,20 @@ where
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     // Resumable scratch is only valid for the same inputs and config.
     let work = run.work_dir(stage);
-    let key = hash_parts(&[
+    let work_key = hash_parts(&[
         input_hash.as_bytes(),
         config_hash.as_bytes(),
         PROGRAM_VERSION.as_bytes(),
     ]);
     let key_file = work.join("inputs.key");
     let same_inputs = std::fs::read_to_string(&key_file)
-        .map(|k| k.trim() == key)
+        .map(|k| k.trim() == work_key)
         .unwrap_or(false);
     if (!same_inputs || force) && work.exists() {
         std::fs::remove_dir_all(&work).map_err(io(&work))?;
     }
     std::fs::create_dir_all(&work).map_err(io(&work))?;
-    std::fs::write(&key_file, &key).map_err(io(&key_file))?;
+    std::fs::write(&key_file, &work_key).map_err(io(&key_file))?;
 
     let started = now();
     let t0 = Instant::now();
@@ -358,8 +372,8 @@ where
     }
     let seconds = t0.elapsed().as_secs_f64();
     // The privacy boundary: seal what the privacy stage is about to commit.
-    let redacted_images = if stage == Stage::Privacy {
-        let dir = tmp.join(REDACTED_DIR);
+    let redacted_images = if let Some(sealed) = stage.sealed_folder() {
+        let dir = tmp.join(sealed);
         Some(
             ImageFingerprint::of_folder(&dir).map_err(|e| RunError::Stage {
                 stage,
@@ -386,6 +400,7 @@ where
         seconds,
         summary: summary.values,
         redacted_images,
+        inputs: key.inputs.cloned(),
     };
     let rec_path = tmp.join("stage.json");
     write_atomic(

@@ -18,6 +18,62 @@ pub trait Summary: Serialize + DeserializeOwned {
     fn headline(&self) -> String;
 }
 
+/// Where a stage computed: the CPU, or a GPU adapter. One type for the log, `stage.json` and the
+/// report (the GPU back end fills it from its adapter).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceUsed {
+    /// `"cpu"` or `"gpu"`.
+    #[serde(default)]
+    pub device: String,
+    /// The GPU adapter, when on a GPU.
+    #[serde(default)]
+    pub adapter: Option<AdapterInfo>,
+}
+
+/// A GPU adapter as the pipeline records it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdapterInfo {
+    /// e.g. `NVIDIA H200`, `llvmpipe (LLVM 15.0.6, 256 bits)`.
+    pub name: String,
+    /// `vulkan`, `metal`, `dx12`, `gl`.
+    pub backend: String,
+    /// Driver name and version.
+    pub driver: String,
+    /// `discrete`, `integrated`, `virtual`, `cpu` or `other`.
+    pub kind: String,
+    /// A CPU rasteriser.
+    #[serde(default)]
+    pub software: bool,
+}
+
+impl DeviceUsed {
+    pub fn cpu() -> DeviceUsed {
+        DeviceUsed {
+            device: "cpu".into(),
+            adapter: None,
+        }
+    }
+
+    pub fn gpu(adapter: AdapterInfo) -> DeviceUsed {
+        DeviceUsed {
+            device: "gpu".into(),
+            adapter: Some(adapter),
+        }
+    }
+
+    pub fn on_gpu(&self) -> bool {
+        self.device == "gpu"
+    }
+
+    /// One line for the log: `cpu` or `gpu: NVIDIA H200 (vulkan, NVIDIA 550.54)`.
+    pub fn line(&self) -> String {
+        match &self.adapter {
+            Some(a) => format!("gpu: {} ({}, {})", a.name, a.backend, a.driver),
+            None => self.device.clone(),
+        }
+    }
+}
+
 /// A file and what is wrong with it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FileIssue {
@@ -176,12 +232,9 @@ pub struct TrainSummary {
     pub render_rays_per_s: f64,
     /// The loss and PSNR curve, a PNG inside `RUN/train/`.
     pub loss_plot: String,
-    /// Where the stage ran: `"cpu"` or `"gpu"`.
-    #[serde(default)]
-    pub device: String,
-    /// The GPU adapter (name, backend, driver, kind) when on a GPU.
-    #[serde(default)]
-    pub adapter: Option<serde_json::Value>,
+    /// Where the stage ran (`device`, and `adapter` on a GPU).
+    #[serde(flatten)]
+    pub device: DeviceUsed,
 }
 
 impl Summary for TrainSummary {
@@ -234,12 +287,9 @@ pub struct RenderSummary {
     /// Folder of the stills' files.
     pub stills_dir: String,
     pub stills: Vec<Still>,
-    /// Where the stage ran: `"cpu"` or `"gpu"`.
-    #[serde(default)]
-    pub device: String,
-    /// The GPU adapter (name, backend, driver, kind) when on a GPU.
-    #[serde(default)]
-    pub adapter: Option<serde_json::Value>,
+    /// Where the stage ran (`device`, and `adapter` on a GPU).
+    #[serde(flatten)]
+    pub device: DeviceUsed,
 }
 
 impl Summary for RenderSummary {
@@ -328,6 +378,9 @@ pub struct PhotoRedaction {
 }
 
 impl Redactions {
+    /// Its file name in `RUN/privacy/`.
+    pub const FILE: &'static str = "redactions.json";
+
     /// `RUN/privacy/redactions.json`.
     pub fn read(path: &std::path::Path) -> std::io::Result<Redactions> {
         let s = std::fs::read_to_string(path)?;

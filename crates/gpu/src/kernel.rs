@@ -54,6 +54,36 @@ fn parse(source: &str) -> Result<naga::Module, String> {
     naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))
 }
 
+/// A WGSL struct's layout as naga computes it (uniform/storage rules): its size and each member's
+/// name and byte offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StructLayout {
+    pub name: String,
+    pub size: u32,
+    pub members: Vec<(String, u32)>,
+}
+
+/// The layout of every struct of a WGSL module (no adapter needed), so a host-side `#[repr(C)]`
+/// mirror can be checked against the shader's declaration.
+pub fn wgsl_struct_layouts(source: &str) -> Result<Vec<StructLayout>, String> {
+    let module = parse(source)?;
+    Ok(module
+        .types
+        .iter()
+        .filter_map(|(_, ty)| match &ty.inner {
+            naga::TypeInner::Struct { members, span } => Some(StructLayout {
+                name: ty.name.clone().unwrap_or_default(),
+                size: *span,
+                members: members
+                    .iter()
+                    .map(|m| (m.name.clone().unwrap_or_default(), m.offset))
+                    .collect(),
+            }),
+            _ => None,
+        })
+        .collect())
+}
+
 /// Parse and validate a WGSL module with naga, for a device with or without native f32 atomics.
 /// Returns the module's entry points. No adapter is needed (the shader tests run it for every
 /// feature combination).

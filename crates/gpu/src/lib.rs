@@ -30,7 +30,9 @@ mod recorder;
 
 pub use adapter::{AdapterDesc, AdapterKind, Selection, is_software, pick};
 pub use buffer::{Bind, BufferPool, GpuBuffer, Readback};
-pub use kernel::{BindGroup, BindingKind, Kernel, validate_wgsl};
+pub use kernel::{
+    BindGroup, BindingKind, Kernel, StructLayout, validate_wgsl, wgsl_struct_layouts,
+};
 pub use profiler::Profiler;
 pub use recorder::{Recorder, Submission};
 
@@ -313,28 +315,6 @@ impl Gpu {
         } else {
             let y = groups.div_ceil(max);
             [groups.div_ceil(y) as u32, y as u32, 1]
-        }
-    }
-}
-
-/// The device for tests: any adapter (lavapipe in CI). Under `CI=true` a missing adapter fails
-/// the test, naming what to install; elsewhere the test skips, visibly
-/// ([`flythrough_core::testdata::skip`]: a line, and one in the skip log `scripts/test.sh` counts).
-/// New buffers are poisoned with NaN so no kernel can rely on zeroed memory.
-#[track_caller]
-pub fn test_gpu() -> Option<Arc<Gpu>> {
-    match Gpu::shared(Selection::Any) {
-        Ok(Some(g)) => {
-            g.set_poison(true);
-            Some(g)
-        }
-        Ok(None) => unreachable!("Selection::Any never returns Ok(None)"),
-        Err(e) => {
-            flythrough_core::testdata::skip(
-                &format!("a GPU adapter for the wgpu tests ({e})"),
-                "scripts/setup.sh installs mesa-vulkan-drivers (lavapipe)",
-            );
-            None
         }
     }
 }

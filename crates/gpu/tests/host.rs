@@ -1,7 +1,8 @@
 //! The host module on whatever adapter there is (lavapipe in CI): kernels, bindings, uploads,
 //! read-backs, the 2-D grid for large dispatches, poisoned buffers and the profiler.
 
-use flythrough_gpu::{Bind, BindingKind, Profiler, test_gpu, validate_wgsl};
+use flythrough_gpu::{Bind, BindingKind, Profiler, validate_wgsl};
+use flythrough_testkit::test_gpu;
 
 const SAXPY: &str = r#"
 struct P { n: u32, a: f32, _p0: u32, _p1: u32 }

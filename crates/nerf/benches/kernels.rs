@@ -7,10 +7,11 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
+use flythrough_nerf::candle::kernel_ops as ops;
 use flythrough_nerf::kernels::{
     Adam, AdamConfig, HashGridConfig, MlpCache, MlpConfig, hash_encode_backward,
     hash_encode_backward_positions, hash_encode_forward, mlp_backward, mlp_forward_inference,
-    mlp_forward_into, ops,
+    mlp_forward_into,
 };
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;

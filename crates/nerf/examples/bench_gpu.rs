@@ -220,7 +220,7 @@ fn render_mode(args: &[String]) {
         let g = gpu::open(Device::Gpu)
             .unwrap_or_else(|e| die(&e.to_string()))
             .expect("gpu");
-        let mut r = GpuRenderer::new(g.clone(), &m, gpu::render::default_chunk(&m, &g))
+        let mut r = GpuRenderer::new(g.clone(), &m, gpu::inference::default_chunk(&m, &g))
             .unwrap_or_else(|e| die(&e.to_string()));
         let _ = r.render_frame(&cam(0), 0.0, &latent).unwrap();
         let t0 = Instant::now();
@@ -258,7 +258,7 @@ fn render_mode(args: &[String]) {
             }
         }
         let t0 = Instant::now();
-        let o = flythrough_nerf::renderer::render_norm(&m, &rays, &latent);
+        let o = flythrough_nerf::inference::render_norm(&m, &rays, &latent);
         let s = t0.elapsed().as_secs_f64();
         assert_eq!(o.rgb.len(), rays.len());
         out["rows_rendered"] = rows.into();
@@ -316,8 +316,7 @@ fn synth_scene(dir: &std::path::Path, w: u32, h: u32, n: usize) -> Scene {
             });
     }
     Scene {
-        images: flythrough_core::RedactedImages::from_cleared_folder(&venue.join("photos"))
-            .unwrap(),
+        images: flythrough_testkit::cleared_images(&venue.join("photos")).unwrap(),
         manifest,
         sfm_dir: dir.join("sfm"),
     }
@@ -327,12 +326,12 @@ fn synth_scene(dir: &std::path::Path, w: u32, h: u32, n: usize) -> Scene {
 /// `fox` (instant-ngp transforms.json, COLMAP's estimate) or `redkitchen_every10` (7-Scenes
 /// KinectFusion poses, metric).
 fn real_scene(name: &str, dir: &std::path::Path) -> Scene {
-    let Some(set) = flythrough_core::testdata::shared_data(name) else {
+    let Some(set) = flythrough_testkit::testdata::shared_data(name) else {
         die(&format!(
             "shared data {name} not found (set FLYTHROUGH_SHARED_DATA)"
         ))
     };
-    let images = flythrough_core::RedactedImages::from_cleared_folder(&set.join("images"))
+    let images = flythrough_testkit::cleared_images(&set.join("images"))
         .unwrap_or_else(|e| die(&e.to_string()));
     let rec = match name {
         "fox" => flythrough_sfm::eval::parse_nerf_transforms(

@@ -105,7 +105,7 @@ fn known_poses(scene: &str) -> common::Scene {
         model.display(),
         model.display()
     );
-    let data = flythrough_core::testdata::shared_data(if scene == "fox" {
+    let data = flythrough_testkit::testdata::shared_data(if scene == "fox" {
         "fox"
     } else {
         "redkitchen_every10"
@@ -117,7 +117,7 @@ fn known_poses(scene: &str) -> common::Scene {
     std::fs::create_dir_all(&sfm_dir).unwrap();
     std::os::unix::fs::symlink(&model, sfm_dir.join("sparse")).unwrap();
     common::Scene {
-        images: flythrough_core::RedactedImages::from_cleared_folder(&data.join("images")).unwrap(),
+        images: flythrough_testkit::cleared_images(&data.join("images")).unwrap(),
         manifest: flythrough_core::Manifest::default(),
         sfm_dir,
     }
@@ -164,8 +164,7 @@ fn synth_venue(dir: &std::path::Path, w: u32, h: u32, n: usize) -> common::Scene
             });
     }
     common::Scene {
-        images: flythrough_core::RedactedImages::from_cleared_folder(&venue.join("photos"))
-            .unwrap(),
+        images: flythrough_testkit::cleared_images(&venue.join("photos")).unwrap(),
         manifest,
         sfm_dir: dir.join("sfm"),
     }

@@ -147,9 +147,9 @@ fn main() {
         std::process::exit(2);
     }
     let cap = match args[1].as_str() {
-        "fox" => fox(&flythrough_core::testdata::shared_data("fox").expect("fox")),
+        "fox" => fox(&flythrough_testkit::testdata::shared_data("fox").expect("fox")),
         "redkitchen" => redkitchen(
-            &flythrough_core::testdata::shared_data("redkitchen_every10").expect("redkitchen"),
+            &flythrough_testkit::testdata::shared_data("redkitchen_every10").expect("redkitchen"),
         ),
         other => panic!("unknown capture {other}"),
     };

@@ -486,7 +486,7 @@ mod tests {
             );
         }
         recon.write_text(&dir.join("sfm").join("sparse")).unwrap();
-        RedactedImages::from_cleared_folder(&img_dir).unwrap()
+        flythrough_testkit::cleared_images(&img_dir).unwrap()
     }
 
     #[test]

@@ -5,39 +5,48 @@
 //! Layout (multinerf style: small pure functions, the model file only wires them):
 //! - [`coord`]: scene normalisation, contraction, disparity sampling, cone footprints.
 //! - [`stepfun`]: histograms along rays: resampling, dilation, annealing, interlevel and distortion losses.
-//! - [`render`]: alpha compositing and its backward, Charbonnier loss.
+//! - [`composite`]: alpha compositing and its backward, Charbonnier loss (the WGSL twin is
+//!   `composite.wgsl`).
 //! - [`encoding`]: direction, exposure and integrated positional encodings.
-//! - [`kernels`]: hash grid, fused MLP, Adam and their candle ops.
-//! - [`model`]: parameters and the forward/backward pass over ray batches (the fast direct-call path);
-//!   [`graph`]: the same loss as a candle graph, the reference the tests check the fast path against.
-//! - [`data`], [`train`], [`checkpoint`], [`metrics`], [`renderer`]: the stage around it.
+//! - [`kernels`]: hash grid, fused MLP, Adam (plain functions on flat buffers).
+//! - [`model`]: parameters and the forward/backward pass over ray batches (the fast direct-call path).
+//! - [`candle`]: the same loss as a candle graph with custom ops over the kernels, the reference the
+//!   tests check the fast path against.
+//! - [`driver`]: the one training loop (budget, schedule, metrics, checkpoints) over a back end:
+//!   [`train::CpuBackend`] or [`gpu::train::GpuBackend`]; [`gpu`]: the wgpu back end.
+//! - [`data`], [`checkpoint`], [`metrics`], [`inference`] (the render API), [`stage`]: the stage
+//!   around it.
 //!
-//! The stage entry point is [`run`]; the render stage uses [`NerfRenderer`].
+//! The stage is [`TrainStage`] (body: [`train_stage`]); the render stage uses [`NerfRenderer`].
 
 // Index loops over several parallel per-sample arrays read more clearly than zipped iterators here;
 // one-ray tuples stay inline rather than getting one-use type names.
 #![allow(clippy::needless_range_loop, clippy::type_complexity)]
 
+pub mod candle;
 pub mod checkpoint;
+pub mod composite;
 pub mod coord;
 pub mod data;
+pub mod driver;
 pub mod encoding;
 pub mod gpu;
-pub mod graph;
+pub mod inference;
 pub mod kernels;
 pub mod metrics;
 pub mod model;
-pub mod ops;
-pub mod render;
-pub mod renderer;
+pub mod stage;
 pub mod stepfun;
 pub mod train;
 
-pub use renderer::{LatentChoice, NerfRenderer, RenderOptions, RenderOutput};
+pub use stage::TrainStage;
 
-use flythrough_core::config::TrainConfig;
+pub use inference::{LatentChoice, NerfRenderer, RenderOptions, RenderOutput};
+
+use flythrough_core::config::{Device, TrainConfig};
+use flythrough_core::stage::Hooks;
 use flythrough_core::summary::{HoldoutScore, TrainSummary};
-use flythrough_core::{Manifest, RedactedImages};
+use flythrough_core::{Manifest, Reconstruction, RedactedImages, SfmOutput, TrainOutput};
 use std::path::{Path, PathBuf};
 
 /// Errors of the NeRF stage: each names the file or input and what is wrong.
@@ -85,17 +94,54 @@ pub fn run_skipping(
     out: &Path,
     work: &Path,
 ) -> Result<TrainSummary, NerfError> {
+    let model_dir = sfm_dir.join(SfmOutput::SPARSE);
+    let model = Reconstruction::read(&model_dir)
+        .map_err(|e| NerfError::Input(format!("{}: {e}", model_dir.display())))?;
+    let data = TrainData {
+        images,
+        manifest,
+        blurry,
+        model: &model,
+        model_dir: &model_dir,
+    };
+    train_stage(cfg, cfg.device, &Hooks::default(), &data, out, work)
+}
+
+/// What the train stage reads besides `[train]`: the redacted photos, the capture manifest
+/// (exposures), capture QA's blurry photos (for `[train] skip_blurry`) and the SfM model.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainData<'a> {
+    pub images: &'a RedactedImages,
+    pub manifest: Option<&'a Manifest>,
+    pub blurry: &'a [String],
+    pub model: &'a Reconstruction,
+    /// The model's folder, named in messages.
+    pub model_dir: &'a Path,
+}
+
+/// The train stage body on `device` (the machine's `[train] device`): train (resuming from `work`
+/// when a checkpoint is there; `hooks` may stop it after a checkpoint), evaluate, and write the
+/// files of [`TrainOutput`] into `out`.
+pub fn train_stage(
+    cfg: &TrainConfig,
+    device: Device,
+    hooks: &Hooks,
+    data: &TrainData,
+    out: &Path,
+    work: &Path,
+) -> Result<TrainSummary, NerfError> {
     // Training frees and reallocates the same scratch buffers every step: keep them mapped.
     flythrough_core::alloc::retain_freed_memory();
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e: std::io::Error| NerfError::Io(p, e.to_string())
     };
-    let mut ds = data::Dataset::load(
-        images,
-        manifest,
-        sfm_dir,
-        &data::LoadOptions::from_config(cfg, blurry),
+    let mut ds = data::Dataset::load_model(
+        data.images,
+        data.manifest,
+        data.model,
+        data.model_dir,
+        &data::LoadOptions::from_config(cfg, data.blurry),
     )?;
     if cfg.near > 0.0 {
         ds.norm.near = cfg.near;
@@ -119,41 +165,40 @@ pub fn run_skipping(
     // The GPU back end runs the hash-grid backbone without camera pose refinement; `auto` keeps
     // the IPE backbone and pose refinement on the CPU, `gpu` refuses them.
     let cpu_only = cfg.backbone == flythrough_core::config::Backbone::IpeMlp || cfg.pose_lr > 0.0;
-    if cfg.pose_lr > 0.0 && cfg.device == flythrough_core::config::Device::Gpu {
+    if cfg.pose_lr > 0.0 && device == Device::Gpu {
         return Err(NerfError::Input(
             "[train] pose_lr > 0 (camera pose refinement) runs on the CPU back end only: set [train] device = \"cpu\" or \"auto\", or pose_lr = 0".into(),
         ));
     }
-    let gpu = if cpu_only && cfg.device == flythrough_core::config::Device::Auto {
+    let gpu = if cpu_only && device == Device::Auto {
         None
     } else {
-        gpu::open(cfg.device)?
+        gpu::open(device)?
     };
-    let device = match &gpu {
-        Some(g) => gpu::DeviceReport::gpu(g),
-        None => gpu::DeviceReport::cpu(),
-    };
-    tracing::info!("train: on {}", device.line());
+    let used = gpu::device_used(gpu.as_deref());
+    tracing::info!("train: on {}", used.line());
     let t0 = std::time::Instant::now();
     let trained = match &gpu {
-        Some(g) => gpu::train::train(cfg, &ds, work, g.clone())?,
-        None => train::train(cfg, &ds, work)?,
+        Some(g) => gpu::train::train_with(cfg, &ds, work, g.clone(), hooks)?,
+        None => train::train_with(cfg, &ds, work, hooks)?,
     };
     let train_seconds = t0.elapsed().as_secs_f64();
-    std::fs::create_dir_all(out.join("checkpoints")).map_err(io(out))?;
+    if let Some(dir) = out.join(TrainOutput::CHECKPOINT).parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
     // The final checkpoint is what rendering needs: the weights and the metadata. The resume state
     // (Adam moments and step; the batch RNG is derived from the seed and the step) stays in
     // `work/checkpoints/last.safetensors`, which the runner deletes when the stage commits.
     let mut final_meta = trained.meta.clone();
     final_meta.adam = None;
     checkpoint::save(
-        &out.join("checkpoints").join("final.safetensors"),
+        &out.join(TrainOutput::CHECKPOINT),
         &trained.model,
         None,
         &final_meta,
     )?;
     let mp = work.join("metrics.jsonl");
-    std::fs::copy(&mp, out.join("metrics.jsonl")).map_err(io(&mp))?;
+    std::fs::copy(&mp, out.join(TrainOutput::METRICS)).map_err(io(&mp))?;
     // The plot reads the whole metrics file (earlier calls of a resumed run included).
     let all: Vec<train::MetricLine> = std::fs::read_to_string(&mp)
         .unwrap_or_default()
@@ -175,7 +220,7 @@ pub fn run_skipping(
     let report = match &gpu {
         // Held-out photos render on the device too (the latent fitting stays on the CPU).
         Some(g) => {
-            let chunk = gpu::render::default_chunk(&trained.model, g);
+            let chunk = gpu::inference::default_chunk(&trained.model, g);
             let mut r = gpu::GpuRenderer::new(g.clone(), &trained.model, chunk)?;
             let norm = ds.norm;
             train::evaluate_with(
@@ -188,7 +233,7 @@ pub fn run_skipping(
                     let fc = gpu::FrameCamera::photo(&norm, cam, pose);
                     r.render_frame_f32(&fc, ev, latent).unwrap_or_else(|e| {
                         tracing::error!("train: GPU evaluation render failed ({e}); using the CPU");
-                        renderer::render_photo_rays(&trained.model, &norm, cam, pose, ev, latent)
+                        inference::render_photo_rays(&trained.model, &norm, cam, pose, ev, latent)
                     })
                 },
             )
@@ -210,10 +255,10 @@ pub fn run_skipping(
         report.seconds,
         report.mean_psnr
     );
-    flythrough_core::run::write_json(&out.join("eval.json"), &report)
-        .map_err(io(&out.join("eval.json")))?;
+    flythrough_core::run::write_json(&out.join(TrainOutput::EVAL), &report)
+        .map_err(io(&out.join(TrainOutput::EVAL)))?;
     let model_json = serde_json::json!({
-        "checkpoint": "checkpoints/final.safetensors",
+        "checkpoint": TrainOutput::CHECKPOINT,
         "format_version": checkpoint::FORMAT_VERSION,
         "step": trained.meta.step,
         "train_seconds_total": trained.meta.elapsed_s,
@@ -223,8 +268,8 @@ pub fn run_skipping(
         "train_photos": trained.meta.train_names,
         "resumed_from": trained.resumed_from,
     });
-    flythrough_core::run::write_json(&out.join("model.json"), &model_json)
-        .map_err(io(&out.join("model.json")))?;
+    flythrough_core::run::write_json(&out.join(TrainOutput::MODEL_JSON), &model_json)
+        .map_err(io(&out.join(TrainOutput::MODEL_JSON)))?;
     Ok(TrainSummary {
         steps: trained.meta.step,
         steps_this_run: trained.steps_this_call,
@@ -254,10 +299,6 @@ pub fn run_skipping(
         train_width: tw,
         train_height: th,
         image_bytes: ds.image_bytes(),
-        device: device.device.to_string(),
-        adapter: device
-            .adapter
-            .as_ref()
-            .and_then(|a| serde_json::to_value(a).ok()),
+        device: used,
     })
 }

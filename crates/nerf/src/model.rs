@@ -1,11 +1,12 @@
 //! The model: proposal fields, the NeRF field (hash-grid or IPE backbone), GLO latents, and the
 //! forward/backward pass over a batch of rays. This file only wires the small functions of
-//! [`crate::coord`], [`crate::stepfun`], [`crate::render`], [`crate::encoding`] and the kernels.
+//! [`crate::coord`], [`crate::stepfun`], [`crate::composite`], [`crate::encoding`] and the kernels.
 //!
 //! Naming: `R` rays, level `k` has `n_k` samples per ray, `S_k = R * n_k` samples (ray-major). Per level
 //! `s` holds `R * (n_k + 1)` fenceposts in normalised disparity and `t` the same in distance.
 //! Parameters are flat f32 buffers (`Model::params`, names in `Model::names`), layouts from the kernels.
 
+use crate::composite;
 use crate::coord;
 use crate::encoding::{self, DIR_DIM, EXPOSURE_DIM};
 use crate::kernels::mlp::CHUNK_ROWS;
@@ -15,7 +16,6 @@ use crate::kernels::{
     mlp_forward_grouped_inference, mlp_forward_grouped_into, mlp_forward_inference,
     mlp_forward_into,
 };
-use crate::render;
 use crate::stepfun;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -533,7 +533,7 @@ impl Model {
             lvl.w.resize(r_count * n, 0.0);
             let (sigma, t) = (&lvl.sigma, &lvl.t);
             lvl.w.par_chunks_mut(n).enumerate().for_each(|(i, wr)| {
-                render::weights(
+                composite::weights(
                     &sigma[i * n..(i + 1) * n],
                     &t[i * (n + 1)..(i + 1) * (n + 1)],
                     wr,
@@ -578,7 +578,7 @@ impl Model {
             .zip(fwd.acc.par_iter_mut())
             .enumerate()
             .for_each(|(i, ((c, d), a))| {
-                (*c, *d, *a) = render::composite(
+                (*c, *d, *a) = composite::composite(
                     &lvl.w[i * n..(i + 1) * n],
                     &rgb[i * n * 3..(i + 1) * n * 3],
                     &lvl.t[i * (n + 1)..(i + 1) * (n + 1)],
@@ -709,7 +709,7 @@ impl Model {
                 let mut se = 0.0f64;
                 for k in 0..3 {
                     let r = fwd.rgb[i][k] - target[i][k];
-                    let (v, dv) = render::charbonnier(r);
+                    let (v, dv) = composite::charbonnier(r);
                     data += v as f64;
                     se += (r * r) as f64;
                     gc[k] = dv * inv_r / 3.0;
@@ -723,7 +723,7 @@ impl Model {
                         go[3 * j + k] = gc[k] * w[j] * drgb[3 * j + k];
                     }
                 }
-                render::weights_backward(&nl.sigma[i * n..(i + 1) * n], t, w, &gw, gs);
+                composite::weights_backward(&nl.sigma[i * n..(i + 1) * n], t, w, &gw, gs);
                 (data, dist as f64, se)
             })
             .collect();
@@ -841,7 +841,7 @@ impl Model {
                         scale,
                         gw,
                     );
-                    render::weights_backward(
+                    composite::weights_backward(
                         &pl.sigma[i * m..(i + 1) * m],
                         &pl.t[i * (m + 1)..(i + 1) * (m + 1)],
                         &pl.w[i * m..(i + 1) * m],

@@ -3,17 +3,18 @@
 
 use crate::NerfError;
 use crate::checkpoint::{self, CheckpointMeta};
+use crate::composite::psnr;
 use crate::data::Dataset;
+use crate::driver::{Backend, DeviceMetrics, MetricsAt, SaveFn, StepBatch, StepPlan};
+use crate::inference::render_photo_rays;
 use crate::kernels::{Adam, AdamConfig, clip_scale, global_grad_norm};
 use crate::metrics;
 use crate::model::{LossWeights, Losses, Model, ModelConfig, RayGrads, Rays, SampleMode};
-use crate::render::psnr;
-use crate::renderer::render_photo_rays;
 use flythrough_core::config::TrainConfig;
+use flythrough_core::stage::Hooks;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
@@ -78,14 +79,6 @@ pub fn camera_correction_grads(rays: &Rays, idx: &[usize], dr: &RayGrads, g: &mu
         c[4] += d[2] * gd[0] - d[0] * gd[2];
         c[5] += d[0] * gd[1] - d[1] * gd[0];
     }
-}
-
-#[cfg(feature = "test-hooks")]
-thread_local! {
-    /// Test hook (feature `test-hooks`, tests only) that simulates a kill: when non-zero, training on
-    /// this thread stops with [`NerfError::Interrupted`] right after writing the first checkpoint at
-    /// or after this step.
-    pub static INTERRUPT_AFTER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// One line of `metrics.jsonl`.
@@ -244,6 +237,7 @@ pub fn start(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Start, Nerf
             resumed_from = Some(old.step);
             meta.step = old.step;
             meta.elapsed_s = old.elapsed_s;
+            truncate_metrics(&metrics_path, old.step)?;
             (m, a)
         }
         other => {
@@ -272,6 +266,24 @@ pub fn start(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Start, Nerf
     })
 }
 
+/// Drop the lines of `metrics.jsonl` after `step` (a run killed after its last checkpoint wrote
+/// metrics of steps the resumed run does again), so every step appears once.
+fn truncate_metrics(path: &Path, step: usize) -> Result<(), NerfError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<MetricLine>(l).is_ok_and(|m| m.step <= step))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if kept.len() != text.len() {
+        flythrough_core::run::write_atomic(path, kept.as_bytes())
+            .map_err(|e| NerfError::Io(path.to_path_buf(), e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// The batch of training step `step`: random pixels over all training photos and one jitter per
 /// ray and level, from the per-step ChaCha8 stream (`seed`, `step`), so runs and resumed runs repeat
 /// and the CPU and GPU loops train on the same batches.
@@ -292,67 +304,96 @@ pub fn step_batch(
     (rays, target, idx, jitter)
 }
 
-/// Train (or resume) a model on `ds` on the CPU. Checkpoints go to
-/// `work/checkpoints/last.safetensors` every `checkpoint_every` steps and at the end; metrics to
-/// `work/metrics.jsonl`.
+/// Train (or resume) a model on `ds` on the CPU (see [`crate::driver::drive`] for the files).
 pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, NerfError> {
-    let Start {
-        mut model,
-        mut adams,
-        mut meta,
-        resumed_from,
-        ckpt: ck,
-        metrics_file: mut mfile,
-    } = start(cfg, ds, work)?;
-    let mcfg = model.cfg.clone();
-    let lw = LossWeights {
-        distortion: cfg.distortion_weight as f32,
-        interlevel: cfg.interlevel_weight as f32,
-    };
-    let gd = mcfg.glo_dim;
-    let gidx = model.idx_glo();
-    let samples_per_ray: usize = mcfg.prop_samples.iter().sum::<usize>() + mcfg.nerf_samples;
-    let pb = flythrough_core::progress::bar(cfg.steps as u64, "train: steps");
-    pb.set_position(meta.step as u64);
-    let t_call = Instant::now();
-    let elapsed0 = meta.elapsed_s;
-    let start_step = meta.step;
-    let mut acc = (Losses::default(), 0usize);
-    let mut metrics = Vec::new();
-    let mut grads = model.zeros_like();
-    let mut fwd = crate::model::Forward::default();
-    while meta.step < cfg.steps {
-        let elapsed = elapsed0 + t_call.elapsed().as_secs_f64();
-        if cfg.max_seconds > 0.0 && elapsed >= cfg.max_seconds {
-            break;
+    train_with(cfg, ds, work, &Hooks::default())
+}
+
+/// [`train`] with the caller's hooks (a stop after a checkpoint).
+pub fn train_with(
+    cfg: &TrainConfig,
+    ds: &Dataset,
+    work: &Path,
+    hooks: &Hooks,
+) -> Result<Trained, NerfError> {
+    crate::driver::drive(cfg, ds, work, hooks, |model, adams| {
+        Ok(CpuBackend::new(cfg, model, adams))
+    })
+}
+
+/// The CPU back end of the training driver: the fast direct-call forward and backward
+/// ([`Model::forward_into`], [`Model::backward_with_rays`]), GLO latent and camera-correction
+/// gradients, gradient clipping and the fused Adam update. Metrics and checkpoints are ready as
+/// soon as the step returns.
+pub struct CpuBackend<'a> {
+    cfg: &'a TrainConfig,
+    model: Model,
+    adams: Vec<Adam>,
+    grads: Vec<Vec<f32>>,
+    fwd: crate::model::Forward,
+    lw: LossWeights,
+    /// Losses summed since the last metrics line, and how many steps.
+    acc: (Losses, usize),
+    metrics: Option<(MetricsAt, DeviceMetrics)>,
+    checkpoint: Option<CheckpointMeta>,
+}
+
+impl<'a> CpuBackend<'a> {
+    pub fn new(cfg: &'a TrainConfig, model: Model, adams: Vec<Adam>) -> Self {
+        let grads = model.zeros_like();
+        CpuBackend {
+            cfg,
+            model,
+            adams,
+            grads,
+            fwd: crate::model::Forward::default(),
+            lw: LossWeights {
+                distortion: cfg.distortion_weight as f32,
+                interlevel: cfg.interlevel_weight as f32,
+            },
+            acc: (Losses::default(), 0),
+            metrics: None,
+            checkpoint: None,
         }
-        let step = meta.step;
-        let mut progress = step as f64 / cfg.steps as f64;
-        if cfg.max_seconds > 0.0 {
-            progress = progress.max(elapsed / cfg.max_seconds);
-        }
-        let lr = learning_rate(cfg, step, progress);
-        // Per-step RNG: the run is repeatable and a resumed run draws the same batches.
-        let nlev = mcfg.prop_samples.len() + 1;
-        let (mut rays, target, idx, jitter) =
-            step_batch(cfg, ds, step, &model.params[gidx], gd, nlev);
+    }
+}
+
+impl Backend for CpuBackend<'_> {
+    const LABEL: &'static str = "train: steps";
+
+    fn batch_latents(&self) -> &[f32] {
+        &self.model.params[self.model.idx_glo()]
+    }
+
+    fn step(&mut self, plan: StepPlan) -> Result<(), NerfError> {
+        let cfg = self.cfg;
+        let StepBatch {
+            mut rays,
+            target,
+            idx,
+            jitter,
+        } = plan.batch;
+        let model = &mut self.model;
+        let grads = &mut self.grads;
+        let gd = model.cfg.glo_dim;
+        let gidx = model.idx_glo();
         let cam_idx = model.idx_cam_opt();
         if let Some(ci) = cam_idx {
             apply_camera_corrections(&model.params[ci], &idx, &mut rays);
         }
         let mode = SampleMode {
             jitter: Some(&jitter),
-            train_frac: progress as f32,
+            train_frac: plan.progress as f32,
         };
-        model.forward_into(&rays, &mode, true, &mut fwd);
+        model.forward_into(&rays, &mode, true, &mut self.fwd);
         let mut d_lat = vec![0.0f32; rays.len() * gd];
         let mut d_rays = RayGrads::default();
         let losses = model.backward_with_rays(
             &rays,
-            &fwd,
+            &self.fwd,
             &target,
-            &lw,
-            &mut grads,
+            &self.lw,
+            grads,
             Some(&mut d_lat),
             cam_idx.map(|_| &mut d_rays),
         );
@@ -360,7 +401,7 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
             camera_correction_grads(&rays, &idx, &d_rays, &mut grads[ci]);
         }
         if !losses.data.is_finite() {
-            return Err(NerfError::Diverged(step));
+            return Err(NerfError::Diverged(plan.step));
         }
         for (i, &k) in idx.iter().enumerate() {
             for j in 0..gd {
@@ -376,16 +417,16 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
             (1.0, None)
         };
         let mut sq = 0.0f64;
-        let pose_lr = pose_learning_rate(cfg, step, progress);
+        let pose_lr = pose_learning_rate(cfg, plan.step, plan.progress);
         for (b, ((p, g), a)) in model
             .params
             .iter_mut()
             .zip(grads.iter_mut())
-            .zip(adams.iter_mut())
+            .zip(self.adams.iter_mut())
             .enumerate()
         {
             if !p.is_empty() {
-                let rate = if Some(b) == cam_idx { pose_lr } else { lr };
+                let rate = if Some(b) == cam_idx { pose_lr } else { plan.lr };
                 sq += a.update_and_zero(p, g, rate as f32, scale);
             }
         }
@@ -393,67 +434,53 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, work: &Path) -> Result<Trained, Ne
             remove_common_correction(&mut model.params[ci]);
         }
         let grad_norm = clipped_from.unwrap_or(sq.sqrt());
-        meta.step += 1;
-        acc.0.data += losses.data;
-        acc.0.distortion += losses.distortion;
-        acc.0.interlevel += losses.interlevel;
-        acc.0.mse += losses.mse;
-        acc.1 += 1;
-        pb.set_position(meta.step as u64);
-        if meta.step.is_multiple_of(cfg.metrics_every) || meta.step == cfg.steps {
-            let k = acc.1.max(1) as f64;
-            let el = elapsed0 + t_call.elapsed().as_secs_f64();
-            let secs = t_call.elapsed().as_secs_f64().max(1e-9);
-            let rays_done = (meta.step - start_step) as f64 * cfg.batch_rays as f64;
-            let l = MetricLine {
-                step: meta.step,
-                elapsed_s: el,
-                lr,
-                loss: (acc.0.data
-                    + lw.distortion as f64 * acc.0.distortion
-                    + lw.interlevel as f64 * acc.0.interlevel)
-                    / k,
-                data: acc.0.data / k,
-                distortion: acc.0.distortion / k,
-                interlevel: acc.0.interlevel / k,
-                psnr: psnr(acc.0.mse / k),
-                grad_norm,
-                samples_per_s: rays_done * samples_per_ray as f64 / secs,
-                rays_per_s: rays_done / secs,
-                pose_t: cam_idx.map(|ci| mean_correction(&model.params[ci]).0),
-                pose_r_deg: cam_idx.map(|ci| mean_correction(&model.params[ci]).1),
-            };
-            pb.set_message(format!("train: loss {:.4} psnr {:.2}", l.loss, l.psnr));
-            let _ = writeln!(mfile, "{}", serde_json::to_string(&l).unwrap_or_default());
-            metrics.push(l);
-            acc = (Losses::default(), 0);
+        self.acc.0.data += losses.data;
+        self.acc.0.distortion += losses.distortion;
+        self.acc.0.interlevel += losses.interlevel;
+        self.acc.0.mse += losses.mse;
+        self.acc.1 += 1;
+        if let Some(at) = plan.metrics_at {
+            let k = self.acc.1.max(1) as f64;
+            self.metrics = Some((
+                at,
+                DeviceMetrics {
+                    data: self.acc.0.data / k,
+                    distortion: self.acc.0.distortion / k,
+                    interlevel: self.acc.0.interlevel / k,
+                    mse: self.acc.0.mse / k,
+                    steps: k,
+                    grad_norm,
+                },
+            ));
+            self.acc = (Losses::default(), 0);
         }
-        if meta.step.is_multiple_of(cfg.checkpoint_every) && meta.step < cfg.steps {
-            meta.elapsed_s = elapsed0 + t_call.elapsed().as_secs_f64();
-            meta.adam = Some((ADAM, adams[0].step));
-            checkpoint::save(&ck, &model, Some(&adams), &meta)?;
-            #[cfg(feature = "test-hooks")]
-            if (1..=meta.step).contains(&INTERRUPT_AFTER.with(|c| c.get())) {
-                return Err(NerfError::Interrupted(meta.step));
-            }
+        if let Some(mut meta) = plan.checkpoint {
+            meta.adam = Some((ADAM, self.adams.first().map_or(0, |a| a.step)));
+            self.checkpoint = Some(meta);
+        }
+        Ok(())
+    }
+
+    fn poll_metrics(&mut self, _: bool) -> Result<Option<(MetricsAt, DeviceMetrics)>, NerfError> {
+        Ok(self.metrics.take())
+    }
+
+    fn pose_stats(&self) -> Option<(f64, f64)> {
+        self.model
+            .idx_cam_opt()
+            .map(|ci| mean_correction(&self.model.params[ci]))
+    }
+
+    fn write_checkpoint(&mut self, _: bool, save: &mut SaveFn) -> Result<(), NerfError> {
+        match self.checkpoint.take() {
+            Some(meta) => save(&self.model, &self.adams, &meta),
+            None => Ok(()),
         }
     }
-    pb.finish_and_clear();
-    meta.elapsed_s = elapsed0 + t_call.elapsed().as_secs_f64();
-    meta.adam = Some((ADAM, adams.first().map(|a| a.step).unwrap_or(0)));
-    checkpoint::save(&ck, &model, Some(&adams), &meta)?;
-    let secs = t_call.elapsed().as_secs_f64().max(1e-9);
-    let rays_done = (meta.step - start_step) as f64 * cfg.batch_rays as f64;
-    let steps_this_call = meta.step - start_step;
-    Ok(Trained {
-        model,
-        meta,
-        steps_this_call,
-        resumed_from,
-        samples_per_s: rays_done * samples_per_ray as f64 / secs,
-        rays_per_s: rays_done / secs,
-        metrics,
-    })
+
+    fn finish(self) -> Result<(Model, Vec<Adam>), NerfError> {
+        Ok((self.model, self.adams))
+    }
 }
 
 /// Evaluation of one held-out photo.

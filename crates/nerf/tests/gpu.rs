@@ -78,7 +78,7 @@ fn losses(work: &std::path::Path) -> Vec<(u64, f64)> {
 
 #[test]
 fn gpu_frames_of_a_cpu_trained_checkpoint_match_the_cpu() {
-    let Some(_) = flythrough_gpu::test_gpu() else {
+    let Some(_) = flythrough_testkit::test_gpu() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -165,7 +165,7 @@ fn gpu_frames_of_a_cpu_trained_checkpoint_match_the_cpu() {
 
 #[test]
 fn thirty_gpu_steps_follow_the_cpu_loss_curve() {
-    let Some(g) = flythrough_gpu::test_gpu() else {
+    let Some(g) = flythrough_testkit::test_gpu() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -203,7 +203,7 @@ fn thirty_gpu_steps_follow_the_cpu_loss_curve() {
 
 #[test]
 fn checkpoints_resume_across_back_ends_and_render_on_both() {
-    let Some(g) = flythrough_gpu::test_gpu() else {
+    let Some(g) = flythrough_testkit::test_gpu() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -214,9 +214,11 @@ fn checkpoints_resume_across_back_ends_and_render_on_both() {
     // and resumed there on the GPU; then CPU 20 -> 30.
     let w1 = dir.path().join("a");
     c.steps = 20;
-    train::INTERRUPT_AFTER.with(|x| x.set(10));
-    let e = flythrough_nerf::gpu::train::train(&c, &ds, &w1, g.clone()).err();
-    train::INTERRUPT_AFTER.with(|x| x.set(0));
+    let kill = flythrough_core::stage::Hooks {
+        stop_after_checkpoint: Some(std::sync::Arc::new(|step| step >= 10)),
+        ..Default::default()
+    };
+    let e = flythrough_nerf::gpu::train::train_with(&c, &ds, &w1, g.clone(), &kill).err();
     assert!(
         matches!(e, Some(flythrough_nerf::NerfError::Interrupted(10))),
         "{e:?}"
@@ -255,7 +257,7 @@ fn checkpoints_resume_across_back_ends_and_render_on_both() {
 
 #[test]
 fn a_batch_too_large_for_the_adapter_names_the_key_to_lower() {
-    let Some(g) = flythrough_gpu::test_gpu() else {
+    let Some(g) = flythrough_testkit::test_gpu() else {
         return;
     };
     let mut c = cfg();

@@ -8,7 +8,7 @@
 mod common;
 
 use flythrough_core::colmap::{Image, Point3D};
-use flythrough_core::{Camera, CameraModel, Pose, Reconstruction, RedactedImages};
+use flythrough_core::{Camera, CameraModel, Pose, Reconstruction};
 use nalgebra::{Matrix3, Vector3};
 
 /// PSNR of `b` against `a` (same size) over columns `[x0, w)`.
@@ -29,7 +29,7 @@ fn psnr_cols(a: &image::RgbImage, b: &image::RgbImage, x0: u32) -> f64 {
 
 #[test]
 fn kitchen_walk_beats_the_neighbouring_photo() {
-    let Some(root) = flythrough_core::testdata::shared_data("redkitchen_every10") else {
+    let Some(root) = flythrough_testkit::testdata::shared_data("redkitchen_every10") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -95,7 +95,7 @@ fn kitchen_walk_beats_the_neighbouring_photo() {
     }
     let sfm = dir.path().join("sfm");
     rec.write_text(&sfm.join("sparse")).unwrap();
-    let images = RedactedImages::from_cleared_folder(&root.join("images")).unwrap();
+    let images = flythrough_testkit::cleared_images(&root.join("images")).unwrap();
     let mut cfg = common::tiny_config();
     cfg.steps = 400;
     cfg.image_downscale = 4;

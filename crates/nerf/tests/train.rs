@@ -30,16 +30,12 @@ fn tiny_room_reaches_20db_and_resumes() {
     cfg.lr_final = 1e-3;
     let (out, work) = (dir.path().join("out"), dir.path().join("work"));
     let t0 = Instant::now();
-    flythrough_nerf::train::INTERRUPT_AFTER.with(|c| c.set(100));
-    let e = flythrough_nerf::run(
-        &cfg,
-        &scene.images,
-        Some(&scene.manifest),
-        &scene.sfm_dir,
-        &out,
-        &work,
-    )
-    .unwrap_err();
+    // A simulated kill: the stop hook ends the call right after the step-100 checkpoint.
+    let kill = flythrough_core::stage::Hooks {
+        stop_after_checkpoint: Some(std::sync::Arc::new(|step| step >= 100)),
+        ..Default::default()
+    };
+    let e = common::run_with_hooks(&cfg, &scene, &out, &work, &kill).unwrap_err();
     assert!(
         matches!(e, flythrough_nerf::NerfError::Interrupted(100)),
         "{e}"
@@ -51,7 +47,6 @@ fn tiny_room_reaches_20db_and_resumes() {
     let resume_bytes = std::fs::metadata(work.join("checkpoints/last.safetensors"))
         .unwrap()
         .len();
-    flythrough_nerf::train::INTERRUPT_AFTER.with(|c| c.set(0));
     let s = flythrough_nerf::run(
         &cfg,
         &scene.images,

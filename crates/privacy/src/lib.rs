@@ -17,8 +17,11 @@
 pub mod blur;
 pub mod centerface;
 pub mod geometry;
+pub mod stage;
+
 /// The JPEG completeness check shared with the capture stage.
 pub use flythrough_core::jpeg as jpeg_check;
+pub use stage::PrivacyStage;
 
 use centerface::{CenterFace, Detection, PyramidParams};
 use flythrough_core::config::{BrokenPhotoPolicy, PrivacyConfig};
@@ -72,13 +75,26 @@ pub fn pyramid_params(cfg: &PrivacyConfig) -> PyramidParams {
     }
 }
 
-/// Run the privacy stage: read the originals, write `out/images/*` and `out/redactions.json`.
+/// Run the privacy stage with a config's `[privacy]` on its photo folder (tests and tools; the
+/// pipeline runs [`PrivacyStage`]).
 pub fn run(
     cfg: &LoadedConfig,
     manifest: &Manifest,
     out: &Path,
 ) -> Result<PrivacySummary, PrivacyError> {
     let pc = &cfg.config.privacy;
+    redact_photos(pc, &cfg.photos_dir, pc.memory_budget_gb, manifest, out)
+}
+
+/// The privacy stage: read the originals of `photos` named in `manifest`, write `out/images/*` and
+/// `out/redactions.json`, holding photos in flight to `memory_budget_gb` (0: automatic).
+pub fn redact_photos(
+    pc: &PrivacyConfig,
+    photos: &Path,
+    memory_budget_gb: f64,
+    manifest: &Manifest,
+    out: &Path,
+) -> Result<PrivacySummary, PrivacyError> {
     for (key, names) in [
         (
             "extra_regions",
@@ -97,14 +113,14 @@ pub fn run(
             }
         }
     }
-    let images = out.join("images");
+    let images = out.join(flythrough_core::images::REDACTED_DIR);
     std::fs::create_dir_all(&images).map_err(|e| PrivacyError::Write {
         path: images.clone(),
         msg: e.to_string(),
     })?;
     let detector = CenterFace::new().map_err(|e| PrivacyError::Detector(e.to_string()))?;
     let params = pyramid_params(pc);
-    let (budget_bytes, source) = memory::resolve_budget(pc.memory_budget_gb);
+    let (budget_bytes, source) = memory::resolve_budget(memory_budget_gb);
     let budget = ByteBudget::new(budget_bytes);
     let largest = manifest
         .photos
@@ -134,15 +150,7 @@ pub fn run(
         .photos
         .par_iter()
         .map(|rec| {
-            let r = process_photo(
-                &detector,
-                &params,
-                pc,
-                &cfg.photos_dir,
-                rec,
-                &images,
-                &budget,
-            );
+            let r = process_photo(&detector, &params, pc, photos, rec, &images, &budget);
             pb.inc(1);
             r
         })
@@ -186,7 +194,7 @@ pub fn run(
         },
         photos,
     };
-    let path = out.join("redactions.json");
+    let path = out.join(Redactions::FILE);
     flythrough_core::run::write_json(&path, &report).map_err(|e| PrivacyError::Write {
         path,
         msg: e.to_string(),

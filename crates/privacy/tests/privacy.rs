@@ -8,11 +8,11 @@ use flythrough_core::config::{BrokenPhotoPolicy, KeepDetection, PrivacyConfig, R
 use flythrough_core::manifest::{
     ExifFields, Exposure, ExposureSource, FocalPrior, FocalRule, PhotoRecord,
 };
-use flythrough_core::testdata::shared_data;
 use flythrough_core::{Config, LoadedConfig, Manifest, RedactedImages, RunDir};
 use flythrough_privacy::centerface::{CenterFace, Detection, PyramidParams};
 use flythrough_privacy::geometry::{BoxF, iou};
 use flythrough_privacy::{PhotoStatus, Redactions, pyramid_params, redact_image};
+use flythrough_testkit::testdata::shared_data;
 use image::RgbImage;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -6,7 +6,6 @@
 //! `[train]` architecture (same network and samples per ray as a trained one, random weights);
 //! otherwise the analytic room (a lower bound: camera, tiling and threading overhead only).
 
-use flythrough_core::Stage;
 use flythrough_render::frames::render_frame;
 use flythrough_render::{AnalyticRoom, Equirect, RaySource};
 use nalgebra::Vector3;
@@ -30,10 +29,9 @@ fn main() {
     let (source, cams): (Box<dyn RaySource>, Cams) = match get("--run") {
         Some(run) => {
             let run = flythrough_core::RunDir::new(run);
-            let rec =
-                flythrough_core::Reconstruction::read(&run.stage_dir(Stage::Sfm).join("sparse"))
-                    .expect("read sfm/sparse");
-            let up = flythrough_render::stage::world_up(&run, &rec);
+            let sfm = flythrough_core::SfmOutput::open(&run).expect("a committed sfm stage");
+            let rec = sfm.model().expect("read sfm/sparse");
+            let up = flythrough_render::stage::world_up(&sfm, &rec);
             let src = flythrough_render::stage::nerf_source(
                 &run,
                 &flythrough_core::config::Appearance::Mean,
@@ -117,16 +115,11 @@ fn untrained_nerf() -> Box<dyn RaySource> {
         mean_radius: None,
     };
     let dir = std::env::temp_dir().join(format!("bench-render-nerf-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("checkpoints")).expect("temp dir");
-    checkpoint::save(
-        &dir.join("checkpoints/final.safetensors"),
-        &model,
-        None,
-        &meta,
-    )
-    .expect("save checkpoint");
-    let src = flythrough_render::nerf_source::NerfSource::load(
-        &dir,
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ck = dir.join("bench.safetensors");
+    checkpoint::save(&ck, &model, None, &meta).expect("save checkpoint");
+    let src = flythrough_render::nerf_source::NerfSource::from_checkpoint(
+        &ck,
         &flythrough_core::config::Appearance::Mean,
         flythrough_core::config::Device::Cpu,
     )

@@ -32,7 +32,8 @@ fn main() {
     // Committed through the stage runner, so the report shows it.
     let rec = flythrough_core::run::run_stage(&run, Stage::Render, "demo", "demo", true, |o, w| {
         let room = flythrough_render::AnalyticRoom::demo();
-        let s = flythrough_render::run_with_source(&cfg, &run, o, w, &room)?;
+        let s =
+            flythrough_render::run_with_source(&cfg, &common::machine(&cfg), &run, o, w, &room)?;
         Ok(flythrough_core::StageSummary::of(&s))
     })
     .expect("render");

@@ -5,6 +5,7 @@
 //! stages of `RUN_DIR` are linked into `OUT_DIR` (read-only use) so `OUT_DIR/report.html` shows them.
 
 use flythrough_core::Stage;
+use flythrough_core::stage::FromConfig;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -35,7 +36,11 @@ fn main() {
     let rec =
         flythrough_core::run::run_stage(&run, Stage::Render, "example", "example", true, |o, w| {
             Ok(flythrough_core::StageSummary::of(&flythrough_render::run(
-                &inputs, &run, o, w,
+                &inputs,
+                &flythrough_core::Machine::of(&cfg.config),
+                &run,
+                o,
+                w,
             )?))
         });
     match rec {

@@ -30,7 +30,7 @@ pub use flythrough_core::summary::RenderSummary;
 pub use path::{CameraPath, Heading, Keyframe, PathSample, PathSettings};
 pub use serve::serve_viewer;
 pub use source::{AnalyticRoom, RaySource};
-pub use stage::{RenderInputs, run, run_with_source};
+pub use stage::{RenderInputs, RenderStage, run, run_with_source};
 
 use std::path::PathBuf;
 

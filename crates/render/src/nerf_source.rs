@@ -9,7 +9,7 @@ use crate::RenderError;
 use crate::cameras::RayCamera;
 use crate::source::{FrameCam, PendingFrame, RaySource, SourceDevice};
 use flythrough_core::config::{Appearance, Device};
-use flythrough_core::{Camera, CameraModel, Pose};
+use flythrough_core::{Camera, CameraModel, Pose, TrainOutput};
 use flythrough_nerf::gpu::{FrameCamera, FrameTicket};
 use flythrough_nerf::{LatentChoice, NerfRenderer, RenderOptions};
 use image::RgbImage;
@@ -22,15 +22,24 @@ pub struct NerfSource {
 }
 
 impl NerfSource {
-    /// Load `train_dir/checkpoints/final.safetensors` to render on `device` (`[render] device`).
+    /// Load training's committed checkpoint to render on `device` (`[render] device`).
     pub fn load(
-        train_dir: &Path,
+        train: &TrainOutput,
         appearance: &Appearance,
         device: Device,
     ) -> Result<NerfSource, RenderError> {
-        let renderer = NerfRenderer::load(train_dir)
+        Self::from_checkpoint(&train.checkpoint(), appearance, device)
+    }
+
+    /// Load any checkpoint file to render on `device`.
+    pub fn from_checkpoint(
+        checkpoint: &Path,
+        appearance: &Appearance,
+        device: Device,
+    ) -> Result<NerfSource, RenderError> {
+        let renderer = NerfRenderer::from_checkpoint(checkpoint)
             .and_then(|r| r.on_device(device))
-            .map_err(|e| RenderError::Model(format!("{}: {e}", train_dir.display())))?;
+            .map_err(|e| RenderError::Model(format!("{}: {e}", checkpoint.display())))?;
         let latent = match appearance {
             Appearance::Mean => LatentChoice::Mean,
             Appearance::Zero => LatentChoice::Zero,
@@ -114,15 +123,7 @@ impl RaySource for NerfSource {
     }
 
     fn device(&self) -> SourceDevice {
-        let d = self.renderer.device();
-        SourceDevice {
-            device: d.device.into(),
-            adapter: d
-                .adapter
-                .as_ref()
-                .and_then(|a| serde_json::to_value(a).ok()),
-            line: d.line(),
-        }
+        self.renderer.device()
     }
 }
 

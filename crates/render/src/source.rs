@@ -21,29 +21,8 @@ pub trait PendingFrame: Send {
     fn wait(self: Box<Self>) -> Result<RgbImage, String>;
 }
 
-/// Where a source renders, for the log and `stage.json`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SourceDevice {
-    /// `"cpu"` or `"gpu"`.
-    pub device: String,
-    /// The adapter (name, backend, driver, kind) when on a GPU.
-    pub adapter: Option<serde_json::Value>,
-    /// One line for the log.
-    pub line: String,
-}
-
-impl SourceDevice {
-    pub fn cpu() -> SourceDevice {
-        SourceDevice {
-            device: "cpu".into(),
-            adapter: None,
-            line: "cpu".into(),
-        }
-    }
-    pub fn on_gpu(&self) -> bool {
-        self.device == "gpu"
-    }
-}
+/// Where a ray source renders.
+pub use flythrough_core::summary::DeviceUsed as SourceDevice;
 
 /// A renderer of rays.
 pub trait RaySource: Sync {

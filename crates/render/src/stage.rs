@@ -9,8 +9,12 @@ use crate::{RenderError, io_at, mp4, viewer};
 use flythrough_core::config::{
     Appearance, Device, ExposureMode, PreviewSource, RenderConfig, UnregisteredKeyframes,
 };
+use flythrough_core::run::StageError;
+use flythrough_core::stage::{FromConfig, Machine, PipelineStage, StageContext};
 use flythrough_core::summary::RenderSummary;
-use flythrough_core::{LoadedConfig, Manifest, Reconstruction, RunDir, Stage};
+use flythrough_core::{
+    CaptureOutput, LoadedConfig, Reconstruction, RunDir, SfmOutput, Stage, TrainOutput,
+};
 use nalgebra::Vector3;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -80,8 +84,9 @@ pub fn nearest_photo(rec: &Reconstruction, f: &PathSample) -> Option<(String, f6
 
 /// What the render stage is given from the venue config: its own section, the keyframe names and the
 /// venue's name — never the original photo folder (real photos are read only through
-/// [`flythrough_core::RedactedImages`]).
-#[derive(Debug, Clone, Default)]
+/// [`flythrough_core::RedactedImages`]). Serialised, it is the stage's config hash (the config
+/// file's name, used only in messages, is not).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct RenderInputs {
     pub render: RenderConfig,
     /// `[venue] keyframes`: the path, in order.
@@ -89,12 +94,32 @@ pub struct RenderInputs {
     /// `[venue] name` (the viewer's title).
     pub venue_name: String,
     /// The config file, named in error messages.
+    #[serde(skip)]
     pub config_file: PathBuf,
 }
 
-impl RenderInputs {
+/// The render stage under the pipeline's stage contract ([`flythrough_core::stage`]).
+pub struct RenderStage;
+
+impl PipelineStage for RenderStage {
+    const STAGE: Stage = Stage::Render;
+    type Inputs = RenderInputs;
+    type Summary = RenderSummary;
+
+    fn run(inputs: &RenderInputs, ctx: &StageContext) -> Result<RenderSummary, StageError> {
+        Ok(run(
+            inputs,
+            ctx.machine,
+            ctx.upstream.run(),
+            ctx.out,
+            ctx.work,
+        )?)
+    }
+}
+
+impl FromConfig for RenderInputs {
     /// The render stage's part of a loaded config.
-    pub fn from_config(cfg: &LoadedConfig) -> RenderInputs {
+    fn from_config(cfg: &LoadedConfig) -> RenderInputs {
         RenderInputs {
             render: cfg.config.render.clone(),
             keyframes: cfg.config.venue.keyframes.clone(),
@@ -104,19 +129,19 @@ impl RenderInputs {
     }
 }
 
-/// The stage body with the trained NeRF of `RUN/train` as the ray source.
+/// The stage body with the trained NeRF of `RUN/train` as the ray source, on the machine's
+/// `[render] device`.
 pub fn run(
     cfg: &RenderInputs,
+    machine: &Machine,
     run: &RunDir,
     out: &Path,
     work: &Path,
 ) -> Result<RenderSummary, RenderError> {
-    // Check the keyframes and the path's size (cheap) before loading the model (seconds).
-    let (path, _, _) = build_path(cfg, run)?;
-    check_path_size(path.length(), path.duration(), &cfg.render)?;
-    let r = &cfg.render;
-    let source = nerf_source(run, &r.appearance, r.device)?;
-    run_with_source(cfg, run, out, work, source.as_ref())
+    // Plan the path and check its size (cheap) before loading the model (seconds).
+    let plan = plan(cfg, machine, run)?;
+    let source = nerf_source(run, &cfg.render.appearance, machine.render_device)?;
+    render_plan(cfg, plan, out, work, source.as_ref())
 }
 
 /// The trained model of `RUN/train` as a ray source on `device` (`[render] device`).
@@ -125,17 +150,11 @@ pub fn nerf_source(
     appearance: &Appearance,
     device: Device,
 ) -> Result<Box<dyn RaySource>, RenderError> {
-    let dir = run.stage_dir(Stage::Train);
-    if !dir.join("stage.json").is_file() {
-        return Err(RenderError::Model(format!(
-            "{}: the train stage has not finished for this run; run it first",
-            dir.display()
-        )));
-    }
+    let train = TrainOutput::open(run).map_err(|e| RenderError::Model(e.to_string()))?;
     #[cfg(feature = "nerf")]
     {
-        let src = crate::nerf_source::NerfSource::load(&dir, appearance, device)?;
-        tracing::info!("render: NeRF on {}", src.device().line);
+        let src = crate::nerf_source::NerfSource::load(&train, appearance, device)?;
+        tracing::info!("render: NeRF on {}", src.device().line());
         Ok(Box::new(src))
     }
     #[cfg(not(feature = "nerf"))]
@@ -143,31 +162,20 @@ pub fn nerf_source(
         let _ = (appearance, device);
         Err(RenderError::Model(format!(
             "{}: this build has no NeRF renderer (cargo feature `nerf` of flythrough-render is off)",
-            dir.display()
+            train.dir().display()
         )))
     }
 }
 
-/// World up: `sfm/report.json` `"up"` when present, else the mean image-up of the registered
+/// World up: `sfm/report.json`'s `up` when it is usable, else the mean image-up of the registered
 /// cameras (photos are mostly taken upright).
-pub fn world_up(run: &RunDir, rec: &Reconstruction) -> Vector3<f64> {
-    let report = run.stage_dir(Stage::Sfm).join("report.json");
-    let from_report = std::fs::read_to_string(&report)
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|v| {
-            let c: Vec<f64> = v
-                .get("up")?
-                .as_array()?
-                .iter()
-                .filter_map(|x| x.as_f64())
-                .collect();
-            let u = Vector3::new(*c.first()?, *c.get(1)?, *c.get(2)?);
-            (c.len() == 3 && u.norm() > 1e-9 && u.iter().all(|x| x.is_finite()))
-                .then(|| u.normalize())
-        });
-    if let Some(u) = from_report {
-        return u;
+pub fn world_up(sfm: &SfmOutput, rec: &Reconstruction) -> Vector3<f64> {
+    match sfm.report().map(|r| r.up_unit()) {
+        Ok(Some(u)) => return u,
+        Ok(None) => {
+            tracing::warn!("render: sfm/report.json has no usable up; using the cameras' mean up")
+        }
+        Err(e) => tracing::warn!("render: {e}; using the cameras' mean up"),
     }
     let sum: Vector3<f64> = rec.images.values().map(|im| im.pose.up()).sum();
     if sum.norm() > 1e-9 {
@@ -181,7 +189,7 @@ pub fn world_up(run: &RunDir, rec: &Reconstruction) -> Vector3<f64> {
 pub fn keyframes(
     cfg: &RenderInputs,
     run: &RunDir,
-) -> Result<(Vec<Keyframe>, Reconstruction), RenderError> {
+) -> Result<(Vec<Keyframe>, Reconstruction, SfmOutput), RenderError> {
     let names = &cfg.keyframes;
     if names.len() < 2 {
         return Err(RenderError::Config(format!(
@@ -190,19 +198,16 @@ pub fn keyframes(
             names.len()
         )));
     }
-    let model = run.stage_dir(Stage::Sfm).join("sparse");
-    let rec = Reconstruction::read(&model).map_err(|e| RenderError::Input {
-        path: model.clone(),
-        msg: format!("cannot read the SfM model: {e}"),
-    })?;
-    let manifest_path = run.stage_dir(Stage::Capture).join("manifest.json");
-    let manifest = Manifest::read(&manifest_path).ok();
-    if manifest.is_none() {
-        tracing::warn!(
-            "{}: not readable; keyframe exposures taken as EV 0",
-            manifest_path.display()
-        );
-    }
+    let sfm = SfmOutput::open(run).map_err(|e| RenderError::Model(e.to_string()))?;
+    let model = sfm.model_dir();
+    let rec = sfm.model().map_err(|e| RenderError::Model(e.to_string()))?;
+    let manifest = match CaptureOutput::open(run).and_then(|c| c.manifest()) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!("render: {e}; keyframe exposures taken as EV 0");
+            None
+        }
+    };
     let mut out = Vec::new();
     for name in names {
         let Some(im) = rec.image_by_name(name) else {
@@ -236,7 +241,7 @@ pub fn keyframes(
             names.len()
         )));
     }
-    Ok((out, rec))
+    Ok((out, rec, sfm))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -259,9 +264,10 @@ pub fn check_path_size(
     length_m: f64,
     duration_s: f64,
     r: &RenderConfig,
+    max_path_frames: u32,
 ) -> Result<u64, RenderError> {
     let frames = (duration_s * r.fps + 1e-9).floor().max(0.0) as u64 + 1;
-    if r.max_path_frames > 0 && frames > r.max_path_frames as u64 {
+    if max_path_frames > 0 && frames > max_path_frames as u64 {
         let len = if length_m >= 1000.0 {
             format!("{:.1} km", length_m / 1000.0)
         } else {
@@ -273,7 +279,7 @@ pub fn check_path_size(
              [[calibration]] distance_m given in millimetres or centimetres instead of metres (SfM's \
              scale comes from it: see sfm/report.json); fix it and re-run sfm, or raise max_path_frames \
              (0 = no limit) if the path really is this long",
-            r.fps, r.speed_m_per_s, r.max_path_frames
+            r.fps, r.speed_m_per_s, max_path_frames
         )));
     }
     Ok(frames)
@@ -285,8 +291,8 @@ pub fn build_path(
     run: &RunDir,
 ) -> Result<(CameraPath, Reconstruction, Option<f64>), RenderError> {
     let r = &cfg.render;
-    let (kfs, rec) = keyframes(cfg, run)?;
-    let up = world_up(run, &rec);
+    let (kfs, rec, sfm) = keyframes(cfg, run)?;
+    let up = world_up(&sfm, &rec);
     let fixed_ev = match r.exposure {
         ExposureMode::Fixed => Some(
             r.exposure_ev
@@ -557,18 +563,19 @@ fn still_indices(n: usize, count: usize) -> Vec<usize> {
     }
 }
 
-/// The stage body with any ray source (tests and benchmarks use [`crate::AnalyticRoom`]).
-pub fn run_with_source(
-    cfg: &RenderInputs,
-    run: &RunDir,
-    out: &Path,
-    work: &Path,
-    source: &dyn RaySource,
-) -> Result<RenderSummary, RenderError> {
-    let r = &resolved(&cfg.render, source);
-    let device = source.device();
+/// The path of a render, built once and checked against the machine's `max_path_frames`.
+pub struct PathPlan {
+    pub path: CameraPath,
+    pub rec: Reconstruction,
+    pub fixed_ev: Option<f64>,
+}
+
+/// Build the path from the config and the run folder's committed SfM (and capture) output, and
+/// check its size.
+pub fn plan(cfg: &RenderInputs, machine: &Machine, run: &RunDir) -> Result<PathPlan, RenderError> {
     let (path, rec, fixed_ev) = build_path(cfg, run)?;
-    let needed = check_path_size(path.length(), path.duration(), r)?;
+    let r = &cfg.render;
+    let needed = check_path_size(path.length(), path.duration(), r, machine.max_path_frames)?;
     tracing::info!(
         "render: path {:.1} m at {} m/s = {:.1} s, {needed} frames at {} fps",
         path.length(),
@@ -576,6 +583,41 @@ pub fn run_with_source(
         path.duration(),
         r.fps
     );
+    Ok(PathPlan {
+        path,
+        rec,
+        fixed_ev,
+    })
+}
+
+/// The stage body with any ray source (tests and benchmarks use [`crate::AnalyticRoom`]).
+pub fn run_with_source(
+    cfg: &RenderInputs,
+    machine: &Machine,
+    run: &RunDir,
+    out: &Path,
+    work: &Path,
+    source: &dyn RaySource,
+) -> Result<RenderSummary, RenderError> {
+    let plan = plan(cfg, machine, run)?;
+    render_plan(cfg, plan, out, work, source)
+}
+
+/// Render a planned path: frames (resumable in `work`), videos, stills, viewer.
+pub fn render_plan(
+    cfg: &RenderInputs,
+    plan: PathPlan,
+    out: &Path,
+    work: &Path,
+    source: &dyn RaySource,
+) -> Result<RenderSummary, RenderError> {
+    let r = &resolved(&cfg.render, source);
+    let device = source.device();
+    let PathPlan {
+        path,
+        rec,
+        fixed_ev,
+    } = plan;
     let fps = path.frame_rate(r.fps, r.max_frames);
     if fps < r.fps {
         tracing::info!(
@@ -721,8 +763,7 @@ pub fn run_with_source(
         pano_still: format!("{STILLS_DIR}/{PANO_STILL}"),
         stills_dir: STILLS_DIR.into(),
         stills,
-        device: device.device.clone(),
-        adapter: device.adapter.clone(),
+        device,
     })
 }
 

@@ -6,10 +6,10 @@ mod common;
 
 use common::{ffprobe, render, side_data, venue};
 use flythrough_core::Stage;
-use flythrough_core::testdata;
 use flythrough_render::mp4::spherical_info;
 use flythrough_render::stage::{PathFile, render_frames};
 use flythrough_render::{AnalyticRoom, RenderError};
+use flythrough_testkit::testdata;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn path_file(out: &std::path::Path) -> PathFile {
@@ -204,6 +204,32 @@ impl flythrough_render::RaySource for Counting {
     }
 }
 
+/// The stage body with the trained NeRF (none here) into `run/render`.
+fn run_nerf(
+    cfg: &flythrough_render::RenderInputs,
+    run: &flythrough_core::RunDir,
+) -> Result<flythrough_render::RenderSummary, RenderError> {
+    let out = run.stage_dir(Stage::Render);
+    flythrough_render::run(
+        cfg,
+        &common::machine(cfg),
+        run,
+        &out,
+        &run.work_dir(Stage::Render),
+    )
+}
+
+/// The stage body with `room` as the ray source into `run/render`.
+fn run_room(
+    cfg: &flythrough_render::RenderInputs,
+    run: &flythrough_core::RunDir,
+    room: &dyn flythrough_render::RaySource,
+) -> Result<flythrough_render::RenderSummary, RenderError> {
+    let out = run.stage_dir(Stage::Render);
+    let work = run.work_dir(Stage::Render);
+    flythrough_render::run_with_source(cfg, &common::machine(cfg), run, &out, &work, room)
+}
+
 #[test]
 fn an_interrupted_render_resumes_at_the_next_missing_frame() {
     let dir = tempfile::tempdir().unwrap();
@@ -235,14 +261,7 @@ fn input_errors_name_the_problem() {
     });
     let out = run.stage_dir(Stage::Render);
     std::fs::create_dir_all(&out).unwrap();
-    let e = flythrough_render::run_with_source(
-        &cfg,
-        &run,
-        &out,
-        &run.work_dir(Stage::Render),
-        &AnalyticRoom::demo(),
-    )
-    .unwrap_err();
+    let e = run_room(&cfg, &run, &AnalyticRoom::demo()).unwrap_err();
     assert!(
         matches!(e, RenderError::NotRegistered { ref name, .. } if name == "blurry.jpg"),
         "{e}"
@@ -256,7 +275,7 @@ fn input_errors_name_the_problem() {
         c.venue.keyframes = vec!["k1.jpg".into(), "blurry.jpg".into(), "k3.jpg".into()];
         c.render.unregistered_keyframes = flythrough_core::config::UnregisteredKeyframes::Skip;
     });
-    let (kfs, _) = flythrough_render::stage::keyframes(&cfg, &run).unwrap();
+    let (kfs, _, _) = flythrough_render::stage::keyframes(&cfg, &run).unwrap();
     assert_eq!(
         kfs.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
         ["k1.jpg", "k3.jpg"]
@@ -268,21 +287,14 @@ fn input_errors_name_the_problem() {
     let e = flythrough_render::stage::keyframes(&cfg, &run).unwrap_err();
     assert!(e.to_string().contains("only 1 of the 2 keyframes"), "{e}");
     let (cfg, run) = venue(dir.path(), |c| c.venue.keyframes = vec!["k1.jpg".into()]);
-    let e = flythrough_render::run_with_source(
-        &cfg,
-        &run,
-        &out,
-        &run.work_dir(Stage::Render),
-        &AnalyticRoom::demo(),
-    )
-    .unwrap_err();
+    let e = run_room(&cfg, &run, &AnalyticRoom::demo()).unwrap_err();
     assert!(e.to_string().contains("at least 2"), "{e}");
     // The real entry point checks keyframes before it looks for the model...
-    let e = flythrough_render::run(&cfg, &run, &out, &run.work_dir(Stage::Render)).unwrap_err();
+    let e = run_nerf(&cfg, &run).unwrap_err();
     assert!(e.to_string().contains("at least 2"), "{e}");
     // ...and says when there is no trained model.
     let (cfg, run) = venue(dir.path(), |_| {});
-    let e = flythrough_render::run(&cfg, &run, &out, &run.work_dir(Stage::Render)).unwrap_err();
+    let e = run_nerf(&cfg, &run).unwrap_err();
     assert!(
         e.to_string().contains("train stage has not finished"),
         "{e}"
@@ -298,7 +310,9 @@ fn a_path_kilometres_long_is_refused_before_rendering() {
     let (cfg, run) = venue(dir.path(), |c| c.render.max_frames = 8);
     let (path, _, _) = flythrough_render::stage::build_path(&cfg, &run).unwrap();
     let k = 3600.0 / path.length();
-    let sparse = run.stage_dir(Stage::Sfm).join("sparse");
+    let sparse = run
+        .stage_dir(Stage::Sfm)
+        .join(flythrough_core::SfmOutput::SPARSE);
     let mut rec = flythrough_core::Reconstruction::read(&sparse).unwrap();
     for im in rec.images.values_mut() {
         im.pose = flythrough_core::Pose::new(im.pose.rotation, im.pose.translation * k);
@@ -312,10 +326,7 @@ fn a_path_kilometres_long_is_refused_before_rendering() {
     let out = run.stage_dir(Stage::Render);
     std::fs::create_dir_all(&out).unwrap();
     let room = Counting(AnalyticRoom::demo(), AtomicUsize::new(0));
-    let e =
-        flythrough_render::run_with_source(&cfg, &run, &out, &run.work_dir(Stage::Render), &room)
-            .unwrap_err()
-            .to_string();
+    let e = run_room(&cfg, &run, &room).unwrap_err().to_string();
     assert!(
         e.contains("max_path_frames = 20000")
             && e.contains("3.6 km")
@@ -326,7 +337,7 @@ fn a_path_kilometres_long_is_refused_before_rendering() {
     assert_eq!(room.1.load(Ordering::Relaxed), 0, "rays were rendered");
     assert!(!run.work_dir(Stage::Render).join("frames").exists());
     // The real entry point refuses before it looks for the model.
-    let e = flythrough_render::run(&cfg, &run, &out, &run.work_dir(Stage::Render)).unwrap_err();
+    let e = run_nerf(&cfg, &run).unwrap_err();
     assert!(e.to_string().contains("max_path_frames"), "{e}");
     // A bound above the path's 36,001 frames (or 0) lets it through; max_frames keeps it short.
     let mut cfg = cfg;

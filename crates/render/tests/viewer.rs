@@ -11,9 +11,9 @@ use std::process::Command;
 fn chromium() -> Option<PathBuf> {
     let found = ["chromium", "chromium-browser", "google-chrome"]
         .iter()
-        .find_map(|n| flythrough_core::testdata::find_on_path(n));
+        .find_map(|n| flythrough_testkit::testdata::find_on_path(n));
     if found.is_none() {
-        flythrough_core::testdata::skip(
+        flythrough_testkit::testdata::skip(
             "chromium (chromium, chromium-browser or google-chrome on the PATH)",
             "Debian: apt-get install chromium",
         );

@@ -67,40 +67,81 @@ pub fn report_html(run: &RunDir) -> String {
         r = escape_html(&run.root().display().to_string())
     );
     let _ = write!(html, "<h2>Stages</h2>{}", section_stages(&records));
-    // Whatever stage: a summary this program cannot read is named, not skipped quietly.
-    fn typed<T: Summary>(rec: &StageRecord, body: impl FnOnce(T) -> String) -> String {
-        match rec.summary::<T>() {
-            Ok(s) => body(s),
-            Err(e) => format!("<p class=\"na\">{}</p>", escape_html(&e)),
-        }
-    }
     for rec in &records {
-        let (title, body) = match rec.stage {
-            Stage::Render => (
-                "Fly-through",
-                typed(rec, |s: RenderSummary| section_render(run, &s)),
-            ),
-            Stage::Capture => (
-                "Capture quality",
-                typed(rec, |s: CaptureSummary| section_capture(&s)),
-            ),
-            Stage::Privacy => (
-                "Privacy: redactions",
-                typed(rec, |s: PrivacySummary| section_privacy(run, &s)),
-            ),
-            Stage::Sfm => (
-                "Structure from motion",
-                typed(rec, |s: SfmSummary| section_sfm(&s)),
-            ),
-            Stage::Train => (
-                "Training",
-                typed(rec, |s: TrainSummary| section_train(run, &s)),
-            ),
-        };
+        let (title, body) = stage_section(run, rec);
         let _ = write!(html, "<h2 id=\"{}\">{title}</h2>{body}", rec.stage);
     }
     html.push_str("</body></html>\n");
     html
+}
+
+/// One stage's section of the report: its summary type, the section's title and its HTML.
+trait Section: Summary {
+    const TITLE: &'static str;
+    fn html(&self, run: &RunDir) -> String;
+}
+
+impl Section for CaptureSummary {
+    const TITLE: &'static str = "Capture quality";
+    fn html(&self, _: &RunDir) -> String {
+        section_capture(self)
+    }
+}
+
+impl Section for PrivacySummary {
+    const TITLE: &'static str = "Privacy: redactions";
+    fn html(&self, run: &RunDir) -> String {
+        section_privacy(run, self)
+    }
+}
+
+impl Section for SfmSummary {
+    const TITLE: &'static str = "Structure from motion";
+    fn html(&self, _: &RunDir) -> String {
+        section_sfm(self)
+    }
+}
+
+impl Section for TrainSummary {
+    const TITLE: &'static str = "Training";
+    fn html(&self, run: &RunDir) -> String {
+        section_train(run, self)
+    }
+}
+
+impl Section for RenderSummary {
+    const TITLE: &'static str = "Fly-through";
+    fn html(&self, run: &RunDir) -> String {
+        section_render(run, self)
+    }
+}
+
+/// A stage's section, when `rec` is that stage's record; a summary this program cannot read is
+/// named, not skipped quietly.
+fn section_of<S: Section>(run: &RunDir, rec: &StageRecord) -> Option<(&'static str, String)> {
+    (rec.stage == S::STAGE).then(|| {
+        let body = match rec.summary::<S>() {
+            Ok(s) => s.html(run),
+            Err(e) => format!("<p class=\"na\">{}</p>", escape_html(&e)),
+        };
+        (S::TITLE, body)
+    })
+}
+
+/// The sections, one per stage's summary type (a test checks that every stage has one).
+const SECTIONS: [fn(&RunDir, &StageRecord) -> Option<(&'static str, String)>; 5] = [
+    section_of::<CaptureSummary>,
+    section_of::<PrivacySummary>,
+    section_of::<SfmSummary>,
+    section_of::<TrainSummary>,
+    section_of::<RenderSummary>,
+];
+
+fn stage_section(run: &RunDir, rec: &StageRecord) -> (&'static str, String) {
+    SECTIONS.iter().find_map(|f| f(run, rec)).unwrap_or((
+        "Stage",
+        "<p class=\"na\">no section for this stage</p>".into(),
+    ))
 }
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}\
@@ -189,14 +230,7 @@ fn section_stages(records: &[StageRecord]) -> String {
         "<table class=\"grid\"><tr><th>stage</th><th>seconds</th><th>summary</th></tr>",
     );
     for rec in records {
-        let headline = match rec.stage {
-            Stage::Capture => rec.summary::<CaptureSummary>().map(|x| x.headline()),
-            Stage::Privacy => rec.summary::<PrivacySummary>().map(|x| x.headline()),
-            Stage::Sfm => rec.summary::<SfmSummary>().map(|x| x.headline()),
-            Stage::Train => rec.summary::<TrainSummary>().map(|x| x.headline()),
-            Stage::Render => rec.summary::<RenderSummary>().map(|x| x.headline()),
-        }
-        .unwrap_or_else(|e| e);
+        let headline = Stage::headline(rec);
         let _ = write!(
             s,
             "<tr><td><a href=\"#{st}\">{st}</a></td><td>{:.1}</td><td>{}</td></tr>",
@@ -314,7 +348,7 @@ fn crop_region(bbox: [f32; 4], grow: f32, w: u32, h: u32) -> Option<(u32, u32, u
 /// Every face detection, least confident first (where false detections are), with a thumbnail
 /// cropped from the redacted photo and the snippet that keeps it unblurred.
 fn section_detections(run: &RunDir) -> String {
-    let path = run.stage_dir(Stage::Privacy).join("redactions.json");
+    let path = run.stage_dir(Stage::Privacy).join(Redactions::FILE);
     let red = match Redactions::read(&path) {
         Ok(r) => r,
         Err(e) => {

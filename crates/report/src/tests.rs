@@ -315,3 +315,27 @@ fn stills_are_shown_beside_the_nearest_redacted_photo() {
     );
     assert!(html.contains("nearest photo k2.png (0.50 m, 3° apart)"));
 }
+
+/// Every stage has exactly one section, and it belongs to that stage.
+#[test]
+fn every_stage_has_one_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::new(dir.path());
+    for stage in Stage::ALL {
+        let rec = StageRecord {
+            stage,
+            program_version: String::new(),
+            input_hash: String::new(),
+            config_hash: String::new(),
+            fingerprint: String::new(),
+            started: 0.0,
+            finished: 0.0,
+            seconds: 0.0,
+            summary: Default::default(),
+            redacted_images: None,
+            inputs: None,
+        };
+        let n = SECTIONS.iter().filter(|f| f(&run, &rec).is_some()).count();
+        assert_eq!(n, 1, "{stage} has {n} sections");
+    }
+}

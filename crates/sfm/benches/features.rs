@@ -5,9 +5,9 @@
 //! sets how many photos, default 4; `FEATURES_BENCH_DEFAULT_ONLY=1` runs only the default extraction
 //! and the matching).
 
-use flythrough_core::testdata::shared_data;
 use flythrough_sfm::features::{SiftOptions, extract};
 use flythrough_sfm::matching::{MatchOptions, match_pair};
+use flythrough_testkit::testdata::shared_data;
 use std::time::Instant;
 
 /// CPU time (user + system, all threads) of this process in ms, from `/proc/self/stat`

@@ -14,8 +14,9 @@
 //! Writes `OUT/sparse`, `OUT/transforms.json`, `OUT/report.json` and prints a one-line JSON summary
 //! (plus `OUT/eval.json` with a ground truth).
 
+use flythrough_core::LoadedConfig;
 use flythrough_core::config::Config;
-use flythrough_core::{LoadedConfig, RedactedImages};
+use flythrough_core::stage::FromConfig;
 use flythrough_sfm::eval::{
     eval_poses, parse_7scenes, parse_middlebury_par, parse_nerf_transforms,
 };
@@ -63,7 +64,7 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
         }
         i += 2;
     }
-    let images = RedactedImages::from_cleared_folder(&photos)?;
+    let images = flythrough_testkit::cleared_images(&photos)?;
     let gt = match (gt_par, gt_dir, gt_nerf, gt_7scenes) {
         (Some(p), ..) => {
             let first = images.load_rgb(&images.names()[0])?;

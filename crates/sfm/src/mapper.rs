@@ -839,7 +839,7 @@ impl State<'_> {
         let opts = self.opts;
         let n_img = self.poses.len();
         let pr = &self.input.pairs[init.pair];
-        let debug = std::env::var_os("FLYTHROUGH_SFM_DEBUG").is_some();
+        let debug = crate::debug_enabled();
         let t1 = std::time::Instant::now();
         self.poses[pr.i] = Some((Matrix3::identity(), Vector3::zeros()));
         self.poses[pr.j] = Some((init.geometry.r, init.geometry.t));
@@ -847,7 +847,7 @@ impl State<'_> {
         let s = self.bundle(None, opts.global_ba_iterations);
         let removed = self.filter();
         if debug {
-            eprintln!(
+            tracing::debug!(target: crate::DEBUG_TARGET,
                 "init pair {}-{}: {} matches, {} inliers, median angle {:.1}°, {} triangulated, BA rms {:.2} px ({} it), filtered {removed}, f {:.1}",
                 pr.i,
                 pr.j,
@@ -892,7 +892,7 @@ impl State<'_> {
                         Err(e) if pass == 1 => match self.register_rotation(img, min_inl) {
                             Ok((j, n)) => {
                                 if debug {
-                                    eprintln!(
+                                    tracing::debug!(target: crate::DEBUG_TARGET,
                                         "registered {img} as a rotation about {j} ({n} inliers)"
                                     );
                                 }
@@ -914,7 +914,7 @@ impl State<'_> {
                 let n_reg = self.num_registered();
                 if debug {
                     let pts = self.point.iter().filter(|p| p.is_some()).count();
-                    eprintln!(
+                    tracing::debug!(target: crate::DEBUG_TARGET,
                         "registered {img} ({n_reg} total): {made} new points, {pts} points, f {:.1} k1 {:.3}",
                         self.intr[0][0], self.intr[0][3]
                     );
@@ -925,7 +925,7 @@ impl State<'_> {
                     let re = self.retriangulate();
                     last_global = n_reg;
                     if debug {
-                        eprintln!(
+                        tracing::debug!(target: crate::DEBUG_TARGET,
                             "  global BA rms {:.2} px ({} it), filtered {rem}, retriangulated {re}; {:?} solver, {} columns, {} stored, {:?}",
                             s.rms_px, s.iterations, s.solver, s.columns, s.nonzeros, s.seconds
                         );
@@ -936,7 +936,7 @@ impl State<'_> {
                     let s = self.bundle(Some(&var), opts.local_ba_iterations);
                     let rem = self.filter_adjusted();
                     if debug {
-                        eprintln!(
+                        tracing::debug!(target: crate::DEBUG_TARGET,
                             "  local BA rms {:.2} px ({} it), filtered {rem}",
                             s.rms_px, s.iterations
                         );
@@ -1025,7 +1025,7 @@ pub fn run_mapper(
         adjusted: Vec::new(),
     };
     let mut timings = vec![("tracks".to_string(), t0.elapsed().as_secs_f64())];
-    let debug = std::env::var_os("FLYTHROUGH_SFM_DEBUG").is_some();
+    let debug = crate::debug_enabled();
 
     let mut search = InitSearch::new(
         input,
@@ -1066,7 +1066,7 @@ pub fn run_mapper(
         total_attempts += 1;
         if debug {
             let p = &input.pairs[init.pair];
-            eprintln!(
+            tracing::debug!(target: crate::DEBUG_TARGET,
                 "initial pair {}-{} (attempt {attempts}, {} geometries evaluated): {:?}",
                 p.i, p.j, search.evaluated, init.criteria
             );

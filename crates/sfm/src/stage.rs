@@ -11,9 +11,12 @@ use flythrough_core::colmap::{ColmapError, Image, Point3D};
 use flythrough_core::config::{BrokenPhotoPolicy, Calibration, SfmConfig, UpAxis};
 use flythrough_core::images::RedactedError;
 use flythrough_core::manifest::FocalRule;
-use flythrough_core::summary::{FileIssue, SfmSummary};
+use flythrough_core::run::StageError;
+use flythrough_core::stage::{FromConfig, InputEnv, PipelineStage, StageContext};
+use flythrough_core::summary::SfmSummary;
 use flythrough_core::{
-    Camera, CameraModel, LoadedConfig, Manifest, Pose, Reconstruction, RedactedImages, Sim3,
+    Camera, CameraModel, LoadedConfig, Manifest, Pose, Reconstruction, RedactedImages, SfmOutput,
+    Sim3, Stage,
 };
 use nalgebra::{UnitQuaternion, Vector2, Vector3};
 use rayon::prelude::*;
@@ -111,87 +114,10 @@ pub struct PhotoPrior {
     pub camera_key: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct Unregistered {
-    pub name: String,
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct CalibrationResult {
-    pub a: String,
-    pub b: String,
-    pub distance_m: f64,
-    /// Distance of the reconstructed centres before scaling (model units); `None` if unregistered.
-    pub reconstructed: Option<f64>,
-    pub scale: Option<f64>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct ScaleReport {
-    /// Metres per model unit (1 without calibration pairs).
-    pub value: f64,
-    /// `(max − min) / median` of the per-pair scales (0 with one pair).
-    pub spread: f64,
-    pub pairs: Vec<CalibrationResult>,
-    pub warning: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct CameraReport {
-    pub id: u32,
-    pub key: String,
-    pub model: String,
-    pub width: u32,
-    pub height: u32,
-    pub focal_px: f64,
-    pub k1: f64,
-    pub k2: f64,
-    pub focal_prior_px: f64,
-    /// `exif`, or `self-calibrated` from the fundamental matrices.
-    pub focal_prior_source: String,
-    pub images: usize,
-}
-
-/// `sfm/report.json`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub registered: usize,
-    pub total: usize,
-    /// Every photo not in the model, with the reason (left out as featureless or unreadable, in a
-    /// separate smaller model, or not registered).
-    pub unregistered: Vec<Unregistered>,
-    /// Photos left out before matching (featureless, tiny or unreadable), a subset of `unregistered`.
-    pub left_out: Vec<String>,
-    /// The photos of smaller models that were not kept (the model broke into pieces), largest
-    /// first; each is also in `unregistered`.
-    pub other_models: Vec<Vec<String>>,
-    pub points: usize,
-    pub mean_track_length: f64,
-    /// Mean and RMS reprojection error over all point observations, in pixels of the full-resolution
-    /// photos (the model's resolution).
-    pub mean_reproj_px: f64,
-    pub rms_reproj_px: f64,
-    /// The same mean in pixels of the feature-extraction resolution (`mean_reproj_px / pixel_scale`).
-    pub mean_reproj_px_feature_scale: f64,
-    /// Full-resolution pixels per feature-extraction pixel.
-    pub pixel_scale: f64,
-    pub matched_pairs: usize,
-    pub verified_pairs: usize,
-    /// With sequential pair selection: the verified pairs of photos more than `sequential_overlap`
-    /// apart in capture order, which only retrieval proposed (loop closures and revisits); null
-    /// when every pair was matched.
-    pub verified_retrieval_pairs: Option<usize>,
-    pub init_pair: Option<[String; 2]>,
-    pub timings_s: BTreeMap<String, f64>,
-    pub scale: ScaleReport,
-    /// The world's up axis (cameras' mean up is rotated onto it); the origin is the centroid of
-    /// the camera centres; units are metres when `scale.warning` is null.
-    pub up: [f64; 3],
-    pub cameras: Vec<CameraReport>,
-    /// The imported model's folder when `[sfm] import` was used.
-    pub imported: Option<String>,
-}
+/// `sfm/report.json` and its parts: shared with its readers through `flythrough_core::artifacts`.
+pub use flythrough_core::artifacts::{
+    CalibrationResult, CameraReport, ScaleReport, SfmReport as Report, Unregistered,
+};
 
 /// A reconstruction plus what the report needs from the reconstruction step.
 pub struct Reconstructed {
@@ -418,14 +344,14 @@ pub fn reconstruct(
         .collect();
     pb.finish_and_clear();
     timings.insert("verification".into(), secs(t));
-    if std::env::var_os("FLYTHROUGH_SFM_DEBUG").is_some() {
+    if crate::debug_enabled() {
         let nk: Vec<usize> = feats.iter().map(|f| f.keypoints.len()).collect();
-        eprintln!("features per photo: {nk:?}");
+        tracing::debug!(target: crate::DEBUG_TARGET, "features per photo: {nk:?}");
         let by_pair: std::collections::HashMap<(usize, usize), &VerifiedPair> =
             verified.iter().map(|(p, _)| ((p.i, p.j), p)).collect();
         for pm in &matches {
             let v = by_pair.get(&(pm.i, pm.j));
-            eprintln!(
+            tracing::debug!(target: crate::DEBUG_TARGET,
                 "pair {}-{}: {} matches, {:?} verified, {:?} H",
                 pm.i,
                 pm.j,
@@ -456,8 +382,8 @@ pub fn reconstruct(
                 .map(|(_, f)| (*f, (w / 2.0, h / 2.0), (w / 2.0, h / 2.0)))
                 .collect();
             let sc = two_view::self_calibrate_focal(&fs, 0.3 * w.max(h), 6.0 * w.max(h));
-            if std::env::var_os("FLYTHROUGH_SFM_DEBUG").is_some() {
-                eprintln!("self-calibrated focal {sc:?} from {} pairs", fs.len());
+            if crate::debug_enabled() {
+                tracing::debug!(target: crate::DEBUG_TARGET, "self-calibrated focal {sc:?} from {} pairs", fs.len());
                 for k in 0..30 {
                     let f = 0.3 * w.max(h) * 20f64.powf(k as f64 / 29.0);
                     let mut v: Vec<f64> = fs
@@ -465,7 +391,7 @@ pub fn reconstruct(
                         .map(|(fm, a, b)| two_view::essential_defect(fm, f, *a, *b))
                         .collect();
                     v.sort_by(f64::total_cmp);
-                    eprintln!("  f {f:.0}: median defect {:.4}", v[v.len() / 2]);
+                    tracing::debug!(target: crate::DEBUG_TARGET, "  f {f:.0}: median defect {:.4}", v[v.len() / 2]);
                 }
             }
             // Trust it only when the minimum is sharp: narrow fields of view (weak perspective) leave
@@ -766,6 +692,10 @@ pub fn reprojection_stats(rec: &Reconstruction) -> (f64, f64, f64) {
 /// What the SfM stage is given from the venue config: its own section, the calibration pairs, the
 /// imported model's folder and the broken-photo policy — never the original photo folder (photos
 /// come only through [`RedactedImages`]).
+///
+/// Serialised (its config hash) as `[sfm, calibration]`, with `on_broken_photo` as a third element
+/// when it is not the default: the form earlier versions hashed, so their run folders stay up to
+/// date. The resolved `import` folder is not serialised: its files are in the input hash.
 #[derive(Debug, Clone, Default)]
 pub struct SfmInputs {
     pub sfm: SfmConfig,
@@ -776,9 +706,71 @@ pub struct SfmInputs {
     pub on_broken_photo: BrokenPhotoPolicy,
 }
 
-impl SfmInputs {
+impl Serialize for SfmInputs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let default_policy = self.on_broken_photo == BrokenPhotoPolicy::default();
+        let mut seq = s.serialize_seq(Some(if default_policy { 2 } else { 3 }))?;
+        seq.serialize_element(&self.sfm)?;
+        seq.serialize_element(&self.calibration)?;
+        if !default_policy {
+            seq.serialize_element(&self.on_broken_photo)?;
+        }
+        seq.end()
+    }
+}
+
+/// The SfM stage under the pipeline's stage contract ([`flythrough_core::stage`]).
+pub struct SfmStage;
+
+/// The files of an `[sfm] import` folder that are read (and hashed).
+const IMPORT_FILES: [&str; 6] = [
+    "cameras.bin",
+    "images.bin",
+    "points3D.bin",
+    "cameras.txt",
+    "images.txt",
+    "points3D.txt",
+];
+
+impl PipelineStage for SfmStage {
+    const STAGE: Stage = Stage::Sfm;
+    type Inputs = SfmInputs;
+    type Summary = SfmSummary;
+
+    /// The upstream fingerprints and, with `[sfm] import`, the imported model's files.
+    fn input_hash(
+        inputs: &SfmInputs,
+        upstream: &[String],
+        _: &InputEnv,
+    ) -> Result<String, StageError> {
+        let import_hash = match &inputs.import {
+            Some(dir) => {
+                let files: Vec<PathBuf> = IMPORT_FILES
+                    .iter()
+                    .map(|f| dir.join(f))
+                    .filter(|p| p.exists())
+                    .collect();
+                flythrough_core::run::hash_files(&files)
+                    .map_err(|e| format!("[sfm] import = {}: {e}", dir.display()))?
+            }
+            None => String::new(),
+        };
+        let mut parts: Vec<&[u8]> = upstream.iter().map(|f| f.as_bytes()).collect();
+        parts.push(import_hash.as_bytes());
+        Ok(flythrough_core::run::hash_parts(&parts))
+    }
+
+    fn run(inputs: &SfmInputs, ctx: &StageContext) -> Result<SfmSummary, StageError> {
+        let images = ctx.upstream.redacted()?;
+        let manifest = ctx.upstream.capture()?.manifest()?;
+        Ok(run(inputs, &images, Some(&manifest), ctx.out)?)
+    }
+}
+
+impl FromConfig for SfmInputs {
     /// The SfM stage's part of a loaded config.
-    pub fn from_config(cfg: &LoadedConfig) -> SfmInputs {
+    fn from_config(cfg: &LoadedConfig) -> SfmInputs {
         SfmInputs {
             sfm: cfg.config.sfm.clone(),
             calibration: cfg.config.calibration.clone(),
@@ -868,14 +860,14 @@ pub fn run(
     let s = gravity_frame(&res.rec, scale.value, up);
     transform_model(&mut res.rec, &s);
     let (mean, rms, track) = reprojection_stats(&res.rec);
-    let sparse = out.join("sparse");
+    let sparse = out.join(SfmOutput::SPARSE);
     res.rec.write_text(&sparse)?;
     let tf = flythrough_core::nerfstudio::Transforms::from_reconstruction(
         &res.rec,
-        "../privacy/images/",
+        SfmOutput::TRANSFORMS_IMAGE_PREFIX,
     );
     let io = |path: PathBuf| move |source: std::io::Error| SfmError::Io { path, source };
-    let tf_path = out.join("transforms.json");
+    let tf_path = out.join(SfmOutput::TRANSFORMS);
     flythrough_core::run::write_json(&tf_path, &tf).map_err(io(tf_path.clone()))?;
     res.timings.insert("total".into(), secs(t_all));
     let total = images.names().len().max(res.rec.images.len());
@@ -901,7 +893,7 @@ pub fn run(
         cameras: res.cameras,
         imported: sc.import.clone(),
     };
-    let rp = out.join("report.json");
+    let rp = out.join(SfmOutput::REPORT);
     flythrough_core::run::write_json(&rp, &report).map_err(io(rp.clone()))?;
     if !report.unregistered.is_empty() {
         let list: Vec<String> = report
@@ -928,30 +920,5 @@ pub fn run(
 
 /// The stage's summary (for `stage.json` and the report) from its `report.json`.
 pub fn summary(r: &Report) -> SfmSummary {
-    SfmSummary {
-        registered: r.registered,
-        total: r.total,
-        unregistered: r
-            .unregistered
-            .iter()
-            .map(|u| FileIssue {
-                file: u.name.clone(),
-                reason: u.reason.clone(),
-            })
-            .collect(),
-        left_out: r.left_out.clone(),
-        other_models: r.other_models.clone(),
-        points: r.points,
-        mean_track_length: r.mean_track_length,
-        mean_reproj_px: r.mean_reproj_px,
-        rms_reproj_px: r.rms_reproj_px,
-        scale: r.scale.value,
-        scale_spread: r.scale.spread,
-        calibration_pairs: r.scale.pairs.len(),
-        scale_warning: r.scale.warning.clone(),
-        cameras: r.cameras.len(),
-        init_pair: r.init_pair.clone(),
-        imported: r.imported.clone(),
-        seconds: r.timings_s.get("total").copied().unwrap_or(0.0),
-    }
+    r.summary()
 }

@@ -2,9 +2,9 @@
 //! under a known similarity warp, matches on a real neighbouring pair checked against the
 //! ground-truth epipolar geometry, RootSIFT descriptor norms.
 
-use flythrough_core::testdata::shared_data;
 use flythrough_sfm::features::{Features, Keypoint, SiftOptions, extract};
 use flythrough_sfm::matching::{MatchOptions, match_pair};
+use flythrough_testkit::testdata::shared_data;
 use image::GrayImage;
 use nalgebra::{Matrix3, Vector3};
 

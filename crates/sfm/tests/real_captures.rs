@@ -6,7 +6,8 @@
 //!   calibrated to each other, so the pair AUC is not a fair measure here; scale and path are).
 
 use flythrough_core::config::{Calibration, Config};
-use flythrough_core::{LoadedConfig, Reconstruction, RedactedImages};
+use flythrough_core::stage::FromConfig;
+use flythrough_core::{LoadedConfig, Reconstruction};
 use flythrough_sfm::SfmInputs;
 use flythrough_sfm::eval::{eval_poses, parse_7scenes, parse_nerf_transforms};
 use std::path::Path;
@@ -30,11 +31,11 @@ fn report(out: &Path) -> serde_json::Value {
 /// the self-calibration lands on the reference focal, and the poses agree with the reference.
 #[test]
 fn fox_phone_frames_all_register_at_reduced_resolution() {
-    let Some(fox) = flythrough_core::testdata::shared_data("fox") else {
+    let Some(fox) = flythrough_testkit::testdata::shared_data("fox") else {
         return;
     };
     let dir = fox.join("images");
-    let images = RedactedImages::from_cleared_folder(&dir).unwrap();
+    let images = flythrough_testkit::cleared_images(&dir).unwrap();
     let out = tempfile::tempdir().unwrap();
     let cfg = config_for(&dir, |c| c.sfm.max_image_size = 1024);
     let summary = flythrough_sfm::run(&cfg, &images, None, out.path()).unwrap();
@@ -61,11 +62,11 @@ fn fox_phone_frames_all_register_at_reduced_resolution() {
 /// similarity alignment.
 #[test]
 fn redkitchen_walk_is_metric_with_one_calibration_pair() {
-    let Some(set) = flythrough_core::testdata::shared_data("redkitchen_every10") else {
+    let Some(set) = flythrough_testkit::testdata::shared_data("redkitchen_every10") else {
         return;
     };
     let dir = set.join("images");
-    let images = RedactedImages::from_cleared_folder(&dir).unwrap();
+    let images = flythrough_testkit::cleared_images(&dir).unwrap();
     let gt = parse_7scenes(
         &set.join("poses"),
         images.names(),

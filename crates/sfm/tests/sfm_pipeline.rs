@@ -2,7 +2,8 @@
 //! project's synthetic venue, plus the stage's user-facing errors.
 
 use flythrough_core::config::{BrokenPhotoPolicy, Calibration, Config};
-use flythrough_core::{LoadedConfig, Reconstruction, RedactedImages};
+use flythrough_core::stage::FromConfig;
+use flythrough_core::{LoadedConfig, Reconstruction};
 use flythrough_sfm::eval::{eval_poses, parse_middlebury_par};
 use flythrough_sfm::{SfmError, SfmInputs, run};
 use std::path::Path;
@@ -26,10 +27,10 @@ fn report(out: &Path) -> serde_json::Value {
 /// least as accurate as COLMAP 3.8's (AUC@5° 0.58, AUC@10° 0.76 on the same photos).
 #[test]
 fn temple_ring19_matches_or_beats_colmap() {
-    let Some(dir) = flythrough_core::testdata::shared_data("temple_ring19") else {
+    let Some(dir) = flythrough_testkit::testdata::shared_data("temple_ring19") else {
         return;
     };
-    let images = RedactedImages::from_cleared_folder(&dir).unwrap();
+    let images = flythrough_testkit::cleared_images(&dir).unwrap();
     let out = tempfile::tempdir().unwrap();
     let cfg = config_for(&dir, |_| {});
     let summary = run(&cfg, &images, None, out.path()).unwrap();
@@ -65,10 +66,10 @@ fn temple_ring19_matches_or_beats_colmap() {
 /// (self-calibrated, no EXIF manifest) within 3 % of the true 2905.88 px at full resolution.
 #[test]
 fn sceaux_castle_registers_all_with_accurate_focal() {
-    let Some(dir) = flythrough_core::testdata::shared_data("sceaux_castle/images") else {
+    let Some(dir) = flythrough_testkit::testdata::shared_data("sceaux_castle/images") else {
         return;
     };
-    let images = RedactedImages::from_cleared_folder(&dir).unwrap();
+    let images = flythrough_testkit::cleared_images(&dir).unwrap();
     let out = tempfile::tempdir().unwrap();
     let cfg = config_for(&dir, |c| {
         c.sfm.max_image_size = 1200;
@@ -96,7 +97,7 @@ fn synthetic_venue_is_accurate_and_metric() {
     };
     let s = flythrough_synth::generate(&opts, tmp.path()).unwrap();
     let cfg = SfmInputs::from_config(&Config::load(&s.config_path).unwrap());
-    let images = RedactedImages::from_cleared_folder(&s.photos_dir).unwrap();
+    let images = flythrough_testkit::cleared_images(&s.photos_dir).unwrap();
     let out = tmp.path().join("sfm");
     std::fs::create_dir_all(&out).unwrap();
     let summary = run(&cfg, &images, None, &out).unwrap();
@@ -125,10 +126,10 @@ fn synthetic_venue_is_accurate_and_metric() {
 /// `[sfm] import`: an existing model is used as is, then scaled and aligned.
 #[test]
 fn import_uses_an_existing_model_and_applies_scale() {
-    let Some(dir) = flythrough_core::testdata::shared_data("temple_ring19") else {
+    let Some(dir) = flythrough_testkit::testdata::shared_data("temple_ring19") else {
         return;
     };
-    let images = RedactedImages::from_cleared_folder(&dir).unwrap();
+    let images = flythrough_testkit::cleared_images(&dir).unwrap();
     let mut gt = parse_middlebury_par(
         &std::fs::read_to_string(dir.join("templeR_par.txt")).unwrap(),
         640,
@@ -176,7 +177,7 @@ fn clear_errors_for_bad_inputs() {
         .unwrap();
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let imgs = RedactedImages::from_cleared_folder(&one).unwrap();
+    let imgs = flythrough_testkit::cleared_images(&one).unwrap();
     let e = run(&config_for(&one, |_| {}), &imgs, None, &out).unwrap_err();
     assert!(matches!(e, SfmError::TooFewPhotos { found: 1, .. }), "{e}");
     assert!(e.to_string().contains("at least 2 photos"));
@@ -195,7 +196,7 @@ fn clear_errors_for_bad_inputs() {
     image::GrayImage::from_pixel(160, 120, image::Luma([90]))
         .save(blank.join("b.png"))
         .unwrap();
-    let imgs = RedactedImages::from_cleared_folder(&blank).unwrap();
+    let imgs = flythrough_testkit::cleared_images(&blank).unwrap();
     let fail = config_for(&blank, |c| {
         c.capture.on_broken_photo = BrokenPhotoPolicy::Fail
     });
@@ -216,7 +217,7 @@ fn clear_errors_for_bad_inputs() {
             .save(unrelated.join(name))
             .unwrap();
     }
-    let imgs = RedactedImages::from_cleared_folder(&unrelated).unwrap();
+    let imgs = flythrough_testkit::cleared_images(&unrelated).unwrap();
     let e = run(&config_for(&unrelated, |_| {}), &imgs, None, &out).unwrap_err();
     assert!(e.to_string().contains("no valid initial pair"), "{e}");
 }
@@ -236,7 +237,7 @@ fn dense_walk_of_240_photos_registers_every_photo() {
     };
     let s = flythrough_synth::generate(&opts, tmp.path()).unwrap();
     let cfg = SfmInputs::from_config(&Config::load(&s.config_path).unwrap());
-    let images = RedactedImages::from_cleared_folder(&s.photos_dir).unwrap();
+    let images = flythrough_testkit::cleared_images(&s.photos_dir).unwrap();
     let out = tmp.path().join("sfm");
     std::fs::create_dir_all(&out).unwrap();
     let summary = run(&cfg, &images, None, &out).unwrap();
@@ -277,7 +278,7 @@ fn featureless_and_tiny_photos_are_left_out_and_the_rest_register() {
         .save(s.photos_dir.join("IMG_0013b.png"))
         .unwrap();
     let cfg = SfmInputs::from_config(&Config::load(&s.config_path).unwrap());
-    let images = RedactedImages::from_cleared_folder(&s.photos_dir).unwrap();
+    let images = flythrough_testkit::cleared_images(&s.photos_dir).unwrap();
     assert_eq!(images.names().len(), 42);
     let out = tmp.path().join("sfm");
     std::fs::create_dir_all(&out).unwrap();

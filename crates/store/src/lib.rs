@@ -12,7 +12,6 @@
 pub mod lease;
 pub mod remote;
 pub mod sync;
-pub mod testing;
 
 pub use flythrough_core::Stage;
 pub use lease::{Lease, LeaseError};

@@ -698,11 +698,12 @@ impl StageSync for VenueSync {
 
     fn stage_inputs(&self, stage: Stage) -> Result<(), String> {
         if let Some(p) = &self.photos
-            && stage <= Stage::Privacy
+            && stage.reads_originals()
         {
             p.download().map_err(|e| e.to_string())?;
         }
-        for up in Stage::ALL.into_iter().filter(|s| *s < stage) {
+        // Only what the stage declares it reads.
+        for &up in stage.reads() {
             self.download_stage(up, &|_| true)
                 .map_err(|e| e.to_string())?;
         }

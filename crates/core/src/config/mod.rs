@@ -24,7 +24,6 @@ pub use sfm::{SfmConfig, UpAxis};
 pub use train::{Backbone, TrainConfig};
 pub use venue::{Calibration, Venue};
 
-use crate::run::Stage;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -54,17 +53,6 @@ display_as_config!(
     Backbone,
     Device,
 );
-
-/// `(stage, key)` pairs left out of [`Config::section_json`]: settings of the machine or guards that
-/// refuse a run, which never change what a stage writes.
-pub const UNHASHED_KEYS: &[(Stage, &str)] = &[
-    (Stage::Privacy, "memory_budget_gb"),
-    (Stage::Render, "max_path_frames"),
-    // Where a stage runs does not change what it computes: a run moved to a GPU machine keeps its
-    // finished stages.
-    (Stage::Train, "device"),
-    (Stage::Render, "device"),
-];
 
 /// Documentation of one key: `(key, comment)`.
 pub type KeyDoc = (&'static str, &'static str);
@@ -161,35 +149,6 @@ impl Config {
         Ok(())
     }
 
-    /// Canonical JSON of one section, for the stage runner's config hash.
-    pub fn section_json(&self, stage: Stage) -> String {
-        let v = match stage {
-            Stage::Capture => serde_json::to_value(&self.capture),
-            Stage::Privacy => serde_json::to_value(&self.privacy),
-            // SfM's scale depends on the calibration pairs.
-            Stage::Sfm => serde_json::to_value((&self.sfm, &self.calibration)),
-            Stage::Train => serde_json::to_value(&self.train),
-            // The path depends on the keyframes.
-            Stage::Render => serde_json::to_value((&self.render, &self.venue.keyframes)),
-        };
-        let mut v = v.unwrap_or_default();
-        // Machine settings and guards that never change a stage's output are not hashed: changing
-        // them must not re-run hours of work.
-        // A section hashed together with other values is the first element of an array.
-        let table = match &mut v {
-            serde_json::Value::Array(a) => a.first_mut(),
-            other => Some(other),
-        };
-        if let Some(m) = table.and_then(|t| t.as_object_mut()) {
-            for (s, key) in UNHASHED_KEYS {
-                if *s == stage {
-                    m.remove(*key);
-                }
-            }
-        }
-        v.to_string()
-    }
-
     /// The full default config with every key commented: what `flythrough config --defaults` prints.
     pub fn defaults_documented() -> String {
         let example = Config {
@@ -268,12 +227,16 @@ impl Config {
             capture::DOCS,
             "Stage 1: ingest photos, read EXIF, quality checks.",
         );
-        section(
+        section_with(
             &mut out,
             "privacy",
             &self.privacy,
             privacy::DOCS,
             "Stage 2: find and blur faces before anything else sees a photo.",
+            &[machine_key(
+                "memory_budget_gb",
+                &self.privacy.memory_budget_gb,
+            )],
         );
         section(
             &mut out,
@@ -282,19 +245,24 @@ impl Config {
             sfm::DOCS,
             "Stage 3: structure from motion (camera poses, intrinsics, metric scale).",
         );
-        section(
+        section_with(
             &mut out,
             "train",
             &self.train,
             train::DOCS,
             "Stage 4: mip-NeRF 360 training with GLO appearance and exposure conditioning.",
+            &[machine_key("device", &self.train.device)],
         );
-        section(
+        section_with(
             &mut out,
             "render",
             &self.render,
             render::DOCS,
             "Stage 5: the 360° fly-through video, preview and viewer.",
+            &[
+                machine_key("device", &self.render.device),
+                machine_key("max_path_frames", &self.render.max_path_frames),
+            ],
         );
         out
     }
@@ -312,6 +280,27 @@ const CALIBRATION_HOWTO: &str = "\
 /// Print one section: `[name]`, then each key with its doc comment; keys that are unset by default
 /// (optional values) are printed commented out.
 fn section<T: Serialize>(out: &mut String, name: &str, value: &T, docs: &[KeyDoc], title: &str) {
+    section_with(out, name, value, docs, title, &[]);
+}
+
+/// A machine key of a section as `(key, TOML value)`: not serialised with its section (it is in no
+/// stage's hash), printed beside it.
+fn machine_key<V: Serialize>(key: &'static str, v: &V) -> (&'static str, String) {
+    let value = toml::Value::try_from(v)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    (key, value)
+}
+
+/// [`section`] with the section's machine keys ([`crate::Machine`]), printed after its plain keys.
+fn section_with<T: Serialize>(
+    out: &mut String,
+    name: &str,
+    value: &T,
+    docs: &[KeyDoc],
+    title: &str,
+    machine: &[(&'static str, String)],
+) {
     if !title.is_empty() {
         out.push_str(&format!("# {title}\n"));
     }
@@ -319,8 +308,24 @@ fn section<T: Serialize>(out: &mut String, name: &str, value: &T, docs: &[KeyDoc
     let body = toml::to_string(value).unwrap_or_default();
     let mut printed = Vec::new();
     let mut in_subtable = false;
+    let mut machine_pending = true;
+    let print_machine = |out: &mut String, printed: &mut Vec<String>| {
+        for (key, v) in machine {
+            if let Some((_, doc)) = docs.iter().find(|(k, _)| k == key) {
+                for l in doc.lines() {
+                    out.push_str(&format!("# {l}\n"));
+                }
+            }
+            out.push_str(&format!("{key} = {v}\n"));
+            printed.push(key.to_string());
+        }
+    };
     for line in body.lines() {
         if line.starts_with('[') {
+            if machine_pending {
+                print_machine(out, &mut printed);
+                machine_pending = false;
+            }
             in_subtable = true;
             let sub = line.trim_matches(|c| c == '[' || c == ']');
             out.push_str(&format!(
@@ -342,6 +347,9 @@ fn section<T: Serialize>(out: &mut String, name: &str, value: &T, docs: &[KeyDoc
         }
         out.push_str(line);
         out.push('\n');
+    }
+    if machine_pending {
+        print_machine(out, &mut printed);
     }
     for (key, doc) in docs {
         if !printed.iter().any(|p| p == key) {
@@ -419,26 +427,33 @@ mod tests {
         assert_eq!(cfg.calibration[0].distance_m, 3.0);
     }
 
-    /// The memory budget is a machine setting: changing it leaves the privacy stage's hash alone,
-    /// while a real privacy setting changes it.
+    /// Machine settings are never serialised with their sections (so no stage's inputs can hash
+    /// them), yet the documented config prints them and they parse back.
     #[test]
-    fn machine_settings_are_not_hashed() {
-        let a = Config::default();
-        let mut b = a.clone();
-        b.privacy.memory_budget_gb = 3.0;
+    fn machine_settings_are_printed_but_never_serialised() {
+        let mut c = Config::default();
+        c.venue.name = "v".into();
+        c.venue.photos = "p".into();
+        c.privacy.memory_budget_gb = 3.0;
+        c.train.device = Device::Gpu;
+        c.render.device = Device::Cpu;
+        c.render.max_path_frames = 5;
+        let json = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let privacy = json(serde_json::to_value(&c.privacy).unwrap());
+        let train = json(serde_json::to_value(&c.train).unwrap());
+        let render = json(serde_json::to_value(&c.render).unwrap());
+        assert!(!privacy.contains_key("memory_budget_gb"));
+        assert!(!train.contains_key("device"));
+        assert!(!render.contains_key("device") && !render.contains_key("max_path_frames"));
         assert_eq!(
-            a.section_json(Stage::Privacy),
-            b.section_json(Stage::Privacy)
+            serde_json::to_value(&c.train).unwrap(),
+            serde_json::to_value(TrainConfig::default()).unwrap()
         );
-        b.privacy.min_face_px = 30.0;
-        assert_ne!(
-            a.section_json(Stage::Privacy),
-            b.section_json(Stage::Privacy)
-        );
-        b.render.max_path_frames = 5;
-        assert_eq!(a.section_json(Stage::Render), b.section_json(Stage::Render));
-        b.render.fps = 24.0;
-        assert_ne!(a.section_json(Stage::Render), b.section_json(Stage::Render));
+        let text = c.documented("");
+        assert!(text.contains("memory_budget_gb = 3.0"), "{text}");
+        let back = Config::parse(&text, Path::new("v.toml")).unwrap();
+        assert_eq!(crate::Machine::of(&back), crate::Machine::of(&c));
+        assert_eq!(back, c);
     }
 
     #[test]
@@ -463,19 +478,10 @@ mod tests {
         );
     }
 
-    /// The device a stage runs on is not part of its config hash; the automatic 360° size follows
-    /// the device.
+    /// The automatic 360° size follows the device.
     #[test]
-    fn device_is_left_out_of_the_stage_hash() {
+    fn automatic_frame_size_follows_the_device() {
         let mut a = Config::default();
-        let mut b = Config::default();
-        b.train.device = Device::Gpu;
-        b.render.device = Device::Cpu;
-        assert_eq!(a.section_json(Stage::Train), b.section_json(Stage::Train));
-        assert_eq!(a.section_json(Stage::Render), b.section_json(Stage::Render));
-        assert!(!a.section_json(Stage::Train).contains("device"));
-        a.train.steps += 1;
-        assert_ne!(a.section_json(Stage::Train), b.section_json(Stage::Train));
         assert_eq!(a.render.frame_size(false), (1024, 512));
         assert_eq!(a.render.frame_size(true), (3840, 1920));
         a.render.width = 512;
@@ -533,8 +539,8 @@ mod tests {
                 );
                 let ok = format!("{base}[{section}]\n{key} = \"{v}\"\n");
                 let cfg = Config::parse(&ok, Path::new("v.toml")).unwrap();
-                // Round trip: the value prints back as spelt.
-                let back = toml::to_string(&cfg).unwrap();
+                // Round trip: the value prints back as spelt (machine keys too).
+                let back = cfg.documented("");
                 assert!(back.contains(&format!("{key} = \"{v}\"")), "{back}");
             }
         }
@@ -552,17 +558,5 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("`mean`, `zero` or a training photo"), "{e}");
-    }
-
-    #[test]
-    fn stage_names_parse_and_print() {
-        for st in Stage::ALL {
-            assert_eq!(st.to_string().parse::<Stage>().unwrap(), st);
-            assert_eq!(Stage::ALL[st.index()], st);
-        }
-        let e = "trian".parse::<Stage>().unwrap_err().to_string();
-        assert!(e.contains("trian") && e.contains("capture, privacy, sfm, train, render"));
-        assert!(Stage::Capture < Stage::Render);
-        assert_eq!(serde_json::to_string(&Stage::Sfm).unwrap(), "\"sfm\"");
     }
 }

@@ -30,8 +30,11 @@ pub struct PrivacyConfig {
     pub keep: Vec<KeepDetection>,
     pub min_face_px: f32,
     pub blur_padding: f32,
-    /// GiB the photos in flight may hold between them (0 = automatic). A machine setting: not part
-    /// of the stage's config hash.
+    /// GiB the photos in flight may hold between them (0 = automatic).
+    /// A machine setting ([`crate::Machine`]): read by the stages only from there, never serialised
+    /// with the section, so it is in no stage's hash and is printed by [`super::Config::documented`]
+    /// as a machine key.
+    #[serde(skip_serializing)]
     pub memory_budget_gb: f64,
 }
 

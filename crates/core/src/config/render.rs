@@ -105,6 +105,10 @@ impl<'de> Deserialize<'de> for Appearance {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RenderConfig {
+    /// A machine setting ([`crate::Machine`]): read by the stages only from there, never serialised
+    /// with the section, so it is in no stage's hash and is printed by [`super::Config::documented`]
+    /// as a machine key.
+    #[serde(skip_serializing)]
     pub device: Device,
     pub speed_m_per_s: f64,
     pub fps: f64,
@@ -119,6 +123,10 @@ pub struct RenderConfig {
     pub preview_height: u32,
     pub preview_fov_deg: f64,
     pub max_frames: u32,
+    /// A machine setting ([`crate::Machine`]): read by the stages only from there, never serialised
+    /// with the section, so it is in no stage's hash and is printed by [`super::Config::documented`]
+    /// as a machine key.
+    #[serde(skip_serializing)]
     pub max_path_frames: u32,
     pub tile_px: u32,
     pub encoder: Encoder,

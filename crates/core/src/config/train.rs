@@ -17,6 +17,10 @@ pub enum Backbone {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
+    /// A machine setting ([`crate::Machine`]): read by the stages only from there, never serialised
+    /// with the section, so it is in no stage's hash and is printed by [`super::Config::documented`]
+    /// as a machine key.
+    #[serde(skip_serializing)]
     pub device: Device,
     pub steps: usize,
     pub max_seconds: f64,

@@ -154,10 +154,10 @@ impl Batch {
         let mut fwd = Vec::new();
         let mut levels: Vec<LevelBufs> = Vec::new();
         let mut prod = 1usize;
-        let k_sample = k.get("sample_level").map_err(gpu_err)?;
-        let k_hash = k.get("hash_fwd").map_err(gpu_err)?;
-        let k_mlp = k.get("mlp_fwd").map_err(gpu_err)?;
-        let k_weights = k.get("weights").map_err(gpu_err)?;
+        let k_sample = k.get(KernelId::SampleLevel).map_err(gpu_err)?;
+        let k_hash = k.get(KernelId::HashFwd).map_err(gpu_err)?;
+        let k_mlp = k.get(KernelId::MlpFwd).map_err(gpu_err)?;
+        let k_weights = k.get(KernelId::Weights).map_err(gpu_err)?;
         for lk in 0..nlev {
             let n = if lk < nprop {
                 cfg.prop_samples[lk]
@@ -339,7 +339,7 @@ impl Batch {
             exposure: cfg.exposure as u32,
         };
         let u_feat = uniform(g, "feature params", &fp)?;
-        let k_feat = k.get("ray_features").map_err(gpu_err)?;
+        let k_feat = k.get(KernelId::RayFeatures).map_err(gpu_err)?;
         fwd.push(Dispatch {
             bg: g.bind(
                 &k_feat,
@@ -465,10 +465,10 @@ impl Batch {
             .map(|(p, n)| storage(g, &format!("grad {n}"), p.len().max(1)))
             .collect::<Result<Vec<_>, _>>()?;
         let mut bwd = Vec::new();
-        let k_bd = k.get("mlp_bwd_data").map_err(gpu_err)?;
-        let k_bw = k.get("mlp_bwd_weights").map_err(gpu_err)?;
-        let k_red = k.get("reduce_partials").map_err(gpu_err)?;
-        let k_hb = k.get("hash_bwd").map_err(gpu_err)?;
+        let k_bd = k.get(KernelId::MlpBwdData).map_err(gpu_err)?;
+        let k_bw = k.get(KernelId::MlpBwdWeights).map_err(gpu_err)?;
+        let k_red = k.get(KernelId::ReducePartials).map_err(gpu_err)?;
+        let k_hb = k.get(KernelId::HashBwd).map_err(gpu_err)?;
         // Partial sums of the MLP weight gradients: the largest G * P of the batch's MLPs.
         let mut mlps = vec![(cfg.color_mlp(), ns), (cfg.density_mlp(), ns)];
         for (lk, l) in levels.iter().enumerate().take(nprop) {
@@ -494,7 +494,7 @@ impl Batch {
             _p1: [0.0; 2],
         };
         let u_loss = uniform(g, "loss params", &lp)?;
-        let k_loss = k.get("nerf_loss").map_err(gpu_err)?;
+        let k_loss = k.get(KernelId::NerfLoss).map_err(gpu_err)?;
         bwd.push(Dispatch {
             bg: g.bind(
                 &k_loss,
@@ -553,7 +553,7 @@ impl Batch {
             ],
         )?;
         if gd > 0 {
-            let k_glo = k.get("glo_grad").map_err(gpu_err)?;
+            let k_glo = k.get(KernelId::GloGrad).map_err(gpu_err)?;
             let u = uniform(
                 g,
                 "glo params",
@@ -600,7 +600,7 @@ impl Batch {
                     _p1: [0.0; 3],
                 };
                 let u = uniform(g, "interlevel params", &ip)?;
-                let k_il = k.get("interlevel").map_err(gpu_err)?;
+                let k_il = k.get(KernelId::Interlevel).map_err(gpu_err)?;
                 bwd.push(Dispatch {
                     bg: g.bind(
                         &k_il,
@@ -688,7 +688,7 @@ impl Batch {
             _p1: 0.0,
         };
         let u = uniform(g, "loss reduce params", &rp)?;
-        let k_lr = k.get("loss_reduce").map_err(gpu_err)?;
+        let k_lr = k.get(KernelId::LossReduce).map_err(gpu_err)?;
         bwd.push(Dispatch {
             bg: g.bind(
                 &k_lr,
@@ -758,7 +758,7 @@ impl Batch {
     /// parameters, [`Batch::u_comp`], are set per chunk with [`Batch::set_composite`]).
     pub fn composite(&self, m: &GpuModel, px: &GpuBuffer) -> Result<Dispatch, NerfError> {
         let g = m.gpu();
-        let k = m.k.get("composite").map_err(gpu_err)?;
+        let k = m.k.get(KernelId::Composite).map_err(gpu_err)?;
         let nl = self.levels.last().expect("NeRF level");
         Ok(Dispatch {
             bg: g.bind(

@@ -2,6 +2,7 @@
 //! the compiled pipelines of a device. Bind groups are built once by the callers
 //! ([`super::batch`]); every `*Params` here mirrors the struct of the same name in `shaders/`.
 
+pub use super::shaders::KernelId;
 use super::shaders::{self, MlpShape};
 use crate::kernels::MlpConfig;
 use bytemuck::{Pod, Zeroable};
@@ -340,17 +341,188 @@ impl Kernels {
         Kernels { gpu, atomic, shape }
     }
 
-    /// The pipeline of kernel `name`.
-    pub fn get(&self, name: &str) -> Result<Arc<Kernel>, GpuError> {
-        let src = shaders::source(name);
+    /// The pipeline of kernel `id`.
+    pub fn get(&self, id: KernelId) -> Result<Arc<Kernel>, GpuError> {
+        let src = id.source();
         let text = shaders::compose(src, self.atomic, self.shape);
-        self.gpu.kernel(name, &text, name)
+        self.gpu.kernel(src.name, &text, src.name)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `#[repr(C)]` mirror's name, size and the offsets of its named (non-padding) fields.
+    macro_rules! mirror {
+        ($t:ident { $($f:ident),* $(,)? }) => {
+            (
+                stringify!($t),
+                std::mem::size_of::<$t>(),
+                vec![$((stringify!($f), std::mem::offset_of!($t, $f))),*],
+            )
+        };
+    }
+
+    /// Every parameter block is declared once in WGSL (`shaders/params.wgsl`) and mirrored here:
+    /// each mirror has the WGSL struct's size and each of its named members at naga's offset, and
+    /// every WGSL struct has a mirror.
+    #[test]
+    fn parameter_mirrors_match_the_wgsl_layouts() {
+        let wgsl = flythrough_gpu::wgsl_struct_layouts(shaders::PARAMS).unwrap();
+        let mirrors = [
+            mirror!(AdamLen { len }),
+            mirror!(AdamStep {
+                b1,
+                b2,
+                eps,
+                step_size,
+                inv_sqrt_bc2
+            }),
+            mirror!(CompParams {
+                n_rays,
+                n,
+                pix0,
+                pack,
+                npix
+            }),
+            mirror!(GloParams { n_rays, n, gd }),
+            mirror!(HashParams {
+                n,
+                levels,
+                level0,
+                feats,
+                log2_t,
+                out_stride
+            }),
+            mirror!(IlParams {
+                n_rays,
+                n,
+                m,
+                loss_off,
+                scale
+            }),
+            mirror!(RedParams {
+                n_rays,
+                nprop,
+                inv_3r,
+                inv_r,
+                inv_rn
+            }),
+            mirror!(MlpParams {
+                n,
+                layers,
+                a_stride,
+                a_off,
+                d_local,
+                g_stride,
+                g_rows,
+                out_stride,
+                out_off,
+                hw,
+                train,
+                dyw,
+                dx_stride,
+                dx_off,
+                dxg_c0,
+                dxg_c1,
+                want_dx,
+                nparams,
+                rpg,
+                groups,
+                sizes,
+                woff,
+                boff,
+                hoff,
+                dyoff
+            }),
+            mirror!(LossParams {
+                n_rays,
+                n,
+                raw_stride,
+                inv_r,
+                dist_scale
+            }),
+            mirror!(FeatParams {
+                n_rays,
+                width,
+                gd,
+                exposure
+            }),
+            mirror!(CamParams {
+                fx,
+                fy,
+                cx,
+                cy,
+                k1,
+                k2,
+                p1,
+                p2,
+                width,
+                pix0,
+                n,
+                distorted,
+                ev,
+                origin,
+                rt0,
+                rt1,
+                rt2
+            }),
+            mirror!(EquiParams {
+                width,
+                height,
+                pix0,
+                n,
+                ev,
+                origin,
+                right,
+                forward,
+                up
+            }),
+            mirror!(ReduceParams { nparams, groups }),
+            mirror!(SampleParams {
+                n_rays,
+                n,
+                pn,
+                jitter,
+                near,
+                dil,
+                anneal,
+                level,
+                nlev
+            }),
+            mirror!(SqParams { len, part_off }),
+            mirror!(NormParams {
+                n_parts,
+                clip,
+                max_norm
+            }),
+            mirror!(WeightsParams {
+                n_rays,
+                n,
+                raw_stride
+            }),
+        ];
+        assert_eq!(
+            mirrors.len(),
+            wgsl.len(),
+            "a WGSL parameter struct has no mirror"
+        );
+        for (name, size, fields) in mirrors {
+            let w = wgsl
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("{name}: not in shaders/params.wgsl"));
+            assert_eq!(size, w.size as usize, "{name}: size");
+            let named: Vec<(&str, usize)> = w
+                .members
+                .iter()
+                .filter(|(m, _)| !m.starts_with('_'))
+                .map(|(m, o)| (m.as_str(), *o as usize))
+                .collect();
+            assert_eq!(fields, named, "{name}: named members and offsets");
+        }
+    }
 
     #[test]
     fn parameter_blocks_have_the_wgsl_sizes() {

@@ -6,51 +6,41 @@
 //! - [`kernels`]: each kernel's parameter block, and the compiled pipelines of a device.
 //! - [`model`]: the model's parameters on the device (same buffers and layouts as [`crate::model::Model`]).
 //! - [`batch`]: a batch of rays on the device and its forward/backward as lists of dispatches.
-//! - [`render`]: rendering rays and whole frames (camera or 360°) in chunks.
+//! - [`inference`]: rendering rays and whole frames (camera or 360°) in chunks.
 //! - [`train`]: the training loop with one submit per step and asynchronous read-backs.
 
 pub mod batch;
+pub mod inference;
 pub mod kernels;
 pub mod model;
-pub mod render;
 pub mod shaders;
 pub mod train;
 
+pub use inference::{FrameCamera, FrameTicket, GpuRenderer};
 pub use model::GpuModel;
-pub use render::{FrameCamera, FrameTicket, GpuRenderer};
 
 use crate::NerfError;
 use flythrough_core::config::Device;
-use flythrough_gpu::{AdapterDesc, Gpu, Selection};
+use flythrough_core::summary::{AdapterInfo, DeviceUsed};
+use flythrough_gpu::{Gpu, Selection};
 use std::sync::Arc;
 
-/// Where a stage ran, as `stage.json` and the log report it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct DeviceReport {
-    /// `"cpu"` or `"gpu"`.
-    pub device: &'static str,
-    /// The GPU adapter (name, backend, driver, kind), when on a GPU.
-    pub adapter: Option<AdapterDesc>,
-}
-
-impl DeviceReport {
-    pub fn cpu() -> DeviceReport {
-        DeviceReport {
-            device: "cpu",
-            adapter: None,
-        }
-    }
-    pub fn gpu(g: &Gpu) -> DeviceReport {
-        DeviceReport {
-            device: "gpu",
-            adapter: Some(g.adapter().clone()),
-        }
-    }
-    /// One line for the log: `cpu` or `gpu: NVIDIA H200 (vulkan, NVIDIA 550.54)`.
-    pub fn line(&self) -> String {
-        match &self.adapter {
-            Some(a) => format!("gpu: {a}"),
-            None => "cpu".into(),
+/// Where the NeRF runs, for the log and the stage summaries: the CPU, or `g`'s adapter.
+pub fn device_used(g: Option<&Gpu>) -> DeviceUsed {
+    match g {
+        None => DeviceUsed::cpu(),
+        Some(g) => {
+            let a = g.adapter();
+            DeviceUsed::gpu(AdapterInfo {
+                name: a.name.clone(),
+                backend: a.backend.clone(),
+                driver: a.driver.clone(),
+                kind: serde_json::to_value(a.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                software: a.software,
+            })
         }
     }
 }

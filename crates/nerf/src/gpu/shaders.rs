@@ -1,5 +1,6 @@
 //! The WGSL kernels of `shaders/`, composed at build time: each kernel file is concatenated after
-//! `shaders/common.wgsl` (and the MLP kernels after `shaders/mlp_common.wgsl`) by `include_str!`,
+//! `shaders/common.wgsl` and `shaders/params.wgsl` (every kernel's parameter block, declared once;
+//! the MLP kernels also after `shaders/mlp_common.wgsl`) by `include_str!`,
 //! so the binary carries them and nothing is read at run time. At pipeline creation two small
 //! choices are prepended: the gradient-scatter variant (`shaders/atomic_native.wgsl` or
 //! `shaders/atomic_cas.wgsl`) for the kernels that scatter, and the MLP kernels' tile constants.
@@ -14,11 +15,21 @@ macro_rules! wgsl {
 
 macro_rules! kernel {
     ($f:literal) => {
-        concat!(wgsl!("common.wgsl"), "\n// ---- ", $f, "\n", wgsl!($f))
+        concat!(
+            wgsl!("common.wgsl"),
+            "\n",
+            wgsl!("params.wgsl"),
+            "\n// ---- ",
+            $f,
+            "\n",
+            wgsl!($f)
+        )
     };
     ($f:literal, mlp) => {
         concat!(
             wgsl!("common.wgsl"),
+            "\n",
+            wgsl!("params.wgsl"),
             "\n",
             wgsl!("mlp_common.wgsl"),
             "\n// ---- ",
@@ -40,9 +51,47 @@ pub enum Needs {
     MlpShape,
 }
 
+/// A kernel of the GPU back end, by name: the only way host code asks for a pipeline, so a misspelt
+/// kernel is a compile error. `KERNELS[id as usize]` is its source (a test checks the order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KernelId {
+    RaygenCamera,
+    RaygenEquirect,
+    SampleLevel,
+    HashFwd,
+    HashBwd,
+    MlpFwd,
+    MlpBwdData,
+    MlpBwdWeights,
+    ReducePartials,
+    Weights,
+    RayFeatures,
+    Composite,
+    NerfLoss,
+    Interlevel,
+    GloGrad,
+    LossReduce,
+    SqNorm,
+    SqNormFinal,
+    Adam,
+}
+
+impl KernelId {
+    /// The kernel's source: its entry point (= file name without `.wgsl`) and composed text.
+    pub fn source(self) -> &'static KernelSource {
+        &KERNELS[self as usize]
+    }
+
+    /// Its entry point.
+    pub fn name(self) -> &'static str {
+        self.source().name
+    }
+}
+
 /// One kernel: its entry point (= file name without `.wgsl`) and its text after composition.
 #[derive(Debug, Clone, Copy)]
 pub struct KernelSource {
+    pub id: KernelId,
     pub name: &'static str,
     pub text: &'static str,
     pub needs: Needs,
@@ -51,101 +100,123 @@ pub struct KernelSource {
 /// Every kernel of the GPU back end.
 pub const KERNELS: &[KernelSource] = &[
     KernelSource {
+        id: KernelId::RaygenCamera,
         name: "raygen_camera",
         text: kernel!("raygen_camera.wgsl"),
         needs: Needs::Nothing,
     },
     KernelSource {
+        id: KernelId::RaygenEquirect,
         name: "raygen_equirect",
         text: kernel!("raygen_equirect.wgsl"),
         needs: Needs::Nothing,
     },
     KernelSource {
+        id: KernelId::SampleLevel,
         name: "sample_level",
         text: kernel!("sample_level.wgsl"),
         needs: Needs::Nothing,
     },
     KernelSource {
+        id: KernelId::HashFwd,
         name: "hash_fwd",
         text: kernel!("hash_fwd.wgsl"),
         needs: Needs::Nothing,
     },
     KernelSource {
+        id: KernelId::HashBwd,
         name: "hash_bwd",
         text: kernel!("hash_bwd.wgsl"),
         needs: Needs::Atomic,
     },
     KernelSource {
+        id: KernelId::MlpFwd,
         name: "mlp_fwd",
         text: kernel!("mlp_fwd.wgsl", mlp),
         needs: Needs::MlpShape,
     },
     KernelSource {
+        id: KernelId::MlpBwdData,
         name: "mlp_bwd_data",
         text: kernel!("mlp_bwd_data.wgsl", mlp),
         needs: Needs::MlpShape,
     },
     KernelSource {
+        id: KernelId::MlpBwdWeights,
         name: "mlp_bwd_weights",
         text: kernel!("mlp_bwd_weights.wgsl", mlp),
         needs: Needs::MlpShape,
     },
     KernelSource {
+        id: KernelId::ReducePartials,
         name: "reduce_partials",
         text: kernel!("reduce_partials.wgsl"),
         needs: Needs::Nothing,
     },
     KernelSource {
+        id: KernelId::Weights,
         name: "weights",
         text: kernel!("weights.wgsl"),
         needs: Needs::Nothing,
     },
     KernelSource {
+        id: KernelId::RayFeatures,
         name: "ray_features",
         text: kernel!("ray_features.wgsl"),
         needs: Needs::Nothing,
     },
     KernelSource {
+        id: KernelId::Composite,
         name: "composite",
         text: kernel!("composite.wgsl"),
         needs: Needs::Nothing,
     },
     KernelSource {
+        id: KernelId::NerfLoss,
         name: "nerf_loss",
         text: kernel!("nerf_loss.wgsl"),
         needs: Needs::Nothing,
     },
     KernelSource {
+        id: KernelId::Interlevel,
         name: "interlevel",
         text: kernel!("interlevel.wgsl"),
         needs: Needs::Nothing,
     },
     KernelSource {
+        id: KernelId::GloGrad,
         name: "glo_grad",
         text: kernel!("glo_grad.wgsl"),
         needs: Needs::Atomic,
     },
     KernelSource {
+        id: KernelId::LossReduce,
         name: "loss_reduce",
         text: kernel!("loss_reduce.wgsl"),
         needs: Needs::Nothing,
     },
     KernelSource {
+        id: KernelId::SqNorm,
         name: "sq_norm",
         text: kernel!("sq_norm.wgsl"),
         needs: Needs::Nothing,
     },
     KernelSource {
+        id: KernelId::SqNormFinal,
         name: "sq_norm_final",
         text: kernel!("sq_norm_final.wgsl"),
         needs: Needs::Nothing,
     },
     KernelSource {
+        id: KernelId::Adam,
         name: "adam",
         text: kernel!("adam.wgsl"),
         needs: Needs::Nothing,
     },
 ];
+
+/// Every kernel's parameter block (`shaders/params.wgsl`), for the layout check of the Rust mirrors.
+pub const PARAMS: &str = wgsl!("params.wgsl");
 
 /// The scatter variants' texts.
 pub const ATOMIC_NATIVE: &str = wgsl!("atomic_native.wgsl");
@@ -200,14 +271,6 @@ pub fn compose(k: &KernelSource, atomic: AtomicMode, shape: MlpShape) -> String 
             k.text
         ),
     }
-}
-
-/// The kernel source named `name` (panics on an unknown name: a caller bug).
-pub fn source(name: &str) -> &'static KernelSource {
-    KERNELS
-        .iter()
-        .find(|k| k.name == name)
-        .unwrap_or_else(|| panic!("no GPU kernel named {name}"))
 }
 
 #[cfg(test)]
@@ -270,6 +333,25 @@ mod tests {
             }
         }
         assert!(checked >= KERNELS.len() * 6, "{checked}");
+    }
+
+    /// `KernelId` indexes `KERNELS`, and every kernel file has an id.
+    #[test]
+    fn kernel_ids_index_their_sources() {
+        for (i, k) in KERNELS.iter().enumerate() {
+            assert_eq!(k.id as usize, i, "{}", k.name);
+            assert_eq!(k.id.name(), k.name);
+        }
+        let files: Vec<String> =
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shaders"))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".wgsl"))
+                .collect();
+        for k in KERNELS {
+            assert!(files.contains(&format!("{}.wgsl", k.name)), "{}", k.name);
+        }
     }
 
     #[test]

@@ -14,16 +14,17 @@
 
 use super::batch::Grid;
 use super::kernels::*;
-use super::shaders::MlpShape;
+use super::shaders::{KernelId, MlpShape};
+use crate::composite;
 use crate::coord;
 use crate::encoding;
 use crate::kernels::{
     Adam, AdamConfig, HashGridConfig, MlpCache, MlpConfig, MlpInput, clip_scale, grad_sq_norm,
     hash_encode_backward, hash_encode_forward, mlp_backward_grouped, mlp_forward_grouped_into,
 };
-use crate::render;
 use crate::stepfun;
-use flythrough_gpu::{AtomicMode, Bind, Gpu, GpuBuffer, test_gpu};
+use flythrough_gpu::{AtomicMode, Bind, Gpu, GpuBuffer};
+use flythrough_testkit::test_gpu;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
@@ -60,10 +61,10 @@ fn read(g: &Gpu, b: &GpuBuffer, len: usize) -> Vec<f32> {
     v[..len].to_vec()
 }
 
-fn run(g: &Gpu, k: &Kernels, name: &str, binds: &[Bind], grid: Grid) {
-    let kern = k.get(name).unwrap();
+fn run(g: &Gpu, k: &Kernels, id: KernelId, binds: &[Bind], grid: Grid) {
+    let kern = k.get(id).unwrap();
     let bg = g.bind(&kern, binds);
-    let mut rec = g.recorder(name);
+    let mut rec = g.recorder(id.name());
     match grid {
         Grid::Threads(n) => rec.dispatch_threads(&kern, &bg, n),
         Grid::Groups(gr) => rec.dispatch(&kern, &bg, gr),
@@ -163,7 +164,7 @@ fn hash_fwd_gpu(
         run(
             g,
             k,
-            "hash_fwd",
+            KernelId::HashFwd,
             &[
                 (&u).into(),
                 (&info).into(),
@@ -244,7 +245,7 @@ fn hash_encode_backward_matches_cpu_native_and_cas() {
             run(
                 &g,
                 &k,
-                "hash_bwd",
+                KernelId::HashBwd,
                 &[
                     (&u).into(),
                     (&info).into(),
@@ -352,7 +353,7 @@ fn mlp_forward_matches_cpu_dense_and_grouped() {
         run(
             &g,
             &k,
-            "mlp_fwd",
+            KernelId::MlpFwd,
             &[
                 (&u).into(),
                 (&pb).into(),
@@ -446,7 +447,7 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
         run(
             &g,
             &k,
-            "mlp_fwd",
+            KernelId::MlpFwd,
             &[
                 (&u).into(),
                 (&pb).into(),
@@ -468,7 +469,7 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
             run(
                 &g,
                 &k,
-                "mlp_bwd_data",
+                KernelId::MlpBwdData,
                 &[
                     (&u).into(),
                     (&pb).into(),
@@ -483,7 +484,7 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
             run(
                 &g,
                 &k,
-                "mlp_bwd_weights",
+                KernelId::MlpBwdWeights,
                 &[
                     (&u).into(),
                     (&ab).into(),
@@ -507,7 +508,7 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
             run(
                 &g,
                 &k,
-                "reduce_partials",
+                KernelId::ReducePartials,
                 &[(&ur).into(), (&partial).into(), (&grad).into()],
                 Grid::Threads(p.nparams as u64),
             );
@@ -637,7 +638,7 @@ fn sampling_and_resampling_match_cpu() {
         run(
             &g,
             &k,
-            "sample_level",
+            KernelId::SampleLevel,
             &[
                 (&u).into(),
                 (&rb).into(),
@@ -744,7 +745,7 @@ fn weights_composite_and_ray_features_match_cpu() {
     run(
         &g,
         &k,
-        "weights",
+        KernelId::Weights,
         &[
             (&u).into(),
             (&rb).into(),
@@ -760,7 +761,7 @@ fn weights_composite_and_ray_features_match_cpu() {
         for j in 0..n {
             csig[i * n + j] = raw[(i * n + j) * stride].min(15.0).exp();
         }
-        render::weights(
+        composite::weights(
             &csig[i * n..(i + 1) * n],
             &t[i * (n + 1)..(i + 1) * (n + 1)],
             &mut cw[i * n..(i + 1) * n],
@@ -785,7 +786,7 @@ fn weights_composite_and_ray_features_match_cpu() {
     run(
         &g,
         &k,
-        "composite",
+        KernelId::Composite,
         &[
             (&u).into(),
             (&wb).into(),
@@ -808,7 +809,7 @@ fn weights_composite_and_ray_features_match_cpu() {
             .iter()
             .map(|&x| act(x))
             .collect();
-        let (c, d, a) = render::composite(
+        let (c, d, a) = composite::composite(
             &gw[i * n..(i + 1) * n],
             &rgb,
             &t[i * (n + 1)..(i + 1) * (n + 1)],
@@ -856,7 +857,7 @@ fn weights_composite_and_ray_features_match_cpu() {
     run(
         &g,
         &k,
-        "ray_features",
+        KernelId::RayFeatures,
         &[
             (&u).into(),
             (&rb).into(),
@@ -892,7 +893,7 @@ fn losses_and_their_gradients_match_cpu() {
     let sigma = rand_vec(&mut r, rays * n, 0.0, 20.0);
     let mut w = vec![0.0; rays * n];
     for i in 0..rays {
-        render::weights(
+        composite::weights(
             &sigma[i * n..(i + 1) * n],
             &t[i * (n + 1)..(i + 1) * (n + 1)],
             &mut w[i * n..(i + 1) * n],
@@ -928,7 +929,7 @@ fn losses_and_their_gradients_match_cpu() {
     run(
         &g,
         &k,
-        "nerf_loss",
+        KernelId::NerfLoss,
         &[
             (&u).into(),
             (&bufs[0]).into(),
@@ -963,12 +964,12 @@ fn losses_and_their_gradients_match_cpu() {
             .map(|&x| act(x))
             .collect();
         let rgbv: Vec<f32> = rgb.iter().map(|x| x.0).collect();
-        let (c, _, _) = render::composite(wi, &rgbv, &t[i * (n + 1)..(i + 1) * (n + 1)]);
+        let (c, _, _) = composite::composite(wi, &rgbv, &t[i * (n + 1)..(i + 1) * (n + 1)]);
         let mut gc = [0.0f32; 3];
         let (mut data, mut se) = (0.0f32, 0.0f32);
         for kk in 0..3 {
             let rr = c[kk] - target[i * 3 + kk];
-            let (v, dv) = render::charbonnier(rr);
+            let (v, dv) = composite::charbonnier(rr);
             data += v;
             se += rr * rr;
             gc[kk] = dv * inv_r / 3.0;
@@ -983,7 +984,7 @@ fn losses_and_their_gradients_match_cpu() {
             }
         }
         let mut gs = vec![0.0; n];
-        render::weights_backward(
+        composite::weights_backward(
             &sigma[i * n..(i + 1) * n],
             &t[i * (n + 1)..(i + 1) * (n + 1)],
             wi,
@@ -1010,7 +1011,7 @@ fn losses_and_their_gradients_match_cpu() {
     let sige = rand_vec(&mut r, rays * m, 0.0, 10.0);
     let mut we = vec![0.0; rays * m];
     for i in 0..rays {
-        render::weights(
+        composite::weights(
             &sige[i * m..(i + 1) * m],
             &te[i * (m + 1)..(i + 1) * (m + 1)],
             &mut we[i * m..(i + 1) * m],
@@ -1042,7 +1043,7 @@ fn losses_and_their_gradients_match_cpu() {
     run(
         &g,
         &k,
-        "interlevel",
+        KernelId::Interlevel,
         &[
             (&u).into(),
             (&b[0]).into(),
@@ -1069,7 +1070,7 @@ fn losses_and_their_gradients_match_cpu() {
             &mut ge,
         );
         let mut gs = vec![0.0; m];
-        render::weights_backward(
+        composite::weights_backward(
             &sige[i * m..(i + 1) * m],
             &te[i * (m + 1)..(i + 1) * (m + 1)],
             &we[i * m..(i + 1) * m],
@@ -1127,7 +1128,7 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
         run(
             &g,
             &k,
-            "glo_grad",
+            KernelId::GloGrad,
             &[(&u).into(), (&ib).into(), (&db).into(), (&gb).into()],
             Grid::Threads(rays as u64),
         );
@@ -1162,7 +1163,7 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
     run(
         &g,
         &k,
-        "loss_reduce",
+        KernelId::LossReduce,
         &[(&u).into(), (&rlb).into(), (&ilb).into(), (&mb).into()],
         Grid::Groups([1, 1, 1]),
     );
@@ -1204,7 +1205,7 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
         run(
             &g,
             &k,
-            "sq_norm",
+            KernelId::SqNorm,
             &[(&u).into(), (&vb).into(), (&partial).into()],
             Grid::Groups([v.len().div_ceil(2048) as u32, 1, 1]),
         );
@@ -1227,7 +1228,7 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
         run(
             &g,
             &k,
-            "sq_norm_final",
+            KernelId::SqNormFinal,
             &[(&u).into(), (&partial).into(), (&nb).into(), (&mb).into()],
             Grid::Groups([1, 1, 1]),
         );
@@ -1295,7 +1296,7 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
         run(
             &g,
             &k,
-            "adam",
+            KernelId::Adam,
             &[
                 (&ul).into(),
                 (&us).into(),

@@ -11,46 +11,26 @@
 use super::batch::{Batch, Dispatch, Grid, Mode};
 use super::kernels::{AdamLen, AdamStep, NormParams, SqParams};
 use super::model::{GpuModel, gpu_err};
+use super::shaders::KernelId;
 use crate::NerfError;
-use crate::checkpoint::{self, CheckpointMeta};
+use crate::checkpoint::CheckpointMeta;
 use crate::data::Dataset;
+use crate::driver::{Backend, SaveFn, StepBatch, StepPlan};
 use crate::kernels::{Adam, AdamConfig};
 use crate::model::{LossWeights, Model, Rays};
-use crate::render::psnr;
 use crate::stepfun;
-use crate::train::{ADAM, MetricLine, Start, Trained, learning_rate, step_batch};
+use crate::train::{ADAM, Trained};
 use flythrough_core::config::TrainConfig;
+use flythrough_core::stage::Hooks;
 use flythrough_gpu::{Gpu, GpuBuffer, Profiler, Readback, Recorder, Submission};
 use std::collections::VecDeque;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Steps the host may run ahead of the device.
 const IN_FLIGHT: usize = 2;
 
-/// What the host knew when it asked for a metrics read-back.
-#[derive(Debug, Clone, Copy)]
-pub struct MetricsAt {
-    pub step: usize,
-    pub elapsed_s: f64,
-    pub lr: f64,
-    pub rays_done: f64,
-    pub secs: f64,
-}
-
-/// The device's running metrics as read back: mean data, distortion and interlevel losses and MSE
-/// over `steps` steps, and the last step's gradient norm.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DeviceMetrics {
-    pub data: f64,
-    pub distortion: f64,
-    pub interlevel: f64,
-    pub mse: f64,
-    pub steps: f64,
-    pub grad_norm: f64,
-}
+pub use crate::driver::{DeviceMetrics, MetricsAt};
 
 /// A checkpoint being copied off the device.
 pub struct PendingCheckpoint {
@@ -140,9 +120,9 @@ impl GpuTrainer {
         rec.clear(&train.metrics);
         rec.submit();
         // Global norm: partial sums per chunk, then one fixed-order sum (and the clip factor).
-        let k_sq = m.k.get("sq_norm").map_err(gpu_err)?;
-        let k_fin = m.k.get("sq_norm_final").map_err(gpu_err)?;
-        let k_adam = m.k.get("adam").map_err(gpu_err)?;
+        let k_sq = m.k.get(KernelId::SqNorm).map_err(gpu_err)?;
+        let k_fin = m.k.get(KernelId::SqNormFinal).map_err(gpu_err)?;
+        let k_adam = m.k.get(KernelId::Adam).map_err(gpu_err)?;
         let mut opt = Vec::new();
         let mut parts = 0usize;
         let mut sq_jobs = Vec::new();
@@ -536,162 +516,90 @@ impl GpuTrainer {
     }
 }
 
-/// The metrics line of the steps since the last one (as the CPU loop writes it).
-fn metric_line(
-    cfg: &TrainConfig,
-    at: MetricsAt,
-    m: DeviceMetrics,
-    samples_per_ray: usize,
-) -> MetricLine {
-    let lw = (cfg.distortion_weight, cfg.interlevel_weight);
-    MetricLine {
-        step: at.step,
-        elapsed_s: at.elapsed_s,
-        lr: at.lr,
-        loss: m.data + lw.0 * m.distortion + lw.1 * m.interlevel,
-        data: m.data,
-        distortion: m.distortion,
-        interlevel: m.interlevel,
-        psnr: psnr(m.mse),
-        grad_norm: m.grad_norm,
-        samples_per_s: at.rays_done * samples_per_ray as f64 / at.secs.max(1e-9),
-        rays_per_s: at.rays_done / at.secs.max(1e-9),
-        // Camera pose refinement runs on the CPU back end only (`crate::open_for_training`).
-        pose_t: None,
-        pose_r_deg: None,
-    }
-}
-
-/// Train (or resume) on the GPU: [`crate::train::train`]'s loop, files and resume rules, with each
-/// step on the device. Checkpoints are the same files (back-end neutral), so a run can resume on
-/// either back end.
+/// Train (or resume) on the GPU: the training driver ([`crate::driver::drive`]) with each step on
+/// the device. Checkpoints are the same files (back-end neutral), so a run can resume on either
+/// back end.
 pub fn train(
     cfg: &TrainConfig,
     ds: &Dataset,
     work: &Path,
     gpu: Arc<Gpu>,
 ) -> Result<Trained, NerfError> {
-    let Start {
-        model,
-        adams,
-        mut meta,
-        resumed_from,
-        ckpt: ck,
-        metrics_file: mut mfile,
-    } = crate::train::start(cfg, ds, work)?;
-    let mut tr = GpuTrainer::new(gpu.clone(), &model, &adams, cfg)?;
-    let mcfg = model.cfg.clone();
-    let gd = mcfg.glo_dim;
-    let nlev = mcfg.prop_samples.len() + 1;
-    // sample_batch copies each ray's latent from a host table; the device reads its own.
-    let host_glo = vec![0.0f32; mcfg.num_latents * gd];
-    drop(model);
-    let samples_per_ray: usize = mcfg.prop_samples.iter().sum::<usize>() + mcfg.nerf_samples;
-    let pb = flythrough_core::progress::bar(cfg.steps as u64, "train (GPU): steps");
-    pb.set_position(meta.step as u64);
-    let t_call = Instant::now();
-    let elapsed0 = meta.elapsed_s;
-    let start_step = meta.step;
-    let mut metrics = Vec::new();
-    let mut write_metrics = |tr: &mut GpuTrainer, wait: bool, metrics: &mut Vec<MetricLine>| {
-        while let Some((at, m)) = tr.poll_metrics(wait)? {
-            if !m.data.is_finite() {
-                return Err(NerfError::Diverged(at.step));
-            }
-            let l = metric_line(cfg, at, m, samples_per_ray);
-            pb.set_message(format!("train: loss {:.4} psnr {:.2}", l.loss, l.psnr));
-            let _ = writeln!(mfile, "{}", serde_json::to_string(&l).unwrap_or_default());
-            metrics.push(l);
-        }
-        Ok(())
-    };
-    let save = |model: &Model, adams: &[Adam], meta: &CheckpointMeta| {
-        checkpoint::save(&ck, model, Some(adams), meta)
-    };
-    // A periodic checkpoint; the test hook may stop the run right after it (a simulated kill).
-    let save_periodic = |model: &Model, adams: &[Adam], meta: &CheckpointMeta| {
-        save(model, adams, meta)?;
-        #[cfg(feature = "test-hooks")]
-        if (1..=meta.step).contains(&crate::train::INTERRUPT_AFTER.with(|c| c.get())) {
-            return Err(NerfError::Interrupted(meta.step));
-        }
-        Ok::<(), NerfError>(())
-    };
-    while meta.step < cfg.steps {
-        let elapsed = elapsed0 + t_call.elapsed().as_secs_f64();
-        if cfg.max_seconds > 0.0 && elapsed >= cfg.max_seconds {
-            break;
-        }
-        let step = meta.step;
-        let mut progress = step as f64 / cfg.steps as f64;
-        if cfg.max_seconds > 0.0 {
-            progress = progress.max(elapsed / cfg.max_seconds);
-        }
-        let lr = learning_rate(cfg, step, progress);
-        let (rays, target, idx, jitter) = step_batch(cfg, ds, step, &host_glo, gd, nlev);
-        let next = step + 1;
-        let metrics_at = (next.is_multiple_of(cfg.metrics_every) || next == cfg.steps).then(|| {
-            let secs = t_call.elapsed().as_secs_f64();
-            MetricsAt {
-                step: next,
-                elapsed_s: elapsed0 + secs,
-                lr,
-                rays_done: (next - start_step) as f64 * cfg.batch_rays as f64,
-                secs,
-            }
-        });
-        let ckpt_due = next.is_multiple_of(cfg.checkpoint_every) && next < cfg.steps;
-        if ckpt_due && let Some((m, a, cmeta)) = tr.poll_checkpoint(true)? {
-            // The previous checkpoint is still on its way: write it before asking for the next.
-            save_periodic(&m, &a, &cmeta)?;
-        }
-        let ckpt_meta = ckpt_due.then(|| {
-            let mut m = meta.clone();
-            m.step = next;
-            m.elapsed_s = elapsed0 + t_call.elapsed().as_secs_f64();
-            m.adam = Some((ADAM, tr.adam_step + 1));
+    train_with(cfg, ds, work, gpu, &Hooks::default())
+}
+
+/// [`train`] with the caller's hooks (a stop after a checkpoint).
+pub fn train_with(
+    cfg: &TrainConfig,
+    ds: &Dataset,
+    work: &Path,
+    gpu: Arc<Gpu>,
+    hooks: &Hooks,
+) -> Result<Trained, NerfError> {
+    crate::driver::drive(cfg, ds, work, hooks, |model, adams| {
+        let tr = GpuTrainer::new(gpu, &model, &adams, cfg)?;
+        // Batches copy each ray's latent from a host table; the device reads its own.
+        let host_glo = vec![0.0f32; model.cfg.num_latents * model.cfg.glo_dim];
+        Ok(GpuBackend { tr, host_glo })
+    })
+}
+
+/// The GPU back end of the training driver: steps are queued ([`IN_FLIGHT`] ahead of the device),
+/// metrics and checkpoints are copied out asynchronously and handed back when they have arrived.
+pub struct GpuBackend {
+    tr: GpuTrainer,
+    host_glo: Vec<f32>,
+}
+
+impl Backend for GpuBackend {
+    const LABEL: &'static str = "train (GPU): steps";
+
+    fn batch_latents(&self) -> &[f32] {
+        &self.host_glo
+    }
+
+    fn step(&mut self, plan: StepPlan) -> Result<(), NerfError> {
+        let StepBatch {
+            rays,
+            target,
+            idx,
+            jitter,
+        } = plan.batch;
+        let checkpoint = plan.checkpoint.map(|mut m| {
+            m.adam = Some((ADAM, self.tr.adam_step + 1));
             m
         });
-        tr.step_and_read(
+        self.tr.step_and_read(
             &rays,
             &target,
             &idx,
             &jitter,
-            lr,
-            progress as f32,
-            metrics_at,
-            ckpt_meta,
+            plan.lr,
+            plan.progress as f32,
+            plan.metrics_at,
+            checkpoint,
         );
-        meta.step = next;
-        pb.set_position(meta.step as u64);
-        write_metrics(&mut tr, false, &mut metrics)?;
-        if let Some((m, a, cmeta)) = tr.poll_checkpoint(false)? {
-            save_periodic(&m, &a, &cmeta)?;
+        Ok(())
+    }
+
+    fn poll_metrics(
+        &mut self,
+        wait: bool,
+    ) -> Result<Option<(MetricsAt, DeviceMetrics)>, NerfError> {
+        if wait {
+            self.tr.finish();
+        }
+        self.tr.poll_metrics(wait)
+    }
+
+    fn write_checkpoint(&mut self, wait: bool, save: &mut SaveFn) -> Result<(), NerfError> {
+        match self.tr.poll_checkpoint(wait)? {
+            Some((m, a, meta)) => save(&m, &a, &meta),
+            None => Ok(()),
         }
     }
-    // Drain: the last metrics and any checkpoint still in flight, then the final state.
-    tr.finish();
-    write_metrics(&mut tr, true, &mut metrics)?;
-    if let Some((m, a, cmeta)) = tr.poll_checkpoint(true)? {
-        save_periodic(&m, &a, &cmeta)?;
+
+    fn finish(mut self) -> Result<(Model, Vec<Adam>), NerfError> {
+        self.tr.download()
     }
-    pb.finish_and_clear();
-    let (model, adams) = tr.download()?;
-    if !model.params.iter().flatten().all(|v| v.is_finite()) {
-        return Err(NerfError::Diverged(meta.step));
-    }
-    meta.elapsed_s = elapsed0 + t_call.elapsed().as_secs_f64();
-    meta.adam = Some((ADAM, tr.adam_step));
-    save(&model, &adams, &meta)?;
-    let secs = t_call.elapsed().as_secs_f64().max(1e-9);
-    let rays_done = (meta.step - start_step) as f64 * cfg.batch_rays as f64;
-    Ok(Trained {
-        model,
-        meta: meta.clone(),
-        steps_this_call: meta.step - start_step,
-        resumed_from,
-        samples_per_s: rays_done * samples_per_ray as f64 / secs,
-        rays_per_s: rays_done / secs,
-        metrics,
-    })
 }

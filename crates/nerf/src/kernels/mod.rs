@@ -4,7 +4,8 @@
 //! - **Plain functions** on flat `&[f32]` buffers (the fast training path, no graph overhead):
 //!   [`hash_encode_forward`] / [`hash_encode_backward`], [`mlp_forward`] / [`mlp_forward_into`] /
 //!   [`mlp_forward_inference`] / [`mlp_backward`], [`Adam`], [`clip_grad_norm`].
-//! - **candle ops** ([`ops::hash_encode`], [`ops::mlp`]) for building the model as a candle graph;
+//! - **candle ops** ([`crate::candle::kernel_ops::hash_encode`], [`crate::candle::kernel_ops::mlp`])
+//!   for building the model as a candle graph;
 //!   their gradients are checked against plain candle ops and finite differences in the tests.
 //!
 //! # Naming and layout conventions (every kernel; the WGSL port keeps them)
@@ -25,7 +26,6 @@ pub mod adam;
 pub mod gemm;
 pub mod hashgrid;
 pub mod mlp;
-pub mod ops;
 
 pub use adam::{Adam, AdamConfig, clip_grad_norm, clip_scale, global_grad_norm, grad_sq_norm};
 pub use hashgrid::{

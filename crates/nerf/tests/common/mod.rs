@@ -167,7 +167,7 @@ pub fn analytic_room(dir: &Path, w: u32, h: u32, n: usize, ev_range: f64) -> Sce
     let sfm_dir = dir.join("sfm");
     recon.write_text(&sfm_dir.join("sparse")).unwrap();
     Scene {
-        images: RedactedImages::from_cleared_folder(&img_dir).unwrap(),
+        images: flythrough_testkit::cleared_images(&img_dir).unwrap(),
         manifest,
         sfm_dir,
     }
@@ -176,7 +176,7 @@ pub fn analytic_room(dir: &Path, w: u32, h: u32, n: usize, ev_range: f64) -> Sce
 /// The Middlebury temple (`temple_ring19`) with its ground-truth cameras written as a COLMAP model
 /// into `dir/sfm/sparse`; `None` when the shared data is absent.
 pub fn temple(dir: &Path) -> Option<Scene> {
-    let root = flythrough_core::testdata::shared_data("temple_ring19")?;
+    let root = flythrough_testkit::testdata::shared_data("temple_ring19")?;
     let text = std::fs::read_to_string(root.join("templeR_par.txt")).unwrap();
     let mut recon = Reconstruction::default();
     let mut cam_id = 0u32;
@@ -244,7 +244,7 @@ pub fn temple(dir: &Path) -> Option<Scene> {
     let sfm_dir = dir.join("sfm");
     recon.write_text(&sfm_dir.join("sparse")).unwrap();
     Some(Scene {
-        images: RedactedImages::from_cleared_folder(&root).unwrap(),
+        images: flythrough_testkit::cleared_images(&root).unwrap(),
         manifest: Manifest::default(),
         sfm_dir,
     })
@@ -266,4 +266,24 @@ pub fn tiny_config() -> flythrough_core::config::TrainConfig {
         glo_eval_steps: 32,
         ..Default::default()
     }
+}
+
+/// The train stage body on a scene, on `[train] device`, with the caller's hooks.
+pub fn run_with_hooks(
+    cfg: &flythrough_core::config::TrainConfig,
+    scene: &Scene,
+    out: &Path,
+    work: &Path,
+    hooks: &flythrough_core::stage::Hooks,
+) -> Result<flythrough_core::summary::TrainSummary, flythrough_nerf::NerfError> {
+    let model_dir = scene.sfm_dir.join(flythrough_core::SfmOutput::SPARSE);
+    let model = Reconstruction::read(&model_dir).unwrap();
+    let data = flythrough_nerf::TrainData {
+        images: &scene.images,
+        manifest: Some(&scene.manifest),
+        blurry: &[],
+        model: &model,
+        model_dir: &model_dir,
+    };
+    flythrough_nerf::train_stage(cfg, cfg.device, hooks, &data, out, work)
 }

@@ -9,10 +9,10 @@
 use flythrough_core::manifest::{
     ExifFields, Exposure, ExposureSource, FocalPrior, FocalRule, PhotoRecord,
 };
-use flythrough_core::testdata::shared_data;
 use flythrough_core::{Config, LoadedConfig, Manifest};
 use flythrough_privacy::centerface::{CenterFace, Detection, PyramidParams};
 use flythrough_privacy::geometry::{BoxF, iou};
+use flythrough_testkit::testdata::shared_data;
 use image::RgbImage;
 use std::time::Instant;
 

@@ -5,7 +5,10 @@
 
 use flythrough_core::Stage;
 use flythrough_core::config::Config;
-use flythrough_core::{Camera, CameraModel, LoadedConfig, Pose, Reconstruction, RunDir};
+use flythrough_core::stage::FromConfig;
+use flythrough_core::{
+    Camera, CameraModel, LoadedConfig, Machine, Pose, Reconstruction, RunDir, SfmOutput, SfmReport,
+};
 use flythrough_render::path::level_rotation;
 use flythrough_render::{AnalyticRoom, Perspective, RaySource, RenderInputs};
 use nalgebra::Vector3;
@@ -29,8 +32,6 @@ fn pose(c: [f64; 3], yaw: f64) -> Pose {
 /// Build `root/run` (sfm, privacy) and a config; `edit` adjusts `[render]`.
 pub fn venue(root: &Path, edit: impl FnOnce(&mut Config)) -> (RenderInputs, RunDir) {
     let run = RunDir::new(root.join("run"));
-    let sparse = run.stage_dir(Stage::Sfm).join("sparse");
-    std::fs::create_dir_all(&sparse).unwrap();
     let mut rec = Reconstruction::default();
     rec.cameras
         .insert(1, Camera::new(1, CameraModel::Pinhole, 96, 64, 60.0));
@@ -51,11 +52,16 @@ pub fn venue(root: &Path, edit: impl FnOnce(&mut Config)) -> (RenderInputs, RunD
             },
         );
     }
-    rec.write_text(&sparse).unwrap();
-    std::fs::write(
-        run.stage_dir(Stage::Sfm).join("report.json"),
-        r#"{"up": [0.0, 0.0, 1.0], "scale": 1.0}"#,
-    )
+    // The SfM stage's output, committed by the stage runner (render opens it only then).
+    flythrough_core::run::run_stage(&run, Stage::Sfm, "test", "test", true, |out, _| {
+        rec.write_text(&out.join(SfmOutput::SPARSE))?;
+        let report = SfmReport {
+            up: [0.0, 0.0, 1.0],
+            ..Default::default()
+        };
+        flythrough_core::run::write_json(&out.join(SfmOutput::REPORT), &report)?;
+        Ok(flythrough_core::StageSummary::of(&report.summary()))
+    })
     .unwrap();
     // Redacted photos: the room seen from each camera, committed by the stage runner (which seals
     // them for `RedactedImages::open`).
@@ -103,14 +109,15 @@ pub fn render(
     let work = run.work_dir(Stage::Render);
     std::fs::create_dir_all(&out).unwrap();
     std::fs::create_dir_all(&work).unwrap();
-    let s = flythrough_render::run_with_source(cfg, run, &out, &work, source).unwrap();
+    let s =
+        flythrough_render::run_with_source(cfg, &machine(cfg), run, &out, &work, source).unwrap();
     (out, s)
 }
 
 /// `ffprobe -show_streams` of the first video stream as JSON, or `None` if ffprobe is not installed
 /// (a skip on a user's machine, a failure under CI).
 pub fn ffprobe(file: &Path) -> Option<serde_json::Value> {
-    let bin = flythrough_core::testdata::tool("ffprobe", "Debian: apt-get install ffmpeg")?;
+    let bin = flythrough_testkit::testdata::tool("ffprobe", "Debian: apt-get install ffmpeg")?;
     let out = std::process::Command::new(bin)
         .args([
             "-v",
@@ -149,4 +156,13 @@ pub fn side_data(probe: &serde_json::Value) -> BTreeMap<String, String> {
         }
     }
     m
+}
+
+/// The machine settings a test's config asks for (`[render] device`, `max_path_frames`).
+pub fn machine(cfg: &RenderInputs) -> Machine {
+    Machine {
+        render_device: cfg.render.device,
+        max_path_frames: cfg.render.max_path_frames,
+        ..Machine::default()
+    }
 }

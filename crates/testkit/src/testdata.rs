@@ -89,7 +89,7 @@ pub fn shared_data_root() -> PathBuf {
     std::env::var_os("FLYTHROUGH_SHARED_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            // crates/core -> workspace root -> ../shared/data
+            // crates/testkit -> workspace root -> ../shared/data
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
         })
 }
@@ -149,7 +149,7 @@ mod tests {
     fn present_things_are_found() {
         assert!(tool("sh", "").is_some());
         assert!(require(true, "nothing", "").is_some());
-        assert_eq!(env_crate_of_caller(), "core");
+        assert_eq!(env_crate_of_caller(), "testkit");
         assert!(test_name().contains("present_things_are_found"));
     }
 
@@ -191,13 +191,13 @@ mod tests {
         let (ok, text) = child(false);
         assert!(ok, "{text}");
         assert!(
-            text.contains("skipped: core::testdata::tests::child_that_skips"),
+            text.contains("skipped: testkit::testdata::tests::child_that_skips"),
             "{text}"
         );
         let lines = std::fs::read_to_string(&log).unwrap();
         assert_eq!(
             lines,
-            "core::testdata::tests::child_that_skips\tno-such-tool-flythrough (not on the PATH) (apt-get install nothing)\n"
+            "testkit::testdata::tests::child_that_skips\tno-such-tool-flythrough (not on the PATH) (apt-get install nothing)\n"
         );
         let (ok, text) = child(true);
         assert!(!ok, "under CI a missing tool must fail the test: {text}");

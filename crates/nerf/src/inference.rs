@@ -5,9 +5,10 @@ use crate::NerfError;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::coord::SceneNorm;
 use crate::data::camera_ray;
-use crate::gpu::{DeviceReport, FrameCamera, FrameTicket, GpuRenderer};
+use crate::gpu::{FrameCamera, FrameTicket, GpuRenderer};
 use crate::model::{Model, Rays, SampleMode};
 use flythrough_core::config::Device;
+use flythrough_core::summary::DeviceUsed;
 use flythrough_core::{Camera, Pose};
 use image::RgbImage;
 use rayon::prelude::*;
@@ -74,10 +75,9 @@ impl GpuHandle {
 const CHUNK: usize = 4096;
 
 impl NerfRenderer {
-    /// Load `train_dir/checkpoints/final.safetensors` (the layout `run` writes).
+    /// Load the checkpoint of a train stage's output folder (`TrainOutput::CHECKPOINT` in it).
     pub fn load(train_dir: &Path) -> Result<Self, NerfError> {
-        let p = train_dir.join("checkpoints").join("final.safetensors");
-        Self::from_checkpoint(&p)
+        Self::from_checkpoint(&train_dir.join(flythrough_core::TrainOutput::CHECKPOINT))
     }
 
     /// Load any checkpoint file.
@@ -102,7 +102,7 @@ impl NerfRenderer {
         }
         self.gpu = match crate::gpu::open(device)? {
             Some(g) => {
-                let chunk = crate::gpu::render::default_chunk(&self.model, &g);
+                let chunk = crate::gpu::inference::default_chunk(&self.model, &g);
                 let r = GpuRenderer::new(g, &self.model, chunk)?;
                 Some(GpuHandle(Arc::new(Mutex::new(r))))
             }
@@ -112,10 +112,10 @@ impl NerfRenderer {
     }
 
     /// Where this renderer runs.
-    pub fn device(&self) -> DeviceReport {
+    pub fn device(&self) -> DeviceUsed {
         match &self.gpu {
-            Some(h) => DeviceReport::gpu(h.lock().gpu()),
-            None => DeviceReport::cpu(),
+            Some(h) => crate::gpu::device_used(Some(h.lock().gpu())),
+            None => DeviceUsed::cpu(),
         }
     }
 

@@ -6,6 +6,7 @@
 use super::batch::{Batch, Dispatch, Grid, Mode};
 use super::kernels::{CamParams, EquiParams};
 use super::model::{GpuModel, gpu_err};
+use super::shaders::KernelId;
 use crate::NerfError;
 use crate::coord::SceneNorm;
 use crate::model::{LossWeights, Model};
@@ -320,7 +321,7 @@ impl GpuRenderer {
                 };
                 // pix0 and n are bytes 36 and 40 of CamParams.
                 (
-                    self.model.k.get("raygen_camera").map_err(gpu_err)?,
+                    self.model.k.get(KernelId::RaygenCamera).map_err(gpu_err)?,
                     bytemuck::bytes_of(&p).to_vec(),
                     (36, 40),
                 )
@@ -346,7 +347,10 @@ impl GpuRenderer {
                 };
                 // pix0 and n are bytes 8 and 12 of EquiParams.
                 (
-                    self.model.k.get("raygen_equirect").map_err(gpu_err)?,
+                    self.model
+                        .k
+                        .get(KernelId::RaygenEquirect)
+                        .map_err(gpu_err)?,
                     bytemuck::bytes_of(&p).to_vec(),
                     (8, 12),
                 )

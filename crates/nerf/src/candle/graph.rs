@@ -1,5 +1,5 @@
 //! The hash-grid model's loss as a **candle graph**: the kernels' custom ops (hash encoding, fused
-//! MLP) and this crate's ([`crate::ops`]: volume rendering + distortion, interlevel loss) wired by
+//! MLP) and this crate's ([`crate::candle::ops`]: volume rendering + distortion, interlevel loss) wired by
 //! plain candle ops (activations, concatenation, Charbonnier, means), differentiated by candle's
 //! autograd. It is the reference the fast direct-call path ([`crate::model::Model::backward`]) is
 //! tested against: same samples, same loss, same gradients.
@@ -7,9 +7,9 @@
 //! Training uses the direct path: it skips candle's tensor copies around every op and the
 //! `GradStore` pass over the 64 MB grid gradient (measured in `crates/nerf/README.md`).
 
-use crate::kernels::ops::{hash_encode, mlp};
+use super::kernel_ops::{hash_encode, mlp};
+use super::ops::{InterlevelOp, VolumeRenderOp};
 use crate::model::{Backbone, Forward, GEO_DIM, LossWeights, Model, RGB_PADDING, Rays};
-use crate::ops::{InterlevelOp, VolumeRenderOp};
 use candle_core::{Device, Result, Tensor, Var, bail};
 
 /// Total loss and the gradient of every parameter buffer (same order as `Model::params`; the GLO

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
 
-use super::hashgrid::{HashGridConfig, hash_encode_backward, hash_encode_forward};
-use super::mlp::{MlpCache, MlpConfig, mlp_backward, mlp_forward, mlp_forward_into};
+use crate::kernels::hashgrid::{HashGridConfig, hash_encode_backward, hash_encode_forward};
+use crate::kernels::mlp::{MlpCache, MlpConfig, mlp_backward, mlp_forward, mlp_forward_into};
 
 /// The f32 data of a CPU storage in logical (row-major) order, borrowing when contiguous.
 fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<std::borrow::Cow<'a, [f32]>> {
@@ -398,7 +398,7 @@ mod tests {
                     let res = info.resolution as f64;
                     let lw = match sg {
                         Some(_) => {
-                            super::super::hashgrid::level_weight(sigma_v[s], res as f32) as f64
+                            crate::kernels::hashgrid::level_weight(sigma_v[s], res as f32) as f64
                         }
                         None => 1.0,
                     };

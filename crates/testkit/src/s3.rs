@@ -1,6 +1,6 @@
-//! Test support: a real S3-compatible server (moto in server mode, from PyPI: `pip install
+//! A real S3-compatible server for tests (moto in server mode, from PyPI: `pip install
 //! 'moto[server]'`, which `scripts/setup.sh` installs) started on 127.0.0.1 for one test and stopped
-//! when dropped. Not used by the pipeline.
+//! when dropped.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -100,17 +100,17 @@ impl Drop for S3Server {
     }
 }
 
-/// Start moto or decide what to do without it: panics under `CI=true` (naming moto), else prints
-/// one `skipped:` line and returns `None`.
+/// Start moto or decide what to do without it: under `CI=true` the test fails naming moto, else it
+/// skips visibly ([`crate::testdata::skip`]) and this returns `None`.
+#[track_caller]
 pub fn s3_or_skip(test: &str) -> Option<S3Server> {
     match start_s3() {
         Ok(s) => Some(s),
         Err(why) => {
-            assert!(
-                std::env::var("CI").is_err(),
-                "{test}: needs an S3 server under CI: {why}"
+            crate::testdata::skip(
+                &format!("an S3 server for {test} ({why})"),
+                "scripts/setup-python-tools.sh installs moto[server]",
             );
-            eprintln!("skipped: {test}: {why}");
             None
         }
     }

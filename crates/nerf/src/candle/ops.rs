@@ -1,12 +1,12 @@
 //! candle custom ops for per-ray volume rendering with the distortion loss, and for the interlevel
-//! (proposal) loss, each with a hand-written backward built from [`crate::render`] and
-//! [`crate::stepfun`]. Together with the kernels' ops ([`crate::kernels::ops`]) they let the model be
-//! written as a candle graph ([`crate::graph`]) whose autograd checks the fast path.
+//! (proposal) loss, each with a hand-written backward built from [`crate::composite`] and
+//! [`crate::stepfun`]. Together with the kernels' ops ([`crate::candle::kernel_ops`]) they let the model be
+//! written as a candle graph ([`crate::candle::graph`]) whose autograd checks the fast path.
 //!
 //! Ray geometry (fenceposts in distance `t` and in disparity `s`) is not differentiated: it is held
 //! by the op, as multinerf stops gradients through the sampling.
 
-use crate::render;
+use crate::composite;
 use crate::stepfun;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -46,8 +46,8 @@ impl VolumeRenderOp {
         let t = &self.t[i * (n + 1)..(i + 1) * (n + 1)];
         let s = &self.s[i * (n + 1)..(i + 1) * (n + 1)];
         let mut w = vec![0.0; n];
-        render::weights(sigma, t, &mut w);
-        let (c, d, a) = render::composite(&w, rgb, t);
+        composite::weights(sigma, t, &mut w);
+        let (c, d, a) = composite::composite(&w, rgb, t);
         let mut g = vec![0.0; n];
         let dist = stepfun::distortion_loss(s, &w, 0.0, &mut g);
         out[..3].copy_from_slice(&c);
@@ -91,7 +91,7 @@ impl VolumeRenderOp {
                         gci[3 * j + k] = g[k] * w[j];
                     }
                 }
-                render::weights_backward(sg, t, &w, &gw, gsi);
+                composite::weights_backward(sg, t, &w, &gw, gsi);
             });
         (gs, gc)
     }
@@ -174,7 +174,7 @@ impl InterlevelOp {
         let (m, n) = (self.m, self.n);
         let t = &self.t[i * (m + 1)..(i + 1) * (m + 1)];
         let mut w = vec![0.0; m];
-        render::weights(sigma, t, &mut w);
+        composite::weights(sigma, t, &mut w);
         let mut gw = vec![0.0; m];
         let l = stepfun::interlevel_loss(
             &self.s_nerf[i * (n + 1)..(i + 1) * (n + 1)],
@@ -185,7 +185,7 @@ impl InterlevelOp {
             &mut gw,
         );
         if let Some(gs) = g_sigma {
-            render::weights_backward(sigma, t, &w, &gw, gs);
+            composite::weights_backward(sigma, t, &w, &gw, gs);
         }
         l
     }
