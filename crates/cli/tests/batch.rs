@@ -162,13 +162,7 @@ fn list_files_globs_and_planning_errors() {
 
 /// One synthetic photo folder shared by several venue configs (each its own venue name).
 fn venues(dir: &Path, names: &[&str]) -> Vec<PathBuf> {
-    let opts = flythrough_synth::SynthOptions {
-        images: 8,
-        width: 96,
-        height: 72,
-        ..Default::default()
-    };
-    flythrough_synth::generate(&opts, &dir.join("synth")).unwrap();
+    flythrough_testkit::synth_venue(&dir.join("synth"), 8, 96, 72);
     names
         .iter()
         .map(|n| write_config(dir, &format!("{n}.toml"), n, "synth/photos"))

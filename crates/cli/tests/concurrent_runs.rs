@@ -42,13 +42,7 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 fn a_second_run_on_the_same_folder_fails_fast_and_the_first_commits_what_a_single_run_does() {
     let dir = tempfile::tempdir().unwrap();
     let venue = dir.path().join("venue");
-    let opts = flythrough_synth::SynthOptions {
-        images: 10,
-        width: 96,
-        height: 72,
-        ..Default::default()
-    };
-    flythrough_synth::generate(&opts, &venue).unwrap();
+    flythrough_testkit::synth_venue(&venue, 10, 96, 72);
     let cfg = venue.join("venue.toml");
 
     // Reference: one run on its own.

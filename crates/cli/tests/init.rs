@@ -18,13 +18,7 @@ fn flythrough(args: &[&str]) -> (i32, String) {
 fn init_writes_a_config_that_runs_without_edits() {
     let dir = tempfile::tempdir().unwrap();
     let synth = dir.path().join("synth");
-    let opts = flythrough_synth::SynthOptions {
-        images: 12,
-        width: 96,
-        height: 72,
-        ..Default::default()
-    };
-    flythrough_synth::generate(&opts, &synth).unwrap();
+    flythrough_testkit::synth_venue(&synth, 12, 96, 72);
     // The photos under names that sort against the capture order: Z_IMG_0001 ... A_IMG_0012. The
     // keyframes must follow the EXIF capture time, not the names.
     let photos = dir.path().join("Corner Café");

@@ -9,13 +9,7 @@ fn exe() -> PathBuf {
 }
 
 fn venue(dir: &Path) -> PathBuf {
-    let opts = flythrough_synth::SynthOptions {
-        images: 10,
-        width: 96,
-        height: 72,
-        ..Default::default()
-    };
-    flythrough_synth::generate(&opts, dir).unwrap();
+    flythrough_testkit::synth_venue(dir, 10, 96, 72);
     dir.join("venue.toml")
 }
 

@@ -35,14 +35,8 @@ fn text(o: &Output) -> String {
 /// A synthetic venue whose photos are uploaded to `s3://bkt/venues/<name>/photos/`; its config points
 /// there. Returns (config, local photo folder).
 fn remote_venue(s3: &S3Server, dir: &Path, name: &str, images: usize) -> (PathBuf, PathBuf) {
-    let opts = flythrough_synth::SynthOptions {
-        images,
-        width: 160,
-        height: 120,
-        ..Default::default()
-    };
     let venue = dir.join(name);
-    flythrough_synth::generate(&opts, &venue).unwrap();
+    flythrough_testkit::synth_venue(&venue, images, 160, 120);
     let photos = venue.join("photos");
     let up = s3_remote(s3, &format!("s3://bkt/venues/{name}/photos"));
     for e in std::fs::read_dir(&photos).unwrap() {
@@ -252,13 +246,7 @@ fn bad_urls_fail_with_one_line_naming_the_url_and_spare_the_other_venues() {
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let opts = flythrough_synth::SynthOptions {
-        images: 8,
-        width: 96,
-        height: 72,
-        ..Default::default()
-    };
-    flythrough_synth::generate(&opts, &d.join("v")).unwrap();
+    flythrough_testkit::synth_venue(&d.join("v"), 8, 96, 72);
     let good = d.join("v/venue.toml");
     let t = std::fs::read_to_string(&good).unwrap();
     let bad_photos = d.join("v/bad-photos.toml");

@@ -29,15 +29,7 @@ fn exposure_conditioning_beats_none_and_reproduces_brightness() {
             dir.path().join(format!("out_{tag}")),
             dir.path().join(format!("work_{tag}")),
         );
-        let s = flythrough_nerf::run(
-            &cfg,
-            &scene.images,
-            Some(&scene.manifest),
-            &scene.sfm_dir,
-            &out,
-            &work,
-        )
-        .unwrap();
+        let s = common::run_with_hooks(&cfg, &scene, &out, &work, &Default::default()).unwrap();
         println!("{tag}: {s:?}");
         psnr.push(s.psnr_holdout);
         if exposure {

@@ -47,15 +47,7 @@ fn tiny_room_reaches_20db_and_resumes() {
     let resume_bytes = std::fs::metadata(work.join("checkpoints/last.safetensors"))
         .unwrap()
         .len();
-    let s = flythrough_nerf::run(
-        &cfg,
-        &scene.images,
-        Some(&scene.manifest),
-        &scene.sfm_dir,
-        &out,
-        &work,
-    )
-    .unwrap();
+    let s = common::run_with_hooks(&cfg, &scene, &out, &work, &Default::default()).unwrap();
     assert_eq!(s.resumed_from, Some(100));
     let steps = s.steps;
     assert_eq!(s.steps_this_run, steps - 100);

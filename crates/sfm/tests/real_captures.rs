@@ -5,27 +5,12 @@
 //!   KinectFusion poses (good to a few cm / degrees: the colour and depth cameras were not
 //!   calibrated to each other, so the pair AUC is not a fair measure here; scale and path are).
 
-use flythrough_core::config::{Calibration, Config};
-use flythrough_core::stage::FromConfig;
-use flythrough_core::{LoadedConfig, Reconstruction};
-use flythrough_sfm::SfmInputs;
+use flythrough_core::Reconstruction;
+use flythrough_core::config::Calibration;
 use flythrough_sfm::eval::{eval_poses, parse_7scenes, parse_nerf_transforms};
-use std::path::Path;
+mod common;
 
-fn config_for(dir: &Path, edit: impl FnOnce(&mut Config)) -> SfmInputs {
-    let mut config = Config::default();
-    edit(&mut config);
-    SfmInputs::from_config(&LoadedConfig {
-        config,
-        path: dir.join("venue.toml"),
-        dir: dir.to_path_buf(),
-        photos_dir: dir.to_path_buf(),
-    })
-}
-
-fn report(out: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
-}
+use common::{config_for, report};
 
 /// Every fox frame registers at 1024 px (features, matching and mapping in about a minute of CPU),
 /// the self-calibration lands on the reference focal, and the poses agree with the reference.

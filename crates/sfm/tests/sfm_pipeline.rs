@@ -1,27 +1,14 @@
 //! End-to-end tests of the SfM stage on real photos (shared data; skipped when absent) and on the
 //! project's synthetic venue, plus the stage's user-facing errors.
 
+use flythrough_core::Reconstruction;
 use flythrough_core::config::{BrokenPhotoPolicy, Calibration, Config};
 use flythrough_core::stage::FromConfig;
-use flythrough_core::{LoadedConfig, Reconstruction};
 use flythrough_sfm::eval::{eval_poses, parse_middlebury_par};
 use flythrough_sfm::{SfmError, SfmInputs, run};
-use std::path::Path;
+mod common;
 
-fn config_for(dir: &Path, edit: impl FnOnce(&mut Config)) -> SfmInputs {
-    let mut config = Config::default();
-    edit(&mut config);
-    SfmInputs::from_config(&LoadedConfig {
-        config,
-        path: dir.join("venue.toml"),
-        dir: dir.to_path_buf(),
-        photos_dir: dir.to_path_buf(),
-    })
-}
-
-fn report(out: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
-}
+use common::{config_for, report};
 
 /// Middlebury temple ring (19 photos, 640x480): every photo registered and relative poses at
 /// least as accurate as COLMAP 3.8's (AUC@5° 0.58, AUC@10° 0.76 on the same photos).
@@ -95,17 +82,12 @@ fn synthetic_venue_is_accurate_and_metric() {
         height: 480,
         ..Default::default()
     };
-    let s = flythrough_synth::generate(&opts, tmp.path()).unwrap();
-    let cfg = SfmInputs::from_config(&Config::load(&s.config_path).unwrap());
-    let images = flythrough_testkit::cleared_images(&s.photos_dir).unwrap();
-    let out = tmp.path().join("sfm");
-    std::fs::create_dir_all(&out).unwrap();
-    let summary = run(&cfg, &images, None, &out).unwrap();
+    let (s, summary, out) = common::synth_venue_sfm(tmp.path(), &opts);
     let est = Reconstruction::read(&out.join("sparse")).unwrap();
     let gt = Reconstruction::read(&s.ground_truth_dir).unwrap();
     let e = eval_poses(&est, &gt);
     println!("synthetic: {}", serde_json::to_string(&e).unwrap());
-    assert_eq!(summary.registered, images.names().len());
+    assert_eq!((summary.registered, summary.total), (40, 40));
     assert!(e.auc["5"] >= 0.95, "AUC@5 {}", e.auc["5"]);
     assert!(
         e.median_center_error_pct < 1.0,
@@ -235,12 +217,7 @@ fn dense_walk_of_240_photos_registers_every_photo() {
         height: 240,
         ..Default::default()
     };
-    let s = flythrough_synth::generate(&opts, tmp.path()).unwrap();
-    let cfg = SfmInputs::from_config(&Config::load(&s.config_path).unwrap());
-    let images = flythrough_testkit::cleared_images(&s.photos_dir).unwrap();
-    let out = tmp.path().join("sfm");
-    std::fs::create_dir_all(&out).unwrap();
-    let summary = run(&cfg, &images, None, &out).unwrap();
+    let (s, summary, out) = common::synth_venue_sfm(tmp.path(), &opts);
     let r = report(&out);
     println!(
         "dense walk: init pair {}, timings {}",

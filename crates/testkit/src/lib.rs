@@ -6,6 +6,7 @@
 //!   fails the test, elsewhere the test skips visibly.
 //! - [`s3`]: a moto S3 server on localhost.
 //! - [`test_gpu`]: the GPU adapter for kernel tests (lavapipe in CI), buffers poisoned with NaN.
+//! - [`synth_venue`]: a small synthetic venue and its config.
 //! - [`cleared_images`]: a folder of photos that need no redaction (the Middlebury temple, the
 //!   synthetic room) as [`RedactedImages`], without a privacy stage.
 
@@ -38,6 +39,19 @@ pub fn test_gpu() -> Option<Arc<Gpu>> {
             None
         }
     }
+}
+
+/// A small synthetic venue (`flythrough synth` with `images` photos of `width`x`height`) written to
+/// `dir`; returns its config, `dir/venue.toml`.
+pub fn synth_venue(dir: &Path, images: usize, width: u32, height: u32) -> std::path::PathBuf {
+    let opts = flythrough_synth::SynthOptions {
+        images,
+        width,
+        height,
+        ..Default::default()
+    };
+    flythrough_synth::generate(&opts, dir).expect("generate the synthetic venue");
+    dir.join("venue.toml")
 }
 
 /// A folder of photos without personal data as redacted photos, without a privacy stage.
