@@ -15,6 +15,10 @@ export FLYTHROUGH_SKIP_LOG="$PWD/target/test-skips.log"
 status=0
 # --no-fail-fast: one failing test binary must not hide the failures of the others.
 cargo test --workspace --release --locked --no-fail-fast "$@" || status=$?
+# Lints: clippy under the workspace's [workspace.lints], every warning an error. After the tests, so
+# a lint never hides a failing test; its failure fails the run all the same.
+echo "clippy (all targets, warnings as errors):"
+cargo clippy --workspace --all-targets --release --locked -- -D warnings || status=$?
 # One line per skip, "crate::test<TAB>what is missing"; a test that hit two missing things counts once.
 skipped=$(cut -f1 "$FLYTHROUGH_SKIP_LOG" | sort -u | wc -l)
 if [ "$skipped" -gt 0 ]; then

@@ -57,7 +57,8 @@ mod tests {
         m.config.render.max_path_frames = 7;
         assert_eq!(hashes(&m), h0);
         // What each stage reads: exactly that stage (and only it) changes.
-        let edits: [(Stage, fn(&mut flythrough_core::Config)); 6] = [
+        type Edit = fn(&mut flythrough_core::Config);
+        let edits: [(Stage, Edit); 6] = [
             (Stage::Capture, |c| c.capture.blur_threshold += 1.0),
             (Stage::Privacy, |c| c.privacy.min_face_px += 1.0),
             (Stage::Sfm, |c| {

@@ -180,16 +180,21 @@ impl Machine {
     }
 }
 
+/// Called with a stage and its uncommitted output folder.
+pub type CommitHook = Arc<dyn Fn(Stage, &Path) + Send + Sync>;
+/// Called with the step just checkpointed; `true` stops the stage.
+pub type StopHook = Arc<dyn Fn(usize) -> bool + Send + Sync>;
+
 /// Callbacks a caller injects into a run (COLMAP's controllers take a "check if stopped" function
 /// the same way); nothing inside a stage reads an environment variable or a global for them.
 #[derive(Clone, Default)]
 pub struct Hooks {
     /// Called after a stage's body returned successfully, before its output is committed, with the
     /// uncommitted output folder (tests pause or kill the process here).
-    pub before_commit: Option<Arc<dyn Fn(Stage, &Path) + Send + Sync>>,
+    pub before_commit: Option<CommitHook>,
     /// Asked by long stages after each resumable checkpoint (training: with the step just
     /// checkpointed); `true` stops the stage there as if the process had been killed.
-    pub stop_after_checkpoint: Option<Arc<dyn Fn(usize) -> bool + Send + Sync>>,
+    pub stop_after_checkpoint: Option<StopHook>,
 }
 
 impl std::fmt::Debug for Hooks {

@@ -128,8 +128,11 @@ fn section_of<S: Section>(run: &RunDir, rec: &StageRecord) -> Option<(&'static s
     })
 }
 
+/// A stage's section (title and HTML) when the record is of its stage.
+type SectionFn = fn(&RunDir, &StageRecord) -> Option<(&'static str, String)>;
+
 /// The sections, one per stage's summary type (a test checks that every stage has one).
-const SECTIONS: [fn(&RunDir, &StageRecord) -> Option<(&'static str, String)>; 5] = [
+const SECTIONS: [SectionFn; 5] = [
     section_of::<CaptureSummary>,
     section_of::<PrivacySummary>,
     section_of::<SfmSummary>,

@@ -1,6 +1,7 @@
 //! Structure from motion: camera poses, intrinsics and metric scale from the redacted photos.
 
 pub mod ba;
+pub mod controller;
 pub mod eval;
 pub mod features;
 pub mod geometry;
