@@ -1,0 +1,272 @@
+//! Every GPU kernel against its CPU twin on fresh random inputs (on lavapipe in CI).
+//!
+//! Tolerances (all relative to the largest magnitude of the reference buffer, so a near-zero
+//! element cannot blow them up):
+//! - forward kernels **1e-5**: the same f32 operations in the same order, except the driver's
+//!   `exp`/`log2` (Vulkan allows a few ULP) and the MLP sums, which run in another order than the
+//!   CPU's GEMM (f32 rounding ~ 1e-7 per add over at most a few hundred terms);
+//! - gradients **1e-4**: scatters add in a run-dependent order (atomics) and the MLP weight
+//!   gradients sum thousands of products per parameter in another order than the CPU (~sqrt(n)
+//!   growth of the f32 rounding), with cancellation between positive and negative terms.
+//!
+//! Every buffer a kernel writes starts as a NaN sentinel (`test_gpu` poisons new buffers), so an
+//! element a kernel forgets to write fails the comparison.
+//!
+//! One file per kernel family: [`hash`] (encoding), [`mlp`] (fused MLP), [`sampling`]
+//! (proposal resampling), [`compositing`] (weights, compositing, ray features), [`losses`],
+//! [`optimiser`] (GLO scatter, loss reduction, gradient norm, Adam), [`raygen`] (camera and 360°
+//! rays), [`model`] (the whole forward pass and training step). This file holds what they share.
+
+use super::batch::Grid;
+use super::kernels::*;
+use super::shaders::{KernelId, MlpShape};
+use crate::composite;
+use crate::coord;
+use crate::encoding;
+use crate::kernels::{
+    Adam, AdamConfig, HashGridConfig, MlpCache, MlpConfig, MlpInput, clip_scale, grad_sq_norm,
+    hash_encode_backward, hash_encode_forward, mlp_backward_grouped, mlp_forward_grouped_into,
+};
+use crate::stepfun;
+use flythrough_gpu::{AtomicMode, Bind, Gpu, GpuBuffer};
+use flythrough_testkit::test_gpu;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
+
+const SHAPE: MlpShape = MlpShape {
+    tile: 8,
+    max_in: 96,
+    max_w: 64,
+    wg: 64,
+};
+
+fn ks(g: &Arc<Gpu>, atomic: AtomicMode) -> Kernels {
+    Kernels::new(g.clone(), atomic, SHAPE)
+}
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+fn rand_vec(r: &mut ChaCha8Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| r.random_range(lo..hi)).collect()
+}
+
+fn up<T: bytemuck::Pod>(g: &Gpu, v: &[T]) -> GpuBuffer {
+    g.upload("test input", v).unwrap()
+}
+
+fn out(g: &Gpu, len: usize) -> GpuBuffer {
+    g.storage_len("test output", len.max(1)).unwrap()
+}
+
+fn read(g: &Gpu, b: &GpuBuffer, len: usize) -> Vec<f32> {
+    let v: Vec<f32> = g.read(b).unwrap();
+    v[..len].to_vec()
+}
+
+fn run(g: &Gpu, k: &Kernels, id: KernelId, binds: &[Bind], grid: Grid) {
+    let kern = k.get(id).unwrap();
+    let bg = g.bind(&kern, binds);
+    let mut rec = g.recorder(id.name());
+    match grid {
+        Grid::Threads(n) => rec.dispatch_threads(&kern, &bg, n),
+        Grid::Groups(gr) => rec.dispatch(&kern, &bg, gr),
+    }
+    rec.submit();
+}
+
+/// max |a - b| / max |b| (and every element finite).
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b
+        .iter()
+        .fold(0f64, |m, &x| m.max((x as f64).abs()))
+        .max(1e-30);
+    let mut worst = 0f64;
+    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+        assert!(x.is_finite(), "element {i} is {x} (reference {y})");
+        worst = worst.max((x as f64 - y as f64).abs());
+    }
+    worst / scale
+}
+
+fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: f64) {
+    let e = rel_err(gpu, cpu);
+    eprintln!("{what}: relative error {e:.2e} (tolerance {tol:.0e})");
+    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.0e}");
+}
+
+/// A grid with dense, hashed levels (T = 2^10: levels up to N = 9 are dense).
+fn grid_cfg() -> HashGridConfig {
+    HashGridConfig {
+        levels: 6,
+        features_per_level: 2,
+        log2_table_size: 10,
+        base_resolution: 4,
+        max_resolution: 64,
+    }
+}
+
+fn level_info(cfg: &HashGridConfig) -> Vec<u32> {
+    cfg.level_infos()
+        .iter()
+        .map(|i| i.resolution | if i.dense { 1 << 31 } else { 0 })
+        .collect()
+}
+
+/// Positions partly outside [0,1]^3 (clamped) and footprints, some zero (point samples).
+fn samples(r: &mut ChaCha8Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
+    let pos = rand_vec(r, 3 * n, -0.1, 1.1);
+    let sig = (0..n)
+        .map(|i| {
+            if i % 5 == 0 {
+                0.0
+            } else {
+                r.random_range(0.0..0.05)
+            }
+        })
+        .collect();
+    (pos, sig)
+}
+
+/// Forward over the levels in `splits` (one dispatch per range, the table bound by range).
+fn hash_fwd_gpu(
+    g: &Gpu,
+    k: &Kernels,
+    cfg: &HashGridConfig,
+    params: &[f32],
+    pos: &[f32],
+    sig: &[f32],
+    splits: &[(u32, u32)],
+) -> Vec<f32> {
+    let n = sig.len();
+    let lf = cfg.output_dim();
+    let (info, pb, sb, tb) = (
+        up(g, &level_info(cfg)),
+        up(g, pos),
+        up(g, sig),
+        up(g, params),
+    );
+    let o = out(g, n * lf);
+    let lb = (cfg.table_size() * cfg.features_per_level * 4) as u64;
+    for &(l0, lc) in splits {
+        let u = g
+            .uniform(
+                "p",
+                &HashParams {
+                    n: n as u32,
+                    levels: lc,
+                    level0: l0,
+                    feats: cfg.features_per_level as u32,
+                    log2_t: cfg.log2_table_size,
+                    out_stride: lf as u32,
+                    _p: [0; 2],
+                },
+            )
+            .unwrap();
+        run(
+            g,
+            k,
+            KernelId::HashFwd,
+            &[
+                (&u).into(),
+                (&info).into(),
+                (&pb).into(),
+                (&sb).into(),
+                tb.range(l0 as u64 * lb, lc as u64 * lb),
+                (&o).into(),
+            ],
+            Grid::Threads((n * lc as usize) as u64),
+        );
+    }
+    read(g, &o, n * lf)
+}
+
+mod compositing;
+mod hash;
+mod losses;
+mod mlp;
+mod model;
+mod optimiser;
+mod raygen;
+mod sampling;
+
+/// Random sorted fenceposts in [0,1] per ray and positive weights.
+fn histograms(r: &mut ChaCha8Rng, rays: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut s = Vec::new();
+    let mut w = Vec::new();
+    for _ in 0..rays {
+        let mut v = rand_vec(r, n - 1, 0.0, 1.0);
+        v.push(0.0);
+        v.push(1.0);
+        v.sort_by(|a, b| a.total_cmp(b));
+        s.extend(v);
+        let mut ww = rand_vec(r, n, 0.0, 1.0);
+        let z: f32 = ww.iter().sum();
+        ww.iter_mut().for_each(|x| *x /= z);
+        w.extend(ww);
+    }
+    (s, w)
+}
+
+fn random_rays(r: &mut ChaCha8Rng, n: usize) -> Vec<[f32; 8]> {
+    (0..n)
+        .map(|_| {
+            let d = [
+                r.random_range(-1.0..1.0f32),
+                r.random_range(-1.0..1.0),
+                r.random_range(-1.0..1.0),
+            ];
+            let l = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+            [
+                r.random_range(-0.5..0.5),
+                r.random_range(-0.5..0.5),
+                r.random_range(-0.5..0.5),
+                d[0] / l,
+                d[1] / l,
+                d[2] / l,
+                r.random_range(1e-4..5e-3),
+                r.random_range(-2.0..2.0),
+            ]
+        })
+        .collect()
+}
+
+/// A small model with grids far from their near-zero initialisation, so densities and colours vary
+/// along rays.
+pub(crate) fn random_model(seed: u64, glo_dim: usize, latents: usize) -> crate::model::Model {
+    random_model_amp(seed, glo_dim, latents, 1.0)
+}
+
+/// [`random_model`] with grid and latent values uniform in `[-amp, amp]`.
+pub(crate) fn random_model_amp(
+    seed: u64,
+    glo_dim: usize,
+    latents: usize,
+    amp: f32,
+) -> crate::model::Model {
+    let tc = flythrough_core::config::TrainConfig {
+        prop_samples: vec![16, 12],
+        nerf_samples: 12,
+        hash_levels: 6,
+        hash_table_log2: 12,
+        hash_max_res: 128,
+        mlp_width: 32,
+        glo_dim,
+        ..Default::default()
+    };
+    let mut m = crate::model::Model::new(
+        crate::model::ModelConfig::from_train(&tc, latents),
+        0.05,
+        seed,
+    );
+    let mut r = rng(seed + 100);
+    for (name, p) in m.names.clone().iter().zip(m.params.iter_mut()) {
+        if name.ends_with("grid") || name == "glo" {
+            p.iter_mut().for_each(|v| *v = r.random_range(-amp..amp));
+        }
+    }
+    m
+}

@@ -1,0 +1,233 @@
+//! GLO latent gradient scatter, loss reduction, gradient norm and Adam (`glo_grad`, `loss_reduce`,
+//! `sq_norm`, `sq_norm_final`, `adam`) against the CPU optimiser.
+
+use super::*;
+
+#[test]
+fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
+    let Some(g) = test_gpu() else { return };
+    let mut r = rng(8);
+    // GLO gradient: per-row latent-column gradients summed per ray, scattered by photo, both paths.
+    let (rays, n, gd, photos) = (70usize, 6usize, 4usize, 5usize);
+    let dxg = rand_vec(&mut r, rays * n * gd, -1.0, 1.0);
+    let idx: Vec<u32> = (0..rays)
+        .map(|_| r.random_range(0..photos as u32))
+        .collect();
+    let g0 = rand_vec(&mut r, photos * gd, -0.1, 0.1);
+    let mut cpu = g0.clone();
+    for i in 0..rays {
+        for j in 0..gd {
+            let s: f32 = (0..n).map(|q| dxg[(i * n + q) * gd + j]).sum();
+            cpu[idx[i] as usize * gd + j] += s;
+        }
+    }
+    let mut modes = vec![AtomicMode::CasU32];
+    if g.caps().float_atomics {
+        modes.push(AtomicMode::NativeF32);
+    }
+    for mode in modes {
+        let k = ks(&g, mode);
+        let u = g
+            .uniform(
+                "p",
+                &GloParams {
+                    n_rays: rays as u32,
+                    n: n as u32,
+                    gd: gd as u32,
+                    _p: 0,
+                },
+            )
+            .unwrap();
+        let (ib, db, gb) = (up(&g, &idx), up(&g, &dxg), up(&g, &g0));
+        run(
+            &g,
+            &k,
+            KernelId::GloGrad,
+            &[(&u).into(), (&ib).into(), (&db).into(), (&gb).into()],
+            Grid::Threads(rays as u64),
+        );
+        assert_close(
+            &format!("glo grad {mode:?}"),
+            &read(&g, &gb, photos * gd),
+            &cpu,
+            1e-5,
+        );
+    }
+    let k = ks(&g, g.atomic_mode());
+    // Loss reduction into the running metrics.
+    let nprop = 2usize;
+    let rl = rand_vec(&mut r, rays * 4, 0.0, 1.0);
+    let il = rand_vec(&mut r, rays * nprop, 0.0, 1.0);
+    let m0 = [0.5f32, 0.25, 0.125, 1.0, 3.0, 9.0, 0.0, 0.0];
+    let u = g
+        .uniform(
+            "p",
+            &RedParams {
+                n_rays: rays as u32,
+                nprop: 2,
+                _p0: [0; 2],
+                inv_3r: 1.0 / (3 * rays) as f32,
+                inv_r: 1.0 / rays as f32,
+                inv_rn: 1.0 / (rays * n) as f32,
+                _p1: 0.0,
+            },
+        )
+        .unwrap();
+    let (rlb, ilb, mb) = (up(&g, &rl), up(&g, &il), up(&g, &m0));
+    run(
+        &g,
+        &k,
+        KernelId::LossReduce,
+        &[(&u).into(), (&rlb).into(), (&ilb).into(), (&mb).into()],
+        Grid::Groups([1, 1, 1]),
+    );
+    let sum = |f: &dyn Fn(usize) -> f32| (0..rays).map(f).map(|x| x as f64).sum::<f64>();
+    let want = [
+        m0[0] as f64 + sum(&|i| rl[4 * i]) / (3 * rays) as f64,
+        m0[1] as f64 + sum(&|i| rl[4 * i + 1]) / rays as f64,
+        m0[2] as f64 + il.iter().map(|&x| x as f64).sum::<f64>() / (rays * n) as f64,
+        m0[3] as f64 + sum(&|i| rl[4 * i + 2]) / (3 * rays) as f64,
+        4.0,
+    ];
+    let got = read(&g, &mb, 5);
+    for (a, b) in got.iter().zip(&want) {
+        assert!(
+            (*a as f64 - b).abs() < 1e-5 * b.abs().max(1.0),
+            "metrics {got:?} vs {want:?}"
+        );
+    }
+    // Global norm over two buffers (partials then a fixed-order sum) and the clip factor.
+    let (a, b) = (
+        rand_vec(&mut r, 5000, -1.0, 1.0),
+        rand_vec(&mut r, 3000, -2.0, 2.0),
+    );
+    let parts_a = 5000usize.div_ceil(2048);
+    let parts_b = 3000usize.div_ceil(2048);
+    let partial = out(&g, parts_a + parts_b);
+    for (v, off) in [(&a, 0usize), (&b, parts_a)] {
+        let u = g
+            .uniform(
+                "p",
+                &SqParams {
+                    len: v.len() as u32,
+                    part_off: off as u32,
+                    _p: [0; 2],
+                },
+            )
+            .unwrap();
+        let vb = up(&g, v);
+        run(
+            &g,
+            &k,
+            KernelId::SqNorm,
+            &[(&u).into(), (&vb).into(), (&partial).into()],
+            Grid::Groups([v.len().div_ceil(2048) as u32, 1, 1]),
+        );
+    }
+    let norm = (grad_sq_norm(&a) + grad_sq_norm(&b)).sqrt();
+    for (clip, max_norm) in [(1u32, norm / 3.0), (0, 1.0)] {
+        let u = g
+            .uniform(
+                "p",
+                &NormParams {
+                    n_parts: (parts_a + parts_b) as u32,
+                    clip,
+                    _p0: [0; 2],
+                    max_norm: max_norm as f32,
+                    _p1: [0.0; 3],
+                },
+            )
+            .unwrap();
+        let (nb, mb) = (out(&g, 2), up(&g, &m0));
+        run(
+            &g,
+            &k,
+            KernelId::SqNormFinal,
+            &[(&u).into(), (&partial).into(), (&nb).into(), (&mb).into()],
+            Grid::Groups([1, 1, 1]),
+        );
+        let got = read(&g, &nb, 2);
+        let want_scale = if clip == 1 {
+            clip_scale(norm, max_norm)
+        } else {
+            1.0
+        };
+        assert!(
+            ((got[0] as f64 - norm) / norm).abs() < 1e-5,
+            "norm {} vs {norm}",
+            got[0]
+        );
+        assert!(
+            (got[1] - want_scale).abs() < 1e-5,
+            "scale {} vs {want_scale}",
+            got[1]
+        );
+        assert_eq!(read(&g, &mb, 6)[5], got[0]);
+    }
+    // Fused Adam with a clip factor, two steps; gradients end zeroed.
+    let len = 3000usize;
+    let (p0, grads) = (
+        rand_vec(&mut r, len, -1.0, 1.0),
+        rand_vec(&mut r, len, -1.0, 1.0),
+    );
+    let cfg = AdamConfig {
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-15,
+    };
+    let mut adam = Adam::new(len, cfg);
+    let mut cp = p0.clone();
+    let (pb, mb, vb) = (
+        up(&g, &p0),
+        up(&g, &vec![0.0f32; len]),
+        up(&g, &vec![0.0f32; len]),
+    );
+    let nb = up(&g, &[1.23f32, 0.7]);
+    let ul = g
+        .uniform(
+            "l",
+            &AdamLen {
+                len: len as u32,
+                _p: [0; 3],
+            },
+        )
+        .unwrap();
+    for step in 1..=2u64 {
+        let mut cg = grads.clone();
+        adam.update_and_zero(&mut cp, &mut cg, 0.01, 0.7);
+        let bc1 = 1.0 - (cfg.beta1 as f64).powi(step as i32);
+        let bc2 = 1.0 - (cfg.beta2 as f64).powi(step as i32);
+        let st = AdamStep {
+            b1: cfg.beta1,
+            b2: cfg.beta2,
+            eps: cfg.eps,
+            step_size: (0.01 / bc1) as f32,
+            inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+            _p: [0.0; 3],
+        };
+        let us = g.uniform("s", &st).unwrap();
+        let gb = up(&g, &grads);
+        run(
+            &g,
+            &k,
+            KernelId::Adam,
+            &[
+                (&ul).into(),
+                (&us).into(),
+                (&nb).into(),
+                (&pb).into(),
+                (&gb).into(),
+                (&mb).into(),
+                (&vb).into(),
+            ],
+            Grid::Threads(len as u64),
+        );
+        assert!(
+            read(&g, &gb, len).iter().all(|&x| x == 0.0),
+            "gradients zeroed"
+        );
+    }
+    assert_close("adam params", &read(&g, &pb, len), &cp, 1e-5);
+    assert_close("adam m", &read(&g, &mb, len), &adam.m, 1e-5);
+    assert_close("adam v", &read(&g, &vb, len), &adam.v, 1e-5);
+}
