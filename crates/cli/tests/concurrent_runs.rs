@@ -2,6 +2,9 @@
 //! runs): the second fails at once with the lock message naming the first one's PID, and what the
 //! first commits is exactly what a run on its own commits.
 
+mod common;
+
+use common::files;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,22 +23,6 @@ fn run_args<'a>(cfg: &'a Path, run_dir: &'a Path) -> Vec<&'a str> {
         "--until",
         "privacy",
     ]
-}
-
-/// Name → bytes of every file of `dir`.
-fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

@@ -1,18 +1,10 @@
 //! `flythrough init PHOTO_DIR` writes a venue.toml that `flythrough run` takes with no edits.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn flythrough(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_flythrough"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
-    )
-}
+mod common;
+
+use common::flythrough;
 
 #[test]
 fn init_writes_a_config_that_runs_without_edits() {

@@ -1,6 +1,8 @@
 //! End-to-end behaviour of the stage runner through the real binary: skipping up-to-date stages,
 //! re-running on a config change, and a killed run leaving the previous output intact.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -13,31 +15,13 @@ fn venue(dir: &Path) -> PathBuf {
     dir.join("venue.toml")
 }
 
-fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(exe()).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
-    )
-}
+use common::{flythrough as run, stage_json as record};
 
 /// `flythrough run CFG --out RUN --until capture EXTRA...`
 fn run_capture(cfg: &Path, run_dir: &Path, extra: &[&str]) -> (i32, String) {
-    let mut args = vec![
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-        "--until",
-        "capture",
-    ];
+    let mut args = vec!["--until", "capture"];
     args.extend_from_slice(extra);
-    run(&args)
-}
-
-fn record(run_dir: &Path, stage: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(run_dir.join(stage).join("stage.json")).unwrap())
-        .unwrap()
+    common::run_venue(cfg, run_dir, &args)
 }
 
 #[test]
@@ -177,16 +161,7 @@ fn originals_are_never_modified() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = venue(dir.path());
     let photos = dir.path().join("photos");
-    let before: Vec<(String, Vec<u8>)> = std::fs::read_dir(&photos)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
+    let before = common::files(&photos);
     // Only capture and privacy open originals; the later stages are covered by the privacy-boundary test.
     let (code, log) = run(&[
         "run",

@@ -5,36 +5,15 @@
 //! refused.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn flythrough(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_flythrough"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
-    )
-}
+mod common;
 
-fn run(cfg: &Path, run_dir: &Path, extra: &[&str]) -> (i32, String) {
-    let mut args = vec![
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    flythrough(&args)
-}
+use common::{flythrough, run_venue as run};
 
 fn started(run_dir: &Path, stage: &str) -> f64 {
-    let v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(run_dir.join(stage).join("stage.json")).unwrap(),
-    )
-    .unwrap();
-    v["started"].as_f64().unwrap()
+    common::stage_json(run_dir, stage)["started"]
+        .as_f64()
+        .unwrap()
 }
 
 #[test]

@@ -277,48 +277,11 @@ struct Scene {
 
 /// The synthetic venue with its ground-truth model and EXIF exposures (as `bench_train`).
 fn synth_scene(dir: &std::path::Path, w: u32, h: u32, n: usize) -> Scene {
-    let opts = flythrough_synth::SynthOptions {
-        width: w,
-        height: h,
-        images: n,
-        ..Default::default()
-    };
-    let venue = dir.join("venue");
-    let summary = flythrough_synth::generate(&opts, &venue).unwrap_or_else(|e| die(&e.to_string()));
-    let sparse = dir.join("sfm").join("sparse");
-    std::fs::create_dir_all(&sparse).unwrap();
-    for f in ["cameras.txt", "images.txt", "points3D.txt"] {
-        std::fs::copy(summary.ground_truth_dir.join(f), sparse.join(f)).unwrap();
-    }
-    let info: flythrough_synth::SceneInfo = serde_json::from_str(
-        &std::fs::read_to_string(summary.ground_truth_dir.join("scene.json")).unwrap(),
-    )
-    .unwrap();
-    let mut manifest = flythrough_core::Manifest::default();
-    for (i, p) in info.photos.iter().enumerate() {
-        manifest
-            .photos
-            .push(flythrough_core::manifest::PhotoRecord {
-                id: i as u32 + 1,
-                file: p.name.clone(),
-                width: w,
-                height: h,
-                exif: Default::default(),
-                exposure: flythrough_core::manifest::Exposure {
-                    ev: p.ev,
-                    source: flythrough_core::manifest::ExposureSource::Exif,
-                },
-                focal_prior: flythrough_core::manifest::FocalPrior {
-                    px: info.camera.fx,
-                    rule: flythrough_core::manifest::FocalRule::DefaultFactor,
-                },
-                camera_key: "synth".into(),
-            });
-    }
+    let t = flythrough_testkit::synth_training_scene(dir, w, h, n);
     Scene {
-        images: flythrough_testkit::cleared_images(&venue.join("photos")).unwrap(),
-        manifest,
-        sfm_dir: dir.join("sfm"),
+        images: t.images,
+        manifest: t.manifest,
+        sfm_dir: t.sfm_dir,
     }
 }
 
@@ -382,15 +345,10 @@ fn train_mode(args: &[String]) {
     cfg.max_seconds = seconds;
     cfg.steps = 1_000_000;
     let t0 = Instant::now();
-    let s = flythrough_nerf::run(
-        &cfg,
-        &scene.images,
-        Some(&scene.manifest),
-        &scene.sfm_dir,
-        &dir.join("out"),
-        &dir.join("work"),
-    )
-    .unwrap_or_else(|e| die(&e.to_string()));
+    let (o, w) = (dir.join("out"), dir.join("work"));
+    let (images, manifest) = (&scene.images, Some(&scene.manifest));
+    let s = flythrough_nerf::run(&cfg, images, manifest, &scene.sfm_dir, &o, &w)
+        .unwrap_or_else(|e| die(&e.to_string()));
     // Time to 30 dB of the training batches (metrics.jsonl: mean batch PSNR per metrics_every steps).
     let t30 = std::fs::read_to_string(dir.join("out").join("metrics.jsonl"))
         .unwrap_or_default()

@@ -125,47 +125,10 @@ fn known_poses(scene: &str) -> common::Scene {
 
 /// The synthetic venue with its ground-truth model as `sfm/sparse` and a manifest of its exposures.
 fn synth_venue(dir: &std::path::Path, w: u32, h: u32, n: usize) -> common::Scene {
-    let opts = flythrough_synth::SynthOptions {
-        width: w,
-        height: h,
-        images: n,
-        ..Default::default()
-    };
-    let venue = dir.join("venue");
-    let summary = flythrough_synth::generate(&opts, &venue).expect("synth");
-    let sparse = dir.join("sfm").join("sparse");
-    std::fs::create_dir_all(&sparse).unwrap();
-    for f in ["cameras.txt", "images.txt", "points3D.txt"] {
-        std::fs::copy(summary.ground_truth_dir.join(f), sparse.join(f)).unwrap();
-    }
-    let info: flythrough_synth::SceneInfo = serde_json::from_str(
-        &std::fs::read_to_string(summary.ground_truth_dir.join("scene.json")).unwrap(),
-    )
-    .unwrap();
-    let mut manifest = flythrough_core::Manifest::default();
-    for (i, p) in info.photos.iter().enumerate() {
-        manifest
-            .photos
-            .push(flythrough_core::manifest::PhotoRecord {
-                id: i as u32 + 1,
-                file: p.name.clone(),
-                width: w,
-                height: h,
-                exif: Default::default(),
-                exposure: flythrough_core::manifest::Exposure {
-                    ev: p.ev,
-                    source: flythrough_core::manifest::ExposureSource::Exif,
-                },
-                focal_prior: flythrough_core::manifest::FocalPrior {
-                    px: info.camera.fx,
-                    rule: flythrough_core::manifest::FocalRule::DefaultFactor,
-                },
-                camera_key: "synth".into(),
-            });
-    }
+    let t = flythrough_testkit::synth_training_scene(dir, w, h, n);
     common::Scene {
-        images: flythrough_testkit::cleared_images(&venue.join("photos")).unwrap(),
-        manifest,
-        sfm_dir: dir.join("sfm"),
+        images: t.images,
+        manifest: t.manifest,
+        sfm_dir: t.sfm_dir,
     }
 }

@@ -76,13 +76,7 @@ fn sceaux_castle_registers_all_with_accurate_focal() {
 #[test]
 fn synthetic_venue_is_accurate_and_metric() {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = flythrough_synth::SynthOptions {
-        images: 40,
-        width: 640,
-        height: 480,
-        ..Default::default()
-    };
-    let (s, summary, out) = common::synth_venue_sfm(tmp.path(), &opts);
+    let (s, summary, out) = common::synth_venue_sfm(tmp.path(), 40, 640, 480);
     let est = Reconstruction::read(&out.join("sparse")).unwrap();
     let gt = Reconstruction::read(&s.ground_truth_dir).unwrap();
     let e = eval_poses(&est, &gt);
@@ -211,13 +205,7 @@ fn clear_errors_for_bad_inputs() {
 #[test]
 fn dense_walk_of_240_photos_registers_every_photo() {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = flythrough_synth::SynthOptions {
-        images: 240,
-        width: 320,
-        height: 240,
-        ..Default::default()
-    };
-    let (s, summary, out) = common::synth_venue_sfm(tmp.path(), &opts);
+    let (s, summary, out) = common::synth_venue_sfm(tmp.path(), 240, 320, 240);
     let r = report(&out);
     println!(
         "dense walk: init pair {}, timings {}",

@@ -54,6 +54,84 @@ pub fn synth_venue(dir: &Path, images: usize, width: u32, height: u32) -> std::p
     dir.join("venue.toml")
 }
 
+/// A scene to train on: photos without personal data, their manifest (exposures) and a COLMAP
+/// model in `sfm_dir/sparse`.
+pub struct TrainingScene {
+    pub images: RedactedImages,
+    pub manifest: flythrough_core::Manifest,
+    pub sfm_dir: std::path::PathBuf,
+}
+
+/// The synthetic venue (`images` photos of `width`x`height`, generated in `dir/venue`) as a
+/// training scene: its ground-truth model as `dir/sfm/sparse` and a manifest of its EXIF exposures.
+pub fn synth_training_scene(dir: &Path, width: u32, height: u32, images: usize) -> TrainingScene {
+    use flythrough_core::manifest::{Exposure, ExposureSource, FocalPrior, FocalRule, PhotoRecord};
+    let venue = dir.join("venue");
+    synth_venue(&venue, images, width, height);
+    let gt = venue.join("ground_truth");
+    let sparse = dir.join("sfm").join("sparse");
+    std::fs::create_dir_all(&sparse).expect("create sfm/sparse");
+    for f in ["cameras.txt", "images.txt", "points3D.txt"] {
+        std::fs::copy(gt.join(f), sparse.join(f)).expect("copy the ground-truth model");
+    }
+    let info: flythrough_synth::SceneInfo = serde_json::from_str(
+        &std::fs::read_to_string(gt.join("scene.json")).expect("read scene.json"),
+    )
+    .expect("parse scene.json");
+    let mut manifest = flythrough_core::Manifest::default();
+    for (i, p) in info.photos.iter().enumerate() {
+        manifest.photos.push(PhotoRecord {
+            id: i as u32 + 1,
+            file: p.name.clone(),
+            width,
+            height,
+            exif: Default::default(),
+            exposure: Exposure {
+                ev: p.ev,
+                source: ExposureSource::Exif,
+            },
+            focal_prior: FocalPrior {
+                px: info.camera.fx,
+                rule: FocalRule::DefaultFactor,
+            },
+            camera_key: "synth".into(),
+        });
+    }
+    TrainingScene {
+        images: cleared_images(&venue.join("photos")).expect("the synthetic photos"),
+        manifest,
+        sfm_dir: dir.join("sfm"),
+    }
+}
+
+/// One face per photo of `../shared/data` (relative paths): hand-checked face boxes `[x, y, w, h]` (hairline to chin, cheek to cheek), drawn over the photos
+/// and checked by eye.
+pub const SINGLE_FACES: &[(&str, [u32; 4])] = &[
+    (
+        "faces/scikit_image_0.26.0/astronaut.png",
+        [180, 65, 92, 110],
+    ),
+    ("faces/scikit_image_0.26.0/camera.png", [193, 112, 70, 86]), // profile
+    ("faces/pillow_13.0.0/hopper.jpg", [40, 28, 46, 50]),
+    ("faces/max_facial_recognizer/Bryan.png", [36, 26, 36, 50]),
+    (
+        "faces/max_facial_recognizer/Luciano.png",
+        [130, 50, 140, 175],
+    ),
+    (
+        "faces/max_facial_recognizer/Chris.jpeg",
+        [128, 105, 250, 330],
+    ),
+    (
+        "faces/max_facial_recognizer/Paul.jpeg",
+        [105, 140, 265, 375],
+    ),
+    (
+        "faces/max_facial_recognizer/Paul2.jpeg",
+        [105, 160, 315, 440],
+    ),
+];
+
 /// A folder of photos without personal data as redacted photos, without a privacy stage.
 pub fn cleared_images(dir: &Path) -> Result<RedactedImages, RedactedError> {
     RedactedImages::from_cleared_folder(dir)

@@ -18,31 +18,7 @@ use std::time::Instant;
 
 mod seeta;
 
-const SINGLE: &[(&str, [u32; 4])] = &[
-    (
-        "faces/scikit_image_0.26.0/astronaut.png",
-        [180, 65, 92, 110],
-    ),
-    ("faces/scikit_image_0.26.0/camera.png", [193, 112, 70, 86]),
-    ("faces/pillow_13.0.0/hopper.jpg", [40, 28, 46, 50]),
-    ("faces/max_facial_recognizer/Bryan.png", [36, 26, 36, 50]),
-    (
-        "faces/max_facial_recognizer/Luciano.png",
-        [130, 50, 140, 175],
-    ),
-    (
-        "faces/max_facial_recognizer/Chris.jpeg",
-        [128, 105, 250, 330],
-    ),
-    (
-        "faces/max_facial_recognizer/Paul.jpeg",
-        [105, 140, 265, 375],
-    ),
-    (
-        "faces/max_facial_recognizer/Paul2.jpeg",
-        [105, 160, 315, 440],
-    ),
-];
+use flythrough_testkit::SINGLE_FACES as SINGLE;
 
 fn matched(truth: &[BoxF], dets: &[Detection]) -> usize {
     let mut used = vec![false; dets.len()];

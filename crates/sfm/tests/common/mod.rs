@@ -26,13 +26,21 @@ pub fn report(out: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
 }
 
-/// A synthetic venue generated in `dir` and reconstructed into `dir/sfm`: the venue, the stage's summary
+/// A synthetic venue of `images` photos of `width`x`height` generated in `dir` and reconstructed into `dir/sfm`: the venue, the stage's summary
 /// and the output folder.
 pub fn synth_venue_sfm(
     dir: &Path,
-    opts: &flythrough_synth::SynthOptions,
+    images: usize,
+    width: u32,
+    height: u32,
 ) -> (flythrough_synth::SynthSummary, SfmSummary, PathBuf) {
-    let s = flythrough_synth::generate(opts, dir).unwrap();
+    let opts = flythrough_synth::SynthOptions {
+        images,
+        width,
+        height,
+        ..Default::default()
+    };
+    let s = flythrough_synth::generate(&opts, dir).unwrap();
     let cfg = SfmInputs::from_config(&Config::load(&s.config_path).unwrap());
     let images = flythrough_testkit::cleared_images(&s.photos_dir).unwrap();
     let out = dir.join("sfm");

@@ -29,18 +29,12 @@ fn weights_composite_and_ray_features_match_cpu() {
         out(&g, rays * n),
         out(&g, rays * n),
     );
-    run(
-        &g,
-        &k,
-        KernelId::Weights,
-        &[
-            (&u).into(),
-            (&rb).into(),
-            (&tb).into(),
-            (&sb).into(),
-            (&wb).into(),
-        ],
-        Grid::Threads(rays as u64),
+    launch!(
+        g,
+        k,
+        Weights,
+        [u, rb, tb, sb, wb],
+        Grid::Threads(rays as u64)
     );
     let mut csig = vec![0.0; rays * n];
     let mut cw = vec![0.0; rays * n];
@@ -70,19 +64,12 @@ fn weights_composite_and_ray_features_match_cpu() {
     let u = g.uniform("p", &cp).unwrap();
     let (lb, ob) = (up(&g, &logits), out(&g, rays * 5));
     let px = up(&g, &vec![0xAAAA_AAAAu32; 130]);
-    run(
-        &g,
-        &k,
-        KernelId::Composite,
-        &[
-            (&u).into(),
-            (&wb).into(),
-            (&tb).into(),
-            (&lb).into(),
-            (&ob).into(),
-            (&px).into(),
-        ],
-        Grid::Threads(rays as u64),
+    launch!(
+        g,
+        k,
+        Composite,
+        [u, wb, tb, lb, ob, px],
+        Grid::Threads(rays as u64)
     );
     let gout = read(&g, &ob, rays * 5);
     let gpx: Vec<u32> = g.read(&px).unwrap();
@@ -141,18 +128,12 @@ fn weights_composite_and_ray_features_match_cpu() {
         up(&g, &table),
         out(&g, rays * width),
     );
-    run(
-        &g,
-        &k,
-        KernelId::RayFeatures,
-        &[
-            (&u).into(),
-            (&rb).into(),
-            (&ib).into(),
-            (&tb2).into(),
-            (&fb).into(),
-        ],
-        Grid::Threads(rays as u64),
+    launch!(
+        g,
+        k,
+        RayFeatures,
+        [u, rb, ib, tb2, fb],
+        Grid::Threads(rays as u64)
     );
     let mut cf = vec![0.0; rays * width];
     for i in 0..rays {

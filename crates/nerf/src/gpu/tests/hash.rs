@@ -51,20 +51,7 @@ fn hash_encode_backward_matches_cpu_native_and_cas() {
         let grad = up(&g, &g0);
         let lb = (cfg.table_size() * 2 * 4) as u64;
         for (l0, lc) in [(0u32, 4u32), (4, 2)] {
-            let u = g
-                .uniform(
-                    "p",
-                    &HashParams {
-                        n: n as u32,
-                        levels: lc,
-                        level0: l0,
-                        feats: 2,
-                        log2_t: cfg.log2_table_size,
-                        out_stride: cfg.output_dim() as u32,
-                        _p: [0; 2],
-                    },
-                )
-                .unwrap();
+            let u = g.uniform("p", &hash_params(&cfg, n, l0, lc)).unwrap();
             run(
                 &g,
                 &k,

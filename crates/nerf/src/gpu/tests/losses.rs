@@ -47,24 +47,14 @@ fn losses_and_their_gradients_match_cpu() {
         out(&g, rays * n * stride),
         out(&g, rays * 4),
     );
-    run(
-        &g,
-        &k,
-        KernelId::NerfLoss,
-        &[
-            (&u).into(),
-            (&bufs[0]).into(),
-            (&bufs[1]).into(),
-            (&bufs[2]).into(),
-            (&bufs[3]).into(),
-            (&bufs[4]).into(),
-            (&bufs[5]).into(),
-            (&gwb).into(),
-            (&glb).into(),
-            (&drb).into(),
-            (&rlb).into(),
+    launch!(
+        g,
+        k,
+        NerfLoss,
+        [
+            u, bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], bufs[5], gwb, glb, drb, rlb
         ],
-        Grid::Threads(rays as u64),
+        Grid::Threads(rays as u64)
     );
     // CPU twin: the per-ray closure of Model::backward.
     let act = |x: f32| {
@@ -161,23 +151,12 @@ fn losses_and_their_gradients_match_cpu() {
         up(&g, &te),
     ];
     let (geb, drb, lb) = (out(&g, rays * m), out(&g, rays * m), out(&g, rays + 3));
-    run(
-        &g,
-        &k,
-        KernelId::Interlevel,
-        &[
-            (&u).into(),
-            (&b[0]).into(),
-            (&b[1]).into(),
-            (&b[2]).into(),
-            (&b[3]).into(),
-            (&b[4]).into(),
-            (&b[5]).into(),
-            (&geb).into(),
-            (&drb).into(),
-            (&lb).into(),
-        ],
-        Grid::Threads(rays as u64),
+    launch!(
+        g,
+        k,
+        Interlevel,
+        [u, b[0], b[1], b[2], b[3], b[4], b[5], geb, drb, lb],
+        Grid::Threads(rays as u64)
     );
     let (mut c_dr, mut c_l) = (vec![0.0; rays * m], vec![0.0; rays]);
     for i in 0..rays {

@@ -91,19 +91,12 @@ fn mlp_forward_matches_cpu_dense_and_grouped() {
         );
         let ob = out(&g, c.n * c.cfg.output_dim());
         let cb = out(&g, c.n * c.cfg.hidden_width());
-        run(
-            &g,
-            &k,
-            KernelId::MlpFwd,
-            &[
-                (&u).into(),
-                (&pb).into(),
-                (&ab).into(),
-                (&gb).into(),
-                (&ob).into(),
-                (&cb).into(),
-            ],
-            Grid::Groups(crate::gpu::batch::mlp_groups(&g, c.n, SHAPE.tile)),
+        launch!(
+            g,
+            k,
+            MlpFwd,
+            [u, pb, ab, gb, ob, cb],
+            Grid::Groups(crate::gpu::batch::mlp_groups(&g, c.n, SHAPE.tile))
         );
         let gpu = read(&g, &ob, cpu.len());
         assert_close(&format!("mlp fwd grouped={grouped}"), &gpu, &cpu, 1e-5);
@@ -185,19 +178,12 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
         );
         let yb = out(&g, c.n * dout_w);
         let cb = out(&g, c.n * c.cfg.hidden_width());
-        run(
-            &g,
-            &k,
-            KernelId::MlpFwd,
-            &[
-                (&u).into(),
-                (&pb).into(),
-                (&ab).into(),
-                (&gb).into(),
-                (&yb).into(),
-                (&cb).into(),
-            ],
-            Grid::Groups(crate::gpu::batch::mlp_groups(&g, c.n, SHAPE.tile)),
+        launch!(
+            g,
+            k,
+            MlpFwd,
+            [u, pb, ab, gb, yb, cb],
+            Grid::Groups(crate::gpu::batch::mlp_groups(&g, c.n, SHAPE.tile))
         );
         let db = up(&g, &d_out);
         let dy = out(&g, c.n * p.dyw as usize);
@@ -207,34 +193,19 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
         let partial = out(&g, p.groups as usize * params.len());
         let grads = |seed: u64| {
             let grad = up(&g, &g0);
-            run(
-                &g,
-                &k,
-                KernelId::MlpBwdData,
-                &[
-                    (&u).into(),
-                    (&pb).into(),
-                    (&cb).into(),
-                    (&db).into(),
-                    (&dy).into(),
-                    (&dx).into(),
-                    (&dxg).into(),
-                ],
-                Grid::Groups(crate::gpu::batch::mlp_groups(&g, c.n, SHAPE.tile)),
+            launch!(
+                g,
+                k,
+                MlpBwdData,
+                [u, pb, cb, db, dy, dx, dxg],
+                Grid::Groups(crate::gpu::batch::mlp_groups(&g, c.n, SHAPE.tile))
             );
-            run(
-                &g,
-                &k,
-                KernelId::MlpBwdWeights,
-                &[
-                    (&u).into(),
-                    (&ab).into(),
-                    (&gb).into(),
-                    (&cb).into(),
-                    (&dy).into(),
-                    (&partial).into(),
-                ],
-                Grid::Groups([p.nparams.div_ceil(4 * SHAPE.wg), p.groups, 1]),
+            launch!(
+                g,
+                k,
+                MlpBwdWeights,
+                [u, ab, gb, cb, dy, partial],
+                Grid::Groups([p.nparams.div_ceil(4 * SHAPE.wg), p.groups, 1])
             );
             let ur = g
                 .uniform(
@@ -246,12 +217,12 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
                     },
                 )
                 .unwrap();
-            run(
-                &g,
-                &k,
-                KernelId::ReducePartials,
-                &[(&ur).into(), (&partial).into(), (&grad).into()],
-                Grid::Threads(p.nparams as u64),
+            launch!(
+                g,
+                k,
+                ReducePartials,
+                [ur, partial, grad],
+                Grid::Threads(p.nparams as u64)
             );
             let _ = seed;
             read(&g, &grad, params.len())

@@ -77,6 +77,14 @@ fn run(g: &Gpu, k: &Kernels, id: KernelId, binds: &[Bind], grid: Grid) {
     rec.submit();
 }
 
+/// Run kernel `id` with its bindings in binding order (the parameter block first) on `grid`:
+/// `launch!(g, k, Weights, [params, raw, t, sigma, w], Grid::Threads(rays))`.
+macro_rules! launch {
+    ($g:expr, $k:expr, $id:ident, [$($b:expr),* $(,)?], $grid:expr) => {
+        run(&$g, &$k, KernelId::$id, &[$((&$b).into()),*], $grid)
+    };
+}
+
 /// max |a - b| / max |b| (and every element finite).
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
@@ -131,6 +139,19 @@ fn samples(r: &mut ChaCha8Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
     (pos, sig)
 }
 
+/// The hash kernels' parameter block for `n` samples and the `lc` levels from `l0`.
+fn hash_params(cfg: &HashGridConfig, n: usize, l0: u32, lc: u32) -> HashParams {
+    HashParams {
+        n: n as u32,
+        levels: lc,
+        level0: l0,
+        feats: cfg.features_per_level as u32,
+        log2_t: cfg.log2_table_size,
+        out_stride: cfg.output_dim() as u32,
+        _p: [0; 2],
+    }
+}
+
 /// Forward over the levels in `splits` (one dispatch per range, the table bound by range).
 fn hash_fwd_gpu(
     g: &Gpu,
@@ -152,20 +173,7 @@ fn hash_fwd_gpu(
     let o = out(g, n * lf);
     let lb = (cfg.table_size() * cfg.features_per_level * 4) as u64;
     for &(l0, lc) in splits {
-        let u = g
-            .uniform(
-                "p",
-                &HashParams {
-                    n: n as u32,
-                    levels: lc,
-                    level0: l0,
-                    feats: cfg.features_per_level as u32,
-                    log2_t: cfg.log2_table_size,
-                    out_stride: lf as u32,
-                    _p: [0; 2],
-                },
-            )
-            .unwrap();
+        let u = g.uniform("p", &hash_params(cfg, n, l0, lc)).unwrap();
         run(
             g,
             k,

@@ -39,13 +39,7 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
             )
             .unwrap();
         let (ib, db, gb) = (up(&g, &idx), up(&g, &dxg), up(&g, &g0));
-        run(
-            &g,
-            &k,
-            KernelId::GloGrad,
-            &[(&u).into(), (&ib).into(), (&db).into(), (&gb).into()],
-            Grid::Threads(rays as u64),
-        );
+        launch!(g, k, GloGrad, [u, ib, db, gb], Grid::Threads(rays as u64));
         assert_close(
             &format!("glo grad {mode:?}"),
             &read(&g, &gb, photos * gd),
@@ -74,13 +68,7 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
         )
         .unwrap();
     let (rlb, ilb, mb) = (up(&g, &rl), up(&g, &il), up(&g, &m0));
-    run(
-        &g,
-        &k,
-        KernelId::LossReduce,
-        &[(&u).into(), (&rlb).into(), (&ilb).into(), (&mb).into()],
-        Grid::Groups([1, 1, 1]),
-    );
+    launch!(g, k, LossReduce, [u, rlb, ilb, mb], Grid::Groups([1, 1, 1]));
     let sum = |f: &dyn Fn(usize) -> f32| (0..rays).map(f).map(|x| x as f64).sum::<f64>();
     let want = [
         m0[0] as f64 + sum(&|i| rl[4 * i]) / (3 * rays) as f64,
@@ -116,12 +104,12 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
             )
             .unwrap();
         let vb = up(&g, v);
-        run(
-            &g,
-            &k,
-            KernelId::SqNorm,
-            &[(&u).into(), (&vb).into(), (&partial).into()],
-            Grid::Groups([v.len().div_ceil(2048) as u32, 1, 1]),
+        launch!(
+            g,
+            k,
+            SqNorm,
+            [u, vb, partial],
+            Grid::Groups([v.len().div_ceil(2048) as u32, 1, 1])
         );
     }
     let norm = (grad_sq_norm(&a) + grad_sq_norm(&b)).sqrt();
@@ -139,12 +127,12 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
             )
             .unwrap();
         let (nb, mb) = (out(&g, 2), up(&g, &m0));
-        run(
-            &g,
-            &k,
-            KernelId::SqNormFinal,
-            &[(&u).into(), (&partial).into(), (&nb).into(), (&mb).into()],
-            Grid::Groups([1, 1, 1]),
+        launch!(
+            g,
+            k,
+            SqNormFinal,
+            [u, partial, nb, mb],
+            Grid::Groups([1, 1, 1])
         );
         let got = read(&g, &nb, 2);
         let want_scale = if clip == 1 {
@@ -207,20 +195,12 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
         };
         let us = g.uniform("s", &st).unwrap();
         let gb = up(&g, &grads);
-        run(
-            &g,
-            &k,
-            KernelId::Adam,
-            &[
-                (&ul).into(),
-                (&us).into(),
-                (&nb).into(),
-                (&pb).into(),
-                (&gb).into(),
-                (&mb).into(),
-                (&vb).into(),
-            ],
-            Grid::Threads(len as u64),
+        launch!(
+            g,
+            k,
+            Adam,
+            [ul, us, nb, pb, gb, mb, vb],
+            Grid::Threads(len as u64)
         );
         assert!(
             read(&g, &gb, len).iter().all(|&x| x == 0.0),

@@ -41,23 +41,12 @@ fn sampling_and_resampling_match_cpu() {
             out(&g, rays * n * 3),
             out(&g, rays * n),
         );
-        run(
-            &g,
-            &k,
-            KernelId::SampleLevel,
-            &[
-                (&u).into(),
-                (&rb).into(),
-                (&jb).into(),
-                (&psb).into(),
-                (&pwb).into(),
-                (&sc).into(),
-                (&sb).into(),
-                (&tb).into(),
-                (&posb).into(),
-                (&fb).into(),
-            ],
-            Grid::Threads(rays as u64),
+        launch!(
+            g,
+            k,
+            SampleLevel,
+            [u, rb, jb, psb, pwb, sc, sb, tb, posb, fb],
+            Grid::Threads(rays as u64)
         );
         // CPU twin: model.rs resample + sample_points.
         let mut cs = vec![0.0f32; rays * (n + 1)];
