@@ -269,6 +269,13 @@ fn run_batch(
             Err(e) => return usage(e),
         },
     };
+    if let Some(Err(e)) = out
+        .as_deref()
+        .map(|o| flythrough_core::config::check_location("--out", o))
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let plan = batch::Plan::new(list, out.as_deref());
     let opts = batch::BatchOptions {
         jobs,
@@ -339,6 +346,13 @@ fn main() -> ExitCode {
             device,
         } => {
             let out_s = out.as_ref().map(|p| p.to_string_lossy().into_owned());
+            // `--out ftp://…` is a usage error, never a local folder called `ftp:`.
+            if let Some(Err(e)) = out_s
+                .as_deref()
+                .map(|o| flythrough_core::config::check_location("--out", o))
+            {
+                return fail(PipelineError::Config(e));
+            }
             let opts = RunOptions {
                 out: out.clone(),
                 until,

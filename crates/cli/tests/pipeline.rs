@@ -185,3 +185,34 @@ fn originals_are_never_modified() {
         "nothing added to the photo folder"
     );
 }
+
+/// `--out` with an unsupported URL scheme is a usage error (exit 2) naming the supported schemes,
+/// and nothing is written: the previous version ran every stage into a local folder `./ftp:/host/x`
+/// (seen on 2026-12-06). A scheme in capitals is still a URL (`S3://` is `s3://`).
+#[test]
+fn an_unsupported_url_scheme_is_a_usage_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = venue(&dir.path().join("venue"));
+    for args in [
+        vec!["run", cfg.to_str().unwrap(), "--out", "ftp://host/x"],
+        vec!["batch", cfg.to_str().unwrap(), "--out", "FTP://host/x"],
+    ] {
+        let out = Command::new(exe())
+            .current_dir(dir.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("unsupported URL scheme `ftp://`") && err.contains("s3://"),
+            "{err}"
+        );
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["venue"], "{args:?} wrote into the working folder");
+    }
+    assert!(flythrough_core::config::is_url("S3://bucket/runs"));
+}

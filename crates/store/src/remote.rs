@@ -88,9 +88,7 @@ pub struct Remote {
 
 /// Whether an argument is an object-store URL rather than a local path.
 pub fn is_url(s: &str) -> bool {
-    ["s3://", "gs://", "az://", "abfs://", "abfss://", "file://"]
-        .iter()
-        .any(|p| s.starts_with(p))
+    flythrough_core::config::is_url(s)
 }
 
 fn any_env(vars: &[&str]) -> bool {
@@ -166,7 +164,12 @@ fn one_line(e: &dyn std::error::Error) -> String {
 impl Remote {
     /// Open a location. Checks credentials and the URL's form; no request is made.
     pub fn open(url: &str) -> Result<Remote, StoreError> {
-        let url = url.trim_end_matches('/').to_string();
+        let url = url.trim_end_matches('/');
+        // Schemes are matched in any case (`S3://` is `s3://`).
+        let url = match url.split_once("://") {
+            Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
+            None => url.to_string(),
+        };
         let bad = |msg: String| StoreError::Remote {
             url: url.clone(),
             msg,

@@ -54,6 +54,38 @@ display_as_config!(
     Device,
 );
 
+/// The URL schemes a run folder or a photo folder may use instead of a local path (object storage
+/// through `crates/store`).
+pub const URL_SCHEMES: [&str; 6] = ["s3", "gs", "az", "abfs", "abfss", "file"];
+
+/// The scheme of `s`, lower-cased, when `s` is written as a URL (`scheme://…`; RFC 3986 scheme
+/// characters), whether or not it is supported.
+pub fn url_scheme(s: &str) -> Option<String> {
+    let (scheme, _) = s.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then(|| scheme.to_ascii_lowercase())
+}
+
+/// Whether `s` is a URL of a supported scheme ([`URL_SCHEMES`], any case).
+pub fn is_url(s: &str) -> bool {
+    url_scheme(s).is_some_and(|sc| URL_SCHEMES.contains(&sc.as_str()))
+}
+
+/// A local path, or a URL of a supported scheme; a URL of any other scheme (`ftp://…`) is an error
+/// naming `what` and the supported schemes, never a local folder called `ftp:`.
+pub fn check_location(what: &str, s: &str) -> Result<(), String> {
+    match url_scheme(s) {
+        Some(sc) if !URL_SCHEMES.contains(&sc.as_str()) => Err(format!(
+            "{what} = {s:?}: unsupported URL scheme `{sc}://`; a local path or one of {}",
+            URL_SCHEMES.map(|s| format!("{s}://")).join(", ")
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Documentation of one key: `(key, comment)`.
 pub type KeyDoc = (&'static str, &'static str);
 
@@ -474,6 +506,30 @@ mod tests {
             .to_string();
         assert!(
             e.contains("[[calibration]] #1") && e.contains("distance_m"),
+            "{e}"
+        );
+    }
+
+    /// URL schemes are matched in any case; an unsupported one is an error, not a local folder.
+    #[test]
+    fn locations_are_paths_or_supported_urls() {
+        assert!(is_url("s3://b/x") && is_url("S3://b/x") && is_url("File:///tmp/x"));
+        assert!(!is_url("runs/cafe") && !is_url("ftp://host/x") && !is_url("C:\\runs"));
+        assert_eq!(url_scheme("ftp://host/x").as_deref(), Some("ftp"));
+        assert_eq!(url_scheme("a b://x"), None);
+        assert!(check_location("--out", "runs/cafe").is_ok());
+        assert!(check_location("--out", "GS://bucket/runs").is_ok());
+        let e = check_location("--out", "ftp://host/x").unwrap_err();
+        assert!(
+            e.contains("`ftp://`") && e.contains("s3://") && e.contains("--out"),
+            "{e}"
+        );
+        let text = "[venue]\nname = \"x\"\nphotos = \"http://example.invalid/p\"\n";
+        let e = Config::parse(text, Path::new("v.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[venue] photos") && e.contains("`http://`"),
             "{e}"
         );
     }

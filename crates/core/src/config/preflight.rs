@@ -203,8 +203,9 @@ pub fn preflight_in(
         }
         (Originals::Gone(why), _) => {
             let committed = run
-                .map(|r| r.stage_dir(Stage::Capture).join("manifest.json"))
-                .filter(|p| p.is_file() && run.is_some_and(|r| r.record(Stage::Capture).is_some()));
+                .and_then(|r| crate::CaptureOutput::open(r).ok())
+                .map(|c| c.manifest_path())
+                .filter(|p| p.is_file());
             let Some(mpath) = committed else {
                 return Err(err(format!(
                     "[venue] photos = {:?}: {why}, and there is no committed capture in the run folder to continue from",

@@ -44,6 +44,7 @@ impl Venue {
             &self.photos,
             "must name the photo folder",
         )?;
+        super::check_location("[venue] photos", &self.photos)?;
         for (i, w) in self.keyframes.windows(2).enumerate() {
             ensure(
                 w[0] != w[1],
