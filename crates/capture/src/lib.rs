@@ -103,6 +103,17 @@ pub fn list_photos(dir: &Path) -> Result<(Vec<PathBuf>, Vec<BrokenPhoto>), Captu
         if name.starts_with('.') {
             continue;
         }
+        if name.chars().any(char::is_control) {
+            // A line break in a name splits a line of COLMAP's text model (sfm/sparse/images.txt),
+            // so the later stages could not read the photo back: left out here, named.
+            ignored.push(BrokenPhoto {
+                file: name.escape_debug().to_string(),
+                reason: "the file name holds a control character (a line break or tab), which a \
+                         COLMAP text model cannot hold: rename the file"
+                    .into(),
+            });
+            continue;
+        }
         if flythrough_core::images::is_image_name(&name) {
             photos.push(p);
         } else {
@@ -361,6 +372,11 @@ pub fn scan_within(
 
     let mut qa = QaReport {
         photos_found: paths.len(),
+        warnings: ignored
+            .iter()
+            .filter(|f| f.reason.contains("control character"))
+            .map(|f| format!("{}: left out, {}", f.file, f.reason))
+            .collect(),
         ignored_files: ignored,
         blur_threshold: cfg.blur_threshold,
         min_photos: cfg.min_photos,

@@ -140,6 +140,19 @@ fn broken_photos_are_named_and_the_rest_goes_on() {
         qa.broken[1].reason
     );
     assert!(qa.ignored_files.iter().any(|f| f.file == "notes.txt"));
+    // A line break in a name would split a line of sfm/sparse/images.txt (before, capture, privacy
+    // and sfm took it and training failed with "POINTS2D must be triples"): left out, named.
+    std::fs::write(dir.path().join("line\nbreak.jpg"), &full).unwrap();
+    let (m2, qa2) = scan(dir.path(), &CaptureConfig::default()).unwrap();
+    assert_eq!(m2.photos.len(), 3);
+    let bad = qa2
+        .ignored_files
+        .iter()
+        .find(|f| f.file == "line\\nbreak.jpg")
+        .expect("the name with a line break is listed");
+    assert!(bad.reason.contains("control character"), "{}", bad.reason);
+    assert!(qa2.warnings.iter().any(|w| w.contains("line\\nbreak.jpg")));
+    std::fs::remove_file(dir.path().join("line\nbreak.jpg")).unwrap();
     assert!(qa.too_few_photos);
     assert!(qa.missing_exif.len() == 3);
     // Ids are 1-based in name order.

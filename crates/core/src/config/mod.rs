@@ -534,6 +534,31 @@ mod tests {
         );
     }
 
+    /// A frame size no machine can render is refused before any stage (before, 100000 x 50000
+    /// passed `config --check` and ran for hours); a venue name with a line break too.
+    #[test]
+    fn frame_sizes_are_bounded_and_names_have_no_control_characters() {
+        let mut r = RenderConfig {
+            width: 100_000,
+            height: 50_000,
+            ..Default::default()
+        };
+        let e = r.check().unwrap_err();
+        assert!(e.contains("width") && e.contains("8192 x 4096"), "{e}");
+        (r.width, r.height) = (8192, 4096);
+        assert!(r.check().is_ok());
+        (r.preview_width, r.preview_height) = (20_000, 10_000);
+        assert!(r.check().unwrap_err().contains("preview_width"));
+        let text = "[venue]\nname = \"a\\nb\"\nphotos = \"p\"\n";
+        let e = Config::parse(text, Path::new("v.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[venue] name") && e.contains("control characters"),
+            "{e}"
+        );
+    }
+
     /// The automatic 360° size follows the device.
     #[test]
     fn automatic_frame_size_follows_the_device() {

@@ -101,6 +101,10 @@ impl<'de> Deserialize<'de> for Appearance {
     }
 }
 
+/// The largest side of a video frame: 8192 (an 8192 x 4096 equirectangular frame is 8K 360° video,
+/// within H.264 level 6.2's 139,264 macroblocks; one such frame is 100 MB of RGB in memory).
+pub const MAX_VIDEO_SIDE: u32 = 8192;
+
 /// `[render]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -291,6 +295,15 @@ impl RenderConfig {
             self.width,
             "must be 2 x height, height even and >= 8 (equirectangular 2:1, yuv420p), or both 0 (automatic)",
         )?;
+        ensure(
+            self.width <= MAX_VIDEO_SIDE && self.height <= MAX_VIDEO_SIDE / 2,
+            "width",
+            (self.width, self.height),
+            &format!(
+                "at most {MAX_VIDEO_SIDE} x {} (8K equirectangular, the largest H.264 frame players decode)",
+                MAX_VIDEO_SIDE / 2
+            ),
+        )?;
         ensure(self.crf <= 51, "crf", self.crf, "must be in 0..=51")?;
         ensure(
             self.ease_s.is_finite() && (0.0..=60.0).contains(&self.ease_s),
@@ -314,6 +327,12 @@ impl RenderConfig {
             "preview_width",
             (self.preview_width, self.preview_height),
             "preview_width and preview_height must be even and >= 8",
+        )?;
+        ensure(
+            self.preview_width <= MAX_VIDEO_SIDE && self.preview_height <= MAX_VIDEO_SIDE,
+            "preview_width",
+            (self.preview_width, self.preview_height),
+            &format!("preview_width and preview_height must be at most {MAX_VIDEO_SIDE}"),
         )?;
         ensure(
             self.preview_fov_deg > 10.0 && self.preview_fov_deg < 170.0,

@@ -30,13 +30,14 @@ impl Venue {
     pub(super) fn check(&self) -> Result<(), String> {
         let ok_name = !self.name.trim().is_empty()
             && !self.name.contains(['/', '\\'])
+            && !self.name.chars().any(char::is_control)
             && self.name != "."
             && self.name != "..";
         ensure(
             ok_name,
             "[venue] name",
             &self.name,
-            "must be a non-empty name without slashes",
+            "must be a non-empty name without slashes or control characters (line breaks, tabs)",
         )?;
         ensure(
             !self.photos.trim().is_empty(),
