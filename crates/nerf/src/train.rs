@@ -757,48 +757,6 @@ pub fn evaluate_with(
 mod tests {
     use super::*;
 
-    /// A run killed after writing metrics past its last checkpoint resumes at the checkpoint's step:
-    /// the lines after it go, so every step appears once (before, step 40 and 50 stood twice).
-    #[test]
-    fn resume_cuts_metrics_back_to_the_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("metrics.jsonl");
-        let line = |step: usize| {
-            let m = MetricLine {
-                step,
-                elapsed_s: 0.0,
-                lr: 0.0,
-                loss: step as f64,
-                data: 0.0,
-                distortion: 0.0,
-                interlevel: 0.0,
-                psnr: 0.0,
-                grad_norm: 0.0,
-                samples_per_s: 0.0,
-                rays_per_s: 0.0,
-                pose_t: None,
-                pose_r_deg: None,
-            };
-            serde_json::to_string(&m).unwrap() + "\n"
-        };
-        let text: String = [10, 20, 30, 40, 50].map(line).concat();
-        std::fs::write(&p, &text).unwrap();
-        truncate_metrics(&p, 30).unwrap();
-        let steps: Vec<usize> = std::fs::read_to_string(&p)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<MetricLine>(l).unwrap().step)
-            .collect();
-        assert_eq!(steps, [10, 20, 30]);
-        // Nothing past the checkpoint: the file is left as it is; no file: nothing to do.
-        truncate_metrics(&p, 30).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&p).unwrap(),
-            [10, 20, 30].map(line).concat()
-        );
-        truncate_metrics(&dir.path().join("none.jsonl"), 5).unwrap();
-    }
-
     /// Camera corrections: applied as o + tau, Exp(omega) d; their gradient from the rays' gradients
     /// equals central differences of a loss linear in the corrected rays, at omega = 0.
     #[test]
@@ -908,5 +866,47 @@ mod tests {
         // An explicit factor wins.
         assert_eq!(eval_scale(2, 4, 1558 * 1039, 1.0), 0.5);
         assert_eq!(eval_scale(1, 4, 1558 * 1039, 1.0), 1.0);
+    }
+
+    /// A run killed after writing metrics past its last checkpoint resumes at the checkpoint's step:
+    /// the lines after it go, so every step appears once (before, step 40 and 50 stood twice).
+    #[test]
+    fn resume_cuts_metrics_back_to_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.jsonl");
+        let line = |step: usize| {
+            let m = MetricLine {
+                step,
+                elapsed_s: 0.0,
+                lr: 0.0,
+                loss: step as f64,
+                data: 0.0,
+                distortion: 0.0,
+                interlevel: 0.0,
+                psnr: 0.0,
+                grad_norm: 0.0,
+                samples_per_s: 0.0,
+                rays_per_s: 0.0,
+                pose_t: None,
+                pose_r_deg: None,
+            };
+            serde_json::to_string(&m).unwrap() + "\n"
+        };
+        let text: String = [10, 20, 30, 40, 50].map(line).concat();
+        std::fs::write(&p, &text).unwrap();
+        truncate_metrics(&p, 30).unwrap();
+        let steps: Vec<usize> = std::fs::read_to_string(&p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<MetricLine>(l).unwrap().step)
+            .collect();
+        assert_eq!(steps, [10, 20, 30]);
+        // Nothing past the checkpoint: the file is left as it is; no file: nothing to do.
+        truncate_metrics(&p, 30).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            [10, 20, 30].map(line).concat()
+        );
+        truncate_metrics(&dir.path().join("none.jsonl"), 5).unwrap();
     }
 }

@@ -412,6 +412,19 @@ pub(crate) fn ensure(
 mod tests {
     use super::*;
 
+    /// The error of parsing `text` as `v.toml`.
+    fn parse_err(text: &str) -> String {
+        Config::parse(text, Path::new("v.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    /// `text` is refused with an error that says each of `needles`.
+    fn assert_refused(text: &str, needles: &[&str]) {
+        let e = parse_err(text);
+        assert!(needles.iter().all(|n| e.contains(n)), "{e}");
+    }
+
     /// Every key a section serialises has a doc line, so `config --defaults` explains everything.
     #[test]
     fn every_key_is_documented() {
@@ -501,9 +514,7 @@ mod tests {
     #[test]
     fn bad_value_names_section_and_key() {
         let text = "[venue]\nname = \"x\"\nphotos = \"p\"\n[[calibration]]\na = \"1.jpg\"\nb = \"2.jpg\"\ndistance_m = -1\n";
-        let e = Config::parse(text, Path::new("v.toml"))
-            .unwrap_err()
-            .to_string();
+        let e = parse_err(text);
         assert!(
             e.contains("[[calibration]] #1") && e.contains("distance_m"),
             "{e}"
@@ -524,13 +535,9 @@ mod tests {
             e.contains("`ftp://`") && e.contains("s3://") && e.contains("--out"),
             "{e}"
         );
-        let text = "[venue]\nname = \"x\"\nphotos = \"http://example.invalid/p\"\n";
-        let e = Config::parse(text, Path::new("v.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("[venue] photos") && e.contains("`http://`"),
-            "{e}"
+        assert_refused(
+            "[venue]\nname = \"x\"\nphotos = \"http://example.invalid/p\"\n",
+            &["[venue] photos", "`http://`"],
         );
     }
 
@@ -549,13 +556,9 @@ mod tests {
         assert!(r.check().is_ok());
         (r.preview_width, r.preview_height) = (20_000, 10_000);
         assert!(r.check().unwrap_err().contains("preview_width"));
-        let text = "[venue]\nname = \"a\\nb\"\nphotos = \"p\"\n";
-        let e = Config::parse(text, Path::new("v.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("[venue] name") && e.contains("control characters"),
-            "{e}"
+        assert_refused(
+            "[venue]\nname = \"a\\nb\"\nphotos = \"p\"\n",
+            &["[venue] name", "control characters"],
         );
     }
 
@@ -608,9 +611,7 @@ mod tests {
             ),
         ] {
             let text = format!("{base}[{section}]\n{key} = \"{bad}\"\n");
-            let e = Config::parse(&text, Path::new("v.toml"))
-                .unwrap_err()
-                .to_string();
+            let e = parse_err(&text);
             assert!(e.starts_with("v.toml:") && e.contains("line 5"), "{e}");
             assert!(e.contains(key) && e.contains(bad), "{e}");
             for v in valid {
@@ -632,12 +633,7 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.render.appearance, Appearance::Photo("IMG_7.JPG".into()));
         assert_eq!(cfg.render.appearance.to_string(), "IMG_7.JPG");
-        let e = Config::parse(
-            &format!("{base}[render]\nappearance = \"\"\n"),
-            Path::new("v.toml"),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = parse_err(&format!("{base}[render]\nappearance = \"\"\n"));
         assert!(e.contains("`mean`, `zero` or a training photo"), "{e}");
     }
 }
