@@ -25,6 +25,13 @@ if [ "$skipped" -gt 0 ]; then
     echo
     echo "skipped tests: $skipped (what they need is missing on this machine; under CI=true they fail):"
     sort "$FLYTHROUGH_SKIP_LOG" | awk -F'\t' '!seen[$1]++ { printf "  %s: %s\n", $1, $2 }'
+    if grep -q "FLYTHROUGH_SHARED_DATA" "$FLYTHROUGH_SKIP_LOG"; then
+        echo "The real-photo sets are not in this repository: put them in ../shared/data beside the checkout,"
+        echo "or set FLYTHROUGH_SHARED_DATA to their folder. They are sceaux_castle (openMVG's sample set),"
+        echo "temple_ring19 (Middlebury multi-view stereo), fox (instant-ngp's sample data), redkitchen_every10"
+        echo "(every 10th frame of Microsoft 7-Scenes' redkitchen), and faces/ and exif/ (sample files of the"
+        echo "scikit-image, Pillow, rustface and kamadak-exif packages)."
+    fi
 else
     echo "skipped tests: 0"
 fi
