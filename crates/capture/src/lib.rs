@@ -86,6 +86,11 @@ pub struct QaReport {
     pub warnings: Vec<String>,
 }
 
+/// Why a file whose name holds a control character is left out (and warned about: unlike a file of
+/// another kind, it was most likely meant as a photo).
+pub const CONTROL_CHARACTER_NAME: &str = "the file name holds a control character (a line break or \
+     tab), which a COLMAP text model cannot hold: rename the file";
+
 /// The photo files of a folder (sorted by name) and the files that are ignored.
 pub fn list_photos(dir: &Path) -> Result<(Vec<PathBuf>, Vec<BrokenPhoto>), CaptureError> {
     let rd = std::fs::read_dir(dir).map_err(|e| CaptureError::Io {
@@ -108,9 +113,7 @@ pub fn list_photos(dir: &Path) -> Result<(Vec<PathBuf>, Vec<BrokenPhoto>), Captu
             // so the later stages could not read the photo back: left out here, named.
             ignored.push(BrokenPhoto {
                 file: name.escape_debug().to_string(),
-                reason: "the file name holds a control character (a line break or tab), which a \
-                         COLMAP text model cannot hold: rename the file"
-                    .into(),
+                reason: CONTROL_CHARACTER_NAME.into(),
             });
             continue;
         }
@@ -374,7 +377,7 @@ pub fn scan_within(
         photos_found: paths.len(),
         warnings: ignored
             .iter()
-            .filter(|f| f.reason.contains("control character"))
+            .filter(|f| f.reason == CONTROL_CHARACTER_NAME)
             .map(|f| format!("{}: left out, {}", f.file, f.reason))
             .collect(),
         ignored_files: ignored,

@@ -273,8 +273,7 @@ fn run_batch(
         .as_deref()
         .map(|o| flythrough_core::config::check_location("--out", o))
     {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
+        return usage(e);
     }
     let plan = batch::Plan::new(list, out.as_deref());
     let opts = batch::BatchOptions {

@@ -29,8 +29,7 @@ fn run_args<'a>(cfg: &'a Path, run_dir: &'a Path) -> Vec<&'a str> {
 fn a_second_run_on_the_same_folder_fails_fast_and_the_first_commits_what_a_single_run_does() {
     let dir = tempfile::tempdir().unwrap();
     let venue = dir.path().join("venue");
-    flythrough_testkit::synth_venue(&venue, 10, 96, 72);
-    let cfg = venue.join("venue.toml");
+    let cfg = flythrough_testkit::synth_venue(&venue, 10, 96, 72).config_path;
 
     // Reference: one run on its own.
     let single = dir.path().join("single");

@@ -12,8 +12,7 @@ fn run_with_device_gpu_trains_and_renders_on_the_gpu() {
     };
     let dir = tempfile::tempdir().unwrap();
     let venue = dir.path().join("venue");
-    flythrough_testkit::synth_venue(&venue, 10, 64, 48);
-    let cfg = venue.join("venue.toml");
+    let cfg = flythrough_testkit::synth_venue(&venue, 10, 64, 48).config_path;
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     // The config says cpu: `--device gpu` overrides both sections.
     text.push_str(

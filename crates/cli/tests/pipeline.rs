@@ -11,8 +11,7 @@ fn exe() -> PathBuf {
 }
 
 fn venue(dir: &Path) -> PathBuf {
-    flythrough_testkit::synth_venue(dir, 10, 96, 72);
-    dir.join("venue.toml")
+    flythrough_testkit::synth_venue(dir, 10, 96, 72).config_path
 }
 
 use common::{flythrough as run, stage_json as record};

@@ -20,8 +20,7 @@ fn started(run_dir: &Path, stage: &str) -> f64 {
 fn later_stages_run_from_the_redacted_copies_when_the_originals_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let venue = dir.path().join("venue");
-    flythrough_testkit::synth_venue(&venue, 24, 160, 120);
-    let cfg = venue.join("venue.toml");
+    let cfg = flythrough_testkit::synth_venue(&venue, 24, 160, 120).config_path;
     // Small enough for a test: a few training steps, four tiny frames.
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(

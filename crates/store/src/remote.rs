@@ -87,9 +87,7 @@ pub struct Remote {
 }
 
 /// Whether an argument is an object-store URL rather than a local path.
-pub fn is_url(s: &str) -> bool {
-    flythrough_core::config::is_url(s)
-}
+pub use flythrough_core::config::is_url;
 
 fn any_env(vars: &[&str]) -> bool {
     vars.iter()

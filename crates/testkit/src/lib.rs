@@ -42,16 +42,20 @@ pub fn test_gpu() -> Option<Arc<Gpu>> {
 }
 
 /// A small synthetic venue (`flythrough synth` with `images` photos of `width`x`height`) written to
-/// `dir`; returns its config, `dir/venue.toml`.
-pub fn synth_venue(dir: &Path, images: usize, width: u32, height: u32) -> std::path::PathBuf {
+/// `dir`: where its config, photos and ground truth are.
+pub fn synth_venue(
+    dir: &Path,
+    images: usize,
+    width: u32,
+    height: u32,
+) -> flythrough_synth::SynthSummary {
     let opts = flythrough_synth::SynthOptions {
         images,
         width,
         height,
         ..Default::default()
     };
-    flythrough_synth::generate(&opts, dir).expect("generate the synthetic venue");
-    dir.join("venue.toml")
+    flythrough_synth::generate(&opts, dir).expect("generate the synthetic venue")
 }
 
 /// A scene to train on: photos without personal data, their manifest (exposures) and a COLMAP
@@ -66,9 +70,8 @@ pub struct TrainingScene {
 /// training scene: its ground-truth model as `dir/sfm/sparse` and a manifest of its EXIF exposures.
 pub fn synth_training_scene(dir: &Path, width: u32, height: u32, images: usize) -> TrainingScene {
     use flythrough_core::manifest::{Exposure, ExposureSource, FocalPrior, FocalRule, PhotoRecord};
-    let venue = dir.join("venue");
-    synth_venue(&venue, images, width, height);
-    let gt = venue.join("ground_truth");
+    let venue = synth_venue(&dir.join("venue"), images, width, height);
+    let gt = &venue.ground_truth_dir;
     let sparse = dir.join("sfm").join("sparse");
     std::fs::create_dir_all(&sparse).expect("create sfm/sparse");
     for f in ["cameras.txt", "images.txt", "points3D.txt"] {
@@ -98,7 +101,7 @@ pub fn synth_training_scene(dir: &Path, width: u32, height: u32, images: usize) 
         });
     }
     TrainingScene {
-        images: cleared_images(&venue.join("photos")).expect("the synthetic photos"),
+        images: cleared_images(&venue.photos_dir).expect("the synthetic photos"),
         manifest,
         sfm_dir: dir.join("sfm"),
     }

@@ -586,7 +586,8 @@ impl Backend for GpuBackend {
         &mut self,
         wait: bool,
     ) -> Result<Option<(MetricsAt, DeviceMetrics)>, NerfError> {
-        if wait {
+        // Draining: let every queued step run once (later calls find nothing in flight).
+        if wait && !self.tr.in_flight.is_empty() {
             self.tr.finish();
         }
         self.tr.poll_metrics(wait)

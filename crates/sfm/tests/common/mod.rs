@@ -34,13 +34,7 @@ pub fn synth_venue_sfm(
     width: u32,
     height: u32,
 ) -> (flythrough_synth::SynthSummary, SfmSummary, PathBuf) {
-    let opts = flythrough_synth::SynthOptions {
-        images,
-        width,
-        height,
-        ..Default::default()
-    };
-    let s = flythrough_synth::generate(&opts, dir).unwrap();
+    let s = flythrough_testkit::synth_venue(dir, images, width, height);
     let cfg = SfmInputs::from_config(&Config::load(&s.config_path).unwrap());
     let images = flythrough_testkit::cleared_images(&s.photos_dir).unwrap();
     let out = dir.join("sfm");
