@@ -285,11 +285,8 @@ pub fn check_path_size(
     Ok(frames)
 }
 
-/// Build the path from the config and run folder.
-pub fn build_path(
-    cfg: &RenderInputs,
-    run: &RunDir,
-) -> Result<(CameraPath, Reconstruction, Option<f64>), RenderError> {
+/// Build the path from the config and the run folder's committed SfM (and capture) output.
+pub fn build_path(cfg: &RenderInputs, run: &RunDir) -> Result<PathPlan, RenderError> {
     let r = &cfg.render;
     let (kfs, rec, sfm) = keyframes(cfg, run)?;
     let up = world_up(&sfm, &rec);
@@ -310,7 +307,11 @@ pub fn build_path(
             heading,
         },
     )?;
-    Ok((path, rec, fixed_ev))
+    Ok(PathPlan {
+        path,
+        rec,
+        fixed_ev,
+    })
 }
 
 fn pano_name(k: usize) -> String {
@@ -563,18 +564,17 @@ fn still_indices(n: usize, count: usize) -> Vec<usize> {
     }
 }
 
-/// The path of a render, built once and checked against the machine's `max_path_frames`.
+/// The path of a render, built once ([`build_path`]; [`plan`] also checks its size).
 pub struct PathPlan {
     pub path: CameraPath,
     pub rec: Reconstruction,
     pub fixed_ev: Option<f64>,
 }
 
-/// Build the path from the config and the run folder's committed SfM (and capture) output, and
-/// check its size.
+/// [`build_path`], checked against the machine's `max_path_frames`.
 pub fn plan(cfg: &RenderInputs, machine: &Machine, run: &RunDir) -> Result<PathPlan, RenderError> {
-    let (path, rec, fixed_ev) = build_path(cfg, run)?;
-    let r = &cfg.render;
+    let plan = build_path(cfg, run)?;
+    let (path, r) = (&plan.path, &cfg.render);
     let needed = check_path_size(path.length(), path.duration(), r, machine.max_path_frames)?;
     tracing::info!(
         "render: path {:.1} m at {} m/s = {:.1} s, {needed} frames at {} fps",
@@ -583,11 +583,7 @@ pub fn plan(cfg: &RenderInputs, machine: &Machine, run: &RunDir) -> Result<PathP
         path.duration(),
         r.fps
     );
-    Ok(PathPlan {
-        path,
-        rec,
-        fixed_ev,
-    })
+    Ok(plan)
 }
 
 /// The stage body with any ray source (tests and benchmarks use [`crate::AnalyticRoom`]).

@@ -238,7 +238,8 @@ fn an_interrupted_render_resumes_at_the_next_missing_frame() {
         c.render.stills = 0;
     });
     let r = &cfg.render;
-    let (path, _, ev) = flythrough_render::stage::build_path(&cfg, &run).unwrap();
+    let plan = flythrough_render::stage::build_path(&cfg, &run).unwrap();
+    let (path, ev) = (plan.path, plan.fixed_ev);
     let frames = path.frames(path.frame_rate(r.fps, r.max_frames), ev);
     assert_eq!(frames.len(), 8);
     // "Interrupted" after 5 frames.
@@ -308,7 +309,9 @@ fn input_errors_name_the_problem() {
 fn a_path_kilometres_long_is_refused_before_rendering() {
     let dir = tempfile::tempdir().unwrap();
     let (cfg, run) = venue(dir.path(), |c| c.render.max_frames = 8);
-    let (path, _, _) = flythrough_render::stage::build_path(&cfg, &run).unwrap();
+    let path = flythrough_render::stage::build_path(&cfg, &run)
+        .unwrap()
+        .path;
     let k = 3600.0 / path.length();
     let sparse = run
         .stage_dir(Stage::Sfm)
@@ -318,7 +321,9 @@ fn a_path_kilometres_long_is_refused_before_rendering() {
         im.pose = flythrough_core::Pose::new(im.pose.rotation, im.pose.translation * k);
     }
     rec.write_text(&sparse).unwrap();
-    let (path, _, _) = flythrough_render::stage::build_path(&cfg, &run).unwrap();
+    let path = flythrough_render::stage::build_path(&cfg, &run)
+        .unwrap()
+        .path;
     assert!((path.length() - 3600.0).abs() < 1.0, "{}", path.length());
     // At the test's 10 fps and 1 m/s: one frame per 0.1 s of the flight (ease ramps included).
     let n = (path.duration() * 10.0 + 1e-9).floor() as u64 + 1;
