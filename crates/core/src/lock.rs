@@ -133,25 +133,30 @@ mod tests {
         let run = dir.path().join("run");
         std::fs::create_dir_all(&run).unwrap();
         let lock = run.join(LOCK_FILE);
-        // flock(1) from util-linux holds the lock while `sleep` runs (`-o`: the lock is not inherited
-        // by `sleep`, so killing flock releases it).
-        let child = std::process::Command::new("flock")
-            .arg("-x")
-            .arg("-o")
+        // One process holds the lock: the shell opens fd 9, flock(1) locks it (the lock belongs to
+        // the open file, which only the shell keeps), the shell says so and becomes `sleep`. (With
+        // `flock -o FILE sleep`, the forked `sleep` could still hold the file when flock was killed.)
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("exec 9>\"$1\" && flock -x 9 && echo locked && exec sleep 60")
+            .arg("sh")
             .arg(&lock)
-            .arg("sleep")
-            .arg("60")
+            .stdout(std::process::Stdio::piped())
             .spawn();
         let Ok(mut child) = child else {
+            flythrough_testkit::testdata::skip("sh", "a POSIX shell");
+            return;
+        };
+        // Wait for the child to say it holds the lock (a condition, not a time).
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        if line.trim() != "locked" {
             // flock(1) is part of util-linux, present on every Debian system.
             flythrough_testkit::testdata::skip("flock(1)", "Debian: apt-get install util-linux");
             return;
-        };
-        let t0 = std::time::Instant::now();
-        while RunLock::acquire(&run).is_ok() {
-            assert!(t0.elapsed().as_secs() < 10, "the child never took the lock");
-            std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        assert!(RunLock::acquire(&run).is_err(), "the child holds the lock");
         child.kill().unwrap();
         child.wait().unwrap();
         RunLock::acquire(&run).expect("a dead holder's lock is released by the OS");
