@@ -122,4 +122,23 @@ fn later_stages_run_from_the_redacted_copies_when_the_originals_are_deleted() {
         log.contains("the redacted photos differ from those the privacy stage committed (added: zz_unredacted.jpg)"),
         "{log}"
     );
+
+    // Issue 20, defect 1: the same photo copied over a redacted one *and* its new hash written into
+    // privacy/stage.json. The file list then matches, but the record's seal does not verify.
+    std::fs::remove_file(images.join("zz_unredacted.jpg")).unwrap();
+    let name = any.file_name().unwrap().to_str().unwrap().to_string();
+    let mut other = std::fs::read(&any).unwrap();
+    other.extend_from_slice(b"forged");
+    std::fs::write(&any, &other).unwrap();
+    let rec_path = run_dir.join("privacy/stage.json");
+    let mut rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rec_path).unwrap()).unwrap();
+    rec["redacted_images"]["files"][&name] = blake3::hash(&other).to_hex().to_string().into();
+    std::fs::write(&rec_path, serde_json::to_string_pretty(&rec).unwrap()).unwrap();
+    let (code, log) = run(&cfg, &run_dir, &["--until", "sfm", "--force", "sfm"]);
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("privacy/stage.json") && log.contains("its seal does not verify"),
+        "{log}"
+    );
 }

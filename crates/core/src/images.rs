@@ -43,6 +43,19 @@ pub enum RedactedError {
     Unknown(String),
 }
 
+impl RedactedError {
+    /// What is wrong, without the advice to redo the stage (for the runner's re-run message).
+    pub fn reason(&self) -> String {
+        match self {
+            RedactedError::NotRedacted(_) => "it has no stage.json".into(),
+            RedactedError::BadRecord { msg, .. } => format!("stage.json: {msg}"),
+            RedactedError::Tampered { diff, .. } => format!("the redacted photos differ ({diff})"),
+            RedactedError::Read { path, msg } => format!("{}: {msg}", path.display()),
+            RedactedError::Unknown(n) => format!("{n} is not one of the redacted photos"),
+        }
+    }
+}
+
 /// Names and blake3 hashes of every file of a folder: what the privacy stage committed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageFingerprint {
@@ -154,6 +167,8 @@ impl RedactedImages {
         if rec.stage != Stage::Privacy {
             return Err(bad(format!("it is the record of stage {}", rec.stage)));
         }
+        let key = crate::seal::SealKey::current().map_err(|e| bad(e.to_string()))?;
+        rec.check_seal(key).map_err(bad)?;
         let Some(committed) = rec.redacted_images else {
             return Err(bad("it has no fingerprint of the redacted photos".into()));
         };
@@ -276,6 +291,80 @@ mod tests {
         let e = RedactedImages::open(&run).unwrap_err();
         assert!(matches!(e, RedactedError::BadRecord { .. }), "{e}");
         assert!(e.to_string().contains("stage.json"), "{e}");
+    }
+
+    /// Issue 20, defect 1: a copied-in photo with its new hash written into `stage.json`, or any
+    /// other edited field, is refused because the record's seal no longer verifies; and the runner
+    /// makes the stage again instead of calling it up to date.
+    #[test]
+    fn a_forged_record_is_refused_and_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec_path = |run: &RunDir| run.stage_dir(Stage::Privacy).join("stage.json");
+        let edit = |run: &RunDir, f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(rec_path(run)).unwrap()).unwrap();
+            f(&mut v);
+            std::fs::write(rec_path(run), serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        };
+        // The photo swapped and its hash rewritten: the file list matches, the seal does not.
+        let run = committed_run(&dir.path().join("swap"));
+        let a = run
+            .stage_dir(Stage::Privacy)
+            .join(REDACTED_DIR)
+            .join("a.png");
+        image::RgbImage::from_pixel(4, 3, image::Rgb([200, 10, 10]))
+            .save(&a)
+            .unwrap();
+        let h = blake3::hash(&std::fs::read(&a).unwrap())
+            .to_hex()
+            .to_string();
+        edit(&run, &|v| {
+            v["redacted_images"]["files"]["a.png"] = h.clone().into()
+        });
+        let e = RedactedImages::open(&run).unwrap_err();
+        assert!(matches!(e, RedactedError::BadRecord { .. }), "{e}");
+        assert!(e.to_string().contains("seal does not verify"), "{e}");
+        // One character of the fingerprint, the summary, or the seal itself; or no seal at all.
+        type Edit = fn(&mut serde_json::Value);
+        let edits: [(&str, Edit); 4] = [
+            ("seal does not verify", |v| {
+                let f = v["fingerprint"].as_str().unwrap().to_string();
+                let c = if f.starts_with('0') { "1" } else { "0" };
+                v["fingerprint"] = format!("{c}{}", &f[1..]).into();
+            }),
+            ("seal does not verify", |v| v["summary"]["faces"] = 0.into()),
+            ("seal does not verify", |v| {
+                v["seal"] = "0".repeat(64).into();
+            }),
+            ("carries no seal", |v| {
+                v.as_object_mut().unwrap().remove("seal");
+            }),
+        ];
+        for (i, (want, f)) in edits.into_iter().enumerate() {
+            let run = committed_run(&dir.path().join(i.to_string()));
+            RedactedImages::open(&run).unwrap();
+            edit(&run, &f);
+            let e = RedactedImages::open(&run).unwrap_err().to_string();
+            assert!(e.contains(want), "edit {i}: {e}");
+        }
+        // The runner does not call the forged stage up to date: it runs the stage body again.
+        let mut ran = false;
+        let out = run_stage(&run, Stage::Privacy, "in", "cfg", false, |out, _| {
+            ran = true;
+            std::fs::create_dir_all(out.join(REDACTED_DIR))?;
+            image::RgbImage::new(4, 3).save(out.join(REDACTED_DIR).join("a.png"))?;
+            Ok(StageSummary::default())
+        })
+        .unwrap();
+        assert!(ran && matches!(out, crate::run::StageOutcome::Ran(_)));
+        RedactedImages::open(&run).unwrap();
+        // An untouched run stays up to date.
+        let run = committed_run(&dir.path().join("untouched"));
+        let again = run_stage(&run, Stage::Privacy, "in", "cfg", false, |_, _| {
+            panic!("an untouched privacy stage is up to date")
+        })
+        .unwrap();
+        assert!(matches!(again, crate::run::StageOutcome::UpToDate(_)));
     }
 
     #[cfg(unix)]

@@ -25,6 +25,7 @@ pub mod nerfstudio;
 pub mod pose;
 pub mod progress;
 pub mod run;
+pub mod seal;
 pub mod stage;
 pub mod summary;
 

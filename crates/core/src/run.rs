@@ -75,6 +75,11 @@ pub struct StageRecord {
     /// re-run can say which setting changed. Not part of any hash; absent in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<serde_json::Value>,
+    /// Sealed stages (privacy) only: the keyed MAC of every other field of this record
+    /// ([`crate::seal`]), with a key kept outside the run folder. A record whose seal does not verify
+    /// was not written by a stage runner holding this user's key and is not trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
 }
 
 /// What a stage body returns: its typed summary ([`crate::summary`]), stored as the `summary` of
@@ -107,6 +112,32 @@ impl StageSummary {
 }
 
 impl StageRecord {
+    /// Seal the record (every field but `seal`) with `key`.
+    pub fn seal_with(&mut self, key: &crate::seal::SealKey) {
+        self.seal = None;
+        self.seal = Some(crate::seal::seal(key, self));
+    }
+
+    /// Check the record's seal under `key`; the error says why it is not trusted.
+    pub fn check_seal(&self, key: &crate::seal::SealKey) -> Result<(), String> {
+        let Some(mac) = &self.seal else {
+            return Err("it carries no seal (written by hand, or by a flythrough before 0.1 sealed the privacy stage)".into());
+        };
+        let unsealed = StageRecord {
+            seal: None,
+            ..self.clone()
+        };
+        if crate::seal::verify(key, &unsealed, mac) {
+            Ok(())
+        } else {
+            Err(format!(
+                "its seal does not verify: it was edited after the stage runner wrote it, or sealed with another key \
+                 (another user's, or another {})",
+                crate::seal::SEAL_KEY_ENV
+            ))
+        }
+    }
+
     /// The stage's typed summary, as the stage wrote it.
     pub fn summary<T: Summary>(&self) -> Result<T, String> {
         if self.stage != T::STAGE {
@@ -320,7 +351,15 @@ where
         move |source| RunError::Io { path, source }
     };
     if let Some(rec) = run.record(stage) {
-        match rerun_reason(&rec, key) {
+        // A sealed folder is trusted only while its seal verifies and it holds what was sealed;
+        // otherwise it is made again from the originals.
+        let broken_seal = match stage.sealed_folder() {
+            Some(_) => crate::images::RedactedImages::open(run)
+                .err()
+                .map(|e| format!("its output is not trusted: {}", e.reason())),
+            None => None,
+        };
+        match broken_seal.or_else(|| rerun_reason(&rec, key)) {
             None if !force => return Ok(StageOutcome::UpToDate(rec)),
             Some(why) if !force => tracing::info!("{stage}: re-running: {why}"),
             _ => {}
@@ -389,7 +428,7 @@ where
         config_hash.as_bytes(),
         PROGRAM_VERSION.as_bytes(),
     ]);
-    let rec = StageRecord {
+    let mut rec = StageRecord {
         stage,
         program_version: PROGRAM_VERSION.to_string(),
         input_hash: input_hash.to_string(),
@@ -401,7 +440,15 @@ where
         summary: summary.values,
         redacted_images,
         inputs: key.inputs.cloned(),
+        seal: None,
     };
+    if stage.sealed_folder().is_some() {
+        let seal_key = crate::seal::SealKey::current().map_err(|e| RunError::Stage {
+            stage,
+            source: Box::new(e),
+        })?;
+        rec.seal_with(seal_key);
+    }
     let rec_path = tmp.join("stage.json");
     write_atomic(
         &rec_path,

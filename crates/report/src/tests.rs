@@ -333,6 +333,7 @@ fn every_stage_has_one_section() {
             seconds: 0.0,
             summary: Default::default(),
             redacted_images: None,
+            seal: None,
             inputs: None,
         };
         let n = SECTIONS.iter().filter(|f| f(&run, &rec).is_some()).count();
