@@ -107,21 +107,58 @@ fn rational(fps: f64) -> String {
     }
 }
 
+/// `path` as an ffmpeg URL of the `file` protocol, absolute, so that no part of it can be read as
+/// another protocol (`ftp:/x`, `http:…`, `concat:…` are file names here).
+pub fn ffmpeg_file_url(path: &Path) -> Result<std::ffi::OsString, EncodeError> {
+    let abs = std::path::absolute(path).map_err(|source| EncodeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut url = std::ffi::OsString::from("file:");
+    url.push(abs.as_os_str());
+    Ok(url)
+}
+
+/// The last `MAX` bytes of what a child wrote to a pipe (its error log), read on a thread so the
+/// child never blocks on a full pipe. Kept in memory: on a full disk a log file could not be written.
+fn tail_of<R: std::io::Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<String> {
+    const MAX: usize = 64 << 10;
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            kept.extend_from_slice(&buf[..n]);
+            if kept.len() > 2 * MAX {
+                kept.drain(..kept.len() - MAX);
+            }
+        }
+        let from = kept.len().saturating_sub(MAX);
+        String::from_utf8_lossy(&kept[from..]).trim().to_string()
+    })
+}
+
+/// ffmpeg's error text said the disk is full.
+fn says_no_space(log: &str) -> bool {
+    log.contains("No space left on device") || log.contains("Disk quota exceeded")
+}
+
 fn encode_ffmpeg<I>(bin: &Path, spec: VideoSpec, frames: I, out: &Path) -> Result<u64, EncodeError>
 where
     I: Iterator<Item = Result<RgbImage, EncodeError>>,
 {
-    let log_path = out.with_extension("ffmpeg.log");
-    let log = std::fs::File::create(&log_path).map_err(|source| EncodeError::Io {
-        path: log_path.clone(),
-        source,
-    })?;
+    let out_url = ffmpeg_file_url(out)?;
     let mut child = Command::new(bin)
         .args([
+            "-nostdin",
             "-hide_banner",
             "-loglevel",
             "error",
             "-y",
+            "-protocol_whitelist",
+            "pipe",
             "-f",
             "rawvideo",
             "-pix_fmt",
@@ -132,18 +169,19 @@ where
         .arg("-r")
         .arg(rational(spec.fps))
         .args([
-            "-i", "-", "-an", "-c:v", "libx264", "-preset", "medium", "-crf",
+            "-i", "pipe:0", "-an", "-c:v", "libx264", "-preset", "medium", "-crf",
         ])
         .arg(spec.crf.to_string())
         .arg("-g")
         .arg(spec.gop().to_string())
         .args(["-pix_fmt", "yuv420p", "-f", "mp4"])
-        .arg(out)
+        .arg(&out_url)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(log)
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| EncodeError::Msg(format!("cannot start {}: {e}", bin.display())))?;
+    let log = tail_of(child.stderr.take().expect("piped stderr"));
     let mut n = 0u64;
     let mut feed_err = None;
     {
@@ -180,21 +218,34 @@ where
     let status = child
         .wait()
         .map_err(|e| EncodeError::Msg(format!("waiting for ffmpeg: {e}")))?;
-    let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let log_text = log.join().unwrap_or_default();
+    let said = if log_text.is_empty() {
+        "(it printed no reason)".to_string()
+    } else {
+        log_text.clone()
+    };
+    if says_no_space(&log_text) {
+        // The same words as the rest of the pipeline (a full disk is an I/O error, not a message).
+        return Err(EncodeError::Io {
+            path: out.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("no space left on the device; ffmpeg said: {said}"),
+            ),
+        });
+    }
     if let Some(e) = feed_err {
-        return Err(EncodeError::Msg(format!(
-            "{e}; ffmpeg said: {}",
-            log_text.trim()
-        )));
+        return Err(match log_text.is_empty() {
+            true => e,
+            false => EncodeError::Msg(format!("{e}; ffmpeg said: {log_text}")),
+        });
     }
     if !status.success() {
         return Err(EncodeError::Msg(format!(
-            "ffmpeg failed ({status}) writing {}: {}",
-            out.display(),
-            log_text.trim()
+            "ffmpeg failed ({status}) writing {}: {said}",
+            out.display()
         )));
     }
-    let _ = std::fs::remove_file(&log_path);
     Ok(n)
 }
 
@@ -263,4 +314,89 @@ where
     Err(EncodeError::Msg(
         "built without the `openh264` feature".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flythrough_testkit::testdata;
+
+    fn spec() -> VideoSpec {
+        VideoSpec {
+            width: 64,
+            height: 32,
+            fps: 10.0,
+            crf: 30,
+        }
+    }
+
+    fn frames(n: usize) -> impl Iterator<Item = Result<RgbImage, EncodeError>> {
+        (0..n).map(|k| {
+            Ok(RgbImage::from_pixel(
+                64,
+                32,
+                image::Rgb([k as u8 * 20, 90, 40]),
+            ))
+        })
+    }
+
+    fn ffmpeg() -> Option<Encoder> {
+        testdata::tool("ffmpeg", "Debian: apt-get install ffmpeg")?;
+        Some(Encoder::Ffmpeg(find_on_path("ffmpeg")?))
+    }
+
+    /// Issue 20, defect 5: a file name that reads like a URL is a file for ffmpeg.
+    #[test]
+    fn url_like_names_are_written_as_local_files() {
+        let Some(enc) = ffmpeg() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("ftp:");
+        std::fs::create_dir(&sub).unwrap();
+        for out in [dir.path().join("http:x.mp4"), sub.join("host.mp4")] {
+            let n = encode(&enc, spec(), frames(3), &out).unwrap();
+            assert_eq!(n, 3);
+            let len = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+            assert!(len > 100, "{}: {len} bytes", out.display());
+        }
+        // A relative name that reads as a URL becomes an absolute file URL.
+        let url = ffmpeg_file_url(Path::new("ftp:/host/x")).unwrap();
+        let url = url.to_str().unwrap();
+        assert!(
+            url.starts_with("file:/") && url.ends_with("/ftp:/host/x"),
+            "{url}"
+        );
+    }
+
+    /// Issue 20, defect 6: a full disk while encoding says so, with ffmpeg's own reason (before, the
+    /// log went to a file on the same full disk and the reason was empty).
+    #[cfg(unix)]
+    #[test]
+    fn a_full_disk_while_encoding_says_so() {
+        let Some(enc) = ffmpeg() else { return };
+        if !Path::new("/dev/full").exists() {
+            testdata::skip("/dev/full", "a Linux device file");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("flythrough_360.mp4");
+        std::os::unix::fs::symlink("/dev/full", &out).unwrap();
+        let e = encode(&enc, spec(), frames(3), &out).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(&e, EncodeError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("no space left on the device; ffmpeg said: ")
+                && msg.contains("No space left on device"),
+            "{msg}"
+        );
+        assert_eq!(msg.matches("flythrough_360.mp4").count(), 1, "{msg}");
+        // No log file is left beside the video.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
 }

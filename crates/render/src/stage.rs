@@ -359,6 +359,40 @@ fn load_png(path: &Path) -> Result<image::RgbImage, EncodeError> {
         .map_err(|e| EncodeError::Msg(format!("{}: {e}", path.display())))
 }
 
+/// Whether `path` is a whole PNG of `w × h` (a frame a kill, a full disk or a bad sector left
+/// damaged is not).
+fn frame_is_whole(path: &Path, w: u32, h: u32) -> bool {
+    image::open(path).is_ok_and(|i| (i.width(), i.height()) == (w, h))
+}
+
+/// The path frames still to render: those whose 360° frame or preview is missing, or is on disk but
+/// does not decode to its size (deleted, with a warning naming it, and rendered again).
+fn frames_to_render(r: &RenderConfig, n: usize, frames_dir: &Path) -> Vec<usize> {
+    use rayon::prelude::*;
+    let whole = |k: usize| {
+        let files = [
+            (pano_name(k), r.width, r.height),
+            (preview_name(k), r.preview_width, r.preview_height),
+        ];
+        let mut ok = true;
+        for (name, w, h) in files {
+            let p = frames_dir.join(name);
+            if !p.is_file() {
+                ok = false;
+            } else if !frame_is_whole(&p, w, h) {
+                tracing::warn!(
+                    "render: {} is damaged (it does not decode to {w}x{h}); rendering it again",
+                    p.display()
+                );
+                let _ = std::fs::remove_file(&p);
+                ok = false;
+            }
+        }
+        ok
+    };
+    (0..n).into_par_iter().filter(|&k| !whole(k)).collect()
+}
+
 /// `r` with the 360° frame size resolved for the device `source` renders on (automatic size:
 /// [`RenderConfig::frame_size`]).
 pub fn resolved(r: &RenderConfig, source: &dyn RaySource) -> RenderConfig {
@@ -382,11 +416,7 @@ pub fn render_frames(
 ) -> Result<(usize, f64), RenderError> {
     let r = &resolved(r, source);
     std::fs::create_dir_all(frames_dir).map_err(io_at(frames_dir))?;
-    let todo: Vec<usize> = (0..frames.len())
-        .filter(|&k| {
-            !(frames_dir.join(pano_name(k)).is_file() && frames_dir.join(preview_name(k)).is_file())
-        })
-        .collect();
+    let todo = frames_to_render(r, frames.len(), frames_dir);
     if todo.len() < frames.len() {
         tracing::info!(
             "render: resuming, {} of {} frames already rendered",

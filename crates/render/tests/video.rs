@@ -252,6 +252,18 @@ fn an_interrupted_render_resumes_at_the_next_missing_frame() {
     let (_, summary) = render(&cfg, &run, &room);
     assert_eq!(summary.frames_rendered_now, 3);
     assert_eq!(room.1.load(Ordering::Relaxed), 3 * per_frame);
+
+    // Issue 20: a damaged frame left in the resumable folder (here cut in half) is rendered again
+    // instead of failing every re-run with "unexpected end of file".
+    let frames_dir = work.join("frames");
+    render_frames(r, &frames[..5], path.up(), &room, &frames_dir).unwrap();
+    let pano = frames_dir.join("pano_00002.png");
+    let bytes = std::fs::read(&pano).unwrap();
+    std::fs::write(&pano, &bytes[..bytes.len() / 2]).unwrap();
+    let room = Counting(AnalyticRoom::demo(), AtomicUsize::new(0));
+    let (_, summary) = render(&cfg, &run, &room);
+    assert_eq!(summary.frames_rendered_now, 1, "only the damaged frame 2");
+    assert_eq!(room.1.load(Ordering::Relaxed), per_frame);
 }
 
 #[test]
