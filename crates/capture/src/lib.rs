@@ -91,6 +91,18 @@ pub struct QaReport {
 pub const CONTROL_CHARACTER_NAME: &str = "the file name holds a control character (a line break or \
      tab), which a COLMAP text model cannot hold: rename the file";
 
+/// Why a link out of the photo folder is left out (the start of the reason; the target follows).
+pub const LINK_OUT_OF_FOLDER: &str = "a link to a file outside the photo folder";
+/// Why a link to nothing is left out.
+pub const BROKEN_LINK: &str = "a broken link";
+
+/// Whether an ignored file is warned about (it was most likely meant as a photo), not only listed.
+fn warn_ignored(reason: &str) -> bool {
+    reason == CONTROL_CHARACTER_NAME
+        || reason.starts_with(LINK_OUT_OF_FOLDER)
+        || reason.starts_with(BROKEN_LINK)
+}
+
 /// The photo files of a folder (sorted by name) and the files that are ignored.
 pub fn list_photos(dir: &Path) -> Result<(Vec<PathBuf>, Vec<BrokenPhoto>), CaptureError> {
     let rd = std::fs::read_dir(dir).map_err(|e| CaptureError::Io {
@@ -99,13 +111,33 @@ pub fn list_photos(dir: &Path) -> Result<(Vec<PathBuf>, Vec<BrokenPhoto>), Captu
     })?;
     let mut photos = Vec::new();
     let mut ignored = Vec::new();
+    let folder = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     for e in rd.flatten() {
         let p = e.path();
-        if !p.is_file() {
-            continue;
-        }
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
+            continue;
+        }
+        // A link is read only when it stays inside the photo folder, as for a keyframe named in the
+        // config: a link out of it (another venue's photo, a file of the system) is left out, named.
+        if e.file_type().is_ok_and(|t| t.is_symlink()) {
+            let reason = match std::fs::canonicalize(&p) {
+                Err(err) => Some(format!("{BROKEN_LINK} ({err})")),
+                Ok(t) if !t.starts_with(&folder) => Some(format!(
+                    "{LINK_OUT_OF_FOLDER} ({}): copy the photo into the folder instead",
+                    t.display()
+                )),
+                Ok(_) => None,
+            };
+            if let Some(reason) = reason {
+                ignored.push(BrokenPhoto {
+                    file: name.escape_debug().to_string(),
+                    reason,
+                });
+                continue;
+            }
+        }
+        if !p.is_file() {
             continue;
         }
         if name.chars().any(char::is_control) {
@@ -377,7 +409,7 @@ pub fn scan_within(
         photos_found: paths.len(),
         warnings: ignored
             .iter()
-            .filter(|f| f.reason == CONTROL_CHARACTER_NAME)
+            .filter(|f| warn_ignored(&f.reason))
             .map(|f| format!("{}: left out, {}", f.file, f.reason))
             .collect(),
         ignored_files: ignored,

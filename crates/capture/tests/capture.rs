@@ -153,6 +153,40 @@ fn broken_photos_are_named_and_the_rest_goes_on() {
     assert!(bad.reason.contains("control character"), "{}", bad.reason);
     assert!(qa2.warnings.iter().any(|w| w.contains("line\\nbreak.jpg")));
     std::fs::remove_file(dir.path().join("line\nbreak.jpg")).unwrap();
+    // Issue 20: a link out of the photo folder was read in silently (the same link as a keyframe is
+    // refused); now it is left out with a warning naming it, like a broken link. A link to a photo
+    // of the same folder is read.
+    #[cfg(unix)]
+    {
+        let outside = tempfile::tempdir().unwrap();
+        write_jpeg(&outside.path().join("elsewhere.jpg"), 7);
+        let link = |target: &std::path::Path, name: &str| {
+            std::os::unix::fs::symlink(target, dir.path().join(name)).unwrap()
+        };
+        link(&outside.path().join("elsewhere.jpg"), "out.jpg");
+        link(&dir.path().join("gone.jpg"), "dangling.jpg");
+        link(&dir.path().join("ok1.jpg"), "same_folder.jpg");
+        let (m3, qa3) = scan(dir.path(), &CaptureConfig::default()).unwrap();
+        let got: Vec<_> = m3.photos.iter().map(|p| p.file.as_str()).collect();
+        assert_eq!(got, ["ok0.jpg", "ok1.jpg", "ok2.jpg", "same_folder.jpg"]);
+        for (name, why) in [
+            ("out.jpg", flythrough_capture::LINK_OUT_OF_FOLDER),
+            ("dangling.jpg", flythrough_capture::BROKEN_LINK),
+        ] {
+            let f = qa3.ignored_files.iter().find(|f| f.file == name).unwrap();
+            assert!(f.reason.starts_with(why), "{}", f.reason);
+            assert!(
+                qa3.warnings
+                    .iter()
+                    .any(|w| w.starts_with(&format!("{name}: left out, {why}"))),
+                "{:?}",
+                qa3.warnings
+            );
+        }
+        for name in ["out.jpg", "dangling.jpg", "same_folder.jpg"] {
+            std::fs::remove_file(dir.path().join(name)).unwrap();
+        }
+    }
     assert!(qa.too_few_photos);
     assert!(qa.missing_exif.len() == 3);
     // Ids are 1-based in name order.

@@ -221,6 +221,26 @@ fn lexical_absolute(p: &Path) -> PathBuf {
     out
 }
 
+/// `p` with every link resolved: the longest part of it that exists is canonicalised and the rest
+/// (folders not made yet) appended, so that two run folders reached through a link compare equal.
+fn resolved_path(p: &Path) -> PathBuf {
+    let abs = lexical_absolute(p);
+    let mut rest = Vec::new();
+    let mut cur = abs.as_path();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(cur) {
+            return rest.iter().rev().fold(real, |acc, c| acc.join(c));
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                cur = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
 impl Plan {
     /// Expand, sort and check the list. `out` is `--out`, if given.
     pub fn new(args: &[String], out: Option<&str>) -> Plan {
@@ -273,9 +293,7 @@ impl Plan {
                 let key = if r.contains("://") {
                     r.trim_end_matches('/').to_string()
                 } else {
-                    lexical_absolute(Path::new(r))
-                        .to_string_lossy()
-                        .into_owned()
+                    resolved_path(Path::new(r)).to_string_lossy().into_owned()
                 };
                 by_run.entry(key).or_default().push(i);
             }

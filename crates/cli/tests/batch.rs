@@ -74,6 +74,27 @@ proptest! {
     }
 }
 
+/// Issue 20: two venues whose run folders are one folder through a link are refused when the batch
+/// is planned (before, only the run-folder lock caught it, once the second venue started).
+#[cfg(unix)]
+#[test]
+fn run_folders_that_are_one_through_a_link_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let a = write_config(d, "a.toml", "alpha", "photos");
+    let b = write_config(d, "b.toml", "beta", "photos");
+    let out = d.join("runs");
+    std::fs::create_dir_all(out.join("beta")).unwrap();
+    std::os::unix::fs::symlink(out.join("beta"), out.join("alpha")).unwrap();
+    let args: Vec<String> = vec![a.to_string_lossy().into(), b.to_string_lossy().into()];
+    let plan = Plan::new(&args, Some(out.to_str().unwrap()));
+    assert_eq!(plan.entries.len(), 2);
+    for e in &plan.entries {
+        let msg = e.error.as_deref().unwrap_or("(runs)");
+        assert!(msg.contains("resolve to the same run folder"), "{msg}");
+    }
+}
+
 #[test]
 fn list_files_globs_and_planning_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -497,12 +497,13 @@ pub fn reconstruct(
     priors: &[PhotoPrior],
     opts: &SfmOptions,
 ) -> Result<Reconstructed, SfmError> {
-    let too_few = |found: usize| SfmError::TooFewPhotos {
+    let too_few = |found: usize, featureless: usize| SfmError::TooFewPhotos {
         dir: images.dir().to_path_buf(),
         found,
+        featureless,
     };
     if images.names().len() < 2 {
-        return Err(too_few(images.names().len()));
+        return Err(too_few(images.names().len(), 0));
     }
     let mut t = PhaseTimings::default();
     let (x, secs) = timed(|| extract_features(images, opts));
@@ -510,7 +511,7 @@ pub fn reconstruct(
     t.features = secs;
     let n = x.names.len();
     if n < 2 {
-        return Err(too_few(n));
+        return Err(too_few(n, x.left_out.len()));
     }
     let pixel_scale = pixel_scale(&x.feats, opts.sift.max_image_size);
     let (pair_list, secs) = timed(|| pairs::select_pairs(&x.feats, &opts.pairs));

@@ -23,10 +23,31 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+fn too_few_message(dir: &Path, found: usize, featureless: usize) -> String {
+    if featureless == 0 {
+        format!(
+            "structure from motion needs at least 2 photos; {} has {found}",
+            dir.display()
+        )
+    } else {
+        format!(
+            "structure from motion needs at least 2 photos with features; {} has {}, of which {featureless} \
+             have too few SIFT features to use (blank, black, badly exposed or tiny: see the warnings above)",
+            dir.display(),
+            found + featureless
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SfmError {
-    #[error("structure from motion needs at least 2 photos; {dir} has {found}")]
-    TooFewPhotos { dir: PathBuf, found: usize },
+    /// `found` photos can be used; `featureless` more were left out for want of features.
+    #[error("{}", too_few_message(dir, *found, *featureless))]
+    TooFewPhotos {
+        dir: PathBuf,
+        found: usize,
+        featureless: usize,
+    },
     #[error(
         "{0}: only {1} SIFT features (blank, badly exposed or tiny photo?); fix or remove it, or set [capture] on_broken_photo = \"skip\" to leave it out"
     )]

@@ -184,7 +184,24 @@ fn clear_errors_for_bad_inputs() {
     assert!(e.to_string().contains("on_broken_photo"), "{e}");
     // Under the default `skip` the blank photo is left out, and one photo is too few.
     let e = run(&config_for(&blank, |_| {}), &imgs, None, &out).unwrap_err();
-    assert!(matches!(e, SfmError::TooFewPhotos { found: 1, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            SfmError::TooFewPhotos {
+                found: 1,
+                featureless: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Issue 20: the message counts the photos the folder holds and says how many had no features
+    // (with every photo black it said "privacy/images has 0" of a folder of 12).
+    assert!(
+        e.to_string()
+            .contains("has 2, of which 1 have too few SIFT features"),
+        "{e}"
+    );
     // Unrelated noise photos: features but no valid initial pair.
     let unrelated = tmp.path().join("unrelated");
     std::fs::create_dir_all(&unrelated).unwrap();
