@@ -17,3 +17,29 @@ pub fn bar(len: u64, msg: &str) -> ProgressBar {
     pb.set_message(msg.to_string());
     pb
 }
+
+/// A duration for people: `45 s`, `12 min`, `3.5 h`, `2.1 days`.
+pub fn human_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0);
+    if s < 90.0 {
+        format!("{s:.0} s")
+    } else if s < 90.0 * 60.0 {
+        format!("{:.0} min", s / 60.0)
+    } else if s < 48.0 * 3600.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.1} days", s / 86400.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_in_the_right_unit() {
+        use super::human_duration as h;
+        assert_eq!(h(12.4), "12 s");
+        assert_eq!(h(67.0 * 60.0), "67 min");
+        assert_eq!(h(9.0 * 3600.0), "9.0 h");
+        assert_eq!(h(3.0 * 86400.0), "3.0 days");
+    }
+}

@@ -562,6 +562,37 @@ mod tests {
         );
     }
 
+    /// Issue 20, defect 7: the pre-run checks estimate a frame's memory and refuse what the machine
+    /// cannot hold, naming the keys to lower; the time estimate scales with pixels and frames.
+    #[test]
+    fn render_memory_is_checked_and_time_estimated() {
+        let mut r = RenderConfig {
+            width: 8192,
+            height: 4096,
+            ..Default::default()
+        };
+        let need = r.peak_bytes((8192, 4096));
+        // 33.6 + 0.23 megapixels at 24 B each, plus the renderer's base.
+        assert!((1_300_000_000..1_400_000_000).contains(&need), "{need}");
+        let e = r.check_memory(1 << 30).unwrap_err();
+        assert!(
+            e.contains("8192x4096")
+                && e.contains("[render] width and height")
+                && e.contains("1.0 GB available"),
+            "{e}"
+        );
+        assert!(r.check_memory(need).is_ok());
+        (r.width, r.height) = (0, 0);
+        assert!(
+            r.check_memory(1 << 30).is_ok(),
+            "the automatic CPU size fits 1 GB"
+        );
+        // 1024x512 + 640x360 at 30 fps for 222 frames on 2 threads: about 67 minutes, as measured.
+        let secs = r.nerf_cpu_seconds((1024, 512), 222, 2);
+        assert!((3700.0..4300.0).contains(&secs), "{secs}");
+        assert_eq!(r.nerf_cpu_seconds((1024, 512), 444, 4), secs);
+    }
+
     /// The automatic 360° size follows the device.
     #[test]
     fn automatic_frame_size_follows_the_device() {

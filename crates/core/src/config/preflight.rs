@@ -272,6 +272,9 @@ pub fn preflight_in(
                 "[venue] keyframes lists {n} photo(s); the fly-through path needs at least 2 (where it starts and where it ends)"
             )));
         }
+        if let Some(available) = crate::memory::mem_available() {
+            c.render.check_memory(available).map_err(err)?;
+        }
         if let Appearance::Photo(name) = &c.render.appearance {
             names.check(name).map_err(|e| {
                 err(format!(

@@ -146,7 +146,55 @@ pub const AUTO_SIZE_CPU: (u32, u32) = (1024, 512);
 /// The automatic 360° frame size on a GPU: what 360° players and video sites expect.
 pub const AUTO_SIZE_GPU: (u32, u32) = (3840, 1920);
 
+/// Bytes per pixel a frame holds at its peak while it is rendered on the CPU: the tiles' colours
+/// (3 × f32), the 8-bit frame, its PNG encoding (≤ 3 B/px for these images) and the rays of the
+/// tiles in flight, rounded up.
+pub const FRAME_BYTES_PER_PIXEL: u64 = 24;
+/// What one frame costs beyond its pixels: the renderer's working set (the NeRF's weights and
+/// per-thread sample buffers), rounded up from the measured peak of a 256x128 render (0.4 GB).
+pub const RENDER_BASE_BYTES: u64 = 512 << 20;
+/// Seconds of one CPU core per pixel for the NeRF at its default 160 samples (measured: 18.2 s for a
+/// 1024x512 frame and its 640x360 preview on 2 cores, 24 µs per pixel per frame).
+pub const NERF_CPU_CORE_SECONDS_PER_PIXEL: f64 = 48e-6;
+
 impl RenderConfig {
+    /// Pixels of one path frame: the 360° frame of `size` and its preview.
+    pub fn pixels_per_frame(&self, size: (u32, u32)) -> u64 {
+        size.0 as u64 * size.1 as u64 + self.preview_width as u64 * self.preview_height as u64
+    }
+
+    /// Peak memory of rendering frames of `size` on the CPU (one frame at a time), in bytes.
+    pub fn peak_bytes(&self, size: (u32, u32)) -> u64 {
+        RENDER_BASE_BYTES + FRAME_BYTES_PER_PIXEL * self.pixels_per_frame(size)
+    }
+
+    /// Estimated wall seconds for `frames` frames of `size` with the NeRF on `threads` CPU threads.
+    pub fn nerf_cpu_seconds(&self, size: (u32, u32), frames: u64, threads: usize) -> f64 {
+        frames as f64 * self.pixels_per_frame(size) as f64 * NERF_CPU_CORE_SECONDS_PER_PIXEL
+            / threads.max(1) as f64
+    }
+
+    /// The pre-run memory check: `Err` naming the keys to lower when rendering a frame of the CPU
+    /// size needs more than `available` bytes.
+    pub fn check_memory(&self, available: u64) -> Result<(), String> {
+        let size = self.frame_size(false);
+        let need = self.peak_bytes(size);
+        if need <= available {
+            return Ok(());
+        }
+        let gb = |b: u64| b as f64 / (1u64 << 30) as f64;
+        Err(format!(
+            "[render] width x height = {}x{} with a {}x{} preview needs about {:.1} GB while a frame is rendered, \
+             and this machine has {:.1} GB available: lower [render] width and height (or preview_width and preview_height)",
+            size.0,
+            size.1,
+            self.preview_width,
+            self.preview_height,
+            gb(need),
+            gb(available)
+        ))
+    }
+
     /// The 360° frame size: `width x height`, or when both are 0 the automatic size for the
     /// device the frames are rendered on.
     pub fn frame_size(&self, on_gpu: bool) -> (u32, u32) {
