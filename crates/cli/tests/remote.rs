@@ -180,11 +180,17 @@ fn remote_run_uploads_stages_never_originals_and_resumes_elsewhere_after_a_kill(
         ])
         .output()
         .unwrap();
-    let log = text(&out);
-    let busy_until_expiry = out.status.code() == Some(1) && log.contains("in use by another");
-    let out = if busy_until_expiry {
-        std::thread::sleep(Duration::from_secs(4));
-        cmd(&s3, &dir.path().join("cache-b"))
+    // Until A's lease has expired, B is refused ("in use by another"): try again until it is not,
+    // a condition rather than a guess at how long expiry takes on a busy machine.
+    let mut out = out;
+    while out.status.code() == Some(1) && text(&out).contains("in use by another") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(240),
+            "the expired lease was never taken over: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        out = cmd(&s3, &dir.path().join("cache-b"))
             .args([
                 "run",
                 cfg.to_str().unwrap(),
@@ -194,10 +200,8 @@ fn remote_run_uploads_stages_never_originals_and_resumes_elsewhere_after_a_kill(
                 "privacy",
             ])
             .output()
-            .unwrap()
-    } else {
-        out
-    };
+            .unwrap();
+    }
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert!(t0.elapsed() < Duration::from_secs(300));
