@@ -15,39 +15,7 @@ use super::model::{GpuModel, gpu_err};
 use crate::NerfError;
 use crate::model::{GEO_DIM, LossWeights};
 use crate::stepfun;
-use flythrough_gpu::{BindGroup, Gpu, GpuBuffer, Kernel, Recorder};
-use std::sync::Arc;
-
-/// How a dispatch is sized.
-#[derive(Clone, Copy, Debug)]
-pub enum Grid {
-    /// 1-D over this many invocations.
-    Threads(u64),
-    /// Explicit workgroup counts.
-    Groups([u32; 3]),
-}
-
-/// One recorded kernel launch.
-pub struct Dispatch {
-    pub kernel: Arc<Kernel>,
-    pub bg: BindGroup,
-    pub grid: Grid,
-}
-
-impl Dispatch {
-    pub fn record(&self, rec: &mut Recorder) {
-        match self.grid {
-            Grid::Threads(n) => rec.dispatch_threads(&self.kernel, &self.bg, n),
-            Grid::Groups(g) => rec.dispatch(&self.kernel, &self.bg, g),
-        }
-    }
-}
-
-/// Workgroups of the MLP kernels over `n` rows: one per tile, on a 2-D grid when needed.
-pub fn mlp_groups(gpu: &Gpu, n: usize, tile: u32) -> [u32; 3] {
-    let tiles = (n as u64).div_ceil(tile as u64).max(1);
-    gpu.grid(tiles, 1)
-}
+use flythrough_gpu::{Gpu, GpuBuffer, Recorder};
 
 /// Inference or training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,10 +122,6 @@ impl Batch {
         let mut fwd = Vec::new();
         let mut levels: Vec<LevelBufs> = Vec::new();
         let mut prod = 1usize;
-        let k_sample = k.get(KernelId::SampleLevel).map_err(gpu_err)?;
-        let k_hash = k.get(KernelId::HashFwd).map_err(gpu_err)?;
-        let k_mlp = k.get(KernelId::MlpFwd).map_err(gpu_err)?;
-        let k_weights = k.get(KernelId::Weights).map_err(gpu_err)?;
         for lk in 0..nlev {
             let n = if lk < nprop {
                 cfg.prop_samples[lk]
@@ -202,25 +166,22 @@ impl Batch {
                 Some(l) => (l.s.clone(), l.w.clone()),
                 None => (dummy("no prev s")?, dummy("no prev w")?),
             };
-            fwd.push(Dispatch {
-                bg: g.bind(
-                    &k_sample,
-                    &[
-                        (&u_sample).into(),
-                        (&rays).into(),
-                        (&jitter).into(),
-                        (&ps).into(),
-                        (&pw).into(),
-                        (&scratch).into(),
-                        (&s).into(),
-                        (&t).into(),
-                        (&pos).into(),
-                        (&fsig).into(),
-                    ],
-                ),
-                kernel: k_sample.clone(),
-                grid: Grid::Threads(cap as u64),
-            });
+            fwd.push(
+                launch::SampleLevel {
+                    p: &u_sample,
+                    rays: &rays,
+                    jit: &jitter,
+                    prev_s: &ps,
+                    prev_w: &pw,
+                    sc: &scratch,
+                    s_out: &s,
+                    t_out: &t,
+                    pos: &pos,
+                    fsig: &fsig,
+                }
+                .dispatch(k, Grid::Threads(cap as u64))
+                .map_err(gpu_err)?,
+            );
             let table = &m.params[grid.param];
             for &(l0, lc) in &grid.splits {
                 let hp = HashParams {
@@ -233,22 +194,19 @@ impl Batch {
                     _p: [0; 2],
                 };
                 let u = uniform(g, &name("hash params"), &hp)?;
-                let range = table.range(l0 as u64 * grid.level_bytes, lc as u64 * grid.level_bytes);
-                fwd.push(Dispatch {
-                    bg: g.bind(
-                        &k_hash,
-                        &[
-                            (&u).into(),
-                            (&grid.info).into(),
-                            (&pos).into(),
-                            (&fsig).into(),
-                            range,
-                            (&enc).into(),
-                        ],
-                    ),
-                    kernel: k_hash.clone(),
-                    grid: Grid::Threads(ns as u64 * lc as u64),
-                });
+                fwd.push(
+                    launch::HashFwd {
+                        p: &u,
+                        level_info: &grid.info,
+                        pos: &pos,
+                        fsig: &fsig,
+                        table: table
+                            .range(l0 as u64 * grid.level_bytes, lc as u64 * grid.level_bytes),
+                        out: &enc,
+                    }
+                    .dispatch(k, Grid::Threads(ns as u64 * lc as u64))
+                    .map_err(gpu_err)?,
+                );
             }
             let cache = if train && mcfg.hidden_width() > 0 {
                 Some(storage(g, &name("mlp cache"), ns * mcfg.hidden_width())?)
@@ -263,21 +221,18 @@ impl Batch {
                 None => dummy("no cache")?,
             };
             let mparam = &m.params[grid.param + 1];
-            fwd.push(Dispatch {
-                bg: g.bind(
-                    &k_mlp,
-                    &[
-                        (&u_mlp).into(),
-                        mparam.into(),
-                        (&enc).into(),
-                        (&no_g).into(),
-                        (&raw).into(),
-                        (&cache_b).into(),
-                    ],
-                ),
-                kernel: k_mlp.clone(),
-                grid: Grid::Groups(mlp_groups(g, ns, k.shape.tile)),
-            });
+            fwd.push(
+                launch::MlpFwd {
+                    p: &u_mlp,
+                    params: mparam,
+                    a: &enc,
+                    g: &no_g,
+                    out: &raw,
+                    cache: &cache_b,
+                }
+                .dispatch(k, Grid::Groups(mlp_groups(g, ns, k.shape.tile)))
+                .map_err(gpu_err)?,
+            );
             let wp = WeightsParams {
                 n_rays: cap as u32,
                 n: n as u32,
@@ -285,20 +240,17 @@ impl Batch {
                 _p: 0,
             };
             let u_w = uniform(g, &name("weights params"), &wp)?;
-            fwd.push(Dispatch {
-                bg: g.bind(
-                    &k_weights,
-                    &[
-                        (&u_w).into(),
-                        (&raw).into(),
-                        (&t).into(),
-                        (&sigma).into(),
-                        (&w).into(),
-                    ],
-                ),
-                kernel: k_weights.clone(),
-                grid: Grid::Threads(cap as u64),
-            });
+            fwd.push(
+                launch::Weights {
+                    p: &u_w,
+                    raw: &raw,
+                    t: &t,
+                    sigma: &sigma,
+                    w: &w,
+                }
+                .dispatch(k, Grid::Threads(cap as u64))
+                .map_err(gpu_err)?,
+            );
             let (d_raw, d_enc, dy) = if train {
                 (
                     Some(storage(g, &name("d raw"), ns * raw_w)?),
@@ -339,21 +291,17 @@ impl Batch {
             exposure: cfg.exposure as u32,
         };
         let u_feat = uniform(g, "feature params", &fp)?;
-        let k_feat = k.get(KernelId::RayFeatures).map_err(gpu_err)?;
-        fwd.push(Dispatch {
-            bg: g.bind(
-                &k_feat,
-                &[
-                    (&u_feat).into(),
-                    (&rays).into(),
-                    (&latent_idx).into(),
-                    (&latent).into(),
-                    (&feat).into(),
-                ],
-            ),
-            kernel: k_feat,
-            grid: Grid::Threads(cap as u64),
-        });
+        fwd.push(
+            launch::RayFeatures {
+                p: &u_feat,
+                rays: &rays,
+                latent_idx: &latent_idx,
+                glo: &latent,
+                feat: &feat,
+            }
+            .dispatch(k, Grid::Threads(cap as u64))
+            .map_err(gpu_err)?,
+        );
         let ccfg = cfg.color_mlp();
         let cio = MlpIo {
             a_stride: (1 + GEO_DIM) as u32,
@@ -373,21 +321,18 @@ impl Batch {
             dummy("no colour cache")?
         };
         let cparam = &m.params[m.idx_grid() + 2];
-        fwd.push(Dispatch {
-            bg: g.bind(
-                &k_mlp,
-                &[
-                    (&u_cmlp).into(),
-                    cparam.into(),
-                    (&nl.raw).into(),
-                    (&feat).into(),
-                    (&logits).into(),
-                    (&ccache).into(),
-                ],
-            ),
-            kernel: k_mlp.clone(),
-            grid: Grid::Groups(mlp_groups(g, ns, k.shape.tile)),
-        });
+        fwd.push(
+            launch::MlpFwd {
+                p: &u_cmlp,
+                params: cparam,
+                a: &nl.raw,
+                g: &feat,
+                out: &logits,
+                cache: &ccache,
+            }
+            .dispatch(k, Grid::Groups(mlp_groups(g, ns, k.shape.tile)))
+            .map_err(gpu_err)?,
+        );
         let out = storage(g, "render out", cap * 5)?;
         let u_comp = uniform(
             g,
@@ -465,10 +410,6 @@ impl Batch {
             .map(|(p, n)| storage(g, &format!("grad {n}"), p.len().max(1)))
             .collect::<Result<Vec<_>, _>>()?;
         let mut bwd = Vec::new();
-        let k_bd = k.get(KernelId::MlpBwdData).map_err(gpu_err)?;
-        let k_bw = k.get(KernelId::MlpBwdWeights).map_err(gpu_err)?;
-        let k_red = k.get(KernelId::ReducePartials).map_err(gpu_err)?;
-        let k_hb = k.get(KernelId::HashBwd).map_err(gpu_err)?;
         // Partial sums of the MLP weight gradients: the largest G * P of the batch's MLPs.
         let mut mlps = vec![(cfg.color_mlp(), ns), (cfg.density_mlp(), ns)];
         for (lk, l) in levels.iter().enumerate().take(nprop) {
@@ -494,34 +435,26 @@ impl Batch {
             _p1: [0.0; 2],
         };
         let u_loss = uniform(g, "loss params", &lp)?;
-        let k_loss = k.get(KernelId::NerfLoss).map_err(gpu_err)?;
-        bwd.push(Dispatch {
-            bg: g.bind(
-                &k_loss,
-                &[
-                    (&u_loss).into(),
-                    (&nl.w).into(),
-                    (&nl.s).into(),
-                    (&nl.t).into(),
-                    (&nl.sigma).into(),
-                    logits.into(),
-                    (&target).into(),
-                    (&gw).into(),
-                    (&g_logits).into(),
-                    (&d_raw_n).into(),
-                    (&ray_loss).into(),
-                ],
-            ),
-            kernel: k_loss,
-            grid: Grid::Threads(cap as u64),
-        });
-        let kb = MlpBwdKernels {
-            data: k_bd,
-            weights: k_bw,
-            reduce: k_red,
-            partial: partial.clone(),
-            tile: k.shape.tile,
-            wg: k.shape.wg,
+        bwd.push(
+            launch::NerfLoss {
+                p: &u_loss,
+                w: &nl.w,
+                s: &nl.s,
+                t: &nl.t,
+                sigma: &nl.sigma,
+                logits,
+                tgt: &target,
+                gw: &gw,
+                g_logits: &g_logits,
+                d_raw: &d_raw_n,
+                ray_loss: &ray_loss,
+            }
+            .dispatch(k, Grid::Threads(cap as u64))
+            .map_err(gpu_err)?,
+        );
+        let kb = MlpBwd {
+            k,
+            partial: &partial,
         };
         // Colour head: d logits -> d geometry features (columns 1.. of d_raw) and the latents'
         // columns of the group input.
@@ -537,23 +470,21 @@ impl Batch {
             )),
         );
         kb.push(
-            g,
             &mut bwd,
             cpb,
-            [
-                &m.params[gidx + 2],
-                &nl.raw,
-                feat,
-                ccache,
-                &g_logits,
-                &cdy,
-                &d_raw_n,
-                &dxg,
-                &grads[gidx + 2],
-            ],
+            MlpBwdBufs {
+                params: &m.params[gidx + 2],
+                a: &nl.raw,
+                g: feat,
+                cache: ccache,
+                d_out: &g_logits,
+                dy: &cdy,
+                dx: &d_raw_n,
+                dxg: &dxg,
+                grad: &grads[gidx + 2],
+            },
         )?;
         if gd > 0 {
-            let k_glo = k.get(KernelId::GloGrad).map_err(gpu_err)?;
             let u = uniform(
                 g,
                 "glo params",
@@ -564,19 +495,16 @@ impl Batch {
                     _p: 0,
                 },
             )?;
-            bwd.push(Dispatch {
-                bg: g.bind(
-                    &k_glo,
-                    &[
-                        (&u).into(),
-                        latent_idx.into(),
-                        (&dxg).into(),
-                        (&grads[m.idx_glo()]).into(),
-                    ],
-                ),
-                kernel: k_glo,
-                grid: Grid::Threads(cap as u64),
-            });
+            bwd.push(
+                launch::GloGrad {
+                    p: &u,
+                    latent_idx,
+                    dxg: &dxg,
+                    grad: &grads[m.idx_glo()],
+                }
+                .dispatch(k, Grid::Threads(cap as u64))
+                .map_err(gpu_err)?,
+            );
         }
         // Density MLP and the NeRF grid; then the proposal levels.
         for lk in (0..=nprop).rev() {
@@ -600,26 +528,22 @@ impl Batch {
                     _p1: [0.0; 3],
                 };
                 let u = uniform(g, "interlevel params", &ip)?;
-                let k_il = k.get(KernelId::Interlevel).map_err(gpu_err)?;
-                bwd.push(Dispatch {
-                    bg: g.bind(
-                        &k_il,
-                        &[
-                            (&u).into(),
-                            (&nl.s).into(),
-                            (&nl.w).into(),
-                            (&l.s).into(),
-                            (&l.w).into(),
-                            (&l.sigma).into(),
-                            (&l.t).into(),
-                            (&g_env).into(),
-                            (&d_raw).into(),
-                            (&il_loss).into(),
-                        ],
-                    ),
-                    kernel: k_il,
-                    grid: Grid::Threads(cap as u64),
-                });
+                bwd.push(
+                    launch::Interlevel {
+                        p: &u,
+                        s_nerf: &nl.s,
+                        w_nerf: &nl.w,
+                        s_env: &l.s,
+                        w_env: &l.w,
+                        sigma: &l.sigma,
+                        t_env: &l.t,
+                        g_env: &g_env,
+                        d_raw: &d_raw,
+                        ray_loss: &il_loss,
+                    }
+                    .dispatch(k, Grid::Threads(cap as u64))
+                    .map_err(gpu_err)?,
+                );
             }
             let lf = grid.cfg.output_dim();
             let mp = MlpParams::new(&mcfg, n_rows, MlpIo::dense(&mcfg), true)
@@ -632,20 +556,19 @@ impl Batch {
             let no_g = dummy("no group")?;
             let no_dxg = dummy("no dxg")?;
             kb.push(
-                g,
                 &mut bwd,
                 mp,
-                [
-                    &m.params[grid.param + 1],
-                    &l.enc,
-                    &no_g,
-                    &cache,
-                    &d_raw,
-                    l.dy.as_ref().expect("train buffers"),
-                    &d_enc,
-                    &no_dxg,
-                    &grads[grid.param + 1],
-                ],
+                MlpBwdBufs {
+                    params: &m.params[grid.param + 1],
+                    a: &l.enc,
+                    g: &no_g,
+                    cache: &cache,
+                    d_out: &d_raw,
+                    dy: l.dy.as_ref().expect("train buffers"),
+                    dx: &d_enc,
+                    dxg: &no_dxg,
+                    grad: &grads[grid.param + 1],
+                },
             )?;
             for &(l0, lc) in &grid.splits {
                 let hp = HashParams {
@@ -658,23 +581,19 @@ impl Batch {
                     _p: [0; 2],
                 };
                 let u = uniform(g, "hash bwd params", &hp)?;
-                let range = grads[grid.param]
-                    .range(l0 as u64 * grid.level_bytes, lc as u64 * grid.level_bytes);
-                bwd.push(Dispatch {
-                    bg: g.bind(
-                        &k_hb,
-                        &[
-                            (&u).into(),
-                            (&grid.info).into(),
-                            (&l.pos).into(),
-                            (&l.fsig).into(),
-                            (&d_enc).into(),
-                            range,
-                        ],
-                    ),
-                    kernel: k_hb.clone(),
-                    grid: Grid::Threads(n_rows as u64 * lc as u64),
-                });
+                bwd.push(
+                    launch::HashBwd {
+                        p: &u,
+                        level_info: &grid.info,
+                        pos: &l.pos,
+                        fsig: &l.fsig,
+                        d_out: &d_enc,
+                        grad: grads[grid.param]
+                            .range(l0 as u64 * grid.level_bytes, lc as u64 * grid.level_bytes),
+                    }
+                    .dispatch(k, Grid::Threads(n_rows as u64 * lc as u64))
+                    .map_err(gpu_err)?,
+                );
             }
         }
         // The step's losses into the running metrics.
@@ -688,20 +607,16 @@ impl Batch {
             _p1: 0.0,
         };
         let u = uniform(g, "loss reduce params", &rp)?;
-        let k_lr = k.get(KernelId::LossReduce).map_err(gpu_err)?;
-        bwd.push(Dispatch {
-            bg: g.bind(
-                &k_lr,
-                &[
-                    (&u).into(),
-                    (&ray_loss).into(),
-                    (&il_loss).into(),
-                    (&metrics).into(),
-                ],
-            ),
-            kernel: k_lr,
-            grid: Grid::Groups([1, 1, 1]),
-        });
+        bwd.push(
+            launch::LossReduce {
+                p: &u,
+                ray_loss: &ray_loss,
+                il_loss: &il_loss,
+                metrics: &metrics,
+            }
+            .dispatch(k, Grid::Groups([1, 1, 1]))
+            .map_err(gpu_err)?,
+        );
         Ok(TrainBufs {
             jitter: jitter.clone(),
             target,
@@ -757,24 +672,17 @@ impl Batch {
     /// The `composite` dispatch writing `out` and, when packing, the pixels of `px` (its
     /// parameters, [`Batch::u_comp`], are set per chunk with [`Batch::set_composite`]).
     pub fn composite(&self, m: &GpuModel, px: &GpuBuffer) -> Result<Dispatch, NerfError> {
-        let g = m.gpu();
-        let k = m.k.get(KernelId::Composite).map_err(gpu_err)?;
         let nl = self.levels.last().expect("NeRF level");
-        Ok(Dispatch {
-            bg: g.bind(
-                &k,
-                &[
-                    (&self.u_comp).into(),
-                    (&nl.w).into(),
-                    (&nl.t).into(),
-                    (&self.logits).into(),
-                    (&self.out).into(),
-                    px.into(),
-                ],
-            ),
-            kernel: k,
-            grid: Grid::Threads(self.cap as u64),
-        })
+        launch::Composite {
+            p: &self.u_comp,
+            w: &nl.w,
+            t: &nl.t,
+            logits: &self.logits,
+            out: &self.out,
+            px,
+        }
+        .dispatch(&m.k, Grid::Threads(self.cap as u64))
+        .map_err(gpu_err)
     }
 
     /// Parameters of the next `composite`: pixel offset of the chunk, whether to pack into the
@@ -793,60 +701,63 @@ impl Batch {
     }
 }
 
-/// The three kernels of an MLP backward and the shared partial-sum buffer.
-struct MlpBwdKernels {
-    data: Arc<Kernel>,
-    weights: Arc<Kernel>,
-    reduce: Arc<Kernel>,
-    partial: GpuBuffer,
-    tile: u32,
-    wg: u32,
+/// The MLP backward's kernels and the partial-sum buffer its MLPs share.
+struct MlpBwd<'a> {
+    k: &'a Kernels,
+    partial: &'a GpuBuffer,
 }
 
-impl MlpBwdKernels {
+/// The buffers of one MLP's backward.
+struct MlpBwdBufs<'a> {
+    params: &'a GpuBuffer,
+    /// Per-row and group input of the forward.
+    a: &'a GpuBuffer,
+    g: &'a GpuBuffer,
+    /// Hidden activations of the forward.
+    cache: &'a GpuBuffer,
+    d_out: &'a GpuBuffer,
+    dy: &'a GpuBuffer,
+    /// Gradients of the per-row and group input.
+    dx: &'a GpuBuffer,
+    dxg: &'a GpuBuffer,
+    grad: &'a GpuBuffer,
+}
+
+impl MlpBwd<'_> {
     /// Append an MLP's backward: `mlp_bwd_data` (dY of every layer, d_x), `mlp_bwd_weights`
-    /// (per-row-group partial sums), `reduce_partials` (fixed order, added to `grad`). `b` =
-    /// params, per-row input, group input, hidden cache, d_out, dy, dx, dxg, grad.
-    fn push(
-        &self,
-        g: &Gpu,
-        out: &mut Vec<Dispatch>,
-        p: MlpParams,
-        b: [&GpuBuffer; 9],
-    ) -> Result<(), NerfError> {
-        let [params, a, gin, cache, d_out, dy, dx, dxg, grad] = b;
+    /// (per-row-group partial sums), `reduce_partials` (fixed order, added to `grad`).
+    fn push(&self, out: &mut Vec<Dispatch>, p: MlpParams, b: MlpBwdBufs) -> Result<(), NerfError> {
+        let k = self.k;
+        let g = &*k.gpu;
         let u = uniform(g, "mlp bwd params", &p)?;
-        out.push(Dispatch {
-            bg: g.bind(
-                &self.data,
-                &[
-                    (&u).into(),
-                    params.into(),
-                    cache.into(),
-                    d_out.into(),
-                    dy.into(),
-                    dx.into(),
-                    dxg.into(),
-                ],
-            ),
-            kernel: self.data.clone(),
-            grid: Grid::Groups(mlp_groups(g, p.n as usize, self.tile)),
-        });
-        out.push(Dispatch {
-            bg: g.bind(
-                &self.weights,
-                &[
-                    (&u).into(),
-                    a.into(),
-                    gin.into(),
-                    cache.into(),
-                    dy.into(),
-                    (&self.partial).into(),
-                ],
-            ),
-            kernel: self.weights.clone(),
-            grid: Grid::Groups([p.nparams.div_ceil(4 * self.wg), p.groups, 1]),
-        });
+        out.push(
+            launch::MlpBwdData {
+                p: &u,
+                params: b.params,
+                cache: b.cache,
+                d_out: b.d_out,
+                dy: b.dy,
+                dx: b.dx,
+                dxg: b.dxg,
+            }
+            .dispatch(k, Grid::Groups(mlp_groups(g, p.n as usize, k.shape.tile)))
+            .map_err(gpu_err)?,
+        );
+        out.push(
+            launch::MlpBwdWeights {
+                p: &u,
+                a: b.a,
+                g: b.g,
+                cache: b.cache,
+                dy: b.dy,
+                partial: self.partial,
+            }
+            .dispatch(
+                k,
+                Grid::Groups([p.nparams.div_ceil(4 * k.shape.wg), p.groups, 1]),
+            )
+            .map_err(gpu_err)?,
+        );
         let ur = uniform(
             g,
             "reduce params",
@@ -856,14 +767,15 @@ impl MlpBwdKernels {
                 _p: [0; 2],
             },
         )?;
-        out.push(Dispatch {
-            bg: g.bind(
-                &self.reduce,
-                &[(&ur).into(), (&self.partial).into(), grad.into()],
-            ),
-            kernel: self.reduce.clone(),
-            grid: Grid::Threads(p.nparams as u64),
-        });
+        out.push(
+            launch::ReducePartials {
+                p: &ur,
+                partial: self.partial,
+                grad: b.grad,
+            }
+            .dispatch(k, Grid::Threads(p.nparams as u64))
+            .map_err(gpu_err)?,
+        );
         Ok(())
     }
 }

@@ -3,10 +3,9 @@
 //! chunks of the batch's capacity. Frames are packed to 8-bit RGBA on the device and read back
 //! once; two frame buffers alternate so the host can encode one frame while the next renders.
 
-use super::batch::{Batch, Dispatch, Grid, Mode};
-use super::kernels::{CamParams, EquiParams};
+use super::batch::{Batch, Mode};
+use super::kernels::{CamParams, Dispatch, EquiParams, Grid, launch};
 use super::model::{GpuModel, gpu_err};
-use super::shaders::KernelId;
 use crate::NerfError;
 use crate::coord::SceneNorm;
 use crate::model::{LossWeights, Model};
@@ -289,7 +288,7 @@ impl GpuRenderer {
     ) -> Result<(Dispatch, GpuBuffer, Vec<u8>, (usize, usize)), NerfError> {
         let gpu = self.model.gpu();
         let (w, h) = cam.size();
-        let (kernel, bytes, offs) = match cam {
+        let (equirect, bytes, offs) = match cam {
             FrameCamera::Photo {
                 cam,
                 rot_c2w,
@@ -320,11 +319,7 @@ impl GpuRenderer {
                     rt2: v4(rot_c2w[2]),
                 };
                 // pix0 and n are bytes 36 and 40 of CamParams.
-                (
-                    self.model.k.get(KernelId::RaygenCamera).map_err(gpu_err)?,
-                    bytemuck::bytes_of(&p).to_vec(),
-                    (36, 40),
-                )
+                (false, bytemuck::bytes_of(&p).to_vec(), (36, 40))
             }
             FrameCamera::Equirect {
                 origin,
@@ -346,24 +341,18 @@ impl GpuRenderer {
                     up: v4(*up),
                 };
                 // pix0 and n are bytes 8 and 12 of EquiParams.
-                (
-                    self.model
-                        .k
-                        .get(KernelId::RaygenEquirect)
-                        .map_err(gpu_err)?,
-                    bytemuck::bytes_of(&p).to_vec(),
-                    (8, 12),
-                )
+                (true, bytemuck::bytes_of(&p).to_vec(), (8, 12))
             }
         };
         let u = gpu.uniform("raygen params", &[0u8; 128]).map_err(gpu_err)?;
         let batch = &self.slots[si].batch;
-        let bg = gpu.bind(&kernel, &[(&u).into(), (&batch.rays).into()]);
-        let d = Dispatch {
-            kernel,
-            bg,
-            grid: Grid::Threads(batch.cap as u64),
-        };
+        let (k, rays, grid) = (&self.model.k, &batch.rays, Grid::Threads(batch.cap as u64));
+        let d = if equirect {
+            launch::RaygenEquirect { p: &u, rays }.dispatch(k, grid)
+        } else {
+            launch::RaygenCamera { p: &u, rays }.dispatch(k, grid)
+        }
+        .map_err(gpu_err)?;
         Ok((d, u, bytes, offs))
     }
 

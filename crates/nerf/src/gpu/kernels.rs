@@ -1,12 +1,15 @@
-//! Host side of each WGSL kernel: its parameter block (`#[repr(C)]`, the WGSL struct's layout) and
-//! the compiled pipelines of a device. Bind groups are built once by the callers
-//! ([`super::batch`]); every `*Params` here mirrors the struct of the same name in `shaders/`.
+//! Host side of each WGSL kernel: its parameter block (`#[repr(C)]`, the WGSL struct's layout), the
+//! compiled pipelines of a device, and its launcher ([`launch`]): the kernel's bindings by name, in
+//! the WGSL's binding order, turned into a [`Dispatch`]. The back end ([`super::batch`],
+//! [`super::inference`], [`super::train`]) builds its bind groups once through the launchers, and the
+//! kernel tests run each kernel through the same launchers; every `*Params` here mirrors the struct
+//! of the same name in `shaders/`.
 
 pub use super::shaders::KernelId;
 use super::shaders::{self, MlpShape};
 use crate::kernels::MlpConfig;
 use bytemuck::{Pod, Zeroable};
-use flythrough_gpu::{AtomicMode, Gpu, GpuError, Kernel};
+use flythrough_gpu::{AtomicMode, BindGroup, Gpu, GpuError, Kernel, Recorder};
 use std::sync::Arc;
 
 /// `NONE` of `shaders/common.wgsl`: an absent offset.
@@ -327,6 +330,37 @@ pub struct EquiParams {
     pub up: [f32; 4],
 }
 
+/// How a dispatch is sized.
+#[derive(Clone, Copy, Debug)]
+pub enum Grid {
+    /// 1-D over this many invocations.
+    Threads(u64),
+    /// Explicit workgroup counts.
+    Groups([u32; 3]),
+}
+
+/// One kernel launch: a pipeline, its bind group (built once) and its grid.
+pub struct Dispatch {
+    pub kernel: Arc<Kernel>,
+    pub bg: BindGroup,
+    pub grid: Grid,
+}
+
+impl Dispatch {
+    pub fn record(&self, rec: &mut Recorder) {
+        match self.grid {
+            Grid::Threads(n) => rec.dispatch_threads(&self.kernel, &self.bg, n),
+            Grid::Groups(g) => rec.dispatch(&self.kernel, &self.bg, g),
+        }
+    }
+}
+
+/// Workgroups of the MLP kernels over `n` rows: one per tile, on a 2-D grid when needed.
+pub fn mlp_groups(gpu: &Gpu, n: usize, tile: u32) -> [u32; 3] {
+    let tiles = (n as u64).div_ceil(tile as u64).max(1);
+    gpu.grid(tiles, 1)
+}
+
 /// The kernels of one device, composed for its scatter mode and an MLP tile shape (compiled on
 /// first use, cached by the device).
 #[derive(Clone)]
@@ -349,9 +383,255 @@ impl Kernels {
     }
 }
 
+/// One launcher per kernel: a struct whose fields are the kernel's bindings, named and ordered as
+/// the `@binding`s of its WGSL file (a test checks the names and order against `shaders/`).
+/// `dispatch` looks the kernel up, builds its bind group and returns the [`Dispatch`] (the tests'
+/// `run` submits it alone):
+///
+/// ```ignore
+/// launch::Weights { p: &u, raw: &raw, t: &t, sigma: &sigma, w: &w }
+///     .dispatch(k, Grid::Threads(rays))?
+/// ```
+///
+/// A field is a whole buffer (`&GpuBuffer`) or, where callers bind part of one (a hash grid's level
+/// range, a chunk of a parameter), a [`Bind`] (`buf.range(..)`, or `(&buf).into()` for all of it).
+pub mod launch {
+    use super::{Dispatch, Grid, KernelId, Kernels};
+    use flythrough_gpu::{Bind, GpuBuffer, GpuError};
+
+    macro_rules! launchers {
+        ($($(#[$doc:meta])* $name:ident { $($f:ident: $t:ty),* $(,)? })*) => {
+            $(
+                $(#[$doc])*
+                #[derive(Clone, Copy, Debug)]
+                pub struct $name<'a> {
+                    $(pub $f: $t,)*
+                }
+
+                impl $name<'_> {
+                    /// The kernel this launches.
+                    pub const ID: KernelId = KernelId::$name;
+                    /// Its bindings' names, in binding order.
+                    pub const BINDINGS: &'static [&'static str] = &[$(stringify!($f)),*];
+
+                    /// Bind the buffers (in binding order) and size the launch with `grid`.
+                    pub fn dispatch(self, k: &Kernels, grid: Grid) -> Result<Dispatch, GpuError> {
+                        let kernel = k.get(Self::ID)?;
+                        let bg = k.gpu.bind(&kernel, &[$(Bind::from(self.$f)),*]);
+                        Ok(Dispatch { kernel, bg, grid })
+                    }
+
+                    /// Launch alone, in a submit of its own (the kernel tests).
+                    #[cfg(test)]
+                    pub fn run(self, k: &Kernels, grid: Grid) {
+                        let d = self.dispatch(k, grid).unwrap();
+                        let mut rec = k.gpu.recorder(Self::ID.name());
+                        d.record(&mut rec);
+                        rec.submit();
+                    }
+                }
+            )*
+
+            /// The binding names of kernel `id`'s launcher (a kernel without one does not compile).
+            pub fn bindings(id: KernelId) -> &'static [&'static str] {
+                match id {
+                    $(KernelId::$name => $name::BINDINGS,)*
+                }
+            }
+        };
+    }
+
+    launchers! {
+        /// `raygen_camera`: a COLMAP camera's rays (with its distortion) into `rays`.
+        RaygenCamera { p: &'a GpuBuffer, rays: &'a GpuBuffer }
+        /// `raygen_equirect`: a levelled 360° camera's rays into `rays`.
+        RaygenEquirect { p: &'a GpuBuffer, rays: &'a GpuBuffer }
+        /// `sample_level`: (re)sampling of one level's intervals, positions and footprints.
+        SampleLevel {
+            p: &'a GpuBuffer,
+            rays: &'a GpuBuffer,
+            jit: &'a GpuBuffer,
+            prev_s: &'a GpuBuffer,
+            prev_w: &'a GpuBuffer,
+            sc: &'a GpuBuffer,
+            s_out: &'a GpuBuffer,
+            t_out: &'a GpuBuffer,
+            pos: &'a GpuBuffer,
+            fsig: &'a GpuBuffer,
+        }
+        /// `hash_fwd`: the hash-grid encoding of a range of levels (`table` bound by level range).
+        HashFwd {
+            p: &'a GpuBuffer,
+            level_info: &'a GpuBuffer,
+            pos: &'a GpuBuffer,
+            fsig: &'a GpuBuffer,
+            table: Bind<'a>,
+            out: &'a GpuBuffer,
+        }
+        /// `hash_bwd`: the encoding's gradient scattered into `grad` (bound by level range).
+        HashBwd {
+            p: &'a GpuBuffer,
+            level_info: &'a GpuBuffer,
+            pos: &'a GpuBuffer,
+            fsig: &'a GpuBuffer,
+            d_out: &'a GpuBuffer,
+            grad: Bind<'a>,
+        }
+        /// `mlp_fwd`: the fused MLP forward (per-row input `a`, group input `g`).
+        MlpFwd {
+            p: &'a GpuBuffer,
+            params: &'a GpuBuffer,
+            a: &'a GpuBuffer,
+            g: &'a GpuBuffer,
+            out: &'a GpuBuffer,
+            cache: &'a GpuBuffer,
+        }
+        /// `mlp_bwd_data`: every layer's dY and the input gradients.
+        MlpBwdData {
+            p: &'a GpuBuffer,
+            params: &'a GpuBuffer,
+            cache: &'a GpuBuffer,
+            d_out: &'a GpuBuffer,
+            dy: &'a GpuBuffer,
+            dx: &'a GpuBuffer,
+            dxg: &'a GpuBuffer,
+        }
+        /// `mlp_bwd_weights`: per-row-group partial sums of the weight gradients.
+        MlpBwdWeights {
+            p: &'a GpuBuffer,
+            a: &'a GpuBuffer,
+            g: &'a GpuBuffer,
+            cache: &'a GpuBuffer,
+            dy: &'a GpuBuffer,
+            partial: &'a GpuBuffer,
+        }
+        /// `reduce_partials`: the partial sums, in a fixed order, added to `grad`.
+        ReducePartials { p: &'a GpuBuffer, partial: &'a GpuBuffer, grad: &'a GpuBuffer }
+        /// `weights`: densities and compositing weights.
+        Weights {
+            p: &'a GpuBuffer,
+            raw: &'a GpuBuffer,
+            t: &'a GpuBuffer,
+            sigma: &'a GpuBuffer,
+            w: &'a GpuBuffer,
+        }
+        /// `ray_features`: the colour head's per-ray inputs (direction, latent, exposure).
+        RayFeatures {
+            p: &'a GpuBuffer,
+            rays: &'a GpuBuffer,
+            latent_idx: &'a GpuBuffer,
+            glo: &'a GpuBuffer,
+            feat: &'a GpuBuffer,
+        }
+        /// `composite`: colour, depth and opacity per ray, optionally packed into frame pixels.
+        Composite {
+            p: &'a GpuBuffer,
+            w: &'a GpuBuffer,
+            t: &'a GpuBuffer,
+            logits: &'a GpuBuffer,
+            out: &'a GpuBuffer,
+            px: &'a GpuBuffer,
+        }
+        /// `nerf_loss`: the NeRF level's losses and their gradients.
+        NerfLoss {
+            p: &'a GpuBuffer,
+            w: &'a GpuBuffer,
+            s: &'a GpuBuffer,
+            t: &'a GpuBuffer,
+            sigma: &'a GpuBuffer,
+            logits: &'a GpuBuffer,
+            tgt: &'a GpuBuffer,
+            gw: &'a GpuBuffer,
+            g_logits: &'a GpuBuffer,
+            d_raw: &'a GpuBuffer,
+            ray_loss: &'a GpuBuffer,
+        }
+        /// `interlevel`: a proposal level's interlevel loss and its gradient.
+        Interlevel {
+            p: &'a GpuBuffer,
+            s_nerf: &'a GpuBuffer,
+            w_nerf: &'a GpuBuffer,
+            s_env: &'a GpuBuffer,
+            w_env: &'a GpuBuffer,
+            sigma: &'a GpuBuffer,
+            t_env: &'a GpuBuffer,
+            g_env: &'a GpuBuffer,
+            d_raw: &'a GpuBuffer,
+            ray_loss: &'a GpuBuffer,
+        }
+        /// `glo_grad`: the latents' gradients scattered by photo.
+        GloGrad {
+            p: &'a GpuBuffer,
+            latent_idx: &'a GpuBuffer,
+            dxg: &'a GpuBuffer,
+            grad: &'a GpuBuffer,
+        }
+        /// `loss_reduce`: the step's losses added to the running metrics.
+        LossReduce {
+            p: &'a GpuBuffer,
+            ray_loss: &'a GpuBuffer,
+            il_loss: &'a GpuBuffer,
+            metrics: &'a GpuBuffer,
+        }
+        /// `sq_norm`: partial sums of squares of `x` (a chunk of a gradient).
+        SqNorm { p: &'a GpuBuffer, x: Bind<'a>, partial: &'a GpuBuffer }
+        /// `sq_norm_final`: the global norm and clip factor, in a fixed order.
+        SqNormFinal {
+            p: &'a GpuBuffer,
+            partial: &'a GpuBuffer,
+            norm_out: &'a GpuBuffer,
+            metrics: &'a GpuBuffer,
+        }
+        /// `adam`: the fused Adam step on a chunk of a parameter (gradients zeroed).
+        Adam {
+            pl: &'a GpuBuffer,
+            ps: &'a GpuBuffer,
+            norm: &'a GpuBuffer,
+            param: Bind<'a>,
+            grad: Bind<'a>,
+            m1: Bind<'a>,
+            m2: Bind<'a>,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every kernel's launcher names its bindings as the kernel's WGSL declares them, in binding
+    /// order (`launch::bindings` matches on every `KernelId`, so a kernel without a launcher does
+    /// not compile).
+    #[test]
+    fn launchers_bind_in_the_wgsl_order() {
+        for src in shaders::KERNELS {
+            let wgsl: Vec<(u32, &str)> = src
+                .text
+                .lines()
+                .filter_map(|l| {
+                    let rest = l.trim().strip_prefix("@group(0) @binding(")?;
+                    let (i, rest) = rest.split_once(')')?;
+                    let decl = rest.split_once('>')?.1;
+                    let name = decl.split_once(':')?.0.trim();
+                    Some((i.parse().unwrap(), name))
+                })
+                .collect();
+            let order: Vec<u32> = (0..wgsl.len() as u32).collect();
+            assert_eq!(
+                wgsl.iter().map(|b| b.0).collect::<Vec<_>>(),
+                order,
+                "{}: bindings 0..n in order",
+                src.name
+            );
+            let names: Vec<&str> = wgsl.iter().map(|b| b.1).collect();
+            assert_eq!(
+                launch::bindings(src.id),
+                names.as_slice(),
+                "{}: launcher fields vs WGSL bindings",
+                src.name
+            );
+        }
+    }
 
     /// A `#[repr(C)]` mirror's name, size and the offsets of its named (non-padding) fields.
     macro_rules! mirror {

@@ -8,10 +8,9 @@
 //! `metrics_every` steps, parameters and Adam moments every `checkpoint_every` steps, both mapped
 //! asynchronously and collected while later steps run. The host keeps at most two steps in flight.
 
-use super::batch::{Batch, Dispatch, Grid, Mode};
-use super::kernels::{AdamLen, AdamStep, NormParams, SqParams};
+use super::batch::{Batch, Mode};
+use super::kernels::{AdamLen, AdamStep, Dispatch, Grid, NormParams, SqParams, launch};
 use super::model::{GpuModel, gpu_err};
-use super::shaders::KernelId;
 use crate::NerfError;
 use crate::checkpoint::CheckpointMeta;
 use crate::data::Dataset;
@@ -120,9 +119,6 @@ impl GpuTrainer {
         rec.clear(&train.metrics);
         rec.submit();
         // Global norm: partial sums per chunk, then one fixed-order sum (and the clip factor).
-        let k_sq = m.k.get(KernelId::SqNorm).map_err(gpu_err)?;
-        let k_fin = m.k.get(KernelId::SqNormFinal).map_err(gpu_err)?;
-        let k_adam = m.k.get(KernelId::Adam).map_err(gpu_err)?;
         let mut opt = Vec::new();
         let mut parts = 0usize;
         let mut sq_jobs = Vec::new();
@@ -146,18 +142,15 @@ impl GpuTrainer {
                     },
                 )
                 .map_err(gpu_err)?;
-            opt.push(Dispatch {
-                bg: g.bind(
-                    &k_sq,
-                    &[
-                        (&u).into(),
-                        train.grads[i].range(4 * off as u64, 4 * len as u64),
-                        (&partial).into(),
-                    ],
-                ),
-                kernel: k_sq.clone(),
-                grid: Grid::Groups(g.grid(len.div_ceil(2048) as u64, 1)),
-            });
+            opt.push(
+                launch::SqNorm {
+                    p: &u,
+                    x: train.grads[i].range(4 * off as u64, 4 * len as u64),
+                    partial: &partial,
+                }
+                .dispatch(&m.k, Grid::Groups(g.grid(len.div_ceil(2048) as u64, 1)))
+                .map_err(gpu_err)?,
+            );
         }
         let normbuf = g.storage_len("norm", 2).map_err(gpu_err)?;
         let u = g
@@ -172,19 +165,16 @@ impl GpuTrainer {
                 },
             )
             .map_err(gpu_err)?;
-        opt.push(Dispatch {
-            bg: g.bind(
-                &k_fin,
-                &[
-                    (&u).into(),
-                    (&partial).into(),
-                    (&normbuf).into(),
-                    (&train.metrics).into(),
-                ],
-            ),
-            kernel: k_fin,
-            grid: Grid::Groups([1, 1, 1]),
-        });
+        opt.push(
+            launch::SqNormFinal {
+                p: &u,
+                partial: &partial,
+                norm_out: &normbuf,
+                metrics: &train.metrics,
+            }
+            .dispatch(&m.k, Grid::Groups([1, 1, 1]))
+            .map_err(gpu_err)?,
+        );
         let u_step = g
             .uniform("adam step", &AdamStep::default())
             .map_err(gpu_err)?;
@@ -199,22 +189,19 @@ impl GpuTrainer {
                 )
                 .map_err(gpu_err)?;
             let (o, n) = (4 * off as u64, 4 * len as u64);
-            opt.push(Dispatch {
-                bg: g.bind(
-                    &k_adam,
-                    &[
-                        (&ul).into(),
-                        (&u_step).into(),
-                        (&normbuf).into(),
-                        m.params[i].range(o, n),
-                        train.grads[i].range(o, n),
-                        m1[i].range(o, n),
-                        m2[i].range(o, n),
-                    ],
-                ),
-                kernel: k_adam.clone(),
-                grid: Grid::Threads(len as u64),
-            });
+            opt.push(
+                launch::Adam {
+                    pl: &ul,
+                    ps: &u_step,
+                    norm: &normbuf,
+                    param: m.params[i].range(o, n),
+                    grad: train.grads[i].range(o, n),
+                    m1: m1[i].range(o, n),
+                    m2: m2[i].range(o, n),
+                }
+                .dispatch(&m.k, Grid::Threads(len as u64))
+                .map_err(gpu_err)?,
+            );
         }
         Ok(GpuTrainer {
             model: m,

@@ -29,13 +29,14 @@ fn weights_composite_and_ray_features_match_cpu() {
         out(&g, rays * n),
         out(&g, rays * n),
     );
-    launch!(
-        g,
-        k,
-        Weights,
-        [u, rb, tb, sb, wb],
-        Grid::Threads(rays as u64)
-    );
+    launch::Weights {
+        p: &u,
+        raw: &rb,
+        t: &tb,
+        sigma: &sb,
+        w: &wb,
+    }
+    .run(&k, Grid::Threads(rays as u64));
     let mut csig = vec![0.0; rays * n];
     let mut cw = vec![0.0; rays * n];
     for i in 0..rays {
@@ -64,13 +65,15 @@ fn weights_composite_and_ray_features_match_cpu() {
     let u = g.uniform("p", &cp).unwrap();
     let (lb, ob) = (up(&g, &logits), out(&g, rays * 5));
     let px = up(&g, &vec![0xAAAA_AAAAu32; 130]);
-    launch!(
-        g,
-        k,
-        Composite,
-        [u, wb, tb, lb, ob, px],
-        Grid::Threads(rays as u64)
-    );
+    launch::Composite {
+        p: &u,
+        w: &wb,
+        t: &tb,
+        logits: &lb,
+        out: &ob,
+        px: &px,
+    }
+    .run(&k, Grid::Threads(rays as u64));
     let gout = read(&g, &ob, rays * 5);
     let gpx: Vec<u32> = g.read(&px).unwrap();
     let act = |x: f32| {
@@ -128,13 +131,14 @@ fn weights_composite_and_ray_features_match_cpu() {
         up(&g, &table),
         out(&g, rays * width),
     );
-    launch!(
-        g,
-        k,
-        RayFeatures,
-        [u, rb, ib, tb2, fb],
-        Grid::Threads(rays as u64)
-    );
+    launch::RayFeatures {
+        p: &u,
+        rays: &rb,
+        latent_idx: &ib,
+        glo: &tb2,
+        feat: &fb,
+    }
+    .run(&k, Grid::Threads(rays as u64));
     let mut cf = vec![0.0; rays * width];
     for i in 0..rays {
         let row = &mut cf[i * width..(i + 1) * width];

@@ -52,20 +52,15 @@ fn hash_encode_backward_matches_cpu_native_and_cas() {
         let lb = (cfg.table_size() * 2 * 4) as u64;
         for (l0, lc) in [(0u32, 4u32), (4, 2)] {
             let u = g.uniform("p", &hash_params(&cfg, n, l0, lc)).unwrap();
-            run(
-                &g,
-                &k,
-                KernelId::HashBwd,
-                &[
-                    (&u).into(),
-                    (&info).into(),
-                    (&pb).into(),
-                    (&sb).into(),
-                    (&db).into(),
-                    grad.range(l0 as u64 * lb, lc as u64 * lb),
-                ],
-                Grid::Threads((n * lc as usize) as u64),
-            );
+            launch::HashBwd {
+                p: &u,
+                level_info: &info,
+                pos: &pb,
+                fsig: &sb,
+                d_out: &db,
+                grad: grad.range(l0 as u64 * lb, lc as u64 * lb),
+            }
+            .run(&k, Grid::Threads((n * lc as usize) as u64));
         }
         let gpu = read(&g, &grad, cfg.num_params());
         assert_close(&format!("hash bwd {mode:?}"), &gpu, &cpu, 1e-4);

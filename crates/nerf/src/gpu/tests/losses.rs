@@ -47,15 +47,20 @@ fn losses_and_their_gradients_match_cpu() {
         out(&g, rays * n * stride),
         out(&g, rays * 4),
     );
-    launch!(
-        g,
-        k,
-        NerfLoss,
-        [
-            u, bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], bufs[5], gwb, glb, drb, rlb
-        ],
-        Grid::Threads(rays as u64)
-    );
+    launch::NerfLoss {
+        p: &u,
+        w: &bufs[0],
+        s: &bufs[1],
+        t: &bufs[2],
+        sigma: &bufs[3],
+        logits: &bufs[4],
+        tgt: &bufs[5],
+        gw: &gwb,
+        g_logits: &glb,
+        d_raw: &drb,
+        ray_loss: &rlb,
+    }
+    .run(&k, Grid::Threads(rays as u64));
     // CPU twin: the per-ray closure of Model::backward.
     let act = |x: f32| {
         let e = 1.0 / (1.0 + (-x).exp());
@@ -151,13 +156,19 @@ fn losses_and_their_gradients_match_cpu() {
         up(&g, &te),
     ];
     let (geb, drb, lb) = (out(&g, rays * m), out(&g, rays * m), out(&g, rays + 3));
-    launch!(
-        g,
-        k,
-        Interlevel,
-        [u, b[0], b[1], b[2], b[3], b[4], b[5], geb, drb, lb],
-        Grid::Threads(rays as u64)
-    );
+    launch::Interlevel {
+        p: &u,
+        s_nerf: &b[0],
+        w_nerf: &b[1],
+        s_env: &b[2],
+        w_env: &b[3],
+        sigma: &b[4],
+        t_env: &b[5],
+        g_env: &geb,
+        d_raw: &drb,
+        ray_loss: &lb,
+    }
+    .run(&k, Grid::Threads(rays as u64));
     let (mut c_dr, mut c_l) = (vec![0.0; rays * m], vec![0.0; rays]);
     for i in 0..rays {
         let mut ge = vec![0.0; m];

@@ -91,13 +91,15 @@ fn mlp_forward_matches_cpu_dense_and_grouped() {
         );
         let ob = out(&g, c.n * c.cfg.output_dim());
         let cb = out(&g, c.n * c.cfg.hidden_width());
-        launch!(
-            g,
-            k,
-            MlpFwd,
-            [u, pb, ab, gb, ob, cb],
-            Grid::Groups(crate::gpu::batch::mlp_groups(&g, c.n, SHAPE.tile))
-        );
+        launch::MlpFwd {
+            p: &u,
+            params: &pb,
+            a: &ab,
+            g: &gb,
+            out: &ob,
+            cache: &cb,
+        }
+        .run(&k, Grid::Groups(mlp_groups(&g, c.n, SHAPE.tile)));
         let gpu = read(&g, &ob, cpu.len());
         assert_close(&format!("mlp fwd grouped={grouped}"), &gpu, &cpu, 1e-5);
         // The hidden cache: CPU keeps it per 256-row chunk, layer after layer; compare row by row
@@ -178,13 +180,15 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
         );
         let yb = out(&g, c.n * dout_w);
         let cb = out(&g, c.n * c.cfg.hidden_width());
-        launch!(
-            g,
-            k,
-            MlpFwd,
-            [u, pb, ab, gb, yb, cb],
-            Grid::Groups(crate::gpu::batch::mlp_groups(&g, c.n, SHAPE.tile))
-        );
+        launch::MlpFwd {
+            p: &u,
+            params: &pb,
+            a: &ab,
+            g: &gb,
+            out: &yb,
+            cache: &cb,
+        }
+        .run(&k, Grid::Groups(mlp_groups(&g, c.n, SHAPE.tile)));
         let db = up(&g, &d_out);
         let dy = out(&g, c.n * p.dyw as usize);
         let dx = up(&g, &vec![7.0f32; c.n * (dl + 2)]);
@@ -193,19 +197,27 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
         let partial = out(&g, p.groups as usize * params.len());
         let grads = |seed: u64| {
             let grad = up(&g, &g0);
-            launch!(
-                g,
-                k,
-                MlpBwdData,
-                [u, pb, cb, db, dy, dx, dxg],
-                Grid::Groups(crate::gpu::batch::mlp_groups(&g, c.n, SHAPE.tile))
-            );
-            launch!(
-                g,
-                k,
-                MlpBwdWeights,
-                [u, ab, gb, cb, dy, partial],
-                Grid::Groups([p.nparams.div_ceil(4 * SHAPE.wg), p.groups, 1])
+            launch::MlpBwdData {
+                p: &u,
+                params: &pb,
+                cache: &cb,
+                d_out: &db,
+                dy: &dy,
+                dx: &dx,
+                dxg: &dxg,
+            }
+            .run(&k, Grid::Groups(mlp_groups(&g, c.n, SHAPE.tile)));
+            launch::MlpBwdWeights {
+                p: &u,
+                a: &ab,
+                g: &gb,
+                cache: &cb,
+                dy: &dy,
+                partial: &partial,
+            }
+            .run(
+                &k,
+                Grid::Groups([p.nparams.div_ceil(4 * SHAPE.wg), p.groups, 1]),
             );
             let ur = g
                 .uniform(
@@ -217,13 +229,12 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
                     },
                 )
                 .unwrap();
-            launch!(
-                g,
-                k,
-                ReducePartials,
-                [ur, partial, grad],
-                Grid::Threads(p.nparams as u64)
-            );
+            launch::ReducePartials {
+                p: &ur,
+                partial: &partial,
+                grad: &grad,
+            }
+            .run(&k, Grid::Threads(p.nparams as u64));
             let _ = seed;
             read(&g, &grad, params.len())
         };

@@ -16,10 +16,11 @@
 //! (proposal resampling), [`compositing`] (weights, compositing, ray features), [`losses`],
 //! [`optimiser`] (GLO scatter, loss reduction, gradient norm, Adam), [`raygen`] (camera and 360°
 //! rays), [`model`] (the whole forward pass and training step). This file holds what they share.
+//! Kernels run through the back end's own launchers ([`launch`]), so a test binds each kernel as
+//! the back end does.
 
-use super::batch::Grid;
 use super::kernels::*;
-use super::shaders::{KernelId, MlpShape};
+use super::shaders::MlpShape;
 use crate::composite;
 use crate::coord;
 use crate::encoding;
@@ -28,7 +29,7 @@ use crate::kernels::{
     hash_encode_backward, hash_encode_forward, mlp_backward_grouped, mlp_forward_grouped_into,
 };
 use crate::stepfun;
-use flythrough_gpu::{AtomicMode, Bind, Gpu, GpuBuffer};
+use flythrough_gpu::{AtomicMode, Gpu, GpuBuffer};
 use flythrough_testkit::test_gpu;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -64,25 +65,6 @@ fn out(g: &Gpu, len: usize) -> GpuBuffer {
 fn read(g: &Gpu, b: &GpuBuffer, len: usize) -> Vec<f32> {
     let v: Vec<f32> = g.read(b).unwrap();
     v[..len].to_vec()
-}
-
-fn run(g: &Gpu, k: &Kernels, id: KernelId, binds: &[Bind], grid: Grid) {
-    let kern = k.get(id).unwrap();
-    let bg = g.bind(&kern, binds);
-    let mut rec = g.recorder(id.name());
-    match grid {
-        Grid::Threads(n) => rec.dispatch_threads(&kern, &bg, n),
-        Grid::Groups(gr) => rec.dispatch(&kern, &bg, gr),
-    }
-    rec.submit();
-}
-
-/// Run kernel `id` with its bindings in binding order (the parameter block first) on `grid`:
-/// `launch!(g, k, Weights, [params, raw, t, sigma, w], Grid::Threads(rays))`.
-macro_rules! launch {
-    ($g:expr, $k:expr, $id:ident, [$($b:expr),* $(,)?], $grid:expr) => {
-        run(&$g, &$k, KernelId::$id, &[$((&$b).into()),*], $grid)
-    };
 }
 
 /// max |a - b| / max |b| (and every element finite).
@@ -174,20 +156,15 @@ fn hash_fwd_gpu(
     let lb = (cfg.table_size() * cfg.features_per_level * 4) as u64;
     for &(l0, lc) in splits {
         let u = g.uniform("p", &hash_params(cfg, n, l0, lc)).unwrap();
-        run(
-            g,
-            k,
-            KernelId::HashFwd,
-            &[
-                (&u).into(),
-                (&info).into(),
-                (&pb).into(),
-                (&sb).into(),
-                tb.range(l0 as u64 * lb, lc as u64 * lb),
-                (&o).into(),
-            ],
-            Grid::Threads((n * lc as usize) as u64),
-        );
+        launch::HashFwd {
+            p: &u,
+            level_info: &info,
+            pos: &pb,
+            fsig: &sb,
+            table: tb.range(l0 as u64 * lb, lc as u64 * lb),
+            out: &o,
+        }
+        .run(k, Grid::Threads((n * lc as usize) as u64));
     }
     read(g, &o, n * lf)
 }

@@ -39,7 +39,13 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
             )
             .unwrap();
         let (ib, db, gb) = (up(&g, &idx), up(&g, &dxg), up(&g, &g0));
-        launch!(g, k, GloGrad, [u, ib, db, gb], Grid::Threads(rays as u64));
+        launch::GloGrad {
+            p: &u,
+            latent_idx: &ib,
+            dxg: &db,
+            grad: &gb,
+        }
+        .run(&k, Grid::Threads(rays as u64));
         assert_close(
             &format!("glo grad {mode:?}"),
             &read(&g, &gb, photos * gd),
@@ -68,7 +74,13 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
         )
         .unwrap();
     let (rlb, ilb, mb) = (up(&g, &rl), up(&g, &il), up(&g, &m0));
-    launch!(g, k, LossReduce, [u, rlb, ilb, mb], Grid::Groups([1, 1, 1]));
+    launch::LossReduce {
+        p: &u,
+        ray_loss: &rlb,
+        il_loss: &ilb,
+        metrics: &mb,
+    }
+    .run(&k, Grid::Groups([1, 1, 1]));
     let sum = |f: &dyn Fn(usize) -> f32| (0..rays).map(f).map(|x| x as f64).sum::<f64>();
     let want = [
         m0[0] as f64 + sum(&|i| rl[4 * i]) / (3 * rays) as f64,
@@ -104,13 +116,12 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
             )
             .unwrap();
         let vb = up(&g, v);
-        launch!(
-            g,
-            k,
-            SqNorm,
-            [u, vb, partial],
-            Grid::Groups([v.len().div_ceil(2048) as u32, 1, 1])
-        );
+        launch::SqNorm {
+            p: &u,
+            x: (&vb).into(),
+            partial: &partial,
+        }
+        .run(&k, Grid::Groups([v.len().div_ceil(2048) as u32, 1, 1]));
     }
     let norm = (grad_sq_norm(&a) + grad_sq_norm(&b)).sqrt();
     for (clip, max_norm) in [(1u32, norm / 3.0), (0, 1.0)] {
@@ -127,13 +138,13 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
             )
             .unwrap();
         let (nb, mb) = (out(&g, 2), up(&g, &m0));
-        launch!(
-            g,
-            k,
-            SqNormFinal,
-            [u, partial, nb, mb],
-            Grid::Groups([1, 1, 1])
-        );
+        launch::SqNormFinal {
+            p: &u,
+            partial: &partial,
+            norm_out: &nb,
+            metrics: &mb,
+        }
+        .run(&k, Grid::Groups([1, 1, 1]));
         let got = read(&g, &nb, 2);
         let want_scale = if clip == 1 {
             clip_scale(norm, max_norm)
@@ -195,13 +206,16 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
         };
         let us = g.uniform("s", &st).unwrap();
         let gb = up(&g, &grads);
-        launch!(
-            g,
-            k,
-            Adam,
-            [ul, us, nb, pb, gb, mb, vb],
-            Grid::Threads(len as u64)
-        );
+        launch::Adam {
+            pl: &ul,
+            ps: &us,
+            norm: &nb,
+            param: (&pb).into(),
+            grad: (&gb).into(),
+            m1: (&mb).into(),
+            m2: (&vb).into(),
+        }
+        .run(&k, Grid::Threads(len as u64));
         assert!(
             read(&g, &gb, len).iter().all(|&x| x == 0.0),
             "gradients zeroed"

@@ -41,13 +41,19 @@ fn sampling_and_resampling_match_cpu() {
             out(&g, rays * n * 3),
             out(&g, rays * n),
         );
-        launch!(
-            g,
-            k,
-            SampleLevel,
-            [u, rb, jb, psb, pwb, sc, sb, tb, posb, fb],
-            Grid::Threads(rays as u64)
-        );
+        launch::SampleLevel {
+            p: &u,
+            rays: &rb,
+            jit: &jb,
+            prev_s: &psb,
+            prev_w: &pwb,
+            sc: &sc,
+            s_out: &sb,
+            t_out: &tb,
+            pos: &posb,
+            fsig: &fb,
+        }
+        .run(&k, Grid::Threads(rays as u64));
         // CPU twin: model.rs resample + sample_points.
         let mut cs = vec![0.0f32; rays * (n + 1)];
         let (mut td, mut wd) = (Vec::new(), Vec::new());
