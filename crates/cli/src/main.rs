@@ -320,12 +320,64 @@ fn run_batch(
     }
 }
 
+/// The one line a panic prints: `flythrough: internal error: <message> at <file:line:col>; please
+/// report it` (a multi-line message joined with spaces).
+fn panic_line(payload: &(dyn std::any::Any + Send), location: Option<String>) -> String {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a panic without a message)");
+    let msg = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let at = location.map(|l| format!(" at {l}")).unwrap_or_default();
+    format!("flythrough: internal error: {msg}{at}; please report it")
+}
+
+/// A panic anywhere prints [`panic_line`] (and a backtrace only when `RUST_BACKTRACE` asks for one);
+/// `main` turns it into exit code 1. Allocation failures abort and cannot be caught: readers of
+/// files bound every allocation by the file's size instead.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        eprintln!("{}", panic_line(info.payload(), location));
+        if std::env::var("RUST_BACKTRACE").is_ok_and(|v| v != "0") {
+            eprintln!("{}", std::backtrace::Backtrace::force_capture());
+        }
+    }));
+}
+
+/// Test hook (the `test-hooks` feature only, never a release build): `FLYTHROUGH_TEST_PANIC=<msg>`
+/// panics with that message before the command runs, so a test can see what a panic does.
+#[cfg(feature = "test-hooks")]
+fn test_panic() {
+    if let Ok(msg) = std::env::var("FLYTHROUGH_TEST_PANIC") {
+        panic!("{msg}");
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn test_panic() {}
+
 fn main() -> ExitCode {
+    install_panic_hook();
+    // The hook has printed the one line; a panic in a command is exit 1, never an abort.
+    std::panic::catch_unwind(run_cli).unwrap_or(ExitCode::from(1))
+}
+
+fn run_cli() -> ExitCode {
     // Before any thread exists (it sets an environment variable).
     flythrough_gpu::quiet_vulkan_layers();
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
     flythrough_core::alloc::retain_freed_memory();
+    test_panic();
     match cli.command {
         Command::Init { photo_dir, force } => match flythrough::init::init_venue(&photo_dir, force)
         {
@@ -516,5 +568,26 @@ fn main() -> ExitCode {
             eprintln!("error: say --defaults or --check FILE");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_line;
+
+    #[test]
+    fn a_panic_is_one_line_naming_message_and_place() {
+        let p: Box<dyn std::any::Any + Send> = Box::new("index out of bounds:\n  the len is 0");
+        assert_eq!(
+            panic_line(p.as_ref(), Some("crates/x.rs:3:5".into())),
+            "flythrough: internal error: index out of bounds: the len is 0 at crates/x.rs:3:5; please report it"
+        );
+        let p: Box<dyn std::any::Any + Send> = Box::new(String::from("capacity overflow"));
+        assert_eq!(
+            panic_line(p.as_ref(), None),
+            "flythrough: internal error: capacity overflow; please report it"
+        );
+        let p: Box<dyn std::any::Any + Send> = Box::new(42u32);
+        assert!(panic_line(p.as_ref(), None).contains("a panic without a message"));
     }
 }

@@ -117,7 +117,13 @@ impl Transforms {
 
     pub fn read(path: &Path) -> std::io::Result<Self> {
         let s = std::fs::read_to_string(path)?;
-        serde_json::from_str(&s)
+        Self::from_json(&s, path)
+    }
+
+    /// Parse the JSON of a `transforms.json` (`path` names it in errors). Untrusted text: an error,
+    /// never a panic (serde_json bounds nesting; nothing is allocated from a value in the file).
+    pub fn from_json(s: &str, path: &Path) -> std::io::Result<Self> {
+        serde_json::from_str(s)
             .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))
     }
 }
@@ -154,5 +160,60 @@ mod tests {
         assert!((bp.center() - pose.center()).norm() < 1e-12);
         assert!(bp.rotation_angle_to(&pose) < 1e-9);
         assert_eq!(back.frames[0].fl_x, 50.0);
+    }
+}
+
+/// Fuzz property of the reader (issue 20): arbitrary text and damaged valid files give `Ok` or
+/// `Err`, and the frames of whatever parses give a pose and a camera, never a panic.
+/// [`flythrough_testkit::fuzz::CASES`] (256) cases.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::colmap::Image;
+    use flythrough_testkit::fuzz::{self as fz, proptest::prelude::*};
+    use nalgebra::Vector3;
+
+    fn seed() -> String {
+        let mut rec = Reconstruction::default();
+        rec.cameras
+            .insert(1, Camera::new(1, CameraModel::Opencv, 64, 48, 50.0));
+        for id in 1..=2 {
+            rec.images.insert(
+                id,
+                Image {
+                    id,
+                    camera_id: 1,
+                    name: format!("{id}.jpg"),
+                    pose: Pose::look_at(
+                        Vector3::new(1.0, 2.0, id as f64),
+                        Vector3::zeros(),
+                        Vector3::z(),
+                    ),
+                    points2d: vec![],
+                },
+            );
+        }
+        serde_json::to_string_pretty(&Transforms::from_reconstruction(&rec, "images/")).unwrap()
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error() {
+        let deep = "[".repeat(100_000);
+        assert!(Transforms::from_json(&deep, Path::new("transforms.json")).is_err());
+        assert!(Transforms::from_json(&seed(), Path::new("transforms.json")).is_ok());
+    }
+
+    proptest! {
+        #![proptest_config(fz::config())]
+
+        #[test]
+        fn transforms_json_never_panics(text in fz::text_or_mutated(vec![seed()], 512)) {
+            if let Ok(t) = Transforms::from_json(&text, Path::new("transforms.json")) {
+                for (i, f) in t.frames.iter().enumerate() {
+                    let _ = f.pose();
+                    let _ = f.camera(i as u32);
+                }
+            }
+        }
     }
 }

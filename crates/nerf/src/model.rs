@@ -108,6 +108,69 @@ impl ModelConfig {
         let w = self.mlp_width;
         MlpConfig::new(&[self.color_in(), w, w, 3], true)
     }
+
+    /// Names and lengths of the parameter buffers, in [`Model::params`] order, after checking every
+    /// size against the ranges the kernels accept: a checkpoint's metadata is read from a file, and
+    /// its buffers are checked against these lengths before anything is allocated from it.
+    pub fn param_shapes(&self) -> Result<Vec<(String, usize)>, String> {
+        let nprop = self.prop_samples.len();
+        if nprop == 0 || self.prop_samples.iter().any(|n| !(2..=1024).contains(n)) {
+            return Err(format!(
+                "prop_samples = {:?} must list at least one proposal level, each with 2..=1024 samples",
+                self.prop_samples
+            ));
+        }
+        if self.prop_grids.len() != nprop {
+            return Err(format!(
+                "prop_grids lists {} grids for {nprop} proposal levels (prop_samples)",
+                self.prop_grids.len()
+            ));
+        }
+        if !(2..=1024).contains(&self.nerf_samples) {
+            return Err(format!(
+                "nerf_samples = {} must be in 2..=1024",
+                self.nerf_samples
+            ));
+        }
+        if self.glo_dim > 4096 {
+            return Err(format!("glo_dim = {} must be at most 4096", self.glo_dim));
+        }
+        for g in self.prop_grids.iter().chain([&self.nerf_grid]) {
+            g.validate().map_err(|e| e.to_string())?;
+        }
+        let mut mlps: Vec<MlpConfig> = (0..nprop).map(|k| self.prop_mlp(k)).collect();
+        mlps.extend([self.density_mlp(), self.color_mlp()]);
+        for m in &mlps {
+            m.validate().map_err(|e| e.to_string())?;
+        }
+        let per_latent = |what: &str, dim: usize| {
+            self.num_latents.checked_mul(dim).ok_or_else(|| {
+                format!(
+                    "{what}: num_latents = {} x {dim} overflows",
+                    self.num_latents
+                )
+            })
+        };
+        let mut out = Vec::new();
+        for k in 0..nprop {
+            out.push((format!("prop{k}.grid"), self.prop_grids[k].num_params()));
+            out.push((format!("prop{k}.mlp"), mlps[k].num_params()));
+        }
+        out.push((
+            "nerf.grid".into(),
+            match self.backbone {
+                Backbone::HashGrid => self.nerf_grid.num_params(),
+                Backbone::IpeMlp => 0,
+            },
+        ));
+        out.push(("nerf.density_mlp".into(), mlps[nprop].num_params()));
+        out.push(("nerf.color_mlp".into(), mlps[nprop + 1].num_params()));
+        out.push(("glo".into(), per_latent("glo", self.glo_dim)?));
+        if self.pose_refine {
+            out.push(("cam_opt".into(), per_latent("cam_opt", 6)?));
+        }
+        Ok(out)
+    }
 }
 
 /// Parameters: flat buffers. Index layout: proposal `k` grid `2k`, MLP `2k+1`; then the NeRF grid
@@ -970,6 +1033,34 @@ mod tests {
     use super::*;
     use crate::kernels::Adam;
     use rand::{Rng, SeedableRng};
+
+    /// [`ModelConfig::param_shapes`] (what a checkpoint is checked against) is what [`Model::new`]
+    /// allocates, for both backbones, with and without pose refinement.
+    #[test]
+    fn param_shapes_are_what_the_model_allocates() {
+        for (backbone, pose_lr) in [
+            (Backbone::HashGrid, 0.0),
+            (Backbone::HashGrid, 1e-4),
+            (Backbone::IpeMlp, 0.0),
+        ] {
+            let tc = flythrough_core::config::TrainConfig {
+                backbone,
+                pose_lr,
+                hash_levels: 4,
+                hash_table_log2: 10,
+                ..Default::default()
+            };
+            let m = Model::new(ModelConfig::from_train(&tc, 3), 0.05, 0);
+            let shapes = m.cfg.param_shapes().unwrap();
+            let got: Vec<(String, usize)> = m
+                .names
+                .iter()
+                .cloned()
+                .zip(m.params.iter().map(Vec::len))
+                .collect();
+            assert_eq!(shapes, got, "{backbone:?}, pose_lr {pose_lr}");
+        }
+    }
 
     /// Both backbones fit a fixed batch (colour depends on the ray): the loss falls by half in 60 steps.
     #[test]

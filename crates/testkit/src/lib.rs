@@ -5,11 +5,13 @@
 //! - [`testdata`]: the shared real-photo data and tools on the PATH; under `CI=true` a missing one
 //!   fails the test, elsewhere the test skips visibly.
 //! - [`s3`]: a moto S3 server on localhost.
+//! - [`fuzz`]: arbitrary and damaged inputs for the fuzz properties of the readers of untrusted files.
 //! - [`test_gpu`]: the GPU adapter for kernel tests (lavapipe in CI), buffers poisoned with NaN.
 //! - [`synth_venue`]: a small synthetic venue and its config.
 //! - [`cleared_images`]: a folder of photos that need no redaction (the Middlebury temple, the
 //!   synthetic room) as [`RedactedImages`], without a privacy stage.
 
+pub mod fuzz;
 pub mod s3;
 pub mod testdata;
 

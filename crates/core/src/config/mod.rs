@@ -668,3 +668,31 @@ mod tests {
         assert!(e.contains("`mean`, `zero` or a training photo"), "{e}");
     }
 }
+
+/// Fuzz property of the config parser (issue 20): arbitrary text and damaged valid configs (a value
+/// replaced with an edge value, lines removed or repeated, cut short) are parsed and range-checked
+/// to `Ok` or `Err`, never a panic. [`flythrough_testkit::fuzz::CASES`] (256) cases.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use flythrough_testkit::fuzz::{self as fz, proptest::prelude::*};
+
+    const MINIMAL: &str = "[venue]\nname = \"cafe\"\nphotos = \"photos\"\nkeyframes = [\"a.jpg\", \"b.jpg\"]\n\n[[calibration]]\na = \"a.jpg\"\nb = \"b.jpg\"\ndistance_m = 3.0\n\n[render]\nwidth = 1024\nheight = 512\n";
+
+    #[test]
+    fn the_seeds_parse() {
+        Config::parse(MINIMAL, Path::new("v.toml")).unwrap();
+        Config::parse(&Config::defaults_documented(), Path::new("v.toml")).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(fz::config())]
+
+        #[test]
+        fn config_text_never_panics(
+            text in fz::text_or_mutated(vec![MINIMAL.into(), Config::defaults_documented()], 512)
+        ) {
+            let _ = Config::parse(&text, Path::new("v.toml"));
+        }
+    }
+}

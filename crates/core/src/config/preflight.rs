@@ -1,7 +1,8 @@
 //! Checks of a loaded config against the file system, made before any stage runs (by
 //! `flythrough config --check` and at the start of `flythrough run`, through the same function):
 //! every photo name the config mentions is a plain file name of a photo inside the photo folder,
-//! the run folder and the photo folder do not contain each other, an imported SfM model is there,
+//! the run folder and the photo folder do not contain each other, an imported SfM model is there and
+//! reads (every file parsed, counts bounded by the file sizes, at least one image, cameras for all),
 //! and the render stage's inputs (at least 2 keyframes) are complete before hours of training.
 //!
 //! When the original photos are gone (the folder deleted or emptied, e.g. by a data-retention
@@ -264,6 +265,11 @@ pub fn preflight_in(
                 dir.display()
             )));
         }
+        // Read the model, as the sfm stage will: a damaged or crafted file is found here, naming it.
+        let rec = crate::Reconstruction::read(&dir)
+            .map_err(|e| err(format!("[sfm] import = {rel:?}: {e}")))?;
+        rec.check_usable()
+            .map_err(|m| err(format!("[sfm] import = {rel:?}: {}: {m}", dir.display())))?;
     }
     if until >= Stage::Render {
         let n = c.venue.keyframes.len();
