@@ -153,8 +153,9 @@ pub fn init_venue(photo_dir: &Path, force: bool) -> Result<PathBuf, PipelineErro
     };
     flythrough_core::config::preflight(&loaded, None, Stage::Render)
         .map_err(|e| PipelineError::Config(e.to_string()))?;
-    flythrough_core::run::write_atomic(&path, text.as_bytes())
-        .map_err(|e| PipelineError::Config(format!("{}: {e}", path.display())))?;
+    flythrough_core::run::write_atomic(&path, text.as_bytes()).map_err(|e| {
+        PipelineError::Config(format!("{}: cannot write the config: {e}", path.display()))
+    })?;
     Ok(path)
 }
 

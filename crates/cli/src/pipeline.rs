@@ -5,7 +5,9 @@
 use crate::registry::STAGES;
 use flythrough_core::config::{Config, LoadedConfig, Originals, preflight_in};
 use flythrough_core::run::{self, RunDir, Stage, StageKey, StageOutcome, StageRecord, hash_parts};
-use flythrough_core::stage::{Hooks, InputEnv, Machine, StageContext, Upstream, config_hash};
+use flythrough_core::stage::{
+    AnyStage, Hooks, InputEnv, Machine, StageContext, Upstream, config_hash,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -148,37 +150,115 @@ pub fn run_loaded(cfg: &LoadedConfig, opts: &RunOptions) -> Result<RunReport, Pi
         run_dir: run_dir.clone(),
         stages: Vec::new(),
     };
+    let runner = StageRunner {
+        cfg,
+        opts,
+        run: &run,
+        machine: &machine,
+        originals: &originals,
+        photos,
+        remote_photos_fingerprint: sync.and_then(|s| s.photos_fingerprint()),
+        force_from,
+    };
     let mut fingerprints: Vec<String> = Vec::new();
-    let remote_photos_fingerprint = sync.and_then(|s| s.photos_fingerprint());
     for def in STAGES.iter().filter(|s| s.stage() <= until) {
+        let stage = def.stage();
+        let outcome = match runner.run_one(*def, &fingerprints) {
+            Ok(o) => o,
+            Err(e) => {
+                // The report of the stages before it and the failure: capture's QA and the privacy
+                // results are often what explains it. A usage error (exit 2) is no stage failure.
+                if let PipelineError::Stage(msg) = &e {
+                    write_failure_report(&run, sync, stage, msg);
+                }
+                return Err(e);
+            }
+        };
+        fingerprints.push(outcome.record().fingerprint.clone());
+        report.stages.push((stage, outcome));
+    }
+    // The run's report.html: the stages that finished, from their typed summaries.
+    if let Some(s) = sync {
+        synced(s.before_report())?;
+    }
+    match flythrough_report::write_report(&run) {
+        Ok(p) => tracing::info!("report: {}", p.display()),
+        Err(e) => tracing::warn!("report.html could not be written: {e}"),
+    }
+    if let Some(s) = sync {
+        synced(s.after_report())?;
+    }
+    Ok(report)
+}
+
+/// `report.html` of a run that stopped because `stage` failed with `error`: the failure and the
+/// stages before it, brought from and uploaded to the object store like a finished run's report.
+/// Nothing here may replace the stage's error (what the CLI prints, and its exit code): a report or
+/// object-store failure is a warning.
+fn write_failure_report(
+    run: &RunDir,
+    sync: Option<&dyn flythrough_store::StageSync>,
+    stage: Stage,
+    error: &str,
+) {
+    if let Some(Err(e)) = sync.map(|s| s.before_report()) {
+        tracing::warn!("report.html of the failed run: {e}");
+    }
+    match flythrough_report::write_report_with_failure(run, Some((stage, error))) {
+        Ok(p) => tracing::info!("report: {}", p.display()),
+        Err(e) => {
+            tracing::warn!("report.html could not be written: {e}");
+            return;
+        }
+    }
+    if let Some(Err(e)) = sync.map(|s| s.after_report()) {
+        tracing::warn!("report.html of the failed run not uploaded: {e}");
+    }
+}
+
+/// What every stage of one run shares.
+struct StageRunner<'a> {
+    cfg: &'a LoadedConfig,
+    opts: &'a RunOptions,
+    run: &'a RunDir,
+    machine: &'a Machine,
+    originals: &'a Originals,
+    /// The original photo folder, when the originals are there.
+    photos: Option<&'a Path>,
+    remote_photos_fingerprint: Option<String>,
+    /// Index of the first stage `--force` redoes (`usize::MAX`: none).
+    force_from: usize,
+}
+
+impl StageRunner<'_> {
+    /// Run (or skip, or keep) one stage, given the fingerprints of the stages before it.
+    fn run_one(
+        &self,
+        def: &dyn AnyStage,
+        fingerprints: &[String],
+    ) -> Result<StageOutcome, PipelineError> {
+        let (cfg, opts, run) = (self.cfg, self.opts, self.run);
+        let sync = opts.sync.as_deref();
+        let synced = |r: Result<(), String>| r.map_err(PipelineError::Stage);
         let stage = def.stage();
         let inputs = def.inputs_json(cfg);
         let config_hash = config_hash(&inputs);
-        let force = stage.index() >= force_from;
-        if let Originals::Gone(why) = &originals
+        let force = stage.index() >= self.force_from;
+        if let Originals::Gone(why) = self.originals
             && stage.reads_originals()
         {
             // Without the originals, capture and privacy cannot be redone: their committed output is
             // what every later stage continues from. Nothing reads (or hashes) the photo folder.
             let upstream: Vec<&[u8]> = fingerprints.iter().map(|f| f.as_bytes()).collect();
-            let rec = keep_committed(
-                &run,
-                stage,
-                &config_hash,
-                &hash_parts(&upstream),
-                force,
-                why,
-            )?;
-            fingerprints.push(rec.fingerprint.clone());
-            report.stages.push((stage, StageOutcome::UpToDate(rec)));
-            continue;
+            let rec = keep_committed(run, stage, &config_hash, &hash_parts(&upstream), force, why)?;
+            return Ok(StageOutcome::UpToDate(rec));
         }
         let env = InputEnv {
-            originals: photos,
-            remote_photos_fingerprint: remote_photos_fingerprint.clone(),
+            originals: self.photos,
+            remote_photos_fingerprint: self.remote_photos_fingerprint.clone(),
         };
         let input_hash = def
-            .input_hash(cfg, &fingerprints, &env)
+            .input_hash(cfg, fingerprints, &env)
             .map_err(|e| PipelineError::Stage(format!("{stage}: {e}")))?;
         if let Some(s) = sync {
             synced(s.before_stage(stage))?;
@@ -188,13 +268,13 @@ pub fn run_loaded(cfg: &LoadedConfig, opts: &RunOptions) -> Result<RunReport, Pi
             config_hash: &config_hash,
             inputs: Some(&inputs),
         };
-        let outcome = run::run_stage_with(&run, stage, &key, force, |out, work| {
+        let outcome = run::run_stage_with(run, stage, &key, force, |out, work| {
             if let Some(s) = sync {
                 s.stage_inputs(stage)?;
             }
             let ctx = StageContext {
-                machine: &machine,
-                upstream: Upstream::new(&run, stage, photos),
+                machine: self.machine,
+                upstream: Upstream::new(run, stage, self.photos),
                 out,
                 work,
                 hooks: &opts.hooks,
@@ -221,21 +301,8 @@ pub fn run_loaded(cfg: &LoadedConfig, opts: &RunOptions) -> Result<RunReport, Pi
                 )
             }
         }
-        fingerprints.push(outcome.record().fingerprint.clone());
-        report.stages.push((stage, outcome));
+        Ok(outcome)
     }
-    // The run's report.html: the stages that finished, from their typed summaries.
-    if let Some(s) = sync {
-        synced(s.before_report())?;
-    }
-    match flythrough_report::write_report(&run) {
-        Ok(p) => tracing::info!("report: {}", p.display()),
-        Err(e) => tracing::warn!("report.html could not be written: {e}"),
-    }
-    if let Some(s) = sync {
-        synced(s.after_report())?;
-    }
-    Ok(report)
 }
 
 /// Capture or privacy of a run whose original photos are gone: the committed output is kept as it

@@ -112,3 +112,28 @@ fn init_writes_a_config_that_runs_without_edits() {
     );
     assert!(Path::new(&run).join("report.html").is_file());
 }
+
+/// Issue 20: a config that cannot be written or read is named once. Before, `init` said
+/// `ro/venue.toml: ro/venue.toml: Permission denied` (the write named the file, and so did init).
+/// The write is made to fail with a folder where its temporary file goes: a read-only folder does
+/// not stop root.
+#[test]
+fn a_config_that_cannot_be_written_or_read_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    flythrough_testkit::synth_venue(dir.path(), 4, 96, 72);
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(photos.join("venue.toml.partial")).unwrap();
+    let (code, log) = flythrough(&["init", photos.to_str().unwrap()]);
+    assert_eq!(code, 2, "{log}");
+    let cfg = photos.join("venue.toml");
+    assert!(
+        log.contains(&format!("{}: cannot write the config: ", cfg.display())),
+        "{log}"
+    );
+    assert_eq!(log.matches("venue.toml").count(), 1, "{log}");
+    assert!(!cfg.exists());
+    // A config path that cannot be read (a folder) is named once too.
+    let (code, log) = flythrough(&["run", photos.to_str().unwrap()]);
+    assert_eq!(code, 2, "{log}");
+    assert_eq!(log.matches(photos.to_str().unwrap()).count(), 1, "{log}");
+}

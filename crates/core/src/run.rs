@@ -491,15 +491,15 @@ pub fn recover_interrupted_commits(run: &RunDir) {
 pub const PARTIAL_SUFFIX: &str = ".partial";
 
 /// Write a file atomically: to `path.partial`, then rename. On failure (a full disk) the partial file
-/// is removed and `path` is left as it was; the error names `path`.
+/// is removed and `path` is left as it was. The error is the OS's, unchanged: every caller names
+/// `path` in its own error (`{path}: {error}`), so the message names the file once.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(PARTIAL_SUFFIX);
     let tmp = PathBuf::from(tmp);
     let r = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    r.map_err(|e| {
+    r.inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
-        std::io::Error::new(e.kind(), format!("{}: {}", path.display(), describe_io(&e)))
     })
 }
 
@@ -714,7 +714,9 @@ mod tests {
             let target = out.join("report.json");
             // The next write_atomic lands on /dev/full.
             std::os::unix::fs::symlink("/dev/full", out.join("report.json.partial"))?;
-            write_json(&target, &vec![0u8; 100_000])?;
+            // As a stage does: its error names the file.
+            write_json(&target, &vec![0u8; 100_000])
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", target.display())))?;
             Ok(StageSummary::default())
         })
         .unwrap_err();
@@ -726,6 +728,9 @@ mod tests {
                 && msg.contains("stage sfm"),
             "{msg}"
         );
+        // Issue 20: the file once, the plain words once (the OS's own words follow them once).
+        assert_eq!(msg.matches("report.json").count(), 1, "{msg}");
+        assert_eq!(msg.matches("no space left").count(), 1, "{msg}");
         assert_eq!(
             std::fs::read_to_string(run.stage_dir(Stage::Sfm).join("out.txt")).unwrap(),
             "7"
@@ -733,16 +738,21 @@ mod tests {
         assert_eq!(run.record(Stage::Sfm).unwrap().input_hash, "i");
         assert!(!dir.path().join(".tmp-sfm").exists(), "partial output left");
 
-        // write_atomic alone: the old file stays, the partial file is gone, the path is named.
+        // write_atomic alone: the old file stays, the partial file is gone, the OS's error is
+        // returned as it is (the caller names the file); as a run error it names the file once.
         let p = dir.path().join("x.json");
         std::fs::write(&p, "old").unwrap();
         std::os::unix::fs::symlink("/dev/full", dir.path().join("x.json.partial")).unwrap();
         let e = write_atomic(&p, &[1u8; 65536]).unwrap_err();
         assert!(is_no_space_io(&e), "{e}");
-        assert!(
-            e.to_string().contains("x.json") && e.to_string().contains("no space left"),
-            "{e}"
-        );
+        assert_eq!(e.raw_os_error(), Some(28), "{e}");
+        let msg = RunError::Io {
+            path: p.clone(),
+            source: e,
+        }
+        .to_string();
+        assert_eq!(msg.matches("x.json").count(), 1, "{msg}");
+        assert_eq!(msg.matches("no space left").count(), 1, "{msg}");
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "old");
         assert!(std::fs::symlink_metadata(dir.path().join("x.json.partial")).is_err());
     }

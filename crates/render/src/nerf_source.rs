@@ -40,12 +40,33 @@ impl NerfSource {
         let renderer = NerfRenderer::from_checkpoint(checkpoint)
             .and_then(|r| r.on_device(device))
             .map_err(|e| RenderError::Model(format!("{}: {e}", checkpoint.display())))?;
-        let latent = match appearance {
-            Appearance::Mean => LatentChoice::Mean,
-            Appearance::Zero => LatentChoice::Zero,
-            Appearance::Photo(name) => LatentChoice::Photo(name.clone()),
-        };
+        let (latent, warning) = latent_choice(appearance, &renderer.meta.train_names);
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+        }
         Ok(NerfSource { renderer, latent })
+    }
+}
+
+/// The latent `[render] appearance` asks for, resolved once for the whole render against the photos
+/// the model was trained on, with the warning to print (once) when the named photo is not one of
+/// them: the mean latent is used then. Passed on unresolved, the renderer would warn at every frame.
+fn latent_choice(
+    appearance: &Appearance,
+    train_names: &[String],
+) -> (LatentChoice, Option<String>) {
+    match appearance {
+        Appearance::Mean => (LatentChoice::Mean, None),
+        Appearance::Zero => (LatentChoice::Zero, None),
+        Appearance::Photo(name) if train_names.contains(name) => {
+            (LatentChoice::Photo(name.clone()), None)
+        }
+        Appearance::Photo(name) => (
+            LatentChoice::Mean,
+            Some(format!(
+                "render: [render] appearance = \"{name}\" is not a training photo; using the mean latent"
+            )),
+        ),
     }
 }
 
@@ -133,5 +154,28 @@ struct Ticket(FrameTicket);
 impl PendingFrame for Ticket {
     fn wait(self: Box<Self>) -> Result<RgbImage, String> {
         self.0.wait().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 20: a photo that is not a training photo is warned about once, when the source is
+    /// made; what the renderer gets is the mean latent, so nothing warns again at each frame.
+    #[test]
+    fn an_appearance_that_is_not_a_training_photo_warns_once_and_renders_the_mean() {
+        let names = vec!["a.jpg".to_string(), "b.jpg".to_string()];
+        let (latent, warning) = latent_choice(&Appearance::Photo("held_out.jpg".into()), &names);
+        assert_eq!(latent, LatentChoice::Mean);
+        let w = warning.expect("a warning");
+        assert_eq!(w.matches("held_out.jpg").count(), 1, "{w}");
+        assert!(w.contains("not a training photo"), "{w}");
+        let (latent, warning) = latent_choice(&Appearance::Photo("b.jpg".into()), &names);
+        assert_eq!(latent, LatentChoice::Photo("b.jpg".into()));
+        assert!(warning.is_none());
+        for a in [Appearance::Mean, Appearance::Zero] {
+            assert!(latent_choice(&a, &names).1.is_none());
+        }
     }
 }

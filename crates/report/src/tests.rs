@@ -340,3 +340,40 @@ fn every_stage_has_one_section() {
         assert_eq!(n, 1, "{stage} has {n} sections");
     }
 }
+
+/// A run that stopped at a failed stage (issue 20): the page opens with the failed stage and its
+/// error, HTML-escaped, followed by the sections of the stages before it; a later stage committed
+/// by an earlier run is not shown.
+#[test]
+fn a_failed_run_shows_the_failure_first_and_the_stages_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::new(dir.path().join("cafe"));
+    let capture = CaptureSummary {
+        photos_found: 12,
+        photos_usable: 11,
+        ..Default::default()
+    };
+    commit(&run, capture, |_| {});
+    commit(&run, TrainSummary::default(), |_| {});
+    let error = "stage sfm: <b>IMG_1.JPG</b> & \"IMG_2.JPG\" share no features";
+    let path = write_report_with_failure(&run, Some((Stage::Sfm, error))).unwrap();
+    assert_eq!(path, run.root().join("report.html"));
+    let html = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        h2_titles(&html),
+        ["Run failed at stage sfm", "Stages", "Capture quality"]
+    );
+    assert!(
+        html.contains(
+            "<pre>stage sfm: &lt;b&gt;IMG_1.JPG&lt;/b&gt; &amp; &quot;IMG_2.JPG&quot; share no features</pre>"
+        ),
+        "{html}"
+    );
+    assert!(!html.contains("<b>IMG_1.JPG"), "the error is not escaped");
+    assert!(html.contains("<th>photos usable</th><td>11</td>"));
+    assert!(!html.contains("href=\"#train\""), "{html}");
+    // Without a failure, the same folder's report has no failure section and shows every stage.
+    let ok = report_html(&run);
+    assert!(!ok.contains("Run failed"));
+    assert_eq!(h2_titles(&ok), ["Stages", "Capture quality", "Training"]);
+}
