@@ -6,11 +6,12 @@ use flythrough_core::Stage;
 use flythrough_core::stage::{AnyStage, Registered};
 
 /// The stages in pipeline order (the same order as [`Stage::ALL`]; a test checks it).
-pub static STAGES: [&dyn AnyStage; 5] = [
+pub static STAGES: [&dyn AnyStage; 6] = [
     &Registered::<flythrough_capture::CaptureStage>::NEW,
     &Registered::<flythrough_privacy::PrivacyStage>::NEW,
     &Registered::<flythrough_sfm::SfmStage>::NEW,
     &Registered::<flythrough_nerf::TrainStage>::NEW,
+    &Registered::<flythrough_bake::BakeStage>::NEW,
     &Registered::<flythrough_render::RenderStage>::NEW,
 ];
 
@@ -58,13 +59,14 @@ mod tests {
         assert_eq!(hashes(&m), h0);
         // What each stage reads: exactly that stage (and only it) changes.
         type Edit = fn(&mut flythrough_core::Config);
-        let edits: [(Stage, Edit); 6] = [
+        let edits: [(Stage, Edit); 7] = [
             (Stage::Capture, |c| c.capture.blur_threshold += 1.0),
             (Stage::Privacy, |c| c.privacy.min_face_px += 1.0),
             (Stage::Sfm, |c| {
                 c.capture.on_broken_photo = BrokenPhotoPolicy::Fail
             }),
             (Stage::Train, |c| c.train.steps += 1),
+            (Stage::Bake, |c| c.bake.resolution += 8),
             (Stage::Render, |c| c.render.fps += 1.0),
             (Stage::Render, |c| c.venue.name.push('x')),
         ];
@@ -73,8 +75,11 @@ mod tests {
             edit(&mut e.config);
             let h = hashes(&e);
             for s in Stage::ALL {
-                // capture.on_broken_photo is read by capture and SfM.
-                let reads = s == stage || (stage == Stage::Sfm && s == Stage::Capture);
+                // capture.on_broken_photo is read by capture and SfM; [train] by train and bake
+                // (bake evaluates on the photos and under the protocol training used).
+                let reads = s == stage
+                    || (stage == Stage::Sfm && s == Stage::Capture)
+                    || (stage == Stage::Train && s == Stage::Bake);
                 assert_eq!(
                     h[s.index()] != h0[s.index()],
                     reads,

@@ -60,12 +60,40 @@ fn later_stages_run_from_the_redacted_copies_when_the_originals_are_deleted() {
         "{log}"
     );
     assert!(log.contains("privacy: kept as committed"), "{log}");
-    for st in ["sfm", "train", "render"] {
+    for st in ["sfm", "train", "bake", "render"] {
         assert!(
             run_dir.join(st).join("stage.json").is_file(),
             "{st} did not commit: {log}"
         );
     }
+    // `[render] source = "auto"` renders from the baked model exactly when it is within 1.5 dB of
+    // its NeRF on the held-out photos (on the CPU).
+    let bake = &common::stage_json(&run_dir, "bake")["summary"];
+    let loss =
+        bake["psnr_holdout_nerf"].as_f64().unwrap() - bake["psnr_holdout_baked"].as_f64().unwrap();
+    let source = common::stage_json(&run_dir, "render")["summary"]["source"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        source.starts_with("baked"),
+        loss <= 1.5,
+        "{source}, {loss} dB: {log}"
+    );
+    assert!(run_dir.join("bake/baked.safetensors").is_file());
+    // A baked model changed after the bake stage wrote it is refused by render, naming it.
+    let baked = run_dir.join("bake/baked.safetensors");
+    let good = std::fs::read(&baked).unwrap();
+    let mut bad = good.clone();
+    bad.push(0);
+    std::fs::write(&baked, &bad).unwrap();
+    let (code, log) = run(&cfg, &run_dir, &["--force", "render", "--until", "render"]);
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("baked.safetensors") && log.contains("does not match the hash"),
+        "{log}"
+    );
+    std::fs::write(&baked, &good).unwrap();
     assert!(run_dir.join("render/flythrough_360.mp4").is_file());
     assert!(run_dir.join("report.html").is_file());
     assert_eq!(started(&run_dir, "capture"), cap0, "capture was redone");
@@ -122,6 +150,28 @@ fn later_stages_run_from_the_redacted_copies_when_the_originals_are_deleted() {
         log.contains("the redacted photos differ from those the privacy stage committed (added: zz_unredacted.jpg)"),
         "{log}"
     );
+    // Issue 20: a failed run still writes report.html: the sections of the stages before the failed
+    // one (capture QA and privacy explain it) and, at the top, the failed stage and its error.
+    let report = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    let failure = report
+        .find("Run failed at stage sfm")
+        .unwrap_or_else(|| panic!("no failure section in report.html: {log}"));
+    assert!(
+        report[failure..].contains("added: zz_unredacted.jpg"),
+        "the error is not in the failure section"
+    );
+    let capture = report
+        .find(">Capture quality</h2>")
+        .expect("capture section");
+    assert!(failure < capture, "the failure is shown first");
+    assert!(report.contains(">Privacy: redactions</h2>"));
+    for later in ["sfm", "train", "render"] {
+        assert!(
+            !report.contains(&format!("<h2 id=\"{later}\">")),
+            "{later}: a stage from the earlier run is shown"
+        );
+    }
+    assert!(log.contains("report:"), "{log}");
 
     // Issue 20, defect 1: the same photo copied over a redacted one *and* its new hash written into
     // privacy/stage.json. The file list then matches, but the record's seal does not verify.

@@ -189,6 +189,64 @@ impl TrainOutput {
     }
 }
 
+/// The bake stage's committed output (`RUN/bake`): the baked model, whose blake3 the stage's summary
+/// records and [`BakeOutput::open`] checks (a replaced or damaged file is refused by render and view).
+#[derive(Debug, Clone)]
+pub struct BakeOutput(Committed);
+
+impl BakeOutput {
+    /// The baked model (grid, colour head, latents).
+    pub const MODEL: &'static str = "baked.safetensors";
+
+    /// Bake's committed output of `run`, its model file checked against the hash in `stage.json`.
+    pub fn open(run: &RunDir) -> Result<BakeOutput, ArtifactError> {
+        let c = Committed::open(run, Stage::Bake)?;
+        let out = BakeOutput(c);
+        let want = out
+            .record()
+            .summary
+            .get("model_blake3")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let path = out.model();
+        let got = std::fs::File::open(&path)
+            .and_then(|mut f| {
+                let mut h = blake3::Hasher::new();
+                h.update_reader(&mut f)?;
+                Ok(h.finalize().to_hex().to_string())
+            })
+            .map_err(|e| ArtifactError::Read {
+                path: path.clone(),
+                msg: e.to_string(),
+            })?;
+        if got != want {
+            return Err(ArtifactError::Read {
+                path,
+                msg:
+                    "does not match the hash its stage.json records (changed after the bake stage \
+                      wrote it); redo it with `flythrough run CONFIG --force bake`"
+                        .into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The folder (`RUN/bake`), for messages.
+    pub fn dir(&self) -> &Path {
+        &self.0.dir
+    }
+
+    /// `RUN/bake/baked.safetensors`.
+    pub fn model(&self) -> PathBuf {
+        self.0.dir.join(Self::MODEL)
+    }
+
+    pub fn record(&self) -> &StageRecord {
+        &self.0.record
+    }
+}
+
 /// A photo that is not in the model, and why.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Unregistered {

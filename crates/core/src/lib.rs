@@ -29,7 +29,7 @@ pub mod seal;
 pub mod stage;
 pub mod summary;
 
-pub use artifacts::{CaptureOutput, SfmOutput, SfmReport, TrainOutput};
+pub use artifacts::{BakeOutput, CaptureOutput, SfmOutput, SfmReport, TrainOutput};
 pub use camera::{Camera, CameraModel};
 pub use colmap::Reconstruction;
 pub use config::{Config, LoadedConfig};

@@ -19,7 +19,7 @@
 //! matching on stage names. Adding a stage: a variant of [`Stage`] (and its facts in this module), its
 //! summary in [`crate::summary`], its crate, one registry line.
 
-use crate::artifacts::{ArtifactError, CaptureOutput, SfmOutput, TrainOutput};
+use crate::artifacts::{ArtifactError, BakeOutput, CaptureOutput, SfmOutput, TrainOutput};
 use crate::config::{Device, LoadedConfig};
 use crate::images::{RedactedError, RedactedImages};
 use crate::run::{RunDir, StageError, StageRecord, StageSummary, hash_parts};
@@ -38,16 +38,18 @@ pub enum Stage {
     Privacy,
     Sfm,
     Train,
+    Bake,
     Render,
 }
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Capture,
         Stage::Privacy,
         Stage::Sfm,
         Stage::Train,
+        Stage::Bake,
         Stage::Render,
     ];
 
@@ -58,6 +60,7 @@ impl Stage {
             Stage::Privacy => "privacy",
             Stage::Sfm => "sfm",
             Stage::Train => "train",
+            Stage::Bake => "bake",
             Stage::Render => "render",
         }
     }
@@ -80,7 +83,14 @@ impl Stage {
             Stage::Privacy => &[Stage::Capture],
             Stage::Sfm => &[Stage::Capture, Stage::Privacy],
             Stage::Train => &[Stage::Capture, Stage::Privacy, Stage::Sfm],
-            Stage::Render => &[Stage::Capture, Stage::Privacy, Stage::Sfm, Stage::Train],
+            Stage::Bake => &[Stage::Capture, Stage::Privacy, Stage::Sfm, Stage::Train],
+            Stage::Render => &[
+                Stage::Capture,
+                Stage::Privacy,
+                Stage::Sfm,
+                Stage::Train,
+                Stage::Bake,
+            ],
         }
     }
 
@@ -112,6 +122,7 @@ impl Stage {
             Stage::Privacy => line::<PrivacySummary>(rec),
             Stage::Sfm => line::<SfmSummary>(rec),
             Stage::Train => line::<TrainSummary>(rec),
+            Stage::Bake => line::<BakeSummary>(rec),
             Stage::Render => line::<RenderSummary>(rec),
         }
     }
@@ -293,6 +304,12 @@ impl<'a> Upstream<'a> {
     pub fn train(&self) -> Result<TrainOutput, UpstreamError> {
         self.declared(Stage::Train)?;
         Ok(TrainOutput::open(self.run)?)
+    }
+
+    /// The bake stage's committed output, checked against its recorded hash.
+    pub fn bake(&self) -> Result<BakeOutput, UpstreamError> {
+        self.declared(Stage::Bake)?;
+        Ok(BakeOutput::open(self.run)?)
     }
 }
 
@@ -495,7 +512,7 @@ mod tests {
             assert!(st.reads().iter().all(|r| *r < st), "{st}");
         }
         let e = "trian".parse::<Stage>().unwrap_err().to_string();
-        assert!(e.contains("trian") && e.contains("capture, privacy, sfm, train, render"));
+        assert!(e.contains("trian") && e.contains("capture, privacy, sfm, train, bake, render"));
         assert!(Stage::Capture < Stage::Render);
         assert_eq!(serde_json::to_string(&Stage::Sfm).unwrap(), "\"sfm\"");
         assert_eq!(

@@ -247,6 +247,44 @@ impl Summary for TrainSummary {
     }
 }
 
+/// `bake/stage.json`: the baked model and how close it is to its NeRF.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BakeSummary {
+    /// What the model is (`"sparse 8-bit voxel grid + deferred colour head"`).
+    pub representation: String,
+    /// Voxels per side of the contracted space `[-2, 2]^3`, and per block.
+    pub resolution: usize,
+    pub block: usize,
+    /// Fraction of the blocks stored (after culling empty and unseen space).
+    pub occupied_fraction: f64,
+    /// Size of `baked.safetensors` and its blake3 (checked by render and view).
+    pub bytes: u64,
+    pub model_blake3: String,
+    pub bake_seconds: f64,
+    /// Held-out PSNR/SSIM of the baked model and of the NeRF under the same protocol (train's).
+    pub eval_protocol: String,
+    pub psnr_holdout_baked: f64,
+    pub ssim_holdout_baked: f64,
+    pub psnr_holdout_nerf: f64,
+    pub ssim_holdout_nerf: f64,
+    /// Seconds of the baked model's held-out evaluation.
+    pub eval_seconds: f64,
+}
+
+impl Summary for BakeSummary {
+    const STAGE: Stage = Stage::Bake;
+    fn headline(&self) -> String {
+        format!(
+            "{}^3 grid, {:.1} % stored, {:.1} MB; held-out PSNR {:.2} dB baked vs {:.2} dB NeRF",
+            self.resolution,
+            100.0 * self.occupied_fraction,
+            self.bytes as f64 / 1e6,
+            self.psnr_holdout_baked,
+            self.psnr_holdout_nerf
+        )
+    }
+}
+
 /// A rendered still and its nearest registered photo (`render/stills/stills.json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Still {

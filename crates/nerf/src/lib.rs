@@ -30,6 +30,7 @@ pub mod coord;
 pub mod data;
 pub mod driver;
 pub mod encoding;
+pub mod field;
 pub mod gpu;
 pub mod inference;
 pub mod kernels;

@@ -12,6 +12,8 @@
 //! [`serve`], [`stage`] (the orchestration). `RUN/report.html` is assembled by the run
 //! (`flythrough-report`), not by this stage.
 
+#[cfg(feature = "nerf")]
+pub mod baked_source;
 pub mod cameras;
 pub mod encode;
 pub mod frames;

@@ -140,8 +140,72 @@ pub fn run(
 ) -> Result<RenderSummary, RenderError> {
     // Plan the path and check its size (cheap) before loading the model (seconds).
     let plan = plan(cfg, machine, run)?;
-    let source = nerf_source(run, &cfg.render.appearance, machine.render_device)?;
+    let source = ray_source(run, &cfg.render, machine.render_device)?;
     render_plan(cfg, plan, out, work, source.as_ref())
+}
+
+/// The most held-out PSNR (dB) the baked model may lose to its NeRF for `[render] source = "auto"`
+/// to render from it (the bake issue's bound).
+pub const AUTO_BAKED_MAX_LOSS_DB: f64 = 1.5;
+
+/// The ray source `[render] source` asks for: the baked model (`auto` when the bake stage has
+/// committed one, whose file must match its recorded hash) or the NeRF.
+pub fn ray_source(
+    run: &RunDir,
+    r: &RenderConfig,
+    device: Device,
+) -> Result<Box<dyn RaySource>, RenderError> {
+    use flythrough_core::artifacts::ArtifactError;
+    use flythrough_core::config::RenderSource;
+    let bake = match (r.source, flythrough_core::BakeOutput::open(run)) {
+        (RenderSource::Nerf, _) => None,
+        (RenderSource::Auto, Err(ArtifactError::NotCommitted { .. })) => None,
+        (_, Err(e)) => return Err(RenderError::Model(e.to_string())),
+        (RenderSource::Auto, Ok(b)) => {
+            // The quality gate of `auto`: the baked model only when it is close to its NeRF.
+            let s: flythrough_core::summary::BakeSummary = b
+                .record()
+                .summary()
+                .map_err(|e| RenderError::Model(format!("{}: {e}", b.dir().display())))?;
+            let loss = s.psnr_holdout_nerf - s.psnr_holdout_baked;
+            if loss > AUTO_BAKED_MAX_LOSS_DB {
+                tracing::info!(
+                    "render: from the NeRF: the baked model is {loss:.2} dB below it on the held-out \
+                     photos (auto uses it within {AUTO_BAKED_MAX_LOSS_DB} dB); [render] source = \"baked\" \
+                     renders from it anyway"
+                );
+                None
+            } else {
+                Some(b)
+            }
+        }
+        (RenderSource::Baked, Ok(b)) => Some(b),
+    };
+    // The baked renderer runs on the CPU: where the NeRF renders on a GPU, `auto` keeps the NeRF
+    // (its highest quality, at GPU speed).
+    if r.source == RenderSource::Auto && bake.is_some() && device != Device::Cpu {
+        let nerf = nerf_source(run, &r.appearance, device)?;
+        if nerf.device().on_gpu() {
+            tracing::info!(
+                "render: from the NeRF on the GPU (auto: the baked model renders on the CPU)"
+            );
+            return Ok(nerf);
+        }
+    }
+    match bake {
+        #[cfg(feature = "nerf")]
+        Some(b) => {
+            let src = crate::baked_source::BakedSource::load(&b, &r.appearance)?;
+            tracing::info!("render: {} on the CPU", src.name());
+            Ok(Box::new(src))
+        }
+        #[cfg(not(feature = "nerf"))]
+        Some(b) => Err(RenderError::Model(format!(
+            "{}: this build has no baked-model renderer (cargo feature `nerf` of flythrough-render is off)",
+            b.dir().display()
+        ))),
+        None => nerf_source(run, &r.appearance, device),
+    }
 }
 
 /// The trained model of `RUN/train` as a ray source on `device` (`[render] device`).
@@ -652,7 +716,7 @@ pub fn render_plan(
         );
     }
     let frames = path.frames(fps, fixed_ev);
-    if !device.on_gpu() {
+    if !device.on_gpu() && source.name() == "nerf" {
         let threads = rayon::current_num_threads();
         let secs = r.nerf_cpu_seconds((r.width, r.height), frames.len() as u64, threads);
         tracing::info!(

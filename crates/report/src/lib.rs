@@ -2,7 +2,8 @@
 //! run` writes it after its last stage) from the typed summaries the stages stored in their
 //! `stage.json` ([`flythrough_core::summary`]): the same structs the stages wrote, so no field can
 //! be misnamed. Only the stages that finished get a section: a report after `--until capture` shows
-//! capture and nothing more.
+//! capture and nothing more. A run that stops at a failed stage writes it too, opening with the
+//! failed stage and its error ([`write_report_with_failure`]).
 //!
 //! Sections: the stages with their times; the fly-through (videos, a 360° frame, rendered stills
 //! beside the nearest redacted photo); capture quality; privacy, with a thumbnail of every face
@@ -17,8 +18,8 @@ use flythrough_core::RedactedImages;
 use flythrough_core::html::{base64, escape_html};
 use flythrough_core::run::{PROGRAM_VERSION, RunDir, Stage, StageRecord, write_atomic};
 use flythrough_core::summary::{
-    CaptureSummary, FileIssue, PrivacySummary, Redactions, RenderSummary, SfmSummary, Summary,
-    TrainSummary,
+    BakeSummary, CaptureSummary, FileIssue, PrivacySummary, Redactions, RenderSummary, SfmSummary,
+    Summary, TrainSummary,
 };
 use image::RgbImage;
 use std::collections::BTreeMap;
@@ -39,7 +40,17 @@ pub struct ReportError {
 
 /// Write `RUN/report.html` from the stages that finished; returns its path.
 pub fn write_report(run: &RunDir) -> Result<PathBuf, ReportError> {
-    let html = report_html(run);
+    write_report_with_failure(run, None)
+}
+
+/// [`write_report`] for a run that stopped: with `failure` (the stage that failed and its error
+/// message) the page opens with a section naming them, and shows only the stages before the failed
+/// one (a later stage's committed output, if any, is from an earlier run).
+pub fn write_report_with_failure(
+    run: &RunDir,
+    failure: Option<(Stage, &str)>,
+) -> Result<PathBuf, ReportError> {
+    let html = report_html_with_failure(run, failure);
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ReportError { path, source }
@@ -52,12 +63,21 @@ pub fn write_report(run: &RunDir) -> Result<PathBuf, ReportError> {
 
 /// The page, from the stages that finished.
 pub fn report_html(run: &RunDir) -> String {
+    report_html_with_failure(run, None)
+}
+
+/// The page of [`write_report_with_failure`].
+pub fn report_html_with_failure(run: &RunDir, failure: Option<(Stage, &str)>) -> String {
     let name = run
         .root()
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "run".into());
-    let records: Vec<StageRecord> = Stage::ALL.iter().filter_map(|s| run.record(*s)).collect();
+    let records: Vec<StageRecord> = Stage::ALL
+        .iter()
+        .filter(|s| failure.is_none_or(|(failed, _)| **s < failed))
+        .filter_map(|s| run.record(*s))
+        .collect();
     let mut html = String::new();
     let _ = write!(
         html,
@@ -66,6 +86,14 @@ pub fn report_html(run: &RunDir) -> String {
         t = escape_html(&name),
         r = escape_html(&run.root().display().to_string())
     );
+    if let Some((stage, error)) = failure {
+        let _ = write!(
+            html,
+            "<div class=\"failed\" id=\"failure\"><h2>Run failed at stage {stage}</h2><pre>{}</pre>\
+             <p>The sections below are of the stages before it.</p></div>",
+            escape_html(error)
+        );
+    }
     let _ = write!(html, "<h2>Stages</h2>{}", section_stages(&records));
     for rec in &records {
         let (title, body) = stage_section(run, rec);
@@ -109,6 +137,13 @@ impl Section for TrainSummary {
     }
 }
 
+impl Section for BakeSummary {
+    const TITLE: &'static str = "Baked model";
+    fn html(&self, _: &RunDir) -> String {
+        section_bake(self)
+    }
+}
+
 impl Section for RenderSummary {
     const TITLE: &'static str = "Fly-through";
     fn html(&self, run: &RunDir) -> String {
@@ -132,11 +167,12 @@ fn section_of<S: Section>(run: &RunDir, rec: &StageRecord) -> Option<(&'static s
 type SectionFn = fn(&RunDir, &StageRecord) -> Option<(&'static str, String)>;
 
 /// The sections, one per stage's summary type (a test checks that every stage has one).
-const SECTIONS: [SectionFn; 5] = [
+const SECTIONS: [SectionFn; 6] = [
     section_of::<CaptureSummary>,
     section_of::<PrivacySummary>,
     section_of::<SfmSummary>,
     section_of::<TrainSummary>,
+    section_of::<BakeSummary>,
     section_of::<RenderSummary>,
 ];
 
@@ -154,7 +190,8 @@ td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}t
 .strip{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;border:1px solid #ddd;padding:6px}\
 figure img{display:block;max-width:360px;margin-bottom:4px}figcaption{font-size:12px;color:#555}\
 .faces figure img{max-width:128px}.faces pre{font-size:11px;background:#f7f7f7;margin:4px 0 0;padding:4px;user-select:all}\
-.links a{margin-right:16px}";
+.links a{margin-right:16px}.failed{border:2px solid #c00;background:#fff3f3;padding:0 12px 4px;margin-top:16px}\
+.failed h2{color:#c00;border:0;margin-top:12px}.failed pre{white-space:pre-wrap}";
 
 fn data_uri(mime: &str, bytes: &[u8]) -> String {
     format!("data:{mime};base64,{}", base64(bytes))
@@ -520,6 +557,35 @@ fn section_sfm(m: &SfmSummary) -> String {
     s.push_str(&kv_table(&rows));
     s.push_str(&issue_list("photos not registered", &m.unregistered));
     s
+}
+
+fn section_bake(b: &BakeSummary) -> String {
+    kv_table(&[
+        ("representation", b.representation.clone()),
+        (
+            "grid",
+            format!(
+                "{}^3 voxels in blocks of {}^3, {:.1} % of the blocks stored",
+                b.resolution,
+                b.block,
+                100.0 * b.occupied_fraction
+            ),
+        ),
+        ("size", format!("{:.1} MB", b.bytes as f64 / 1e6)),
+        ("bake seconds", format!("{:.1}", b.bake_seconds)),
+        (
+            "held-out PSNR / SSIM, baked",
+            format!(
+                "{:.2} dB / {:.3}",
+                b.psnr_holdout_baked, b.ssim_holdout_baked
+            ),
+        ),
+        (
+            "held-out PSNR / SSIM, NeRF",
+            format!("{:.2} dB / {:.3}", b.psnr_holdout_nerf, b.ssim_holdout_nerf),
+        ),
+        ("evaluation", b.eval_protocol.clone()),
+    ])
 }
 
 fn section_train(run: &RunDir, t: &TrainSummary) -> String {

@@ -4,6 +4,7 @@
 //! the section's `DOCS` table, which `flythrough config --defaults` prints as comments (a test checks
 //! that no key is undocumented). Each stage owns the file of its section.
 
+mod bake;
 mod capture;
 mod device;
 pub mod preflight;
@@ -13,12 +14,14 @@ mod sfm;
 mod train;
 mod venue;
 
+pub use bake::BakeConfig;
 pub use capture::{BrokenPhotoPolicy, CaptureConfig};
 pub use device::Device;
 pub use preflight::{Originals, preflight, preflight_in};
 pub use privacy::{KeepDetection, PrivacyConfig, RegionOverride};
 pub use render::{
-    Appearance, Encoder, ExposureMode, Heading, PreviewSource, RenderConfig, UnregisteredKeyframes,
+    Appearance, Encoder, ExposureMode, Heading, PreviewSource, RenderConfig, RenderSource,
+    UnregisteredKeyframes,
 };
 pub use sfm::{SfmConfig, UpAxis};
 pub use train::{Backbone, TrainConfig};
@@ -48,6 +51,7 @@ display_as_config!(
     Encoder,
     Appearance,
     PreviewSource,
+    RenderSource,
     UnregisteredKeyframes,
     UpAxis,
     Backbone,
@@ -104,6 +108,8 @@ pub struct Config {
     pub sfm: SfmConfig,
     #[serde(default)]
     pub train: TrainConfig,
+    #[serde(default)]
+    pub bake: BakeConfig,
     #[serde(default)]
     pub render: RenderConfig,
 }
@@ -177,6 +183,7 @@ impl Config {
         self.privacy.check().map_err(|e| format!("[privacy] {e}"))?;
         self.sfm.check().map_err(|e| format!("[sfm] {e}"))?;
         self.train.check().map_err(|e| format!("[train] {e}"))?;
+        self.bake.check().map_err(|e| format!("[bake] {e}"))?;
         self.render.check().map_err(|e| format!("[render] {e}"))?;
         Ok(())
     }
@@ -285,12 +292,19 @@ impl Config {
             "Stage 4: mip-NeRF 360 training with GLO appearance and exposure conditioning.",
             &[machine_key("device", &self.train.device)],
         );
+        section(
+            &mut out,
+            "bake",
+            &self.bake,
+            bake::DOCS,
+            "Stage 5: the NeRF baked into a sparse 8-bit grid that renders in real time.",
+        );
         section_with(
             &mut out,
             "render",
             &self.render,
             render::DOCS,
-            "Stage 5: the 360° fly-through video, preview and viewer.",
+            "Stage 6: the 360° fly-through video, preview and viewer.",
             &[
                 machine_key("device", &self.render.device),
                 machine_key("max_path_frames", &self.render.max_path_frames),
@@ -446,6 +460,7 @@ mod tests {
             (keys(&c.privacy), privacy::DOCS, "privacy"),
             (keys(&c.sfm), sfm::DOCS, "sfm"),
             (keys(&c.train), train::DOCS, "train"),
+            (keys(&c.bake), bake::DOCS, "bake"),
             (keys(&c.render), render::DOCS, "render"),
         ];
         for (ks, docs, name) in checks {

@@ -46,6 +46,19 @@ pub enum PreviewSource {
     Reproject,
 }
 
+/// `[render] source`: what the frames are rendered from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RenderSource {
+    /// The baked model when the bake stage has run, else the NeRF.
+    #[default]
+    Auto,
+    /// The baked model (`RUN/bake`): real time, on any machine.
+    Baked,
+    /// The NeRF itself: the highest quality, seconds per frame on a GPU, minutes on a CPU.
+    Nerf,
+}
+
 /// `[render] unregistered_keyframes`: a keyframe photo that SfM did not register.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -138,6 +151,7 @@ pub struct RenderConfig {
     pub stills: u32,
     pub appearance: Appearance,
     pub preview_source: PreviewSource,
+    pub source: RenderSource,
     pub unregistered_keyframes: UnregisteredKeyframes,
 }
 
@@ -230,6 +244,7 @@ impl Default for RenderConfig {
             stills: 6,
             appearance: Appearance::Mean,
             preview_source: PreviewSource::Render,
+            source: RenderSource::Auto,
             unregistered_keyframes: UnregisteredKeyframes::Fail,
         }
     }
@@ -309,6 +324,10 @@ pub(super) const DOCS: &[KeyDoc] = &[
     (
         "preview_source",
         "How preview frames are made: \"render\" (rays through the model, sharpest) or \"reproject\"\n(resampled from the 360° frame: no extra model time, softer when the 360° frame is small).",
+    ),
+    (
+        "source",
+        "What the frames are rendered from: \"auto\" (the baked model when the bake stage ran, else the\nNeRF), \"baked\" (real time on any machine) or \"nerf\" (the NeRF itself: highest quality, for a GPU).",
     ),
     (
         "unregistered_keyframes",

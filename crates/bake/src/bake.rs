@@ -1,0 +1,167 @@
+//! Baking: the trained field sampled at the grid's vertices, blocks kept where the field is not
+//! empty, values quantised to 8 bits.
+//!
+//! A block is kept when any of its vertices would stop more than [`MIN_ALPHA`] of a ray in one
+//! march step there (`1 - exp(-σ Δt)` with the step of [`crate::grid::STEP_VOXELS`] voxels carried
+//! back through the contraction by its isotropic scale), as SNeRG and MERF cull by alpha. The
+//! geometry features are quantised over their 0.1 and 99.9 percentiles among the kept vertices
+//! (MERF quantises with a fixed sigmoid range; percentiles spend the 256 levels where the trained
+//! values are); the density over [`crate::grid::RAW_DENSITY_RANGE`].
+
+use crate::grid::{BLOCK, CHANNELS, EMPTY, Grid, RAW_DENSITY_RANGE, STEP_VOXELS, VERTS};
+use flythrough_nerf::model::{GEO_DIM, Model};
+use rayon::prelude::*;
+
+/// Alpha over one march step below which a vertex counts as empty.
+pub const MIN_ALPHA: f32 = 0.002;
+/// Blocks evaluated per batch (bounds the scratch memory: 512 × 729 × 16 floats = 24 MB).
+const BATCH_BLOCKS: usize = 512;
+
+/// The baked field before quantisation of its features: kept blocks' vertex values in f32.
+struct Kept {
+    index: Vec<u32>,
+    values: Vec<f32>,
+}
+
+/// Vertex positions (contracted) of block `b` of a grid of `res` voxels.
+fn block_vertices(res: usize, b: [usize; 3], out: &mut Vec<[f32; 3]>) {
+    let v = 4.0 / res as f32;
+    for z in 0..VERTS {
+        for y in 0..VERTS {
+            for x in 0..VERTS {
+                out.push([
+                    -2.0 + (b[0] * BLOCK + x) as f32 * v,
+                    -2.0 + (b[1] * BLOCK + y) as f32 * v,
+                    -2.0 + (b[2] * BLOCK + z) as f32 * v,
+                ]);
+            }
+        }
+    }
+}
+
+/// The uncontracted point of a contracted one (inverse of mip-NeRF 360 Eq. 10), for the step length.
+fn uncontract(y: [f32; 3]) -> [f32; 3] {
+    let r = (y[0] * y[0] + y[1] * y[1] + y[2] * y[2]).sqrt();
+    if r <= 1.0 {
+        return y;
+    }
+    let r = r.min(2.0 - 1e-6);
+    let m = 1.0 / (2.0 - r);
+    [y[0] * m / r, y[1] * m / r, y[2] * m / r]
+}
+
+/// Sample `model` on a grid of `res` voxels per side (a multiple of [`BLOCK`]) and keep the blocks
+/// that are not empty; `progress(done, total)` is called per batch.
+pub fn bake(
+    model: &Model,
+    res: usize,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Grid, String> {
+    if res < BLOCK || !res.is_multiple_of(BLOCK) {
+        return Err(format!(
+            "resolution {res} must be a positive multiple of {BLOCK}"
+        ));
+    }
+    let nb = res / BLOCK;
+    let total = nb * nb * nb;
+    let voxel = 4.0 / res as f32;
+    let per_block = VERTS * VERTS * VERTS;
+    let mut kept = Kept {
+        index: vec![EMPTY; total],
+        values: Vec::new(),
+    };
+    let mut positions = Vec::with_capacity(BATCH_BLOCKS * per_block);
+    for start in (0..total).step_by(BATCH_BLOCKS) {
+        let end = (start + BATCH_BLOCKS).min(total);
+        positions.clear();
+        for id in start..end {
+            block_vertices(
+                res,
+                [id % nb, (id / nb) % nb, id / (nb * nb)],
+                &mut positions,
+            );
+        }
+        // The footprint of a vertex: a voxel (its box's standard deviation is 0.29 voxel; the
+        // hash grid blurs its finer levels a little more, which suits a trilinear lookup).
+        let (raw, geo) = model.density_features(&positions, 0.5 * voxel)?;
+        let keep: Vec<bool> = (start..end)
+            .into_par_iter()
+            .map(|id| {
+                let k = id - start;
+                (0..per_block).any(|v| {
+                    let i = k * per_block + v;
+                    let x = uncontract(positions[i]);
+                    let scale = flythrough_nerf::coord::contract_scale(x).max(1e-12);
+                    let dt = STEP_VOXELS * voxel / scale;
+                    let sigma = raw[i].min(15.0).exp();
+                    1.0 - (-sigma * dt).exp() > MIN_ALPHA
+                })
+            })
+            .collect();
+        for (k, &keep) in keep.iter().enumerate() {
+            if !keep {
+                continue;
+            }
+            kept.index[start + k] = (kept.values.len() / (per_block * CHANNELS)) as u32;
+            for v in 0..per_block {
+                let i = k * per_block + v;
+                kept.values.push(raw[i]);
+                kept.values
+                    .extend_from_slice(&geo[i * GEO_DIM..(i + 1) * GEO_DIM]);
+            }
+        }
+        progress(end, total);
+    }
+    Ok(quantise(res, kept))
+}
+
+/// The `q`-quantile of `v` (sorted copy; `v` non-empty).
+fn quantile(v: &mut [f32], q: f64) -> f32 {
+    let k = ((v.len() - 1) as f64 * q).round() as usize;
+    let (_, x, _) = v.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
+    *x
+}
+
+fn quantise(res: usize, kept: Kept) -> Grid {
+    let n = kept.values.len() / CHANNELS;
+    let mut lo = [0f32; CHANNELS];
+    let mut scale = [1f32; CHANNELS];
+    lo[0] = RAW_DENSITY_RANGE.0;
+    scale[0] = (RAW_DENSITY_RANGE.1 - RAW_DENSITY_RANGE.0) / 255.0;
+    if n > 0 {
+        for c in 1..CHANNELS {
+            let mut col: Vec<f32> = (0..n).map(|i| kept.values[i * CHANNELS + c]).collect();
+            let a = quantile(&mut col, 0.001);
+            let b = quantile(&mut col, 0.999);
+            lo[c] = a;
+            scale[c] = ((b - a) / 255.0).max(1e-6);
+        }
+    }
+    let data: Vec<u8> = kept
+        .values
+        .par_chunks(CHANNELS)
+        .flat_map_iter(|v| {
+            (0..CHANNELS).map(move |c| ((v[c] - lo[c]) / scale[c]).round().clamp(0.0, 255.0) as u8)
+        })
+        .collect();
+    crate::grid::rebuild(res, kept.index, data, lo, scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncontract_inverts_the_contraction() {
+        for x in [[0.3f32, -0.2, 0.1], [2.0, 0.5, -1.0], [-30.0, 4.0, 9.0]] {
+            let y = flythrough_nerf::coord::contract(x);
+            let back = uncontract(y);
+            for a in 0..3 {
+                assert!(
+                    (back[a] - x[a]).abs() < 1e-3 * x[a].abs().max(1.0),
+                    "{x:?} -> {back:?}"
+                );
+            }
+        }
+    }
+}
