@@ -27,6 +27,11 @@ pub const EMPTY: u32 = u32::MAX;
 pub const T_MIN: f32 = 1e-3;
 /// Step inside occupied space, in voxels of the contracted grid.
 pub const STEP_VOXELS: f32 = 0.5;
+/// Alpha of one march step below which a voxel inside the unit ball is skipped.
+pub const MASK_ALPHA: f32 = 1e-4;
+/// Pre-activation density below which a sample is skipped (σ < 1.2e-4 per unit: at the finest
+/// step of a 256^3 grid it would stop less than 1e-6 of a ray).
+pub const RAW_EMPTY: f32 = -9.0;
 /// The pre-activation density range stored (`trunc_exp(-10)` ≈ 5e-5 per unit: empty).
 pub const RAW_DENSITY_RANGE: (f32, f32) = (-10.0, 15.0);
 
@@ -39,6 +44,10 @@ pub struct Grid {
     pub index: Vec<u32>,
     /// Per block: whether it or a neighbour is stored (the march's empty-space skipping).
     pub near_occupied: Vec<bool>,
+    /// Per stored block: 512 bits (8 words), one per voxel, set when any of the voxel's 8 vertices
+    /// would stop at least [`MASK_ALPHA`] of a ray in one step inside the unit ball (skipping inside
+    /// stored blocks). Derived from `data`.
+    pub voxel_mask: Vec<u64>,
     /// `slots × VERTS^3 × CHANNELS` bytes (vertex x fastest, then y, z; channels innermost).
     pub data: Vec<u8>,
     /// Dequantisation per channel: `value = lo + q · scale`.
@@ -96,15 +105,67 @@ pub fn rebuild(
             }
         }
     }
+    // Inside the unit ball a march step is STEP_VOXELS voxels long: a voxel whose densest corner
+    // would stop less than 1e-4 of a ray there is skipped (outside the ball steps are longer, and
+    // the mask is not used).
+    let step = STEP_VOXELS * 4.0 / res as f32;
+    let raw_skip = (MASK_ALPHA / step).ln();
+    let voxel_mask = voxel_mask(&data, lo[0], scale[0], raw_skip);
     Grid {
         res,
         index,
         near_occupied,
+        voxel_mask,
         data,
         lo,
         scale,
     }
 }
+
+/// The voxel occupancy bits of every stored block (see [`Grid::voxel_mask`]).
+fn voxel_mask(data: &[u8], lo: f32, scale: f32, raw_skip: f32) -> Vec<u64> {
+    use rayon::prelude::*;
+    let per = VERTS * VERTS * VERTS * CHANNELS;
+    // Smallest stored density code at or above `raw_skip`.
+    let q_min = ((raw_skip - lo) / scale.max(1e-12))
+        .ceil()
+        .clamp(0.0, 256.0) as u16;
+    data.par_chunks(per)
+        .flat_map_iter(|block| {
+            let dens = |x: usize, y: usize, z: usize| {
+                block[((z * VERTS + y) * VERTS + x) * CHANNELS] as u16
+            };
+            let mut words = [0u64; 8];
+            for z in 0..BLOCK {
+                for y in 0..BLOCK {
+                    for x in 0..BLOCK {
+                        let mut m = 0u16;
+                        for (dx, dy, dz) in CORNERS {
+                            m = m.max(dens(x + dx, y + dy, z + dz));
+                        }
+                        if m >= q_min {
+                            let bit = (z * BLOCK + y) * BLOCK + x;
+                            words[bit / 64] |= 1 << (bit % 64);
+                        }
+                    }
+                }
+            }
+            words
+        })
+        .collect()
+}
+
+/// The 8 corners of a voxel.
+const CORNERS: [(usize, usize, usize); 8] = [
+    (0, 0, 0),
+    (1, 0, 0),
+    (0, 1, 0),
+    (1, 1, 0),
+    (0, 0, 1),
+    (1, 0, 1),
+    (0, 1, 1),
+    (1, 1, 1),
+];
 
 impl Grid {
     /// Blocks per side.
@@ -184,6 +245,31 @@ impl Grid {
         Some(acc)
     }
 
+    /// Distance along unit `d` from `y` (inside block `b`) to the block's far face, in contracted
+    /// units (the identity part of the contraction: inside the unit ball).
+    fn block_exit(&self, y: [f32; 3], d: [f32; 3], b: [usize; 3]) -> f32 {
+        self.box_exit(y, d, b.map(|v| (v * BLOCK) as f32), BLOCK as f32)
+    }
+
+    /// Distance along unit `d` from `y` to the far face of the box of `side` voxels whose lowest
+    /// corner is voxel `lo_vox` (contracted units, the identity part of the contraction).
+    fn box_exit(&self, y: [f32; 3], d: [f32; 3], lo_vox: [f32; 3], side_vox: f32) -> f32 {
+        let side = side_vox * self.voxel();
+        let mut t = f32::INFINITY;
+        for a in 0..3 {
+            let lo = -2.0 + lo_vox[a] * self.voxel();
+            let s = if d[a] > 1e-12 {
+                (lo + side - y[a]) / d[a]
+            } else if d[a] < -1e-12 {
+                (lo - y[a]) / d[a]
+            } else {
+                f32::INFINITY
+            };
+            t = t.min(s);
+        }
+        t.max(0.0)
+    }
+
     /// March one ray of the model's frame (unit `d`) from `near`: alpha-composite the density and
     /// features (the pixel's colour is shaded from them afterwards).
     pub fn march(&self, o: [f32; 3], d: [f32; 3], near: f32) -> RaySample {
@@ -214,13 +300,44 @@ impl Grid {
             let speed = contracted_speed(x, d).max(1e-12);
             let (_, b) = self.locate(y);
             let block = self.block_id(b);
+            let m2 = x[0] * x[0] + x[1] * x[1] + x[2] * x[2];
+            if self.index[block] == EMPTY && m2 < 1.0 {
+                // Inside the unit ball the contraction is the identity and the ray a straight line in
+                // the grid: leave this empty block (or the ball) exactly, DDA-style.
+                let xd = x[0] * d[0] + x[1] * d[1] + x[2] * d[2];
+                let to_sphere = -xd + (xd * xd - (m2 - 1.0)).max(0.0).sqrt();
+                t += self.block_exit(y, d, b).min(to_sphere) + 1e-3 * self.voxel();
+                continue;
+            }
             if !self.near_occupied[block] {
                 t += skip_c / speed;
                 continue;
             }
             let dt = step_c / speed;
+            let slot = self.index[block];
+            if slot == EMPTY {
+                // Beside stored blocks outside the ball: a voxel at a time, nothing to look up.
+                t += 2.0 * dt;
+                continue;
+            }
+            // An empty voxel of a stored block inside the ball: leave it exactly.
+            let (g, _) = self.locate(y);
+            let vi =
+                [0, 1, 2].map(|a| ((g[a] as usize).saturating_sub(b[a] * BLOCK)).min(BLOCK - 1));
+            let bit = (vi[2] * BLOCK + vi[1]) * BLOCK + vi[0];
+            if m2 < 1.0 && self.voxel_mask[slot as usize * 8 + bit / 64] & (1 << (bit % 64)) == 0 {
+                let xd = x[0] * d[0] + x[1] * d[1] + x[2] * d[2];
+                let to_sphere = -xd + (xd * xd - (m2 - 1.0)).max(0.0).sqrt();
+                let lo = [0, 1, 2].map(|a| (b[a] * BLOCK + vi[a]) as f32);
+                t += self.box_exit(y, d, lo, 1.0).min(to_sphere) + 1e-3 * self.voxel();
+                continue;
+            }
             if let Some(v) = self.lookup(y) {
                 lookups += 1;
+                if v[0] < RAW_EMPTY {
+                    t += dt;
+                    continue;
+                }
                 let sigma = v[0].min(15.0).exp();
                 let alpha = 1.0 - (-sigma * dt).exp();
                 if alpha > 0.0 {
@@ -324,14 +441,9 @@ mod tests {
                 }
             }
         }
-        Grid {
-            res,
-            index,
-            near_occupied,
-            data,
-            lo,
-            scale,
-        }
+        let g = rebuild(res, index, data, lo, scale);
+        assert_eq!(g.near_occupied, near_occupied);
+        g
     }
 
     #[test]

@@ -73,22 +73,26 @@ impl PipelineStage for BakeStage {
         ds.norm = meta.norm;
         let cfg = &inputs.bake;
         let t0 = Instant::now();
-        let nb = cfg.resolution / crate::grid::BLOCK;
-        let pb = flythrough_core::progress::bar((nb * nb * nb) as u64, "bake: sampling the NeRF");
-        let dense = bake::bake(&model, cfg.resolution, &|done, _| {
-            pb.set_position(done as u64)
-        })?;
-        pb.finish_and_clear();
+        let pb = flythrough_core::progress::bar(1, "bake: sampling the NeRF");
         let rays = eval::training_rays(&ds, cfg.cull_rays);
-        let grid = dense.cull_unseen(&rays, meta.norm.near as f32, cfg.min_weight as f32);
-        tracing::info!(
-            "bake: {}^3 grid, {:.1} % of blocks non-empty, {:.1} % seen by {} training rays",
+        let grid = bake::bake_coarse_to_fine(
+            &model,
             cfg.resolution,
-            100.0 * dense.occupied_fraction(),
+            &rays,
+            meta.norm.near as f32,
+            cfg.min_weight as f32,
+            &|done, total| {
+                pb.set_length(total as u64);
+                pb.set_position(done as u64)
+            },
+        )?;
+        pb.finish_and_clear();
+        tracing::info!(
+            "bake: {}^3 grid, {:.1} % of the blocks stored (seen by {} training rays)",
+            cfg.resolution,
             100.0 * grid.occupied_fraction(),
             rays.len()
         );
-        drop(dense);
         let baked = BakedModel::new(grid, &model, &meta);
         let path = ctx.out.join(BakeOutput::MODEL);
         let bytes = baked.to_bytes()?;

@@ -100,6 +100,23 @@ fn baked_model_is_close_to_its_nerf_on_held_out_photos() {
                 report.mean_psnr,
                 summary.psnr_holdout
             );
+            // Coarse to fine (what the stage runs) stores what the dense bake stores, nearly.
+            let near = meta.norm.near as f32;
+            let c2f =
+                bake::bake_coarse_to_fine(&model, res, &rays, near, 0.005, &|_, _| {}).unwrap();
+            let c2f = BakedModel::new(c2f, &model, &meta);
+            let r2 = eval::evaluate_baked(&c2f, &model, &meta, &ds, &opts, None);
+            eprintln!(
+                "res {res} coarse to fine: {:.1} % of blocks, {:.2} dB",
+                100.0 * c2f.grid.occupied_fraction(),
+                r2.mean_psnr
+            );
+            assert!(
+                (r2.mean_psnr - report.mean_psnr).abs() < 0.2,
+                "coarse to fine {:.2} dB vs dense {:.2} dB",
+                r2.mean_psnr,
+                report.mean_psnr
+            );
         }
     }
 }

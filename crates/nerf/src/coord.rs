@@ -85,6 +85,7 @@ impl SceneNorm {
 }
 
 /// mip-NeRF 360 Eq. 10: `contract(x) = x` if `|x| <= 1`, else `(2 - 1/|x|) x/|x|`.
+#[inline]
 pub fn contract(x: [f32; 3]) -> [f32; 3] {
     let m2 = x[0] * x[0] + x[1] * x[1] + x[2] * x[2];
     if m2 <= 1.0 {
@@ -98,6 +99,7 @@ pub fn contract(x: [f32; 3]) -> [f32; 3] {
 /// Isotropic scale of the contraction at `x`: `det(J)^(1/3)` of its Jacobian (1 inside the unit ball;
 /// outside, radial derivative `1/|x|^2` and tangential `(2 - 1/|x|)/|x|`, so
 /// `det J = (2|x| - 1)^2 / |x|^6`). Zip-NeRF uses this to carry a footprint through the contraction.
+#[inline]
 pub fn contract_scale(x: [f32; 3]) -> f32 {
     let m2 = x[0] * x[0] + x[1] * x[1] + x[2] * x[2];
     if m2 <= 1.0 {
