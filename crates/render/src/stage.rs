@@ -717,16 +717,18 @@ pub fn render_plan(
     }
     let frames = path.frames(fps, fixed_ev);
     if !device.on_gpu() && source.name() == "nerf" {
+        let reprojected = r.preview_source == PreviewSource::Reproject;
         let threads = rayon::current_num_threads();
         let secs = r.nerf_cpu_seconds((r.width, r.height), frames.len() as u64, threads);
         tracing::info!(
-            "render: {} frames of {}x{} + a {}x{} preview: about {} on {threads} CPU threads \
+            "render: {} frames of {}x{} + a {}x{} preview{}: about {} on {threads} CPU threads \
              (estimate for the NeRF; the progress bar refines it), {:.1} GB at the peak",
             frames.len(),
             r.width,
             r.height,
             r.preview_width,
             r.preview_height,
+            if reprojected { " (reprojected)" } else { "" },
             flythrough_core::progress::human_duration(secs),
             r.peak_bytes((r.width, r.height)) as f64 / (1u64 << 30) as f64
         );

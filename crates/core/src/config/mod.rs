@@ -606,6 +606,10 @@ mod tests {
         let secs = r.nerf_cpu_seconds((1024, 512), 222, 2);
         assert!((3700.0..4300.0).contains(&secs), "{secs}");
         assert_eq!(r.nerf_cpu_seconds((1024, 512), 444, 4), secs);
+        // A reprojected preview costs no model time (the demo: 48 frames of 256x128 took 38.3 s).
+        r.preview_source = PreviewSource::Reproject;
+        let demo = r.nerf_cpu_seconds((256, 128), 48, 2);
+        assert!((30.0..50.0).contains(&demo), "{demo}");
     }
 
     /// The automatic 360° size follows the device.

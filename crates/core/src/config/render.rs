@@ -172,14 +172,20 @@ pub const RENDER_BASE_BYTES: u64 = 512 << 20;
 pub const NERF_CPU_CORE_SECONDS_PER_PIXEL: f64 = 48e-6;
 
 impl RenderConfig {
-    /// Pixels of one path frame: the 360° frame of `size` and its preview.
+    /// Pixels of one path frame rendered through the model: the 360° frame of `size` and, unless
+    /// it is reprojected from the 360° frame, its preview.
     pub fn pixels_per_frame(&self, size: (u32, u32)) -> u64 {
-        size.0 as u64 * size.1 as u64 + self.preview_width as u64 * self.preview_height as u64
+        let preview = match self.preview_source {
+            PreviewSource::Render => self.preview_width as u64 * self.preview_height as u64,
+            PreviewSource::Reproject => 0,
+        };
+        size.0 as u64 * size.1 as u64 + preview
     }
 
     /// Peak memory of rendering frames of `size` on the CPU (one frame at a time), in bytes.
     pub fn peak_bytes(&self, size: (u32, u32)) -> u64 {
-        RENDER_BASE_BYTES + FRAME_BYTES_PER_PIXEL * self.pixels_per_frame(size)
+        let preview = self.preview_width as u64 * self.preview_height as u64;
+        RENDER_BASE_BYTES + FRAME_BYTES_PER_PIXEL * (size.0 as u64 * size.1 as u64 + preview)
     }
 
     /// Estimated wall seconds for `frames` frames of `size` with the NeRF on `threads` CPU threads.
