@@ -2,7 +2,8 @@
 # Render-stage benchmark: seconds per 360° (equirectangular) frame on the CPU back end.
 #
 #   scripts/bench-render.sh                 # analytic room (no model needed): tiling/camera overhead
-#   scripts/bench-render.sh runs/demo       # the trained NeRF of a run folder (train stage finished)
+#   scripts/bench-render.sh runs/demo       # the trained NeRF of a run folder (train stage finished),
+#                                           # and the baked model beside it when the bake stage ran
 #   WIDTH=2048 FRAMES=2 scripts/bench-render.sh runs/demo
 #
 # Prints a Markdown table row per source; numbers go into crates/render/README.md.

@@ -2,7 +2,8 @@
 //!
 //! `bench_render [--run RUN_DIR] [--width 1024] [--frames 3] [--tile 64]`
 //! With `--run` (a run folder whose train stage finished) the trained NeRF renders from the
-//! registered cameras' positions; with `--untrained-nerf`, a freshly initialised NeRF of the default
+//! registered cameras' positions, and beside it, at the same frames, the baked model when the bake
+//! stage has run (with the bake's size and held-out PSNR against the NeRF's); with `--untrained-nerf`, a freshly initialised NeRF of the default
 //! `[train]` architecture (same network and samples per ray as a trained one, random weights);
 //! otherwise the analytic room (a lower bound: camera, tiling and threading overhead only).
 
@@ -26,7 +27,8 @@ fn main() {
     let frames: usize = get("--frames").and_then(|s| s.parse().ok()).unwrap_or(3);
     let tile: u32 = get("--tile").and_then(|s| s.parse().ok()).unwrap_or(64);
     let height = width / 2;
-    let (source, cams): (Box<dyn RaySource>, Cams) = match get("--run") {
+    let mut bake_row = None;
+    let (sources, cams): (Vec<Box<dyn RaySource>>, Cams) = match get("--run") {
         Some(run) => {
             let run = flythrough_core::RunDir::new(run);
             let sfm = flythrough_core::SfmOutput::open(&run).expect("a committed sfm stage");
@@ -44,7 +46,23 @@ fn main() {
                 .take(frames)
                 .map(|im| (im.pose.center(), im.pose.forward(), up))
                 .collect();
-            (src, cams)
+            let mut sources = vec![src];
+            // The baked model beside it, at the same frames, when the bake stage has run.
+            if let Ok(bake) = flythrough_core::BakeOutput::open(&run) {
+                let s: flythrough_core::summary::BakeSummary =
+                    bake.record().summary().expect("bake summary");
+                bake_row = Some(format!(
+                    "| bake | {}^3, {:.1} % stored, {:.1} MB, {:.1} s | held-out PSNR baked {:.2} dB, NeRF {:.2} dB |",
+                    s.resolution,
+                    100.0 * s.occupied_fraction,
+                    s.bytes as f64 / 1e6,
+                    s.bake_seconds,
+                    s.psnr_holdout_baked,
+                    s.psnr_holdout_nerf
+                ));
+                sources.push(baked(&bake));
+            }
+            (sources, cams)
         }
         None if args.iter().any(|a| a == "--untrained-nerf") => {
             let cams = (0..frames)
@@ -56,7 +74,7 @@ fn main() {
                     )
                 })
                 .collect();
-            (untrained_nerf(), cams)
+            (vec![untrained_nerf()], cams)
         }
         None => {
             let cams = (0..frames)
@@ -68,25 +86,46 @@ fn main() {
                     )
                 })
                 .collect();
-            (Box::new(AnalyticRoom::demo()), cams)
+            (vec![Box::new(AnalyticRoom::demo())], cams)
         }
     };
     let threads = rayon::current_num_threads();
-    let t0 = Instant::now();
-    for (c, f, up) in &cams {
-        let cam = Equirect::new(width, height, *c, *f, *up);
-        let img = render_frame(source.as_ref(), &cam, 0.0, tile, &|| {});
-        std::hint::black_box(img);
-    }
-    let spf = t0.elapsed().as_secs_f64() / cams.len().max(1) as f64;
     println!("| source | frame | threads | frames | s / 360° frame | Mrays / s |");
     println!("|---|---|---|---|---|---|");
-    println!(
-        "| {} | {width}x{height} | {threads} | {} | {spf:.3} | {:.3} |",
-        source.name(),
-        cams.len(),
-        (width * height) as f64 / spf / 1e6
-    );
+    for source in &sources {
+        let t0 = Instant::now();
+        for (c, f, up) in &cams {
+            let cam = Equirect::new(width, height, *c, *f, *up);
+            let img = render_frame(source.as_ref(), &cam, 0.0, tile, &|| {});
+            std::hint::black_box(img);
+        }
+        let spf = t0.elapsed().as_secs_f64() / cams.len().max(1) as f64;
+        println!(
+            "| {} | {width}x{height} | {threads} | {} | {spf:.3} | {:.3} |",
+            source.name(),
+            cams.len(),
+            (width * height) as f64 / spf / 1e6
+        );
+    }
+    if let Some(row) = bake_row {
+        println!("{row}");
+    }
+}
+
+#[cfg(feature = "nerf")]
+fn baked(bake: &flythrough_core::BakeOutput) -> Box<dyn RaySource> {
+    Box::new(
+        flythrough_render::baked_source::BakedSource::load(
+            bake,
+            &flythrough_core::config::Appearance::Mean,
+        )
+        .expect("load the baked model"),
+    )
+}
+
+#[cfg(not(feature = "nerf"))]
+fn baked(_: &flythrough_core::BakeOutput) -> Box<dyn RaySource> {
+    panic!("this build has no baked-model renderer (feature `nerf`)")
 }
 
 #[cfg(feature = "nerf")]
