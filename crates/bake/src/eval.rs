@@ -4,7 +4,7 @@
 
 use crate::BakedModel;
 use flythrough_nerf::checkpoint::CheckpointMeta;
-use flythrough_nerf::data::{Dataset, camera_ray};
+use flythrough_nerf::data::{Dataset, camera_ray, pixel_rays};
 use flythrough_nerf::model::Model;
 use flythrough_nerf::train::{EvalOptions, EvalReport, evaluate_with};
 use rayon::prelude::*;
@@ -28,13 +28,7 @@ pub fn evaluate_baked(
         opts,
         render_dir,
         &mut |cam, pose, ev, latent| {
-            let (w, h) = (cam.width as usize, cam.height as usize);
-            let rays: Vec<([f32; 3], [f32; 3], f32)> = (0..w * h)
-                .into_par_iter()
-                .map(|i| camera_ray(&norm, cam, pose, (i % w) as f64 + 0.5, (i / w) as f64 + 0.5))
-                .collect();
-            let o: Vec<[f32; 3]> = rays.iter().map(|r| r.0).collect();
-            let d: Vec<[f32; 3]> = rays.iter().map(|r| r.1).collect();
+            let (o, d, _) = pixel_rays(&norm, cam, pose);
             let out = baked.render_norm(&o, &d, &vec![ev; o.len()], latent);
             out.rgb.iter().flat_map(|c| c.iter().copied()).collect()
         },

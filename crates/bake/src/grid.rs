@@ -167,6 +167,20 @@ const CORNERS: [(usize, usize, usize); 8] = [
     (1, 1, 1),
 ];
 
+/// The voxel (block-local index, clamped inside the block) of continuous grid coordinates `g` in
+/// block `b`, and the fractions along each axis inside it.
+fn cell(g: [f32; 3], b: [usize; 3]) -> ([usize; 3], [f32; 3]) {
+    let mut i0 = [0usize; 3];
+    let mut f = [0f32; 3];
+    for a in 0..3 {
+        let local = g[a] - (b[a] * BLOCK) as f32;
+        let i = (local.floor().max(0.0) as usize).min(BLOCK - 1);
+        i0[a] = i;
+        f[a] = local - i as f32;
+    }
+    (i0, f)
+}
+
 impl Grid {
     /// Blocks per side.
     pub fn blocks(&self) -> usize {
@@ -213,14 +227,13 @@ impl Grid {
         if slot == EMPTY {
             return None;
         }
-        let mut i0 = [0usize; 3];
-        let mut f = [0f32; 3];
-        for a in 0..3 {
-            let local = g[a] - (b[a] * BLOCK) as f32;
-            let i = (local.floor() as usize).min(BLOCK - 1);
-            i0[a] = i;
-            f[a] = local - i as f32;
-        }
+        let (i0, f) = cell(g, b);
+        Some(self.interpolate(slot, i0, f))
+    }
+
+    /// Trilinear interpolation inside voxel `i0` (block-local) of stored block `slot`, at fractions
+    /// `f` along each axis, dequantised.
+    fn interpolate(&self, slot: u32, i0: [usize; 3], f: [f32; 3]) -> [f32; CHANNELS] {
         let base = slot as usize * VERTS * VERTS * VERTS * CHANNELS;
         let at = |x: usize, y: usize, z: usize| base + ((z * VERTS + y) * VERTS + x) * CHANNELS;
         let mut acc = [0f32; CHANNELS];
@@ -242,13 +255,7 @@ impl Grid {
         for ((a, lo), sc) in acc.iter_mut().zip(&self.lo).zip(&self.scale) {
             *a = lo + *a * sc;
         }
-        Some(acc)
-    }
-
-    /// Distance along unit `d` from `y` (inside block `b`) to the block's far face, in contracted
-    /// units (the identity part of the contraction: inside the unit ball).
-    fn block_exit(&self, y: [f32; 3], d: [f32; 3], b: [usize; 3]) -> f32 {
-        self.box_exit(y, d, b.map(|v| (v * BLOCK) as f32), BLOCK as f32)
+        acc
     }
 
     /// Distance along unit `d` from `y` to the far face of the box of `side` voxels whose lowest
@@ -298,59 +305,62 @@ impl Grid {
                 break;
             }
             let speed = contracted_speed(x, d).max(1e-12);
-            let (_, b) = self.locate(y);
+            let (g, b) = self.locate(y);
             let block = self.block_id(b);
+            let slot = self.index[block];
+            let (i0, f) = cell(g, b);
             let m2 = x[0] * x[0] + x[1] * x[1] + x[2] * x[2];
-            if self.index[block] == EMPTY && m2 < 1.0 {
+            if m2 < 1.0 {
                 // Inside the unit ball the contraction is the identity and the ray a straight line in
-                // the grid: leave this empty block (or the ball) exactly, DDA-style.
-                let xd = x[0] * d[0] + x[1] * d[1] + x[2] * d[2];
-                let to_sphere = -xd + (xd * xd - (m2 - 1.0)).max(0.0).sqrt();
-                t += self.block_exit(y, d, b).min(to_sphere) + 1e-3 * self.voxel();
-                continue;
+                // the grid: leave an empty block, or an empty voxel of a stored block, exactly
+                // (DDA-style), or the ball if that comes first.
+                let empty_voxel = |s: u32| {
+                    let bit = (i0[2] * BLOCK + i0[1]) * BLOCK + i0[0];
+                    self.voxel_mask[s as usize * 8 + bit / 64] & (1 << (bit % 64)) == 0
+                };
+                let exit = if slot == EMPTY {
+                    Some(self.box_exit(y, d, b.map(|v| (v * BLOCK) as f32), BLOCK as f32))
+                } else if empty_voxel(slot) {
+                    let lo = [0, 1, 2].map(|a| (b[a] * BLOCK + i0[a]) as f32);
+                    Some(self.box_exit(y, d, lo, 1.0))
+                } else {
+                    None
+                };
+                if let Some(exit) = exit {
+                    let xd = x[0] * d[0] + x[1] * d[1] + x[2] * d[2];
+                    let to_sphere = -xd + (xd * xd - (m2 - 1.0)).max(0.0).sqrt();
+                    t += exit.min(to_sphere) + 1e-3 * self.voxel();
+                    continue;
+                }
             }
             if !self.near_occupied[block] {
                 t += skip_c / speed;
                 continue;
             }
             let dt = step_c / speed;
-            let slot = self.index[block];
             if slot == EMPTY {
                 // Beside stored blocks outside the ball: a voxel at a time, nothing to look up.
                 t += 2.0 * dt;
                 continue;
             }
-            // An empty voxel of a stored block inside the ball: leave it exactly.
-            let (g, _) = self.locate(y);
-            let vi =
-                [0, 1, 2].map(|a| ((g[a] as usize).saturating_sub(b[a] * BLOCK)).min(BLOCK - 1));
-            let bit = (vi[2] * BLOCK + vi[1]) * BLOCK + vi[0];
-            if m2 < 1.0 && self.voxel_mask[slot as usize * 8 + bit / 64] & (1 << (bit % 64)) == 0 {
-                let xd = x[0] * d[0] + x[1] * d[1] + x[2] * d[2];
-                let to_sphere = -xd + (xd * xd - (m2 - 1.0)).max(0.0).sqrt();
-                let lo = [0, 1, 2].map(|a| (b[a] * BLOCK + vi[a]) as f32);
-                t += self.box_exit(y, d, lo, 1.0).min(to_sphere) + 1e-3 * self.voxel();
+            let v = self.interpolate(slot, i0, f);
+            lookups += 1;
+            if v[0] < RAW_EMPTY {
+                t += dt;
                 continue;
             }
-            if let Some(v) = self.lookup(y) {
-                lookups += 1;
-                if v[0] < RAW_EMPTY {
-                    t += dt;
-                    continue;
+            let sigma = v[0].min(15.0).exp();
+            let alpha = 1.0 - (-sigma * dt).exp();
+            if alpha > 0.0 {
+                let w = trans * alpha;
+                visit(block, w);
+                for k in 0..GEO_DIM {
+                    feats[k] += w * v[1 + k];
                 }
-                let sigma = v[0].min(15.0).exp();
-                let alpha = 1.0 - (-sigma * dt).exp();
-                if alpha > 0.0 {
-                    let w = trans * alpha;
-                    visit(block, w);
-                    for k in 0..GEO_DIM {
-                        feats[k] += w * v[1 + k];
-                    }
-                    depth += w * t;
-                    trans *= 1.0 - alpha;
-                    if trans < T_MIN {
-                        break;
-                    }
+                depth += w * t;
+                trans *= 1.0 - alpha;
+                if trans < T_MIN {
+                    break;
                 }
             }
             t += dt;

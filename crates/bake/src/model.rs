@@ -145,20 +145,7 @@ impl BakedModel {
         latent: &[f32],
     ) -> BakedOutput {
         let n = &self.norm;
-        let o: Vec<[f32; 3]> = origins
-            .iter()
-            .map(|o| {
-                let p = n.point([o[0] as f64, o[1] as f64, o[2] as f64]);
-                [p[0] as f32, p[1] as f32, p[2] as f32]
-            })
-            .collect();
-        let d: Vec<[f32; 3]> = dirs
-            .iter()
-            .map(|d| {
-                let l = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt().max(1e-20);
-                [d[0] / l, d[1] / l, d[2] / l]
-            })
-            .collect();
+        let (o, d) = n.rays(origins, dirs);
         let rel = ev.map(|e| e - self.ev_mean).unwrap_or(0.0) as f32;
         let mut out = self.render_norm(&o, &d, &vec![rel; o.len()], latent);
         let inv = (1.0 / n.scale) as f32;

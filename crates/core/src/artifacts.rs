@@ -201,25 +201,13 @@ impl BakeOutput {
     /// Bake's committed output of `run`, its model file checked against the hash in `stage.json`.
     pub fn open(run: &RunDir) -> Result<BakeOutput, ArtifactError> {
         let c = Committed::open(run, Stage::Bake)?;
+        let want = c.summary::<crate::summary::BakeSummary>()?.model_blake3;
         let out = BakeOutput(c);
-        let want = out
-            .record()
-            .summary
-            .get("model_blake3")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
         let path = out.model();
-        let got = std::fs::File::open(&path)
-            .and_then(|mut f| {
-                let mut h = blake3::Hasher::new();
-                h.update_reader(&mut f)?;
-                Ok(h.finalize().to_hex().to_string())
-            })
-            .map_err(|e| ArtifactError::Read {
-                path: path.clone(),
-                msg: e.to_string(),
-            })?;
+        let got = crate::run::hash_file(&path).map_err(|e| ArtifactError::Read {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
         if got != want {
             return Err(ArtifactError::Read {
                 path,

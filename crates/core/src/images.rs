@@ -89,10 +89,8 @@ impl ImageFingerprint {
                     path: path.clone(),
                     msg: "file name is not UTF-8".into(),
                 })?;
-            let mut h = blake3::Hasher::new();
-            let mut f = std::fs::File::open(&path).map_err(|e| read(&path, e))?;
-            h.update_reader(&mut f).map_err(|e| read(&path, e))?;
-            files.insert(name, h.finalize().to_hex().to_string());
+            let hash = crate::run::hash_file(&path).map_err(|e| read(&path, e))?;
+            files.insert(name, hash);
         }
         Ok(ImageFingerprint { files })
     }

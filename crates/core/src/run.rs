@@ -239,6 +239,13 @@ pub fn hash_parts(parts: &[&[u8]]) -> String {
     h.finalize().to_hex().to_string()
 }
 
+/// blake3 of a file's bytes, as hex (read in chunks, never whole).
+pub fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path)?)?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
 /// Hash the contents and names of the given files (in the given order).
 pub fn hash_files(paths: &[PathBuf]) -> std::io::Result<String> {
     let mut h = blake3::Hasher::new();

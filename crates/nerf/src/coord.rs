@@ -25,6 +25,26 @@ pub struct SceneNorm {
 }
 
 impl SceneNorm {
+    /// Rays of the SfM world frame (directions of any length) in the norm frame: origins mapped by
+    /// [`SceneNorm::point`], directions normalised (the scale does not change them).
+    pub fn rays(&self, origins: &[[f32; 3]], dirs: &[[f32; 3]]) -> (Vec<[f32; 3]>, Vec<[f32; 3]>) {
+        let o = origins
+            .iter()
+            .map(|o| {
+                let p = self.point([o[0] as f64, o[1] as f64, o[2] as f64]);
+                [p[0] as f32, p[1] as f32, p[2] as f32]
+            })
+            .collect();
+        let d = dirs
+            .iter()
+            .map(|d| {
+                let n = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt().max(1e-20);
+                [d[0] / n, d[1] / n, d[2] / n]
+            })
+            .collect();
+        (o, d)
+    }
+
     /// World point to the norm frame.
     pub fn point(&self, p: [f64; 3]) -> [f64; 3] {
         [

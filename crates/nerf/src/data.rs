@@ -421,6 +421,26 @@ impl Dataset {
     }
 }
 
+/// Rays through every pixel centre of `cam` at `pose` (row-major), in the model frame: origins,
+/// unit directions and cone radii ([`camera_ray`] per pixel).
+pub fn pixel_rays(
+    norm: &SceneNorm,
+    cam: &Camera,
+    pose: &Pose,
+) -> (Vec<[f32; 3]>, Vec<[f32; 3]>, Vec<f32>) {
+    use rayon::prelude::*;
+    let w = cam.width as usize;
+    let items: Vec<([f32; 3], [f32; 3], f32)> = (0..w * cam.height as usize)
+        .into_par_iter()
+        .map(|i| camera_ray(norm, cam, pose, (i % w) as f64 + 0.5, (i / w) as f64 + 0.5))
+        .collect();
+    (
+        items.iter().map(|x| x.0).collect(),
+        items.iter().map(|x| x.1).collect(),
+        items.iter().map(|x| x.2).collect(),
+    )
+}
+
 /// Ray through pixel position `(x, y)` of a camera (world-to-camera `pose`), in the norm frame:
 /// origin, unit direction and cone radius per unit distance.
 ///

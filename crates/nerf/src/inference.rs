@@ -4,14 +4,13 @@
 use crate::NerfError;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::coord::SceneNorm;
-use crate::data::camera_ray;
+use crate::data::pixel_rays;
 use crate::gpu::{FrameCamera, FrameTicket, GpuRenderer};
 use crate::model::{Model, Rays, SampleMode};
 use flythrough_core::config::Device;
 use flythrough_core::summary::DeviceUsed;
 use flythrough_core::{Camera, Pose};
 use image::RgbImage;
-use rayon::prelude::*;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -174,21 +173,10 @@ impl NerfRenderer {
             .unwrap_or(0.0) as f32;
         let latent = self.latent(&opts.latent);
         let r = opts.radius_px.unwrap_or(self.mean_radius);
+        let (o, d) = norm.rays(origins, dirs);
         let rays = Rays {
-            o: origins
-                .iter()
-                .map(|o| {
-                    let p = norm.point([o[0] as f64, o[1] as f64, o[2] as f64]);
-                    [p[0] as f32, p[1] as f32, p[2] as f32]
-                })
-                .collect(),
-            d: dirs
-                .iter()
-                .map(|d| {
-                    let n = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt().max(1e-20);
-                    [d[0] / n, d[1] / n, d[2] / n]
-                })
-                .collect(),
+            o,
+            d,
             r: vec![r; origins.len()],
             latent: Vec::new(),
             ev: vec![ev; origins.len()],
@@ -278,17 +266,13 @@ pub fn render_photo_rays(
     ev: f32,
     latent: &[f32],
 ) -> Vec<f32> {
-    let (w, h) = (cam.width as usize, cam.height as usize);
-    let items: Vec<([f32; 3], [f32; 3], f32)> = (0..w * h)
-        .into_par_iter()
-        .map(|i| camera_ray(norm, cam, pose, (i % w) as f64 + 0.5, (i / w) as f64 + 0.5))
-        .collect();
+    let (o, d, r) = pixel_rays(norm, cam, pose);
     let rays = Rays {
-        o: items.iter().map(|x| x.0).collect(),
-        d: items.iter().map(|x| x.1).collect(),
-        r: items.iter().map(|x| x.2).collect(),
+        ev: vec![ev; o.len()],
+        o,
+        d,
+        r,
         latent: Vec::new(),
-        ev: vec![ev; w * h],
     };
     let out = render_norm(model, &rays, latent);
     out.rgb.iter().flat_map(|c| c.iter().copied()).collect()

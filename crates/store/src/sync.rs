@@ -80,13 +80,6 @@ fn hash_bytes(b: &[u8]) -> String {
     blake3::hash(b).to_hex().to_string()
 }
 
-fn hash_file(p: &Path) -> std::io::Result<String> {
-    let mut h = blake3::Hasher::new();
-    let mut f = std::fs::File::open(p)?;
-    h.update_reader(&mut f)?;
-    Ok(h.finalize().to_hex().to_string())
-}
-
 /// Every file under `dir`, as (`/`-separated relative path, full path), sorted.
 fn walk(dir: &Path) -> Vec<(String, PathBuf)> {
     fn rec(base: &Path, d: &Path, out: &mut Vec<(String, PathBuf)>) {
@@ -498,7 +491,7 @@ impl VenueSync {
             }
             let dst = dir.join(&f.path);
             if std::fs::metadata(&dst).is_ok_and(|m| m.len() == f.size)
-                && hash_file(&dst).is_ok_and(|h| h == f.blake3)
+                && flythrough_core::run::hash_file(&dst).is_ok_and(|h| h == f.blake3)
             {
                 continue;
             }
@@ -575,7 +568,7 @@ impl VenueSync {
             }
             self.check_lease()?;
             let size = std::fs::metadata(&p).map_err(local_err(&p))?.len();
-            let blake3 = hash_file(&p).map_err(local_err(&p))?;
+            let blake3 = flythrough_core::run::hash_file(&p).map_err(local_err(&p))?;
             r.put_file(&p, &format!("{stage}/{rel}"))?;
             files.push(FileEntry {
                 path: rel,
