@@ -66,6 +66,24 @@ pub struct RaySample {
     pub lookups: u32,
 }
 
+/// One sample a march composited: where it was looked up and how much it weighed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Visit {
+    /// The block (index into [`Grid::index`]) and its stored slot.
+    pub block: usize,
+    pub slot: u32,
+    /// The voxel (block-local) and the fractions inside it (the trilinear weights).
+    pub i0: [usize; 3],
+    pub f: [f32; 3],
+    /// `w = T α` of the sample, its transmittance after it (`T (1 - α)`), σ and the step `Δt`.
+    pub weight: f32,
+    pub trans_after: f32,
+    pub sigma: f32,
+    pub dt: f32,
+    /// The interpolated (dequantised) values at the sample.
+    pub values: [f32; CHANNELS],
+}
+
 /// `‖J(x) d‖` for the contraction's Jacobian at `x` and a unit direction `d`: 1 inside the unit
 /// ball; outside, with `m = ‖x‖`, `u = x/m`, `c = u·d`: `sqrt(((2 - 1/m)/m)² (1 - c²) + c²/m⁴)`.
 pub fn contracted_speed(x: [f32; 3], d: [f32; 3]) -> f32 {
@@ -233,7 +251,7 @@ impl Grid {
 
     /// Trilinear interpolation inside voxel `i0` (block-local) of stored block `slot`, at fractions
     /// `f` along each axis, dequantised.
-    fn interpolate(&self, slot: u32, i0: [usize; 3], f: [f32; 3]) -> [f32; CHANNELS] {
+    pub(crate) fn interpolate(&self, slot: u32, i0: [usize; 3], f: [f32; 3]) -> [f32; CHANNELS] {
         let base = slot as usize * VERTS * VERTS * VERTS * CHANNELS;
         let at = |x: usize, y: usize, z: usize| base + ((z * VERTS + y) * VERTS + x) * CHANNELS;
         let mut acc = [0f32; CHANNELS];
@@ -280,16 +298,16 @@ impl Grid {
     /// March one ray of the model's frame (unit `d`) from `near`: alpha-composite the density and
     /// features (the pixel's colour is shaded from them afterwards).
     pub fn march(&self, o: [f32; 3], d: [f32; 3], near: f32) -> RaySample {
-        self.march_visiting(o, d, near, &mut |_, _| {})
+        self.march_visiting(o, d, near, &mut |_| {})
     }
 
-    /// [`Grid::march`], telling `visit(block, weight)` the weight of every sample it composites.
+    /// [`Grid::march`], telling `visit` about every sample it composites, in order.
     pub fn march_visiting(
         &self,
         o: [f32; 3],
         d: [f32; 3],
         near: f32,
-        visit: &mut dyn FnMut(usize, f32),
+        visit: &mut dyn FnMut(&Visit),
     ) -> RaySample {
         let step_c = STEP_VOXELS * self.voxel();
         let skip_c = 0.5 * BLOCK as f32 * self.voxel();
@@ -353,7 +371,17 @@ impl Grid {
             let alpha = 1.0 - (-sigma * dt).exp();
             if alpha > 0.0 {
                 let w = trans * alpha;
-                visit(block, w);
+                visit(&Visit {
+                    block,
+                    slot,
+                    i0,
+                    f,
+                    weight: w,
+                    trans_after: trans * (1.0 - alpha),
+                    sigma,
+                    dt,
+                    values: v,
+                });
                 for k in 0..GEO_DIM {
                     feats[k] += w * v[1 + k];
                 }
@@ -387,7 +415,9 @@ impl Grid {
                 || vec![0f32; nblocks],
                 |mut m, chunk| {
                     for &(o, d) in chunk {
-                        self.march_visiting(o, d, near, &mut |b, w| m[b] = m[b].max(w));
+                        self.march_visiting(o, d, near, &mut |v| {
+                            m[v.block] = m[v.block].max(v.weight)
+                        });
                     }
                     m
                 },

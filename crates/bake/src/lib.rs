@@ -4,6 +4,7 @@
 
 pub mod bake;
 pub mod eval;
+pub mod finetune;
 pub mod grid;
 pub mod model;
 pub mod stage;

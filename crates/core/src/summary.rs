@@ -261,6 +261,16 @@ pub struct BakeSummary {
     pub bytes: u64,
     pub model_blake3: String,
     pub bake_seconds: f64,
+    /// Fine-tuning on the training photos (0 steps: none): its seconds and the PSNR on its
+    /// training batches at the start and the end.
+    #[serde(default)]
+    pub finetune_steps: usize,
+    #[serde(default)]
+    pub finetune_seconds: f64,
+    #[serde(default)]
+    pub finetune_psnr_train_start: f64,
+    #[serde(default)]
+    pub finetune_psnr_train_end: f64,
     /// Held-out PSNR/SSIM of the baked model and of the NeRF under the same protocol (train's).
     pub eval_protocol: String,
     pub psnr_holdout_baked: f64,

@@ -12,7 +12,7 @@ use crate::encoding::{self, DIR_DIM, EXPOSURE_DIM};
 use crate::kernels::{
     MlpConfig, MlpInput, hash_encode_forward, mlp_forward_grouped_inference, mlp_forward_inference,
 };
-use crate::model::{Backbone, GEO_DIM, Model, RGB_PADDING};
+use crate::model::{Backbone, GEO_DIM, Model, color_act};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -83,7 +83,7 @@ pub struct ColorHead {
 
 impl ColorHead {
     /// Width of the per-pixel input besides the geometry features.
-    fn ray_width(&self) -> usize {
+    pub fn ray_width(&self) -> usize {
         DIR_DIM + self.glo_dim + if self.exposure { EXPOSURE_DIM } else { 0 }
     }
 
@@ -109,6 +109,30 @@ impl ColorHead {
         Ok(())
     }
 
+    /// The per-pixel inputs besides the geometry features, `[dir enc | latent | exposure enc]` per
+    /// ray (unit directions of the norm frame, exposures relative to the training mean);
+    /// `latents` is one latent for all rays or one per ray.
+    pub fn ray_inputs(&self, dirs: &[[f32; 3]], latents: &[f32], ev: &[f32]) -> Vec<f32> {
+        let n = dirs.len();
+        let rw = self.ray_width();
+        let gd = self.glo_dim;
+        let per_ray = latents.len() == n * gd && n > 1;
+        let mut ray = vec![0.0f32; n * rw];
+        ray.par_chunks_mut(rw).enumerate().for_each(|(i, row)| {
+            encoding::dir_encoding(dirs[i], &mut row[..DIR_DIM]);
+            let l = if per_ray {
+                &latents[i * gd..(i + 1) * gd]
+            } else {
+                &latents[..gd]
+            };
+            row[DIR_DIM..DIR_DIM + gd].copy_from_slice(l);
+            if self.exposure {
+                encoding::exposure_encoding(ev[i], &mut row[DIR_DIM + gd..]);
+            }
+        });
+        ray
+    }
+
     /// Colours of `n` pixels from their (opacity-normalised) geometry features `geo` (`[n *
     /// GEO_DIM]`), unit view directions (norm frame), one latent for all and exposures relative to
     /// the training mean: the padded sigmoid of the head's logits (multinerf `rgb_padding`).
@@ -121,16 +145,7 @@ impl ColorHead {
     ) -> Vec<[f32; 3]> {
         let n = dirs.len();
         assert_eq!(geo.len(), n * GEO_DIM, "shade: geo must be n x GEO_DIM");
-        let rw = self.ray_width();
-        let gd = self.glo_dim;
-        let mut ray = vec![0.0f32; n * rw];
-        ray.par_chunks_mut(rw).enumerate().for_each(|(i, row)| {
-            encoding::dir_encoding(dirs[i], &mut row[..DIR_DIM]);
-            row[DIR_DIM..DIR_DIM + gd].copy_from_slice(&latent[..gd]);
-            if self.exposure {
-                encoding::exposure_encoding(ev[i], &mut row[DIR_DIM + gd..]);
-            }
-        });
+        let ray = self.ray_inputs(dirs, &latent[..self.glo_dim], ev);
         let input = MlpInput {
             rows: geo,
             d_local: GEO_DIM,
@@ -141,11 +156,7 @@ impl ColorHead {
         mlp_forward_grouped_inference(&self.mlp(), &self.params, &input, &mut logits);
         logits
             .chunks_exact(3)
-            .map(|l| {
-                let a =
-                    |x: f32| (1.0 / (1.0 + (-x).exp())) * (1.0 + 2.0 * RGB_PADDING) - RGB_PADDING;
-                [a(l[0]), a(l[1]), a(l[2])]
-            })
+            .map(|l| [color_act(l[0]).0, color_act(l[1]).0, color_act(l[2]).0])
             .collect()
     }
 }

@@ -355,7 +355,7 @@ pub const RGB_PADDING: f32 = 0.001;
 
 /// Padded sigmoid colour activation and its derivative.
 #[inline]
-fn color_act(x: f32) -> (f32, f32) {
+pub fn color_act(x: f32) -> (f32, f32) {
     let s = sigmoid(x);
     (
         s * (1.0 + 2.0 * RGB_PADDING) - RGB_PADDING,

@@ -574,6 +574,20 @@ fn section_bake(b: &BakeSummary) -> String {
         ("size", format!("{:.1} MB", b.bytes as f64 / 1e6)),
         ("bake seconds", format!("{:.1}", b.bake_seconds)),
         (
+            "fine-tuning",
+            if b.finetune_steps == 0 {
+                "none".into()
+            } else {
+                format!(
+                    "{} steps in {:.1} s, training-batch PSNR {:.2} -> {:.2} dB",
+                    b.finetune_steps,
+                    b.finetune_seconds,
+                    b.finetune_psnr_train_start,
+                    b.finetune_psnr_train_end
+                )
+            },
+        ),
+        (
             "held-out PSNR / SSIM, baked",
             format!(
                 "{:.2} dB / {:.3}",

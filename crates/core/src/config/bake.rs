@@ -9,6 +9,11 @@ pub struct BakeConfig {
     pub resolution: usize,
     pub min_weight: f64,
     pub cull_rays: usize,
+    pub finetune_steps: usize,
+    pub finetune_batch_rays: usize,
+    pub finetune_lr_features: f64,
+    pub finetune_lr_density: f64,
+    pub finetune_lr_head: f64,
 }
 
 impl Default for BakeConfig {
@@ -17,6 +22,11 @@ impl Default for BakeConfig {
             resolution: 256,
             min_weight: 0.005,
             cull_rays: 400_000,
+            finetune_steps: 500,
+            finetune_batch_rays: 4096,
+            finetune_lr_features: 0.03,
+            finetune_lr_density: 0.01,
+            finetune_lr_head: 3e-3,
         }
     }
 }
@@ -33,6 +43,23 @@ pub(super) const DOCS: &[KeyDoc] = &[
     (
         "cull_rays",
         "Training-photo rays marched for the visibility culling (spread over every photo).",
+    ),
+    (
+        "finetune_steps",
+        "Adam steps of fine-tuning the baked grid and colour head on the training photos, with the\n8-bit quantisation in the loop (MERF). 0: the grid as sampled from the NeRF.",
+    ),
+    ("finetune_batch_rays", "Training rays per fine-tuning step."),
+    (
+        "finetune_lr_features",
+        "Fine-tuning learning rate of the geometry features, as a fraction of each channel's 8-bit\nrange per step (decayed to a tenth by the last step).",
+    ),
+    (
+        "finetune_lr_density",
+        "Fine-tuning learning rate of the pre-activation density, as a fraction of its 8-bit range\n(25 units of log-density) per step. 0: the geometry stays as baked.",
+    ),
+    (
+        "finetune_lr_head",
+        "Fine-tuning learning rate of the colour head's weights (Adam).",
     ),
 ];
 
@@ -55,6 +82,31 @@ impl BakeConfig {
             "cull_rays",
             self.cull_rays,
             "must be in 1000..=100000000",
-        )
+        )?;
+        ensure(
+            self.finetune_steps <= 1_000_000,
+            "finetune_steps",
+            self.finetune_steps,
+            "must be at most 1000000",
+        )?;
+        ensure(
+            (1..=1 << 20).contains(&self.finetune_batch_rays),
+            "finetune_batch_rays",
+            self.finetune_batch_rays,
+            "must be in 1..=1048576",
+        )?;
+        for (key, v) in [
+            ("finetune_lr_features", self.finetune_lr_features),
+            ("finetune_lr_density", self.finetune_lr_density),
+            ("finetune_lr_head", self.finetune_lr_head),
+        ] {
+            ensure(
+                v.is_finite() && (0.0..=1.0).contains(&v),
+                key,
+                v,
+                "must be in [0, 1]",
+            )?;
+        }
+        Ok(())
     }
 }
