@@ -7,11 +7,11 @@
 //!   and the model's `GEO_DIM` geometry features. Values are `lo + q · scale` per channel (MERF,
 //!   Reiser et al. 2023, §3.4: 8-bit features). Empty blocks store nothing.
 //! - **Empty-space skipping**: a second, dilated occupancy (an occupied block and its 26 neighbours)
-//!   decides the step: half a block in space nothing is near, half a voxel elsewhere.
+//!   decides the step: half a block in space nothing is near, a voxel elsewhere.
 //! - **Ray march** in the model's (norm) frame with steps of constant length in the contracted
 //!   space: `Δt = Δ_c / ‖J(x) d‖` with `J` the contraction's Jacobian (MERF §3.2), so the far field
 //!   takes as many steps per voxel as the near field. Alpha compositing with early termination at
-//!   transmittance 1e-3; the features are composited and shaded once per pixel (deferred shading).
+//!   transmittance 1e-2; the features are composited and shaded once per pixel (deferred shading).
 
 use flythrough_nerf::model::GEO_DIM;
 
@@ -23,12 +23,15 @@ pub const VERTS: usize = BLOCK + 1;
 pub const CHANNELS: usize = 1 + GEO_DIM;
 /// A block index of no stored block.
 pub const EMPTY: u32 = u32::MAX;
-/// Transmittance below which a ray stops.
-pub const T_MIN: f32 = 1e-3;
+/// Transmittance below which a ray stops. The march constants were chosen on the demo venue with
+/// fine-tuning in the loop (which trains the grid for exactly this march): T 1e-3 → 1e-2, step
+/// 0.5 → 1 voxel and mask 1e-4 → 1e-3 took a 1024x512 frame from 1.08 s to 0.66 s on 2 cores for
+/// 0.2 dB of held-out PSNR (28.44 → 28.23 dB, NeRF 29.46 dB).
+pub const T_MIN: f32 = 1e-2;
 /// Step inside occupied space, in voxels of the contracted grid.
-pub const STEP_VOXELS: f32 = 0.5;
+pub const STEP_VOXELS: f32 = 1.0;
 /// Alpha of one march step below which a voxel inside the unit ball is skipped.
-pub const MASK_ALPHA: f32 = 1e-4;
+pub const MASK_ALPHA: f32 = 1e-3;
 /// Pre-activation density below which a sample is skipped (σ < 1.2e-4 per unit: at the finest
 /// step of a 256^3 grid it would stop less than 1e-6 of a ray).
 pub const RAW_EMPTY: f32 = -9.0;
@@ -124,7 +127,7 @@ pub fn rebuild(
         }
     }
     // Inside the unit ball a march step is STEP_VOXELS voxels long: a voxel whose densest corner
-    // would stop less than 1e-4 of a ray there is skipped (outside the ball steps are longer, and
+    // would stop less than MASK_ALPHA of a ray there is skipped (outside the ball steps are longer, and
     // the mask is not used).
     let step = STEP_VOXELS * 4.0 / res as f32;
     let raw_skip = (MASK_ALPHA / step).ln();
