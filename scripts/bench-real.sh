@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A full `flythrough run` (capture, privacy, sfm, train, render) on the real captures of
+# A full `flythrough run` (capture, privacy, sfm, train, bake, render) on the real captures of
 # ../shared/data, at default settings, with the time of every stage and the held-out PSNR:
 #   fox         67 phone-video frames, 1080x1920, no EXIF (instant-ngp sample data)
 #   redkitchen  100 frames of a kitchen walk, 640x480, metric poses (Microsoft 7-Scenes)
@@ -78,7 +78,8 @@ d, name, poses, l0, l1 = sys.argv[1:]
 run = os.path.join(d, 'run')
 def stage(s):
     return json.load(open(os.path.join(run, s, 'stage.json')))
-secs = {s: stage(s)['seconds'] for s in ['capture', 'privacy', 'sfm', 'train', 'render']}
+secs = {s: stage(s)['seconds'] for s in ['capture', 'privacy', 'sfm', 'train', 'bake', 'render']}
+bk = stage('bake')['summary']
 ev = json.load(open(os.path.join(run, 'train', 'eval.json')))
 tr = stage('train')['summary']
 rd = stage('render')['summary']
@@ -87,16 +88,18 @@ rss = [l for l in open(os.path.join(d, 'time.txt')) if 'Maximum resident' in l][
 sel = ev['selection']
 print(f"| {name} | {sfm['registered']}/{sfm['total']} ({poses}) | {secs['capture']:.0f} | {secs['privacy']:.0f} | "
       f"{secs['sfm']:.0f} | {secs['train']:.0f} ({tr['train_seconds']:.0f} + eval {tr['eval_seconds']:.0f}) | "
-      f"{secs['render']:.0f} ({rd['frames']} x {rd['width']}x{rd['height']}, {rd['seconds_per_frame']:.1f} s/frame) | "
+      f"{secs['bake']:.0f} ({bk['resolution']}^3, {100 * bk['occupied_fraction']:.1f} % stored, {bk['bytes'] / 1e6:.0f} MB, fine-tuning {bk.get('finetune_seconds', 0):.0f} s) | "
+      f"{secs['render']:.0f} ({rd['frames']} x {rd['width']}x{rd['height']} from the {rd.get('source', 'nerf')}, {rd['seconds_per_frame']:.2f} s/frame) | "
       f"{sum(secs.values()):.0f} | {tr['train_width']}x{tr['train_height']}, {tr['steps']} steps | "
       f"**{ev['mean_psnr']:.2f} dB** / {ev['mean_ssim']:.3f} ({sel['evaluated']} of {sel['held_out']} at {sel['eval_size'][0]}x{sel['eval_size'][1]}) | "
+      f"**{bk['psnr_holdout_baked']:.2f} dB** / {bk['ssim_holdout_baked']:.3f} | "
       f"{int(rss) / 1e6:.1f} GB | {l0} -> {l1} |")
 EOF
 )")
 done
 echo
 echo "Seconds per stage; held-out PSNR/SSIM by the NeRF-W protocol (GLO latent fitted on the left half, right half scored)."
-echo "| set | registered (poses) | capture | privacy | sfm | train (training + evaluation) | render | total | training | held-out PSNR / SSIM | peak RSS | load avg |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| set | registered (poses) | capture | privacy | sfm | train (training + evaluation) | bake | render | total | training | held-out PSNR / SSIM, NeRF | held-out PSNR / SSIM, baked (same protocol) | peak RSS | load avg |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for r in "${ROWS[@]}"; do echo "$r"; done
 echo "(outputs in $OUT; $(nproc) cores, $(uname -m))"

@@ -130,20 +130,43 @@ pub fn bake_blocks(
     Ok(quantise(res, kept))
 }
 
+/// Bytes per stored block at the peak of baking and fine-tuning: the sampled values in f32 while
+/// they are quantised, then the 8-bit codes plus the fine-tuning state (f32 master value, gradient
+/// and two Adam moments per channel, a step stamp per vertex).
+pub const BYTES_PER_BLOCK: u64 =
+    (VERTS * VERTS * VERTS) as u64 * ((CHANNELS as u64) * (1 + 4 * 4) + 8);
+
+/// The peak memory of a bake that samples `blocks` blocks (an upper bound: every one kept).
+pub fn peak_bytes(blocks: usize) -> u64 {
+    blocks as u64 * BYTES_PER_BLOCK
+}
+
 /// Coarse-to-fine baking: the field is sampled first on a grid a quarter as fine (1/64 of the
 /// samples), culled by visibility against `rays` at a quarter of `min_weight`, and the fine grid
 /// samples only the blocks inside what survived (and their neighbours), then is culled itself. At
 /// 512^3 on the demo venue this samples about 5 % of the vertices a dense bake would.
+///
+/// `budget` (bytes) bounds the fine grid: when the blocks to sample would need more at the peak of
+/// baking and fine-tuning ([`peak_bytes`]), it stops with an error before allocating them.
+#[allow(clippy::too_many_arguments)]
 pub fn bake_coarse_to_fine(
     model: &Model,
     res: usize,
     rays: &[([f32; 3], [f32; 3])],
     near: f32,
     min_weight: f32,
+    budget: u64,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Grid, String> {
     let coarse_res = res / 4;
     if coarse_res < 2 * BLOCK || !coarse_res.is_multiple_of(BLOCK) {
+        let nb = res / BLOCK;
+        if peak_bytes(nb * nb * nb) > budget {
+            return Err(format!(
+                "the {res}^3 grid needs more than [bake] memory_budget_gb = {:.1}",
+                budget as f64 / 1e9
+            ));
+        }
         let g = bake(model, res, progress)?;
         return Ok(g.cull_unseen(rays, near, min_weight));
     }
@@ -157,11 +180,21 @@ pub fn bake_coarse_to_fine(
             coarse.index[((z / 4) * nbc + y / 4) * nbc + x / 4] != EMPTY
         })
         .collect();
+    let sampled = candidates.iter().filter(|&&c| c).count();
     tracing::info!(
-        "bake: {} of {} fine blocks inside the coarse grid's occupied space",
-        candidates.iter().filter(|&&c| c).count(),
+        "bake: {sampled} of {} fine blocks inside the coarse grid's occupied space",
         candidates.len()
     );
+    let need = peak_bytes(sampled);
+    if need > budget {
+        return Err(format!(
+            "the {res}^3 grid would sample {sampled} blocks of the space the photos saw, about {:.1} GB \
+             at the peak of baking and fine-tuning, over [bake] memory_budget_gb = {:.1}; lower \
+             [bake] resolution (each halving needs about 1/8 of it) or raise memory_budget_gb",
+            need as f64 / 1e9,
+            budget as f64 / 1e9
+        ));
+    }
     let fine = bake_blocks(model, res, Some(&candidates), progress)?;
     Ok(fine.cull_unseen(rays, near, min_weight))
 }

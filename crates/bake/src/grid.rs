@@ -195,7 +195,9 @@ fn cell(g: [f32; 3], b: [usize; 3]) -> ([usize; 3], [f32; 3]) {
     let mut f = [0f32; 3];
     for a in 0..3 {
         let local = g[a] - (b[a] * BLOCK) as f32;
-        let i = (local.floor().max(0.0) as usize).min(BLOCK - 1);
+        // Truncation is the floor for non-negative values (and a libm call is not: x86-64 v1 has no
+        // SSE4.1 `roundss`).
+        let i = (local.max(0.0) as usize).min(BLOCK - 1);
         i0[a] = i;
         f[a] = local - i as f32;
     }
@@ -321,16 +323,27 @@ impl Grid {
         let mut lookups = 0u32;
         for _ in 0..(64 * self.res) {
             let x = [o[0] + d[0] * t, o[1] + d[1] * t, o[2] + d[2] * t];
-            let y = flythrough_nerf::coord::contract(x);
-            if (y[0] * y[0] + y[1] * y[1] + y[2] * y[2]).sqrt() >= r_end {
-                break;
-            }
-            let speed = contracted_speed(x, d).max(1e-12);
+            // The contraction and its speed along d from one norm (as `coord::contract` and
+            // `contracted_speed`): the identity inside the unit ball; outside, with m = |x|,
+            // y = (2 - 1/m) x/m, |y| = 2 - 1/m.
+            let m2 = x[0] * x[0] + x[1] * x[1] + x[2] * x[2];
+            let (y, speed) = if m2 <= 1.0 {
+                (x, 1.0)
+            } else {
+                let m = m2.sqrt();
+                let r = 2.0 - 1.0 / m;
+                if r >= r_end {
+                    break;
+                }
+                let a = r / m;
+                let c = (x[0] * d[0] + x[1] * d[1] + x[2] * d[2]) / m;
+                let speed = (a * a * (1.0 - c * c).max(0.0) + c * c / (m2 * m2)).sqrt();
+                ([x[0] * a, x[1] * a, x[2] * a], speed.max(1e-12))
+            };
             let (g, b) = self.locate(y);
             let block = self.block_id(b);
             let slot = self.index[block];
             let (i0, f) = cell(g, b);
-            let m2 = x[0] * x[0] + x[1] * x[1] + x[2] * x[2];
             if m2 < 1.0 {
                 // Inside the unit ball the contraction is the identity and the ray a straight line in
                 // the grid: leave an empty block, or an empty voxel of a stored block, exactly

@@ -93,6 +93,9 @@ impl BakedModel {
         latent: &[f32],
     ) -> BakedOutput {
         let near = self.norm.near as f32;
+        // One exposure for all rays (a frame): the latent and exposure folded into the head.
+        let folded = (!ev.is_empty() && ev.iter().all(|&e| e == ev[0]))
+            .then(|| self.head.folded(latent, ev[0]));
         let parts: Vec<BakedOutput> = (0..origins.len())
             .into_par_iter()
             .step_by(CHUNK)
@@ -109,7 +112,10 @@ impl BakedModel {
                         }
                     }
                 }
-                let shaded = self.head.shade(&geo, &dirs[s..e], latent, &ev[s..e]);
+                let shaded = match folded.as_ref() {
+                    Some(h) => h.shade(&geo, &dirs[s..e]),
+                    None => self.head.shade(&geo, &dirs[s..e], latent, &ev[s..e]),
+                };
                 let mut out = BakedOutput::default();
                 for (m, c) in marched.iter().zip(shaded) {
                     out.rgb

@@ -82,6 +82,7 @@ impl PipelineStage for BakeStage {
             &rays,
             meta.norm.near as f32,
             cfg.min_weight as f32,
+            (cfg.memory_budget_gb * 1e9) as u64,
             &|done, total| {
                 pb.set_length(total as u64);
                 pb.set_position(done as u64)

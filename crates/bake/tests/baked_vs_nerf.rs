@@ -103,7 +103,16 @@ fn baked_model_is_close_to_its_nerf_on_held_out_photos() {
             // Coarse to fine (what the stage runs) stores what the dense bake stores, nearly.
             let near = meta.norm.near as f32;
             let c2f =
-                bake::bake_coarse_to_fine(&model, res, &rays, near, 0.005, &|_, _| {}).unwrap();
+                bake::bake_coarse_to_fine(&model, res, &rays, near, 0.005, u64::MAX, &|_, _| {})
+                    .unwrap();
+            // A budget below what the fine grid needs stops it before sampling, naming the key.
+            let err =
+                bake::bake_coarse_to_fine(&model, res, &rays, near, 0.005, 1 << 20, &|_, _| {})
+                    .unwrap_err();
+            assert!(
+                err.contains("[bake] memory_budget_gb") && err.contains("resolution"),
+                "{err}"
+            );
             let c2f = BakedModel::new(c2f, &model, &meta);
             let r2 = eval::evaluate_baked(&c2f, &model, &meta, &ds, &opts, None);
             eprintln!(

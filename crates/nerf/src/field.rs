@@ -161,6 +161,82 @@ impl ColorHead {
     }
 }
 
+impl ColorHead {
+    /// The head with the inputs that are constant over a frame — the latent and the exposure —
+    /// folded into its first layer's bias: `x W_0 + b_0 = [g | d] W_0[..42] + ([l | e] W_0[42..] +
+    /// b_0)`, so a pixel costs `(GEO_DIM + DIR_DIM) × width` multiply-adds in the first layer
+    /// instead of the full input width (the same function, up to rounding).
+    pub fn folded(&self, latent: &[f32], ev: f32) -> FoldedHead {
+        let cfg = self.mlp();
+        let offs = cfg.layer_offsets();
+        let first = &offs[0];
+        let keep = GEO_DIM + DIR_DIM;
+        let mut constant = vec![0f32; first.fan_in - keep];
+        let gd = self.glo_dim;
+        constant[..gd].copy_from_slice(&latent[..gd]);
+        if self.exposure {
+            encoding::exposure_encoding(ev, &mut constant[gd..]);
+        }
+        let w = &self.params[first.weight..first.weight + first.fan_in * first.fan_out];
+        let mut bias: Vec<f32> = match first.bias {
+            Some(b) => self.params[b..b + first.fan_out].to_vec(),
+            None => vec![0.0; first.fan_out],
+        };
+        for (i, &c) in constant.iter().enumerate() {
+            let row = &w[(keep + i) * first.fan_out..(keep + i + 1) * first.fan_out];
+            for (b, &wij) in bias.iter_mut().zip(row) {
+                *b += c * wij;
+            }
+        }
+        let mut params = w[..keep * first.fan_out].to_vec();
+        params.extend_from_slice(&bias);
+        let rest = first
+            .bias
+            .map_or(first.weight + first.fan_in * first.fan_out, |b| {
+                b + first.fan_out
+            });
+        params.extend_from_slice(&self.params[rest..]);
+        let mut sizes = cfg.sizes.clone();
+        sizes[0] = keep;
+        FoldedHead {
+            mlp: MlpConfig::new(&sizes, true),
+            params,
+        }
+    }
+}
+
+/// A [`ColorHead`] with one frame's latent and exposure folded in ([`ColorHead::folded`]).
+#[derive(Debug, Clone)]
+pub struct FoldedHead {
+    mlp: MlpConfig,
+    params: Vec<f32>,
+}
+
+impl FoldedHead {
+    /// Colours of `n` pixels from their opacity-normalised features and unit view directions (as
+    /// [`ColorHead::shade`] with the folded latent and exposure).
+    pub fn shade(&self, geo: &[f32], dirs: &[[f32; 3]]) -> Vec<[f32; 3]> {
+        let n = dirs.len();
+        assert_eq!(geo.len(), n * GEO_DIM, "shade: geo must be n x GEO_DIM");
+        let mut enc = vec![0f32; n * DIR_DIM];
+        enc.par_chunks_mut(DIR_DIM)
+            .zip(dirs.par_iter())
+            .for_each(|(row, d)| encoding::dir_encoding(*d, row));
+        let input = MlpInput {
+            rows: geo,
+            d_local: GEO_DIM,
+            groups: &enc,
+            group_rows: 1,
+        };
+        let mut logits = vec![0.0f32; n * 3];
+        mlp_forward_grouped_inference(&self.mlp, &self.params, &input, &mut logits);
+        logits
+            .chunks_exact(3)
+            .map(|l| [color_act(l[0]).0, color_act(l[1]).0, color_act(l[2]).0])
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +290,13 @@ mod tests {
             &[0.0, 0.0],
         );
         assert!(c.iter().flatten().all(|v| (0.0..=1.0).contains(v)));
+        // The folded head is the same function.
+        let geo: Vec<f32> = (0..2 * GEO_DIM).map(|i| (i as f32 * 0.37).sin()).collect();
+        let latent: Vec<f32> = (0..m.cfg.glo_dim).map(|i| (i as f32 * 0.9).cos()).collect();
+        let full = head.shade(&geo, &rays.d, &latent, &[0.4, 0.4]);
+        let folded = head.folded(&latent, 0.4).shade(&geo, &rays.d);
+        for (a, b) in full.iter().flatten().zip(folded.iter().flatten()) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Seconds per 360° frame on the CPU.
 //!
-//! `bench_render [--run RUN_DIR] [--width 1024] [--frames 3] [--tile 64]`
+//! `bench_render [--run RUN_DIR [--baked-only]] [--width 1024] [--frames 3] [--tile 64]`
 //! With `--run` (a run folder whose train stage finished) the trained NeRF renders from the
 //! registered cameras' positions, and beside it, at the same frames, the baked model when the bake
 //! stage has run (with the bake's size and held-out PSNR against the NeRF's); with `--untrained-nerf`, a freshly initialised NeRF of the default
@@ -46,7 +46,12 @@ fn main() {
                 .take(frames)
                 .map(|im| (im.pose.center(), im.pose.forward(), up))
                 .collect();
-            let mut sources = vec![src];
+            // `--baked-only`: the baked model alone (profiling it without the NeRF's minutes).
+            let mut sources = if args.iter().any(|a| a == "--baked-only") {
+                Vec::new()
+            } else {
+                vec![src]
+            };
             // The baked model beside it, at the same frames, when the bake stage has run.
             if let Ok(bake) = flythrough_core::BakeOutput::open(&run) {
                 let s: flythrough_core::summary::BakeSummary =

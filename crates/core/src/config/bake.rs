@@ -14,6 +14,7 @@ pub struct BakeConfig {
     pub finetune_lr_features: f64,
     pub finetune_lr_density: f64,
     pub finetune_lr_head: f64,
+    pub memory_budget_gb: f64,
 }
 
 impl Default for BakeConfig {
@@ -27,6 +28,7 @@ impl Default for BakeConfig {
             finetune_lr_features: 0.03,
             finetune_lr_density: 0.01,
             finetune_lr_head: 3e-3,
+            memory_budget_gb: 8.0,
         }
     }
 }
@@ -61,6 +63,10 @@ pub(super) const DOCS: &[KeyDoc] = &[
         "finetune_lr_head",
         "Fine-tuning learning rate of the colour head's weights (Adam).",
     ),
+    (
+        "memory_budget_gb",
+        "Most memory (GB) the bake may use at its peak (sampling and fine-tuning, about 200 KB per\nstored 8^3 block): checked before the fine grid is allocated; the bake stops naming this key\nwhen the space the photos saw needs more at this resolution.",
+    ),
 ];
 
 impl BakeConfig {
@@ -94,6 +100,12 @@ impl BakeConfig {
             "finetune_batch_rays",
             self.finetune_batch_rays,
             "must be in 1..=1048576",
+        )?;
+        ensure(
+            self.memory_budget_gb.is_finite() && self.memory_budget_gb > 0.0,
+            "memory_budget_gb",
+            self.memory_budget_gb,
+            "must be positive",
         )?;
         for (key, v) in [
             ("finetune_lr_features", self.finetune_lr_features),
