@@ -181,13 +181,14 @@ pub fn ray_source(
         }
         (RenderSource::Baked, Ok(b)) => Some(b),
     };
-    // The baked renderer runs on the CPU: where the NeRF renders on a GPU, `auto` keeps the NeRF
-    // (its highest quality, at GPU speed).
+    // Where the NeRF renders on a GPU, `auto` keeps the NeRF (its highest quality, at GPU speed);
+    // `source = "baked"` renders the baked model on that GPU too.
     if r.source == RenderSource::Auto && bake.is_some() && device != Device::Cpu {
         let nerf = nerf_source(run, &r.appearance, device)?;
         if nerf.device().on_gpu() {
             tracing::info!(
-                "render: from the NeRF on the GPU (auto: the baked model renders on the CPU)"
+                "render: from the NeRF on the GPU (auto: the highest quality where a GPU renders it; \
+                 [render] source = \"baked\" renders the baked model instead)"
             );
             return Ok(nerf);
         }
@@ -195,8 +196,8 @@ pub fn ray_source(
     match bake {
         #[cfg(feature = "nerf")]
         Some(b) => {
-            let src = crate::baked_source::BakedSource::load(&b, &r.appearance)?;
-            tracing::info!("render: {} on the CPU", src.name());
+            let src = crate::baked_source::BakedSource::load_on(&b, &r.appearance, device)?;
+            tracing::info!("render: {} on {}", src.name(), src.device().line());
             Ok(Box::new(src))
         }
         #[cfg(not(feature = "nerf"))]
