@@ -4,7 +4,9 @@
 #   .bench/bench_gpu            the x86-64 release build of crates/nerf/examples/bench_gpu.rs (stripped)
 #   .bench/data/{fox,redkitchen_every10}   the real captures from ../shared/data (read there in place
 #                               otherwise; never committed: both folders are git-ignored locally)
-#   .gl/*.deb                   the Vulkan loader (Debian bookworm libvulkan1), unpacked on the host
+#   .gl/*.deb                   the Vulkan and GL loaders NVIDIA's driver needs (Debian bookworm
+#                               libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2:
+#                               its Vulkan ICD links libGLdispatch.so.0 from libglvnd0), unpacked there
 # and print the one command to run there. Everything it writes is listed in .git/info/exclude.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +15,7 @@ mkdir -p "$(dirname "$EXCLUDE")"
 for d in /.bench/ /.gl/; do
   grep -qxF "$d" "$EXCLUDE" 2>/dev/null || echo "$d" >> "$EXCLUDE"
 done
-cargo build --release -p flythrough-nerf --example bench_gpu >&2
+cargo build --release --workspace --example bench_gpu >&2
 mkdir -p .bench/data .gl
 cp target/release/examples/bench_gpu .bench/bench_gpu
 strip .bench/bench_gpu 2>/dev/null || true
@@ -26,20 +28,26 @@ for s in fox redkitchen_every10; do
     echo "bench-gpu-package: $SHARED/$s not found: that scene will be skipped there" >&2
   fi
 done
-if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
+LOADERS="libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2"
+missing=""
+for p in $LOADERS; do ls .gl/"${p}"_*.deb >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
   mkdir -p /tmp/amd64/partial
   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
   # shellcheck disable=SC2086
-  apt-get $o update -qq && (cd .gl && apt-get $o download libvulkan1) \
-    || echo "bench-gpu-package: could not download libvulkan1; bring the Vulkan loader another way" >&2
+  apt-get $o update -qq && (cd .gl && apt-get $o download $missing) \
+    || echo "bench-gpu-package: could not download$missing; bring the loaders another way" >&2
 fi
 du -sh .bench .gl >&2
 cat <<'EOF'
-On the GPU machine, in a copy of this repository with .bench and .gl (about 40 MB), run:
+On the GPU machine, in a copy of this repository with .bench and .gl (about 35 MB), run (one command,
+about 5 minutes: the smoke test first names the NVIDIA adapter or stops at once with the loader's
+error; everything is written under /tmp/bench-gpu and only results.jsonl, table.md and logs.tar.gz are
+copied to $OUT):
 
   for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig; \
   [ -e /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json; \
-  BIN_DIR=.bench FLYTHROUGH_SHARED_DATA=.bench/data OUT=${OUT:-/tmp}/bench-gpu scripts/bench-gpu.sh
+  BIN_DIR=.bench FLYTHROUGH_SHARED_DATA=.bench/data OUT=/tmp/bench-gpu RESULTS_TO=$OUT scripts/bench-gpu.sh
 
-(with the device tool: carry [".bench", ".gl"], timeout_s 570; the default run takes about 7 minutes.)
+(with the device tool: carry [".bench", ".gl"], timeout_s 330.)
 EOF

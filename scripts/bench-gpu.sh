@@ -14,23 +14,27 @@
 # release binary and the Vulkan loader, then
 #            BIN_DIR=.bench FLYTHROUGH_SHARED_DATA=.bench/data scripts/bench-gpu.sh
 #
-# Environment: OUT (output folder, default a temp dir), BIN_DIR (prebuilt bench_gpu), SIZE (full|tiny),
-# SYNTH_BUDGETS (default "30 60"), REAL_BUDGETS (default "30 60"), REAL_SCENES (default
-# "fox redkitchen_every10"), CPU_BUDGETS (the synthetic venue on the CPU, default "60"; "" = none),
-# DEVICE (gpu|auto, default gpu: any adapter, software ones included). The default full run takes
-# about 7 minutes on a GPU machine (budgets 30 + 60 s x 3 scenes on the GPU, 60 s on the CPU).
-# Every part is bounded by `timeout`; a failed part prints one line and the table shows what ran.
+# Environment: OUT (output folder, default /tmp/bench-gpu), RESULTS_TO (a folder that gets only
+# results.jsonl, table.md and logs.tar.gz, a few MB: the device tool's $OUT), BIN_DIR (prebuilt
+# bench_gpu), SIZE (full|tiny), DEADLINE (seconds for the whole run, default 285: every part's
+# time-out is cut to what is left, and a part with under 15 s left is skipped), SYNTH_BUDGETS
+# (default "45"), REAL_BUDGETS (default "20"), REAL_SCENES (default "fox redkitchen_every10"),
+# CPU_BUDGETS (the synthetic venue on the CPU, default "30"; set and empty = none), DEVICE (gpu|auto,
+# default gpu: any adapter, software ones included), REQUIRE_HARDWARE (default 1 for full, 0 for
+# tiny: the smoke test must name a hardware adapter or the run stops at once, printing why).
+# The parts run most valuable first: smoke, the step micro-benchmark (GPU and CPU side by side),
+# the synthetic venue on the GPU, 360° frames on the GPU, the real captures, then the CPU parts.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-full}
-OUT=${OUT:-$(mktemp -d /tmp/bench-gpu.XXXXXX)}
+OUT=${OUT:-/tmp/bench-gpu}
 mkdir -p "$OUT"
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/xdg-runtime}
 mkdir -p "$XDG_RUNTIME_DIR"
 if [ -n "${BIN_DIR:-}" ]; then
   BIN="$BIN_DIR/bench_gpu"
 else
-  cargo build --release -p flythrough-nerf --example bench_gpu >&2 || exit 1
+  cargo build --release --workspace --example bench_gpu >&2 || exit 1
   BIN=target/release/examples/bench_gpu
 fi
 if [ "$SIZE" = tiny ]; then
@@ -42,10 +46,13 @@ hash_levels = 8
 hash_table_log2 = 14
 hash_max_res = 256
 mlp_width = 32'}
-  SYNTH_BUDGETS=${SYNTH_BUDGETS:-"4"}; CPU_BUDGETS=${CPU_BUDGETS:-"4"}; REAL_BUDGETS=${REAL_BUDGETS:-""}; SYNTH_SIZE="64 48 10"
+  # `${X-default}`: a variable set to "" means none of that part.
+  SYNTH_BUDGETS=${SYNTH_BUDGETS-"4"}; CPU_BUDGETS=${CPU_BUDGETS-"4"}; REAL_BUDGETS=${REAL_BUDGETS-""}; SYNTH_SIZE="64 48 10"
+  REQUIRE_HARDWARE=${REQUIRE_HARDWARE:-0}; DEADLINE=${DEADLINE:-600}
 else
   STEP_ARGS="2048 20"; RENDER_W="2048 3840"; RENDER_TINY=""
-  SYNTH_BUDGETS=${SYNTH_BUDGETS:-"30 60"}; CPU_BUDGETS=${CPU_BUDGETS:-"60"}; REAL_BUDGETS=${REAL_BUDGETS:-"30 60"}; SYNTH_SIZE="640 480 40"
+  SYNTH_BUDGETS=${SYNTH_BUDGETS-"45"}; CPU_BUDGETS=${CPU_BUDGETS-"30"}; REAL_BUDGETS=${REAL_BUDGETS-"20"}; SYNTH_SIZE="640 480 40"
+  REQUIRE_HARDWARE=${REQUIRE_HARDWARE:-1}; DEADLINE=${DEADLINE:-285}
 fi
 REAL_SCENES=${REAL_SCENES:-"fox redkitchen_every10"}
 DEVICE=${DEVICE:-gpu}
@@ -54,31 +61,52 @@ RES="$OUT/results.jsonl"
 T0=$(date +%s)
 part() { # name timeout command...
   local name=$1 t=$2; shift 2
-  local s; s=$(date +%s)
+  local s left; s=$(date +%s); left=$(( DEADLINE - (s - T0) - 10 ))
+  if [ "$left" -lt 15 ]; then
+    echo "bench-gpu: $name skipped: the run's DEADLINE of $DEADLINE s is reached" >&2
+    return 1
+  fi
+  [ "$t" -gt "$left" ] && t=$left
   if timeout "$t" "$@" >> "$RES" 2> "$OUT/$name.log"; then
     echo "bench-gpu: $name done in $(( $(date +%s) - s )) s" >&2
   else
     echo "bench-gpu: $name FAILED or timed out after $(( $(date +%s) - s )) s (log: $OUT/$name.log): $(tail -1 "$OUT/$name.log")" >&2
+    return 1
   fi
 }
 uptime >&2 || true
-part step 180 "$BIN" step $STEP_ARGS
-for w in $RENDER_W; do
-  part "render_gpu_$w" 120 "$BIN" render "$w" 3 "$DEVICE" $RENDER_TINY
-  part "render_cpu_$w" 120 "$BIN" render "$w" 1 cpu $RENDER_TINY
-done
+if ! part smoke 30 "$BIN" smoke && [ "$REQUIRE_HARDWARE" = 1 ]; then
+  echo "bench-gpu: no hardware GPU adapter; stopping before any measurement:" >&2
+  cat "$OUT/smoke.log" >&2
+  if [ -n "${RESULTS_TO:-}" ]; then mkdir -p "$RESULTS_TO" && cp "$OUT/smoke.log" "$RESULTS_TO/"; fi
+  exit 3
+fi
+part step 90 "$BIN" step $STEP_ARGS
 for b in $SYNTH_BUDGETS; do
-  part "synth_gpu_$b" $((b + 120)) "$BIN" train synth "$b" "$DEVICE" "$OUT/synth_gpu_$b" $SYNTH_SIZE
+  part "synth_gpu_$b" $((b + 60)) "$BIN" train synth "$b" "$DEVICE" "$OUT/synth_gpu_$b" $SYNTH_SIZE
 done
-for b in $CPU_BUDGETS; do
-  part "synth_cpu_$b" $((b + 120)) "$BIN" train synth "$b" cpu "$OUT/synth_cpu_$b" $SYNTH_SIZE
+for w in $RENDER_W; do
+  part "render_gpu_$w" 60 "$BIN" render "$w" 3 "$DEVICE" $RENDER_TINY
 done
 for s in $REAL_SCENES; do
   for b in $REAL_BUDGETS; do
-    part "${s}_gpu_$b" $((b + 120)) "$BIN" train "$s" "$b" "$DEVICE" "$OUT/${s}_gpu_$b"
+    part "${s}_gpu_$b" $((b + 45)) "$BIN" train "$s" "$b" "$DEVICE" "$OUT/${s}_gpu_$b"
   done
 done
+for b in $CPU_BUDGETS; do
+  part "synth_cpu_$b" $((b + 60)) "$BIN" train synth "$b" cpu "$OUT/synth_cpu_$b" $SYNTH_SIZE
+done
+for w in $RENDER_W; do
+  part "render_cpu_$w" 60 "$BIN" render "$w" 1 cpu $RENDER_TINY
+done
 echo
-"$BIN" table "$RES"
+"$BIN" table "$RES" | tee "$OUT/table.md"
 echo
 echo "(whole run $(( $(date +%s) - T0 )) s; JSON lines and logs in $OUT)"
+# Only small files travel back: the results, the table and the logs (no checkpoints or photos).
+if [ -n "${RESULTS_TO:-}" ]; then
+  mkdir -p "$RESULTS_TO"
+  cp "$RES" "$OUT/table.md" "$RESULTS_TO/"
+  (cd "$OUT" && tar czf "$RESULTS_TO/logs.tar.gz" ./*.log ./*/*.jsonl ./*/*.json 2>/dev/null) || true
+  ls -la "$RESULTS_TO" >&2
+fi

@@ -12,6 +12,8 @@
 //!   training batches' PSNR (metrics.jsonl) first reaches 30 dB.
 //! - `render <width> <frames> <device> [tiny]`: seconds per 360° frame of a random model at
 //!   `width x width/2` (the CPU renders a band of rows and extrapolates).
+//! - `smoke`: every adapter wgpu sees, then the hardware adapter the `auto` device would take;
+//!   exits 3 at once when there is none (a device check stops there instead of measuring the CPU).
 //! - `table [files]`: the markdown tables of the JSON lines the other modes printed.
 //!
 //! `cargo run --release -p flythrough-nerf --example bench_gpu -- step 2048 20`
@@ -492,6 +494,37 @@ fn table_mode(args: &[String]) {
     }
 }
 
+/// The adapters, and the hardware one a device check measures (exit 3 when there is none).
+fn smoke_mode() {
+    use flythrough_gpu::{Gpu, Selection};
+    let all = flythrough_gpu::list_adapters();
+    for a in &all {
+        eprintln!(
+            "bench_gpu: adapter {} ({}, {}, software: {})",
+            a.name, a.backend, a.driver, a.software
+        );
+    }
+    match Gpu::shared(Selection::Hardware) {
+        Ok(Some(g)) => println!(
+            "{}",
+            serde_json::json!({"mode": "smoke", "adapter": g.adapter().to_string(),
+                "adapters": all.len()})
+        ),
+        Ok(None) => {
+            eprintln!(
+                "bench_gpu: no hardware GPU adapter among {} seen (is the Vulkan loader installed \
+                 and VK_DRIVER_FILES pointing at the driver's ICD file?)",
+                all.len()
+            );
+            std::process::exit(3)
+        }
+        Err(e) => {
+            eprintln!("bench_gpu: {e}");
+            std::process::exit(3)
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(|s| s.as_str()) {
@@ -499,6 +532,7 @@ fn main() {
         Some("render") => render_mode(&args[1..]),
         Some("train") => train_mode(&args[1..]),
         Some("table") => table_mode(&args[1..]),
-        _ => die("usage: bench_gpu step|render|train|table ... (see the file's doc)"),
+        Some("smoke") => smoke_mode(),
+        _ => die("usage: bench_gpu smoke|step|render|train|table ... (see the file's doc)"),
     }
 }
