@@ -40,7 +40,7 @@ if [ -n "$missing" ]; then
 fi
 du -sh .bench .gl >&2
 cat <<'EOF'
-On the GPU machine, in a copy of this repository with .bench and .gl (about 35 MB), run (one command,
+On the GPU machine, in a copy of this repository with .bench and .gl (about 40 MB), run (one command,
 about 5 minutes: the smoke test first names the NVIDIA adapter or stops at once with the loader's
 error; everything is written under /tmp/bench-gpu and only results.jsonl, table.md and logs.tar.gz are
 copied to $OUT):
