@@ -306,13 +306,14 @@ impl Grid {
         self.march_visiting(o, d, near, &mut |_| {})
     }
 
-    /// [`Grid::march`], telling `visit` about every sample it composites, in order.
+    /// [`Grid::march`], telling `visit` about every sample it composites, in order (generic, so the
+    /// renderer's empty visitor compiles away).
     pub fn march_visiting(
         &self,
         o: [f32; 3],
         d: [f32; 3],
         near: f32,
-        visit: &mut dyn FnMut(&Visit),
+        visit: &mut impl FnMut(&Visit),
     ) -> RaySample {
         let step_c = STEP_VOXELS * self.voxel();
         let skip_c = 0.5 * BLOCK as f32 * self.voxel();
