@@ -1,8 +1,12 @@
 //! `flythrough view RUN_DIR`: a tiny HTTP/1.1 file server on 127.0.0.1 for `RUN/render/`.
 //!
 //! Routes: `/` → `viewer.html`; `/report.html` → `RUN/report.html`; `/render/<file>` and `/<file>` →
-//! `RUN/render/<file>`. GET and HEAD only; single-range `Range: bytes=…` requests get `206 Partial
-//! Content` (browsers need them to scrub video). One thread per connection, `Connection: close`.
+//! `RUN/render/<file>`; for the viewer's walk mode, `/walk.json` (whether the run has a baked model
+//! the page can march, why not, and the march's constants) and `/bake/baked.safetensors` (the bake
+//! stage's model, served only when its blake3 matches `bake/stage.json`'s `model_blake3`: the bytes
+//! served are the bytes hashed; a mismatch answers 409 with the reason). GET and HEAD only;
+//! single-range `Range: bytes=…` requests get `206 Partial Content` (browsers need them to scrub
+//! video). One thread per connection, `Connection: close`.
 //!
 //! What it refuses (issue 20):
 //! - request paths with `..`, backslashes, NUL, empty or dot-led components (404);
@@ -91,7 +95,157 @@ pub fn serve_viewer(run_dir: &Path, port: u16) -> Result<(), RenderError> {
         server.addr(),
         server.addr()
     );
+    match walk_status(&server.run_root) {
+        WalkStatus::Ready { bytes, .. } => eprintln!(
+            "flythrough view: walk mode: http://{}/?mode=walk (baked model, {:.1} MB)",
+            server.addr(),
+            bytes as f64 / 1e6
+        ),
+        WalkStatus::Unavailable { reason, .. } => {
+            eprintln!("flythrough view: walk mode unavailable: {reason}")
+        }
+    }
     server.serve_forever()
+}
+
+/// The bake stage's model file, as the page asks for it.
+pub const WALK_MODEL_URL: &str = "/bake/baked.safetensors";
+/// The walk mode's status, as the page asks for it.
+pub const WALK_STATUS_URL: &str = "/walk.json";
+
+/// Whether the viewer's walk mode can run on this run folder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WalkStatus {
+    /// The bake stage is committed and its model (resolved path) matches the hash it recorded.
+    Ready {
+        path: PathBuf,
+        bytes: u64,
+        blake3: String,
+    },
+    /// Why not (no bake stage, a model that does not match, a build without the baked renderer);
+    /// `missing`: there is no bake stage at all.
+    Unavailable { reason: String, missing: bool },
+}
+
+/// The committed bake stage's model under `run_root` (resolved), its blake3 checked
+/// ([`flythrough_core::BakeOutput::open`]) and its resolved path inside the run folder.
+pub fn walk_status(run_root: &Path) -> WalkStatus {
+    let unavailable = |reason: String| WalkStatus::Unavailable {
+        reason,
+        missing: false,
+    };
+    if !cfg!(feature = "nerf") {
+        return unavailable(
+            "this flythrough was built without the baked renderer (cargo feature `nerf`)".into(),
+        );
+    }
+    let run = flythrough_core::RunDir::new(run_root);
+    let out = match flythrough_core::BakeOutput::open(&run) {
+        Ok(out) => out,
+        Err(flythrough_core::artifacts::ArtifactError::NotCommitted { .. }) => {
+            return WalkStatus::Unavailable {
+                reason:
+                    "this run has no bake stage (bake/stage.json): walk mode marches the baked \
+                         model; run `flythrough run CONFIG` with the bake stage first"
+                        .into(),
+                missing: true,
+            };
+        }
+        Err(e) => return unavailable(e.to_string()),
+    };
+    let blake3 = match out
+        .record()
+        .summary::<flythrough_core::summary::BakeSummary>()
+    {
+        Ok(s) => s.model_blake3,
+        Err(e) => return unavailable(format!("{}: {e}", out.dir().join("stage.json").display())),
+    };
+    match std::fs::canonicalize(out.model()) {
+        Ok(real) if real.starts_with(run_root) => match std::fs::metadata(&real) {
+            Ok(m) if m.is_file() => WalkStatus::Ready {
+                path: real,
+                bytes: m.len(),
+                blake3,
+            },
+            _ => unavailable(format!("{}: not a regular file", out.model().display())),
+        },
+        _ => unavailable(format!(
+            "{}: missing or outside the run folder",
+            out.model().display()
+        )),
+    }
+}
+
+/// `/walk.json`: `{"ok": true, "model": URL, "bytes": N, "march": {…}}` or `{"ok": false,
+/// "reason": "…"}`. The march constants are the CPU renderer's (`flythrough_bake::grid`), so the
+/// page marches exactly as the binary serving it.
+fn walk_json(run_root: &Path) -> String {
+    let v = match walk_status(run_root) {
+        WalkStatus::Ready { bytes, .. } => serde_json::json!({
+            "ok": true,
+            "model": WALK_MODEL_URL.trim_start_matches('/'),
+            "bytes": bytes,
+            "march": march_constants(),
+        }),
+        WalkStatus::Unavailable { reason, .. } => {
+            serde_json::json!({ "ok": false, "reason": reason })
+        }
+    };
+    v.to_string()
+}
+
+#[cfg(feature = "nerf")]
+fn march_constants() -> serde_json::Value {
+    use flythrough_bake::grid;
+    serde_json::json!({
+        "t_min": grid::T_MIN,
+        "step_voxels": grid::STEP_VOXELS,
+        "mask_alpha": grid::MASK_ALPHA,
+        "raw_empty": grid::RAW_EMPTY,
+        "block": grid::BLOCK,
+        "channels": grid::CHANNELS,
+    })
+}
+
+#[cfg(not(feature = "nerf"))]
+fn march_constants() -> serde_json::Value {
+    serde_json::Value::Null
+}
+
+/// The model's bytes for `/bake/baked.safetensors`: read once and hashed, so what is served is
+/// what matched `model_blake3`. `Err((status, reason))` otherwise.
+fn walk_model(run_root: &Path) -> Result<Vec<u8>, (&'static str, String)> {
+    let (path, want) = match walk_status(run_root) {
+        WalkStatus::Ready { path, blake3, .. } => (path, blake3),
+        WalkStatus::Unavailable { reason, missing } => {
+            let status = if missing {
+                "404 Not Found"
+            } else {
+                "409 Conflict"
+            };
+            return Err((status, reason));
+        }
+    };
+    let mut f = open_inside(run_root, &path)
+        .ok_or_else(|| ("404 Not Found", format!("{}: not found", path.display())))?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(|e| {
+        (
+            "500 Internal Server Error",
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    if blake3::hash(&bytes).to_hex().as_str() != want {
+        return Err((
+            "409 Conflict",
+            format!(
+                "{}: does not match the hash its stage.json records (changed after the bake stage \
+                 wrote it); redo it with `flythrough run CONFIG --force bake`",
+                path.display()
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Whether a `Host` header names this server: `localhost`, `127.0.0.1` or `[::1]` (any case) with
@@ -284,6 +438,29 @@ fn handle(stream: TcpStream, run_root: &Path, port: u16) -> std::io::Result<()> 
     }
     if method != "GET" && method != "HEAD" {
         return simple(&mut out, "405 Method Not Allowed", "GET or HEAD only\n");
+    }
+    let route = target.split(['?', '#']).next().unwrap_or("");
+    if route == WALK_STATUS_URL || route == WALK_MODEL_URL {
+        let (body, ctype) = if route == WALK_STATUS_URL {
+            (walk_json(run_root).into_bytes(), "application/json")
+        } else {
+            match walk_model(run_root) {
+                Ok(b) => (b, "application/octet-stream"),
+                Err((status, reason)) => {
+                    tracing::debug!("view: refused the baked model: {reason}");
+                    return simple(&mut out, status, &format!("{reason}\n"));
+                }
+            }
+        };
+        write!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nCross-Origin-Resource-Policy: same-origin\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        if method == "GET" {
+            out.write_all(&body)?;
+        }
+        return out.flush();
     }
     let Some(file) = resolve(run_root, target) else {
         return simple(&mut out, "404 Not Found", "not found\n");

@@ -8,6 +8,12 @@
 //! loads `flythrough_360.mp4` from its own folder, which browsers only allow as a WebGL texture
 //! when the page is served over HTTP (`flythrough view RUN_DIR`).
 //!
+//! Walk mode (`viewer.html?mode=walk`, `V`, the *Walk* button): the bake stage's model
+//! ray-marched in WebGL2 as `Grid::march_visiting` does, then the deferred colour head; it needs the
+//! page served by `flythrough view` (`/walk.json`, `/bake/baked.safetensors`, see [`crate::serve`]).
+//! `window.flythroughWalk` exposes `ready`, `frames`, `lastFrameMs`, `setCamera`, `camera`,
+//! `setSize` and `pixels` for tests; `?autotest=walk&cam=…&size=W,H` runs the walk self-test.
+//!
 //! `viewer.html?autotest=1` presses ArrowUp four times once the video is loaded and writes
 //! `autotest ok t0=… t1=… var0=… var1=…` (video time before/after, variance of the drawn pixels)
 //! into the title and `<pre id="autotest">`; the headless-browser test reads it.
