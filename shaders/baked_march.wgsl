@@ -42,6 +42,7 @@ struct BakedParams {
     _p0: u32,
     lo: array<vec4<f32>, 4>,     // dequantisation: value = lo + q scale, 16 channels
     scale: array<vec4<f32>, 4>,
+    bg: vec4<f32>,               // background colour seen through the transmittance left
 }
 
 @group(0) @binding(0) var<uniform> p: BakedParams;
@@ -274,7 +275,7 @@ fn baked_march(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let d = vec3<f32>(rays[r + 3u], rays[r + 4u], rays[r + 5u]);
     let ev = rays[r + 7u];
     let m = march(o, d);
-    let c = shade(m, d, ev) * m.opacity;
+    let c = shade(m, d, ev) * m.opacity + (1.0 - m.opacity) * p.bg.xyz;
     out[r] = c.x;
     out[r + 1u] = c.y;
     out[r + 2u] = c.z;

@@ -60,3 +60,18 @@ pub fn training_rays(ds: &Dataset, budget: usize) -> Vec<([f32; 3], [f32; 3])> {
         })
         .collect()
 }
+
+/// The mean colour of the training photos (the baked model's background before fine-tuning).
+pub fn mean_colour(ds: &Dataset) -> [f32; 3] {
+    let mut sum = [0f64; 3];
+    let mut n = 0u64;
+    for &i in &ds.train {
+        for px in ds.photos[i].img.pixels() {
+            for c in 0..3 {
+                sum[c] += px.0[c] as f64;
+            }
+            n += 1;
+        }
+    }
+    sum.map(|s| (s / (255.0 * n.max(1) as f64)) as f32)
+}

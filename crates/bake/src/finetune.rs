@@ -85,6 +85,8 @@ pub struct Grads {
     pub grid: Vec<f32>,
     /// Per vertex: the last step that gave it a gradient.
     pub stamp: Vec<usize>,
+    /// The background colour.
+    pub background: [f32; 3],
 }
 
 impl Grads {
@@ -94,6 +96,7 @@ impl Grads {
             head: vec![0.0; baked.head.params.len()],
             grid: vec![0.0; baked.grid.data.len()],
             stamp: vec![usize::MAX; baked.grid.data.len() / CHANNELS],
+            background: [0.0; 3],
         }
     }
 }
@@ -174,6 +177,7 @@ pub fn finetune(
     };
     let mut grads = Grads::new(baked);
     let mut head_adam = Adam::new(baked.head.params.len(), AdamConfig::default());
+    let mut bg_adam = Adam::new(3, AdamConfig::default());
     let gd = baked.head.glo_dim;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xBA4E);
     let n = opts.batch_rays.max(1);
@@ -184,6 +188,7 @@ pub fn finetune(
         let decay = 0.1f32.powf(step as f32 / opts.steps.max(2) as f32);
         let (rays, target, _) = ds.sample_batch(n, &mut rng, &baked.glo, gd);
         grads.head.iter_mut().for_each(|g| *g = 0.0);
+        grads.background = [0.0; 3];
         let mse = gradients(baked, &rays, &target, &mut cache, &mut grads, step);
         if step < tenth {
             sse_start += mse;
@@ -232,6 +237,15 @@ pub fn finetune(
                 }
             });
         head_adam.update(&mut baked.head.params, &grads.head, opts.lr_head * decay);
+        bg_adam.update(
+            &mut baked.background[..],
+            &grads.background,
+            opts.lr_head * decay,
+        );
+        baked
+            .background
+            .iter_mut()
+            .for_each(|b| *b = b.clamp(0.0, 1.0));
         progress(step + 1, opts.steps);
     }
     // The voxel masks follow the new densities.
@@ -267,6 +281,7 @@ pub fn gradients(
         head: head_grad,
         grid: grad,
         stamp,
+        background: bg_grad,
     } = grads;
     let n = rays.o.len();
     let grid = &baked.grid;
@@ -310,10 +325,12 @@ pub fn gradients(
         let op = marched[i].opacity;
         for c in 0..3 {
             let (col, dcol) = color_act(logits[i * 3 + c]);
-            let r = op * col - target[i][c];
+            let bg = baked.background[c];
+            let r = op * col + (1.0 - op) * bg - target[i][c];
             sse += (r * r) as f64;
             d_logits[i * 3 + c] = norm * r * op * dcol;
-            d_opacity[i] += norm * r * col;
+            d_opacity[i] += norm * r * (col - bg);
+            bg_grad[c] += norm * r * (1.0 - op);
         }
     }
     let mut d_geo = vec![0f32; n * GEO_DIM];
@@ -474,6 +491,7 @@ mod tests {
             },
             ev_mean: 0.0,
             train_names: vec!["a".into(), "b".into()],
+            background: [0.3, 0.5, 0.2],
         }
     }
 
@@ -495,9 +513,14 @@ mod tests {
     }
 
     fn loss(m: &BakedModel, rays: &Rays, target: &[[f32; 3]]) -> (f64, Vec<f32>, Vec<f32>) {
+        let (l, g) = loss_grads(m, rays, target);
+        (l, g.grid, g.head)
+    }
+
+    fn loss_grads(m: &BakedModel, rays: &Rays, target: &[[f32; 3]]) -> (f64, Grads) {
         let mut g = Grads::new(m);
         let l = gradients(m, rays, target, &mut MlpCache::default(), &mut g, 0);
-        (l, g.grid, g.head)
+        (l, g)
     }
 
     /// The analytic gradient of the loss with respect to the stored values equals central finite
@@ -538,6 +561,22 @@ mod tests {
             }
         }
         assert_eq!(checked, 16);
+        // The background colour, seen through the transmittance the rays keep.
+        let bg = loss_grads(&m, &rays, &target).1.background;
+        for c in 0..3 {
+            let h = 1e-3f32;
+            let mut plus = m.clone();
+            plus.background[c] += h;
+            let mut minus = m.clone();
+            minus.background[c] -= h;
+            let fd =
+                (loss(&plus, &rays, &target).0 - loss(&minus, &rays, &target).0) / (2.0 * h as f64);
+            let an = bg[c] as f64;
+            assert!(
+                (fd - an).abs() <= 0.02 * an.abs().max(fd.abs()) + 1e-6 && an.abs() > 1e-5,
+                "background {c}: analytic {an:e}, finite differences {fd:e}"
+            );
+        }
         for i in [0usize, 5, m.head.params.len() / 2, m.head.params.len() - 1] {
             let h = 1e-3f32;
             let mut plus = m.clone();

@@ -70,6 +70,8 @@ pub struct BakedParams {
     pub _p0: u32,
     pub lo: [[f32; 4]; 4],
     pub scale: [[f32; 4]; 4],
+    /// The background colour (`BakedModel::background`), w unused.
+    pub bg: [f32; 4],
 }
 
 /// The kernel's text for a colour head: `HEAD_W` (hidden width) and `HEAD_IN` (input width)
@@ -124,6 +126,12 @@ pub fn params(model: &BakedModel, n: u32) -> Result<BakedParams, String> {
         _p0: 0,
         lo: quad(&g.lo),
         scale: quad(&g.scale),
+        bg: [
+            model.background[0],
+            model.background[1],
+            model.background[2],
+            0.0,
+        ],
     })
 }
 

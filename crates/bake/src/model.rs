@@ -34,6 +34,10 @@ pub struct BakedHeader {
     pub mlp_width: usize,
     pub glo_dim: usize,
     pub exposure: bool,
+    /// Colour of the light a ray still carries at the far edge of the grid (files without it:
+    /// black).
+    #[serde(default)]
+    pub background: [f32; 3],
 }
 
 /// A baked model ready to render.
@@ -46,6 +50,11 @@ pub struct BakedModel {
     pub norm: SceneNorm,
     pub ev_mean: f64,
     pub train_names: Vec<String>,
+    /// What a ray sees through the transmittance left at the grid's far edge (`(1 - O) · bg`; the
+    /// NeRF's last interval is opaque, so its pixels always sum to one weight): initialised to the
+    /// training photos' mean colour and fine-tuned. Space no photo saw, culled from the grid,
+    /// shows this colour instead of black.
+    pub background: [f32; 3],
 }
 
 /// Per-ray outputs (as the NeRF's render API): colour, depth (world units), opacity.
@@ -68,6 +77,7 @@ impl BakedModel {
             norm: meta.norm,
             ev_mean: meta.ev_mean,
             train_names: meta.train_names.clone(),
+            background: [0.0; 3],
         }
     }
 
@@ -118,8 +128,12 @@ impl BakedModel {
                 };
                 let mut out = BakedOutput::default();
                 for (m, c) in marched.iter().zip(shaded) {
-                    out.rgb
-                        .push([c[0] * m.opacity, c[1] * m.opacity, c[2] * m.opacity]);
+                    let (o, bg) = (m.opacity, &self.background);
+                    out.rgb.push([
+                        c[0] * o + (1.0 - o) * bg[0],
+                        c[1] * o + (1.0 - o) * bg[1],
+                        c[2] * o + (1.0 - o) * bg[2],
+                    ]);
                     out.depth.push(if m.opacity > 1e-6 {
                         m.depth / m.opacity
                     } else {
@@ -172,6 +186,7 @@ impl BakedModel {
             mlp_width: self.head.mlp_width,
             glo_dim: self.head.glo_dim,
             exposure: self.head.exposure,
+            background: self.background,
         }
     }
 
@@ -302,6 +317,12 @@ impl BakedModel {
         };
         head.check()?;
         let glo = f32s(get("glo", Dtype::F32, h.glo_dim * h.train_names.len() * 4)?);
+        if h.background.iter().any(|v| !(0.0..=1.0).contains(v)) {
+            return Err(format!(
+                "background {:?} is not a colour in [0, 1]",
+                h.background
+            ));
+        }
         let grid = crate::grid::rebuild(h.res, index, data, lo, scale);
         Ok(BakedModel {
             grid,
@@ -310,6 +331,7 @@ impl BakedModel {
             norm: h.norm,
             ev_mean: h.ev_mean,
             train_names: h.train_names,
+            background: h.background,
         })
     }
 

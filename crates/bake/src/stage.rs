@@ -96,6 +96,7 @@ impl PipelineStage for BakeStage {
             rays.len()
         );
         let mut baked = BakedModel::new(grid, &model, &meta);
+        baked.background = eval::mean_colour(&ds);
         let opts = FinetuneOptions {
             steps: cfg.finetune_steps,
             batch_rays: cfg.finetune_batch_rays,

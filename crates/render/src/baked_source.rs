@@ -174,6 +174,7 @@ mod tests {
             },
             ev_mean: 1.0,
             train_names: vec!["a".into(), "b".into()],
+            background: [0.2, 0.3, 0.4],
         }
     }
 

@@ -321,6 +321,7 @@ fn walk_model() -> flythrough_bake::BakedModel {
         },
         ev_mean: 0.5,
         train_names: vec!["a.jpg".into(), "b.jpg".into()],
+        background: [0.35, 0.2, 0.55],
     }
 }
 

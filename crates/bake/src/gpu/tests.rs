@@ -99,6 +99,7 @@ fn synthetic(res: usize, width: usize, glo_dim: usize, exposure: bool) -> BakedM
         },
         ev_mean: 0.0,
         train_names: vec!["a".into(), "b".into()],
+        background: [0.25, 0.6, 0.4],
     }
 }
 
