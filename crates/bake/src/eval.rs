@@ -67,8 +67,8 @@ pub fn mean_colour(ds: &Dataset) -> [f32; 3] {
     let mut n = 0u64;
     for &i in &ds.train {
         for px in ds.photos[i].img.pixels() {
-            for c in 0..3 {
-                sum[c] += px.0[c] as f64;
+            for (s, &v) in sum.iter_mut().zip(&px.0) {
+                *s += v as f64;
             }
             n += 1;
         }
