@@ -563,7 +563,7 @@ mod tests {
         assert_eq!(checked, 16);
         // The background colour, seen through the transmittance the rays keep.
         let bg = loss_grads(&m, &rays, &target).1.background;
-        for c in 0..3 {
+        for (c, &an) in bg.iter().enumerate() {
             let h = 1e-3f32;
             let mut plus = m.clone();
             plus.background[c] += h;
@@ -571,7 +571,7 @@ mod tests {
             minus.background[c] -= h;
             let fd =
                 (loss(&plus, &rays, &target).0 - loss(&minus, &rays, &target).0) / (2.0 * h as f64);
-            let an = bg[c] as f64;
+            let an = an as f64;
             assert!(
                 (fd - an).abs() <= 0.02 * an.abs().max(fd.abs()) + 1e-6 && an.abs() > 1e-5,
                 "background {c}: analytic {an:e}, finite differences {fd:e}"
