@@ -67,6 +67,8 @@ pub struct RaySample {
     pub depth: f32,
     /// Grid lookups made (a cost figure).
     pub lookups: u32,
+    /// March iterations (lookups and skips; a cost figure).
+    pub steps: u32,
 }
 
 /// One sample a march composited: where it was looked up and how much it weighed.
@@ -85,6 +87,9 @@ pub struct Visit {
     pub dt: f32,
     /// The interpolated (dequantised) values at the sample.
     pub values: [f32; CHANNELS],
+    /// Contracted distance marched from the ray's start to the sample (its interval is
+    /// `[u, u + STEP_VOXELS voxels]`): the distortion loss's metric.
+    pub u: f32,
 }
 
 /// `‖J(x) d‖` for the contraction's Jacobian at `x` and a unit direction `d`: 1 inside the unit
@@ -321,8 +326,12 @@ impl Grid {
         let r_end = 2.0 - 0.5 * self.voxel();
         let mut feats = [0f32; GEO_DIM];
         let (mut t, mut trans, mut depth) = (near, 1.0f32, 0.0f32);
+        // Distance marched in the contracted space (the identity inside the unit ball).
+        let mut u = 0f32;
         let mut lookups = 0u32;
+        let mut steps = 0u32;
         for _ in 0..(64 * self.res) {
+            steps += 1;
             let x = [o[0] + d[0] * t, o[1] + d[1] * t, o[2] + d[2] * t];
             // The contraction and its speed along d from one norm (as `coord::contract` and
             // `contracted_speed`): the identity inside the unit ball; outside, with m = |x|,
@@ -364,24 +373,29 @@ impl Grid {
                 if let Some(exit) = exit {
                     let xd = x[0] * d[0] + x[1] * d[1] + x[2] * d[2];
                     let to_sphere = -xd + (xd * xd - (m2 - 1.0)).max(0.0).sqrt();
-                    t += exit.min(to_sphere) + 1e-3 * self.voxel();
+                    let step = exit.min(to_sphere) + 1e-3 * self.voxel();
+                    t += step;
+                    u += step;
                     continue;
                 }
             }
             if !self.near_occupied[block] {
                 t += skip_c / speed;
+                u += skip_c;
                 continue;
             }
             let dt = step_c / speed;
             if slot == EMPTY {
                 // Beside stored blocks outside the ball: a voxel at a time, nothing to look up.
                 t += 2.0 * dt;
+                u += 2.0 * step_c;
                 continue;
             }
             let v = self.interpolate(slot, i0, f);
             lookups += 1;
             if v[0] < RAW_EMPTY {
                 t += dt;
+                u += step_c;
                 continue;
             }
             let sigma = v[0].min(15.0).exp();
@@ -398,6 +412,7 @@ impl Grid {
                     sigma,
                     dt,
                     values: v,
+                    u,
                 });
                 for k in 0..GEO_DIM {
                     feats[k] += w * v[1 + k];
@@ -409,12 +424,14 @@ impl Grid {
                 }
             }
             t += dt;
+            u += step_c;
         }
         RaySample {
             features: feats,
             opacity: 1.0 - trans,
             depth,
             lookups,
+            steps,
         }
     }
 }

@@ -103,6 +103,7 @@ impl PipelineStage for BakeStage {
             lr_features: cfg.finetune_lr_features as f32,
             lr_density: cfg.finetune_lr_density as f32,
             lr_head: cfg.finetune_lr_head as f32,
+            distortion: cfg.finetune_distortion as f32,
             seed: inputs.train.seed,
         };
         let pb = flythrough_core::progress::bar(opts.steps as u64, "bake: fine-tuning");
