@@ -8,7 +8,9 @@
 //! (MERF quantises with a fixed sigmoid range; percentiles spend the 256 levels where the trained
 //! values are); the density over [`crate::grid::RAW_DENSITY_RANGE`].
 
-use crate::grid::{BLOCK, CHANNELS, EMPTY, Grid, RAW_DENSITY_RANGE, STEP_VOXELS, VERTS};
+use crate::grid::{
+    BLOCK, CHANNELS, EMPTY, Grid, RAW_DENSITY_RANGE, STEP_VOXELS, VERTS, block_vertices,
+};
 use flythrough_nerf::model::{GEO_DIM, Model};
 use rayon::prelude::*;
 
@@ -21,22 +23,6 @@ const BATCH_BLOCKS: usize = 512;
 struct Kept {
     index: Vec<u32>,
     values: Vec<f32>,
-}
-
-/// Vertex positions (contracted) of block `b` of a grid of `res` voxels.
-fn block_vertices(res: usize, b: [usize; 3], out: &mut Vec<[f32; 3]>) {
-    let v = 4.0 / res as f32;
-    for z in 0..VERTS {
-        for y in 0..VERTS {
-            for x in 0..VERTS {
-                out.push([
-                    -2.0 + (b[0] * BLOCK + x) as f32 * v,
-                    -2.0 + (b[1] * BLOCK + y) as f32 * v,
-                    -2.0 + (b[2] * BLOCK + z) as f32 * v,
-                ]);
-            }
-        }
-    }
 }
 
 /// The uncontracted point of a contracted one (inverse of mip-NeRF 360 Eq. 10), for the step length.

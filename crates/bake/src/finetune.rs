@@ -18,7 +18,7 @@
 //! always renders the bytes that will be written.
 
 use crate::BakedModel;
-use crate::grid::{CHANNELS, STEP_VOXELS, VERTS, Visit};
+use crate::grid::{CHANNELS, RaySample, STEP_VOXELS, VERTS, Visit};
 use flythrough_nerf::data::Dataset;
 use flythrough_nerf::kernels::{
     Adam, AdamConfig, MlpCache, MlpInput, mlp_backward_grouped, mlp_forward_grouped_into,
@@ -149,8 +149,7 @@ impl SampleGrad {
 
 /// The samples of one marched ray and what the ray gathered.
 struct Marched {
-    opacity: f32,
-    features: [f32; GEO_DIM],
+    sample: RaySample,
     visits: Vec<Visit>,
 }
 
@@ -307,21 +306,13 @@ pub fn gradients(
         .map(|i| {
             let mut visits = Vec::new();
             let s = grid.march_visiting(rays.o[i], rays.d[i], near, &mut |v| visits.push(*v));
-            Marched {
-                opacity: s.opacity,
-                features: s.features,
-                visits,
-            }
+            Marched { sample: s, visits }
         })
         .collect();
-    let mut geo = vec![0f32; n * GEO_DIM];
-    for (g, m) in geo.chunks_exact_mut(GEO_DIM).zip(&marched) {
-        if m.opacity > 1e-6 {
-            for (g, f) in g.iter_mut().zip(&m.features) {
-                *g = f / m.opacity;
-            }
-        }
-    }
+    let geo: Vec<f32> = marched
+        .iter()
+        .flat_map(|m| m.sample.shading_features())
+        .collect();
     let head_cfg = baked.head.mlp();
     let ray_in = baked.head.ray_inputs(&rays.d, &rays.latent, &rays.ev);
     let input = MlpInput {
@@ -338,7 +329,7 @@ pub fn gradients(
     let mut sse = 0f64;
     let norm = 2.0 / (n * 3) as f32;
     for i in 0..n {
-        let op = marched[i].opacity;
+        let op = marched[i].sample.opacity;
         for c in 0..3 {
             let (col, dcol) = color_act(logits[i * 3 + c]);
             let bg = baked.background[c];
@@ -372,17 +363,17 @@ pub fn gradients(
                 samples: Vec::new(),
                 dist: 0.0,
             };
-            if m.opacity <= 1e-6 || m.visits.is_empty() {
+            if m.sample.opacity <= 1e-6 || m.visits.is_empty() {
                 return out;
             }
             let u = &geo[i * GEO_DIM..(i + 1) * GEO_DIM];
             let du = &d_geo[i * GEO_DIM..(i + 1) * GEO_DIM];
             let mut du_u = 0f32;
             for k in 0..GEO_DIM {
-                out.d_g[k] = du[k] / m.opacity;
+                out.d_g[k] = du[k] / m.sample.opacity;
                 du_u += du[k] * u[k];
             }
-            let d_o = d_opacity[i] - du_u / m.opacity;
+            let d_o = d_opacity[i] - du_u / m.sample.opacity;
             let (dist, d_w) = distortion_grad(&m.visits, grid.voxel() * STEP_VOXELS, lambda);
             out.dist = dist;
             out.samples.reserve(m.visits.len());
@@ -485,7 +476,7 @@ fn distortion_grad(visits: &[Visit], delta: f32, lambda: f32) -> (f32, Vec<f32>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grid::{BLOCK, EMPTY, rebuild};
+    use crate::grid::from_field;
     use flythrough_nerf::coord::SceneNorm;
     use flythrough_nerf::field::ColorHead;
     use flythrough_nerf::kernels::MlpConfig;
@@ -493,37 +484,20 @@ mod tests {
     /// A 32^3 grid with two stored blocks side by side around the centre, smooth semi-transparent
     /// density and varied features; a random colour head with a 2-d latent.
     fn model() -> BakedModel {
-        let res = 32;
-        let nb = res / BLOCK;
-        let mut index = vec![EMPTY; nb * nb * nb];
-        let blocks = [[2usize, 2, 2], [1, 2, 2]];
-        let mut data = Vec::new();
         let mut lo = [-1.0f32; CHANNELS];
         let mut scale = [2.0 / 255.0; CHANNELS];
         lo[0] = -10.0;
         scale[0] = 25.0 / 255.0;
-        let v = 4.0 / res as f32;
-        for (s, b) in blocks.iter().enumerate() {
-            index[(b[2] * nb + b[1]) * nb + b[0]] = s as u32;
-            for z in 0..VERTS {
-                for y in 0..VERTS {
-                    for x in 0..VERTS {
-                        let p = [
-                            -2.0 + (b[0] * BLOCK + x) as f32 * v,
-                            -2.0 + (b[1] * BLOCK + y) as f32 * v,
-                            -2.0 + (b[2] * BLOCK + z) as f32 * v,
-                        ];
-                        // log σ between about -1 and 1.5: every ray keeps some transmittance.
-                        let raw = 0.3 + 1.2 * (3.0 * p[0]).sin() * (2.0 * p[1] + 1.0).cos();
-                        data.push(((raw - lo[0]) / scale[0]).round() as u8);
-                        for c in 1..CHANNELS {
-                            let f = 0.8 * (c as f32 * 0.7 + 2.0 * p[0] - p[1] + 3.0 * p[2]).sin();
-                            data.push(((f - lo[c]) / scale[c]).round() as u8);
-                        }
-                    }
-                }
+        let keep = |b: [usize; 3], _: &[[f32; CHANNELS]]| b == [2, 2, 2] || b == [1, 2, 2];
+        let grid = from_field(32, lo, scale, keep, |p| {
+            // log σ between about -1 and 1.5: every ray keeps some transmittance.
+            let mut v = [0f32; CHANNELS];
+            v[0] = 0.3 + 1.2 * (3.0 * p[0]).sin() * (2.0 * p[1] + 1.0).cos();
+            for (c, f) in v.iter_mut().enumerate().skip(1) {
+                *f = 0.8 * (c as f32 * 0.7 + 2.0 * p[0] - p[1] + 3.0 * p[2]).sin();
             }
-        }
+            v
+        });
         let head = ColorHead {
             mlp_width: 16,
             glo_dim: 2,
@@ -533,7 +507,7 @@ mod tests {
         let cfg: MlpConfig = head.mlp();
         let params = cfg.init_params(3);
         BakedModel {
-            grid: rebuild(res, index, data, lo, scale),
+            grid,
             head: ColorHead { params, ..head },
             glo: vec![0.3, -0.2, 0.1, 0.4],
             norm: SceneNorm {

@@ -346,12 +346,10 @@ impl BakedGpu {
         ev: Option<f64>,
         latent: &[f32],
     ) -> Result<BakedOutput, String> {
-        let (o, d) = self.norm.rays(origins, dirs);
-        let rel = ev.map(|e| e - self.ev_mean).unwrap_or(0.0) as f32;
-        let mut out = self.render_norm(&o, &d, &vec![rel; o.len()], latent)?;
-        let inv = (1.0 / self.norm.scale) as f32;
-        out.depth.iter_mut().for_each(|x| *x *= inv);
-        Ok(out)
+        let (o, d, ev) = crate::model::world_to_norm(&self.norm, self.ev_mean, origins, dirs, ev);
+        Ok(self
+            .render_norm(&o, &d, &ev, latent)?
+            .depth_to_world(&self.norm))
     }
 }
 

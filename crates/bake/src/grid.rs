@@ -92,6 +92,18 @@ pub struct Visit {
     pub u: f32,
 }
 
+impl RaySample {
+    /// What the colour head shades (deferred shading): the composited features normalised by the
+    /// opacity (zero where the ray gathered nothing).
+    pub fn shading_features(&self) -> [f32; GEO_DIM] {
+        if self.opacity > 1e-6 {
+            self.features.map(|f| f / self.opacity)
+        } else {
+            [0.0; GEO_DIM]
+        }
+    }
+}
+
 /// `‖J(x) d‖` for the contraction's Jacobian at `x` and a unit direction `d`: 1 inside the unit
 /// ball; outside, with `m = ‖x‖`, `u = x/m`, `c = u·d`: `sqrt(((2 - 1/m)/m)² (1 - c²) + c²/m⁴)`.
 pub fn contracted_speed(x: [f32; 3], d: [f32; 3]) -> f32 {
@@ -146,6 +158,55 @@ pub fn rebuild(
         lo,
         scale,
     }
+}
+
+/// Vertex positions (contracted) of block `b` of a grid of `res` voxels.
+pub fn block_vertices(res: usize, b: [usize; 3], out: &mut Vec<[f32; 3]>) {
+    let v = 4.0 / res as f32;
+    for z in 0..VERTS {
+        for y in 0..VERTS {
+            for x in 0..VERTS {
+                out.push([
+                    -2.0 + (b[0] * BLOCK + x) as f32 * v,
+                    -2.0 + (b[1] * BLOCK + y) as f32 * v,
+                    -2.0 + (b[2] * BLOCK + z) as f32 * v,
+                ]);
+            }
+        }
+    }
+}
+
+/// A grid of `res` voxels sampled from a field: the `CHANNELS` values `field` gives at every vertex
+/// of every block that `keep(block, values)` accepts, quantised as `lo + q · scale` (rounded,
+/// clamped to 8 bits), slots in block order (x fastest). Synthetic models for tests are built this
+/// way; the bake samples the NeRF in batches and quantises by percentiles instead.
+pub fn from_field(
+    res: usize,
+    lo: [f32; CHANNELS],
+    scale: [f32; CHANNELS],
+    keep: impl Fn([usize; 3], &[[f32; CHANNELS]]) -> bool,
+    field: impl Fn([f32; 3]) -> [f32; CHANNELS],
+) -> Grid {
+    let nb = res / BLOCK;
+    let mut index = vec![EMPTY; nb * nb * nb];
+    let mut data = Vec::new();
+    let mut pos = Vec::with_capacity(VERTS * VERTS * VERTS);
+    for (id, slot) in index.iter_mut().enumerate() {
+        let b = [id % nb, (id / nb) % nb, id / (nb * nb)];
+        pos.clear();
+        block_vertices(res, b, &mut pos);
+        let values: Vec<[f32; CHANNELS]> = pos.iter().map(|&p| field(p)).collect();
+        if !keep(b, &values) {
+            continue;
+        }
+        *slot = (data.len() / (VERTS * VERTS * VERTS * CHANNELS)) as u32;
+        for v in &values {
+            for c in 0..CHANNELS {
+                data.push(((v[c] - lo[c]) / scale[c]).round().clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    rebuild(res, index, data, lo, scale)
 }
 
 /// The voxel occupancy bits of every stored block (see [`Grid::voxel_mask`]).
@@ -484,9 +545,6 @@ mod tests {
     /// A grid with one stored block (its vertices given by `f`) and the rest empty.
     fn one_block(res: usize, at: [usize; 3], f: impl Fn([f32; 3]) -> [f32; CHANNELS]) -> Grid {
         let nb = res / BLOCK;
-        let mut index = vec![EMPTY; nb * nb * nb];
-        let id = (at[2] * nb + at[1]) * nb + at[0];
-        index[id] = 0;
         let mut near_occupied = vec![false; nb * nb * nb];
         for z in at[2].saturating_sub(1)..(at[2] + 2).min(nb) {
             for y in at[1].saturating_sub(1)..(at[1] + 2).min(nb) {
@@ -497,25 +555,7 @@ mod tests {
         }
         let lo = [-10.0; CHANNELS];
         let scale = [25.0 / 255.0; CHANNELS];
-        let mut data = vec![0u8; VERTS * VERTS * VERTS * CHANNELS];
-        let v = 4.0 / res as f32;
-        for z in 0..VERTS {
-            for y in 0..VERTS {
-                for x in 0..VERTS {
-                    let p = [
-                        -2.0 + (at[0] * BLOCK + x) as f32 * v,
-                        -2.0 + (at[1] * BLOCK + y) as f32 * v,
-                        -2.0 + (at[2] * BLOCK + z) as f32 * v,
-                    ];
-                    let val = f(p);
-                    for c in 0..CHANNELS {
-                        let q = ((val[c] - lo[c]) / scale[c]).round().clamp(0.0, 255.0);
-                        data[((z * VERTS + y) * VERTS + x) * CHANNELS + c] = q as u8;
-                    }
-                }
-            }
-        }
-        let g = rebuild(res, index, data, lo, scale);
+        let g = from_field(res, lo, scale, |b, _| b == at, f);
         assert_eq!(g.near_occupied, near_occupied);
         g
     }

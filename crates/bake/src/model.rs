@@ -6,7 +6,7 @@ use crate::grid::{BLOCK, CHANNELS, EMPTY, Grid, VERTS};
 use flythrough_nerf::checkpoint::CheckpointMeta;
 use flythrough_nerf::coord::SceneNorm;
 use flythrough_nerf::field::ColorHead;
-use flythrough_nerf::model::{GEO_DIM, Model};
+use flythrough_nerf::model::Model;
 use rayon::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,31 @@ pub struct BakedOutput {
     pub lookups: u64,
 }
 
+/// Rays of the SfM world frame (any direction length) in a model's (norm) frame, with the absolute
+/// exposure `ev` (`None`: the training mean) made relative to the training mean `ev_mean`: what
+/// the CPU and GPU renderers' `render_norm` take.
+pub(crate) fn world_to_norm(
+    norm: &SceneNorm,
+    ev_mean: f64,
+    origins: &[[f32; 3]],
+    dirs: &[[f32; 3]],
+    ev: Option<f64>,
+) -> (Vec<[f32; 3]>, Vec<[f32; 3]>, Vec<f32>) {
+    let (o, d) = norm.rays(origins, dirs);
+    let rel = ev.map(|e| e - ev_mean).unwrap_or(0.0) as f32;
+    let n = o.len();
+    (o, d, vec![rel; n])
+}
+
+impl BakedOutput {
+    /// Depths of the norm frame in world units.
+    pub(crate) fn depth_to_world(mut self, norm: &SceneNorm) -> BakedOutput {
+        let inv = (1.0 / norm.scale) as f32;
+        self.depth.iter_mut().for_each(|x| *x *= inv);
+        self
+    }
+}
+
 impl BakedModel {
     /// The grid baked from `model` with the checkpoint's metadata.
     pub fn new(grid: Grid, model: &Model, meta: &CheckpointMeta) -> BakedModel {
@@ -114,14 +139,7 @@ impl BakedModel {
                 let marched: Vec<_> = (s..e)
                     .map(|i| self.grid.march(origins[i], dirs[i], near))
                     .collect();
-                let mut geo = vec![0f32; (e - s) * GEO_DIM];
-                for (k, m) in marched.iter().enumerate() {
-                    if m.opacity > 1e-6 {
-                        for c in 0..GEO_DIM {
-                            geo[k * GEO_DIM + c] = m.features[c] / m.opacity;
-                        }
-                    }
-                }
+                let geo: Vec<f32> = marched.iter().flat_map(|m| m.shading_features()).collect();
                 let shaded = match folded.as_ref() {
                     Some(h) => h.shade(&geo, &dirs[s..e]),
                     None => self.head.shade(&geo, &dirs[s..e], latent, &ev[s..e]),
@@ -164,13 +182,9 @@ impl BakedModel {
         ev: Option<f64>,
         latent: &[f32],
     ) -> BakedOutput {
-        let n = &self.norm;
-        let (o, d) = n.rays(origins, dirs);
-        let rel = ev.map(|e| e - self.ev_mean).unwrap_or(0.0) as f32;
-        let mut out = self.render_norm(&o, &d, &vec![rel; o.len()], latent);
-        let inv = (1.0 / n.scale) as f32;
-        out.depth.iter_mut().for_each(|x| *x *= inv);
-        out
+        let (o, d, ev) = world_to_norm(&self.norm, self.ev_mean, origins, dirs, ev);
+        self.render_norm(&o, &d, &ev, latent)
+            .depth_to_world(&self.norm)
     }
 
     fn header(&self) -> BakedHeader {

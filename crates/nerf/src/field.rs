@@ -152,12 +152,7 @@ impl ColorHead {
             groups: &ray,
             group_rows: 1,
         };
-        let mut logits = vec![0.0f32; n * 3];
-        mlp_forward_grouped_inference(&self.mlp(), &self.params, &input, &mut logits);
-        logits
-            .chunks_exact(3)
-            .map(|l| [color_act(l[0]).0, color_act(l[1]).0, color_act(l[2]).0])
-            .collect()
+        colours(&self.mlp(), &self.params, &input)
     }
 }
 
@@ -205,6 +200,17 @@ impl ColorHead {
     }
 }
 
+/// The head's colours for its input rows: the padded sigmoid of the logits (multinerf
+/// `rgb_padding`).
+fn colours(mlp: &MlpConfig, params: &[f32], input: &MlpInput) -> Vec<[f32; 3]> {
+    let mut logits = vec![0.0f32; input.rows.len() / GEO_DIM * 3];
+    mlp_forward_grouped_inference(mlp, params, input, &mut logits);
+    logits
+        .chunks_exact(3)
+        .map(|l| [color_act(l[0]).0, color_act(l[1]).0, color_act(l[2]).0])
+        .collect()
+}
+
 /// A [`ColorHead`] with one frame's latent and exposure folded in ([`ColorHead::folded`]).
 #[derive(Debug, Clone)]
 pub struct FoldedHead {
@@ -228,12 +234,7 @@ impl FoldedHead {
             groups: &enc,
             group_rows: 1,
         };
-        let mut logits = vec![0.0f32; n * 3];
-        mlp_forward_grouped_inference(&self.mlp, &self.params, &input, &mut logits);
-        logits
-            .chunks_exact(3)
-            .map(|l| [color_act(l[0]).0, color_act(l[1]).0, color_act(l[2]).0])
-            .collect()
+        colours(&self.mlp, &self.params, &input)
     }
 }
 

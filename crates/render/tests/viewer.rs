@@ -253,53 +253,26 @@ fn base64_decode(s: &str) -> Vec<u8> {
 /// opaque, varied features, and a random colour head of width 18 (not a multiple of 4) with a
 /// 2-d latent and exposure conditioning.
 fn walk_model() -> flythrough_bake::BakedModel {
-    use flythrough_bake::grid::{BLOCK, CHANNELS, EMPTY, VERTS, rebuild};
+    use flythrough_bake::grid::{CHANNELS, from_field};
     use flythrough_nerf::coord::SceneNorm;
     use flythrough_nerf::field::ColorHead;
-    let res = 64;
-    let nb = res / BLOCK;
-    let mut index = vec![EMPTY; nb * nb * nb];
     let mut lo = [-1.0f32; CHANNELS];
     let mut scale = [2.0 / 255.0; CHANNELS];
     lo[0] = -12.0;
     scale[0] = 18.0 / 255.0;
-    let v = 4.0 / res as f32;
-    let mut data = Vec::new();
-    let mut slot = 0u32;
-    for bz in 0..nb {
-        for by in 0..nb {
-            for bx in 0..nb {
-                // About a third of the blocks, in a pattern that leaves empty space between them.
-                if (bx * 7 + by * 3 + bz * 5) % 3 != 0 {
-                    continue;
-                }
-                index[(bz * nb + by) * nb + bx] = slot;
-                slot += 1;
-                for z in 0..VERTS {
-                    for y in 0..VERTS {
-                        for x in 0..VERTS {
-                            let p = [
-                                -2.0 + (bx * BLOCK + x) as f32 * v,
-                                -2.0 + (by * BLOCK + y) as f32 * v,
-                                -2.0 + (bz * BLOCK + z) as f32 * v,
-                            ];
-                            let raw = -3.0
-                                + 5.0 * (2.5 * p[0] + 0.5).sin() * (1.7 * p[1] - 0.3).cos()
-                                + 1.5 * (3.0 * p[2]).sin();
-                            data.push(((raw - lo[0]) / scale[0]).round().clamp(0.0, 255.0) as u8);
-                            for c in 1..CHANNELS {
-                                let f = 0.9
-                                    * (c as f32 * 0.7 + 2.0 * p[0] - p[1]
-                                        + 3.0 * p[2] * (c % 3) as f32)
-                                        .sin();
-                                data.push(((f - lo[c]) / scale[c]).round().clamp(0.0, 255.0) as u8);
-                            }
-                        }
-                    }
-                }
-            }
+    // About a third of the blocks, in a pattern that leaves empty space between them.
+    let keep =
+        |b: [usize; 3], _: &[[f32; CHANNELS]]| (b[0] * 7 + b[1] * 3 + b[2] * 5).is_multiple_of(3);
+    let grid = from_field(64, lo, scale, keep, |p| {
+        let mut v = [0f32; CHANNELS];
+        v[0] = -3.0
+            + 5.0 * (2.5 * p[0] + 0.5).sin() * (1.7 * p[1] - 0.3).cos()
+            + 1.5 * (3.0 * p[2]).sin();
+        for (c, f) in v.iter_mut().enumerate().skip(1) {
+            *f = 0.9 * (c as f32 * 0.7 + 2.0 * p[0] - p[1] + 3.0 * p[2] * (c % 3) as f32).sin();
         }
-    }
+        v
+    });
     let head = ColorHead {
         mlp_width: 18,
         glo_dim: 2,
@@ -311,7 +284,7 @@ fn walk_model() -> flythrough_bake::BakedModel {
     let n = params.len();
     params[n - 3..].copy_from_slice(&[0.3, -0.2, 0.1]);
     flythrough_bake::BakedModel {
-        grid: rebuild(res, index, data, lo, scale),
+        grid,
         head: ColorHead { params, ..head },
         glo: vec![0.3, -0.2, 0.1, 0.4],
         norm: SceneNorm {

@@ -2,7 +2,7 @@
 //! synthetic grid (lavapipe in CI), and the kernel's validation without an adapter.
 
 use super::*;
-use crate::grid::{EMPTY, rebuild};
+use crate::grid::from_field;
 use flythrough_nerf::coord::SceneNorm;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -29,46 +29,22 @@ fn density(p: [f32; 3]) -> f32 {
 /// A baked model of [`density`] at `res^3` with smooth features, near plane 0.05, and a random
 /// colour head of `width` units, `glo_dim` latent values and the exposure input or not.
 fn synthetic(res: usize, width: usize, glo_dim: usize, exposure: bool) -> BakedModel {
-    let nb = res / BLOCK;
     let mut lo = [-1.0f32; CHANNELS];
     let mut scale = [2.0 / 255.0; CHANNELS];
     lo[0] = -10.0;
     scale[0] = 25.0 / 255.0;
-    let v = 4.0 / res as f32;
-    let mut index = vec![EMPTY; nb * nb * nb];
-    let mut data = Vec::new();
-    for bz in 0..nb {
-        for by in 0..nb {
-            for bx in 0..nb {
-                let mut block = Vec::with_capacity(VERTS * VERTS * VERTS * CHANNELS);
-                let mut dense = false;
-                for z in 0..VERTS {
-                    for y in 0..VERTS {
-                        for x in 0..VERTS {
-                            let p = [
-                                -2.0 + (bx * BLOCK + x) as f32 * v,
-                                -2.0 + (by * BLOCK + y) as f32 * v,
-                                -2.0 + (bz * BLOCK + z) as f32 * v,
-                            ];
-                            let raw = density(p);
-                            dense |= raw > RAW_EMPTY;
-                            block.push(((raw - lo[0]) / scale[0]).round().clamp(0.0, 255.0) as u8);
-                            for c in 1..CHANNELS {
-                                let f = 0.8
-                                    * (c as f32 * 0.7 + 2.0 * p[0] - p[1] + 3.0 * p[2]).sin()
-                                    * (1.5 * p[1] + c as f32).cos();
-                                block.push(((f - lo[c]) / scale[c]).round() as u8);
-                            }
-                        }
-                    }
-                }
-                if dense {
-                    index[(bz * nb + by) * nb + bx] = (data.len() / block.len()) as u32;
-                    data.extend_from_slice(&block);
-                }
-            }
+    // Blocks with a vertex denser than the march's skip threshold are stored.
+    let keep = |_: [usize; 3], v: &[[f32; CHANNELS]]| v.iter().any(|v| v[0] > RAW_EMPTY);
+    let grid = from_field(res, lo, scale, keep, |p| {
+        let mut v = [0f32; CHANNELS];
+        v[0] = density(p);
+        for (c, f) in v.iter_mut().enumerate().skip(1) {
+            *f = 0.8
+                * (c as f32 * 0.7 + 2.0 * p[0] - p[1] + 3.0 * p[2]).sin()
+                * (1.5 * p[1] + c as f32).cos();
         }
-    }
+        v
+    });
     let head = ColorHead {
         mlp_width: width,
         glo_dim,
@@ -89,7 +65,7 @@ fn synthetic(res: usize, width: usize, glo_dim: usize, exposure: bool) -> BakedM
         .map(|_| rng.random_range(-0.5..0.5))
         .collect();
     BakedModel {
-        grid: rebuild(res, index, data, lo, scale),
+        grid,
         head: ColorHead { params, ..head },
         glo,
         norm: SceneNorm {
