@@ -161,6 +161,7 @@ impl Gpu {
         if bytes.is_empty() {
             return;
         }
+        crate::AtomicCounters::add(&self.counters.upload_bytes, bytes.len() as u64);
         if bytes.len().is_multiple_of(4) {
             self.queue.write_buffer(&buf.inner, offset, bytes);
         } else {

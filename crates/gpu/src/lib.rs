@@ -38,6 +38,7 @@ pub use recorder::{Recorder, Submission};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Errors of the GPU host module; each says what failed and, where it helps, what to change.
@@ -115,6 +116,66 @@ pub struct Gpu {
     poison: AtomicBool,
     allocated: AtomicU64,
     pub(crate) next_id: AtomicU64,
+    pub(crate) counters: AtomicCounters,
+}
+
+/// Work the host has sent to the device since the [`Gpu`] was created: a snapshot of running
+/// totals ([`Gpu::counters`]); per-step figures are differences of two snapshots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GpuCounters {
+    /// Compute dispatches recorded.
+    pub dispatches: u64,
+    /// Compute passes begun.
+    pub passes: u64,
+    /// Bytes written with queue writes ([`Gpu::write`], uploads, uniforms).
+    pub upload_bytes: u64,
+    /// Bytes copied to staging buffers for read-back.
+    pub readback_bytes: u64,
+    /// Command buffers submitted.
+    pub submits: u64,
+}
+
+impl GpuCounters {
+    /// `self - earlier`, field by field (saturating).
+    pub fn since(&self, earlier: &GpuCounters) -> GpuCounters {
+        GpuCounters {
+            dispatches: self.dispatches.saturating_sub(earlier.dispatches),
+            passes: self.passes.saturating_sub(earlier.passes),
+            upload_bytes: self.upload_bytes.saturating_sub(earlier.upload_bytes),
+            readback_bytes: self.readback_bytes.saturating_sub(earlier.readback_bytes),
+            submits: self.submits.saturating_sub(earlier.submits),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct AtomicCounters {
+    pub dispatches: AtomicU64,
+    pub passes: AtomicU64,
+    pub upload_bytes: AtomicU64,
+    pub readback_bytes: AtomicU64,
+    pub submits: AtomicU64,
+}
+
+impl AtomicCounters {
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Gpu {
+    /// Running totals of the work sent to the device (dispatches, passes, uploaded and read-back
+    /// bytes, submits); subtract two snapshots with [`GpuCounters::since`].
+    pub fn counters(&self) -> GpuCounters {
+        let c = &self.counters;
+        GpuCounters {
+            dispatches: c.dispatches.load(Ordering::Relaxed),
+            passes: c.passes.load(Ordering::Relaxed),
+            upload_bytes: c.upload_bytes.load(Ordering::Relaxed),
+            readback_bytes: c.readback_bytes.load(Ordering::Relaxed),
+            submits: c.submits.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl std::fmt::Debug for Gpu {
@@ -260,6 +321,7 @@ impl Gpu {
             poison: AtomicBool::new(false),
             allocated: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
+            counters: AtomicCounters::default(),
         })
     }
 

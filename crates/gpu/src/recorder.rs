@@ -41,6 +41,9 @@ impl<'a> Recorder<'a> {
         if groups.contains(&0) {
             return;
         }
+        let c = &self.gpu.counters;
+        crate::AtomicCounters::add(&c.dispatches, 1);
+        crate::AtomicCounters::add(&c.passes, 1);
         let ts = self.prof.as_mut().and_then(|p| p.slot(&kernel.name));
         let mut pass = self.enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(&kernel.name),
@@ -97,6 +100,7 @@ impl<'a> Recorder<'a> {
     pub fn read_back(&mut self, buf: &GpuBuffer, offset: u64, bytes: u64) -> Readback {
         let padded = bytes.max(4).next_multiple_of(4);
         let staging = self.gpu.take_staging(padded);
+        crate::AtomicCounters::add(&self.gpu.counters.readback_bytes, padded);
         self.enc
             .copy_buffer_to_buffer(&buf.inner, offset, &staging, 0, padded);
         let state = Arc::new(AtomicU8::new(0));
@@ -118,6 +122,7 @@ impl<'a> Recorder<'a> {
         if let Some(p) = self.prof.take() {
             p.resolve(&mut self.enc, self.gpu);
         }
+        crate::AtomicCounters::add(&self.gpu.counters.submits, 1);
         Submission(self.gpu.queue.submit([self.enc.finish()]))
     }
 }

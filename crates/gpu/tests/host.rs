@@ -100,10 +100,30 @@ fn saxpy_bindings_readback_and_profile() {
         &k,
         &[(&pb2).into(), xb.range(off, m * 4), yb.range(off, m * 4)],
     );
+    let c0 = gpu.counters();
+    gpu.write(
+        &pb2,
+        0,
+        std::slice::from_ref(&P {
+            n: m as u32,
+            a: 1.0,
+            _p: [0; 2],
+        }),
+    );
     let mut rec = gpu.recorder("saxpy range");
     rec.dispatch_threads(&k, &bg2, m);
     let rb = rec.read_back(&yb, 0, yb.bytes());
     rec.submit();
+    // The counters saw at least this recording (other tests share the device).
+    let d = gpu.counters().since(&c0);
+    assert!(
+        d.dispatches >= 1 && d.passes >= 1 && d.submits >= 1,
+        "{d:?}"
+    );
+    assert!(
+        d.upload_bytes >= 16 && d.readback_bytes >= yb.bytes(),
+        "{d:?}"
+    );
     let y2: Vec<f32> = rb.wait_as(&gpu).unwrap();
     let first = (off / 4) as usize;
     assert_eq!(y2[first - 1], y[first - 1]);
