@@ -4,9 +4,10 @@
 // head's widths `const HEAD_W: u32` (hidden width) and `const HEAD_IN: u32` (input width).
 //
 // The march, in the model's (norm) frame from t = near: at x = o + t d, y = contract(x), stop where
-// |y| >= r_end; Δt = step_c / |J(x) d|. Inside the unit ball an empty block or an empty voxel (mask
-// bit clear) is left exactly (box exit, or the ball's boundary if nearer, plus 1e-3 voxel); a block
-// with nothing near is skipped by half a block; an empty block beside stored ones by two steps; a
+// |y| >= r_end; Δt = step_c / |J(x) d|. Inside the unit ball the empty cube of blocks around an
+// empty block (block distance k: 2k - 1 blocks a side) or an empty voxel (mask bit clear) is left
+// exactly (box exit, or the ball's boundary if nearer, plus 1e-3 voxel); outside it a block at
+// distance k >= 2 is skipped by k - 1.5 blocks of contracted length; an empty block beside stored ones by two steps; a
 // sample below raw_empty by one step. Otherwise σ = exp(min(raw, 15)), α = 1 - exp(-σ Δt),
 // w = T α, features and depth composited with w, T *= 1 - α, stop below t_min. Then the colour head
 // on [features / opacity | dir enc | latent | exposure enc]: ReLU, ReLU, padded sigmoid, × opacity.
@@ -27,7 +28,7 @@ struct BakedParams {
     near: f32,
     voxel: f32,      // 4 / res
     step_c: f32,     // STEP_VOXELS voxels
-    skip_c: f32,     // half a block
+    block_c: f32,    // a block's contracted length
     r_end: f32,      // 2 - voxel / 2
     t_min: f32,      // grid.rs T_MIN
     raw_empty: f32,  // grid.rs RAW_EMPTY
@@ -47,7 +48,7 @@ struct BakedParams {
 
 @group(0) @binding(0) var<uniform> p: BakedParams;
 @group(0) @binding(1) var<storage, read> block_index: array<u32>;  // per block: slot or EMPTY_SLOT
-@group(0) @binding(2) var<storage, read> near_bits: array<u32>;    // per block: 1 bit, near_occupied
+@group(0) @binding(2) var<storage, read> block_dist: array<u32>;   // per block: 1 byte, empty_dist
 @group(0) @binding(3) var<storage, read> voxel_mask: array<u32>;   // per slot: 16 words (512 bits)
 @group(0) @binding(4) var<storage, read> blocks: array<u32>;       // per slot: 729 vertices x 4 words
 @group(0) @binding(5) var<storage, read> head: array<f32>;         // colour head parameters
@@ -55,26 +56,27 @@ struct BakedParams {
 @group(0) @binding(7) var<storage, read> rays: array<f32>;         // [o.xyz, d.xyz, radius, ev]
 @group(0) @binding(8) var<storage, read_write> out: array<f32>;    // [r, g, b, depth, opacity, lookups, 0, 0]
 
-// grid.rs Grid::box_exit: distance along d from y to the far face of the box of side_vox voxels
-// whose lowest corner is voxel lo_vox.
-fn box_exit(y: vec3<f32>, d: vec3<f32>, lo_vox: vec3<f32>, side_vox: f32) -> f32 {
+// grid.rs Grid::box_exit: distance along d (inv_d = 1 / d, 0 where |d| <= 1e-12: that axis has
+// no exit) from y to the far face of the cube of side_vox voxels whose lowest corner is voxel lo_vox.
+fn box_exit(y: vec3<f32>, inv_d: vec3<f32>, lo_vox: vec3<f32>, side_vox: f32) -> f32 {
     let side = side_vox * p.voxel;
     var t = NO_EXIT;
     for (var a = 0u; a < 3u; a++) {
         let lo = -2.0 + lo_vox[a] * p.voxel;
         var s = NO_EXIT;
-        if (d[a] > 1e-12) {
-            s = (lo + side - y[a]) / d[a];
-        } else if (d[a] < -1e-12) {
-            s = (lo - y[a]) / d[a];
+        if (inv_d[a] > 0.0) {
+            s = (lo + side - y[a]) * inv_d[a];
+        } else if (inv_d[a] < 0.0) {
+            s = (lo - y[a]) * inv_d[a];
         }
         t = min(t, s);
     }
     return max(t, 0.0);
 }
 
-fn near_occupied(block: u32) -> bool {
-    return ((near_bits[block / 32u] >> (block % 32u)) & 1u) != 0u;
+// grid.rs Grid::empty_dist: byte block % 4 of word block / 4.
+fn block_distance(block: u32) -> u32 {
+    return (block_dist[block / 4u] >> (8u * (block % 4u))) & 255u;
 }
 
 // grid.rs voxel_mask: bit (z 8 + y) 8 + x of the slot's 512.
@@ -134,6 +136,10 @@ fn march(o: vec3<f32>, d: vec3<f32>) -> Marched {
     var depth = 0.0;
     var lookups = 0u;
     let r = f32(p.res);
+    // grid.rs Grid::ray_constants: 1 / d per axis and where the line leaves the unit ball.
+    let inv_d = select(vec3<f32>(0.0), vec3<f32>(1.0) / d, abs(d) > vec3<f32>(1e-12));
+    let od = dot(o, d);
+    let t_ball = -od + sqrt(max(od * od - (dot(o, o) - 1.0), 0.0));
     for (var it = 0u; it < p.max_steps; it++) {
         let x = vec3<f32>(o.x + d.x * t, o.y + d.y * t, o.z + d.z * t);
         // The contraction and its speed along d from one norm (contract, contracted_speed):
@@ -155,25 +161,28 @@ fn march(o: vec3<f32>, d: vec3<f32>) -> Marched {
         let b = min(vec3<u32>(g) / BLOCK, vec3<u32>(p.nb - 1u));
         let block = (b.z * p.nb + b.y) * p.nb + b.x;
         let slot = block_index[block];
+        let dist = block_distance(block);
         let local = g - vec3<f32>(b * BLOCK);
         let i0 = min(vec3<u32>(max(local, vec3<f32>(0.0))), vec3<u32>(BLOCK - 1u));
         let f = local - vec3<f32>(i0);
         if (m2 < 1.0) {
             var exit = -1.0;
             if (slot == EMPTY_SLOT) {
-                exit = box_exit(y, d, vec3<f32>(b * BLOCK), f32(BLOCK));
+                let k = f32(dist - 1u);
+                let lo = (vec3<f32>(b) - k) * f32(BLOCK);
+                exit = box_exit(y, inv_d, lo, (2.0 * k + 1.0) * f32(BLOCK));
             } else if (voxel_empty(slot, i0)) {
-                exit = box_exit(y, d, vec3<f32>(b * BLOCK + i0), 1.0);
+                exit = box_exit(y, inv_d, vec3<f32>(b * BLOCK + i0), 1.0);
             }
             if (exit >= 0.0) {
-                let xd = x.x * d.x + x.y * d.y + x.z * d.z;
-                let to_sphere = -xd + sqrt(max(xd * xd - (m2 - 1.0), 0.0));
-                t += min(exit, to_sphere) + 1e-3 * p.voxel;
+                t += min(exit, t_ball - t) + 1e-3 * p.voxel;
                 continue;
             }
         }
-        if (!near_occupied(block)) {
-            t += p.skip_c / speed;
+        if (dist >= 2u) {
+            // Outside the ball: k - 1.5 blocks of contracted length.
+            let skip = min(f32(dist) - 1.5, f32(p.nb)) * p.block_c;
+            t += skip / speed;
             continue;
         }
         let dt = p.step_c / speed;

@@ -1,12 +1,12 @@
 //! The baked model on a GPU (wgpu, through `flythrough-gpu`): the grid and the colour head uploaded
 //! once, then one invocation of `shaders/baked_march.wgsl` per ray — the march of
 //! [`Grid::march_visiting`](crate::grid::Grid::march_visiting) (same contraction, constant
-//! contracted-space step, exact empty-block and empty-voxel exits inside the unit ball, half-block
-//! skips outside, `RAW_EMPTY` skip, `T_MIN` termination) and the deferred colour head of
+//! contracted-space step, exact exits from empty cubes of blocks and empty voxels inside the unit
+//! ball, block-distance skips outside, `RAW_EMPTY` skip, `T_MIN` termination) and the deferred colour head of
 //! [`ColorHead::shade`](flythrough_nerf::field::ColorHead::shade) in the same kernel.
 //!
-//! On the device the grid is: the block index (`u32` per block), the dilated occupancy
-//! (`near_occupied`, one bit per block), the voxel masks (16 words per stored block) and the
+//! On the device the grid is: the block index (`u32` per block), the block distances
+//! (`empty_dist`, one byte per block, four to a word), the voxel masks (16 words per stored block) and the
 //! blocks' bytes packed four to a `u32` (a vertex's 16 channels are 4 words); the dequantisation
 //! (`lo`, `scale`) and the march constants travel in the uniform [`BakedParams`].
 
@@ -55,7 +55,7 @@ pub struct BakedParams {
     pub near: f32,
     pub voxel: f32,
     pub step_c: f32,
-    pub skip_c: f32,
+    pub block_c: f32,
     pub r_end: f32,
     pub t_min: f32,
     pub raw_empty: f32,
@@ -111,7 +111,7 @@ pub fn params(model: &BakedModel, n: u32) -> Result<BakedParams, String> {
         near: model.norm.near as f32,
         voxel: g.voxel(),
         step_c: STEP_VOXELS * g.voxel(),
-        skip_c: 0.5 * BLOCK as f32 * g.voxel(),
+        block_c: BLOCK as f32 * g.voxel(),
         r_end: 2.0 - 0.5 * g.voxel(),
         t_min: T_MIN,
         raw_empty: RAW_EMPTY,
@@ -135,11 +135,11 @@ pub fn params(model: &BakedModel, n: u32) -> Result<BakedParams, String> {
     })
 }
 
-/// `near_occupied` as bits, 32 blocks per word (block `b`: bit `b % 32` of word `b / 32`).
-pub fn near_bits(g: &Grid) -> Vec<u32> {
-    let mut w = vec![0u32; g.near_occupied.len().div_ceil(32)];
-    for (b, &near) in g.near_occupied.iter().enumerate() {
-        w[b / 32] |= (near as u32) << (b % 32);
+/// `empty_dist` four blocks to a word (block `b`: byte `b % 4` of word `b / 4`).
+pub fn dist_words(g: &Grid) -> Vec<u32> {
+    let mut w = vec![0u32; g.empty_dist.len().div_ceil(4)];
+    for (b, &k) in g.empty_dist.iter().enumerate() {
+        w[b / 4] |= (k as u32) << (8 * (b % 4));
     }
     w
 }
@@ -220,7 +220,8 @@ impl BakedGpu {
             .map_err(e)?;
         let grid = [
             gpu.upload("baked index", &g.index).map_err(e)?,
-            gpu.upload("baked near", &near_bits(g)).map_err(e)?,
+            gpu.upload("baked block distances", &dist_words(g))
+                .map_err(e)?,
             gpu.upload("baked voxel mask", &mask_words(g)).map_err(e)?,
             gpu.upload("baked blocks", &block_words(g)).map_err(e)?,
             gpu.upload("colour head", &model.head.params).map_err(e)?,

@@ -185,9 +185,9 @@ fn packing_keeps_bytes_and_bits_in_place() {
             "bit {bit}"
         );
     }
-    let near = near_bits(g);
-    for (b, &n) in g.near_occupied.iter().enumerate() {
-        assert_eq!(near[b / 32] >> (b % 32) & 1 == 1, n, "block {b}");
+    let dist = dist_words(g);
+    for (b, &k) in g.empty_dist.iter().enumerate() {
+        assert_eq!((dist[b / 4] >> (8 * (b % 4))) & 255, k as u32, "block {b}");
     }
 }
 
