@@ -261,6 +261,16 @@ fn voxel_mask(data: &[u8], lo: f32, scale: f32, raw_skip: f32) -> Vec<u64> {
         .collect()
 }
 
+/// Whether this x86-64 CPU has AVX2 and FMA (cached after the first call).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    })
+}
+
 /// The 8 corners of a voxel.
 const CORNERS: [(usize, usize, usize); 8] = [
     (0, 0, 0),
@@ -341,6 +351,7 @@ impl Grid {
 
     /// Trilinear interpolation inside voxel `i0` (block-local) of stored block `slot`, at fractions
     /// `f` along each axis, dequantised.
+    #[inline(always)]
     pub(crate) fn interpolate(&self, slot: u32, i0: [usize; 3], f: [f32; 3]) -> [f32; CHANNELS] {
         let base = slot as usize * VERTS * VERTS * VERTS * CHANNELS;
         let at = |x: usize, y: usize, z: usize| base + ((z * VERTS + y) * VERTS + x) * CHANNELS;
@@ -407,8 +418,39 @@ impl Grid {
     }
 
     /// [`Grid::march`], telling `visit` about every sample it composites, in order (generic, so the
-    /// renderer's empty visitor compiles away).
+    /// renderer's empty visitor compiles away). On x86-64 CPUs with AVX2 and FMA (detected at run
+    /// time; the binary stays portable) the same code is compiled for them: the 16-channel
+    /// trilinear sums vectorise 8 wide. Rust never contracts `a * b + c` into an FMA on its own, so
+    /// both versions give the same bits.
     pub fn march_visiting(
+        &self,
+        o: [f32; 3],
+        d: [f32; 3],
+        near: f32,
+        visit: &mut impl FnMut(&Visit),
+    ) -> RaySample {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: the CPU has the features the function is compiled for (checked above).
+            return unsafe { self.march_avx2(o, d, near, visit) };
+        }
+        self.march_impl(o, d, near, visit)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn march_avx2(
+        &self,
+        o: [f32; 3],
+        d: [f32; 3],
+        near: f32,
+        visit: &mut impl FnMut(&Visit),
+    ) -> RaySample {
+        self.march_impl(o, d, near, visit)
+    }
+
+    #[inline(always)]
+    fn march_impl(
         &self,
         o: [f32; 3],
         d: [f32; 3],

@@ -456,6 +456,13 @@ fn walk_mode_matches_the_cpu_renderer() {
         (r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap()),
         (w as u64, h as u64)
     );
+    // Progressive: the first view was drawn before any stored block had been uploaded, and the
+    // compared frame after all of them.
+    assert_eq!(
+        r["firstFrameSlots"], 0,
+        "first view drawn after blocks were uploaded"
+    );
+    assert_eq!(r["slots"].as_u64(), Some(model.grid.slots() as u64));
 
     // It started on the path at the video's position (time 0: the first frame).
     let start = &r["start"]["pos"];
