@@ -2,6 +2,7 @@
 # Prepare scripts/bench-gpu.sh for a GPU machine that has no Rust toolchain (such as the device
 # machine of this workplace, an x86-64 host with an NVIDIA H100/H200 and its driver):
 #   .bench/bench_gpu            the x86-64 release build of crates/nerf/examples/bench_gpu.rs (stripped)
+#   .bench/bench_baked_gpu      the same of crates/bake/examples/bench_baked_gpu.rs (the baked renderer)
 #   .bench/data/{fox,redkitchen_every10}   the real captures from ../shared/data (read there in place
 #                               otherwise; never committed: both folders are git-ignored locally)
 #   .gl/*.deb                   the Vulkan and GL loaders NVIDIA's driver needs (Debian bookworm
@@ -15,10 +16,12 @@ mkdir -p "$(dirname "$EXCLUDE")"
 for d in /.bench/ /.gl/; do
   grep -qxF "$d" "$EXCLUDE" 2>/dev/null || echo "$d" >> "$EXCLUDE"
 done
-cargo build --release --workspace --example bench_gpu >&2
+cargo build --release --workspace --example bench_gpu --example bench_baked_gpu >&2
 mkdir -p .bench/data .gl
-cp target/release/examples/bench_gpu .bench/bench_gpu
-strip .bench/bench_gpu 2>/dev/null || true
+for b in bench_gpu bench_baked_gpu; do
+  cp "target/release/examples/$b" ".bench/$b"
+  strip ".bench/$b" 2>/dev/null || true
+done
 SHARED=${FLYTHROUGH_SHARED_DATA:-../shared/data}
 for s in fox redkitchen_every10; do
   if [ -d "$SHARED/$s" ]; then

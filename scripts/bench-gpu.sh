@@ -2,8 +2,13 @@
 # GPU back-end benchmark (crates/gpu, crates/nerf/src/gpu, shaders/): one table, GPU and CPU back ends
 # side by side in the same run, on the same machine:
 #   - adapter; training samples/s and rays/s at the default [train] model and batch (2048 rays x 160
-#     samples), GPU/CPU ratio; per-kernel GPU time of a step from timestamp queries;
-#   - seconds per 2048x1024 and 3840x1920 360° frame (the CPU renders a band of rows, extrapolated);
+#     samples), GPU/CPU ratio; per-kernel GPU time of a step from timestamp queries (the `step`
+#     micro-benchmark: one batch, no read-backs);
+#   - real GPU training through the driver (`train`: fresh batches every step, metrics, checkpoints
+#     by time written in the background, TRAIN_BUDGET seconds): samples/s, rays/s and per step the
+#     dispatches, compute passes, uploaded bytes and host wait (also for `step`);
+#   - seconds per 2048x1024 and 3840x1920 360° frame (the CPU renders a band of rows, extrapolated),
+#     from the NeRF and from a baked model (bench_baked_gpu: a synthetic 256^3 room, issue 18);
 #   - held-out PSNR of the synthetic venue at 640x480 after 30 s and 60 s of training (GPU and CPU),
 #     the time its training-batch PSNR reaches 30 dB, and held-out PSNR of the real captures fox and
 #     redkitchen_every10 (../shared/data) after 30 s and 60 s on the GPU.
@@ -16,14 +21,16 @@
 #
 # Environment: OUT (output folder, default /tmp/bench-gpu), RESULTS_TO (a folder that gets only
 # results.jsonl, table.md and logs.tar.gz, a few MB: the device tool's $OUT), BIN_DIR (prebuilt
-# bench_gpu), SIZE (full|tiny), DEADLINE (seconds for the whole run, default 285: every part's
+# bench_gpu and bench_baked_gpu), SIZE (full|tiny), TRAIN_BUDGET (the `train` part's seconds, default 20; 3 for tiny;
+# "" = none), DEADLINE (seconds for the whole run, default 285: every part's
 # time-out is cut to what is left, and a part with under 15 s left is skipped), SYNTH_BUDGETS
 # (default "45"), REAL_BUDGETS (default "20"), REAL_SCENES (default "fox redkitchen_every10"),
 # CPU_BUDGETS (the synthetic venue on the CPU, default "30"; set and empty = none), DEVICE (gpu|auto,
 # default gpu: any adapter, software ones included), REQUIRE_HARDWARE (default 1 for full, 0 for
 # tiny: the smoke test must name a hardware adapter or the run stops at once, printing why).
 # The parts run most valuable first: smoke, the step micro-benchmark (GPU and CPU side by side),
-# the synthetic venue on the GPU, 360° frames on the GPU, the real captures, then the CPU parts.
+# real training through the driver on the GPU (train), the synthetic venue on the GPU, 360° frames
+# on the GPU, the real captures, then the CPU parts.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-full}
@@ -33,12 +40,15 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/xdg-runtime}
 mkdir -p "$XDG_RUNTIME_DIR"
 if [ -n "${BIN_DIR:-}" ]; then
   BIN="$BIN_DIR/bench_gpu"
+  BAKED_BIN="$BIN_DIR/bench_baked_gpu"
 else
-  cargo build --release --workspace --example bench_gpu >&2 || exit 1
+  cargo build --release --workspace --example bench_gpu --example bench_baked_gpu >&2 || exit 1
   BIN=target/release/examples/bench_gpu
+  BAKED_BIN=target/release/examples/bench_baked_gpu
 fi
 if [ "$SIZE" = tiny ]; then
   STEP_ARGS="256 3 tiny"; RENDER_W="64 128"; RENDER_TINY=tiny
+  TRAIN_BUDGET=${TRAIN_BUDGET-"3"}; TRAIN_ARGS="256 $TRAIN_BUDGET $OUT/train tiny"
   export BENCH_TRAIN_TOML=${BENCH_TRAIN_TOML:-'batch_rays = 256
 prop_samples = [16, 16]
 nerf_samples = 16
@@ -51,6 +61,7 @@ mlp_width = 32'}
   REQUIRE_HARDWARE=${REQUIRE_HARDWARE:-0}; DEADLINE=${DEADLINE:-600}
 else
   STEP_ARGS="2048 20"; RENDER_W="2048 3840"; RENDER_TINY=""
+  TRAIN_BUDGET=${TRAIN_BUDGET-"20"}; TRAIN_ARGS="2048 $TRAIN_BUDGET $OUT/train"
   SYNTH_BUDGETS=${SYNTH_BUDGETS-"45"}; CPU_BUDGETS=${CPU_BUDGETS-"30"}; REAL_BUDGETS=${REAL_BUDGETS-"20"}; SYNTH_SIZE="640 480 40"
   REQUIRE_HARDWARE=${REQUIRE_HARDWARE:-1}; DEADLINE=${DEADLINE:-285}
 fi
@@ -82,22 +93,32 @@ if ! part smoke 30 "$BIN" smoke && [ "$REQUIRE_HARDWARE" = 1 ]; then
   exit 3
 fi
 part step 90 "$BIN" step $STEP_ARGS
+if [ -n "$TRAIN_BUDGET" ]; then
+  part train $((TRAIN_BUDGET + 40)) "$BIN" train $TRAIN_ARGS
+fi
 for b in $SYNTH_BUDGETS; do
-  part "synth_gpu_$b" $((b + 60)) "$BIN" train synth "$b" "$DEVICE" "$OUT/synth_gpu_$b" $SYNTH_SIZE
+  part "synth_gpu_$b" $((b + 60)) "$BIN" venue synth "$b" "$DEVICE" "$OUT/synth_gpu_$b" $SYNTH_SIZE
 done
 for w in $RENDER_W; do
   part "render_gpu_$w" 60 "$BIN" render "$w" 3 "$DEVICE" $RENDER_TINY
 done
+# The baked model (crates/bake/examples/bench_baked_gpu.rs: a synthetic 256^3 room) on the GPU.
+for w in $RENDER_W; do
+  part "baked_gpu_$w" 60 "$BAKED_BIN" "$w" 3 "$DEVICE" $RENDER_TINY
+done
 for s in $REAL_SCENES; do
   for b in $REAL_BUDGETS; do
-    part "${s}_gpu_$b" $((b + 45)) "$BIN" train "$s" "$b" "$DEVICE" "$OUT/${s}_gpu_$b"
+    part "${s}_gpu_$b" $((b + 45)) "$BIN" venue "$s" "$b" "$DEVICE" "$OUT/${s}_gpu_$b"
   done
 done
 for b in $CPU_BUDGETS; do
-  part "synth_cpu_$b" $((b + 60)) "$BIN" train synth "$b" cpu "$OUT/synth_cpu_$b" $SYNTH_SIZE
+  part "synth_cpu_$b" $((b + 60)) "$BIN" venue synth "$b" cpu "$OUT/synth_cpu_$b" $SYNTH_SIZE
 done
 for w in $RENDER_W; do
   part "render_cpu_$w" 60 "$BIN" render "$w" 1 cpu $RENDER_TINY
+done
+for w in $RENDER_W; do
+  part "baked_cpu_$w" 60 "$BAKED_BIN" "$w" 1 cpu $RENDER_TINY
 done
 echo
 "$BIN" table "$RES" | tee "$OUT/table.md"

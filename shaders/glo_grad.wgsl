@@ -12,6 +12,8 @@ fn glo_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let ray = flat_id(gid, nwg, 64u);
     if (ray >= p.n_rays) { return; }
     let li = latent_idx[ray];
+    // A latent row past the table (a caller bug) scatters nothing instead of into another buffer.
+    if (p.gd > 0u && li >= arrayLength(&grad) / p.gd) { return; }
     for (var j = 0u; j < p.gd; j++) {
         var sum = 0.0;
         for (var r = 0u; r < p.n; r++) {

@@ -15,6 +15,8 @@ fn hash_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let idx = flat_id(gid, nwg, 128u);
     if (idx >= p.n * p.levels) { return; }
     let l = idx / p.n;
+    // At most 8 features per level (the local arrays; the host never asks for more).
+    let nf = min(p.feats, 8u);
     let s = idx % p.n;
     let info = level_info[p.level0 + l];
     let res = level_res(info);
@@ -22,7 +24,7 @@ fn hash_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let o = s * p.out_stride + (p.level0 + l) * p.feats;
     var g: array<f32, 8>;
     var any = false;
-    for (var f = 0u; f < p.feats; f++) {
+    for (var f = 0u; f < nf; f++) {
         g[f] = d_out[o + f] * lw;
         any = any || (g[f] != 0.0);
     }
@@ -35,7 +37,7 @@ fn hash_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
         let e = corner_entry(cell, c, res, dense, mask);
         let w = corner_weight(cell, c);
         let base = (l * t_size + e) * p.feats;
-        for (var f = 0u; f < p.feats; f++) {
+        for (var f = 0u; f < nf; f++) {
             grad_add(base + f, w * g[f]);
         }
     }

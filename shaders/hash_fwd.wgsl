@@ -15,6 +15,8 @@ fn hash_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let idx = flat_id(gid, nwg, 128u);
     if (idx >= p.n * p.levels) { return; }
     let l = idx / p.n;
+    // At most 8 features per level (the local arrays; the host never asks for more).
+    let nf = min(p.feats, 8u);
     let s = idx % p.n;
     let info = level_info[p.level0 + l];
     let res = level_res(info);
@@ -23,18 +25,18 @@ fn hash_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let mask = t_size - 1u;
     let cell = grid_cell(vec3<f32>(pos[3u * s], pos[3u * s + 1u], pos[3u * s + 2u]), res);
     var acc: array<f32, 8>;
-    for (var f = 0u; f < p.feats; f++) { acc[f] = 0.0; }
+    for (var f = 0u; f < nf; f++) { acc[f] = 0.0; }
     for (var c = 0u; c < 8u; c++) {
         let e = corner_entry(cell, c, res, dense, mask);
         let w = corner_weight(cell, c);
         let base = (l * t_size + e) * p.feats;
-        for (var f = 0u; f < p.feats; f++) {
+        for (var f = 0u; f < nf; f++) {
             acc[f] += w * table[base + f];
         }
     }
     let lw = level_weight(fsig[s], f32(res));
     let o = s * p.out_stride + (p.level0 + l) * p.feats;
-    for (var f = 0u; f < p.feats; f++) {
+    for (var f = 0u; f < nf; f++) {
         out[o + f] = acc[f] * lw;
     }
 }

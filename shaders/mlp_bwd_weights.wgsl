@@ -1,7 +1,9 @@
 // mlp_bwd_weights.wgsl: MLP parameter gradients as per-row-group partial sums (CPU twin:
-// kernels/mlp.rs, dW_k += h_k^T dY_k, db_k += 1^T dY_k). Workgroup (x, y) owns parameters
-// 4 x MLP_WG x .. (4 per invocation) and the rows of row-group y; partial[y * P + param] = its sum
-// over those rows, in row order.
+// kernels/mlp.rs, dW_k += h_k^T dY_k, db_k += 1^T dY_k). Row groups are short (`rpg`, about 128
+// rows: a batch of 64 k rows has 512 of them, see kernels.rs row_groups), so the work is spread
+// over (parameters / 4) x groups invocations and no invocation walks more than `rpg` rows.
+// Workgroup (x, y) owns parameters 4 x MLP_WG x .. (4 per invocation) and the rows of row-group y;
+// partial[y * P + param] = its sum over those rows, in row order.
 // reduce_partials then adds the G partials in a fixed order, so the result is deterministic.
 
 @group(0) @binding(0) var<uniform> p: MlpParams;
@@ -16,59 +18,36 @@ fn x_in(r: u32, i: u32) -> f32 {
     return g[(r / p.g_rows) * p.g_stride + (i - p.d_local)];
 }
 
-// Sum over the row-group of the gradient of parameter q (weight (i, j) or bias j of layer k).
-fn one_param(q: u32, r_begin: u32, r_end: u32) -> f32 {
+// The layer of parameter q.
+fn layer_of(q: u32) -> u32 {
     var k = 0u;
     for (var kk = 1u; kk < p.layers; kk++) {
         if (q >= wo(kk)) { k = kk; }
     }
-    let din = sz(k);
-    let dout = sz(k + 1u);
-    let w0 = wo(k);
-    let dcol = dyo(k);
-    var acc = 0.0;
-    if (q >= w0 + din * dout) {
-        let j = q - bo(k);
-        for (var r = r_begin; r < r_end; r++) {
-            acc += dy[r * p.dyw + dcol + j];
-        }
-    } else {
-        let i = (q - w0) / dout;
-        let j = (q - w0) % dout;
-        if (k == 0u) {
-            for (var r = r_begin; r < r_end; r++) {
-                acc += x_in(r, i) * dy[r * p.dyw + dcol + j];
-            }
-        } else {
-            let hcol = ho(k - 1u) + i;
-            for (var r = r_begin; r < r_end; r++) {
-                acc += cache[r * p.hw + hcol] * dy[r * p.dyw + dcol + j];
-            }
-        }
-    }
-    return acc;
+    return k;
 }
+
+// What lane kinds read per row: nothing, 1 (a bias), the input x(r, col), the cache column col.
+const NONE_LANE: u32 = 0u;
+const BIAS: u32 = 1u;
+const INPUT: u32 = 2u;
+const HIDDEN: u32 = 3u;
 
 @compute @workgroup_size(MLP_WG)
 fn mlp_bwd_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    // Each invocation owns 4 consecutive parameters; when they are 4 weights of one row i of a
-    // layer (the common case), each row's input x(r, i) is read once for all 4.
     let q0 = (wid.x * MLP_WG + lid) * 4u;
     let rg = wid.y;
     if (q0 >= p.nparams || rg >= p.groups) { return; }
     let r_begin = rg * p.rpg;
     let r_end = min(r_begin + p.rpg, p.n);
-    var k = 0u;
-    for (var kk = 1u; kk < p.layers; kk++) {
-        if (q0 >= wo(kk)) { k = kk; }
-    }
+    let k = layer_of(q0);
     let din = sz(k);
     let dout = sz(k + 1u);
     let w0 = wo(k);
-    let in_weights = q0 + 3u < w0 + din * dout;
     let i = (q0 - w0) / dout;
     let j = (q0 - w0) % dout;
-    if (in_weights && j + 3u < dout) {
+    // Common case: 4 weights of one input row i of a layer: x(r, i) is read once for all 4.
+    if (q0 + 3u < w0 + din * dout && j + 3u < dout) {
         let dcol = dyo(k) + j;
         var acc = vec4<f32>(0.0);
         for (var r = r_begin; r < r_end; r++) {
@@ -77,14 +56,59 @@ fn mlp_bwd_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
             let b = r * p.dyw + dcol;
             acc += xi * vec4<f32>(dy[b], dy[b + 1u], dy[b + 2u], dy[b + 3u]);
         }
-        for (var e = 0u; e < 4u; e++) {
-            partial[rg * p.nparams + q0 + e] = acc[e];
-        }
+        let o = rg * p.nparams + q0;
+        partial[o] = acc.x;
+        partial[o + 1u] = acc.y;
+        partial[o + 2u] = acc.z;
+        partial[o + 3u] = acc.w;
         return;
     }
+    // Biases, layers narrower than 4 outputs, and 4 parameters straddling a row or a layer: each
+    // of the 4 lanes has its own input column and dY column, resolved once; one walk over the
+    // rows accumulates all four (a vec4 multiply-add per row).
+    var kind = vec4<u32>(NONE_LANE);
+    var xcol = vec4<u32>(0u);
+    var dcol = vec4<u32>(0u);
     for (var e = 0u; e < 4u; e++) {
         let q = q0 + e;
         if (q >= p.nparams) { break; }
-        partial[rg * p.nparams + q] = one_param(q, r_begin, r_end);
+        let ke = layer_of(q);
+        let de = sz(ke + 1u);
+        let we = wo(ke);
+        if (q >= we + sz(ke) * de) {
+            kind[e] = BIAS;
+            dcol[e] = dyo(ke) + (q - bo(ke));
+        } else {
+            let ie = (q - we) / de;
+            dcol[e] = dyo(ke) + (q - we) % de;
+            if (ke == 0u) {
+                kind[e] = INPUT;
+                xcol[e] = ie;
+            } else {
+                kind[e] = HIDDEN;
+                xcol[e] = ho(ke - 1u) + ie;
+            }
+        }
+    }
+    var acc = vec4<f32>(0.0);
+    for (var r = r_begin; r < r_end; r++) {
+        var xv = vec4<f32>(0.0);
+        var dv = vec4<f32>(0.0);
+        for (var e = 0u; e < 4u; e++) {
+            let ke = kind[e];
+            if (ke == NONE_LANE) { continue; }
+            if (ke == BIAS) {
+                xv[e] = 1.0;
+            } else if (ke == INPUT) {
+                xv[e] = x_in(r, xcol[e]);
+            } else {
+                xv[e] = cache[r * p.hw + xcol[e]];
+            }
+            dv[e] = dy[r * p.dyw + dcol[e]];
+        }
+        acc += xv * dv;
+    }
+    for (var e = 0u; e < 4u; e++) {
+        if (kind[e] != NONE_LANE) { partial[rg * p.nparams + q0 + e] = acc[e]; }
     }
 }

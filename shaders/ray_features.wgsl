@@ -27,9 +27,13 @@ fn ray_features(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
             k++;
         }
     }
+    // A latent row past the table (a caller bug) reads zeros instead of another buffer.
     let li = latent_idx[ray];
+    let ok = li < arrayLength(&glo) / max(p.gd, 1u);
     for (var j = 0u; j < p.gd; j++) {
-        feat[o + 27u + j] = glo[li * p.gd + j];
+        var v = 0.0;
+        if (ok) { v = glo[li * p.gd + j]; }
+        feat[o + 27u + j] = v;
     }
     if (p.exposure != 0u) {
         let ev = rays[8u * ray + 7u];

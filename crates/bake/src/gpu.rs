@@ -215,9 +215,30 @@ impl BakedGpu {
             ));
         }
         let e = |e: flythrough_gpu::GpuError| e.to_string();
-        let kernel = gpu
-            .kernel("baked_march", &kernel_source(&model.head), ENTRY)
-            .map_err(e)?;
+        // What the kernel's indices rest on (checked here, so the unchecked module below is safe
+        // for any model handed in): every stored block's slot has its bytes and voxel mask, and
+        // there is a distance per block.
+        let slots = g.slots();
+        if g.index.iter().any(|&s| s != crate::grid::EMPTY && s as usize >= slots)
+            || g.voxel_mask.len() != 8 * slots
+            || g.empty_dist.len() != g.index.len()
+            || g.index.len() != g.blocks().pow(3)
+        {
+            return Err("the baked grid is inconsistent (index, voxel masks or block distances \
+                        do not match its stored blocks)"
+                .into());
+        }
+        // SAFETY: every index of baked_march.wgsl is in bounds for a grid checked above: the block
+        // from clamped grid coordinates (`min(…, nb - 1)`, also for NaN), the voxel from
+        // `min(…, BLOCK - 1)`, the slot from the checked index, vertex words within the slot's 729,
+        // colour-head and latent offsets from `params` (the head checked by `ColorHead::check`),
+        // rays and outputs below `n`; the march loop is bounded by `max_steps`, the head's loops by
+        // its widths; integer divisions are by constants. The CPU-twin tests cover the kernel
+        // (`gpu_and_cpu_renderers_agree`), and FLYTHROUGH_GPU_CHECKS=1 turns the checks back on.
+        let kernel = unsafe {
+            gpu.kernel_trusted("baked_march", &kernel_source(&model.head), ENTRY)
+                .map_err(e)?
+        };
         let grid = [
             gpu.upload("baked index", &g.index).map_err(e)?,
             gpu.upload("baked block distances", &dist_words(g))

@@ -202,6 +202,22 @@ pub struct HoldoutScore {
     pub ssim: f64,
 }
 
+/// Work the host sent a GPU per training step (means over a training call, from
+/// `flythrough_gpu::Gpu::counters`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepCounters {
+    /// Compute dispatches recorded.
+    pub dispatches_per_step: f64,
+    /// Compute passes begun.
+    pub passes_per_step: f64,
+    /// Bytes written with queue writes (batch, uniforms).
+    pub upload_bytes_per_step: f64,
+    /// Bytes copied out for read-back (metrics, checkpoints).
+    pub readback_bytes_per_step: f64,
+    /// Command buffers submitted.
+    pub submits_per_step: f64,
+}
+
 /// `train`: steps, speed and held-out quality (the full record is `train/eval.json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainSummary {
@@ -230,6 +246,19 @@ pub struct TrainSummary {
     pub samples_per_s: f64,
     pub rays_per_s: f64,
     pub render_rays_per_s: f64,
+    /// Milliseconds per step the training thread was blocked (on the device and on checkpoints).
+    #[serde(default)]
+    pub host_wait_ms_per_step: f64,
+    /// Milliseconds per step the training thread spent on checkpoints (written in the
+    /// background: only handing over, and waiting when one was due before the last had finished).
+    #[serde(default)]
+    pub checkpoint_wait_ms_per_step: f64,
+    /// Periodic checkpoints written this run (the final one not counted).
+    #[serde(default)]
+    pub checkpoints_written: usize,
+    /// Work sent to the GPU per step (GPU runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_per_step: Option<StepCounters>,
     /// The loss and PSNR curve, a PNG inside `RUN/train/`.
     pub loss_plot: String,
     /// Where the stage ran (`device`, and `adapter` on a GPU).
@@ -325,6 +354,10 @@ pub struct RenderSummary {
     pub encode_seconds: f64,
     /// The ray source (the trained NeRF, or an analytic scene in tests).
     pub source: String,
+    /// `[render] appearance` as written (`mean`, `zero` or a photo name; `path.json` carries it
+    /// too, for the viewer's walk mode). Empty in run folders from before it was recorded.
+    #[serde(default)]
+    pub appearance: String,
     pub viewer_embeds_video: bool,
     /// Output files, relative to `RUN/render/`.
     pub video_360: String,

@@ -239,7 +239,25 @@ impl Readback {
     }
 
     /// The bytes (blocks until the copy has run).
-    pub fn wait(mut self, gpu: &Gpu) -> Result<Vec<u8>, GpuError> {
+    pub fn wait(self, gpu: &Gpu) -> Result<Vec<u8>, GpuError> {
+        self.with_mapped(gpu, |v| v.to_vec())
+    }
+
+    /// Copy the data straight from the mapped staging buffer into `out` (blocks until the copy
+    /// has run): one copy, no intermediate vector. Fills `out` (at most the bytes read back; the
+    /// rest of `out` is left as it was) and returns the bytes copied.
+    pub fn wait_into<T: bytemuck::Pod>(self, gpu: &Gpu, out: &mut [T]) -> Result<usize, GpuError> {
+        let out: &mut [u8] = bytemuck::cast_slice_mut(out);
+        self.with_mapped(gpu, |v| {
+            let n = v.len().min(out.len());
+            out[..n].copy_from_slice(&v[..n]);
+            n
+        })
+    }
+
+    /// Run `f` on the mapped bytes (blocks until the copy has run), then hand the staging buffer
+    /// back for reuse.
+    fn with_mapped<R>(mut self, gpu: &Gpu, f: impl FnOnce(&[u8]) -> R) -> Result<R, GpuError> {
         while self.state.load(Ordering::Acquire) == 0 {
             if let Err(e) = gpu.device.poll(wgpu::PollType::wait_indefinitely()) {
                 return Err(GpuError::Readback {
@@ -263,7 +281,7 @@ impl Readback {
                     label: self.label.clone(),
                     msg: e.to_string(),
                 })?;
-            view[..self.bytes as usize].to_vec()
+            f(&view[..self.bytes as usize])
         };
         staging.unmap();
         gpu.return_staging(staging);

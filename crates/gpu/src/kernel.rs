@@ -133,13 +133,54 @@ fn reflect(module: &naga::Module) -> Result<Vec<BindingKind>, String> {
     Ok(found.into_iter().map(|(_, k)| k).collect())
 }
 
+/// Environment variable that turns naga's run-time checks back on for the kernels built with
+/// [`Gpu::kernel_trusted`] (any value but `0` or empty): a debug switch for a kernel suspected of
+/// indexing out of bounds or looping forever.
+pub const CHECKS_ENV: &str = "FLYTHROUGH_GPU_CHECKS";
+
+/// Whether [`CHECKS_ENV`] (`value` = its value, if set) asks for the run-time checks.
+pub fn checks_requested(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v != "0" && !v.is_empty())
+}
+
 impl Gpu {
     /// The compute pipeline of `entry` in the WGSL `source` (cached: the same source and entry
-    /// give the same `Arc`). `name` labels errors and profiles.
+    /// give the same `Arc`). `name` labels errors and profiles. The module keeps naga's run-time
+    /// checks (bounds checks on every array access, loop-bound instrumentation): any shader is
+    /// safe here. Audited kernels use [`Gpu::kernel_trusted`].
     pub fn kernel(&self, name: &str, source: &str, entry: &str) -> Result<Arc<Kernel>, GpuError> {
+        self.build_kernel(name, source, entry, true)
+    }
+
+    /// [`Gpu::kernel`] without naga's run-time checks (`ShaderRuntimeChecks::unchecked()`: no
+    /// injected bounds checks, no forced loop bounding, no integer-division guards), unless
+    /// [`CHECKS_ENV`] turned them on for the process ([`Gpu::runtime_checks`]).
+    ///
+    /// # Safety
+    ///
+    /// The caller vouches that the shader, for every parameter block it is dispatched with, never
+    /// indexes a binding, workgroup array or local array out of bounds, never divides an integer
+    /// by zero and has no infinite loop: without the checks these are undefined behaviour on the
+    /// device (out-of-bounds reads and writes of other buffers, hangs), not clamped accesses.
+    pub unsafe fn kernel_trusted(
+        &self,
+        name: &str,
+        source: &str,
+        entry: &str,
+    ) -> Result<Arc<Kernel>, GpuError> {
+        self.build_kernel(name, source, entry, self.runtime_checks)
+    }
+
+    fn build_kernel(
+        &self,
+        name: &str,
+        source: &str,
+        entry: &str,
+        checked: bool,
+    ) -> Result<Arc<Kernel>, GpuError> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         source.hash(&mut h);
-        let key = (h.finish(), entry.to_string());
+        let key = (h.finish(), entry.to_string(), checked);
         if let Some(k) = self
             .kernels
             .lock()
@@ -183,12 +224,20 @@ impl Gpu {
             })
             .collect();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let shader = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(name),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(name),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
+        let shader = if checked {
+            self.device.create_shader_module(desc)
+        } else {
+            // SAFETY: `checked` is false only through `kernel_trusted`, whose caller vouches
+            // (its safety contract) that the shader needs none of the checks left out.
+            unsafe {
+                self.device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        };
         let layout = self
             .device
             .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {

@@ -15,8 +15,11 @@
 //!   once, with an explicit bind-group layout reflected from the shader by naga (every
 //!   `@group(0) @binding(i)` in order, storage read-only / read-write or uniform), so bind groups
 //!   built once by the caller ([`Gpu::bind`]) stay valid for every dispatch.
-//! - **Recording** ([`Recorder`]): one command encoder; every dispatch in its own compute pass (so
-//!   the [`Profiler`] can time each kernel with timestamp queries); one submit.
+//! - **Recording** ([`Recorder`]): one command encoder; consecutive dispatches share one compute
+//!   pass (wgpu inserts the barriers between them), or with a [`Profiler`] attached each dispatch
+//!   has its own pass, timed with timestamp queries; one submit.
+//! - **Shader run-time checks**: [`Gpu::kernel`] keeps naga's bounds checks and loop bounding;
+//!   [`Gpu::kernel_trusted`] (audited kernels) leaves them out unless [`CHECKS_ENV`] is set.
 //! - **Validation without an adapter** ([`validate_wgsl`]): naga parse + validate, used by the
 //!   shader tests for every feature combination.
 //!
@@ -31,7 +34,8 @@ mod recorder;
 pub use adapter::{AdapterDesc, AdapterKind, Selection, is_software, pick};
 pub use buffer::{Bind, BufferPool, GpuBuffer, Readback};
 pub use kernel::{
-    BindGroup, BindingKind, Kernel, StructLayout, validate_wgsl, wgsl_struct_layouts,
+    BindGroup, BindingKind, CHECKS_ENV, Kernel, StructLayout, checks_requested, validate_wgsl,
+    wgsl_struct_layouts,
 };
 pub use profiler::Profiler;
 pub use recorder::{Recorder, Submission};
@@ -111,7 +115,9 @@ pub struct Gpu {
     desc: AdapterDesc,
     caps: Caps,
     limits: GpuLimits,
-    kernels: Mutex<HashMap<(u64, String), Arc<Kernel>>>,
+    kernels: Mutex<HashMap<(u64, String, bool), Arc<Kernel>>>,
+    /// Whether [`Gpu::kernel_trusted`] keeps naga's run-time checks ([`CHECKS_ENV`]).
+    runtime_checks: bool,
     pub(crate) staging: Mutex<Vec<wgpu::Buffer>>,
     poison: AtomicBool,
     allocated: AtomicU64,
@@ -310,6 +316,17 @@ impl Gpu {
             max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
         };
         tracing::debug!("gpu: {desc}, {caps:?}, {limits:?}");
+        let runtime_checks = checks_requested(std::env::var(CHECKS_ENV).ok().as_deref());
+        if runtime_checks {
+            tracing::info!(
+                "gpu: shader run-time checks on for every kernel ({CHECKS_ENV} is set): bounds \
+                 checks and loop bounding, slower"
+            );
+        } else {
+            tracing::info!(
+                "gpu: audited kernels without shader run-time checks ({CHECKS_ENV}=1 turns them on)"
+            );
+        }
         Ok(Gpu {
             device,
             queue,
@@ -317,6 +334,7 @@ impl Gpu {
             caps,
             limits,
             kernels: Mutex::new(HashMap::new()),
+            runtime_checks,
             staging: Mutex::new(Vec::new()),
             poison: AtomicBool::new(false),
             allocated: AtomicU64::new(0),
@@ -328,6 +346,13 @@ impl Gpu {
     /// The adapter this device runs on.
     pub fn adapter(&self) -> &AdapterDesc {
         &self.desc
+    }
+
+    /// Whether the kernels built with [`Gpu::kernel_trusted`] keep naga's run-time checks (bounds
+    /// checks, loop bounding): `false` unless [`CHECKS_ENV`] asked for them when the device was
+    /// opened. Kernels built with [`Gpu::kernel`] always keep them.
+    pub fn runtime_checks(&self) -> bool {
+        self.runtime_checks
     }
 
     pub fn caps(&self) -> Caps {
@@ -391,5 +416,13 @@ mod tests {
         assert_eq!(AtomicMode::choose(true, Some("1")), AtomicMode::CasU32);
         assert_eq!(AtomicMode::choose(true, Some("0")), AtomicMode::NativeF32);
         assert_eq!(AtomicMode::choose(false, None), AtomicMode::CasU32);
+    }
+
+    #[test]
+    fn checks_env_values() {
+        assert!(!checks_requested(None));
+        assert!(!checks_requested(Some("0")));
+        assert!(!checks_requested(Some("")));
+        assert!(checks_requested(Some("1")));
     }
 }

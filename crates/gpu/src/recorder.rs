@@ -1,4 +1,13 @@
-//! Recording GPU work: one command encoder, one compute pass per dispatch, one submit.
+//! Recording GPU work: one command encoder, one submit; consecutive dispatches share one compute
+//! pass (one pass per dispatch while a [`Profiler`] times them).
+//!
+//! Sharing a pass keeps the results of a dependent chain correct: wgpu tracks buffer usage per
+//! *dispatch* inside a compute pass, not per pass (wgpu-core 30 `command/compute.rs`,
+//! `State::flush_bindings`: "For compute, usage scopes are associated with each dispatch and not
+//! with the pass as a whole"), and before each dispatch it records the barriers its bindings need
+//! after the previous dispatches (a read-write storage use is never an "ordered" use, so a write
+//! followed by a read or a write of the same buffer always gets a barrier). Copies, clears,
+//! read-backs and the submit end the open pass first (they are encoder commands).
 
 use crate::buffer::Readback;
 use crate::{BindGroup, Gpu, GpuBuffer, Kernel, Profiler};
@@ -6,9 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Records dispatches, copies, clears and read-backs into one command buffer; [`Recorder::submit`]
-/// sends it. With a [`Profiler`] attached, every dispatch is timed.
+/// sends it. Consecutive dispatches share one compute pass; with a [`Profiler`] attached every
+/// dispatch gets its own pass and is timed.
 pub struct Recorder<'a> {
     gpu: &'a Gpu,
+    /// The open compute pass of the dispatches recorded since the last encoder command (declared
+    /// before `enc`: it must end first, also when the recorder is dropped unsubmitted).
+    pass: Option<wgpu::ComputePass<'static>>,
     enc: wgpu::CommandEncoder,
     prof: Option<&'a mut Profiler>,
 }
@@ -22,14 +35,22 @@ impl Gpu {
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) }),
             prof: None,
+            pass: None,
         }
     }
 }
 
 impl<'a> Recorder<'a> {
-    /// Time every following dispatch with `prof` (no-op when the profiler is full).
+    /// Time every following dispatch with `prof` (no-op when the profiler is full): from now on
+    /// each dispatch has its own compute pass, with timestamp writes at its start and end.
     pub fn profile(&mut self, prof: &'a mut Profiler) {
+        self.end_pass();
         self.prof = Some(prof);
+    }
+
+    /// End the open compute pass (before an encoder command: copy, clear, read-back, submit).
+    fn end_pass(&mut self) {
+        self.pass = None;
     }
 
     /// Run `kernel` with `bg` on a `groups` grid of workgroups.
@@ -43,15 +64,32 @@ impl<'a> Recorder<'a> {
         }
         let c = &self.gpu.counters;
         crate::AtomicCounters::add(&c.dispatches, 1);
-        crate::AtomicCounters::add(&c.passes, 1);
-        let ts = self.prof.as_mut().and_then(|p| p.slot(&kernel.name));
-        let mut pass = self.enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(&kernel.name),
-            timestamp_writes: ts.map(|(qs, i)| wgpu::ComputePassTimestampWrites {
-                query_set: qs,
-                beginning_of_pass_write_index: Some(i),
-                end_of_pass_write_index: Some(i + 1),
-            }),
+        if let Some(prof) = self.prof.as_mut() {
+            // Profiled: a pass of its own, timed at its start and end.
+            self.pass = None;
+            crate::AtomicCounters::add(&c.passes, 1);
+            let ts = prof.slot(&kernel.name);
+            let mut pass = self.enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&kernel.name),
+                timestamp_writes: ts.map(|(qs, i)| wgpu::ComputePassTimestampWrites {
+                    query_set: qs,
+                    beginning_of_pass_write_index: Some(i),
+                    end_of_pass_write_index: Some(i + 1),
+                }),
+            });
+            pass.set_pipeline(&kernel.pipeline);
+            pass.set_bind_group(0, &bg.inner, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+            return;
+        }
+        let pass = self.pass.get_or_insert_with(|| {
+            crate::AtomicCounters::add(&c.passes, 1);
+            self.enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("dispatches"),
+                    timestamp_writes: None,
+                })
+                .forget_lifetime()
         });
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bg.inner, &[]);
@@ -78,6 +116,7 @@ impl<'a> Recorder<'a> {
         bytes: u64,
     ) {
         if bytes > 0 {
+            self.end_pass();
             self.enc
                 .copy_buffer_to_buffer(&src.inner, src_off, &dst.inner, dst_off, bytes);
         }
@@ -85,12 +124,14 @@ impl<'a> Recorder<'a> {
 
     /// Zero a whole buffer.
     pub fn clear(&mut self, buf: &GpuBuffer) {
+        self.end_pass();
         self.enc.clear_buffer(&buf.inner, 0, None);
     }
 
     /// Zero `bytes` bytes at `offset` (both multiples of 4).
     pub fn clear_range(&mut self, buf: &GpuBuffer, offset: u64, bytes: u64) {
         if bytes > 0 {
+            self.end_pass();
             self.enc.clear_buffer(&buf.inner, offset, Some(bytes));
         }
     }
@@ -98,6 +139,7 @@ impl<'a> Recorder<'a> {
     /// Copy `bytes` bytes at `offset` of `buf` to the host: the returned [`Readback`] is mapped
     /// once this recorder's submission has run.
     pub fn read_back(&mut self, buf: &GpuBuffer, offset: u64, bytes: u64) -> Readback {
+        self.end_pass();
         let padded = bytes.max(4).next_multiple_of(4);
         let staging = self.gpu.take_staging(padded);
         crate::AtomicCounters::add(&self.gpu.counters.readback_bytes, padded);
@@ -119,6 +161,7 @@ impl<'a> Recorder<'a> {
 
     /// Finish and submit. The profiler's timestamps (if any) are resolved in the same submission.
     pub fn submit(mut self) -> Submission {
+        self.end_pass();
         if let Some(p) = self.prof.take() {
             p.resolve(&mut self.enc, self.gpu);
         }

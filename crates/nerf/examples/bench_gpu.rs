@@ -2,14 +2,26 @@
 //! of results on stdout, progress on stderr):
 //!
 //! - `step <batch_rays> <steps> [tiny]`: training steps of the default `[train]` model (or a tiny
-//!   one) on random rays, GPU (with per-kernel times from timestamp queries) and CPU side by side:
-//!   samples/s, rays/s, ms per step, ms per kernel.
-//! - `train <scene> <seconds> <device> <out dir> [width height photos]`: trains `synth` (the
+//!   one) on one batch of random rays, GPU (with per-kernel times from timestamp queries) and CPU
+//!   side by side: samples/s, rays/s, ms per step, ms per kernel, and per GPU step the dispatches,
+//!   compute passes, uploaded bytes and host wait. A micro-benchmark: no fresh batches, no
+//!   metrics or checkpoints.
+//! - `train <batch_rays> <seconds> <out dir> [tiny]`: real training on the GPU through the training
+//!   driver for a time budget: fresh batches every step (sampled on the host and uploaded), the
+//!   metrics read back, checkpoints by time (`checkpoint_seconds` a quarter of the budget, at least
+//!   1 s; `BENCH_CKPT_SECONDS` overrides) written by the background writer, on the synthetic venue
+//!   at 160x120 (the data set's size hardly matters to the step). After a 2-step warm-up (kernels
+//!   compile on first use). Reports samples/s, rays/s, ms per step, checkpoints written, and per
+//!   step `dispatches_per_step`, `passes_per_step`, `upload_bytes_per_step`,
+//!   `readback_bytes_per_step`, `host_wait_ms_per_step` (the training thread blocked: on the device
+//!   and on checkpoints) and `checkpoint_wait_ms_per_step`.
+//! - `venue <scene> <seconds> <device> <out dir> [width height photos]`: trains `synth` (the
 //!   synthetic venue, ground-truth cameras) or a `../shared/data` capture (`fox`,
 //!   `redkitchen_every10`, with their reference poses) on `cpu` or `gpu` for a time budget with the default
 //!   config, then evaluates the held-out photos (the stage's own evaluation).
 //!   `BENCH_TRAIN_TOML` adds `[train]` keys. Reports the stage summary and the time at which the
 //!   training batches' PSNR (metrics.jsonl) first reaches 30 dB.
+//!   The JSON line's mode is `venue`.
 //! - `render <width> <frames> <device> [tiny]`: seconds per 360° frame of a random model at
 //!   `width x width/2` (the CPU renders a band of rows and extrapolates).
 //! - `smoke`: every adapter wgpu sees, then the hardware adapter the `auto` device would take;
@@ -116,12 +128,15 @@ fn step_mode(args: &[String]) {
             tr.step(&b.0, &b.1, &b.2, &b.3, 1e-3, 0.5);
             tr.finish();
             let setup = t0.elapsed().as_secs_f64();
+            let (c0, w0) = (g.counters(), tr.wait_s);
             let t0 = Instant::now();
             for _ in 0..steps {
                 tr.step(&b.0, &b.1, &b.2, &b.3, 1e-3, 0.5);
             }
             tr.finish();
             let secs = t0.elapsed().as_secs_f64() / steps as f64;
+            let d = g.counters().since(&c0);
+            let per = |x: u64| x as f64 / steps as f64;
             // Per-kernel times: a few profiled steps (each waits for its timestamps).
             let mut kernels = serde_json::Map::new();
             tr.profiler = flythrough_gpu::Profiler::new(&g, 512);
@@ -140,6 +155,10 @@ fn step_mode(args: &[String]) {
                 "ms_per_step": 1e3 * secs,
                 "rays_per_s": n as f64 / secs,
                 "samples_per_s": (n * spr) as f64 / secs,
+                "dispatches_per_step": per(d.dispatches),
+                "passes_per_step": per(d.passes),
+                "upload_bytes_per_step": per(d.upload_bytes),
+                "host_wait_ms_per_step": 1e3 * (tr.wait_s - w0) / steps as f64,
                 "kernels": kernels,
             });
         }
@@ -319,10 +338,10 @@ fn real_scene(name: &str, dir: &std::path::Path) -> Scene {
     }
 }
 
-fn train_mode(args: &[String]) {
+fn venue_mode(args: &[String]) {
     if args.len() < 4 {
         die(
-            "usage: bench_gpu train <synth|fox|redkitchen_every10> <seconds> <cpu|gpu> <out dir> [width height photos]",
+            "usage: bench_gpu venue <synth|fox|redkitchen_every10> <seconds> <cpu|gpu> <out dir> [width height photos]",
         );
     }
     let seconds: f64 = args[1].parse().unwrap_or_else(|_| die("seconds"));
@@ -358,12 +377,83 @@ fn train_mode(args: &[String]) {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["psnr"].as_f64().unwrap_or(0.0) >= 30.0)
         .and_then(|v| v["elapsed_s"].as_f64());
-    let mut out = serde_json::json!({"mode": "train", "scene": args[0], "budget_s": seconds, "wall_s": t0.elapsed().as_secs_f64(), "batch_psnr_30db_at_s": t30});
+    let mut out = serde_json::json!({"mode": "venue", "scene": args[0], "budget_s": seconds, "wall_s": t0.elapsed().as_secs_f64(), "batch_psnr_30db_at_s": t30});
     if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&s) {
         for (k, v) in m {
             out[k.as_str()] = v;
         }
     }
+    println!("{out}");
+}
+
+/// Real GPU training through the driver for a time budget (see the file's doc).
+fn train_mode(args: &[String]) {
+    if args.len() < 3 {
+        die("usage: bench_gpu train <batch_rays> <seconds> <out dir> [tiny]");
+    }
+    let n: usize = args[0].parse().unwrap_or_else(|_| die("batch_rays"));
+    let seconds: f64 = args[1].parse().unwrap_or_else(|_| die("seconds"));
+    let dir = std::path::PathBuf::from(&args[2]);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg = TrainConfig::default();
+    if args.get(3).map(|s| s == "tiny").unwrap_or(false) {
+        tiny(&mut cfg);
+    }
+    cfg.batch_rays = n;
+    cfg.steps = 1_000_000;
+    cfg.max_seconds = seconds;
+    cfg.checkpoint_every = 0;
+    cfg.checkpoint_seconds = std::env::var("BENCH_CKPT_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or((seconds / 4.0).max(1.0));
+    let g = gpu::open(Device::Gpu)
+        .unwrap_or_else(|e| die(&e.to_string()))
+        .unwrap_or_else(|| die("no GPU adapter"));
+    let scene = synth_scene(&dir, 160, 120, 12);
+    let ds = flythrough_nerf::data::Dataset::load(
+        &scene.images,
+        Some(&scene.manifest),
+        &scene.sfm_dir,
+        &flythrough_nerf::data::LoadOptions::from_config(&cfg, &[]),
+    )
+    .unwrap_or_else(|e| die(&e.to_string()));
+    // Warm-up: the kernels compile on first use (cached on the device for the measured run).
+    let t0 = Instant::now();
+    let mut warm = cfg.clone();
+    (warm.steps, warm.max_seconds) = (2, 0.0);
+    flythrough_nerf::gpu::train::train(&warm, &ds, &dir.join("warm-up"), g.clone())
+        .unwrap_or_else(|e| die(&e.to_string()));
+    let setup = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let t = flythrough_nerf::gpu::train::train(&cfg, &ds, &dir.join("work"), g.clone())
+        .unwrap_or_else(|e| die(&e.to_string()));
+    let wall = t0.elapsed().as_secs_f64();
+    let spr = cfg.prop_samples.iter().sum::<usize>() + cfg.nerf_samples;
+    let c = t.gpu_per_step.unwrap_or_default();
+    let out = serde_json::json!({
+        "mode": "train",
+        "adapter": g.adapter().to_string(),
+        "batch_rays": n,
+        "samples_per_ray": spr,
+        "budget_s": seconds,
+        "setup_s": setup,
+        "wall_s": wall,
+        "steps": t.steps_this_call,
+        "ms_per_step": 1e3 * wall / t.steps_this_call.max(1) as f64,
+        "samples_per_s": t.samples_per_s,
+        "rays_per_s": t.rays_per_s,
+        "checkpoint_seconds": cfg.checkpoint_seconds,
+        "checkpoints": t.checkpoints_written,
+        "dispatches_per_step": c.dispatches_per_step,
+        "passes_per_step": c.passes_per_step,
+        "upload_bytes_per_step": c.upload_bytes_per_step,
+        "readback_bytes_per_step": c.readback_bytes_per_step,
+        "submits_per_step": c.submits_per_step,
+        "host_wait_ms_per_step": t.host_wait_ms_per_step,
+        "checkpoint_wait_ms_per_step": t.checkpoint_wait_ms_per_step,
+    });
     println!("{out}");
 }
 
@@ -427,6 +517,24 @@ fn table_mode(args: &[String]) {
             c["threads"]
         );
     }
+    for r in rows.iter().filter(|r| r["mode"] == "train") {
+        let tag = format!(
+            "{} rays x {} samples, fresh batches, checkpoints every {} s: {} written, {} steps",
+            r["batch_rays"],
+            r["samples_per_ray"],
+            r["checkpoint_seconds"],
+            r["checkpoints"],
+            r["steps"]
+        );
+        println!(
+            "| training samples/s, M, train mode ({tag}) | {} | | |",
+            f(&r["samples_per_s"], 1e6, 2)
+        );
+        println!(
+            "| training rays/s, k, train mode | {} | | |",
+            f(&r["rays_per_s"], 1e3, 1)
+        );
+    }
     for r in rows.iter().filter(|r| r["mode"] == "render") {
         let w = format!("{}x{}", r["width"], r["height"]);
         let v = f(&r["seconds_per_frame"], 1.0, 3)
@@ -441,7 +549,25 @@ fn table_mode(args: &[String]) {
             println!("| s per {w} 360° frame | | {v} | |");
         }
     }
-    for r in rows.iter().filter(|r| r["mode"] == "train") {
+    for r in rows.iter().filter(|r| r["mode"] == "render_baked") {
+        let w = format!("{}x{}", r["width"], r["height"]);
+        let v = f(&r["seconds_per_frame"], 1.0, 3)
+            + if r["extrapolated"] == true {
+                " (band, extrapolated)"
+            } else {
+                ""
+            };
+        let label = format!(
+            "s per {w} 360° frame, baked model ({}^3, {} blocks)",
+            r["grid_res"], r["stored_blocks"]
+        );
+        if r["device"] == "gpu" {
+            println!("| {label} | {v} | | |");
+        } else {
+            println!("| {label} | | {v} | |");
+        }
+    }
+    for r in rows.iter().filter(|r| r["mode"] == "venue") {
         let dev = r["device"].as_str().unwrap_or("?");
         let v = format!(
             "{} dB ({} steps, {}k rays/s{})",
@@ -464,6 +590,31 @@ fn table_mode(args: &[String]) {
             println!("| {label} | {v} | | |");
         } else {
             println!("| {label} | | {v} | |");
+        }
+    }
+    // Per GPU step: what the host sends and how long it is blocked.
+    let per_step: Vec<(&str, &serde_json::Value)> = rows
+        .iter()
+        .filter_map(|r| match r["mode"].as_str() {
+            Some("step") => Some(("step (one batch, no read-backs)", &r["gpu"])),
+            Some("train") => Some(("train (fresh batches, metrics, checkpoints)", r)),
+            _ => None,
+        })
+        .filter(|(_, v)| v["dispatches_per_step"].is_number())
+        .collect();
+    if !per_step.is_empty() {
+        println!(
+            "\nPer GPU training step:\n\n| mode | dispatches | compute passes | upload bytes | host wait, ms | ms per step |\n|---|---:|---:|---:|---:|---:|"
+        );
+        for (mode, v) in per_step {
+            println!(
+                "| {mode} | {} | {} | {} | {} | {} |",
+                f(&v["dispatches_per_step"], 1.0, 1),
+                f(&v["passes_per_step"], 1.0, 1),
+                f(&v["upload_bytes_per_step"], 1.0, 0),
+                f(&v["host_wait_ms_per_step"], 1.0, 2),
+                f(&v["ms_per_step"], 1.0, 2)
+            );
         }
     }
     let kernels: Vec<(String, f64, f64)> = rows
@@ -531,8 +682,9 @@ fn main() {
         Some("step") => step_mode(&args[1..]),
         Some("render") => render_mode(&args[1..]),
         Some("train") => train_mode(&args[1..]),
+        Some("venue") => venue_mode(&args[1..]),
         Some("table") => table_mode(&args[1..]),
         Some("smoke") => smoke_mode(),
-        _ => die("usage: bench_gpu smoke|step|render|train|table ... (see the file's doc)"),
+        _ => die("usage: bench_gpu smoke|step|train|venue|render|table ... (see the file's doc)"),
     }
 }

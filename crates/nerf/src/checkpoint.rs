@@ -7,8 +7,9 @@
 //! Two kinds, one format and one loader ([`load`]):
 //! - **weights** (`train/checkpoints/final.safetensors`, what rendering reads): parameters only,
 //!   `meta.adam = None`; a third of the size.
-//! - **resume** (`RUN/.work/train/checkpoints/last.safetensors`, written every `checkpoint_every`
-//!   steps): parameters + Adam moments, `meta.adam = Some((hyper-parameters, step))`. The batch RNG
+//! - **resume** (`RUN/.work/train/checkpoints/last.safetensors`, written by the driver's background
+//!   thread every `checkpoint_seconds`, every `checkpoint_every` steps when set, and at the end):
+//!   parameters + Adam moments, `meta.adam = Some((hyper-parameters, step))`. The batch RNG
 //!   needs no state: each step's generator is seeded from `(seed, step)`. Deleted with the work
 //!   folder when the stage commits.
 
@@ -50,8 +51,13 @@ pub struct CheckpointMeta {
     pub mean_radius: Option<f32>,
 }
 
-fn bytes_of(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+/// The little-endian bytes of `v`: the floats themselves on a little-endian host (no copy).
+fn bytes_of(v: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        std::borrow::Cow::Borrowed(bytemuck::cast_slice(v))
+    } else {
+        std::borrow::Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
 }
 
 fn floats_of(b: &[u8]) -> Vec<f32> {
@@ -60,7 +66,8 @@ fn floats_of(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// Write a checkpoint atomically (temporary file + rename) with its JSON sidecar.
+/// Write a checkpoint atomically (temporary file + rename) with its JSON sidecar. The tensors are
+/// streamed to the file from the model's and Adam's own vectors (no copy of the data in memory).
 pub fn save(
     path: &Path,
     model: &Model,
@@ -68,7 +75,7 @@ pub fn save(
     meta: &CheckpointMeta,
 ) -> Result<(), NerfError> {
     let io = |e: std::io::Error| NerfError::Io(path.to_path_buf(), e.to_string());
-    let mut bufs: Vec<(String, Vec<u8>, usize)> = Vec::new();
+    let mut bufs: Vec<(String, std::borrow::Cow<'_, [u8]>, usize)> = Vec::new();
     for (name, p) in model.names.iter().zip(&model.params) {
         bufs.push((name.clone(), bytes_of(p), p.len()));
     }
@@ -83,7 +90,7 @@ pub fn save(
         .map(|(n, b, len)| {
             Ok((
                 n.clone(),
-                TensorView::new(Dtype::F32, vec![*len], b)
+                TensorView::new(Dtype::F32, vec![*len], b.as_ref())
                     .map_err(|e| NerfError::Checkpoint(path.to_path_buf(), e.to_string()))?,
             ))
         })
@@ -92,12 +99,19 @@ pub fn save(
         .map_err(|e| NerfError::Checkpoint(path.to_path_buf(), e.to_string()))?;
     let mut info = HashMap::new();
     info.insert("flythrough".to_string(), json.clone());
-    let bytes = safetensors::tensor::serialize(views, Some(info))
-        .map_err(|e| NerfError::Checkpoint(path.to_path_buf(), e.to_string()))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    flythrough_core::run::write_atomic(path, &bytes).map_err(io)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(flythrough_core::run::PARTIAL_SUFFIX);
+    let tmp = std::path::PathBuf::from(tmp);
+    let written = safetensors::tensor::serialize_to_file(views, Some(info), &tmp)
+        .map_err(|e| NerfError::Checkpoint(path.to_path_buf(), e.to_string()))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(io));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     let pretty = serde_json::to_string_pretty(meta).unwrap_or(json);
     flythrough_core::run::write_atomic(&path.with_extension("json"), pretty.as_bytes())
         .map_err(io)?;

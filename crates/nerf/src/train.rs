@@ -5,7 +5,7 @@ use crate::NerfError;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::composite::psnr;
 use crate::data::Dataset;
-use crate::driver::{Backend, DeviceMetrics, MetricsAt, SaveFn, StepBatch, StepPlan};
+use crate::driver::{Backend, CheckpointJob, DeviceMetrics, MetricsAt, StepBatch, StepPlan};
 use crate::inference::render_photo_rays;
 use crate::kernels::{Adam, AdamConfig, clip_scale, global_grad_norm};
 use crate::metrics;
@@ -180,6 +180,18 @@ pub struct Trained {
     pub samples_per_s: f64,
     pub rays_per_s: f64,
     pub metrics: Vec<MetricLine>,
+    /// Milliseconds per step the training thread spent blocked: on the device (in-flight steps,
+    /// read-backs) and on checkpoints ([`Trained::checkpoint_wait_ms_per_step`]).
+    pub host_wait_ms_per_step: f64,
+    /// Milliseconds per step the training thread spent on checkpoints: taking the state (the CPU
+    /// back end copies its model), handing it to the writer thread, waiting for the writer or a
+    /// read-back.
+    pub checkpoint_wait_ms_per_step: f64,
+    /// Periodic checkpoints written in the background this call (the final one not counted).
+    pub checkpoints_written: usize,
+    /// Work sent to the GPU per step (dispatches, passes, uploaded and read-back bytes, submits);
+    /// `None` on the CPU.
+    pub gpu_per_step: Option<flythrough_core::summary::StepCounters>,
 }
 
 pub(crate) fn ckpt_path(work: &Path) -> std::path::PathBuf {
@@ -471,11 +483,12 @@ impl Backend for CpuBackend<'_> {
             .map(|ci| mean_correction(&self.model.params[ci]))
     }
 
-    fn write_checkpoint(&mut self, _: bool, save: &mut SaveFn) -> Result<(), NerfError> {
-        match self.checkpoint.take() {
-            Some(meta) => save(&self.model, &self.adams, &meta),
-            None => Ok(()),
-        }
+    fn take_checkpoint(&mut self, _: bool) -> Result<Option<CheckpointJob>, NerfError> {
+        // A snapshot: the writer thread writes it while the next steps change the model.
+        Ok(self
+            .checkpoint
+            .take()
+            .map(|meta| CheckpointJob::ready(self.model.clone(), self.adams.clone(), meta)))
     }
 
     fn finish(self) -> Result<(Model, Vec<Adam>), NerfError> {

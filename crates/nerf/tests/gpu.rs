@@ -8,7 +8,9 @@
 //! - checkpoints are back-end neutral: a GPU run killed after a checkpoint resumes there, a GPU run
 //!   resumes on the CPU and the other way round, and a GPU-trained model renders the same on both
 //!   back ends;
-//! - a batch that cannot fit the adapter's bindings is refused with the config key to lower.
+//! - a batch that cannot fit the adapter's bindings is refused with the config key to lower;
+//! - checkpoints fall due by time and by steps through the one driver on both back ends, and a
+//!   background write that fails is an error naming the file.
 #![allow(clippy::field_reassign_with_default, clippy::explicit_counter_loop)]
 mod common;
 
@@ -286,4 +288,80 @@ fn a_batch_too_large_for_the_adapter_names_the_key_to_lower() {
         .expect("refused")
         .to_string();
     assert!(e.contains("batch_rays") && e.contains("MiB"), "{e}");
+}
+
+/// The steps the stop hook was asked about (it never stops the run).
+fn recording_hook() -> (
+    flythrough_core::stage::Hooks,
+    std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let hooks = flythrough_core::stage::Hooks {
+        stop_after_checkpoint: Some(std::sync::Arc::new(move |step| {
+            s.lock().unwrap().push(step);
+            false
+        })),
+        ..Default::default()
+    };
+    (hooks, seen)
+}
+
+/// The checkpoint cadence through the driver on both back ends (the CPU always, the GPU when
+/// there is one), with no clock to race: `checkpoint_seconds` so small that every step is due,
+/// 0 (by steps only, or none), and `checkpoint_every`. The stop hook is asked after each periodic
+/// checkpoint once it is on disk; the end always writes one.
+#[test]
+fn checkpoints_fall_due_by_time_and_by_steps_on_both_back_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.steps = 6;
+    let ds = dataset(dir.path(), &c);
+    let gpu = flythrough_testkit::test_gpu();
+    let cases: [(f64, usize, Vec<usize>); 3] = [
+        // Every step is due by time (1 ns), never the last: the end writes its own.
+        (1e-9, 0, vec![1, 2, 3, 4, 5]),
+        (0.0, 2, vec![2, 4]),
+        (0.0, 0, vec![]),
+    ];
+    for (k, (secs, every, want)) in cases.into_iter().enumerate() {
+        c.checkpoint_seconds = secs;
+        c.checkpoint_every = every;
+        for dev in ["cpu", "gpu"] {
+            let work = dir.path().join(format!("{dev}{k}"));
+            let (hooks, seen) = recording_hook();
+            let t = match (dev, &gpu) {
+                ("cpu", _) => train::train_with(&c, &ds, &work, &hooks).unwrap(),
+                (_, Some(g)) => {
+                    flythrough_nerf::gpu::train::train_with(&c, &ds, &work, g.clone(), &hooks)
+                        .unwrap()
+                }
+                _ => continue,
+            };
+            let seen = seen.lock().unwrap().clone();
+            println!("{dev}: checkpoint_seconds {secs}, checkpoint_every {every}: {seen:?}");
+            assert_eq!(seen, want, "{dev}");
+            assert_eq!(t.checkpoints_written, want.len(), "{dev}");
+            let (_, adam, meta) =
+                flythrough_nerf::checkpoint::load(&work.join("checkpoints/last.safetensors"))
+                    .unwrap();
+            assert_eq!((meta.step, adam.is_some()), (6, true), "{dev}");
+        }
+    }
+}
+
+/// A writer that cannot write surfaces as an error naming the file at the driver's next wait.
+#[test]
+fn a_failed_background_write_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.steps = 4;
+    c.checkpoint_every = 2;
+    let ds = dataset(dir.path(), &c);
+    let work = dir.path().join("work");
+    // A directory where the checkpoint goes: the rename onto it fails.
+    std::fs::create_dir_all(work.join("checkpoints/last.safetensors/x")).unwrap();
+    let e = train::train(&c, &ds, &work).err().expect("an error");
+    println!("{e}");
+    assert!(e.to_string().contains("last.safetensors"), "{e}");
 }

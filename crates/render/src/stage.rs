@@ -45,6 +45,10 @@ pub struct PathFile {
     pub up: [f64; 3],
     pub width: u32,
     pub height: u32,
+    /// `[render] appearance` the frames were rendered with (`mean`, `zero` or a photo name): the
+    /// viewer's walk mode shades with the same latent. Absent in older files (read as `mean`).
+    #[serde(default)]
+    pub appearance: String,
     pub keyframes: Vec<PathKeyframe>,
     pub frames: Vec<PathSample>,
 }
@@ -746,6 +750,7 @@ pub fn render_plan(
         up: [up.x, up.y, up.z],
         width: r.width,
         height: r.height,
+        appearance: r.appearance.to_string(),
         keyframes: path
             .keyframes()
             .iter()
@@ -864,6 +869,7 @@ pub fn render_plan(
         encoder: encoder.name().to_string(),
         encode_seconds,
         source: source.name(),
+        appearance: r.appearance.to_string(),
         viewer_embeds_video: embed,
         video_360: VIDEO_360.into(),
         video_preview: VIDEO_PREVIEW.into(),

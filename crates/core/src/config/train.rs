@@ -29,6 +29,7 @@ pub struct TrainConfig {
     pub glo_dim: usize,
     pub exposure_conditioning: bool,
     pub checkpoint_every: usize,
+    pub checkpoint_seconds: f64,
     pub image_downscale: u32,
     pub backbone: Backbone,
     pub batch_rays: usize,
@@ -65,7 +66,8 @@ impl Default for TrainConfig {
             holdout_every: 8,
             glo_dim: 32,
             exposure_conditioning: true,
-            checkpoint_every: 250,
+            checkpoint_every: 0,
+            checkpoint_seconds: 60.0,
             image_downscale: 0,
             backbone: Backbone::HashGrid,
             batch_rays: 2048,
@@ -119,7 +121,11 @@ pub(super) const DOCS: &[KeyDoc] = &[
     ),
     (
         "checkpoint_every",
-        "Write a checkpoint every this many steps (training resumes from the last one).",
+        "Also write a resume checkpoint every this many steps (0 = by time only, see checkpoint_seconds).",
+    ),
+    (
+        "checkpoint_seconds",
+        "Write a resume checkpoint when this many seconds have passed since the last one (0 = not by time);\ntraining resumes from the last checkpoint after a kill. A background thread writes it while training\ngoes on; the end of training always writes one.",
     ),
     (
         "image_downscale",
@@ -241,10 +247,10 @@ impl TrainConfig {
             "must be in 16..=16384",
         )?;
         ensure(
-            self.checkpoint_every >= 1,
-            "checkpoint_every",
-            self.checkpoint_every,
-            "must be at least 1",
+            self.checkpoint_seconds.is_finite() && self.checkpoint_seconds >= 0.0,
+            "checkpoint_seconds",
+            self.checkpoint_seconds,
+            "must be >= 0 (0 = not by time)",
         )?;
         ensure(
             (1..=1 << 20).contains(&self.batch_rays),

@@ -417,7 +417,7 @@ impl Batch {
         }
         let part_len = mlps
             .iter()
-            .map(|(c, n)| row_groups(*n) as usize * c.num_params())
+            .map(|(c, n)| row_groups(*n, c.num_params()) as usize * c.num_params())
             .max()
             .unwrap_or(1);
         let partial = storage(g, "mlp partials", part_len)?;
@@ -752,10 +752,7 @@ impl MlpBwd<'_> {
                 dy: b.dy,
                 partial: self.partial,
             }
-            .dispatch(
-                k,
-                Grid::Groups([p.nparams.div_ceil(4 * k.shape.wg), p.groups, 1]),
-            )
+            .dispatch(k, bwd_weights_grid(&p, k.shape.wg))
             .map_err(gpu_err)?,
         );
         let ur = uniform(
@@ -773,7 +770,7 @@ impl MlpBwd<'_> {
                 partial: self.partial,
                 grad: b.grad,
             }
-            .dispatch(k, Grid::Threads(p.nparams as u64))
+            .dispatch(k, reduce_grid(p.nparams))
             .map_err(gpu_err)?,
         );
         Ok(())

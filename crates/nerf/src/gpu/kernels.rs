@@ -95,10 +95,35 @@ fn put(a: &mut [[u32; 4]; 3], k: usize, v: u32) {
     a[k / 4][k % 4] = v;
 }
 
-/// Row-groups of the weight-gradient partial sums for `n` rows (fixed for a batch size, so the
-/// reduction order is fixed too).
-pub fn row_groups(n: usize) -> u32 {
-    (n.div_ceil(256)).clamp(1, 64) as u32
+/// Rows per row group of the weight-gradient partial sums (`mlp_bwd_weights`), while the groups
+/// stay within [`MAX_ROW_GROUPS`].
+pub const ROWS_PER_GROUP: usize = 128;
+
+/// Most row groups.
+pub const MAX_ROW_GROUPS: usize = 4096;
+
+/// Floats the partial sums (`groups x parameters`) may take before the groups are capped: 64 MiB.
+pub const PARTIAL_BUDGET: usize = 1 << 24;
+
+/// Row-groups of the weight-gradient partial sums for `n` rows of an MLP with `nparams`
+/// parameters: one per [`ROWS_PER_GROUP`] rows (512 for a batch of 64 k rows, so each invocation
+/// walks at most 128 rows), at most [`MAX_ROW_GROUPS`] and at most what fits [`PARTIAL_BUDGET`]
+/// (never fewer than 64 for that: a 512-wide colour MLP keeps the 64 groups it always had). Fixed
+/// for a batch size and model, so the reduction order is fixed too.
+pub fn row_groups(n: usize, nparams: usize) -> u32 {
+    let cap = (PARTIAL_BUDGET / nparams.max(1)).clamp(64, MAX_ROW_GROUPS);
+    n.div_ceil(ROWS_PER_GROUP).clamp(1, cap) as u32
+}
+
+/// The grid of `mlp_bwd_weights` for `p`: 4 parameters per invocation along x (workgroups of
+/// `wg`), one row group per y.
+pub fn bwd_weights_grid(p: &MlpParams, wg: u32) -> Grid {
+    Grid::Groups([p.nparams.div_ceil(4 * wg), p.groups, 1])
+}
+
+/// The grid of `reduce_partials` over `nparams` parameters: a 256-invocation workgroup per 32.
+pub fn reduce_grid(nparams: u32) -> Grid {
+    Grid::Threads(nparams.div_ceil(32) as u64 * 256)
 }
 
 impl MlpParams {
@@ -140,7 +165,7 @@ impl MlpParams {
         }
         p.hw = hoff;
         p.dyw = dyoff;
-        p.groups = row_groups(n);
+        p.groups = row_groups(n, cfg.num_params());
         p.rpg = (n as u32).div_ceil(p.groups).max(1);
         p
     }
@@ -375,11 +400,34 @@ impl Kernels {
         Kernels { gpu, atomic, shape }
     }
 
-    /// The pipeline of kernel `id`.
+    /// The pipeline of kernel `id`, built without naga's run-time checks unless
+    /// `FLYTHROUGH_GPU_CHECKS` is set ([`Gpu::runtime_checks`]).
     pub fn get(&self, id: KernelId) -> Result<Arc<Kernel>, GpuError> {
         let src = id.source();
         let text = shaders::compose(src, self.atomic, self.shape);
-        self.gpu.kernel(src.name, &text, src.name)
+        // SAFETY (the contract of `kernel_trusted`: no out-of-bounds index, no integer division
+        // by zero, no unbounded loop), for every kernel of `shaders/` composed here:
+        // - Every kernel returns early past its own count (`n`, `n_rays`, `len`, `nparams`,
+        //   `n * levels`: a field of its uniform block) and indexes its buffers with offsets the
+        //   host sized them for: the buffers of `batch.rs`, `inference.rs` and `train.rs` are
+        //   allocated from the same counts the parameter blocks are built from (`MlpParams::new`,
+        //   the launchers), and every kernel's CPU-twin test (`gpu::tests`, `tests/gpu.rs`) runs
+        //   it through the same launchers on poisoned buffers (a read of anything not written
+        //   shows as NaN) and compares it with the CPU kernel, on every shape the back end uses.
+        // - Data-dependent indices are clamped in the shader: hash-grid cells by `min(.., res -
+        //   1)` (NaN positions included) and masked by the table size or bounded by the dense
+        //   level's size; feature loops by `min(feats, 8)` (the local arrays); the GLO latent
+        //   row by the binding's `arrayLength` (ray_features, glo_grad); the merge walks of
+        //   sample_level and interlevel by their fencepost counts (short-circuit `&&`); the MLP
+        //   kernels' workgroup-memory rows by `TILE` (a power of two, a multiple of `RB`) and
+        //   columns by `MAXIN` / `MAXW`, which `MlpShape` is fitted to (the widest layer of
+        //   the model).
+        // - Every loop is bounded by a uniform count, a constant (the Newton iterations of
+        //   raygen_camera) or, in the inverse-CDF walk, by the bin count; integer divisions are
+        //   by uniform counts the launchers never set to zero for a non-empty launch (a launch of
+        //   zero threads is skipped by the recorder).
+        // `FLYTHROUGH_GPU_CHECKS=1` puts the checks back to rule a kernel bug in or out.
+        unsafe { self.gpu.kernel_trusted(src.name, &text, src.name) }
     }
 }
 
@@ -828,5 +876,18 @@ mod tests {
         assert_eq!(p.dyoff[0][..3], [0, 64, 128]);
         assert_eq!(p.nparams as usize, cfg.num_params());
         assert!(p.groups * p.rpg >= 1000);
+        // Row groups: ~128 rows each, 512 for a 64 k-row batch, capped.
+        let colour = MlpConfig::new(&[83, 64, 64, 3], true).num_params();
+        assert_eq!(row_groups(1, colour), 1);
+        assert_eq!(row_groups(65_536, colour), 512);
+        assert_eq!(row_groups(131_072, colour), 1024);
+        // Capped by the partial sums' memory, and by the most groups.
+        assert_eq!(
+            row_groups(100_000_000, colour) as usize,
+            PARTIAL_BUDGET / colour
+        );
+        assert_eq!(row_groups(100_000_000, 100), MAX_ROW_GROUPS as u32);
+        let wide = MlpConfig::new(&[83, 512, 512, 3], true).num_params();
+        assert_eq!(row_groups(1 << 20, wide), 64);
     }
 }

@@ -5,8 +5,11 @@
 //! targets) with queue writes, then forward, backward, the global gradient norm (partial sums and a
 //! fixed-order final sum, which also yields the clip factor) and fused Adam on every buffer. Nothing
 //! is read back per step: the losses accumulate on the device and are copied out every
-//! `metrics_every` steps, parameters and Adam moments every `checkpoint_every` steps, both mapped
-//! asynchronously and collected while later steps run. The host keeps at most two steps in flight.
+//! `metrics_every` steps, parameters and Adam moments when a checkpoint is due (the driver's
+//! `checkpoint_seconds` / `checkpoint_every`), both mapped asynchronously and collected while later
+//! steps run: a checkpoint's staging buffers go to the driver's writer thread, which copies them
+//! straight into the model and Adam vectors it writes (the training thread copies nothing). The
+//! host keeps at most two steps in flight; the time it spends blocked is [`GpuTrainer::wait_s`].
 
 use super::batch::{Batch, Mode};
 use super::kernels::{AdamLen, AdamStep, Dispatch, Grid, NormParams, SqParams, launch};
@@ -14,17 +17,18 @@ use super::model::{GpuModel, gpu_err};
 use crate::NerfError;
 use crate::checkpoint::CheckpointMeta;
 use crate::data::Dataset;
-use crate::driver::{Backend, SaveFn, StepBatch, StepPlan};
+use crate::driver::{Backend, CheckpointJob, StepBatch, StepPlan};
 use crate::kernels::{Adam, AdamConfig};
 use crate::model::{LossWeights, Model, Rays};
 use crate::stepfun;
 use crate::train::{ADAM, Trained};
 use flythrough_core::config::TrainConfig;
 use flythrough_core::stage::Hooks;
-use flythrough_gpu::{Gpu, GpuBuffer, Profiler, Readback, Recorder, Submission};
+use flythrough_gpu::{Gpu, GpuBuffer, GpuCounters, Profiler, Readback, Recorder, Submission};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Steps the host may run ahead of the device.
 const IN_FLIGHT: usize = 2;
@@ -36,6 +40,8 @@ pub struct PendingCheckpoint {
     params: Vec<Readback>,
     m: Vec<Readback>,
     v: Vec<Readback>,
+    /// The submission that copies them.
+    sub: Option<Submission>,
     pub meta: CheckpointMeta,
 }
 
@@ -55,6 +61,10 @@ pub struct GpuTrainer {
     ckpt: Option<PendingCheckpoint>,
     /// Times every kernel of the following steps when set (blocking per step: benchmarks only).
     pub profiler: Option<Profiler>,
+    /// Seconds the host has spent blocked on the device (in-flight steps, read-backs, draining).
+    pub wait_s: f64,
+    /// Floats of each parameter buffer on the host (device buffers may be padded).
+    host_lens: Vec<usize>,
 }
 
 /// Element ranges `(offset, len)` of a buffer of `len` floats, each within the binding limit and
@@ -216,6 +226,8 @@ impl GpuTrainer {
             metrics: VecDeque::new(),
             ckpt: None,
             profiler: None,
+            wait_s: 0.0,
+            host_lens: model.params.iter().map(|p| p.len()).collect(),
         })
     }
 
@@ -314,10 +326,14 @@ impl GpuTrainer {
         }
         self.profiler = prof;
         self.in_flight.push_back(sub);
-        while self.in_flight.len() > IN_FLIGHT {
-            if let Some(s) = self.in_flight.pop_front() {
-                g.wait_for(&s);
+        if self.in_flight.len() > IN_FLIGHT {
+            let t = Instant::now();
+            while self.in_flight.len() > IN_FLIGHT {
+                if let Some(s) = self.in_flight.pop_front() {
+                    g.wait_for(&s);
+                }
             }
+            self.wait_s += t.elapsed().as_secs_f64();
         }
     }
 
@@ -350,11 +366,12 @@ impl GpuTrainer {
                         .map(|(b, &n)| rec.read_back(b, 0, 4 * n.max(1) as u64))
                         .collect::<Vec<_>>()
                 };
-                let lens: Vec<usize> = me.model.params.iter().map(|p| p.len()).collect();
+                let lens = &me.host_lens;
                 ck = Some(PendingCheckpoint {
-                    params: read(rec, &me.model.params, &lens),
-                    m: read(rec, &me.m1, &lens),
-                    v: read(rec, &me.m2, &lens),
+                    params: read(rec, &me.model.params, lens),
+                    m: read(rec, &me.m1, lens),
+                    v: read(rec, &me.m2, lens),
+                    sub: None,
                     meta,
                 });
             }
@@ -362,8 +379,9 @@ impl GpuTrainer {
         if let (Some(rb), Some(at)) = (rb, metrics_at) {
             self.metrics.push_back((rb, at));
         }
-        if ck.is_some() {
-            self.ckpt = ck;
+        if let Some(mut ck) = ck {
+            ck.sub = self.in_flight.back().cloned();
+            self.ckpt = Some(ck);
         }
     }
 
@@ -381,7 +399,10 @@ impl GpuTrainer {
             return Ok(None);
         }
         let (rb, at) = self.metrics.pop_front().expect("checked");
-        let v: Vec<f32> = rb.wait_as(&g).map_err(gpu_err)?;
+        let t = Instant::now();
+        let mut v = [0.0f32; 8];
+        rb.wait_into(&g, &mut v).map_err(gpu_err)?;
+        self.wait_s += t.elapsed().as_secs_f64();
         let k = (v[4] as f64).max(1.0);
         Ok(Some((
             at,
@@ -396,68 +417,123 @@ impl GpuTrainer {
         )))
     }
 
-    /// The pending checkpoint once every buffer has arrived (`wait`: block for it): the model, its
-    /// Adam state (at [`GpuTrainer::adam_step`] of the request) and the metadata given.
-    pub fn poll_checkpoint(
-        &mut self,
-        wait: bool,
-    ) -> Result<Option<(Model, Vec<Adam>, CheckpointMeta)>, NerfError> {
+    /// The pending checkpoint as a job for the writer thread once every buffer has arrived
+    /// (`wait`: block for them): the job copies the staging buffers straight into the model and
+    /// Adam vectors (at the Adam step of the request) on the thread that runs it.
+    pub fn take_checkpoint(&mut self, wait: bool) -> Result<Option<CheckpointJob>, NerfError> {
         let g = self.model.gpu().clone();
         let Some(ck) = &self.ckpt else {
             return Ok(None);
         };
-        let ready = wait
-            || ck
-                .params
+        let all_ready = |ck: &PendingCheckpoint| {
+            ck.params
                 .iter()
                 .chain(&ck.m)
                 .chain(&ck.v)
-                .all(|r| r.ready(&g));
-        if !ready {
-            return Ok(None);
+                .all(|r| r.ready(&g))
+        };
+        if !all_ready(ck) {
+            if !wait {
+                return Ok(None);
+            }
+            let t = Instant::now();
+            match &ck.sub {
+                Some(sub) => {
+                    while !all_ready(ck) {
+                        g.wait_for(sub);
+                    }
+                }
+                None => g.wait_idle(),
+            }
+            self.wait_s += t.elapsed().as_secs_f64();
         }
         let ck = self.ckpt.take().expect("checked");
         let step = ck.meta.adam.map(|a| a.1).unwrap_or(self.adam_step);
-        let mut model = Model::new(self.model.cfg.clone(), self.model.near, 0);
-        let mut adams = Vec::new();
-        for (((p, rp), rm), rv) in model.params.iter_mut().zip(ck.params).zip(ck.m).zip(ck.v) {
-            let n = p.len();
-            let take = |r: Readback| -> Result<Vec<f32>, NerfError> {
-                let v: Vec<f32> = r.wait_as(&g).map_err(gpu_err)?;
-                Ok(v[..n].to_vec())
-            };
-            *p = take(rp)?;
-            let mut a = Adam::new(n, self.adam_cfg);
-            a.m = take(rm)?;
-            a.v = take(rv)?;
-            a.step = step;
-            adams.push(a);
-        }
-        Ok(Some((model, adams, ck.meta)))
+        let (cfg, near, names) = (
+            self.model.cfg.clone(),
+            self.model.near,
+            self.model.names.clone(),
+        );
+        let lens = self.host_lens.clone();
+        let adam_cfg = self.adam_cfg;
+        let meta = ck.meta;
+        let (rp, rm, rv) = (ck.params, ck.m, ck.v);
+        Ok(Some(CheckpointJob {
+            step: meta.step,
+            make: Box::new(move || {
+                // One copy per buffer: mapped staging memory -> the vector written.
+                let take = |r: Readback, n: usize| -> Result<Vec<f32>, NerfError> {
+                    let mut v = vec![0.0f32; n];
+                    r.wait_into(&g, &mut v).map_err(gpu_err)?;
+                    Ok(v)
+                };
+                let mut params = Vec::with_capacity(lens.len());
+                let mut adams = Vec::with_capacity(lens.len());
+                for (((p, m), v), &n) in rp.into_iter().zip(rm).zip(rv).zip(&lens) {
+                    params.push(take(p, n)?);
+                    let mut a = Adam::new(0, adam_cfg);
+                    a.m = take(m, n)?;
+                    a.v = take(v, n)?;
+                    a.step = step;
+                    adams.push(a);
+                }
+                let model = Model {
+                    cfg,
+                    names,
+                    params,
+                    near,
+                };
+                Ok((model, adams, meta))
+            }),
+        }))
     }
 
     /// Block until every submitted step has run.
     pub fn finish(&mut self) {
-        self.model.gpu().wait_idle();
+        if !self.in_flight.is_empty() {
+            let t = Instant::now();
+            self.model.gpu().wait_idle();
+            self.wait_s += t.elapsed().as_secs_f64();
+        }
         self.in_flight.clear();
     }
 
-    /// The model and Adam state now (blocking read-back).
+    /// The model and Adam state now (blocking read-back, one submit, each buffer copied once
+    /// from its staging buffer).
     pub fn download(&mut self) -> Result<(Model, Vec<Adam>), NerfError> {
         self.finish();
         let g = self.model.gpu().clone();
-        let mut model = Model::new(self.model.cfg.clone(), self.model.near, 0);
+        let mut rec = g.recorder("download");
+        let read =
+            |rec: &mut Recorder, b: &GpuBuffer, n: usize| rec.read_back(b, 0, 4 * n.max(1) as u64);
+        let rbs: Vec<_> = (0..self.model.params.len())
+            .map(|i| {
+                let n = self.host_lens[i];
+                (
+                    read(&mut rec, &self.model.params[i], n),
+                    read(&mut rec, &self.m1[i], n),
+                    read(&mut rec, &self.m2[i], n),
+                )
+            })
+            .collect();
+        rec.submit();
+        let mut model = Model {
+            cfg: self.model.cfg.clone(),
+            names: self.model.names.clone(),
+            params: Vec::new(),
+            near: self.model.near,
+        };
         let mut adams = Vec::new();
-        for (i, p) in model.params.iter_mut().enumerate() {
-            let n = p.len();
-            let r = |b: &GpuBuffer| -> Result<Vec<f32>, NerfError> {
-                let v: Vec<f32> = g.read(b).map_err(gpu_err)?;
-                Ok(v[..n].to_vec())
+        for ((rp, rm, rv), &n) in rbs.into_iter().zip(&self.host_lens) {
+            let take = |r: Readback| -> Result<Vec<f32>, NerfError> {
+                let mut v = vec![0.0f32; n];
+                r.wait_into(&g, &mut v).map_err(gpu_err)?;
+                Ok(v)
             };
-            *p = r(&self.model.params[i])?;
-            let mut a = Adam::new(n, self.adam_cfg);
-            a.m = r(&self.m1[i])?;
-            a.v = r(&self.m2[i])?;
+            model.params.push(take(rp)?);
+            let mut a = Adam::new(0, self.adam_cfg);
+            a.m = take(rm)?;
+            a.v = take(rv)?;
             a.step = self.adam_step;
             adams.push(a);
         }
@@ -580,11 +656,16 @@ impl Backend for GpuBackend {
         self.tr.poll_metrics(wait)
     }
 
-    fn write_checkpoint(&mut self, wait: bool, save: &mut SaveFn) -> Result<(), NerfError> {
-        match self.tr.poll_checkpoint(wait)? {
-            Some((m, a, meta)) => save(&m, &a, &meta),
-            None => Ok(()),
-        }
+    fn take_checkpoint(&mut self, wait: bool) -> Result<Option<CheckpointJob>, NerfError> {
+        self.tr.take_checkpoint(wait)
+    }
+
+    fn device_wait_s(&self) -> f64 {
+        self.tr.wait_s
+    }
+
+    fn counters(&self) -> Option<GpuCounters> {
+        Some(self.tr.gpu().counters())
     }
 
     fn finish(mut self) -> Result<(Model, Vec<Adam>), NerfError> {

@@ -34,7 +34,9 @@ fn mlp_case(r: &mut ChaCha8Rng, grouped: bool) -> MlpCase {
             n,
         }
     } else {
-        let n = 8 * 37 + 3; // a partial last tile, and a partial block of rows in it
+        // A partial last tile, a partial block of rows in it, and 21 row groups of the weight
+        // gradients (more than the 8 lanes of reduce_partials, the last group partial).
+        let n = 8 * 37 * 9 + 3;
         let cfg = MlpConfig::new(&[12, 16, 1], true);
         MlpCase {
             a: rand_vec(r, n * 12, -1.0, 1.0),
@@ -215,10 +217,7 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
                 dy: &dy,
                 partial: &partial,
             }
-            .run(
-                &k,
-                Grid::Groups([p.nparams.div_ceil(4 * SHAPE.wg), p.groups, 1]),
-            );
+            .run(&k, bwd_weights_grid(&p, SHAPE.wg));
             let ur = g
                 .uniform(
                     "r",
@@ -234,7 +233,7 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
                 partial: &partial,
                 grad: &grad,
             }
-            .run(&k, Grid::Threads(p.nparams as u64));
+            .run(&k, reduce_grid(p.nparams));
             let _ = seed;
             read(&g, &grad, params.len())
         };
