@@ -386,6 +386,8 @@ fn walk_mode_matches_the_cpu_renderer() {
         c.render.max_frames = 12;
         c.render.stills = 0;
         c.render.viewer_embed_max_mb = 0.0;
+        // The walk mode shades with the latent the video was rendered with.
+        c.render.appearance = flythrough_core::config::Appearance::Photo("b.jpg".into());
     });
     let (out, _) = common::render(&cfg, &run, &flythrough_render::AnalyticRoom::demo());
     let path: serde_json::Value =
@@ -490,7 +492,37 @@ fn walk_mode_matches_the_cpu_renderer() {
         }
     }
     let origins = vec![pos.map(|v| v as f32); w * h];
-    let cpu = model.render_rays(&origins, &dirs, None, &model.latent(None));
+    // The page shades with `[render] appearance`'s latent and the exposure of the path frame
+    // nearest the camera, as the video does there.
+    assert_eq!(path["appearance"], "b.jpg");
+    let nearest = path["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .min_by(|a, b| {
+            let d = |f: &serde_json::Value| {
+                (0..3)
+                    .map(|k| (f["center"][k].as_f64().unwrap() - pos[k]).powi(2))
+                    .sum::<f64>()
+            };
+            d(a).total_cmp(&d(b))
+        })
+        .unwrap();
+    let ev = nearest["exposure_ev"].as_f64();
+    let cpu = model.render_rays(&origins, &dirs, ev, &model.latent(Some("b.jpg")));
+    // Neither is the default: the mean latent at the training mean exposure renders differently.
+    let plain = model.render_rays(&origins, &dirs, None, &model.latent(None));
+    let moved = cpu
+        .rgb
+        .iter()
+        .zip(&plain.rgb)
+        .map(|(a, b)| (0..3).map(|k| (a[k] - b[k]).abs()).fold(0f32, f32::max))
+        .fold(0f32, f32::max);
+    assert!(
+        moved > 0.02,
+        "appearance and exposure change the colours by {moved}"
+    );
+    println!("walk mode: appearance b.jpg, exposure {ev:?} (training mean 0.5)");
     let px = base64_decode(r["pixels"].as_str().unwrap());
     assert_eq!(px.len(), w * h * 4);
     let mut se = 0.0f64;
