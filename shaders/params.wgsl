@@ -135,3 +135,6 @@ struct NormParams { n_parts: u32, clip: u32, _p0: u32, _p1: u32, max_norm: f32, 
 
 // weights.wgsl
 struct WeightsParams { n_rays: u32, n: u32, raw_stride: u32, _p0: u32 }
+
+// sample_batch.wgsl (seed_lo, seed_hi, step: the counter-based draws' key, crates/nerf/src/rng.rs)
+struct SampleBatchParams { n_rays: u32, nlev: u32, n_photos: u32, total: u32, seed_lo: u32, seed_hi: u32, step: u32, _p0: u32 }

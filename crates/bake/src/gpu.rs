@@ -219,14 +219,18 @@ impl BakedGpu {
         // for any model handed in): every stored block's slot has its bytes and voxel mask, and
         // there is a distance per block.
         let slots = g.slots();
-        if g.index.iter().any(|&s| s != crate::grid::EMPTY && s as usize >= slots)
+        if g.index
+            .iter()
+            .any(|&s| s != crate::grid::EMPTY && s as usize >= slots)
             || g.voxel_mask.len() != 8 * slots
             || g.empty_dist.len() != g.index.len()
             || g.index.len() != g.blocks().pow(3)
         {
-            return Err("the baked grid is inconsistent (index, voxel masks or block distances \
+            return Err(
+                "the baked grid is inconsistent (index, voxel masks or block distances \
                         do not match its stored blocks)"
-                .into());
+                    .into(),
+            );
         }
         // SAFETY: every index of baked_march.wgsl is in bounds for a grid checked above: the block
         // from clamped grid coordinates (`min(…, nb - 1)`, also for NaN), the voxel from

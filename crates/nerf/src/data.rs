@@ -377,6 +377,24 @@ impl Dataset {
     ) -> (Rays, Vec<[f32; 3]>, Vec<usize>) {
         let total = self.train_pixels();
         let picks: Vec<usize> = (0..n).map(|_| rng.random_range(0..total)).collect();
+        self.pixels_batch(&picks, glo, glo_dim)
+    }
+
+    /// Cumulative pixel counts of the training photos: `[0, n_0, n_0 + n_1, ..]` (training photo
+    /// `k` holds the global pixel indices `cum[k]..cum[k + 1]`, row-major).
+    pub fn train_cum(&self) -> &[usize] {
+        &self.cum
+    }
+
+    /// The rays, colours and photo (latent) indices of the global training pixels `picks`
+    /// (indices into all training pixels, in [`Dataset::train_cum`]'s order).
+    pub fn pixels_batch(
+        &self,
+        picks: &[usize],
+        glo: &[f32],
+        glo_dim: usize,
+    ) -> (Rays, Vec<[f32; 3]>, Vec<usize>) {
+        let n = picks.len();
         let items: Vec<([f32; 3], [f32; 3], f32, [f32; 3], usize, f32)> = picks
             .par_iter()
             .map(|&g| {
@@ -456,19 +474,27 @@ pub fn camera_ray(
     x: f64,
     y: f64,
 ) -> ([f32; 3], [f32; 3], f32) {
+    let (dc, radius) = camera_dir_radius(cam, x, y);
+    let d = pose.dir_to_world(&dc);
+    let o = norm.point(pose.center().into());
+    (
+        [o[0] as f32, o[1] as f32, o[2] as f32],
+        [d.x as f32, d.y as f32, d.z as f32],
+        radius as f32,
+    )
+}
+
+/// [`camera_ray`]'s camera-frame part: the unit direction through pixel position `(x, y)` (lens
+/// distortion undone) and the cone radius per unit distance. Independent of the pose (a rotation
+/// keeps the spacing of unit directions), so the GPU sampler tabulates it once per camera.
+pub fn camera_dir_radius(cam: &Camera, x: f64, y: f64) -> (Vector3<f64>, f64) {
     let unit = |x: f64, y: f64| {
         let xn = cam.pixel_to_normalized(Vector2::new(x, y));
         Vector3::new(xn.x, xn.y, 1.0).normalize()
     };
     let dc = unit(x, y);
     let spacing = 0.5 * ((unit(x + 1.0, y) - dc).norm() + (unit(x, y + 1.0) - dc).norm());
-    let d = pose.dir_to_world(&dc);
-    let o = norm.point(pose.center().into());
-    (
-        [o[0] as f32, o[1] as f32, o[2] as f32],
-        [d.x as f32, d.y as f32, d.z as f32],
-        (spacing * 2.0 / 12f64.sqrt()) as f32,
-    )
+    (dc, spacing * 2.0 / 12f64.sqrt())
 }
 
 #[cfg(test)]

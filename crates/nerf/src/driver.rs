@@ -1,6 +1,6 @@
 //! The one training driver: the step loop both back ends share. It owns the time budget, the
 //! learning-rate schedule (multinerf `learning_rate_decay` with warm-up), the progress bar, the
-//! per-step batches, the metrics cadence (`metrics.jsonl`), the checkpoint cadence (by time,
+//! per-step batches (on the host, unless the back end samples them on its device), the metrics cadence (`metrics.jsonl`), the checkpoint cadence (by time,
 //! `checkpoint_seconds`, and by steps, `checkpoint_every`) and resume, the checkpoint writer
 //! thread, and the stop hook; a [`Backend`] owns only what happens on its device: one optimisation
 //! step, and handing back metrics and checkpoints when they have arrived (at once on the CPU, a few
@@ -67,7 +67,9 @@ pub struct StepBatch {
 pub struct StepPlan {
     /// Steps done before this one.
     pub step: usize,
-    pub batch: StepBatch,
+    /// The step's batch, built on the host ([`crate::train::step_batch`]); `None` when the back
+    /// end draws the same batch on its device ([`Backend::samples_on_device`]).
+    pub batch: Option<StepBatch>,
     pub lr: f64,
     pub progress: f64,
     /// Read the metrics out after this step (and reset the running means).
@@ -107,6 +109,12 @@ pub trait Backend {
     /// The GLO table batches copy each ray's latent from (a device that reads its own table may
     /// hand out zeros).
     fn batch_latents(&self) -> &[f32];
+    /// Whether the back end draws each step's batch itself, on its device, from (`seed`, step)
+    /// (the same draws as [`crate::train::step_batch`]): the driver then builds no host batch
+    /// ([`StepPlan::batch`] is `None`).
+    fn samples_on_device(&self) -> bool {
+        false
+    }
     /// Run one step.
     fn step(&mut self, plan: StepPlan) -> Result<(), NerfError>;
     /// The oldest metrics read-out that has arrived (`wait`: block for it).
@@ -301,9 +309,18 @@ pub fn drive<B: Backend>(
             progress = progress.max(elapsed / cfg.max_seconds);
         }
         let lr = learning_rate(cfg, step, progress);
-        // Per-step RNG: the run is repeatable and a resumed run draws the same batches.
-        let (rays, target, idx, jitter) =
-            step_batch(cfg, ds, step, be.batch_latents(), mcfg.glo_dim, nlev);
+        // Counter-based draws keyed by (seed, step): the run is repeatable, a resumed run draws
+        // the same batches, and a back end that samples on its device draws the same ones there.
+        let batch = (!be.samples_on_device()).then(|| {
+            let (rays, target, idx, jitter) =
+                step_batch(cfg, ds, step, be.batch_latents(), mcfg.glo_dim, nlev);
+            StepBatch {
+                rays,
+                target,
+                idx,
+                jitter,
+            }
+        });
         let next = step + 1;
         let metrics_at = (next.is_multiple_of(cfg.metrics_every) || next == cfg.steps).then(|| {
             let secs = t_call.elapsed().as_secs_f64();
@@ -337,12 +354,7 @@ pub fn drive<B: Backend>(
         });
         be.step(StepPlan {
             step,
-            batch: StepBatch {
-                rays,
-                target,
-                idx,
-                jitter,
-            },
+            batch,
             lr,
             progress,
             metrics_at,

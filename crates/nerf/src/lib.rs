@@ -36,6 +36,7 @@ pub mod inference;
 pub mod kernels;
 pub mod metrics;
 pub mod model;
+pub mod rng;
 pub mod stage;
 pub mod stepfun;
 pub mod train;

@@ -296,9 +296,11 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<(), NerfError> {
     Ok(())
 }
 
-/// The batch of training step `step`: random pixels over all training photos and one jitter per
-/// ray and level, from the per-step ChaCha8 stream (`seed`, `step`), so runs and resumed runs repeat
-/// and the CPU and GPU loops train on the same batches.
+/// The batch of training step `step`: `batch_rays` pixels uniform over all training photos and one
+/// jitter per ray and level, from the counter-based draws of [`crate::rng`] keyed by (`seed`,
+/// `step`): runs and resumed runs repeat, and the GPU's `sample_batch` kernel draws the same
+/// pixels and jitter (ray `i` picks global pixel `below(draw(key, i, STREAM_PICK), total)`, its
+/// level-`l` jitter is `unit(draw(key, i, STREAM_JITTER + l))`).
 pub fn step_batch(
     cfg: &TrainConfig,
     ds: &Dataset,
@@ -307,13 +309,29 @@ pub fn step_batch(
     glo_dim: usize,
     levels: usize,
 ) -> (crate::model::Rays, Vec<[f32; 3]>, Vec<usize>, Vec<Vec<f32>>) {
-    let mut rng =
-        ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step as u64);
-    let (rays, target, idx) = ds.sample_batch(cfg.batch_rays, &mut rng, glo, glo_dim);
-    let jitter: Vec<Vec<f32>> = (0..levels)
-        .map(|_| (0..rays.len()).map(|_| rng.random::<f32>()).collect())
+    use crate::rng::{STREAM_JITTER, draw, step_key, unit};
+    let key = step_key(cfg.seed, step as u64);
+    let picks = step_picks(cfg.seed, step, ds.train_pixels(), cfg.batch_rays);
+    let (rays, target, idx) = ds.pixels_batch(&picks, glo, glo_dim);
+    let jitter: Vec<Vec<f32>> = (0..levels as u32)
+        .map(|l| {
+            (0..rays.len() as u32)
+                .map(|i| unit(draw(key, i, STREAM_JITTER + l)))
+                .collect()
+        })
         .collect();
     (rays, target, idx, jitter)
+}
+
+/// The global training pixels step `step` picks: `n` draws uniform over `0..total`
+/// ([`crate::rng::below`]; `total` below 2^32, checked).
+pub fn step_picks(seed: u64, step: usize, total: usize, n: usize) -> Vec<usize> {
+    use crate::rng::{STREAM_PICK, below, draw, step_key};
+    let total = u32::try_from(total).expect("fewer than 2^32 training pixels");
+    let key = step_key(seed, step as u64);
+    (0..n as u32)
+        .map(|i| below(draw(key, i, STREAM_PICK), total) as usize)
+        .collect()
 }
 
 /// Train (or resume) a model on `ds` on the CPU (see [`crate::driver::drive`] for the files).
@@ -384,7 +402,7 @@ impl Backend for CpuBackend<'_> {
             target,
             idx,
             jitter,
-        } = plan.batch;
+        } = plan.batch.expect("the CPU back end is handed its batches");
         let model = &mut self.model;
         let grads = &mut self.grads;
         let gd = model.cfg.glo_dim;

@@ -355,6 +355,20 @@ pub struct EquiParams {
     pub up: [f32; 4],
 }
 
+/// `sample_batch`: a training step's batch drawn on the device (see [`super::sampler`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct SampleBatchParams {
+    pub n_rays: u32,
+    pub nlev: u32,
+    pub n_photos: u32,
+    pub total: u32,
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    pub step: u32,
+    pub _p: u32,
+}
+
 /// How a dispatch is sized.
 #[derive(Clone, Copy, Debug)]
 pub enum Grid {
@@ -630,6 +644,19 @@ pub mod launch {
             norm_out: &'a GpuBuffer,
             metrics: &'a GpuBuffer,
         }
+        /// `sample_batch`: a training step's rays, latent indices, jitter and target colours drawn
+        /// on the device from (seed, step).
+        SampleBatch {
+            p: &'a GpuBuffer,
+            cum: &'a GpuBuffer,
+            photos: &'a GpuBuffer,
+            table: &'a GpuBuffer,
+            pixels: &'a GpuBuffer,
+            rays: &'a GpuBuffer,
+            latent_idx: &'a GpuBuffer,
+            jitter: &'a GpuBuffer,
+            target_rgb: &'a GpuBuffer,
+        }
         /// `adam`: the fused Adam step on a chunk of a parameter (gradients zeroed).
         Adam {
             pl: &'a GpuBuffer,
@@ -820,6 +847,15 @@ mod tests {
                 nlev
             }),
             mirror!(SqParams { len, part_off }),
+            mirror!(SampleBatchParams {
+                n_rays,
+                nlev,
+                n_photos,
+                total,
+                seed_lo,
+                seed_hi,
+                step
+            }),
             mirror!(NormParams {
                 n_parts,
                 clip,
@@ -860,6 +896,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<EquiParams>(), 96);
         assert_eq!(std::mem::size_of::<SampleParams>(), 48);
         assert_eq!(std::mem::size_of::<CompParams>(), 32);
+        assert_eq!(std::mem::size_of::<SampleBatchParams>(), 32);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`kernels`]: each kernel's parameter block, and the compiled pipelines of a device.
 //! - [`model`]: the model's parameters on the device (same buffers and layouts as [`crate::model::Model`]).
 //! - [`batch`]: a batch of rays on the device and its forward/backward as lists of dispatches.
+//! - [`sampler`]: training batches drawn on the device from the photos uploaded once.
 //! - [`inference`]: rendering rays and whole frames (camera or 360°) in chunks.
 //! - [`train`]: the training loop with one submit per step and asynchronous read-backs.
 
@@ -13,6 +14,7 @@ pub mod batch;
 pub mod inference;
 pub mod kernels;
 pub mod model;
+pub mod sampler;
 pub mod shaders;
 pub mod train;
 
@@ -40,6 +42,13 @@ pub fn device_used(g: Option<&Gpu>) -> DeviceUsed {
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default(),
                 software: a.software,
+                atomics: serde_json::to_value(g.atomic_mode())
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                subgroups: g.caps().subgroups,
+                shader_f16: g.caps().shader_f16,
+                runtime_checks: g.runtime_checks(),
             })
         }
     }

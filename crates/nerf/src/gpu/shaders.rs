@@ -74,6 +74,7 @@ pub enum KernelId {
     SqNorm,
     SqNormFinal,
     Adam,
+    SampleBatch,
 }
 
 impl KernelId {
@@ -211,6 +212,12 @@ pub const KERNELS: &[KernelSource] = &[
         id: KernelId::Adam,
         name: "adam",
         text: kernel!("adam.wgsl"),
+        needs: Needs::Nothing,
+    },
+    KernelSource {
+        id: KernelId::SampleBatch,
+        name: "sample_batch",
+        text: kernel!("sample_batch.wgsl"),
         needs: Needs::Nothing,
     },
 ];

@@ -1,8 +1,11 @@
 //! Training on the GPU: the same loop as [`crate::train::train`] (same batches, learning-rate
 //! schedule, checkpoints and metrics files), with the step on the device.
 //!
-//! One step = one command encoder and one submit: upload the batch (rays, latent indices, jitter,
-//! targets) with queue writes, then forward, backward, the global gradient norm (partial sums and a
+//! One step = one command encoder and one submit: the step's batch (rays, latent indices, jitter,
+//! targets) drawn on the device by `sample_batch` from (`seed`, step) out of the training photos
+//! uploaded once ([`super::sampler`]; the same draws as the CPU's `step_batch`), or, when the
+//! photos do not fit the device or for the tests' and benchmarks' own batches, uploaded with
+//! queue writes; then forward, backward, the global gradient norm (partial sums and a
 //! fixed-order final sum, which also yields the clip factor) and fused Adam on every buffer. Nothing
 //! is read back per step: the losses accumulate on the device and are copied out every
 //! `metrics_every` steps, parameters and Adam moments when a checkpoint is due (the driver's
@@ -14,6 +17,7 @@
 use super::batch::{Batch, Mode};
 use super::kernels::{AdamLen, AdamStep, Dispatch, Grid, NormParams, SqParams, launch};
 use super::model::{GpuModel, gpu_err};
+use super::sampler::{DeviceData, DeviceSampler};
 use crate::NerfError;
 use crate::checkpoint::CheckpointMeta;
 use crate::data::Dataset;
@@ -65,7 +69,13 @@ pub struct GpuTrainer {
     pub wait_s: f64,
     /// Floats of each parameter buffer on the host (device buffers may be padded).
     host_lens: Vec<usize>,
+    /// The batches' sampler on the device, once [`GpuTrainer::sample_on_device`] has uploaded
+    /// the training photos.
+    pub sampler: Option<DeviceSampler>,
 }
+
+/// A batch built on the host: rays, target colours, photo (latent) indices, jitter per level.
+pub type HostBatch<'a> = (&'a Rays, &'a [[f32; 3]], &'a [usize], &'a [Vec<f32>]);
 
 /// Element ranges `(offset, len)` of a buffer of `len` floats, each within the binding limit and
 /// starting at an aligned offset.
@@ -228,7 +238,29 @@ impl GpuTrainer {
             profiler: None,
             wait_s: 0.0,
             host_lens: model.params.iter().map(|p| p.len()).collect(),
+            sampler: None,
         })
+    }
+
+    /// Upload the training photos of `ds` once ([`DeviceData`]) so that [`GpuTrainer::step_sampled`]
+    /// draws each step's batch on the device from (`seed`, step). An error (naming what to
+    /// lower) when they do not fit one binding or the device's memory.
+    pub fn sample_on_device(&mut self, ds: &Dataset, seed: u64) -> Result<(), NerfError> {
+        let g = self.model.gpu().clone();
+        let data = DeviceData::upload(&g, ds)?;
+        let t = self.batch.train.as_ref().expect("training batch");
+        let nlev = self.batch.levels.len();
+        self.sampler = Some(data.sampler(
+            &self.model.k,
+            seed,
+            self.batch.cap,
+            nlev,
+            &self.batch.rays,
+            &self.batch.latent_idx,
+            &t.jitter,
+            &t.target,
+        )?);
+        Ok(())
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {
@@ -277,22 +309,39 @@ impl GpuTrainer {
         lr: f64,
         train_frac: f32,
     ) {
-        self.step_with(rays, target, idx, jitter, lr, train_frac, |_, _| {});
+        self.step_with(
+            Some((rays, target, idx, jitter)),
+            0,
+            lr,
+            train_frac,
+            |_, _| {},
+        );
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// [`GpuTrainer::step`] on the batch of step `step` drawn on the device (after
+    /// [`GpuTrainer::sample_on_device`]).
+    pub fn step_sampled(&mut self, step: usize, lr: f64, train_frac: f32) {
+        self.step_with(None, step, lr, train_frac, |_, _| {});
+    }
+
+    /// One step on `batch`, or (`None`) on step `step`'s batch drawn on the device.
     fn step_with(
         &mut self,
-        rays: &Rays,
-        target: &[[f32; 3]],
-        idx: &[usize],
-        jitter: &[Vec<f32>],
+        batch: Option<HostBatch<'_>>,
+        step: usize,
         lr: f64,
         train_frac: f32,
         extra: impl FnOnce(&mut Recorder, &GpuTrainer),
     ) {
-        self.upload(rays, idx, jitter, target);
         let g = self.model.gpu().clone();
+        match batch {
+            Some((rays, target, idx, jitter)) => self.upload(rays, idx, jitter, target),
+            None => self
+                .sampler
+                .as_mut()
+                .expect("sample_on_device before step_sampled")
+                .set_step(&g, step),
+        }
         self.batch
             .set_anneal(&g, stepfun::anneal_power(train_frac, 10.0));
         self.adam_step += 1;
@@ -313,6 +362,10 @@ impl GpuTrainer {
         let mut rec = g.recorder("train step");
         if let Some(p) = prof.as_mut() {
             rec.profile(p);
+        }
+        if batch.is_none() {
+            let s = self.sampler.as_ref().expect("checked");
+            s.dispatch.record(&mut rec);
         }
         self.batch.record_forward(&mut rec);
         self.batch.record_backward(&mut rec);
@@ -337,15 +390,14 @@ impl GpuTrainer {
         }
     }
 
-    /// [`GpuTrainer::step`] that also copies the running metrics out (and resets them) once the
-    /// step has run; collect them with [`GpuTrainer::poll_metrics`].
+    /// [`GpuTrainer::step`] (on `batch`, or on step `step`'s batch drawn on the device) that also
+    /// copies the running metrics out (and resets them) once the step has run; collect them with
+    /// [`GpuTrainer::poll_metrics`].
     #[allow(clippy::too_many_arguments)]
     pub fn step_and_read(
         &mut self,
-        rays: &Rays,
-        target: &[[f32; 3]],
-        idx: &[usize],
-        jitter: &[Vec<f32>],
+        batch: Option<HostBatch<'_>>,
+        step: usize,
         lr: f64,
         train_frac: f32,
         metrics_at: Option<MetricsAt>,
@@ -353,7 +405,7 @@ impl GpuTrainer {
     ) {
         let mut rb = None;
         let mut ck = None;
-        self.step_with(rays, target, idx, jitter, lr, train_frac, |rec, me| {
+        self.step_with(batch, step, lr, train_frac, |rec, me| {
             let t = me.batch.train.as_ref().expect("training batch");
             if metrics_at.is_some() {
                 rb = Some(rec.read_back(&t.metrics, 0, 32));
@@ -600,7 +652,12 @@ pub fn train_with(
     hooks: &Hooks,
 ) -> Result<Trained, NerfError> {
     crate::driver::drive(cfg, ds, work, hooks, |model, adams| {
-        let tr = GpuTrainer::new(gpu, &model, &adams, cfg)?;
+        let mut tr = GpuTrainer::new(gpu, &model, &adams, cfg)?;
+        // The training photos go to the device once and every batch is drawn there; when they do
+        // not fit, each step's batch is built on the host and uploaded (the same draws).
+        if let Err(e) = tr.sample_on_device(ds, cfg.seed) {
+            tracing::warn!("train: batches are built on the CPU and uploaded every step: {e}");
+        }
         // Batches copy each ray's latent from a host table; the device reads its own.
         let host_glo = vec![0.0f32; model.cfg.num_latents * model.cfg.glo_dim];
         Ok(GpuBackend { tr, host_glo })
@@ -621,22 +678,26 @@ impl Backend for GpuBackend {
         &self.host_glo
     }
 
+    fn samples_on_device(&self) -> bool {
+        self.tr.sampler.is_some()
+    }
+
     fn step(&mut self, plan: StepPlan) -> Result<(), NerfError> {
-        let StepBatch {
-            rays,
-            target,
-            idx,
-            jitter,
-        } = plan.batch;
         let checkpoint = plan.checkpoint.map(|mut m| {
             m.adam = Some((ADAM, self.tr.adam_step + 1));
             m
         });
+        let batch = plan.batch.as_ref().map(
+            |StepBatch {
+                 rays,
+                 target,
+                 idx,
+                 jitter,
+             }| (rays, target.as_slice(), idx.as_slice(), jitter.as_slice()),
+        );
         self.tr.step_and_read(
-            &rays,
-            &target,
-            &idx,
-            &jitter,
+            batch,
+            plan.step,
             plan.lr,
             plan.progress as f32,
             plan.metrics_at,

@@ -15,7 +15,8 @@
 //! One file per kernel family: [`hash`] (encoding), [`mlp`] (fused MLP), [`sampling`]
 //! (proposal resampling), [`compositing`] (weights, compositing, ray features), [`losses`],
 //! [`optimiser`] (GLO scatter, loss reduction, gradient norm, Adam), [`raygen`] (camera and 360°
-//! rays), [`model`] (the whole forward pass and training step). This file holds what they share.
+//! rays), [`sampler`] (training batches drawn on the device, and their distribution), [`model`]
+//! (the whole forward pass and training step). This file holds what they share.
 //! Kernels run through the back end's own launchers ([`launch`]), so a test binds each kernel as
 //! the back end does.
 
@@ -176,6 +177,7 @@ mod mlp;
 mod model;
 mod optimiser;
 mod raygen;
+mod sampler;
 mod sampling;
 
 /// Random sorted fenceposts in [0,1] per ray and positive weights.
