@@ -81,6 +81,12 @@ unregistered_keyframes = \"skip\"
             s["adapter"]["backend"].is_string() && s["adapter"]["driver"].is_string(),
             "{s}"
         );
+        // The atomic path in use and what the adapter offers (issue 19), as the device has them.
+        let want = serde_json::to_value(gpu.atomic_mode()).unwrap();
+        assert_eq!(s["adapter"]["atomics"], want, "{stage}: {s}");
+        assert_eq!(s["adapter"]["subgroups"], gpu.caps().subgroups, "{s}");
+        assert_eq!(s["adapter"]["shader_f16"], gpu.caps().shader_f16, "{s}");
+        assert_eq!(s["adapter"]["runtime_checks"], gpu.runtime_checks(), "{s}");
     }
     assert!(
         log.contains("train: on gpu: ") && log.contains("render: NeRF on gpu: "),

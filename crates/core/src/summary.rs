@@ -44,6 +44,18 @@ pub struct AdapterInfo {
     /// A CPU rasteriser.
     #[serde(default)]
     pub software: bool,
+    /// How gradient scatters add floats on it: `native-f32` atomics or a `cas-u32` loop.
+    #[serde(default)]
+    pub atomics: String,
+    /// Whether the adapter offers subgroup operations and `f16` in shaders (reported; the
+    /// kernels use neither yet).
+    #[serde(default)]
+    pub subgroups: bool,
+    #[serde(default)]
+    pub shader_f16: bool,
+    /// Whether kernels keep naga's run-time checks (`FLYTHROUGH_GPU_CHECKS=1`).
+    #[serde(default)]
+    pub runtime_checks: bool,
 }
 
 impl DeviceUsed {

@@ -67,6 +67,11 @@ pub struct Caps {
     pub float_atomics: bool,
     /// Timestamp queries at compute-pass boundaries (`Features::TIMESTAMP_QUERY`).
     pub timestamps: bool,
+    /// The adapter offers subgroup operations (`Features::SUBGROUP`; not yet requested: no kernel
+    /// uses them, reported so a device check says what a subgroup path would find).
+    pub subgroups: bool,
+    /// The adapter offers `f16` in shaders (`Features::SHADER_F16`; reported, not yet used).
+    pub shader_f16: bool,
 }
 
 /// The limits kernels size themselves by (the adapter's own, requested in full).
@@ -302,9 +307,12 @@ impl Gpu {
             adapter: desc.to_string(),
             msg: e.to_string(),
         })?;
+        let offered = adapter.features();
         let caps = Caps {
             float_atomics: features.contains(wgpu::Features::SHADER_FLOAT32_ATOMIC),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            subgroups: offered.contains(wgpu::Features::SUBGROUP),
+            shader_f16: offered.contains(wgpu::Features::SHADER_F16),
         };
         let limits = GpuLimits {
             max_buffer_bytes: limits.max_buffer_size,
@@ -316,6 +324,17 @@ impl Gpu {
             max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
         };
         tracing::debug!("gpu: {desc}, {caps:?}, {limits:?}");
+        tracing::info!(
+            "gpu: {desc}: float atomics {}, subgroups {}, f16 {}, timestamps {}",
+            if caps.float_atomics {
+                "native"
+            } else {
+                "CAS loop"
+            },
+            if caps.subgroups { "offered" } else { "none" },
+            if caps.shader_f16 { "offered" } else { "none" },
+            if caps.timestamps { "yes" } else { "no" },
+        );
         let runtime_checks = checks_requested(std::env::var(CHECKS_ENV).ok().as_deref());
         if runtime_checks {
             tracing::info!(
