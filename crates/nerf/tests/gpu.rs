@@ -15,7 +15,7 @@
 mod common;
 
 use flythrough_core::config::{Device, TrainConfig};
-use flythrough_nerf::data::{Dataset, LoadOptions};
+use flythrough_nerf::data::Dataset;
 use flythrough_nerf::gpu::FrameCamera;
 use flythrough_nerf::{NerfRenderer, RenderOptions, train};
 use image::RgbImage;
@@ -32,39 +32,16 @@ fn psnr_u8(a: &RgbImage, b: &RgbImage) -> f64 {
     -10.0 * mse.max(1e-12).log10()
 }
 
-/// A small, fast config: 128 rays x (12 + 12 + 12) samples, 16-wide MLPs (about 0.1 s a step
-/// on lavapipe).
+/// common::small_gpu_cfg with a checkpoint every 10 steps.
 fn cfg() -> TrainConfig {
     TrainConfig {
-        steps: 30,
-        max_seconds: 0.0,
-        batch_rays: 128,
-        prop_samples: vec![12, 12],
-        nerf_samples: 12,
-        hash_levels: 8,
-        hash_table_log2: 12,
-        hash_max_res: 128,
-        mlp_width: 16,
-        glo_dim: 4,
-        lr_init: 1e-2,
-        lr_final: 1e-3,
-        lr_warmup_steps: 5,
         checkpoint_every: 10,
-        metrics_every: 1,
-        image_downscale: 1,
-        ..Default::default()
+        ..common::small_gpu_cfg()
     }
 }
 
 fn dataset(dir: &std::path::Path, c: &TrainConfig) -> Dataset {
-    let scene = common::analytic_room(dir, 48, 36, 12, 1.0);
-    Dataset::load(
-        &scene.images,
-        Some(&scene.manifest),
-        &scene.sfm_dir,
-        &LoadOptions::from_config(c, &[]),
-    )
-    .unwrap()
+    common::small_room_dataset(dir, c)
 }
 
 fn losses(work: &std::path::Path) -> Vec<(u64, f64)> {

@@ -287,3 +287,42 @@ pub fn run_with_hooks(
     };
     flythrough_nerf::train_stage(cfg, cfg.device, hooks, &data, out, work)
 }
+
+/// The GPU tests' small, fast config: 128 rays x (12 + 12 + 12) samples, 16-wide MLPs (about 0.1 s
+/// a step on lavapipe), 30 steps, metrics every step.
+pub fn small_gpu_cfg() -> flythrough_core::config::TrainConfig {
+    flythrough_core::config::TrainConfig {
+        steps: 30,
+        max_seconds: 0.0,
+        batch_rays: 128,
+        prop_samples: vec![12, 12],
+        nerf_samples: 12,
+        hash_levels: 8,
+        hash_table_log2: 12,
+        hash_max_res: 128,
+        mlp_width: 16,
+        glo_dim: 4,
+        lr_init: 1e-2,
+        lr_final: 1e-3,
+        lr_warmup_steps: 5,
+        metrics_every: 1,
+        image_downscale: 1,
+        ..Default::default()
+    }
+}
+
+/// The analytic room at 48x36, 12 photos, loaded as training data for `c`.
+pub fn small_room_dataset(
+    dir: &Path,
+    c: &flythrough_core::config::TrainConfig,
+) -> flythrough_nerf::data::Dataset {
+    use flythrough_nerf::data::{Dataset, LoadOptions};
+    let scene = analytic_room(dir, 48, 36, 12, 1.0);
+    Dataset::load(
+        &scene.images,
+        Some(&scene.manifest),
+        &scene.sfm_dir,
+        &LoadOptions::from_config(c, &[]),
+    )
+    .unwrap()
+}
