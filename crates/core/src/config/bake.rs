@@ -24,7 +24,7 @@ impl Default for BakeConfig {
             resolution: 256,
             min_weight: 0.005,
             cull_rays: 400_000,
-            finetune_steps: 500,
+            finetune_steps: 1500,
             finetune_batch_rays: 4096,
             finetune_lr_features: 0.03,
             finetune_lr_density: 0.01,
