@@ -261,14 +261,11 @@ fn voxel_mask(data: &[u8], lo: f32, scale: f32, raw_skip: f32) -> Vec<u64> {
         .collect()
 }
 
-/// Whether this x86-64 CPU has AVX2 and FMA (cached after the first call).
+/// Whether this x86-64 CPU has AVX2 and FMA (std caches the detection, as the GEMM's dispatch in
+/// `flythrough_nerf::kernels::gemm` relies on too).
 #[cfg(target_arch = "x86_64")]
 fn has_avx2_fma() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    })
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// The 8 corners of a voxel.
