@@ -549,6 +549,33 @@ mod tests {
         (mse + dist, g)
     }
 
+    /// A frame's rays rendered together (packets of eight and a remainder) give what each gives
+    /// rendered alone: the same opacity and depth, bit for bit, and the same colour.
+    #[test]
+    fn rays_render_in_packets_as_each_alone() {
+        let m = model();
+        let latent = m.latent(None);
+        let (mut o, mut d) = (Vec::new(), Vec::new());
+        for k in 0..21 {
+            let a = 0.11 * k as f32 - 1.0;
+            let v = [a.sin() * 0.4, 0.25 - 0.02 * k as f32, a.cos()];
+            let l = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+            o.push([-0.3 + 0.03 * k as f32, 0.3, -1.5]);
+            d.push(v.map(|x| x / l));
+        }
+        let all = m.render_norm(&o, &d, &[0.2; 21], &latent);
+        assert_eq!(all.rgb.len(), 21);
+        for k in 0..21 {
+            let one = m.render_norm(&o[k..k + 1], &d[k..k + 1], &[0.2], &latent);
+            assert_eq!(all.opacity[k], one.opacity[0], "ray {k}");
+            assert_eq!(all.depth[k], one.depth[0], "ray {k}");
+            for c in 0..3 {
+                assert!((all.rgb[k][c] - one.rgb[0][c]).abs() < 1e-6, "ray {k}");
+            }
+        }
+        assert!(all.opacity.iter().filter(|&&a| a > 0.1).count() >= 10);
+    }
+
     /// The distortion loss by prefix sums equals the double sum, and its gradient equals finite
     /// differences in every weight.
     #[test]

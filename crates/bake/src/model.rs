@@ -2,7 +2,7 @@
 //! one `safetensors` file (`bake/baked.safetensors`) whose header metadata `flythrough_bake` is
 //! [`BakedHeader`] as JSON. Every size in the header is checked against the tensors before use.
 
-use crate::grid::{BLOCK, CHANNELS, EMPTY, Grid, VERTS};
+use crate::grid::{BLOCK, CHANNELS, EMPTY, Grid, PACKET, VERTS};
 use flythrough_nerf::checkpoint::CheckpointMeta;
 use flythrough_nerf::coord::SceneNorm;
 use flythrough_nerf::field::ColorHead;
@@ -136,17 +136,18 @@ impl BakedModel {
             .step_by(CHUNK)
             .map(|s| {
                 let e = (s + CHUNK).min(origins.len());
-                // Neighbouring rays two at a time (interleaved: the same bits as one at a time,
-                // about 5 % less CPU time on the demo venue; four at a time gains nothing more).
+                // Neighbouring rays in packets (the same bits as one at a time; on the demo
+                // venue 0.36 -> 0.27 s per 1024x512 frame on 2 cores, two interleaved rays before).
                 let mut marched = Vec::with_capacity(e - s);
                 let mut i = s;
-                while i + 2 <= e {
-                    let r = [(origins[i], dirs[i]), (origins[i + 1], dirs[i + 1])];
-                    marched.extend(self.grid.march_many(r, near));
-                    i += 2;
+                while i + PACKET <= e {
+                    let r: [_; PACKET] = std::array::from_fn(|k| (origins[i + k], dirs[i + k]));
+                    marched.extend(self.grid.march_packet(r, near));
+                    i += PACKET;
                 }
-                if i < e {
-                    marched.push(self.grid.march(origins[i], dirs[i], near));
+                // The rest, fewer than a packet, one at a time (the same bits).
+                for k in i..e {
+                    marched.push(self.grid.march(origins[k], dirs[k], near));
                 }
                 let geo: Vec<f32> = marched.iter().flat_map(|m| m.shading_features()).collect();
                 let shaded = match folded.as_ref() {

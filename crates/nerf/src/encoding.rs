@@ -23,6 +23,22 @@ pub fn dir_encoding(d: [f32; 3], out: &mut [f32]) {
     }
 }
 
+/// [`dir_encoding`] with one `sin`/`cos` per axis and the octaves above by the double-angle
+/// formulas `sin 2x = 2 sin x cos x`, `cos 2x = 1 - 2 sin² x` (a quarter of the libm calls; within
+/// 2e-6 of [`dir_encoding`] for unit directions, tested): what the baked model's per-pixel head
+/// uses.
+pub fn dir_encoding_doubling(d: [f32; 3], out: &mut [f32]) {
+    out[..3].copy_from_slice(&d);
+    for a in 0..3 {
+        let (mut s, mut c) = d[a].sin_cos();
+        for l in 0..4 {
+            out[3 + 3 * l + a] = s;
+            out[15 + 3 * l + a] = c;
+            (s, c) = (2.0 * s * c, 1.0 - 2.0 * s * s);
+        }
+    }
+}
+
 /// `(d enc / d d)^T g` of [`dir_encoding`] (`g`: the 27 encoding gradients).
 pub fn dir_encoding_vjp(d: [f32; 3], g: &[f32]) -> [f32; 3] {
     let mut out = [g[0], g[1], g[2]];
@@ -74,6 +90,30 @@ pub fn ipe(x: [f32; 3], var: f32, degrees: usize, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn doubling_dir_encoding_is_within_2e_6_of_the_direct_one() {
+        let mut worst = 0f32;
+        for i in 0..20_000 {
+            // Unit directions over the sphere (a Fibonacci lattice), the axes included.
+            let z = 1.0 - 2.0 * (i as f32 + 0.5) / 20_000.0;
+            let phi = i as f32 * 2.399_963;
+            let r = (1.0 - z * z).sqrt();
+            for d in [
+                [r * phi.cos(), r * phi.sin(), z],
+                [1.0, 0.0, 0.0],
+                [0.0, -1.0, 0.0],
+            ] {
+                let (mut a, mut b) = ([0f32; DIR_DIM], [0f32; DIR_DIM]);
+                dir_encoding(d, &mut a);
+                dir_encoding_doubling(d, &mut b);
+                for (x, y) in a.iter().zip(&b) {
+                    worst = worst.max((x - y).abs());
+                }
+            }
+        }
+        assert!(worst < 2e-6, "{worst:e}");
+    }
 
     #[test]
     fn encodings_hand_values() {

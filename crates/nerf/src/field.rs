@@ -225,9 +225,10 @@ impl FoldedHead {
         let n = dirs.len();
         assert_eq!(geo.len(), n * GEO_DIM, "shade: geo must be n x GEO_DIM");
         let mut enc = vec![0f32; n * DIR_DIM];
-        enc.par_chunks_mut(DIR_DIM)
-            .zip(dirs.par_iter())
-            .for_each(|(row, d)| encoding::dir_encoding(*d, row));
+        // Sequential: the baked renderer calls this per chunk of rays, already in parallel.
+        for (row, d) in enc.chunks_mut(DIR_DIM).zip(dirs) {
+            encoding::dir_encoding_doubling(*d, row);
+        }
         let input = MlpInput {
             rows: geo,
             d_local: GEO_DIM,

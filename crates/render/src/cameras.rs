@@ -14,6 +14,22 @@ pub trait RayCamera: Sync {
     /// Cone radius per unit distance at pixel row `y` (mip-NeRF `radii`): `2/√12 ×` the pixel's
     /// angular size.
     fn pixel_radius(&self, y: f64) -> f64;
+    /// The rays through the pixel centres of the `tw × th` tile at `(x0, y0)`, row by row, as
+    /// `f32` (what the renderers take), appended to `origins` and `dirs`.
+    fn tile_rays(
+        &self,
+        (x0, y0, tw, th): (u32, u32, u32, u32),
+        origins: &mut Vec<[f32; 3]>,
+        dirs: &mut Vec<[f32; 3]>,
+    ) {
+        for y in y0..y0 + th {
+            for x in x0..x0 + tw {
+                let (o, d) = self.ray(x as f64 + 0.5, y as f64 + 0.5);
+                origins.push([o.x as f32, o.y as f32, o.z as f32]);
+                dirs.push([d.x as f32, d.y as f32, d.z as f32]);
+            }
+        }
+    }
 }
 
 /// `2 / √12`: the radius of a cone whose cross-section has the variance of a unit pixel square
@@ -92,6 +108,31 @@ impl RayCamera for Equirect {
         let (lon, lat) = self.pixel_to_angles(x, y);
         (self.center, self.direction(lon, lat))
     }
+    /// [`RayCamera::ray`] of every pixel of the tile, with one `sin_cos` per column and per row
+    /// (not per pixel): the same directions, bit for bit.
+    fn tile_rays(
+        &self,
+        (x0, y0, tw, th): (u32, u32, u32, u32),
+        origins: &mut Vec<[f32; 3]>,
+        dirs: &mut Vec<[f32; 3]>,
+    ) {
+        let cols: Vec<(f64, f64)> = (x0..x0 + tw)
+            .map(|x| self.pixel_to_angles(x as f64 + 0.5, 0.0).0.sin_cos())
+            .collect();
+        let o = [
+            self.center.x as f32,
+            self.center.y as f32,
+            self.center.z as f32,
+        ];
+        for y in y0..y0 + th {
+            let (sp, cp) = self.pixel_to_angles(0.0, y as f64 + 0.5).1.sin_cos();
+            for &(sl, cl) in &cols {
+                let d = self.right * (cp * sl) + self.forward * (cp * cl) + self.up * sp;
+                origins.push(o);
+                dirs.push([d.x as f32, d.y as f32, d.z as f32]);
+            }
+        }
+    }
     /// A pixel spans `π/H` in latitude and `cos φ · π/H` in longitude: geometric mean.
     fn pixel_radius(&self, y: f64) -> f64 {
         let (_, lat) = self.pixel_to_angles(0.0, y);
@@ -166,6 +207,31 @@ mod tests {
             .zip(fwds)
             .map(|(u, f)| Equirect::new(256, 128, Vector3::new(1.0, 2.0, 3.0), f, *u))
             .collect()
+    }
+
+    /// A tile's rays with the sines and cosines per row and column are the per-pixel rays.
+    #[test]
+    fn equirect_tile_rays_are_its_pixel_rays() {
+        let cam = Equirect::new(
+            96,
+            48,
+            Vector3::new(0.3, -1.0, 2.0),
+            Vector3::new(0.2, 1.0, 0.1),
+            Vector3::new(0.05, 0.1, 1.0),
+        );
+        let (mut o, mut d) = (Vec::new(), Vec::new());
+        cam.tile_rays((40, 10, 32, 16), &mut o, &mut d);
+        assert_eq!(d.len(), 32 * 16);
+        for (k, (ok, dk)) in o.iter().zip(&d).enumerate() {
+            let (x, y) = (40 + k % 32, 10 + k / 32);
+            let (wo, wd) = cam.ray(x as f64 + 0.5, y as f64 + 0.5);
+            assert_eq!(*ok, [wo.x as f32, wo.y as f32, wo.z as f32]);
+            assert_eq!(
+                *dk,
+                [wd.x as f32, wd.y as f32, wd.z as f32],
+                "pixel ({x}, {y})"
+            );
+        }
     }
 
     #[test]

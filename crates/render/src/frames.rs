@@ -45,13 +45,7 @@ pub fn render_frame(
             let n = (tw * th) as usize;
             let mut origins = Vec::with_capacity(n);
             let mut dirs = Vec::with_capacity(n);
-            for y in y0..y0 + th {
-                for x in x0..x0 + tw {
-                    let (o, d) = camera.ray(x as f64 + 0.5, y as f64 + 0.5);
-                    origins.push([o.x as f32, o.y as f32, o.z as f32]);
-                    dirs.push([d.x as f32, d.y as f32, d.z as f32]);
-                }
-            }
+            camera.tile_rays((x0, y0, tw, th), &mut origins, &mut dirs);
             let radius = camera.pixel_radius(y0 as f64 + th as f64 / 2.0) as f32;
             let rgb = source.render_cone_rays(&origins, &dirs, Some(radius), exposure_ev);
             on_tile();
