@@ -1,6 +1,7 @@
 //! Where a baked model's march spends its steps: per ray of 360° frames from the registered cameras,
 //! march iterations, grid lookups, composited samples (and those above a weight), split by whether
-//! the ray ends inside the unit ball.
+//! the ray ends inside the unit ball; and how busy the lanes of the renderer's packets (eight
+//! neighbouring pixels of a row) are.
 //!
 //! `cargo run --release --example march_stats -- RUN_DIR [width]`
 
@@ -16,6 +17,8 @@ fn main() {
     let rec = SfmOutput::open(&run).unwrap().model().unwrap();
     let height = width / 2;
     let (mut n, mut steps, mut lookups, mut comp, mut heavy) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    // Per packet of PACKET pixels: the most steps of its rays (the packet's iterations).
+    let (mut packet_iters, mut packet_max) = (0u64, 0u64);
     for im in rec.images.values().take(3) {
         let c = im.pose.center();
         let o = model.norm.point([c.x, c.y, c.z]);
@@ -35,6 +38,11 @@ fn main() {
                         }
                     });
                 n += 1;
+                packet_max = packet_max.max(s.steps as u64);
+                if (x + 1) % flythrough_bake::grid::PACKET == 0 || x + 1 == width {
+                    packet_iters += packet_max;
+                    packet_max = 0;
+                }
                 steps += s.steps as u64;
                 lookups += s.lookups as u64;
                 comp += cs;
@@ -49,5 +57,11 @@ fn main() {
         per(lookups),
         per(comp),
         per(heavy)
+    );
+    println!(
+        "packets of {}: {:.1} iterations per ray's packet, lanes {:.0} % busy",
+        flythrough_bake::grid::PACKET,
+        packet_iters as f64 * flythrough_bake::grid::PACKET as f64 / n as f64,
+        100.0 * steps as f64 / (packet_iters as f64 * flythrough_bake::grid::PACKET as f64)
     );
 }

@@ -272,6 +272,39 @@ fn has_avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
+/// [`Grid::interpolate`] in portable code: the trilinear sums over the 8 vertices of `cube` (the
+/// voxel's lowest vertex first), dequantised.
+#[inline(always)]
+fn interpolate_portable(
+    cube: &[u8],
+    f: [f32; 3],
+    lo: &[f32; CHANNELS],
+    scale: &[f32; CHANNELS],
+) -> [f32; CHANNELS] {
+    let (gx, gy, gz) = (1.0 - f[0], 1.0 - f[1], 1.0 - f[2]);
+    let corners = [
+        (0, gx * gy * gz),
+        (CHANNELS, f[0] * gy * gz),
+        (ROW, gx * f[1] * gz),
+        (ROW + CHANNELS, f[0] * f[1] * gz),
+        (PLANE, gx * gy * f[2]),
+        (PLANE + CHANNELS, f[0] * gy * f[2]),
+        (PLANE + ROW, gx * f[1] * f[2]),
+        (PLANE + ROW + CHANNELS, f[0] * f[1] * f[2]),
+    ];
+    let mut acc = [0f32; CHANNELS];
+    for (o, w) in corners {
+        let v: &[u8; CHANNELS] = cube[o..o + CHANNELS].try_into().unwrap();
+        for c in 0..CHANNELS {
+            acc[c] += w * v[c] as f32;
+        }
+    }
+    for ((a, lo), sc) in acc.iter_mut().zip(lo).zip(scale) {
+        *a = lo + *a * sc;
+    }
+    acc
+}
+
 /// [`Grid::interpolate`]'s sums with AVX2: a corner's 16 bytes widened to two vectors of 8 `f32`
 /// and accumulated with its weight. Multiplies and adds (no FMA), in the scalar loop's order per
 /// channel: the same bits as the portable loop.
@@ -280,24 +313,34 @@ fn has_avx2_fma() -> bool {
 #[inline]
 unsafe fn interpolate_avx2(
     cube: &[u8],
-    corners: [(usize, f32); 8],
+    f: [f32; 3],
     lo: &[f32; CHANNELS],
     scale: &[f32; CHANNELS],
 ) -> [f32; CHANNELS] {
     use std::arch::x86_64::*;
     const { assert!(CHANNELS == 16) };
+    let cube: &[u8; PLANE + ROW + 2 * CHANNELS] = cube.try_into().unwrap();
+    let (gx, gy, gz) = (1.0 - f[0], 1.0 - f[1], 1.0 - f[2]);
     let mut a0 = _mm256_setzero_ps();
     let mut a1 = _mm256_setzero_ps();
-    for (o, w) in corners {
-        let v: &[u8; CHANNELS] = cube[o..o + CHANNELS].try_into().unwrap();
-        // SAFETY: `v` is 16 readable bytes (unaligned load).
-        let q = unsafe { _mm_loadu_si128(v.as_ptr() as *const __m128i) };
+    let mut corner = |o: usize, w: f32| {
+        // SAFETY: `o + 16 <= cube.len()` for every corner below (an unaligned load).
+        let q = unsafe { _mm_loadu_si128(cube.as_ptr().add(o) as *const __m128i) };
         let q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
         let q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(q)));
         let w = _mm256_set1_ps(w);
         a0 = _mm256_add_ps(a0, _mm256_mul_ps(w, q0));
         a1 = _mm256_add_ps(a1, _mm256_mul_ps(w, q1));
-    }
+    };
+    // The portable loop's corners, weights and order.
+    corner(0, gx * gy * gz);
+    corner(CHANNELS, f[0] * gy * gz);
+    corner(ROW, gx * f[1] * gz);
+    corner(ROW + CHANNELS, f[0] * f[1] * gz);
+    corner(PLANE, gx * gy * f[2]);
+    corner(PLANE + CHANNELS, f[0] * gy * f[2]);
+    corner(PLANE + ROW, gx * f[1] * f[2]);
+    corner(PLANE + ROW + CHANNELS, f[0] * f[1] * f[2]);
     let mut out = [0f32; CHANNELS];
     // SAFETY: `lo`, `scale` and `out` are 16 floats each (unaligned loads and stores).
     unsafe {
@@ -313,6 +356,10 @@ unsafe fn interpolate_avx2(
     }
     out
 }
+
+/// Bytes between neighbouring vertices along y and along z.
+const ROW: usize = VERTS * CHANNELS;
+const PLANE: usize = VERTS * ROW;
 
 /// The 8 corners of a voxel.
 const CORNERS: [(usize, usize, usize); 8] = [
@@ -399,39 +446,16 @@ impl Grid {
     /// `f` along each axis, dequantised.
     #[inline(always)]
     pub(crate) fn interpolate(&self, slot: u32, i0: [usize; 3], f: [f32; 3]) -> [f32; CHANNELS] {
-        const ROW: usize = VERTS * CHANNELS;
-        const PLANE: usize = VERTS * ROW;
         let base =
             slot as usize * VERTS * PLANE + ((i0[2] * VERTS + i0[1]) * VERTS + i0[0]) * CHANNELS;
         // The block's 2x2x2 vertices, as one slice (bounds checked once).
         let cube = &self.data[base..base + PLANE + ROW + 2 * CHANNELS];
-        let (gx, gy, gz) = (1.0 - f[0], 1.0 - f[1], 1.0 - f[2]);
-        let corners = [
-            (0, gx * gy * gz),
-            (CHANNELS, f[0] * gy * gz),
-            (ROW, gx * f[1] * gz),
-            (ROW + CHANNELS, f[0] * f[1] * gz),
-            (PLANE, gx * gy * f[2]),
-            (PLANE + CHANNELS, f[0] * gy * f[2]),
-            (PLANE + ROW, gx * f[1] * f[2]),
-            (PLANE + ROW + CHANNELS, f[0] * f[1] * f[2]),
-        ];
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
             // SAFETY: the CPU has AVX2 (checked above); `cube` holds every corner's CHANNELS bytes.
-            return unsafe { interpolate_avx2(cube, corners, &self.lo, &self.scale) };
+            return unsafe { interpolate_avx2(cube, f, &self.lo, &self.scale) };
         }
-        let mut acc = [0f32; CHANNELS];
-        for (o, w) in corners {
-            let v: &[u8; CHANNELS] = cube[o..o + CHANNELS].try_into().unwrap();
-            for c in 0..CHANNELS {
-                acc[c] += w * v[c] as f32;
-            }
-        }
-        for ((a, lo), sc) in acc.iter_mut().zip(&self.lo).zip(&self.scale) {
-            *a = lo + *a * sc;
-        }
-        acc
+        interpolate_portable(cube, f, &self.lo, &self.scale)
     }
 
     /// Distance along unit `d` (`inv_d` = `1 / d` per axis, infinite where `d` is 0) from `y` to
@@ -965,6 +989,28 @@ mod tests {
             (s_new as f32) < 0.8 * s_old as f32,
             "steps {s_new} vs {s_old}"
         );
+    }
+
+    /// The AVX2 trilinear lookup gives the portable one's bits.
+    #[test]
+    fn avx2_lookup_gives_the_portable_bits() {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            let cube: Vec<u8> = (0..PLANE + ROW + 2 * CHANNELS)
+                .map(|i| ((i * 97 + 13) % 256) as u8)
+                .collect();
+            let lo: [f32; CHANNELS] = std::array::from_fn(|c| -3.0 + 0.3 * c as f32);
+            let scale: [f32; CHANNELS] = std::array::from_fn(|c| 0.01 + 0.003 * c as f32);
+            for i in 0..1000 {
+                let f = [0, 1, 2].map(|a| ((i * (7 + 5 * a) + a) % 1000) as f32 / 999.0);
+                let want = interpolate_portable(&cube, f, &lo, &scale);
+                // SAFETY: the CPU has AVX2 and FMA (checked above).
+                let got = unsafe { interpolate_avx2(&cube, f, &lo, &scale) };
+                assert_eq!(got.map(f32::to_bits), want.map(f32::to_bits), "f = {f:?}");
+            }
+        } else {
+            eprintln!("no AVX2 here: one lookup only");
+        }
     }
 
     /// Two rays marched interleaved give exactly what each gives alone.
