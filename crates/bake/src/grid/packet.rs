@@ -94,27 +94,38 @@ impl Grid {
                 _mm256_add_ps(_mm256_mul_ps(x[0], x[0]), _mm256_mul_ps(x[1], x[1])),
                 _mm256_mul_ps(x[2], x[2]),
             );
-            let m = _mm256_sqrt_ps(mm);
-            let rc = _mm256_sub_ps(two, _mm256_div_ps(one, m));
-            let a = _mm256_div_ps(rc, m);
-            let xd = _mm256_add_ps(
-                _mm256_add_ps(_mm256_mul_ps(x[0], d[0]), _mm256_mul_ps(x[1], d[1])),
-                _mm256_mul_ps(x[2], d[2]),
-            );
-            let cs = _mm256_div_ps(xd, m);
-            let cs2 = _mm256_mul_ps(cs, cs);
-            let sp = _mm256_sqrt_ps(_mm256_add_ps(
-                _mm256_mul_ps(
-                    _mm256_mul_ps(a, a),
-                    _mm256_max_ps(_mm256_sub_ps(one, cs2), zero),
-                ),
-                _mm256_div_ps(cs2, _mm256_mul_ps(mm, mm)),
-            ));
             let inside = _mm256_cmp_ps::<_CMP_LE_OQ>(mm, one);
-            let far = _mm256_andnot_ps(inside, _mm256_cmp_ps::<_CMP_GE_OQ>(rc, r_end));
-            alive &= !(_mm256_movemask_ps(far) as u32);
-            let speed = _mm256_blendv_ps(_mm256_max_ps(sp, splat(1e-12)), one, inside);
-            let y = x.map(|xa| _mm256_blendv_ps(_mm256_mul_ps(xa, a), xa, inside));
+            // Where every marching lane is inside the unit ball (most iterations indoors) the
+            // contraction is the identity and the speed 1: the square roots and divisions of the
+            // far field (the longest latency of an iteration) are left out.
+            let all_inside = (_mm256_movemask_ps(inside) as u32 | !alive) & 0xFF == 0xFF;
+            let (speed, y) = if all_inside {
+                (one, x)
+            } else {
+                let m = _mm256_sqrt_ps(mm);
+                let rc = _mm256_sub_ps(two, _mm256_div_ps(one, m));
+                let a = _mm256_div_ps(rc, m);
+                let xd = _mm256_add_ps(
+                    _mm256_add_ps(_mm256_mul_ps(x[0], d[0]), _mm256_mul_ps(x[1], d[1])),
+                    _mm256_mul_ps(x[2], d[2]),
+                );
+                let cs = _mm256_div_ps(xd, m);
+                let cs2 = _mm256_mul_ps(cs, cs);
+                let sp = _mm256_sqrt_ps(_mm256_add_ps(
+                    _mm256_mul_ps(
+                        _mm256_mul_ps(a, a),
+                        _mm256_max_ps(_mm256_sub_ps(one, cs2), zero),
+                    ),
+                    _mm256_div_ps(cs2, _mm256_mul_ps(mm, mm)),
+                ));
+                let far = _mm256_andnot_ps(inside, _mm256_cmp_ps::<_CMP_GE_OQ>(rc, r_end));
+                alive &= !(_mm256_movemask_ps(far) as u32);
+                let speed = _mm256_blendv_ps(_mm256_max_ps(sp, splat(1e-12)), one, inside);
+                (
+                    speed,
+                    x.map(|xa| _mm256_blendv_ps(_mm256_mul_ps(xa, a), xa, inside)),
+                )
+            };
             // The block (clamped inside the grid), the voxel in it and the fractions.
             let mut b = [_mm256_setzero_si256(); 3];
             let mut i0 = [_mm256_setzero_si256(); 3];
@@ -213,9 +224,21 @@ impl Grid {
                 _mm256_min_ps(_mm256_sub_ps(dist_v, splat(1.5)), nb_f),
                 block_c,
             );
-            let t_skip = _mm256_add_ps(tv, _mm256_div_ps(skip, speed));
+            // (`x / 1` is `x`: the divisions are left out where every lane is inside.)
+            let t_skip = _mm256_add_ps(
+                tv,
+                if all_inside {
+                    skip
+                } else {
+                    _mm256_div_ps(skip, speed)
+                },
+            );
             let skips = _mm256_cmp_ps::<_CMP_GE_OQ>(dist_v, two);
-            let dtv = _mm256_div_ps(step_c, speed);
+            let dtv = if all_inside {
+                step_c
+            } else {
+                _mm256_div_ps(step_c, speed)
+            };
             let t_blank = _mm256_add_ps(tv, _mm256_mul_ps(two, dtv));
             let t_new = _mm256_blendv_ps(
                 _mm256_blendv_ps(_mm256_blendv_ps(tv, t_blank, empty_v), t_skip, skips),
