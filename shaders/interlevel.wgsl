@@ -1,5 +1,5 @@
 // interlevel.wgsl: the proposal (interlevel) loss of one proposal level and its backward, per ray
-// (CPU twins: stepfun.rs interlevel_loss, mip-NeRF 360 Eq. 13, by a merge walk; render.rs
+// (CPU twins: stepfun.rs interlevel_loss, mip-NeRF 360 Eq. 13, by a merge walk; composite.rs
 // weights_backward). The NeRF histogram (s, w) is held fixed. Writes d_raw (dL/dsigma * sigma of
 // the proposal MLP's output) and the ray's loss.
 

@@ -1,5 +1,5 @@
 // nerf_loss.wgsl: data and distortion losses of the NeRF level and their backward, per ray (CPU
-// twin: model.rs Model::backward, its per-ray closure: render.rs composite, charbonnier,
+// twin: model.rs Model::backward, its per-ray closure: composite.rs composite, charbonnier,
 // weights_backward; stepfun.rs distortion_loss). Writes the gradient of the colour logits
 // (`g_logits`, [S * 3]), column 0 of the density MLP's output gradient (`d_raw`, dL/dsigma * sigma,
 // the trunc_exp derivative) and the ray's [data, distortion, squared error] to `ray_loss`.
@@ -78,7 +78,7 @@ fn nerf_loss(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
         g_logits[3u * q + 1u] = gc.y * w[q] * a1.y;
         g_logits[3u * q + 2u] = gc.z * w[q] * a2.y;
     }
-    // render.rs weights_backward: dL/dsigma, times sigma for the trunc_exp logit.
+    // composite.rs weights_backward: dL/dsigma, times sigma for the trunc_exp logit.
     var acc = 0.0;
     for (var i = 0u; i + 1u < n; i++) {
         acc += max(sigma[q0 + i], 0.0) * (t[tb + i + 1u] - t[tb + i]);

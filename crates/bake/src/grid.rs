@@ -548,8 +548,8 @@ impl Grid {
 
     /// [`Grid::march`] of `N` rays at once, interleaved step by step: the same steps and the same
     /// bits as marching each alone, but the rays' dependency chains (the next `t` waits on a
-    /// square root, a division and a lookup) overlap in the CPU's pipeline. What the renderer
-    /// calls for neighbouring pixels.
+    /// square root, a division and a lookup) overlap in the CPU's pipeline. What
+    /// [`Grid::march_packet`] does without AVX2.
     pub fn march_many<const N: usize>(
         &self,
         rays: [([f32; 3], [f32; 3]); N],

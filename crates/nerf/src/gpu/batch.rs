@@ -248,7 +248,7 @@ impl Batch {
                     sigma: &sigma,
                     w: &w,
                 }
-                .dispatch(k, Grid::Threads(cap as u64))
+                .dispatch(k, Grid::Groups(ray_groups(g, cap)))
                 .map_err(gpu_err)?,
             );
             let (d_raw, d_enc, dy) = if train {
@@ -681,7 +681,7 @@ impl Batch {
             out: &self.out,
             px,
         }
-        .dispatch(&m.k, Grid::Threads(self.cap as u64))
+        .dispatch(&m.k, Grid::Groups(ray_groups(&m.k.gpu, self.cap)))
         .map_err(gpu_err)
     }
 

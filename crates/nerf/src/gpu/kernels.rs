@@ -400,6 +400,12 @@ pub fn mlp_groups(gpu: &Gpu, n: usize, tile: u32) -> [u32; 3] {
     gpu.grid(tiles, 1)
 }
 
+/// Workgroups of the per-ray workgroup kernels (`weights`, `composite`: one workgroup of 64 per
+/// ray): one per ray, on a 2-D grid past the device's per-dimension limit.
+pub fn ray_groups(gpu: &Gpu, rays: usize) -> [u32; 3] {
+    gpu.grid(rays as u64, 1)
+}
+
 /// The kernels of one device, composed for its scatter mode and an MLP tile shape (compiled on
 /// first use, cached by the device).
 #[derive(Clone)]
@@ -435,7 +441,9 @@ impl Kernels {
         //   sample_level and interlevel by their fencepost counts (short-circuit `&&`); the MLP
         //   kernels' workgroup-memory rows by `TILE` (a power of two, a multiple of `RB`) and
         //   columns by `MAXIN` / `MAXW`, which `MlpShape` is fitted to (the widest layer of
-        //   the model).
+        //   the model); the per-ray workgroup kernels' (weights, composite) by the local
+        //   invocation index (< 64, the size of their arrays) and, in the scan, by `lid - off`
+        //   under `lid >= off`.
         // - Every loop is bounded by a uniform count, a constant (the Newton iterations of
         //   raygen_camera) or, in the inverse-CDF walk, by the bin count; integer divisions are
         //   by uniform counts the launchers never set to zero for a non-empty launch (a launch of
@@ -452,7 +460,7 @@ impl Kernels {
 ///
 /// ```ignore
 /// launch::Weights { p: &u, raw: &raw, t: &t, sigma: &sigma, w: &w }
-///     .dispatch(k, Grid::Threads(rays))?
+///     .dispatch(k, Grid::Groups(ray_groups(&k.gpu, rays)))?
 /// ```
 ///
 /// A field is a whole buffer (`&GpuBuffer`) or, where callers bind part of one (a hash grid's level

@@ -3,8 +3,9 @@
 //! Tolerances (all relative to the largest magnitude of the reference buffer, so a near-zero
 //! element cannot blow them up):
 //! - forward kernels **1e-5**: the same f32 operations in the same order, except the driver's
-//!   `exp`/`log2` (Vulkan allows a few ULP) and the MLP sums, which run in another order than the
-//!   CPU's GEMM (f32 rounding ~ 1e-7 per add over at most a few hundred terms);
+//!   `exp`/`log2` (Vulkan allows a few ULP), the MLP sums, which run in another order than the
+//!   CPU's GEMM, and the per-ray sums of `weights` / `composite` (64 chunks, then a scan or tree
+//!   in workgroup memory) (f32 rounding ~ 1e-7 per add over at most a few hundred terms);
 //! - gradients **1e-4**: scatters add in a run-dependent order (atomics) and the MLP weight
 //!   gradients sum thousands of products per parameter in another order than the CPU (~sqrt(n)
 //!   growth of the f32 rounding), with cancellation between positive and negative terms.
