@@ -449,7 +449,7 @@ impl Batch {
                 d_raw: &d_raw_n,
                 ray_loss: &ray_loss,
             }
-            .dispatch(k, Grid::Threads(cap as u64))
+            .dispatch(k, Grid::Groups(ray_groups(g, cap)))
             .map_err(gpu_err)?,
         );
         let kb = MlpBwd {
@@ -541,7 +541,7 @@ impl Batch {
                         d_raw: &d_raw,
                         ray_loss: &il_loss,
                     }
-                    .dispatch(k, Grid::Threads(cap as u64))
+                    .dispatch(k, Grid::Groups(ray_groups(g, cap)))
                     .map_err(gpu_err)?,
                 );
             }

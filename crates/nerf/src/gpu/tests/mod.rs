@@ -4,11 +4,17 @@
 //! element cannot blow them up):
 //! - forward kernels **1e-5**: the same f32 operations in the same order, except the driver's
 //!   `exp`/`log2` (Vulkan allows a few ULP), the MLP sums, which run in another order than the
-//!   CPU's GEMM, and the per-ray sums of `weights` / `composite` (64 chunks, then a scan or tree
-//!   in workgroup memory) (f32 rounding ~ 1e-7 per add over at most a few hundred terms);
+//!   CPU's GEMM, and the per-ray sums of `weights` / `composite` / `nerf_loss` / `interlevel`
+//!   (64 chunks, then a scan or tree in workgroup memory) (f32 rounding ~ 1e-7 per add over at
+//!   most a few hundred terms);
 //! - gradients **1e-4**: scatters add in a run-dependent order (atomics) and the MLP weight
 //!   gradients sum thousands of products per parameter in another order than the CPU (~sqrt(n)
-//!   growth of the f32 rounding), with cancellation between positive and negative terms.
+//!   growth of the f32 rounding), with cancellation between positive and negative terms. The
+//!   density gradients of `nerf_loss` / `interlevel` (`composite.rs weights_backward`) are held to
+//!   it against an f64 reference, and against the CPU twin within it plus the twin's own error
+//!   against that reference: the twin takes each T_{k+1} from the ray's total optical depth by
+//!   subtraction, which on long rays of large optical depth drifts by ulp(total) (up to ~1e-2 at
+//!   192 samples), where the kernels sum it forwards.
 //!
 //! Every buffer a kernel writes starts as a NaN sentinel (`test_gpu` poisons new buffers), so an
 //! element a kernel forgets to write fails the comparison.
