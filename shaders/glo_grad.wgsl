@@ -1,24 +1,47 @@
 // glo_grad.wgsl: the GLO latents' gradient (CPU twin: model.rs backward's d_latent and train.rs's
-// scatter into the latent table). One invocation per ray: the colour head's input gradient of the
-// latent columns, summed over the ray's n samples, is added to row latent_idx[ray] of `grad`.
+// scatter into the latent table): the colour head's input gradient of the latent columns, summed
+// over the ray's n samples, is added to row latent_idx[ray] of `grad`.
+// One workgroup of 64 per ray (flat workgroup index on a 2-D grid): per latent column, invocation
+// l sums the contiguous chunk [l c, (l + 1) c) of the samples, c = ceil(n / 64), a fixed-order
+// tree reduction in workgroup memory joins the chunks and invocation 0 scatters the sum (one
+// grad_add per ray and column, as before). The per-ray sum is deterministic; the scatter's order
+// across rays of one photo is not (atomics).
 
 @group(0) @binding(0) var<uniform> p: GloParams;
 @group(0) @binding(1) var<storage, read> latent_idx: array<u32>;
 @group(0) @binding(2) var<storage, read> dxg: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grad: array<GradWord>;
 
+const GG_WG: u32 = 64u;
+var<workgroup> gg_red: array<f32, 64>;
+
 @compute @workgroup_size(64)
-fn glo_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let ray = flat_id(gid, nwg, 64u);
+fn glo_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let ray = flat_group(wid, nwg);
+    // Uniform across the workgroup (workgroup id and uniform count): the barriers below stay in
+    // uniform control flow.
     if (ray >= p.n_rays) { return; }
     let li = latent_idx[ray];
-    // A latent row past the table (a caller bug) scatters nothing instead of into another buffer.
-    if (p.gd > 0u && li >= arrayLength(&grad) / p.gd) { return; }
+    // A latent row past the table (a caller bug) scatters nothing instead of into another buffer
+    // (no early return: it is not uniform, the barriers must stay so).
+    let valid = p.gd == 0u || li < arrayLength(&grad) / p.gd;
+    let n = p.n;
+    let c = (n + GG_WG - 1u) / GG_WG;
+    let r0 = min(lid * c, n);
+    let r1 = min(r0 + c, n);
     for (var j = 0u; j < p.gd; j++) {
-        var sum = 0.0;
-        for (var r = 0u; r < p.n; r++) {
-            sum += dxg[(ray * p.n + r) * p.gd + j];
+        var part = 0.0;
+        for (var r = r0; r < r1; r++) {
+            part += dxg[(ray * n + r) * p.gd + j];
         }
-        grad_add(li * p.gd + j, sum);
+        gg_red[lid] = part;
+        workgroupBarrier();
+        for (var off = GG_WG / 2u; off > 0u; off >>= 1u) {
+            if (lid < off) { gg_red[lid] = gg_red[lid] + gg_red[lid + off]; }
+            workgroupBarrier();
+        }
+        if (lid == 0u && valid) { grad_add(li * p.gd + j, gg_red[0]); }
+        workgroupBarrier();
     }
 }

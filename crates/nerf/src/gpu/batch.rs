@@ -179,7 +179,7 @@ impl Batch {
                     pos: &pos,
                     fsig: &fsig,
                 }
-                .dispatch(k, Grid::Threads(cap as u64))
+                .dispatch(k, Grid::Groups(ray_groups(g, cap)))
                 .map_err(gpu_err)?,
             );
             let table = &m.params[grid.param];
@@ -502,7 +502,7 @@ impl Batch {
                     dxg: &dxg,
                     grad: &grads[m.idx_glo()],
                 }
-                .dispatch(k, Grid::Threads(cap as u64))
+                .dispatch(k, Grid::Groups(ray_groups(g, cap)))
                 .map_err(gpu_err)?,
             );
         }

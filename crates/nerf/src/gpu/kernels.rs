@@ -400,8 +400,9 @@ pub fn mlp_groups(gpu: &Gpu, n: usize, tile: u32) -> [u32; 3] {
     gpu.grid(tiles, 1)
 }
 
-/// Workgroups of the per-ray workgroup kernels (`weights`, `composite`, `nerf_loss`, `interlevel`:
-/// one workgroup of 64 per ray): one per ray, on a 2-D grid past the device's per-dimension limit.
+/// Workgroups of the per-ray workgroup kernels (`sample_level`, `weights`, `composite`,
+/// `nerf_loss`, `interlevel`, `glo_grad`: one workgroup of 64 per ray): one per ray, on a 2-D grid
+/// past the device's per-dimension limit.
 pub fn ray_groups(gpu: &Gpu, rays: usize) -> [u32; 3] {
     gpu.grid(rays as u64, 1)
 }
@@ -437,17 +438,20 @@ impl Kernels {
         // - Data-dependent indices are clamped in the shader: hash-grid cells by `min(.., res -
         //   1)` (NaN positions included) and masked by the table size or bounded by the dense
         //   level's size; feature loops by `min(feats, 8)` (the local arrays); the GLO latent
-        //   row by the binding's `arrayLength` (ray_features, glo_grad); the merge walk of
-        //   sample_level by its fencepost counts (short-circuit `&&`), interlevel's binary
+        //   row by the binding's `arrayLength` (ray_features, glo_grad); sample_level's binary
+        //   searches by the previous level's fencepost counts (pn + 1, pn), its merge ranks by
+        //   `min(.., 3 pn)` and its inverse-CDF chunk index by `min(.., 63)`, interlevel's binary
         //   searches by theirs (a proposal fencepost index < m + 1, a NeRF bin < n); the MLP
         //   kernels' workgroup-memory rows by `TILE` (a power of two, a multiple of `RB`) and
         //   columns by `MAXIN` / `MAXW`, which `MlpShape` is fitted to (the widest layer of
-        //   the model); the per-ray workgroup kernels' (weights, composite, nerf_loss,
-        //   interlevel) by the local invocation index (< 64, the size of their arrays), in the
+        //   the model); the per-ray workgroup kernels' (sample_level, weights, composite,
+        //   nerf_loss, interlevel, glo_grad) by the local invocation index (< 64, the size of
+        //   their arrays), in the
         //   scans by `lid - off` under `lid >= off` and `lid + off` under `lid + off < 64`, and
         //   interlevel's chunk index by `min(k / c, 63)`.
         // - Every loop is bounded by a uniform count, a constant (the Newton iterations of
-        //   raygen_camera) or, in the inverse-CDF walk, by the bin count; integer divisions are
+        //   raygen_camera), by a binary search's halving interval or, in the inverse-CDF walk,
+        //   by the end of the chunk of bins it starts in; integer divisions are
         //   by uniform counts the launchers never set to zero for a non-empty launch (a launch of
         //   zero threads is skipped by the recorder).
         // `FLYTHROUGH_GPU_CHECKS=1` puts the checks back to rule a kernel bug in or out.

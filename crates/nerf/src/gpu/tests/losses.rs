@@ -314,13 +314,3 @@ fn weights_backward_f64(sigma: &[f32], t: &[f32], w: &[f32], g_w: &[f32]) -> Vec
     }
     g
 }
-
-/// `gpu` within `tol` of the f64 reference `reference`, and of the CPU twin `cpu` within `tol`
-/// plus the twin's own error against that reference (the chunked kernels sum the optical depth
-/// forwards, the twin by subtraction from the ray's total; on long rays of large optical depth the
-/// twin is the one that drifts, by up to ~1e-4 at 97 samples).
-fn assert_close_twin(what: &str, gpu: &[f32], cpu: &[f32], reference: &[f32], tol: f64) {
-    assert_close(&format!("{what} (f64 reference)"), gpu, reference, tol);
-    let twin = rel_err(cpu, reference);
-    assert_close(&format!("{what} (CPU twin)"), gpu, cpu, tol + twin);
-}

@@ -45,7 +45,7 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
             dxg: &db,
             grad: &gb,
         }
-        .run(&k, Grid::Threads(rays as u64));
+        .run(&k, Grid::Groups(ray_groups(&g, rays)));
         assert_close(
             &format!("glo grad {mode:?}"),
             &read(&g, &gb, photos * gd),
@@ -224,4 +224,66 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
     assert_close("adam params", &read(&g, &pb, len), &cp, 1e-5);
     assert_close("adam m", &read(&g, &mb, len), &adam.m, 1e-5);
     assert_close("adam v", &read(&g, &vb, len), &adam.v, 1e-5);
+}
+
+/// `glo_grad` (one workgroup of 64 per ray) at sample counts around and past the 64 chunks, and
+/// past the 65 535 workgroups of one grid dimension, on both atomic paths.
+#[test]
+fn glo_grad_chunked_sample_counts() {
+    let Some(g) = test_gpu() else { return };
+    let mut r = rng(18);
+    let max = g.limits().max_workgroups_per_dim as usize;
+    let mut cases = vec![(37usize, 1usize), (37, 64), (37, 97), (37, 192), (37, 65)];
+    if max < 1 << 20 {
+        assert!(ray_groups(&g, max + 5)[1] > 1);
+        cases.push((max + 5, 2));
+    }
+    let mut modes = vec![AtomicMode::CasU32];
+    if g.caps().float_atomics {
+        modes.push(AtomicMode::NativeF32);
+    }
+    for (rays, n) in cases {
+        eprintln!("{rays} rays x {n} samples");
+        let (gd, photos) = (3usize, 7usize);
+        let dxg = rand_vec(&mut r, rays * n * gd, -1.0, 1.0);
+        let idx: Vec<u32> = (0..rays)
+            .map(|_| r.random_range(0..photos as u32))
+            .collect();
+        let g0 = rand_vec(&mut r, photos * gd, -0.1, 0.1);
+        let mut cpu: Vec<f64> = g0.iter().map(|&x| x as f64).collect();
+        for i in 0..rays {
+            for j in 0..gd {
+                let s: f32 = (0..n).map(|q| dxg[(i * n + q) * gd + j]).sum();
+                cpu[idx[i] as usize * gd + j] += s as f64;
+            }
+        }
+        let cpu: Vec<f32> = cpu.iter().map(|&x| x as f32).collect();
+        for &mode in &modes {
+            let k = ks(&g, mode);
+            let p = GloParams {
+                n_rays: rays as u32,
+                n: n as u32,
+                gd: gd as u32,
+                _p: 0,
+            };
+            let u = g.uniform("p", &p).unwrap();
+            let (ib, db, gb) = (up(&g, &idx), up(&g, &dxg), up(&g, &g0));
+            launch::GloGrad {
+                p: &u,
+                latent_idx: &ib,
+                dxg: &db,
+                grad: &gb,
+            }
+            .run(&k, Grid::Groups(ray_groups(&g, rays)));
+            // Many rays per photo (up to ~9400 at the large count): the scatter's atomic order and
+            // the f32 accumulation over thousands of ray sums, against an f64 sum of the rays.
+            let tol = if rays > 1000 { 1e-4 } else { 1e-5 };
+            assert_close(
+                &format!("glo grad {mode:?} {rays}x{n}"),
+                &read(&g, &gb, photos * gd),
+                &cpu,
+                tol,
+            );
+        }
+    }
 }
