@@ -244,7 +244,7 @@ fn glo_grad_chunked_sample_counts() {
     }
     for (rays, n) in cases {
         eprintln!("{rays} rays x {n} samples");
-        let (gd, photos) = (3usize, 7usize);
+        let (gd, photos) = (6usize, 7usize); // two vec4 column groups, the second partial
         let dxg = rand_vec(&mut r, rays * n * gd, -1.0, 1.0);
         let idx: Vec<u32> = (0..rays)
             .map(|_| r.random_range(0..photos as u32))
