@@ -1,7 +1,7 @@
 //! Where a baked model's march spends its steps: per ray of 360° frames from the registered cameras,
 //! march iterations, grid lookups, composited samples (and those above a weight), split by whether
-//! the ray ends inside the unit ball; and how busy the lanes of the renderer's packets (eight
-//! neighbouring pixels of a row) are.
+//! the ray ends inside the unit ball; and how busy the lanes of the renderer's packet march are (its
+//! lane groups: `LANES` neighbouring pixels of a row stepping in lockstep).
 //!
 //! `cargo run --release --example march_stats -- RUN_DIR [width]`
 
@@ -17,7 +17,7 @@ fn main() {
     let rec = SfmOutput::open(&run).unwrap().model().unwrap();
     let height = width / 2;
     let (mut n, mut steps, mut lookups, mut comp, mut heavy) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    // Per packet of PACKET pixels: the most steps of its rays (the packet's iterations).
+    // Per lane group of LANES pixels: the most steps of its rays (the group's iterations).
     let (mut packet_iters, mut packet_max) = (0u64, 0u64);
     for im in rec.images.values().take(3) {
         let c = im.pose.center();
@@ -39,7 +39,7 @@ fn main() {
                     });
                 n += 1;
                 packet_max = packet_max.max(s.steps as u64);
-                if (x + 1) % flythrough_bake::grid::PACKET == 0 || x + 1 == width {
+                if (x + 1) % flythrough_bake::grid::LANES == 0 || x + 1 == width {
                     packet_iters += packet_max;
                     packet_max = 0;
                 }
@@ -59,9 +59,9 @@ fn main() {
         per(heavy)
     );
     println!(
-        "packets of {}: {:.1} iterations per ray's packet, lanes {:.0} % busy",
-        flythrough_bake::grid::PACKET,
-        packet_iters as f64 * flythrough_bake::grid::PACKET as f64 / n as f64,
-        100.0 * steps as f64 / (packet_iters as f64 * flythrough_bake::grid::PACKET as f64)
+        "lane groups of {}: {:.1} iterations per ray's group, lanes {:.0} % busy",
+        flythrough_bake::grid::LANES,
+        packet_iters as f64 * flythrough_bake::grid::LANES as f64 / n as f64,
+        100.0 * steps as f64 / (packet_iters as f64 * flythrough_bake::grid::LANES as f64)
     );
 }

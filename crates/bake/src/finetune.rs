@@ -549,7 +549,7 @@ mod tests {
         (mse + dist, g)
     }
 
-    /// A frame's rays rendered together (packets of eight and a remainder) give what each gives
+    /// A frame's rays rendered together (a packet and a remainder) give what each gives
     /// rendered alone: the same opacity and depth, bit for bit, and the same colour.
     #[test]
     fn rays_render_in_packets_as_each_alone() {

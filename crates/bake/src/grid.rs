@@ -20,7 +20,7 @@ use flythrough_nerf::model::GEO_DIM;
 
 pub mod expf;
 mod packet;
-pub use packet::PACKET;
+pub use packet::{LANES, PACKET};
 
 /// Voxels per block side.
 pub const BLOCK: usize = 8;

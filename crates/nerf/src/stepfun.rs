@@ -101,6 +101,23 @@ pub fn max_dilate_weights_into(
     }
 }
 
+/// The `i`-th of `m >= 2` stratified CDF values in `[0, 1)` that [`sample_intervals`] inverts: the
+/// bin centres (padded by half a bin) when `u0` is `None`, else evenly spaced values shifted by the
+/// ray's one jitter `u0 in [0, 1)` (multinerf `stepfun.sample`).
+pub fn stratified_u(i: usize, m: usize, u0: Option<f32>) -> f32 {
+    match u0 {
+        None => {
+            let pad = 1.0 / (2 * m) as f32;
+            pad + (1.0 - 2.0 * pad - EPS) * i as f32 / (m - 1) as f32
+        }
+        Some(j) => {
+            let u_max = EPS + (1.0 - EPS) / m as f32;
+            let max_jitter = (1.0 - u_max) / (m - 1) as f32 - EPS;
+            (1.0 - u_max) * i as f32 / (m - 1) as f32 + j * max_jitter
+        }
+    }
+}
+
 /// `stepfun.sample_intervals`: draw `m` sample centres from the step function's inverse CDF
 /// (stratified, with one jitter `u0 in [0,1)` per ray, or the deterministic bin centres when `None`),
 /// then return the m+1 fenceposts at the midpoints between centres, the two ends reflected about the
@@ -118,18 +135,7 @@ pub fn sample_intervals(
     let total: f32 = (0..n)
         .map(|i| if t[i + 1] > t[i] { w[i].max(0.0) } else { 0.0 })
         .sum();
-    // u in [0,1): stratified.
-    let u = |i: usize| match u0 {
-        None => {
-            let pad = 1.0 / (2 * m) as f32;
-            pad + (1.0 - 2.0 * pad - EPS) * i as f32 / (m - 1) as f32
-        }
-        Some(j) => {
-            let u_max = EPS + (1.0 - EPS) / m as f32;
-            let max_jitter = (1.0 - u_max) / (m - 1) as f32 - EPS;
-            (1.0 - u_max) * i as f32 / (m - 1) as f32 + j * max_jitter
-        }
-    };
+    let u = |i: usize| stratified_u(i, m, u0);
     // Centres are produced in order; fencepost k (1..m) is the midpoint of centres k-1 and k.
     let (mut c_first, mut c_prev) = (0.0f32, 0.0f32);
     let mut emit = |idx: usize, c: f32| {

@@ -77,8 +77,11 @@ impl Equirect {
 
     /// `(λ, φ)` → unit world direction.
     pub fn direction(&self, lon: f64, lat: f64) -> Vector3<f64> {
-        let (sl, cl) = lon.sin_cos();
-        let (sp, cp) = lat.sin_cos();
+        self.direction_sin_cos(lon.sin_cos(), lat.sin_cos())
+    }
+
+    /// [`Equirect::direction`] from `(sin λ, cos λ)` and `(sin φ, cos φ)`.
+    fn direction_sin_cos(&self, (sl, cl): (f64, f64), (sp, cp): (f64, f64)) -> Vector3<f64> {
         self.right * (cp * sl) + self.forward * (cp * cl) + self.up * sp
     }
 
@@ -125,9 +128,9 @@ impl RayCamera for Equirect {
             self.center.z as f32,
         ];
         for y in y0..y0 + th {
-            let (sp, cp) = self.pixel_to_angles(0.0, y as f64 + 0.5).1.sin_cos();
-            for &(sl, cl) in &cols {
-                let d = self.right * (cp * sl) + self.forward * (cp * cl) + self.up * sp;
+            let lat = self.pixel_to_angles(0.0, y as f64 + 0.5).1.sin_cos();
+            for &lon in &cols {
+                let d = self.direction_sin_cos(lon, lat);
                 origins.push(o);
                 dirs.push([d.x as f32, d.y as f32, d.z as f32]);
             }

@@ -17,8 +17,8 @@ use super::{BLOCK, CHANNELS, EMPTY, GEO_DIM, Grid, MarchState, RAW_EMPTY, RaySam
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{__m256, __m256i, _mm256_set1_epi32, _mm256_set1_ps};
 
-/// Rays per lane group (the lanes of an AVX2 vector of `f32`).
-const LANES: usize = 8;
+/// Rays per lane group (the lanes of an AVX2 vector of `f32`): the rays that step in lockstep.
+pub const LANES: usize = 8;
 /// Lane groups marched interleaved, step by step: their iterations' dependency chains (the next
 /// `t` waits on the lookups of this one) overlap in the CPU's pipeline.
 const GROUPS: usize = 2;
@@ -273,7 +273,6 @@ impl Grid {
         let mut t_next = [0f32; N];
         unsafe {
             _mm256_storeu_ps(t_next.as_mut_ptr(), t_new);
-            _mm256_storeu_ps(p.dt.as_mut_ptr(), dtv);
         }
         let update = p.alive & moved_bits;
         for (k, (t, next)) in p.t.iter_mut().zip(t_next).enumerate() {
@@ -300,7 +299,9 @@ impl Grid {
             p.lookups[k] += 1;
         }
         let mut alpha = [0f32; N];
+        let mut dt = [0f32; N];
         unsafe {
+            _mm256_storeu_ps(dt.as_mut_ptr(), dtv);
             let sg = exp8(_mm256_min_ps(_mm256_loadu_ps(raw.as_ptr()), splat(15.0)));
             let neg = _mm256_xor_ps(sg, splat(-0.0));
             let al = _mm256_sub_ps(one, exp8(_mm256_mul_ps(neg, dtv)));
@@ -323,7 +324,7 @@ impl Grid {
                     continue;
                 }
             }
-            p.t[k] += p.dt[k];
+            p.t[k] += dt[k];
         }
         true
     }
@@ -382,7 +383,6 @@ struct Lanes {
     inv_d: [__m256; 3],
     t_ball: __m256,
     t: [f32; LANES],
-    dt: [f32; LANES],
     trans: [f32; LANES],
     depth: [f32; LANES],
     feats: [[f32; GEO_DIM]; LANES],
@@ -412,7 +412,6 @@ impl Lanes {
             ],
             t_ball: lanes(&|s| s.t_ball),
             t: [near; LANES],
-            dt: [0.0; LANES],
             trans: [1.0; LANES],
             depth: [0.0; LANES],
             feats: [[0.0; GEO_DIM]; LANES],

@@ -8,51 +8,8 @@ fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
     let Some(g) = test_gpu() else { return };
     let mut r = rng(8);
     // GLO gradient: per-row latent-column gradients summed per ray, scattered by photo, both paths.
-    let (rays, n, gd, photos) = (70usize, 6usize, 4usize, 5usize);
-    let dxg = rand_vec(&mut r, rays * n * gd, -1.0, 1.0);
-    let idx: Vec<u32> = (0..rays)
-        .map(|_| r.random_range(0..photos as u32))
-        .collect();
-    let g0 = rand_vec(&mut r, photos * gd, -0.1, 0.1);
-    let mut cpu = g0.clone();
-    for i in 0..rays {
-        for j in 0..gd {
-            let s: f32 = (0..n).map(|q| dxg[(i * n + q) * gd + j]).sum();
-            cpu[idx[i] as usize * gd + j] += s;
-        }
-    }
-    let mut modes = vec![AtomicMode::CasU32];
-    if g.caps().float_atomics {
-        modes.push(AtomicMode::NativeF32);
-    }
-    for mode in modes {
-        let k = ks(&g, mode);
-        let u = g
-            .uniform(
-                "p",
-                &GloParams {
-                    n_rays: rays as u32,
-                    n: n as u32,
-                    gd: gd as u32,
-                    _p: 0,
-                },
-            )
-            .unwrap();
-        let (ib, db, gb) = (up(&g, &idx), up(&g, &dxg), up(&g, &g0));
-        launch::GloGrad {
-            p: &u,
-            latent_idx: &ib,
-            dxg: &db,
-            grad: &gb,
-        }
-        .run(&k, Grid::Groups(ray_groups(&g, rays)));
-        assert_close(
-            &format!("glo grad {mode:?}"),
-            &read(&g, &gb, photos * gd),
-            &cpu,
-            1e-5,
-        );
-    }
+    let (rays, n) = (70usize, 6usize);
+    glo_grad_case(&g, &mut r, rays, n, 4, 5, 1e-5);
     let k = ks(&g, g.atomic_mode());
     // Loss reduction into the running metrics.
     let nprop = 2usize;
@@ -238,52 +195,66 @@ fn glo_grad_chunked_sample_counts() {
         assert!(ray_groups(&g, max + 5)[1] > 1);
         cases.push((max + 5, 2));
     }
+    for (rays, n) in cases {
+        eprintln!("{rays} rays x {n} samples");
+        // Many rays per photo (up to ~9400 at the large count): the scatter's atomic order and
+        // the f32 accumulation over thousands of ray sums, against an f64 sum of the rays.
+        let tol = if rays > 1000 { 1e-4 } else { 1e-5 };
+        // Six columns: two vec4 column groups, the second partial.
+        glo_grad_case(&g, &mut r, rays, n, 6, 7, tol);
+    }
+}
+
+/// `glo_grad` on `rays` random rays of `n` samples and `gd` latent columns scattered into `photos`
+/// rows, on both atomic paths, against the CPU's per-ray f32 sums added up in f64, within `tol`.
+fn glo_grad_case(
+    g: &Arc<Gpu>,
+    r: &mut ChaCha8Rng,
+    rays: usize,
+    n: usize,
+    gd: usize,
+    photos: usize,
+    tol: f64,
+) {
+    let dxg = rand_vec(r, rays * n * gd, -1.0, 1.0);
+    let idx: Vec<u32> = (0..rays)
+        .map(|_| r.random_range(0..photos as u32))
+        .collect();
+    let g0 = rand_vec(r, photos * gd, -0.1, 0.1);
+    let mut cpu: Vec<f64> = g0.iter().map(|&x| x as f64).collect();
+    for i in 0..rays {
+        for j in 0..gd {
+            let s: f32 = (0..n).map(|q| dxg[(i * n + q) * gd + j]).sum();
+            cpu[idx[i] as usize * gd + j] += s as f64;
+        }
+    }
+    let cpu: Vec<f32> = cpu.iter().map(|&x| x as f32).collect();
     let mut modes = vec![AtomicMode::CasU32];
     if g.caps().float_atomics {
         modes.push(AtomicMode::NativeF32);
     }
-    for (rays, n) in cases {
-        eprintln!("{rays} rays x {n} samples");
-        let (gd, photos) = (6usize, 7usize); // two vec4 column groups, the second partial
-        let dxg = rand_vec(&mut r, rays * n * gd, -1.0, 1.0);
-        let idx: Vec<u32> = (0..rays)
-            .map(|_| r.random_range(0..photos as u32))
-            .collect();
-        let g0 = rand_vec(&mut r, photos * gd, -0.1, 0.1);
-        let mut cpu: Vec<f64> = g0.iter().map(|&x| x as f64).collect();
-        for i in 0..rays {
-            for j in 0..gd {
-                let s: f32 = (0..n).map(|q| dxg[(i * n + q) * gd + j]).sum();
-                cpu[idx[i] as usize * gd + j] += s as f64;
-            }
+    for mode in modes {
+        let k = ks(g, mode);
+        let p = GloParams {
+            n_rays: rays as u32,
+            n: n as u32,
+            gd: gd as u32,
+            _p: 0,
+        };
+        let u = g.uniform("p", &p).unwrap();
+        let (ib, db, gb) = (up(g, &idx), up(g, &dxg), up(g, &g0));
+        launch::GloGrad {
+            p: &u,
+            latent_idx: &ib,
+            dxg: &db,
+            grad: &gb,
         }
-        let cpu: Vec<f32> = cpu.iter().map(|&x| x as f32).collect();
-        for &mode in &modes {
-            let k = ks(&g, mode);
-            let p = GloParams {
-                n_rays: rays as u32,
-                n: n as u32,
-                gd: gd as u32,
-                _p: 0,
-            };
-            let u = g.uniform("p", &p).unwrap();
-            let (ib, db, gb) = (up(&g, &idx), up(&g, &dxg), up(&g, &g0));
-            launch::GloGrad {
-                p: &u,
-                latent_idx: &ib,
-                dxg: &db,
-                grad: &gb,
-            }
-            .run(&k, Grid::Groups(ray_groups(&g, rays)));
-            // Many rays per photo (up to ~9400 at the large count): the scatter's atomic order and
-            // the f32 accumulation over thousands of ray sums, against an f64 sum of the rays.
-            let tol = if rays > 1000 { 1e-4 } else { 1e-5 };
-            assert_close(
-                &format!("glo grad {mode:?} {rays}x{n}"),
-                &read(&g, &gb, photos * gd),
-                &cpu,
-                tol,
-            );
-        }
+        .run(&k, Grid::Groups(ray_groups(g, rays)));
+        assert_close(
+            &format!("glo grad {mode:?} {rays}x{n}"),
+            &read(g, &gb, photos * gd),
+            &cpu,
+            tol,
+        );
     }
 }

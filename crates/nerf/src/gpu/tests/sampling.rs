@@ -159,7 +159,6 @@ fn sample_level_case(g: &Gpu, k: &Kernels, r: &mut ChaCha8Rng, rays: usize, n: u
 /// reference for the inverse CDF, whose f32 sums the kernel (chunks, a scan) and the twin (serial)
 /// round differently.
 fn sample_intervals_f64(t: &[f32], w: &[f32], m: usize, u0: Option<f32>) -> Vec<f32> {
-    let eps = stepfun::EPS;
     let n = w.len();
     let wv = |i: usize| {
         if t[i + 1] > t[i] {
@@ -169,17 +168,7 @@ fn sample_intervals_f64(t: &[f32], w: &[f32], m: usize, u0: Option<f32>) -> Vec<
         }
     };
     let total: f64 = (0..n).map(wv).sum();
-    let u = |i: usize| match u0 {
-        None => {
-            let pad = 1.0 / (2 * m) as f32;
-            pad + (1.0 - 2.0 * pad - eps) * i as f32 / (m - 1) as f32
-        }
-        Some(j) => {
-            let u_max = eps + (1.0 - eps) / m as f32;
-            let max_jitter = (1.0 - u_max) / (m - 1) as f32 - eps;
-            (1.0 - u_max) * i as f32 / (m - 1) as f32 + j * max_jitter
-        }
-    };
+    let u = |i: usize| stepfun::stratified_u(i, m, u0);
     let mut c = Vec::with_capacity(m);
     let (mut i, mut cw0) = (0usize, 0.0f64);
     for k in 0..m {
