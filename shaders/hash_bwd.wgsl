@@ -1,7 +1,9 @@
 // hash_bwd.wgsl: hash-grid encoding, backward (CPU twin: kernels/hashgrid.rs hash_encode_backward).
 // One invocation per (level, sample): grad[entry * F + f] += w_corner * level_weight * d_out,
-// scattered with grad_add (native f32 atomics or the CAS loop, chosen at composition). `grad` is
-// bound to the levels level0 .. level0 + levels only. No gradient for positions or sigma.
+// scattered by scatter_feats (scatter_plain or, with subgroups, scatter_subgroup's pre-reduction
+// at the dense levels) through grad_add (native f32 atomics or the CAS loop; both chosen at
+// composition). `grad` is bound to the levels level0 .. level0 + levels only. No gradient for
+// positions or sigma.
 
 @group(0) @binding(0) var<uniform> p: HashParams;
 @group(0) @binding(1) var<storage, read> level_info: array<u32>;
@@ -37,8 +39,10 @@ fn hash_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
         let e = corner_entry(cell, c, res, dense, mask);
         let w = corner_weight(cell, c);
         let base = (l * t_size + e) * p.feats;
+        var v: array<f32, 8>;
         for (var f = 0u; f < nf; f++) {
-            grad_add(base + f, w * g[f]);
+            v[f] = w * g[f];
         }
+        scatter_feats(base, v, nf, dense, idx);
     }
 }

@@ -2,11 +2,13 @@
 // mlp_backward_grouped, the dY / d_x part). Per tile of TILE rows, from d_out down to the input:
 // dY_{K-1} = d_out, dY_{k-1} = (dY_k W_k^T) * [h_{k-1} > 0]; every dY_k is also written to `dy`
 // (row r, columns dyoff(k) ..) for the weight-gradient kernel, and d_x = dY_0 W_0^T to `dx`
-// (per-row inputs) and `dxg` (columns [dxg_c0, dxg_c1) of the group inputs, per row).
+// (per-row inputs) and `dxg` (columns [dxg_c0, dxg_c1) of the group inputs, per row). Each
+// invocation computes register tiles of RB rows x 4 inputs (each weight read once per RB rows, each
+// dY once per 4 inputs); every sum runs over the outputs in order, as the twin's.
 
 @group(0) @binding(0) var<uniform> p: MlpParams;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
-@group(0) @binding(2) var<storage, read> cache: array<f32>;
+@group(0) @binding(2) var<storage, read> cache: array<Act>;
 @group(0) @binding(3) var<storage, read> d_out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;
@@ -36,14 +38,25 @@ fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         let src = ((nk - 1u - k) % 2u) * TILE * MAXW;
         let dst = ((nk - k) % 2u) * TILE * MAXW;
         let w0 = wo(k);
+        // Invocation (row block, input block): a register tile of RB rows x 4 inputs; per output
+        // j it reads 4 weights and RB dY values for 4 RB multiply-adds (sums in output order).
         let nblk = (rows + RB - 1u) / RB;
-        for (var idx = lid; idx < nblk * din; idx += MLP_WG) {
-            let rb = (idx / din) * RB;
-            let i = idx % din;
-            var acc: array<f32, RB>;
-            for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = 0.0; }
+        let nib = (din + 3u) / 4u;
+        for (var idx = lid; idx < nblk * nib; idx += MLP_WG) {
+            let rb = (idx / nib) * RB;
+            let i0 = (idx % nib) * 4u;
+            let ni = min(4u, din - i0);
+            var acc: array<vec4<f32>, RB>;
+            for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = vec4<f32>(0.0); }
             for (var j = 0u; j < dout; j++) {
-                let w = params[w0 + i * dout + j];
+                let wj = w0 + i0 * dout + j;
+                var w = vec4<f32>(0.0);
+                if (ni == 4u) {
+                    w = vec4<f32>(params[wj], params[wj + dout], params[wj + 2u * dout],
+                                  params[wj + 3u * dout]);
+                } else {
+                    for (var c = 0u; c < ni; c++) { w[c] = params[wj + c * dout]; }
+                }
                 for (var k2 = 0u; k2 < RB; k2++) {
                     acc[k2] += sh[src + (rb + k2) * MAXW + j] * w;
                 }
@@ -51,10 +64,13 @@ fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             for (var k2 = 0u; k2 < RB; k2++) {
                 let r = rb + k2;
                 if (r >= rows) { break; }
-                let h = cache[(r0 + r) * p.hw + ho(k - 1u) + i];
-                let v = select(0.0, acc[k2], h > 0.0);
-                sh[dst + r * MAXW + i] = v;
-                dy[(r0 + r) * p.dyw + dyo(k - 1u) + i] = v;
+                for (var c = 0u; c < ni; c++) {
+                    let i = i0 + c;
+                    let h = f32(cache[(r0 + r) * p.hw + ho(k - 1u) + i]);
+                    let v = select(0.0, acc[k2][c], h > 0.0);
+                    sh[dst + r * MAXW + i] = v;
+                    dy[(r0 + r) * p.dyw + dyo(k - 1u) + i] = v;
+                }
             }
         }
         workgroupBarrier();
@@ -65,18 +81,48 @@ fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let d1 = sz(1u);
     let w0 = wo(0u);
     let gw = p.dxg_c1 - p.dxg_c0;
-    for (var idx = lid; idx < rows * d0; idx += MLP_WG) {
-        let r = idx / d0;
-        let i = idx % d0;
-        if (i >= p.d_local && (i - p.d_local < p.dxg_c0 || i - p.d_local >= p.dxg_c1)) { continue; }
-        var acc = 0.0;
-        for (var j = 0u; j < d1; j++) {
-            acc += sh[src + r * MAXW + j] * params[w0 + i * d1 + j];
+    // Invocation (row block, input block): RB rows x 4 inputs of d_x, as above; blocks with no
+    // wanted column (group inputs outside [dxg_c0, dxg_c1)) are skipped.
+    let nblk = (rows + RB - 1u) / RB;
+    let nib = (d0 + 3u) / 4u;
+    for (var idx = lid; idx < nblk * nib; idx += MLP_WG) {
+        let rb = (idx / nib) * RB;
+        let i0 = (idx % nib) * 4u;
+        let ni = min(4u, d0 - i0);
+        var want = 0u;
+        for (var c = 0u; c < ni; c++) {
+            let i = i0 + c;
+            if (i < p.d_local || (i - p.d_local >= p.dxg_c0 && i - p.d_local < p.dxg_c1)) {
+                want |= 1u << c;
+            }
         }
-        if (i < p.d_local) {
-            dx[(r0 + r) * p.dx_stride + p.dx_off + i] = acc;
-        } else {
-            dxg[(r0 + r) * gw + (i - p.d_local - p.dxg_c0)] = acc;
+        if (want == 0u) { continue; }
+        var acc: array<vec4<f32>, RB>;
+        for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = vec4<f32>(0.0); }
+        for (var j = 0u; j < d1; j++) {
+            let wj = w0 + i0 * d1 + j;
+            var w = vec4<f32>(0.0);
+            if (ni == 4u) {
+                w = vec4<f32>(params[wj], params[wj + d1], params[wj + 2u * d1], params[wj + 3u * d1]);
+            } else {
+                for (var c = 0u; c < ni; c++) { w[c] = params[wj + c * d1]; }
+            }
+            for (var k2 = 0u; k2 < RB; k2++) {
+                acc[k2] += sh[src + (rb + k2) * MAXW + j] * w;
+            }
+        }
+        for (var k2 = 0u; k2 < RB; k2++) {
+            let r = rb + k2;
+            if (r >= rows) { break; }
+            for (var c = 0u; c < ni; c++) {
+                if ((want & (1u << c)) == 0u) { continue; }
+                let i = i0 + c;
+                if (i < p.d_local) {
+                    dx[(r0 + r) * p.dx_stride + p.dx_off + i] = acc[k2][c];
+                } else {
+                    dxg[(r0 + r) * gw + (i - p.d_local - p.dxg_c0)] = acc[k2][c];
+                }
+            }
         }
     }
 }

@@ -1,15 +1,18 @@
 // mlp_bwd_weights.wgsl: MLP parameter gradients as per-row-group partial sums (CPU twin:
 // kernels/mlp.rs, dW_k += h_k^T dY_k, db_k += 1^T dY_k). Row groups are short (`rpg`, about 128
-// rows: a batch of 64 k rows has 512 of them, see kernels.rs row_groups), so the work is spread
-// over (parameters / 4) x groups invocations and no invocation walks more than `rpg` rows.
-// Workgroup (x, y) owns parameters 4 x MLP_WG x .. (4 per invocation) and the rows of row-group y;
-// partial[y * P + param] = its sum over those rows, in row order.
+// rows: a batch of 64 k rows has 512 of them, see kernels.rs row_groups), so no invocation walks
+// more than `rpg` rows.
+// Workgroup (x, y) owns the parameter tiles x * MLP_WG .. (one per invocation) and the rows of
+// row-group y. A layer's tiles are its weights in register tiles of 4 inputs x 4 outputs
+// (row-major over the blocks; per row 4 activations and 4 dY values make 16 products), then its
+// bias in blocks of 4 outputs (kernels.rs MlpParams::weight_tiles counts them); blocks at a
+// layer's edge are partial. partial[y * P + param] = its sum over those rows, in row order.
 // reduce_partials then adds the G partials in a fixed order, so the result is deterministic.
 
 @group(0) @binding(0) var<uniform> p: MlpParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> g: array<f32>;
-@group(0) @binding(3) var<storage, read> cache: array<f32>;
+@group(0) @binding(3) var<storage, read> cache: array<Act>;
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> partial: array<f32>;
 
@@ -18,97 +21,80 @@ fn x_in(r: u32, i: u32) -> f32 {
     return g[(r / p.g_rows) * p.g_stride + (i - p.d_local)];
 }
 
-// The layer of parameter q.
-fn layer_of(q: u32) -> u32 {
-    var k = 0u;
-    for (var kk = 1u; kk < p.layers; kk++) {
-        if (q >= wo(kk)) { k = kk; }
-    }
-    return k;
+// Tiles of layer k: ceil(din / 4) x ceil(dout / 4) weight blocks, then ceil(dout / 4) bias blocks.
+fn tiles_of(k: u32) -> u32 {
+    let ncb = (sz(k + 1u) + 3u) / 4u;
+    var t = ((sz(k) + 3u) / 4u) * ncb;
+    if (bo(k) != NONE) { t += ncb; }
+    return t;
 }
 
-// What lane kinds read per row: nothing, 1 (a bias), the input x(r, col), the cache column col.
-const NONE_LANE: u32 = 0u;
-const BIAS: u32 = 1u;
-const INPUT: u32 = 2u;
-const HIDDEN: u32 = 3u;
+// dY of row r, columns j0 .. j0 + nj of layer k (zero past nj).
+fn dy4(r: u32, k: u32, j0: u32, nj: u32) -> vec4<f32> {
+    let b = r * p.dyw + dyo(k) + j0;
+    if (nj == 4u) { return vec4<f32>(dy[b], dy[b + 1u], dy[b + 2u], dy[b + 3u]); }
+    var d = vec4<f32>(0.0);
+    for (var c = 0u; c < nj; c++) { d[c] = dy[b + c]; }
+    return d;
+}
 
 @compute @workgroup_size(MLP_WG)
 fn mlp_bwd_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let q0 = (wid.x * MLP_WG + lid) * 4u;
+    var t = wid.x * MLP_WG + lid;
     let rg = wid.y;
-    if (q0 >= p.nparams || rg >= p.groups) { return; }
+    if (rg >= p.groups) { return; }
+    // The layer of tile t, and t within it.
+    var k = 0u;
+    for (; k < p.layers; k++) {
+        let tk = tiles_of(k);
+        if (t < tk) { break; }
+        t -= tk;
+    }
+    if (k >= p.layers) { return; }
     let r_begin = rg * p.rpg;
     let r_end = min(r_begin + p.rpg, p.n);
-    let k = layer_of(q0);
     let din = sz(k);
     let dout = sz(k + 1u);
-    let w0 = wo(k);
-    let i = (q0 - w0) / dout;
-    let j = (q0 - w0) % dout;
-    // Common case: 4 weights of one input row i of a layer: x(r, i) is read once for all 4.
-    if (q0 + 3u < w0 + din * dout && j + 3u < dout) {
-        let dcol = dyo(k) + j;
+    let ncb = (dout + 3u) / 4u;
+    let nw = ((din + 3u) / 4u) * ncb;
+    let o = rg * p.nparams;
+    if (t >= nw) {
+        // Bias block: 4 outputs' dY summed over the rows.
+        let j0 = (t - nw) * 4u;
+        let nj = min(4u, dout - j0);
         var acc = vec4<f32>(0.0);
         for (var r = r_begin; r < r_end; r++) {
-            var xi = 0.0;
-            if (k == 0u) { xi = x_in(r, i); } else { xi = cache[r * p.hw + ho(k - 1u) + i]; }
-            let b = r * p.dyw + dcol;
-            acc += xi * vec4<f32>(dy[b], dy[b + 1u], dy[b + 2u], dy[b + 3u]);
+            acc += dy4(r, k, j0, nj);
         }
-        let o = rg * p.nparams + q0;
-        partial[o] = acc.x;
-        partial[o + 1u] = acc.y;
-        partial[o + 2u] = acc.z;
-        partial[o + 3u] = acc.w;
+        for (var c = 0u; c < nj; c++) { partial[o + bo(k) + j0 + c] = acc[c]; }
         return;
     }
-    // Biases, layers narrower than 4 outputs, and 4 parameters straddling a row or a layer: each
-    // of the 4 lanes has its own input column and dY column, resolved once; one walk over the
-    // rows accumulates all four (a vec4 multiply-add per row).
-    var kind = vec4<u32>(NONE_LANE);
-    var xcol = vec4<u32>(0u);
-    var dcol = vec4<u32>(0u);
-    for (var e = 0u; e < 4u; e++) {
-        let q = q0 + e;
-        if (q >= p.nparams) { break; }
-        let ke = layer_of(q);
-        let de = sz(ke + 1u);
-        let we = wo(ke);
-        if (q >= we + sz(ke) * de) {
-            kind[e] = BIAS;
-            dcol[e] = dyo(ke) + (q - bo(ke));
-        } else {
-            let ie = (q - we) / de;
-            dcol[e] = dyo(ke) + (q - we) % de;
-            if (ke == 0u) {
-                kind[e] = INPUT;
-                xcol[e] = ie;
-            } else {
-                kind[e] = HIDDEN;
-                xcol[e] = ho(ke - 1u) + ie;
-            }
-        }
-    }
-    var acc = vec4<f32>(0.0);
+    // Weight block: inputs i0 .. i0 + 4, outputs j0 .. j0 + 4.
+    let i0 = (t / ncb) * 4u;
+    let j0 = (t % ncb) * 4u;
+    let ni = min(4u, din - i0);
+    let nj = min(4u, dout - j0);
+    var acc: array<vec4<f32>, 4>;
+    for (var e = 0u; e < 4u; e++) { acc[e] = vec4<f32>(0.0); }
     for (var r = r_begin; r < r_end; r++) {
-        var xv = vec4<f32>(0.0);
-        var dv = vec4<f32>(0.0);
-        for (var e = 0u; e < 4u; e++) {
-            let ke = kind[e];
-            if (ke == NONE_LANE) { continue; }
-            if (ke == BIAS) {
-                xv[e] = 1.0;
-            } else if (ke == INPUT) {
-                xv[e] = x_in(r, xcol[e]);
+        var x = vec4<f32>(0.0);
+        for (var e = 0u; e < ni; e++) {
+            if (k == 0u) {
+                x[e] = x_in(r, i0 + e);
             } else {
-                xv[e] = cache[r * p.hw + xcol[e]];
+                x[e] = f32(cache[r * p.hw + ho(k - 1u) + i0 + e]);
             }
-            dv[e] = dy[r * p.dyw + dcol[e]];
         }
-        acc += xv * dv;
+        let d = dy4(r, k, j0, nj);
+        acc[0] += x.x * d;
+        acc[1] += x.y * d;
+        acc[2] += x.z * d;
+        acc[3] += x.w * d;
     }
-    for (var e = 0u; e < 4u; e++) {
-        if (kind[e] != NONE_LANE) { partial[rg * p.nparams + q0 + e] = acc[e]; }
+    let w0 = wo(k);
+    for (var e = 0u; e < ni; e++) {
+        for (var c = 0u; c < nj; c++) {
+            partial[o + w0 + (i0 + e) * dout + j0 + c] = acc[e][c];
+        }
     }
 }

@@ -1,7 +1,9 @@
 // mlp_common.wgsl: the parameter block and input addressing of the fused MLP kernels (CPU twin:
 // kernels/mlp.rs). Composed in front of mlp_fwd / mlp_bwd_data / mlp_bwd_weights after the
 // constants TILE (rows per workgroup), MAXIN (widest input), MAXW (widest layer output) and
-// MLP_WG (invocations per workgroup).
+// MLP_WG (invocations per workgroup), and the type `Act` the hidden activations are stored in for
+// the backward (`cache`: f32, or f16 on adapters with shader f16, written clamped to ACT_MAX, its
+// largest finite value; the arithmetic is f32 either way).
 //
 // Layout (kernels/mlp.rs): params = W_0 (d_0 x d_1, row-major, input i -> output j at
 // W[i * d_1 + j]), b_0, W_1, b_1, ...; ReLU after every layer but the last.

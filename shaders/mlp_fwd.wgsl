@@ -1,7 +1,8 @@
 // mlp_fwd.wgsl: fused MLP forward (CPU twin: kernels/mlp.rs mlp_forward_grouped_into /
 // _inference). One workgroup per tile of TILE rows: the input tile and the hidden activations stay
-// in workgroup memory; invocation (row block, j) computes output j of RB rows (each weight read once
-// per RB rows; rows past the tile's end are computed from stale memory and not stored). Training writes the post-ReLU
+// in workgroup memory; invocation (row block, column block) computes a register tile of RB rows x 4
+// outputs (each weight read once per RB rows, each activation once per 4 outputs; rows past the
+// tile's end are computed from stale memory and not stored). Training writes the post-ReLU
 // hidden activations to `cache` (row r, columns hoff(k) ..).
 
 @group(0) @binding(0) var<uniform> p: MlpParams;
@@ -9,7 +10,7 @@
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> g: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<storage, read_write> cache: array<f32>;
+@group(0) @binding(5) var<storage, read_write> cache: array<Act>;
 
 var<workgroup> sh: array<f32, TILE * (MAXIN + 2u * MAXW)>;
 
@@ -45,17 +46,29 @@ fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         let w0 = wo(k);
         let b0 = bo(k);
         let last = k + 1u == nk;
-        // Invocation (row block, j): RB rows of output j, so each weight is read once per RB rows.
+        // Invocation (row block, column block): a register tile of RB rows x 4 outputs. Per input
+        // i it reads 4 weights and RB activations for 4 RB multiply-adds (each output's sum in
+        // input order, as the twin's GEMM row).
         let nblk = (rows + RB - 1u) / RB;
-        for (var idx = lid; idx < nblk * dout; idx += MLP_WG) {
-            let rb = (idx / dout) * RB;
-            let j = idx % dout;
-            var acc: array<f32, RB>;
-            var b = 0.0;
-            if (b0 != NONE) { b = params[b0 + j]; }
+        let ncb = (dout + 3u) / 4u;
+        for (var idx = lid; idx < nblk * ncb; idx += MLP_WG) {
+            let rb = (idx / ncb) * RB;
+            let j0 = (idx % ncb) * 4u;
+            let nj = min(4u, dout - j0);
+            var b = vec4<f32>(0.0);
+            if (b0 != NONE) {
+                for (var c = 0u; c < nj; c++) { b[c] = params[b0 + j0 + c]; }
+            }
+            var acc: array<vec4<f32>, RB>;
             for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = b; }
             for (var i = 0u; i < din; i++) {
-                let w = params[w0 + i * dout + j];
+                let wi = w0 + i * dout + j0;
+                var w = vec4<f32>(0.0);
+                if (nj == 4u) {
+                    w = vec4<f32>(params[wi], params[wi + 1u], params[wi + 2u], params[wi + 3u]);
+                } else {
+                    for (var c = 0u; c < nj; c++) { w[c] = params[wi + c]; }
+                }
                 for (var k2 = 0u; k2 < RB; k2++) {
                     acc[k2] += sh[src + (rb + k2) * sstride + i] * w;
                 }
@@ -63,13 +76,16 @@ fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
             for (var k2 = 0u; k2 < RB; k2++) {
                 let r = rb + k2;
                 if (r >= rows) { break; }
-                if (last) {
-                    out[(r0 + r) * p.out_stride + p.out_off + j] = acc[k2];
-                } else {
-                    let v = max(acc[k2], 0.0);
-                    sh[dst + r * MAXW + j] = v;
-                    if (p.train != 0u) {
-                        cache[(r0 + r) * p.hw + ho(k) + j] = v;
+                for (var c = 0u; c < nj; c++) {
+                    let j = j0 + c;
+                    if (last) {
+                        out[(r0 + r) * p.out_stride + p.out_off + j] = acc[k2][c];
+                    } else {
+                        let v = max(acc[k2][c], 0.0);
+                        sh[dst + r * MAXW + j] = v;
+                        if (p.train != 0u) {
+                            cache[(r0 + r) * p.hw + ho(k) + j] = Act(min(v, ACT_MAX));
+                        }
                     }
                 }
             }

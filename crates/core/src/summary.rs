@@ -47,12 +47,16 @@ pub struct AdapterInfo {
     /// How gradient scatters add floats on it: `native-f32` atomics or a `cas-u32` loop.
     #[serde(default)]
     pub atomics: String,
-    /// Whether the adapter offers subgroup operations and `f16` in shaders (reported; the
-    /// kernels use neither yet).
+    /// Whether the device has subgroup operations (then the hash-grid gradient scatter
+    /// pre-reduces in subgroups) and `f16` in shaders.
     #[serde(default)]
     pub subgroups: bool,
     #[serde(default)]
     pub shader_f16: bool,
+    /// How GPU training stores the MLPs' hidden activations for the backward: `f16` where the
+    /// device has shader f16 (unless `FLYTHROUGH_GPU_F16=0`), else `f32`.
+    #[serde(default)]
+    pub mlp_activations: String,
     /// Whether kernels keep naga's run-time checks (`FLYTHROUGH_GPU_CHECKS=1`).
     #[serde(default)]
     pub runtime_checks: bool,

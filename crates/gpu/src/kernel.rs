@@ -41,11 +41,28 @@ pub struct BindGroup {
     pub(crate) kernel: String,
 }
 
-/// naga capabilities for a device with (`float_atomics`) or without f32 atomics.
-fn capabilities(float_atomics: bool) -> naga::valid::Capabilities {
+/// The optional shader features a device may have, for validation without an adapter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShaderFeatures {
+    /// `atomic<f32>` add (`Features::SHADER_FLOAT32_ATOMIC`).
+    pub float_atomics: bool,
+    /// `enable f16;` (`Features::SHADER_F16`).
+    pub f16: bool,
+    /// Subgroup built-ins (`Features::SUBGROUP`).
+    pub subgroups: bool,
+}
+
+/// naga capabilities for a device with these features.
+fn capabilities(f: ShaderFeatures) -> naga::valid::Capabilities {
     let mut c = naga::valid::Capabilities::empty();
-    if float_atomics {
+    if f.float_atomics {
         c |= naga::valid::Capabilities::SHADER_FLOAT32_ATOMIC;
+    }
+    if f.f16 {
+        c |= naga::valid::Capabilities::SHADER_FLOAT16;
+    }
+    if f.subgroups {
+        c |= naga::valid::Capabilities::SUBGROUP;
     }
     c
 }
@@ -88,13 +105,21 @@ pub fn wgsl_struct_layouts(source: &str) -> Result<Vec<StructLayout>, String> {
 /// Returns the module's entry points. No adapter is needed (the shader tests run it for every
 /// feature combination).
 pub fn validate_wgsl(source: &str, float_atomics: bool) -> Result<Vec<String>, String> {
-    let module = parse(source)?;
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        capabilities(float_atomics),
+    validate_wgsl_with(
+        source,
+        ShaderFeatures {
+            float_atomics,
+            ..ShaderFeatures::default()
+        },
     )
-    .validate(&module)
-    .map_err(|e| e.emit_to_string(source))?;
+}
+
+/// [`validate_wgsl`] for a device with `features` (f16, subgroups, float atomics).
+pub fn validate_wgsl_with(source: &str, features: ShaderFeatures) -> Result<Vec<String>, String> {
+    let module = parse(source)?;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities(features))
+        .validate(&module)
+        .map_err(|e| e.emit_to_string(source))?;
     Ok(module.entry_points.iter().map(|e| e.name.clone()).collect())
 }
 

@@ -34,8 +34,8 @@ mod recorder;
 pub use adapter::{AdapterDesc, AdapterKind, Selection, is_software, pick};
 pub use buffer::{Bind, BufferPool, GpuBuffer, Readback};
 pub use kernel::{
-    BindGroup, BindingKind, CHECKS_ENV, Kernel, StructLayout, checks_requested, validate_wgsl,
-    wgsl_struct_layouts,
+    BindGroup, BindingKind, CHECKS_ENV, Kernel, ShaderFeatures, StructLayout, checks_requested,
+    validate_wgsl, validate_wgsl_with, wgsl_struct_layouts,
 };
 pub use profiler::Profiler;
 pub use recorder::{Recorder, Submission};
@@ -67,10 +67,11 @@ pub struct Caps {
     pub float_atomics: bool,
     /// Timestamp queries at compute-pass boundaries (`Features::TIMESTAMP_QUERY`).
     pub timestamps: bool,
-    /// The adapter offers subgroup operations (`Features::SUBGROUP`; not yet requested: no kernel
-    /// uses them, reported so a device check says what a subgroup path would find).
+    /// Subgroup operations (`Features::SUBGROUP`, requested where offered): the hash-grid
+    /// gradient scatter pre-reduces lanes that hit the same entry before its atomics.
     pub subgroups: bool,
-    /// The adapter offers `f16` in shaders (`Features::SHADER_F16`; reported, not yet used).
+    /// `f16` in shaders and storage buffers (`Features::SHADER_F16`, requested where offered): the
+    /// MLPs' hidden activations kept for the backward may be stored in half precision.
     pub shader_f16: bool,
 }
 
@@ -292,7 +293,10 @@ impl Gpu {
     }
 
     fn open(adapter: wgpu::Adapter, desc: AdapterDesc) -> Result<Gpu, GpuError> {
-        let want = wgpu::Features::SHADER_FLOAT32_ATOMIC | wgpu::Features::TIMESTAMP_QUERY;
+        let want = wgpu::Features::SHADER_FLOAT32_ATOMIC
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::SHADER_F16;
         let features = adapter.features() & want;
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -307,12 +311,11 @@ impl Gpu {
             adapter: desc.to_string(),
             msg: e.to_string(),
         })?;
-        let offered = adapter.features();
         let caps = Caps {
             float_atomics: features.contains(wgpu::Features::SHADER_FLOAT32_ATOMIC),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            subgroups: offered.contains(wgpu::Features::SUBGROUP),
-            shader_f16: offered.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
         };
         let limits = GpuLimits {
             max_buffer_bytes: limits.max_buffer_size,
@@ -331,8 +334,8 @@ impl Gpu {
             } else {
                 "CAS loop"
             },
-            if caps.subgroups { "offered" } else { "none" },
-            if caps.shader_f16 { "offered" } else { "none" },
+            if caps.subgroups { "yes" } else { "none" },
+            if caps.shader_f16 { "yes" } else { "none" },
             if caps.timestamps { "yes" } else { "no" },
         );
         let runtime_checks = checks_requested(std::env::var(CHECKS_ENV).ok().as_deref());

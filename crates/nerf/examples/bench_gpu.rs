@@ -151,6 +151,12 @@ fn step_mode(args: &[String]) {
             }
             out["gpu"] = serde_json::json!({
                 "adapter": g.adapter().to_string(),
+                "features": format!(
+                    "{} activations, {} hash scatter, {} atomics",
+                    serde_json::to_value(gpu::training_act(&g)).unwrap_or_default().as_str().unwrap_or("?"),
+                    if g.caps().subgroups { "subgroup" } else { "plain" },
+                    serde_json::to_value(g.atomic_mode()).unwrap_or_default().as_str().unwrap_or("?"),
+                ),
                 "setup_s": setup,
                 "ms_per_step": 1e3 * secs,
                 "rays_per_s": n as f64 / secs,
@@ -486,7 +492,11 @@ fn table_mode(args: &[String]) {
                 .map(String::from)
         })
         .unwrap_or_else(|| "(none)".into());
-    println!("GPU adapter: {adapter}\n");
+    println!("GPU adapter: {adapter}");
+    if let Some(f) = rows.iter().find_map(|r| r["gpu"]["features"].as_str()) {
+        println!("GPU training kernels: {f}");
+    }
+    println!();
     println!("| measure | GPU | CPU | GPU/CPU |\n|---|---:|---:|---:|");
     for r in rows.iter().filter(|r| r["mode"] == "step") {
         let (g, c) = (&r["gpu"], &r["cpu"]);

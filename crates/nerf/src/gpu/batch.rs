@@ -209,7 +209,11 @@ impl Batch {
                 );
             }
             let cache = if train && mcfg.hidden_width() > 0 {
-                Some(storage(g, &name("mlp cache"), ns * mcfg.hidden_width())?)
+                Some(storage(
+                    g,
+                    &name("mlp cache"),
+                    k.act.words(ns * mcfg.hidden_width()),
+                )?)
             } else {
                 None
             };
@@ -316,7 +320,7 @@ impl Batch {
         let u_cmlp = uniform(g, "colour mlp params", &cp)?;
         let logits = storage(g, "colour logits", ns * 3)?;
         let ccache = if train {
-            storage(g, "colour cache", ns * ccfg.hidden_width())?
+            storage(g, "colour cache", k.act.words(ns * ccfg.hidden_width()))?
         } else {
             dummy("no colour cache")?
         };

@@ -6,7 +6,7 @@
 //! of the same name in `shaders/`.
 
 pub use super::shaders::KernelId;
-use super::shaders::{self, MlpShape};
+use super::shaders::{self, Act, Extras, MlpShape};
 use crate::kernels::MlpConfig;
 use bytemuck::{Pod, Zeroable};
 use flythrough_gpu::{AtomicMode, BindGroup, Gpu, GpuError, Kernel, Recorder};
@@ -115,10 +115,10 @@ pub fn row_groups(n: usize, nparams: usize) -> u32 {
     n.div_ceil(ROWS_PER_GROUP).clamp(1, cap) as u32
 }
 
-/// The grid of `mlp_bwd_weights` for `p`: 4 parameters per invocation along x (workgroups of
-/// `wg`), one row group per y.
+/// The grid of `mlp_bwd_weights` for `p`: one parameter tile per invocation along x (workgroups
+/// of `wg`; [`MlpParams::weight_tiles`]), one row group per y.
 pub fn bwd_weights_grid(p: &MlpParams, wg: u32) -> Grid {
-    Grid::Groups([p.nparams.div_ceil(4 * wg), p.groups, 1])
+    Grid::Groups([p.weight_tiles().div_ceil(wg), p.groups, 1])
 }
 
 /// The grid of `reduce_partials` over `nparams` parameters: a 256-invocation workgroup per 32.
@@ -168,6 +168,19 @@ impl MlpParams {
         p.groups = row_groups(n, cfg.num_params());
         p.rpg = (n as u32).div_ceil(p.groups).max(1);
         p
+    }
+
+    /// Parameter tiles of `mlp_bwd_weights`: per layer, ceil(d_in / 4) x ceil(d_out / 4) weight
+    /// blocks of 4 x 4 and ceil(d_out / 4) bias blocks of 4 (when it has a bias).
+    pub fn weight_tiles(&self) -> u32 {
+        let at = |a: &[[u32; 4]; 3], k: usize| a[k / 4][k % 4];
+        (0..self.layers as usize)
+            .map(|k| {
+                let ncb = at(&self.sizes, k + 1).div_ceil(4);
+                let bias = if at(&self.boff, k) != NONE { ncb } else { 0 };
+                at(&self.sizes, k).div_ceil(4) * ncb + bias
+            })
+            .sum()
     }
 
     /// The backward's input-gradient addressing: per-row part at `dx[r * stride + off + i]`, and
@@ -414,18 +427,53 @@ pub struct Kernels {
     pub gpu: Arc<Gpu>,
     pub atomic: AtomicMode,
     pub shape: MlpShape,
+    /// How the MLP kernels store the activations kept for the backward (f32 unless a trainer
+    /// chose f16 on a device that has it: [`Kernels::with_act`]).
+    pub act: Act,
+    /// Whether the hash-grid scatter pre-reduces in subgroups (the device's [`Caps::subgroups`]).
+    ///
+    /// [`Caps::subgroups`]: flythrough_gpu::Caps::subgroups
+    pub subgroups: bool,
 }
 
 impl Kernels {
+    /// The kernels of `gpu`: f32 activations, the subgroup scatter where the device has subgroups.
     pub fn new(gpu: Arc<Gpu>, atomic: AtomicMode, shape: MlpShape) -> Kernels {
-        Kernels { gpu, atomic, shape }
+        let subgroups = gpu.caps().subgroups;
+        Kernels {
+            gpu,
+            atomic,
+            shape,
+            act: Act::F32,
+            subgroups,
+        }
+    }
+
+    /// The same kernels with activations stored as `act` (an error when the device lacks f16).
+    pub fn with_act(mut self, act: Act) -> Result<Kernels, GpuError> {
+        if act == Act::F16 && !self.gpu.caps().shader_f16 {
+            return Err(GpuError::Shader {
+                name: "mlp".into(),
+                msg: format!("{} has no shader f16 (SHADER_F16)", self.gpu.adapter()),
+            });
+        }
+        self.act = act;
+        Ok(self)
+    }
+
+    /// The composition options in use.
+    pub fn extras(&self) -> Extras {
+        Extras {
+            act: self.act,
+            subgroups: self.subgroups,
+        }
     }
 
     /// The pipeline of kernel `id`, built without naga's run-time checks unless
     /// `FLYTHROUGH_GPU_CHECKS` is set ([`Gpu::runtime_checks`]).
     pub fn get(&self, id: KernelId) -> Result<Arc<Kernel>, GpuError> {
         let src = id.source();
-        let text = shaders::compose(src, self.atomic, self.shape);
+        let text = shaders::compose(src, self.atomic, self.shape, self.extras());
         // SAFETY (the contract of `kernel_trusted`: no out-of-bounds index, no integer division
         // by zero, no unbounded loop), for every kernel of `shaders/` composed here:
         // - Every kernel returns early past its own count (`n`, `n_rays`, `len`, `nparams`,

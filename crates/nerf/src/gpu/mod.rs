@@ -48,9 +48,33 @@ pub fn device_used(g: Option<&Gpu>) -> DeviceUsed {
                     .unwrap_or_default(),
                 subgroups: g.caps().subgroups,
                 shader_f16: g.caps().shader_f16,
+                mlp_activations: serde_json::to_value(training_act(g))
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
                 runtime_checks: g.runtime_checks(),
             })
         }
+    }
+}
+
+/// Environment variable that keeps GPU training's MLP activations in f32 on a device with shader
+/// f16 (`0`; any other value, or unset, lets it use f16).
+pub const F16_ENV: &str = "FLYTHROUGH_GPU_F16";
+
+/// How GPU training on `g` stores the MLPs' hidden activations: f16 where the device has shader
+/// f16, unless [`F16_ENV`] is `0`.
+pub fn training_act(g: &Gpu) -> shaders::Act {
+    act_for(g.caps().shader_f16, std::env::var(F16_ENV).ok().as_deref())
+}
+
+/// [`training_act`]'s rule for a device with (`has_f16`) or without shader f16 and the value of
+/// [`F16_ENV`].
+pub fn act_for(has_f16: bool, env: Option<&str>) -> shaders::Act {
+    if has_f16 && env.map(str::trim) != Some("0") {
+        shaders::Act::F16
+    } else {
+        shaders::Act::F32
     }
 }
 

@@ -3,7 +3,9 @@
 //! the MLP kernels also after `shaders/mlp_common.wgsl`) by `include_str!`,
 //! so the binary carries them and nothing is read at run time. At pipeline creation two small
 //! choices are prepended: the gradient-scatter variant (`shaders/atomic_native.wgsl` or
-//! `shaders/atomic_cas.wgsl`) for the kernels that scatter, and the MLP kernels' tile constants.
+//! `shaders/atomic_cas.wgsl`) for the kernels that scatter, the hash-grid scatter
+//! (`shaders/scatter_plain.wgsl` or, with subgroups, `shaders/scatter_subgroup.wgsl`), and the MLP
+//! kernels' tile constants and activation storage (`Act`: f32, or f16 with `enable f16;`).
 
 use flythrough_gpu::AtomicMode;
 
@@ -47,8 +49,42 @@ pub enum Needs {
     Nothing,
     /// A gradient-scatter variant (`grad_add`, `GradWord`).
     Atomic,
-    /// The MLP tile constants.
+    /// The MLP tile constants and the activation storage type (`Act`).
     MlpShape,
+    /// A gradient-scatter variant and the hash-grid scatter (`scatter_feats`: with or without a
+    /// subgroup pre-reduction).
+    HashScatter,
+}
+
+/// How the MLPs' hidden activations kept for the backward (the `cache` buffer) are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Act {
+    /// 32-bit floats (every device).
+    #[default]
+    F32,
+    /// 16-bit floats (devices with `SHADER_F16`): half the bytes of the largest per-step buffers;
+    /// the arithmetic stays f32, only the stored value is rounded (relative error <= 2^-11).
+    F16,
+}
+
+impl Act {
+    /// 32-bit words of a buffer of `len` activations.
+    pub fn words(self, len: usize) -> usize {
+        match self {
+            Act::F32 => len,
+            Act::F16 => len.div_ceil(2),
+        }
+    }
+}
+
+/// The optional device features a composition uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Extras {
+    /// The MLP activation storage.
+    pub act: Act,
+    /// Subgroup operations in the hash-grid gradient scatter.
+    pub subgroups: bool,
 }
 
 /// A kernel of the GPU back end, by name: the only way host code asks for a pipeline, so a misspelt
@@ -128,7 +164,7 @@ pub const KERNELS: &[KernelSource] = &[
         id: KernelId::HashBwd,
         name: "hash_bwd",
         text: kernel!("hash_bwd.wgsl"),
-        needs: Needs::Atomic,
+        needs: Needs::HashScatter,
     },
     KernelSource {
         id: KernelId::MlpFwd,
@@ -229,6 +265,10 @@ pub const PARAMS: &str = wgsl!("params.wgsl");
 pub const ATOMIC_NATIVE: &str = wgsl!("atomic_native.wgsl");
 pub const ATOMIC_CAS: &str = wgsl!("atomic_cas.wgsl");
 
+/// The hash-grid scatter variants' texts.
+pub const SCATTER_PLAIN: &str = wgsl!("scatter_plain.wgsl");
+pub const SCATTER_SUBGROUP: &str = wgsl!("scatter_subgroup.wgsl");
+
 /// Tile constants of the MLP kernels: rows per workgroup, widest input, widest layer output,
 /// invocations per workgroup (and `RB = min(4, tile)` rows per invocation). Workgroup memory:
 /// `4 * tile * (max_in + 2 * max_w)` bytes.
@@ -257,19 +297,30 @@ impl MlpShape {
     }
 }
 
-/// The complete WGSL text of `k` for a device's scatter mode and the model's MLP shape.
-pub fn compose(k: &KernelSource, atomic: AtomicMode, shape: MlpShape) -> String {
+/// The complete WGSL text of `k` for a device's scatter mode, the model's MLP shape and the
+/// optional features in use (`enable` directives come first, as WGSL requires).
+pub fn compose(k: &KernelSource, atomic: AtomicMode, shape: MlpShape, extras: Extras) -> String {
+    let atomic_text = match atomic {
+        AtomicMode::NativeF32 => ATOMIC_NATIVE,
+        AtomicMode::CasU32 => ATOMIC_CAS,
+    };
     match k.needs {
         Needs::Nothing => k.text.to_string(),
-        Needs::Atomic => {
-            let v = match atomic {
-                AtomicMode::NativeF32 => ATOMIC_NATIVE,
-                AtomicMode::CasU32 => ATOMIC_CAS,
+        Needs::Atomic => format!("{atomic_text}\n{}", k.text),
+        Needs::HashScatter => {
+            let scatter = if extras.subgroups {
+                SCATTER_SUBGROUP
+            } else {
+                SCATTER_PLAIN
             };
-            format!("{v}\n{}", k.text)
+            format!("{atomic_text}\n{scatter}\n{}", k.text)
         }
         Needs::MlpShape => format!(
-            "const TILE: u32 = {}u;\nconst MAXIN: u32 = {}u;\nconst MAXW: u32 = {}u;\nconst MLP_WG: u32 = {}u;\nconst RB: u32 = {}u;\n{}",
+            "{}const TILE: u32 = {}u;\nconst MAXIN: u32 = {}u;\nconst MAXW: u32 = {}u;\nconst MLP_WG: u32 = {}u;\nconst RB: u32 = {}u;\n{}",
+            match extras.act {
+                Act::F32 => "alias Act = f32;\nconst ACT_MAX: f32 = 3.4028235e38;\n",
+                Act::F16 => "enable f16;\nalias Act = f16;\nconst ACT_MAX: f32 = 65504.0;\n",
+            },
             shape.tile,
             shape.max_in,
             shape.max_w,
@@ -310,36 +361,62 @@ mod tests {
             },
         ];
         let mut checked = 0;
+        let extras = [
+            Extras::default(),
+            Extras {
+                act: Act::F16,
+                subgroups: true,
+            },
+        ];
         for k in KERNELS {
             for atomic in [AtomicMode::NativeF32, AtomicMode::CasU32] {
                 for shape in shapes {
-                    let src = compose(k, atomic, shape);
-                    let caps = [true, false];
-                    for float_atomics in caps {
-                        let r = flythrough_gpu::validate_wgsl(&src, float_atomics);
-                        let needs_cap = k.needs == Needs::Atomic && atomic == AtomicMode::NativeF32;
-                        if needs_cap && !float_atomics {
-                            assert!(
-                                r.is_err(),
-                                "{}: native atomics validated without the capability",
-                                k.name
-                            );
-                            continue;
+                    for ex in extras {
+                        let src = compose(k, atomic, shape, ex);
+                        let uses_f16 = k.needs == Needs::MlpShape && ex.act == Act::F16;
+                        let uses_subgroups = k.needs == Needs::HashScatter && ex.subgroups;
+                        let caps = [true, false];
+                        for float_atomics in caps {
+                            for optional in [true, false] {
+                                let r = flythrough_gpu::validate_wgsl_with(
+                                    &src,
+                                    flythrough_gpu::ShaderFeatures {
+                                        float_atomics,
+                                        f16: optional,
+                                        subgroups: optional,
+                                    },
+                                );
+                                let needs_cap =
+                                    matches!(k.needs, Needs::Atomic | Needs::HashScatter)
+                                        && atomic == AtomicMode::NativeF32;
+                                if (needs_cap && !float_atomics)
+                                    || (!optional && (uses_f16 || uses_subgroups))
+                                {
+                                    assert!(
+                                        r.is_err(),
+                                        "{}: validated without a capability it uses ({atomic:?}, {ex:?}, \
+                                 float atomics {float_atomics}, f16/subgroups {optional})",
+                                        k.name
+                                    );
+                                    continue;
+                                }
+                                let eps = r.unwrap_or_else(|e| {
+                                    panic!("{} ({atomic:?}, {shape:?}, {ex:?}):\n{e}", k.name)
+                                });
+                                assert_eq!(
+                                    eps,
+                                    vec![k.name.to_string()],
+                                    "{}: one entry point named as the file",
+                                    k.name
+                                );
+                                checked += 1;
+                            }
                         }
-                        let eps = r
-                            .unwrap_or_else(|e| panic!("{} ({atomic:?}, {shape:?}):\n{e}", k.name));
-                        assert_eq!(
-                            eps,
-                            vec![k.name.to_string()],
-                            "{}: one entry point named as the file",
-                            k.name
-                        );
-                        checked += 1;
                     }
                 }
             }
         }
-        assert!(checked >= KERNELS.len() * 6, "{checked}");
+        assert!(checked >= KERNELS.len() * 12, "{checked}");
     }
 
     /// `KernelId` indexes `KERNELS`, and every kernel file has an id.

@@ -107,7 +107,22 @@ impl GpuTrainer {
             }
             other => other,
         };
-        let m = GpuModel::new(gpu.clone(), model).map_err(fit)?;
+        let mut m = GpuModel::new(gpu.clone(), model).map_err(fit)?;
+        m.k = m.k.with_act(super::training_act(&gpu)).map_err(gpu_err)?;
+        tracing::info!(
+            "gpu: MLP activations kept for the backward in {} ({}=0 keeps f32), hash-grid \
+             gradients {}",
+            match m.k.act {
+                super::shaders::Act::F16 => "f16",
+                super::shaders::Act::F32 => "f32",
+            },
+            super::F16_ENV,
+            if m.k.subgroups {
+                "pre-reduced in subgroups"
+            } else {
+                "scattered per lane"
+            }
+        );
         let lw = LossWeights {
             distortion: cfg.distortion_weight as f32,
             interlevel: cfg.interlevel_weight as f32,

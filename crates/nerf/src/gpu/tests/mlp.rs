@@ -174,69 +174,15 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
             1,
             (ds > 0).then_some((c0, c1)),
         );
-        let (u, pb, ab, gb) = (
-            g.uniform("p", &p).unwrap(),
-            up(&g, &params),
-            up(&g, &c.a),
-            up(&g, &c.g),
-        );
-        let yb = out(&g, c.n * dout_w);
-        let cb = out(&g, c.n * c.cfg.hidden_width());
-        launch::MlpFwd {
-            p: &u,
-            params: &pb,
-            a: &ab,
-            g: &gb,
-            out: &yb,
-            cache: &cb,
-        }
-        .run(&k, Grid::Groups(mlp_groups(&g, c.n, SHAPE.tile)));
-        let db = up(&g, &d_out);
-        let dy = out(&g, c.n * p.dyw as usize);
-        let dx = up(&g, &vec![7.0f32; c.n * (dl + 2)]);
         let gw = (c1 - c0).max(1) as usize;
-        let dxg = out(&g, c.n * gw);
-        let partial = out(&g, p.groups as usize * params.len());
-        let grads = |seed: u64| {
-            let grad = up(&g, &g0);
-            launch::MlpBwdData {
-                p: &u,
-                params: &pb,
-                cache: &cb,
-                d_out: &db,
-                dy: &dy,
-                dx: &dx,
-                dxg: &dxg,
-            }
-            .run(&k, Grid::Groups(mlp_groups(&g, c.n, SHAPE.tile)));
-            launch::MlpBwdWeights {
-                p: &u,
-                a: &ab,
-                g: &gb,
-                cache: &cb,
-                dy: &dy,
-                partial: &partial,
-            }
-            .run(&k, bwd_weights_grid(&p, SHAPE.wg));
-            let ur = g
-                .uniform(
-                    "r",
-                    &ReduceParams {
-                        nparams: p.nparams,
-                        groups: p.groups,
-                        _p: [0; 2],
-                    },
-                )
-                .unwrap();
-            launch::ReducePartials {
-                p: &ur,
-                partial: &partial,
-                grad: &grad,
-            }
-            .run(&k, reduce_grid(p.nparams));
-            let _ = seed;
-            read(&g, &grad, params.len())
+        let run = GpuMlpRun {
+            c: &c,
+            params: &params,
+            d_out: &d_out,
+            g0: &g0,
+            p,
         };
+        let grads = |_seed: u64| run.backward(&g, &k).dp;
         let gpu_dp = grads(0);
         assert_close(
             &format!("mlp d_params grouped={grouped}"),
@@ -249,8 +195,9 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
             grads(1),
             "MLP weight gradients must be bitwise repeatable"
         );
+        let res = run.backward(&g, &k);
         // d_x of the per-row inputs, written at stride dl + 2, offset 1 (the rest untouched).
-        let gdx = read(&g, &dx, c.n * (dl + 2));
+        let gdx = res.dx;
         let got: Vec<f32> = (0..c.n)
             .flat_map(|r| gdx[r * (dl + 2) + 1..r * (dl + 2) + 1 + dl].to_vec())
             .collect();
@@ -258,7 +205,7 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
         assert!((0..c.n).all(|r| gdx[r * (dl + 2)] == 7.0 && gdx[r * (dl + 2) + dl + 1] == 7.0));
         if ds > 0 {
             // Per-row group gradients, summed over each group = the CPU's d_groups.
-            let gdg = read(&g, &dxg, c.n * gw);
+            let gdg = res.dxg;
             let grp = c.io.g_rows as usize;
             let mut sum = vec![0.0f32; c.n / grp * gw];
             let mut want = vec![0.0f32; c.n / grp * gw];
@@ -274,5 +221,203 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
             }
             assert_close("mlp d_groups", &sum, &want, 1e-5);
         }
+    }
+}
+
+/// One MLP case run forward (training: the cache written) and backward on the GPU.
+struct GpuMlpRun<'a> {
+    c: &'a MlpCase,
+    params: &'a [f32],
+    d_out: &'a [f32],
+    /// The gradient the kernels add to.
+    g0: &'a [f32],
+    p: MlpParams,
+}
+
+/// What [`GpuMlpRun::backward`] reads back.
+struct GpuMlpGrads {
+    /// Parameter gradients (g0 + the batch's).
+    dp: Vec<f32>,
+    /// Per-row input gradients at stride d_local + 2, offset 1 (7.0 elsewhere).
+    dx: Vec<f32>,
+    /// Per-row gradients of the group-input columns [dxg_c0, dxg_c1).
+    dxg: Vec<f32>,
+    /// The cache buffer's 32-bit words (f32 activations, or two f16 per word).
+    cache: Vec<u32>,
+}
+
+impl GpuMlpRun<'_> {
+    fn backward(&self, g: &Arc<Gpu>, k: &Kernels) -> GpuMlpGrads {
+        let (c, p) = (self.c, self.p);
+        let dl = c.io.d_local as usize;
+        let (u, pb, ab, gb) = (
+            g.uniform("p", &p).unwrap(),
+            up(g, self.params),
+            up(g, &c.a),
+            up(g, &c.g),
+        );
+        let yb = out(g, c.n * c.cfg.output_dim());
+        let cache_words = k.act.words(c.n * c.cfg.hidden_width());
+        let cb = out(g, cache_words);
+        launch::MlpFwd {
+            p: &u,
+            params: &pb,
+            a: &ab,
+            g: &gb,
+            out: &yb,
+            cache: &cb,
+        }
+        .run(k, Grid::Groups(mlp_groups(g, c.n, k.shape.tile)));
+        let db = up(g, self.d_out);
+        let dy = out(g, c.n * p.dyw as usize);
+        let dx = up(g, &vec![7.0f32; c.n * (dl + 2)]);
+        let gw = (p.dxg_c1 - p.dxg_c0).max(1) as usize;
+        let dxg = out(g, c.n * gw);
+        let partial = out(g, p.groups as usize * self.params.len());
+        let grad = up(g, self.g0);
+        launch::MlpBwdData {
+            p: &u,
+            params: &pb,
+            cache: &cb,
+            d_out: &db,
+            dy: &dy,
+            dx: &dx,
+            dxg: &dxg,
+        }
+        .run(k, Grid::Groups(mlp_groups(g, c.n, k.shape.tile)));
+        launch::MlpBwdWeights {
+            p: &u,
+            a: &ab,
+            g: &gb,
+            cache: &cb,
+            dy: &dy,
+            partial: &partial,
+        }
+        .run(k, bwd_weights_grid(&p, k.shape.wg));
+        let ur = g
+            .uniform(
+                "r",
+                &ReduceParams {
+                    nparams: p.nparams,
+                    groups: p.groups,
+                    _p: [0; 2],
+                },
+            )
+            .unwrap();
+        launch::ReducePartials {
+            p: &ur,
+            partial: &partial,
+            grad: &grad,
+        }
+        .run(k, reduce_grid(p.nparams));
+        let cache: Vec<u32> = g.read(&cb).unwrap();
+        GpuMlpGrads {
+            dp: read(g, &grad, self.params.len()),
+            dx: read(g, &dx, c.n * (dl + 2)),
+            dxg: read(g, &dxg, c.n * gw),
+            cache: cache[..cache_words].to_vec(),
+        }
+    }
+}
+
+/// An IEEE half's bits as f32 (exact: every half is an f32).
+fn half_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let man = (h & 0x3ff) as f32;
+    match exp {
+        0 => sign * man * 2f32.powi(-24),
+        31 => {
+            if man == 0.0 {
+                sign * f32::INFINITY
+            } else {
+                f32::NAN
+            }
+        }
+        e => sign * (1.0 + man / 1024.0) * 2f32.powi(e - 15),
+    }
+}
+
+/// The f16 activation path (`Act::F16`, devices with shader f16: lavapipe has it, and CI requires
+/// it) against the f32 path on the same inputs. The stated tolerances:
+/// - every stored activation is the f32 path's rounded to half: within 2^-11 relative (half's
+///   rounding), never above the largest half, zero where f32 is zero;
+/// - input gradients (through the ReLU masks only: an activation's sign survives rounding, bar
+///   values under 2^-25) within 1e-5 of the f32 path, as the twin test holds f32 to the CPU;
+/// - parameter gradients (dW_k = h_{k-1}^T dY_k: every product carries one rounded h) within 2e-3
+///   of the f32 path, relative to the largest gradient; measured about 3e-4.
+#[test]
+fn mlp_f16_activations_stay_within_tolerance_of_f32() {
+    let Some(g) = test_gpu() else { return };
+    if !g.caps().shader_f16 {
+        assert!(
+            !flythrough_testkit::testdata::under_ci(),
+            "{} has no shader f16: the f16 MLP path is not tested (CI's lavapipe has it)",
+            g.adapter()
+        );
+        eprintln!("adapter without shader f16: the f16 MLP path is not tested here");
+        return;
+    }
+    let k32 = ks(&g, g.atomic_mode());
+    let k16 = k32.clone().with_act(Act::F16).unwrap();
+    let mut r = rng(9);
+    for grouped in [false, true] {
+        let c = mlp_case(&mut r, grouped);
+        let params = c.cfg.init_params(8);
+        let d_out = rand_vec(&mut r, c.n * c.cfg.output_dim(), -1.0, 1.0);
+        let g0 = vec![0.0f32; params.len()];
+        let dl = c.io.d_local as usize;
+        let ds = c.cfg.input_dim() - dl;
+        let p = MlpParams::new(&c.cfg, c.n, c.io, true).with_dx(
+            dl as u32 + 2,
+            1,
+            (ds > 0).then_some((2, 9)),
+        );
+        let run = GpuMlpRun {
+            c: &c,
+            params: &params,
+            d_out: &d_out,
+            g0: &g0,
+            p,
+        };
+        let a = run.backward(&g, &k32);
+        let b = run.backward(&g, &k16);
+        let hw = c.cfg.hidden_width();
+        assert_eq!(b.cache.len(), hw * c.n / 2 + (hw * c.n) % 2);
+        let mut worst = 0f64;
+        for i in 0..hw * c.n {
+            let full = f32::from_bits(a.cache[i]);
+            let half = half_to_f32((b.cache[i / 2] >> (16 * (i % 2))) as u16);
+            assert!(
+                full >= 0.0 && half >= 0.0,
+                "activation {i}: {full} / {half}"
+            );
+            if full == 0.0 {
+                assert_eq!(half, 0.0, "activation {i}");
+            } else if full > 1e-4 {
+                worst = worst.max(((half - full) / full).abs() as f64);
+            }
+        }
+        eprintln!("f16 activations (grouped={grouped}): worst relative rounding {worst:.2e}");
+        assert!(worst <= 2f64.powi(-11) * 1.0001, "{worst:.3e}");
+        assert_close(&format!("f16 d_x grouped={grouped}"), &b.dx, &a.dx, 1e-5);
+        if ds > 0 {
+            assert_close(
+                &format!("f16 d_groups grouped={grouped}"),
+                &b.dxg,
+                &a.dxg,
+                1e-5,
+            );
+        }
+        assert_close(
+            &format!("f16 d_params grouped={grouped}"),
+            &b.dp,
+            &a.dp,
+            2e-3,
+        );
+        assert_ne!(
+            a.dp, b.dp,
+            "the f16 path ran (its gradients differ from f32's)"
+        );
     }
 }

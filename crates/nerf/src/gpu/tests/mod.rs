@@ -32,7 +32,7 @@
 //! the back end does.
 
 use super::kernels::*;
-use super::shaders::MlpShape;
+use super::shaders::{Act, MlpShape};
 use crate::composite;
 use crate::coord;
 use crate::encoding;
@@ -280,4 +280,19 @@ pub(crate) fn random_model_amp(
         }
     }
     m
+}
+
+/// GPU training stores activations in f16 exactly where the device has shader f16 and
+/// `FLYTHROUGH_GPU_F16` is not `0`.
+#[test]
+fn f16_activations_where_offered_unless_turned_off() {
+    use crate::gpu::act_for;
+    assert_eq!(act_for(true, None), Act::F16);
+    assert_eq!(act_for(true, Some("1")), Act::F16);
+    assert_eq!(act_for(true, Some("0")), Act::F32);
+    assert_eq!(act_for(true, Some(" 0 ")), Act::F32);
+    assert_eq!(act_for(false, None), Act::F32);
+    assert_eq!(act_for(false, Some("1")), Act::F32);
+    assert_eq!(Act::F16.words(5), 3);
+    assert_eq!(Act::F32.words(5), 5);
 }

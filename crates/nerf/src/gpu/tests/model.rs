@@ -48,7 +48,8 @@ fn whole_forward_matches_cpu_model() {
 /// One whole training step (forward, losses, backward; the GLO latents included) on the GPU
 /// against the CPU step on the same rays, jitter and targets: every gradient buffer within 1e-3
 /// relative L2 (the kernels agree to ~1e-5 each; through three levels of resampling, two grids and
-/// three MLPs the step's gradients agree to ~1e-4).
+/// three MLPs the step's gradients agree to ~1e-4). The trainer runs as training does: with f16
+/// activations and the subgroup scatter where the device has them (lavapipe has both).
 #[test]
 fn one_training_step_matches_cpu_gradients() {
     let Some(g) = test_gpu() else { return };
@@ -108,6 +109,11 @@ fn one_training_step_matches_cpu_gradients() {
         .map(|p| Adam::new(p.len(), crate::train::ADAM))
         .collect();
     let mut tr = crate::gpu::train::GpuTrainer::new(g.clone(), &model, &adams, &tc).unwrap();
+    assert_eq!(tr.model.k.act, crate::gpu::training_act(&g));
+    eprintln!(
+        "step gradients with {:?} activations, subgroup scatter {}",
+        tr.model.k.act, tr.model.k.subgroups
+    );
     let gpu = tr
         .gradients_of(&rays, &target, &idx, &jitter, train_frac)
         .unwrap();
