@@ -28,7 +28,9 @@
 # CPU_BUDGETS (the synthetic venue on the CPU, default "30"; set and empty = none), DEVICE (gpu|auto,
 # default gpu: any adapter, software ones included), REQUIRE_HARDWARE (default 1 for full, 0 for
 # tiny: the smoke test must name a hardware adapter or the run stops at once, printing why).
-# The parts run most valuable first: smoke, the step micro-benchmark (GPU and CPU side by side),
+# The parts run most valuable first: smoke, the step micro-benchmark (GPU and CPU side by side;
+# then the GPU step again with f32 activations and the plain hash scatter, its per-kernel times in
+# a column beside the default's),
 # real training through the driver on the GPU (train), the synthetic venue on the GPU, 360° frames
 # on the GPU, the real captures, then the CPU parts.
 set -uo pipefail
@@ -93,6 +95,8 @@ if ! part smoke 30 "$BIN" smoke && [ "$REQUIRE_HARDWARE" = 1 ]; then
   exit 3
 fi
 part step 90 "$BIN" step $STEP_ARGS
+# The same step with f32 activations and the plain scatter (GPU only): what f16 and subgroups bring.
+part step_plain 60 env FLYTHROUGH_GPU_F16=0 FLYTHROUGH_GPU_SUBGROUPS=0 BENCH_NO_CPU=1 "$BIN" step $STEP_ARGS
 if [ -n "$TRAIN_BUDGET" ]; then
   part train $((TRAIN_BUDGET + 40)) "$BIN" train $TRAIN_ARGS
 fi

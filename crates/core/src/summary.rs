@@ -57,6 +57,11 @@ pub struct AdapterInfo {
     /// device has shader f16 (unless `FLYTHROUGH_GPU_F16=0`), else `f32`.
     #[serde(default)]
     pub mlp_activations: String,
+    /// How the hash-grid gradient scatter runs: `subgroup` (pre-reduced in subgroups at the
+    /// coarse levels; hardware adapters with subgroups, unless `FLYTHROUGH_GPU_SUBGROUPS=0`) or
+    /// `plain`.
+    #[serde(default)]
+    pub hash_scatter: String,
     /// Whether kernels keep naga's run-time checks (`FLYTHROUGH_GPU_CHECKS=1`).
     #[serde(default)]
     pub runtime_checks: bool,

@@ -5,7 +5,8 @@
 //!   one) on one batch of random rays, GPU (with per-kernel times from timestamp queries) and CPU
 //!   side by side: samples/s, rays/s, ms per step, ms per kernel, and per GPU step the dispatches,
 //!   compute passes, uploaded bytes and host wait. A micro-benchmark: no fresh batches, no
-//!   metrics or checkpoints.
+//!   metrics or checkpoints. `BENCH_NO_CPU=1` leaves the CPU out (a second GPU run with other
+//!   kernel variants: `FLYTHROUGH_GPU_F16=0`, `FLYTHROUGH_GPU_SUBGROUPS=0`).
 //! - `train <batch_rays> <seconds> <out dir> [tiny]`: real training on the GPU through the training
 //!   driver for a time budget: fresh batches every step (sampled on the host and uploaded), the
 //!   metrics read back, checkpoints by time (`checkpoint_seconds` a quarter of the budget, at least
@@ -154,7 +155,7 @@ fn step_mode(args: &[String]) {
                 "features": format!(
                     "{} activations, {} hash scatter, {} atomics",
                     serde_json::to_value(gpu::training_act(&g)).unwrap_or_default().as_str().unwrap_or("?"),
-                    if g.caps().subgroups { "subgroup" } else { "plain" },
+                    if gpu::use_subgroups(&g) { "subgroup" } else { "plain" },
                     serde_json::to_value(g.atomic_mode()).unwrap_or_default().as_str().unwrap_or("?"),
                 ),
                 "setup_s": setup,
@@ -171,7 +172,12 @@ fn step_mode(args: &[String]) {
         Ok(None) => {}
         Err(e) => out["gpu_error"] = e.to_string().into(),
     }
-    // CPU: the same step with the CPU kernels (forward, backward, Adam).
+    // CPU: the same step with the CPU kernels (forward, backward, Adam); not with BENCH_NO_CPU=1
+    // (a second GPU run with other kernel variants).
+    if std::env::var("BENCH_NO_CPU").is_ok_and(|v| v == "1") {
+        println!("{out}");
+        return;
+    }
     let mut mc = m.clone();
     let mut adams: Vec<Adam> = mc
         .params
@@ -504,10 +510,16 @@ fn table_mode(args: &[String]) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.1}x", a / b),
             _ => "-".into(),
         };
-        let tag = format!(
-            "{} rays x {} samples",
-            r["batch_rays"], r["samples_per_ray"]
-        );
+        let tag = match g["features"].as_str() {
+            Some(f) => format!(
+                "{} rays x {} samples, {f}",
+                r["batch_rays"], r["samples_per_ray"]
+            ),
+            None => format!(
+                "{} rays x {} samples",
+                r["batch_rays"], r["samples_per_ray"]
+            ),
+        };
         println!(
             "| training samples/s, M ({tag}) | {} | {} | {} |",
             f(&g["samples_per_s"], 1e6, 2),
@@ -606,7 +618,14 @@ fn table_mode(args: &[String]) {
     let per_step: Vec<(&str, &serde_json::Value)> = rows
         .iter()
         .filter_map(|r| match r["mode"].as_str() {
-            Some("step") => Some(("step (one batch, no read-backs)", &r["gpu"])),
+            Some("step") => Some((
+                if r["cpu"].is_object() {
+                    "step (one batch, no read-backs)"
+                } else {
+                    "step, other kernel variants (see the first table)"
+                },
+                &r["gpu"],
+            )),
             Some("train") => Some(("train (fresh batches, metrics, checkpoints)", r)),
             _ => None,
         })
@@ -627,30 +646,56 @@ fn table_mode(args: &[String]) {
             );
         }
     }
-    let kernels: Vec<(String, f64, f64)> = rows
+    // Per kernel: the first step run, and beside it a second one with other kernel variants.
+    let step_rows: Vec<&serde_json::Value> = rows
         .iter()
-        .filter(|r| r["mode"] == "step")
-        .flat_map(|r| r["gpu"]["kernels"].as_object().cloned().unwrap_or_default())
-        .map(|(k, v)| {
-            (
-                k,
-                v["ms_per_step"].as_f64().unwrap_or(0.0),
-                v["dispatches_per_step"].as_f64().unwrap_or(0.0),
-            )
-        })
+        .filter(|r| r["mode"] == "step" && r["gpu"]["kernels"].is_object())
         .collect();
-    if !kernels.is_empty() {
-        let total: f64 = kernels.iter().map(|k| k.1).sum();
-        println!(
-            "\nPer-kernel GPU time of one training step (timestamp queries):\n\n| kernel | ms per step | share | dispatches |\n|---|---:|---:|---:|"
-        );
-        let mut ks = kernels;
+    if let Some(first) = step_rows.first() {
+        let kernels = |r: &serde_json::Value| -> Vec<(String, f64, f64)> {
+            r["gpu"]["kernels"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        v["ms_per_step"].as_f64().unwrap_or(0.0),
+                        v["dispatches_per_step"].as_f64().unwrap_or(0.0),
+                    )
+                })
+                .collect()
+        };
+        let mut ks = kernels(first);
+        let other = step_rows
+            .get(1)
+            .map(|r| (kernels(r), r["gpu"]["features"].clone()));
+        let total: f64 = ks.iter().map(|k| k.1).sum();
+        let feats = first["gpu"]["features"].as_str().unwrap_or("");
+        match &other {
+            Some((_, f2)) => println!(
+                "\nPer-kernel GPU time of one training step (timestamp queries):\n\n| kernel | ms per step ({feats}) | share | dispatches | ms per step ({}) |\n|---|---:|---:|---:|---:|",
+                f2.as_str().unwrap_or("")
+            ),
+            None => println!(
+                "\nPer-kernel GPU time of one training step (timestamp queries):\n\n| kernel | ms per step | share | dispatches |\n|---|---:|---:|---:|"
+            ),
+        }
         ks.sort_by(|a, b| b.1.total_cmp(&a.1));
         for (k, ms, n) in ks {
-            println!(
-                "| {k} | {ms:.3} | {:.1} % | {n} |",
-                100.0 * ms / total.max(1e-12)
-            );
+            let share = 100.0 * ms / total.max(1e-12);
+            match &other {
+                Some((o, _)) => {
+                    let ms2 = o
+                        .iter()
+                        .find(|x| x.0 == k)
+                        .map(|x| format!("{:.3}", x.1))
+                        .unwrap_or_else(|| "-".into());
+                    println!("| {k} | {ms:.3} | {share:.1} % | {n} | {ms2} |");
+                }
+                None => println!("| {k} | {ms:.3} | {share:.1} % | {n} |"),
+            }
         }
     }
 }

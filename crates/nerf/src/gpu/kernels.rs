@@ -430,16 +430,16 @@ pub struct Kernels {
     /// How the MLP kernels store the activations kept for the backward (f32 unless a trainer
     /// chose f16 on a device that has it: [`Kernels::with_act`]).
     pub act: Act,
-    /// Whether the hash-grid scatter pre-reduces in subgroups (the device's [`Caps::subgroups`]).
-    ///
-    /// [`Caps::subgroups`]: flythrough_gpu::Caps::subgroups
+    /// Whether the hash-grid scatter pre-reduces in subgroups (hardware adapters with subgroups,
+    /// unless `FLYTHROUGH_GPU_SUBGROUPS` says otherwise: [`super::use_subgroups`]).
     pub subgroups: bool,
 }
 
 impl Kernels {
-    /// The kernels of `gpu`: f32 activations, the subgroup scatter where the device has subgroups.
+    /// The kernels of `gpu`: f32 activations, the subgroup scatter where [`super::use_subgroups`]
+    /// says so.
     pub fn new(gpu: Arc<Gpu>, atomic: AtomicMode, shape: MlpShape) -> Kernels {
-        let subgroups = gpu.caps().subgroups;
+        let subgroups = super::use_subgroups(&gpu);
         Kernels {
             gpu,
             atomic,

@@ -52,6 +52,12 @@ pub fn device_used(g: Option<&Gpu>) -> DeviceUsed {
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default(),
+                hash_scatter: if use_subgroups(g) {
+                    "subgroup"
+                } else {
+                    "plain"
+                }
+                .into(),
                 runtime_checks: g.runtime_checks(),
             })
         }
@@ -71,11 +77,43 @@ pub fn training_act(g: &Gpu) -> shaders::Act {
 /// [`training_act`]'s rule for a device with (`has_f16`) or without shader f16 and the value of
 /// [`F16_ENV`].
 pub fn act_for(has_f16: bool, env: Option<&str>) -> shaders::Act {
-    if has_f16 && env.map(str::trim) != Some("0") {
+    if feature_on(has_f16, env) {
         shaders::Act::F16
     } else {
         shaders::Act::F32
     }
+}
+
+/// Environment variable for the subgroup pre-reduction of the hash-grid gradient scatter: `0`
+/// turns it off, `1` turns it on wherever the device has subgroups (software rasterisers
+/// included); unset, it is on for hardware adapters with subgroups.
+pub const SUBGROUPS_ENV: &str = "FLYTHROUGH_GPU_SUBGROUPS";
+
+/// Whether the kernels of `g` use subgroups ([`subgroups_rule`] with [`SUBGROUPS_ENV`]).
+pub fn use_subgroups(g: &Gpu) -> bool {
+    subgroups_rule(
+        g.caps().subgroups,
+        g.adapter().software,
+        std::env::var(SUBGROUPS_ENV).ok().as_deref(),
+    )
+}
+
+/// The subgroup scatter is used where the device has subgroups (`has`), by default not on a
+/// software rasteriser: lavapipe runs the peel rounds' subgroup operations in divergent control
+/// flow slowly (hash_bwd 33 ms against 9 ms plain on its tiny benchmark step); `env` (the value of
+/// [`SUBGROUPS_ENV`], if set) `0` turns it off, `1` on.
+pub fn subgroups_rule(has: bool, software: bool, env: Option<&str>) -> bool {
+    match env.map(str::trim) {
+        Some("0") => false,
+        Some("1") => has,
+        _ => has && !software,
+    }
+}
+
+/// An optional device feature is used where the device has it (`has`) unless its switch (`env`,
+/// the variable's value if set) is `0`.
+pub fn feature_on(has: bool, env: Option<&str>) -> bool {
+    has && env.map(str::trim) != Some("0")
 }
 
 /// The GPU for a `device` setting: `None` means the CPU. `auto` takes a hardware adapter and

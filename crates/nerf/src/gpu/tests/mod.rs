@@ -283,7 +283,8 @@ pub(crate) fn random_model_amp(
 }
 
 /// GPU training stores activations in f16 exactly where the device has shader f16 and
-/// `FLYTHROUGH_GPU_F16` is not `0`.
+/// `FLYTHROUGH_GPU_F16` is not `0`; the subgroup scatter on hardware adapters with subgroups
+/// (`FLYTHROUGH_GPU_SUBGROUPS`: `0` off, `1` on software adapters too).
 #[test]
 fn f16_activations_where_offered_unless_turned_off() {
     use crate::gpu::act_for;
@@ -293,6 +294,15 @@ fn f16_activations_where_offered_unless_turned_off() {
     assert_eq!(act_for(true, Some(" 0 ")), Act::F32);
     assert_eq!(act_for(false, None), Act::F32);
     assert_eq!(act_for(false, Some("1")), Act::F32);
+    use crate::gpu::{feature_on, subgroups_rule};
+    assert!(feature_on(true, None) && feature_on(true, Some("yes")));
+    assert!(!feature_on(true, Some("0")) && !feature_on(false, None));
+    // Subgroups: hardware by default, software only when asked, never without them.
+    assert!(subgroups_rule(true, false, None));
+    assert!(!subgroups_rule(true, true, None));
+    assert!(subgroups_rule(true, true, Some("1")));
+    assert!(!subgroups_rule(true, false, Some("0")));
+    assert!(!subgroups_rule(false, false, Some("1")));
     assert_eq!(Act::F16.words(5), 3);
     assert_eq!(Act::F32.words(5), 5);
 }
