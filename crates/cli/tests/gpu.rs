@@ -87,6 +87,16 @@ unregistered_keyframes = \"skip\"
         assert_eq!(s["adapter"]["subgroups"], gpu.caps().subgroups, "{s}");
         assert_eq!(s["adapter"]["shader_f16"], gpu.caps().shader_f16, "{s}");
         assert_eq!(s["adapter"]["runtime_checks"], gpu.runtime_checks(), "{s}");
+        // How training stored its activations and scattered the grid gradients (f16 and the
+        // plain scatter on lavapipe).
+        let act = serde_json::to_value(flythrough_nerf::gpu::training_act(&gpu)).unwrap();
+        assert_eq!(s["adapter"]["mlp_activations"], act, "{s}");
+        let scatter = if flythrough_nerf::gpu::use_subgroups(&gpu) {
+            "subgroup"
+        } else {
+            "plain"
+        };
+        assert_eq!(s["adapter"]["hash_scatter"], scatter, "{s}");
     }
     assert!(
         log.contains("train: on gpu: ") && log.contains("render: NeRF on gpu: "),
