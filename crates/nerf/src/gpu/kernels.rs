@@ -492,7 +492,9 @@ impl Kernels {
         //   searches by theirs (a proposal fencepost index < m + 1, a NeRF bin < n); the MLP
         //   kernels' workgroup-memory rows by `TILE` (a power of two, a multiple of `RB`) and
         //   columns by `MAXIN` / `MAXW`, which `MlpShape` is fitted to (the widest layer of
-        //   the model); the per-ray workgroup kernels' (sample_level, weights, composite,
+        //   the model), and their 4-wide register-tile blocks' weight, dY and activation reads by
+        //   the layer's edge (`min(4, d - i0)` lanes; `mlp_bwd_weights` finds its layer by a walk
+        //   over the `layers` tile counts and returns past the last); the per-ray workgroup kernels' (sample_level, weights, composite,
         //   nerf_loss, interlevel, glo_grad) by the local invocation index (< 64, the size of
         //   their arrays), in the
         //   scans by `lid - off` under `lid >= off` and `lid + off` under `lid + off < 64`, and
