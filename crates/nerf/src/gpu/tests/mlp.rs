@@ -345,7 +345,9 @@ fn half_to_f32(h: u16) -> f32 {
 /// - input gradients (through the ReLU masks only: an activation's sign survives rounding, bar
 ///   values under 2^-25) within 1e-5 of the f32 path, as the twin test holds f32 to the CPU;
 /// - parameter gradients (dW_k = h_{k-1}^T dY_k: every product carries one rounded h) within 2e-3
-///   of the f32 path, relative to the largest gradient; measured about 3e-4.
+///   of the f32 path, relative to the largest gradient; measured about 3e-4;
+/// - activations past half's range (weights x 1e5) stored as 65504, never infinity (without the
+///   clamp lavapipe stores inf), and the gradients finite.
 #[test]
 fn mlp_f16_activations_stay_within_tolerance_of_f32() {
     let Some(g) = test_gpu() else { return };
@@ -419,5 +421,36 @@ fn mlp_f16_activations_stay_within_tolerance_of_f32() {
             a.dp, b.dp,
             "the f16 path ran (its gradients differ from f32's)"
         );
+    } // Activations beyond half's range are stored as its largest finite value, never infinity, and
+    // the gradients stay finite.
+    let c = mlp_case(&mut r, false);
+    let params: Vec<f32> = c.cfg.init_params(8).iter().map(|w| w * 1e5).collect();
+    let d_out = rand_vec(&mut r, c.n * c.cfg.output_dim(), -1.0, 1.0);
+    let g0 = vec![0.0f32; params.len()];
+    let run = GpuMlpRun {
+        c: &c,
+        params: &params,
+        d_out: &d_out,
+        g0: &g0,
+        p: MlpParams::new(&c.cfg, c.n, c.io, true).with_dx(c.io.d_local + 2, 1, None),
+    };
+    let (a, b) = (run.backward(&g, &k32), run.backward(&g, &k16));
+    let mut clamped = 0;
+    for i in 0..c.cfg.hidden_width() * c.n {
+        let full = f32::from_bits(a.cache[i]);
+        let half = half_to_f32((b.cache[i / 2] >> (16 * (i % 2))) as u16);
+        assert!(
+            half.is_finite() && half <= 65504.0,
+            "activation {i}: {half}"
+        );
+        if full > 65504.0 {
+            assert_eq!(half, 65504.0, "activation {i} ({full})");
+            clamped += 1;
+        }
     }
+    assert!(
+        clamped > 100,
+        "the case reaches past half's range ({clamped} clamped)"
+    );
+    assert!(b.dp.iter().all(|v| v.is_finite()), "finite gradients");
 }
