@@ -154,8 +154,8 @@ fn step_mode(args: &[String]) {
                 "adapter": g.adapter().to_string(),
                 "features": format!(
                     "{} activations, {} hash scatter, {} atomics",
-                    serde_json::to_value(gpu::training_act(&g)).unwrap_or_default().as_str().unwrap_or("?"),
-                    if gpu::use_subgroups(&g) { "subgroup" } else { "plain" },
+                    gpu::training_act(&g).name(),
+                    gpu::hash_scatter(&g),
                     serde_json::to_value(g.atomic_mode()).unwrap_or_default().as_str().unwrap_or("?"),
                 ),
                 "setup_s": setup,

@@ -48,16 +48,8 @@ pub fn device_used(g: Option<&Gpu>) -> DeviceUsed {
                     .unwrap_or_default(),
                 subgroups: g.caps().subgroups,
                 shader_f16: g.caps().shader_f16,
-                mlp_activations: serde_json::to_value(training_act(g))
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
-                hash_scatter: if use_subgroups(g) {
-                    "subgroup"
-                } else {
-                    "plain"
-                }
-                .into(),
+                mlp_activations: training_act(g).name().into(),
+                hash_scatter: hash_scatter(g).into(),
                 runtime_checks: g.runtime_checks(),
             })
         }
@@ -107,6 +99,16 @@ pub fn subgroups_rule(has: bool, software: bool, env: Option<&str>) -> bool {
         Some("0") => false,
         Some("1") => has,
         _ => has && !software,
+    }
+}
+
+/// How the hash-grid gradient scatter of `g` runs: `subgroup` or `plain` (`stage.json`'s
+/// `hash_scatter`).
+pub fn hash_scatter(g: &Gpu) -> &'static str {
+    if use_subgroups(g) {
+        "subgroup"
+    } else {
+        "plain"
     }
 }
 

@@ -69,6 +69,14 @@ pub enum Act {
 }
 
 impl Act {
+    /// `f32` or `f16`: the log's and `stage.json`'s spelling (as serialised).
+    pub fn name(self) -> &'static str {
+        match self {
+            Act::F32 => "f32",
+            Act::F16 => "f16",
+        }
+    }
+
     /// 32-bit words of a buffer of `len` activations.
     pub fn words(self, len: usize) -> usize {
         match self {

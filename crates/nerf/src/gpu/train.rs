@@ -112,10 +112,7 @@ impl GpuTrainer {
         tracing::info!(
             "gpu: MLP activations kept for the backward in {} ({}=0 keeps f32), hash-grid \
              gradients {}",
-            match m.k.act {
-                super::shaders::Act::F16 => "f16",
-                super::shaders::Act::F32 => "f32",
-            },
+            m.k.act.name(),
             super::F16_ENV,
             if m.k.subgroups {
                 "pre-reduced in subgroups"
