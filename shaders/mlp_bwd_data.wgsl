@@ -4,7 +4,11 @@
 // (row r, columns dyoff(k) ..) for the weight-gradient kernel, and d_x = dY_0 W_0^T to `dx`
 // (per-row inputs) and `dxg` (columns [dxg_c0, dxg_c1) of the group inputs, per row). Each
 // invocation computes register tiles of RB rows x 4 inputs (each weight read once per RB rows, each
-// dY once per 4 inputs); every sum runs over the outputs in order, as the twin's.
+// dY once per 4 inputs); every sum runs over the outputs in order, as the twin's. Where the
+// layer's weights are 16-byte aligned (weight offset and output width multiples of 4) the outputs
+// go 4 at a time with 16-byte loads: a vec4 of each of the 4 inputs' weight rows from `params4`
+// (the same buffer as `params`; transposed in registers) and one vec4 of dY per row from
+// workgroup memory, 64 multiply-adds per 8 loads.
 
 @group(0) @binding(0) var<uniform> p: MlpParams;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
@@ -13,8 +17,60 @@
 @group(0) @binding(4) var<storage, read_write> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dxg: array<f32>;
+@group(0) @binding(7) var<storage, read> params4: array<vec4<f32>>;
 
-var<workgroup> sh: array<f32, 2u * TILE * MAXW>;
+// MAXW is a multiple of 4 (MlpShape), so every row of the tile starts a vec4.
+var<workgroup> sh: array<vec4<f32>, 2u * TILE * MAXW / 4u>;
+
+fn sh_get(q: u32) -> f32 { return sh[q >> 2u][q & 3u]; }
+fn sh_set(q: u32, v: f32) { sh[q >> 2u][q & 3u] = v; }
+
+// acc[k2] (4 inputs i0 .. i0 + ni of row rb + k2) += sum over outputs j of dY[row, j] W[i, j], in
+// output order; dY rows at `src` (stride MAXW) in workgroup memory, W_k at w0 with `dout` outputs.
+fn tile_dot(acc: ptr<function, array<vec4<f32>, RB>>, src: u32, rb: u32, w0: u32, i0: u32,
+            ni: u32, dout: u32) {
+    var j = 0u;
+    if ((w0 & 3u) == 0u && (dout & 3u) == 0u) {
+        let dq = dout >> 2u;
+        for (; j + 4u <= dout; j += 4u) {
+            // Rows i0 .. i0 + 3 of W at outputs j .. j + 3 (rows past ni stay zero: never read).
+            let wq = (w0 + i0 * dout + j) >> 2u;
+            let wa = params4[wq];
+            var wb = vec4<f32>(0.0);
+            var wc = vec4<f32>(0.0);
+            var wd = vec4<f32>(0.0);
+            if (ni > 1u) { wb = params4[wq + dq]; }
+            if (ni > 2u) { wc = params4[wq + 2u * dq]; }
+            if (ni > 3u) { wd = params4[wq + 3u * dq]; }
+            let t0 = vec4<f32>(wa.x, wb.x, wc.x, wd.x);
+            let t1 = vec4<f32>(wa.y, wb.y, wc.y, wd.y);
+            let t2 = vec4<f32>(wa.z, wb.z, wc.z, wd.z);
+            let t3 = vec4<f32>(wa.w, wb.w, wc.w, wd.w);
+            for (var k2 = 0u; k2 < RB; k2++) {
+                let d = sh[(src + (rb + k2) * MAXW + j) >> 2u];
+                var s = (*acc)[k2];
+                s += d.x * t0;
+                s += d.y * t1;
+                s += d.z * t2;
+                s += d.w * t3;
+                (*acc)[k2] = s;
+            }
+        }
+    }
+    for (; j < dout; j++) {
+        let wj = w0 + i0 * dout + j;
+        var w = vec4<f32>(0.0);
+        if (ni == 4u) {
+            w = vec4<f32>(params[wj], params[wj + dout], params[wj + 2u * dout],
+                          params[wj + 3u * dout]);
+        } else {
+            for (var c = 0u; c < ni; c++) { w[c] = params[wj + c * dout]; }
+        }
+        for (var k2 = 0u; k2 < RB; k2++) {
+            (*acc)[k2] += sh_get(src + (rb + k2) * MAXW + j) * w;
+        }
+    }
+}
 
 @compute @workgroup_size(MLP_WG)
 fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -28,7 +84,7 @@ fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         let r = idx / dk;
         let j = idx % dk;
         let v = d_out[(r0 + r) * p.out_stride + p.out_off + j];
-        sh[r * MAXW + j] = v;
+        sh_set(r * MAXW + j, v);
         dy[(r0 + r) * p.dyw + dyo(nk - 1u) + j] = v;
     }
     workgroupBarrier();
@@ -48,19 +104,7 @@ fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             let ni = min(4u, din - i0);
             var acc: array<vec4<f32>, RB>;
             for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = vec4<f32>(0.0); }
-            for (var j = 0u; j < dout; j++) {
-                let wj = w0 + i0 * dout + j;
-                var w = vec4<f32>(0.0);
-                if (ni == 4u) {
-                    w = vec4<f32>(params[wj], params[wj + dout], params[wj + 2u * dout],
-                                  params[wj + 3u * dout]);
-                } else {
-                    for (var c = 0u; c < ni; c++) { w[c] = params[wj + c * dout]; }
-                }
-                for (var k2 = 0u; k2 < RB; k2++) {
-                    acc[k2] += sh[src + (rb + k2) * MAXW + j] * w;
-                }
-            }
+            tile_dot(&acc, src, rb, w0, i0, ni, dout);
             for (var k2 = 0u; k2 < RB; k2++) {
                 let r = rb + k2;
                 if (r >= rows) { break; }
@@ -68,7 +112,7 @@ fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                     let i = i0 + c;
                     let h = f32(cache[(r0 + r) * p.hw + ho(k - 1u) + i]);
                     let v = select(0.0, acc[k2][c], h > 0.0);
-                    sh[dst + r * MAXW + i] = v;
+                    sh_set(dst + r * MAXW + i, v);
                     dy[(r0 + r) * p.dyw + dyo(k - 1u) + i] = v;
                 }
             }
@@ -99,18 +143,7 @@ fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         if (want == 0u) { continue; }
         var acc: array<vec4<f32>, RB>;
         for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = vec4<f32>(0.0); }
-        for (var j = 0u; j < d1; j++) {
-            let wj = w0 + i0 * d1 + j;
-            var w = vec4<f32>(0.0);
-            if (ni == 4u) {
-                w = vec4<f32>(params[wj], params[wj + d1], params[wj + 2u * d1], params[wj + 3u * d1]);
-            } else {
-                for (var c = 0u; c < ni; c++) { w[c] = params[wj + c * d1]; }
-            }
-            for (var k2 = 0u; k2 < RB; k2++) {
-                acc[k2] += sh[src + (rb + k2) * MAXW + j] * w;
-            }
-        }
+        tile_dot(&acc, src, rb, w0, i0, ni, d1);
         for (var k2 = 0u; k2 < RB; k2++) {
             let r = rb + k2;
             if (r >= rows) { break; }

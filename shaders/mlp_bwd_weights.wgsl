@@ -8,6 +8,9 @@
 // bias in blocks of 4 outputs (kernels.rs MlpParams::weight_tiles counts them); blocks at a
 // layer's edge are partial. partial[y * P + param] = its sum over those rows, in row order.
 // reduce_partials then adds the G partials in a fixed order, so the result is deterministic.
+// A row's 4 activations and 4 dY values are one 16-byte load each (`a4`, `cache4`, `dy4v`: the same
+// buffers as `a`, `cache`, `dy`) where the block is whole and its columns 16-byte aligned (the
+// host pads `hoff`, `dyoff`, `hw` and `dyw` to multiples of 4); else 4 scalar loads.
 
 @group(0) @binding(0) var<uniform> p: MlpParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -15,6 +18,9 @@
 @group(0) @binding(3) var<storage, read> cache: array<Act>;
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> partial: array<f32>;
+@group(0) @binding(6) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> cache4: array<vec4<Act>>;
+@group(0) @binding(8) var<storage, read> dy4v: array<vec4<f32>>;
 
 fn x_in(r: u32, i: u32) -> f32 {
     if (i < p.d_local) { return a[r * p.a_stride + p.a_off + i]; }
@@ -32,7 +38,10 @@ fn tiles_of(k: u32) -> u32 {
 // dY of row r, columns j0 .. j0 + nj of layer k (zero past nj).
 fn dy4(r: u32, k: u32, j0: u32, nj: u32) -> vec4<f32> {
     let b = r * p.dyw + dyo(k) + j0;
-    if (nj == 4u) { return vec4<f32>(dy[b], dy[b + 1u], dy[b + 2u], dy[b + 3u]); }
+    if (nj == 4u) {
+        if ((b & 3u) == 0u) { return dy4v[b >> 2u]; }
+        return vec4<f32>(dy[b], dy[b + 1u], dy[b + 2u], dy[b + 3u]);
+    }
     var d = vec4<f32>(0.0);
     for (var c = 0u; c < nj; c++) { d[c] = dy[b + c]; }
     return d;
@@ -76,13 +85,31 @@ fn mlp_bwd_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let nj = min(4u, dout - j0);
     var acc: array<vec4<f32>, 4>;
     for (var e = 0u; e < 4u; e++) { acc[e] = vec4<f32>(0.0); }
+    // Whole, 16-byte aligned blocks of activations: the per-row input at a multiple of 4 (all of
+    // the block per-row), or a hidden layer's cache (hw and hoff padded to multiples of 4).
+    var x_vec = false;
+    if (ni == 4u) {
+        if (k == 0u) {
+            x_vec = i0 + 4u <= p.d_local && ((p.a_stride | p.a_off) & 3u) == 0u;
+        } else {
+            x_vec = ((p.hw | ho(k - 1u)) & 3u) == 0u;
+        }
+    }
     for (var r = r_begin; r < r_end; r++) {
         var x = vec4<f32>(0.0);
-        for (var e = 0u; e < ni; e++) {
+        if (x_vec) {
             if (k == 0u) {
-                x[e] = x_in(r, i0 + e);
+                x = a4[(r * p.a_stride + p.a_off + i0) >> 2u];
             } else {
-                x[e] = f32(cache[r * p.hw + ho(k - 1u) + i0 + e]);
+                x = vec4<f32>(cache4[(r * p.hw + ho(k - 1u) + i0) >> 2u]);
+            }
+        } else {
+            for (var e = 0u; e < ni; e++) {
+                if (k == 0u) {
+                    x[e] = x_in(r, i0 + e);
+                } else {
+                    x[e] = f32(cache[r * p.hw + ho(k - 1u) + i0 + e]);
+                }
             }
         }
         let d = dy4(r, k, j0, nj);

@@ -208,16 +208,16 @@ impl Batch {
                     .map_err(gpu_err)?,
                 );
             }
-            let cache = if train && mcfg.hidden_width() > 0 {
+            let mp = MlpParams::new(&mcfg, ns, MlpIo::dense(&mcfg), train);
+            let cache = if train && mp.hw > 0 {
                 Some(storage(
                     g,
                     &name("mlp cache"),
-                    k.act.words(ns * mcfg.hidden_width()),
+                    k.act.words(ns * mp.hw as usize),
                 )?)
             } else {
                 None
             };
-            let mp = MlpParams::new(&mcfg, ns, MlpIo::dense(&mcfg), train);
             let u_mlp = uniform(g, &name("mlp params"), &mp)?;
             let no_g = dummy("no group input")?;
             let cache_b = match &cache {
@@ -233,6 +233,7 @@ impl Batch {
                     g: &no_g,
                     out: &raw,
                     cache: &cache_b,
+                    params4: mparam,
                 }
                 .dispatch(k, Grid::Groups(mlp_groups(g, ns, k.shape.tile)))
                 .map_err(gpu_err)?,
@@ -320,7 +321,7 @@ impl Batch {
         let u_cmlp = uniform(g, "colour mlp params", &cp)?;
         let logits = storage(g, "colour logits", ns * 3)?;
         let ccache = if train {
-            storage(g, "colour cache", k.act.words(ns * ccfg.hidden_width()))?
+            storage(g, "colour cache", k.act.words(ns * cp.hw as usize))?
         } else {
             dummy("no colour cache")?
         };
@@ -333,6 +334,7 @@ impl Batch {
                 g: &feat,
                 out: &logits,
                 cache: &ccache,
+                params4: cparam,
             }
             .dispatch(k, Grid::Groups(mlp_groups(g, ns, k.shape.tile)))
             .map_err(gpu_err)?,
@@ -743,6 +745,7 @@ impl MlpBwd<'_> {
                 dy: b.dy,
                 dx: b.dx,
                 dxg: b.dxg,
+                params4: b.params,
             }
             .dispatch(k, Grid::Groups(mlp_groups(g, p.n as usize, k.shape.tile)))
             .map_err(gpu_err)?,
@@ -755,6 +758,9 @@ impl MlpBwd<'_> {
                 cache: b.cache,
                 dy: b.dy,
                 partial: self.partial,
+                a4: b.a,
+                cache4: b.cache,
+                dy4v: b.dy,
             }
             .dispatch(k, bwd_weights_grid(&p, k.shape.wg))
             .map_err(gpu_err)?,

@@ -39,8 +39,10 @@ pub struct MlpParams {
     pub g_rows: u32,
     pub out_stride: u32,
     pub out_off: u32,
+    /// Row stride of `cache`: the hidden layers' widths, each padded to a multiple of 4.
     pub hw: u32,
     pub train: u32,
+    /// Row stride of `dy`: every layer's output width, each padded to a multiple of 4.
     pub dyw: u32,
     pub dx_stride: u32,
     pub dx_off: u32,
@@ -156,11 +158,12 @@ impl MlpParams {
         for (k, lo) in offs.iter().enumerate() {
             put(&mut p.woff, k, lo.weight as u32);
             put(&mut p.boff, k, lo.bias.map(|b| b as u32).unwrap_or(NONE));
+            // Column offsets padded to multiples of 4: a row's 4 columns are one 16-byte load.
             put(&mut p.dyoff, k, dyoff);
-            dyoff += lo.fan_out as u32;
+            dyoff += (lo.fan_out as u32).next_multiple_of(4);
             if k + 1 < offs.len() {
                 put(&mut p.hoff, k, hoff);
-                hoff += lo.fan_out as u32;
+                hoff += (lo.fan_out as u32).next_multiple_of(4);
             }
         }
         p.hw = hoff;
@@ -611,6 +614,7 @@ pub mod launch {
             g: &'a GpuBuffer,
             out: &'a GpuBuffer,
             cache: &'a GpuBuffer,
+            params4: &'a GpuBuffer,
         }
         /// `mlp_bwd_data`: every layer's dY and the input gradients.
         MlpBwdData {
@@ -621,6 +625,7 @@ pub mod launch {
             dy: &'a GpuBuffer,
             dx: &'a GpuBuffer,
             dxg: &'a GpuBuffer,
+            params4: &'a GpuBuffer,
         }
         /// `mlp_bwd_weights`: per-row-group partial sums of the weight gradients.
         MlpBwdWeights {
@@ -630,6 +635,9 @@ pub mod launch {
             cache: &'a GpuBuffer,
             dy: &'a GpuBuffer,
             partial: &'a GpuBuffer,
+            a4: &'a GpuBuffer,
+            cache4: &'a GpuBuffer,
+            dy4v: &'a GpuBuffer,
         }
         /// `reduce_partials`: the partial sums, in a fixed order, added to `grad`.
         ReducePartials { p: &'a GpuBuffer, partial: &'a GpuBuffer, grad: &'a GpuBuffer }
@@ -972,7 +980,7 @@ mod tests {
         assert_eq!(p.sizes[0], [83, 64, 64, 3]);
         assert_eq!(p.woff[0][1], offs[1].weight as u32);
         assert_eq!(p.boff[0][2], offs[2].bias.unwrap() as u32);
-        assert_eq!((p.hw, p.dyw), (128, 131));
+        assert_eq!((p.hw, p.dyw), (128, 132));
         assert_eq!(p.hoff[0][..2], [0, 64]);
         assert_eq!(p.dyoff[0][..3], [0, 64, 128]);
         assert_eq!(p.nparams as usize, cfg.num_params());

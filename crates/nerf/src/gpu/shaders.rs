@@ -277,9 +277,10 @@ pub const ATOMIC_CAS: &str = wgsl!("atomic_cas.wgsl");
 pub const SCATTER_PLAIN: &str = wgsl!("scatter_plain.wgsl");
 pub const SCATTER_SUBGROUP: &str = wgsl!("scatter_subgroup.wgsl");
 
-/// Tile constants of the MLP kernels: rows per workgroup, widest input, widest layer output,
-/// invocations per workgroup (and `RB = min(4, tile)` rows per invocation). Workgroup memory:
-/// `4 * tile * (max_in + 2 * max_w)` bytes.
+/// Tile constants of the MLP kernels: rows per workgroup, widest input, widest layer output (both
+/// rounded up to multiples of 4, so every row of a tile in workgroup memory starts a 16-byte
+/// vector), invocations per workgroup (and `RB = min(4, tile)` rows per invocation). Workgroup
+/// memory: `4 * tile * (max_in + 2 * max_w)` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MlpShape {
     pub tile: u32,
@@ -291,6 +292,7 @@ pub struct MlpShape {
 impl MlpShape {
     /// The largest power-of-two tile (at most 32 rows) whose workgroup memory fits `budget` bytes.
     pub fn fit(max_in: u32, max_w: u32, budget: u32, max_invocations: u32) -> Option<MlpShape> {
+        let (max_in, max_w) = (max_in.next_multiple_of(4), max_w.next_multiple_of(4));
         let per_row = 4 * (max_in + 2 * max_w);
         let mut tile = 32u32;
         while tile > 1 && tile * per_row > budget {
@@ -330,8 +332,10 @@ pub fn compose(k: &KernelSource, atomic: AtomicMode, shape: MlpShape, extras: Ex
                 Act::F16 => "enable f16;\nalias Act = f16;\nconst ACT_MAX: f32 = 65504.0;\n",
             },
             shape.tile,
-            shape.max_in,
-            shape.max_w,
+            // `fit` rounds these already; a hand-built shape is rounded here (the kernels' vec4
+            // rows need it).
+            shape.max_in.next_multiple_of(4),
+            shape.max_w.next_multiple_of(4),
             shape.wg,
             shape.tile.min(4),
             k.text
@@ -450,7 +454,8 @@ mod tests {
     fn mlp_tile_fits_the_workgroup_memory() {
         let s = MlpShape::fit(83, 64, 32768, 1024).unwrap();
         assert_eq!(s.tile, 32);
-        assert!(4 * s.tile * (83 + 128) <= 32768);
+        assert_eq!((s.max_in, s.max_w), (84, 64));
+        assert!(4 * s.tile * (84 + 128) <= 32768);
         let s = MlpShape::fit(83, 64, 16384, 256).unwrap();
         assert_eq!(s.tile, 16);
         let s = MlpShape::fit(83, 512, 16384, 256).unwrap();

@@ -3,8 +3,22 @@
 
 use super::*;
 
-/// Colour-head-like MLP input: 15 per-row features read from a 16-wide buffer at column 1, and 68
-/// group features shared by runs of `group` rows.
+/// The MLP cases the kernels are checked on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Case {
+    /// Density-head-like: dense 16-byte-aligned input, a 1-wide head (the scalar paths).
+    Dense,
+    /// Colour-head-like: 15 per-row features read from a 16-wide buffer at column 1 (unaligned)
+    /// and 20 group features shared by runs of 8 rows; 16-byte-aligned hidden layers.
+    Grouped,
+    /// Odd widths: hidden layers of 5 and 7 (cache and dY columns padded), the last layer's
+    /// weights at an unaligned offset with a 4-wide output (the scalar paths of the vec4 kernels).
+    Odd,
+}
+
+const CASES: [Case; 3] = [Case::Dense, Case::Grouped, Case::Odd];
+
+/// An MLP, its inputs and their addressing.
 struct MlpCase {
     cfg: MlpConfig,
     a: Vec<f32>,
@@ -13,8 +27,24 @@ struct MlpCase {
     n: usize,
 }
 
-fn mlp_case(r: &mut ChaCha8Rng, grouped: bool) -> MlpCase {
-    if grouped {
+fn mlp_case(r: &mut ChaCha8Rng, case: Case) -> MlpCase {
+    if case == Case::Odd {
+        let n = 8 * 37 + 5;
+        let cfg = MlpConfig::new(&[6, 5, 7, 4], true);
+        assert_ne!(
+            cfg.layer_offsets()[2].weight % 4,
+            0,
+            "the last layer unaligned"
+        );
+        return MlpCase {
+            a: rand_vec(r, n * 6, -1.0, 1.0),
+            g: vec![0.0],
+            io: MlpIo::dense(&cfg),
+            cfg,
+            n,
+        };
+    }
+    if case == Case::Grouped {
         let n = 8 * 37; // 37 groups of 8 rows
         let (dl, dg, group) = (15, 20, 8);
         let cfg = MlpConfig::new(&[dl + dg, 32, 24, 3], true);
@@ -73,12 +103,12 @@ impl MlpCase {
 }
 
 #[test]
-fn mlp_forward_matches_cpu_dense_and_grouped() {
+fn mlp_forward_matches_cpu_dense_grouped_and_odd() {
     let Some(g) = test_gpu() else { return };
     let k = ks(&g, g.atomic_mode());
     let mut r = rng(3);
-    for grouped in [false, true] {
-        let c = mlp_case(&mut r, grouped);
+    for case in CASES {
+        let c = mlp_case(&mut r, case);
         let params = c.cfg.init_params(5);
         let rows = c.rows();
         let mut cpu = vec![0.0; c.n * c.cfg.output_dim()];
@@ -92,7 +122,7 @@ fn mlp_forward_matches_cpu_dense_and_grouped() {
             up(&g, &c.g),
         );
         let ob = out(&g, c.n * c.cfg.output_dim());
-        let cb = out(&g, c.n * c.cfg.hidden_width());
+        let cb = out(&g, c.n * p.hw as usize);
         launch::MlpFwd {
             p: &u,
             params: &pb,
@@ -100,13 +130,14 @@ fn mlp_forward_matches_cpu_dense_and_grouped() {
             g: &gb,
             out: &ob,
             cache: &cb,
+            params4: &pb,
         }
         .run(&k, Grid::Groups(mlp_groups(&g, c.n, SHAPE.tile)));
         let gpu = read(&g, &ob, cpu.len());
-        assert_close(&format!("mlp fwd grouped={grouped}"), &gpu, &cpu, 1e-5);
+        assert_close(&format!("mlp fwd {case:?}"), &gpu, &cpu, 1e-5);
         // The hidden cache: CPU keeps it per 256-row chunk, layer after layer; compare row by row
         // against a recomputation from the GPU's own layout (hidden of row r at [r * hw ..]).
-        let hw = c.cfg.hidden_width();
+        let hw = p.hw as usize;
         let gcache = read(&g, &cb, c.n * hw);
         let w1 = c.cfg.sizes[1];
         for row in [0usize, 1, c.n - 1] {
@@ -142,8 +173,8 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
     let Some(g) = test_gpu() else { return };
     let k = ks(&g, g.atomic_mode());
     let mut r = rng(4);
-    for grouped in [false, true] {
-        let c = mlp_case(&mut r, grouped);
+    for case in CASES {
+        let c = mlp_case(&mut r, case);
         let params = c.cfg.init_params(6);
         let rows = c.rows();
         let dout_w = c.cfg.output_dim();
@@ -184,12 +215,7 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
         };
         let grads = |_seed: u64| run.backward(&g, &k).dp;
         let gpu_dp = grads(0);
-        assert_close(
-            &format!("mlp d_params grouped={grouped}"),
-            &gpu_dp,
-            &cpu_dp,
-            1e-4,
-        );
+        assert_close(&format!("mlp d_params {case:?}"), &gpu_dp, &cpu_dp, 1e-4);
         assert_eq!(
             gpu_dp,
             grads(1),
@@ -201,7 +227,7 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
         let got: Vec<f32> = (0..c.n)
             .flat_map(|r| gdx[r * (dl + 2) + 1..r * (dl + 2) + 1 + dl].to_vec())
             .collect();
-        assert_close(&format!("mlp d_x grouped={grouped}"), &got, &cpu_dx, 1e-5);
+        assert_close(&format!("mlp d_x {case:?}"), &got, &cpu_dx, 1e-5);
         assert!((0..c.n).all(|r| gdx[r * (dl + 2)] == 7.0 && gdx[r * (dl + 2) + dl + 1] == 7.0));
         if ds > 0 {
             // Per-row group gradients, summed over each group = the CPU's d_groups.
@@ -257,7 +283,7 @@ impl GpuMlpRun<'_> {
             up(g, &c.g),
         );
         let yb = out(g, c.n * c.cfg.output_dim());
-        let cache_words = k.act.words(c.n * c.cfg.hidden_width());
+        let cache_words = k.act.words(c.n * p.hw as usize);
         let cb = out(g, cache_words);
         launch::MlpFwd {
             p: &u,
@@ -266,6 +292,7 @@ impl GpuMlpRun<'_> {
             g: &gb,
             out: &yb,
             cache: &cb,
+            params4: &pb,
         }
         .run(k, Grid::Groups(mlp_groups(g, c.n, k.shape.tile)));
         let db = up(g, self.d_out);
@@ -283,6 +310,7 @@ impl GpuMlpRun<'_> {
             dy: &dy,
             dx: &dx,
             dxg: &dxg,
+            params4: &pb,
         }
         .run(k, Grid::Groups(mlp_groups(g, c.n, k.shape.tile)));
         launch::MlpBwdWeights {
@@ -292,6 +320,9 @@ impl GpuMlpRun<'_> {
             cache: &cb,
             dy: &dy,
             partial: &partial,
+            a4: &ab,
+            cache4: &cb,
+            dy4v: &dy,
         }
         .run(k, bwd_weights_grid(&p, k.shape.wg));
         let ur = g
@@ -318,6 +349,20 @@ impl GpuMlpRun<'_> {
             cache: cache[..cache_words].to_vec(),
         }
     }
+}
+
+/// The cache elements the forward writes (row r, hidden layer k, unit j at `r hw + hoff(k) + j`),
+/// without the padding columns.
+fn cache_slots(cfg: &MlpConfig, p: &MlpParams, n: usize) -> Vec<usize> {
+    let hidden = &cfg.sizes[1..cfg.sizes.len() - 1];
+    (0..n)
+        .flat_map(|r| {
+            hidden.iter().enumerate().flat_map(move |(k, &w)| {
+                let off = r * p.hw as usize + p.hoff[k / 4][k % 4] as usize;
+                off..off + w
+            })
+        })
+        .collect()
 }
 
 /// An IEEE half's bits as f32 (exact: every half is an f32).
@@ -363,8 +408,8 @@ fn mlp_f16_activations_stay_within_tolerance_of_f32() {
     let k32 = ks(&g, g.atomic_mode());
     let k16 = k32.clone().with_act(Act::F16).unwrap();
     let mut r = rng(9);
-    for grouped in [false, true] {
-        let c = mlp_case(&mut r, grouped);
+    for case in CASES {
+        let c = mlp_case(&mut r, case);
         let params = c.cfg.init_params(8);
         let d_out = rand_vec(&mut r, c.n * c.cfg.output_dim(), -1.0, 1.0);
         let g0 = vec![0.0f32; params.len()];
@@ -384,10 +429,10 @@ fn mlp_f16_activations_stay_within_tolerance_of_f32() {
         };
         let a = run.backward(&g, &k32);
         let b = run.backward(&g, &k16);
-        let hw = c.cfg.hidden_width();
+        let hw = p.hw as usize;
         assert_eq!(b.cache.len(), hw * c.n / 2 + (hw * c.n) % 2);
         let mut worst = 0f64;
-        for i in 0..hw * c.n {
+        for i in cache_slots(&c.cfg, &p, c.n) {
             let full = f32::from_bits(a.cache[i]);
             let half = half_to_f32((b.cache[i / 2] >> (16 * (i % 2))) as u16);
             assert!(
@@ -400,30 +445,20 @@ fn mlp_f16_activations_stay_within_tolerance_of_f32() {
                 worst = worst.max(((half - full) / full).abs() as f64);
             }
         }
-        eprintln!("f16 activations (grouped={grouped}): worst relative rounding {worst:.2e}");
+        eprintln!("f16 activations ({case:?}): worst relative rounding {worst:.2e}");
         assert!(worst <= 2f64.powi(-11) * 1.0001, "{worst:.3e}");
-        assert_close(&format!("f16 d_x grouped={grouped}"), &b.dx, &a.dx, 1e-5);
+        assert_close(&format!("f16 d_x {case:?}"), &b.dx, &a.dx, 1e-5);
         if ds > 0 {
-            assert_close(
-                &format!("f16 d_groups grouped={grouped}"),
-                &b.dxg,
-                &a.dxg,
-                1e-5,
-            );
+            assert_close(&format!("f16 d_groups {case:?}"), &b.dxg, &a.dxg, 1e-5);
         }
-        assert_close(
-            &format!("f16 d_params grouped={grouped}"),
-            &b.dp,
-            &a.dp,
-            2e-3,
-        );
+        assert_close(&format!("f16 d_params {case:?}"), &b.dp, &a.dp, 2e-3);
         assert_ne!(
             a.dp, b.dp,
             "the f16 path ran (its gradients differ from f32's)"
         );
     } // Activations beyond half's range are stored as its largest finite value, never infinity, and
     // the gradients stay finite.
-    let c = mlp_case(&mut r, false);
+    let c = mlp_case(&mut r, Case::Dense);
     let params: Vec<f32> = c.cfg.init_params(8).iter().map(|w| w * 1e5).collect();
     let d_out = rand_vec(&mut r, c.n * c.cfg.output_dim(), -1.0, 1.0);
     let g0 = vec![0.0f32; params.len()];
@@ -436,7 +471,7 @@ fn mlp_f16_activations_stay_within_tolerance_of_f32() {
     };
     let (a, b) = (run.backward(&g, &k32), run.backward(&g, &k16));
     let mut clamped = 0;
-    for i in 0..c.cfg.hidden_width() * c.n {
+    for i in cache_slots(&c.cfg, &run.p, c.n) {
         let full = f32::from_bits(a.cache[i]);
         let half = half_to_f32((b.cache[i / 2] >> (16 * (i % 2))) as u16);
         assert!(
