@@ -113,7 +113,12 @@ fn step_mode(args: &[String]) {
     let nlev = c.prop_samples.len() + 1;
     let gd = m.cfg.glo_dim;
     let b = batch(n, nlev, gd, 1);
-    let mut out = serde_json::json!({"mode": "step", "batch_rays": n, "samples_per_ray": spr});
+    let cost = flythrough_nerf::cost::StepCost::training(&m.cfg, n);
+    let mut out = serde_json::json!({"mode": "step", "batch_rays": n, "samples_per_ray": spr,
+        "cost": {"mlp_gflop": cost.mlp_flops / 1e9, "mlp_fwd_gflop": cost.mlp_fwd_flops / 1e9,
+                 "hash_corner_reads_m": cost.hash_corner_reads / 1e6,
+                 "hash_grad_adds_m": cost.hash_grad_adds / 1e6,
+                 "params_m": cost.params / 1e6, "optimizer_mb": cost.optimizer_bytes / 1e6}});
     // GPU
     match gpu::open(Device::Gpu) {
         Ok(Some(g)) => {
@@ -150,6 +155,22 @@ fn step_mode(args: &[String]) {
                     kernels.insert(name, serde_json::json!({"ms_per_step": ms / k as f64, "dispatches_per_step": count as f64 / k as f64}));
                 }
             }
+            // Rates against the step's counted work (src/cost.rs): the MLP kernels' FLOP/s and
+            // the hash kernels' corner reads and gradient adds per second.
+            let kms = |names: &[&str]| -> f64 {
+                names
+                    .iter()
+                    .filter_map(|k| kernels.get(*k)?["ms_per_step"].as_f64())
+                    .sum()
+            };
+            let rate = |work: f64, ms: f64| (ms > 0.0).then(|| work / (ms * 1e-3));
+            let rates = serde_json::json!({
+                "mlp_tflops": rate(cost.mlp_flops / 1e12, kms(&["mlp_fwd", "mlp_bwd_data", "mlp_bwd_weights", "reduce_partials"])),
+                "mlp_fwd_tflops": rate(cost.mlp_fwd_flops / 1e12, kms(&["mlp_fwd"])),
+                "hash_corner_reads_g_s": rate(cost.hash_corner_reads / 1e9, kms(&["hash_fwd"])),
+                "hash_grad_adds_g_s": rate(cost.hash_grad_adds / 1e9, kms(&["hash_bwd"])),
+                "optimizer_gb_s": rate(cost.optimizer_bytes / 1e9, kms(&["sq_norm", "sq_norm_final", "adam"])),
+            });
             out["gpu"] = serde_json::json!({
                 "adapter": g.adapter().to_string(),
                 "features": format!(
@@ -167,6 +188,7 @@ fn step_mode(args: &[String]) {
                 "upload_bytes_per_step": per(d.upload_bytes),
                 "host_wait_ms_per_step": 1e3 * (tr.wait_s - w0) / steps as f64,
                 "kernels": kernels,
+                "rates": rates,
             });
         }
         Ok(None) => {}
@@ -697,6 +719,31 @@ fn table_mode(args: &[String]) {
                 None => println!("| {k} | {ms:.3} | {share:.1} % | {n} |"),
             }
         }
+    }
+    // The counted work of a step (crates/nerf/src/cost.rs) over the kernels' measured times.
+    for r in step_rows {
+        let (c, q) = (&r["cost"], &r["gpu"]["rates"]);
+        if !c.is_object() || !q.is_object() {
+            continue;
+        }
+        println!(
+            "\nWork of one step ({} rays; {}): MLP products {} GFLOP -> {} GFLOP/s in the MLP \
+             kernels (forward alone {}); hash grids {} M corner reads -> {} G/s in hash_fwd, {} M \
+             gradient adds -> {} G/s in hash_bwd; optimiser {} MB ({} M parameters) -> {} GB/s in \
+             sq_norm and adam.",
+            r["batch_rays"],
+            r["gpu"]["features"].as_str().unwrap_or(""),
+            f(&c["mlp_gflop"], 1.0, 3),
+            f(&q["mlp_tflops"], 1e-3, 1),
+            f(&q["mlp_fwd_tflops"], 1e-3, 1),
+            f(&c["hash_corner_reads_m"], 1.0, 1),
+            f(&q["hash_corner_reads_g_s"], 1.0, 2),
+            f(&c["hash_grad_adds_m"], 1.0, 1),
+            f(&q["hash_grad_adds_g_s"], 1.0, 2),
+            f(&c["optimizer_mb"], 1.0, 0),
+            f(&c["params_m"], 1.0, 2),
+            f(&q["optimizer_gb_s"], 1.0, 1),
+        );
     }
 }
 

@@ -10,6 +10,8 @@
 //! - [`encoding`]: direction, exposure and integrated positional encodings.
 //! - [`kernels`]: hash grid, fused MLP, Adam (plain functions on flat buffers).
 //! - [`model`]: parameters and the forward/backward pass over ray batches (the fast direct-call path).
+//! - [`cost`]: the work of a training step counted from the model's shapes (the floor benchmarks
+//!   measure against).
 //! - [`candle`]: the same loss as a candle graph with custom ops over the kernels, the reference the
 //!   tests check the fast path against.
 //! - [`driver`]: the one training loop (budget, schedule, metrics, checkpoints) over a back end:
@@ -27,6 +29,7 @@ pub mod candle;
 pub mod checkpoint;
 pub mod composite;
 pub mod coord;
+pub mod cost;
 pub mod data;
 pub mod driver;
 pub mod encoding;

@@ -1,0 +1,142 @@
+//! The work one training step must do, counted from the model's shapes: the floor a back end is
+//! measured against ("two numbers first": the operations over the unit's rate and the bytes over
+//! the memory's bandwidth give the time no version beats; measured time over it is the gap).
+//!
+//! Counted: the MLPs' multiply-adds (forward, the backward through the activations, the weight
+//! gradients; 2 FLOPs each), the hash grids' trilinear corner reads (forward) and gradient adds
+//! (backward), and the optimiser's bytes (the gradient norm reads every gradient, Adam reads
+//! parameter, gradient and both moments and writes them back, the gradient as zero: 36 bytes per
+//! parameter and step, most of them the hash tables'). Not counted, being small beside them at
+//! the defaults: biases, ReLUs, the per-ray sampling, compositing and losses. The HashGrid
+//! backbone only (the GPU back end's).
+
+use crate::kernels::MlpConfig;
+use crate::model::{GEO_DIM, ModelConfig};
+
+/// One training step's work over `rays` rays (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepCost {
+    /// Samples along all rays, every level (proposal and NeRF).
+    pub samples: f64,
+    /// FLOPs of the MLP products: forward, backward data, weight gradients.
+    pub mlp_flops: f64,
+    /// Of which the forward.
+    pub mlp_fwd_flops: f64,
+    /// Hash-grid corner reads of the forward (each reads `features_per_level` floats).
+    pub hash_corner_reads: f64,
+    /// Floats the hash-grid backward adds into the gradient (8 corners x features per level).
+    pub hash_grad_adds: f64,
+    /// Parameters (all buffers).
+    pub params: f64,
+    /// Bytes the gradient norm and Adam move: 36 per parameter.
+    pub optimizer_bytes: f64,
+}
+
+/// Bytes per parameter and step of the gradient norm (read g) and Adam (read p, g, m, v; write
+/// p, m, v and g = 0), all f32.
+pub const OPTIMIZER_BYTES_PER_PARAM: f64 = 36.0;
+
+/// Multiply-adds of one row through `cfg`: (all layers, the backward through the activations
+/// given that `dx_inputs` of the inputs want a gradient).
+fn mlp_macs(cfg: &MlpConfig, dx_inputs: usize) -> (f64, f64) {
+    let s = &cfg.sizes;
+    let all: usize = s.windows(2).map(|w| w[0] * w[1]).sum();
+    let data = all - s[0] * s[1] + dx_inputs * s[1];
+    (all as f64, data as f64)
+}
+
+impl StepCost {
+    /// The work of one training step of `cfg` over `rays` rays: per MLP and row, forward
+    /// `2 sum_k d_k d_{k+1}` FLOPs, the same for the weight gradients, and for the backward data
+    /// pass the same less the first layer's `d_x` columns nobody needs (the colour head's
+    /// direction and exposure inputs; its geometry features and latents get gradients). The hash
+    /// grids: 8 corners per level and sample (trilinear).
+    pub fn training(cfg: &ModelConfig, rays: usize) -> StepCost {
+        let r = rays as f64;
+        let mut c = StepCost {
+            samples: 0.0,
+            mlp_flops: 0.0,
+            mlp_fwd_flops: 0.0,
+            hash_corner_reads: 0.0,
+            hash_grad_adds: 0.0,
+            params: 0.0,
+            optimizer_bytes: 0.0,
+        };
+        let params: usize = cfg
+            .param_shapes()
+            .map(|v| v.iter().map(|(_, n)| n).sum())
+            .unwrap_or(0);
+        c.params = params as f64;
+        c.optimizer_bytes = OPTIMIZER_BYTES_PER_PARAM * c.params;
+        let mut add =
+            |rows: f64, mlp: &MlpConfig, dx_inputs: usize, grid_levels: usize, f: usize| {
+                let (all, data) = mlp_macs(mlp, dx_inputs);
+                c.samples += rows;
+                c.mlp_fwd_flops += 2.0 * rows * all;
+                c.mlp_flops += 2.0 * rows * (2.0 * all + data);
+                c.hash_corner_reads += rows * 8.0 * grid_levels as f64;
+                c.hash_grad_adds += rows * 8.0 * (grid_levels * f) as f64;
+            };
+        for (k, &n) in cfg.prop_samples.iter().enumerate() {
+            let g = &cfg.prop_grids[k];
+            let m = cfg.prop_mlp(k);
+            add(r * n as f64, &m, m.sizes[0], g.levels, g.features_per_level);
+        }
+        let g = &cfg.nerf_grid;
+        let rows = r * cfg.nerf_samples as f64;
+        let d = cfg.density_mlp();
+        add(rows, &d, d.sizes[0], g.levels, g.features_per_level);
+        // The colour head: no grid of its own, no samples of its own.
+        let (all, data) = mlp_macs(&cfg.color_mlp(), GEO_DIM + cfg.glo_dim);
+        c.mlp_fwd_flops += 2.0 * rows * all;
+        c.mlp_flops += 2.0 * rows * (2.0 * all + data);
+        c
+    }
+
+    /// FLOPs of the MLP products per sample (all levels' samples counted).
+    pub fn mlp_flops_per_sample(&self) -> f64 {
+        self.mlp_flops / self.samples.max(1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults, counted by hand: proposal MLPs [10, 16, 1] on 2 x 64 samples, density
+    /// [32, 64, 16] and colour [83, 64, 64, 3] (15 + 27 + 32 + 9 inputs, 47 of them with gradients)
+    /// on 32 samples per ray; grids of 5 levels (proposals) and 16 (NeRF), 2 features.
+    #[test]
+    fn default_step_cost_counted_by_hand() {
+        let cfg = ModelConfig::from_train(&flythrough_core::config::TrainConfig::default(), 8);
+        let c = StepCost::training(&cfg, 1);
+        assert_eq!(c.samples, 160.0);
+        let prop = 10.0 * 16.0 + 16.0;
+        let dens = 32.0 * 64.0 + 64.0 * 16.0;
+        let col = 83.0 * 64.0 + 64.0 * 64.0 + 64.0 * 3.0;
+        let col_data = col - 83.0 * 64.0 + 47.0 * 64.0;
+        let fwd = 2.0 * (128.0 * prop + 32.0 * (dens + col));
+        assert_eq!(c.mlp_fwd_flops, fwd);
+        let total = 2.0 * (128.0 * 3.0 * prop + 32.0 * (3.0 * dens + 2.0 * col + col_data));
+        assert_eq!(c.mlp_flops, total);
+        // 2.42 MFLOP per ray, 15.1 kFLOP per sample on average.
+        assert_eq!(c.mlp_flops, 2_420_736.0);
+        assert!((c.mlp_flops_per_sample() - 15_129.6).abs() < 0.01);
+        assert_eq!(c.hash_corner_reads, 128.0 * 8.0 * 5.0 + 32.0 * 8.0 * 16.0);
+        assert_eq!(c.hash_grad_adds, 2.0 * c.hash_corner_reads);
+        // The parameters: the hash tables dominate (16 NeRF levels of 2^19 entries x 2 features,
+        // 10 proposal levels of at most 2^17); the optimiser then moves 0.7 GB per step, batch or
+        // no batch.
+        let nerf_tables = 16.0 * (1u64 << 20) as f64;
+        assert!(
+            c.params > nerf_tables + 10.0 * (1u64 << 18) as f64 && c.params < 1.2 * nerf_tables,
+            "{}",
+            c.params
+        );
+        assert_eq!(c.optimizer_bytes, 36.0 * c.params);
+        // Linear in the batch.
+        let c2 = StepCost::training(&cfg, 2048);
+        assert_eq!(c2.mlp_flops, 2048.0 * c.mlp_flops);
+        assert_eq!(c2.optimizer_bytes, c.optimizer_bytes);
+    }
+}
