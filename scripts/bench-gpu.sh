@@ -30,7 +30,7 @@
 # tiny: the smoke test must name a hardware adapter or the run stops at once, printing why).
 # The parts run most valuable first: smoke, the step micro-benchmark (GPU and CPU side by side;
 # then the GPU step again with f32 activations and the plain hash scatter, its per-kernel times in
-# a column beside the default's),
+# a column beside the default's, and at 4x the batch: the per-step fixed cost and per-ray cost),
 # real training through the driver on the GPU (train), the synthetic venue on the GPU, 360° frames
 # on the GPU, the real captures, then the CPU parts.
 set -uo pipefail
@@ -49,7 +49,7 @@ else
   BAKED_BIN=target/release/examples/bench_baked_gpu
 fi
 if [ "$SIZE" = tiny ]; then
-  STEP_ARGS="256 3 tiny"; RENDER_W="64 128"; RENDER_TINY=tiny
+  STEP_ARGS="256 3 tiny"; STEP_BATCH_ARGS="1024 3 tiny"; RENDER_W="64 128"; RENDER_TINY=tiny
   TRAIN_BUDGET=${TRAIN_BUDGET-"3"}; TRAIN_ARGS="256 $TRAIN_BUDGET $OUT/train tiny"
   export BENCH_TRAIN_TOML=${BENCH_TRAIN_TOML:-'batch_rays = 256
 prop_samples = [16, 16]
@@ -62,7 +62,7 @@ mlp_width = 32'}
   SYNTH_BUDGETS=${SYNTH_BUDGETS-"4"}; CPU_BUDGETS=${CPU_BUDGETS-"4"}; REAL_BUDGETS=${REAL_BUDGETS-""}; SYNTH_SIZE="64 48 10"
   REQUIRE_HARDWARE=${REQUIRE_HARDWARE:-0}; DEADLINE=${DEADLINE:-600}
 else
-  STEP_ARGS="2048 20"; RENDER_W="2048 3840"; RENDER_TINY=""
+  STEP_ARGS="2048 20"; STEP_BATCH_ARGS="8192 10"; RENDER_W="2048 3840"; RENDER_TINY=""
   TRAIN_BUDGET=${TRAIN_BUDGET-"20"}; TRAIN_ARGS="2048 $TRAIN_BUDGET $OUT/train"
   SYNTH_BUDGETS=${SYNTH_BUDGETS-"45"}; CPU_BUDGETS=${CPU_BUDGETS-"30"}; REAL_BUDGETS=${REAL_BUDGETS-"20"}; SYNTH_SIZE="640 480 40"
   REQUIRE_HARDWARE=${REQUIRE_HARDWARE:-1}; DEADLINE=${DEADLINE:-285}
@@ -97,6 +97,9 @@ fi
 part step 90 "$BIN" step $STEP_ARGS
 # The same step with f32 activations and the plain scatter (GPU only): what f16 and subgroups bring.
 part step_plain 60 env FLYTHROUGH_GPU_F16=0 FLYTHROUGH_GPU_SUBGROUPS=0 BENCH_NO_CPU=1 "$BIN" step $STEP_ARGS
+# The default step at 4x the batch (GPU only): ms per step = fixed + per ray x rays, the two numbers
+# a GPU default batch_rays is chosen from (the table prints them).
+part step_batch 60 env BENCH_NO_CPU=1 "$BIN" step $STEP_BATCH_ARGS
 if [ -n "$TRAIN_BUDGET" ]; then
   part train $((TRAIN_BUDGET + 40)) "$BIN" train $TRAIN_ARGS
 fi

@@ -6,7 +6,9 @@
 //!   side by side: samples/s, rays/s, ms per step, ms per kernel, and per GPU step the dispatches,
 //!   compute passes, uploaded bytes and host wait. A micro-benchmark: no fresh batches, no
 //!   metrics or checkpoints. `BENCH_NO_CPU=1` leaves the CPU out (a second GPU run with other
-//!   kernel variants: `FLYTHROUGH_GPU_F16=0`, `FLYTHROUGH_GPU_SUBGROUPS=0`).
+//!   kernel variants: `FLYTHROUGH_GPU_F16=0`, `FLYTHROUGH_GPU_SUBGROUPS=0`, or another batch:
+//!   two batches with the same kernels give the fixed and per-ray cost of a step). Also the
+//!   step's counted work (`flythrough_nerf::cost`) and the rate each kernel group reached on it.
 //! - `train <batch_rays> <seconds> <out dir> [tiny]`: real training on the GPU through the training
 //!   driver for a time budget: fresh batches every step (sampled on the host and uploaded), the
 //!   metrics read back, checkpoints by time (`checkpoint_seconds` a quarter of the budget, at least
@@ -637,18 +639,18 @@ fn table_mode(args: &[String]) {
         }
     }
     // Per GPU step: what the host sends and how long it is blocked.
-    let per_step: Vec<(&str, &serde_json::Value)> = rows
+    let per_step: Vec<(String, &serde_json::Value)> = rows
         .iter()
         .filter_map(|r| match r["mode"].as_str() {
             Some("step") => Some((
-                if r["cpu"].is_object() {
-                    "step (one batch, no read-backs)"
-                } else {
-                    "step, other kernel variants (see the first table)"
-                },
+                format!(
+                    "step, {} rays (one batch, no read-backs; {})",
+                    r["batch_rays"],
+                    r["gpu"]["features"].as_str().unwrap_or("")
+                ),
                 &r["gpu"],
             )),
-            Some("train") => Some(("train (fresh batches, metrics, checkpoints)", r)),
+            Some("train") => Some(("train (fresh batches, metrics, checkpoints)".into(), r)),
             _ => None,
         })
         .filter(|(_, v)| v["dispatches_per_step"].is_number())
@@ -665,6 +667,34 @@ fn table_mode(args: &[String]) {
                 f(&v["upload_bytes_per_step"], 1.0, 0),
                 f(&v["host_wait_ms_per_step"], 1.0, 2),
                 f(&v["ms_per_step"], 1.0, 2)
+            );
+        }
+    }
+    // Two batch sizes with the same kernels: ms per step = fixed + per ray x rays.
+    let steps: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["mode"] == "step" && r["gpu"]["ms_per_step"].is_number())
+        .collect();
+    for (i, a) in steps.iter().enumerate() {
+        for b in &steps[i + 1..] {
+            let (na, nb) = (
+                a["batch_rays"].as_f64().unwrap_or(0.0),
+                b["batch_rays"].as_f64().unwrap_or(0.0),
+            );
+            if a["gpu"]["features"] != b["gpu"]["features"] || na == nb || na * nb == 0.0 {
+                continue;
+            }
+            let (ta, tb) = (
+                a["gpu"]["ms_per_step"].as_f64().unwrap_or(0.0),
+                b["gpu"]["ms_per_step"].as_f64().unwrap_or(0.0),
+            );
+            let (fixed, per_ray) = step_line(na, ta, nb, tb);
+            let spr = a["samples_per_ray"].as_f64().unwrap_or(0.0);
+            println!(
+                "\nGPU step time against the batch ({na} and {nb} rays, same kernels): {fixed:.3} ms per \
+                 step fixed + {:.3} us per ray ({:.2} M samples/s at most, however large the batch).",
+                1e3 * per_ray,
+                spr / (per_ray * 1e-3) / 1e6
             );
         }
     }
@@ -745,6 +775,13 @@ fn table_mode(args: &[String]) {
             f(&q["optimizer_gb_s"], 1.0, 1),
         );
     }
+}
+
+/// The line `ms = fixed + per_ray x rays` through two step timings: (fixed ms, ms per ray). The
+/// fixed part (Adam over every parameter, launches, barriers) is what a larger batch amortises.
+fn step_line(rays_a: f64, ms_a: f64, rays_b: f64, ms_b: f64) -> (f64, f64) {
+    let per_ray = (ms_b - ms_a) / (rays_b - rays_a);
+    (ms_a - per_ray * rays_a, per_ray)
 }
 
 /// The adapters, and the hardware one a device check measures (exit 3 when there is none).
