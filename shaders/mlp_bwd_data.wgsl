@@ -4,20 +4,19 @@
 // (row r, columns dyoff(k) ..) for the weight-gradient kernel, and d_x = dY_0 W_0^T to `dx`
 // (per-row inputs) and `dxg` (columns [dxg_c0, dxg_c1) of the group inputs, per row). Each
 // invocation computes register tiles of RB rows x 4 inputs (each weight read once per RB rows, each
-// dY once per 4 inputs); every sum runs over the outputs in order, as the twin's. Where the
-// layer's weights are 16-byte aligned (weight offset and output width multiples of 4) the outputs
-// go 4 at a time with 16-byte loads: a vec4 of each of the 4 inputs' weight rows from `params4`
-// (the same buffer as `params`; transposed in registers) and one vec4 of dY per row from
-// workgroup memory, 64 multiply-adds per 8 loads.
+// dY once per 4 inputs); every sum runs over the outputs in order, as the twin's. The weights come
+// transposed (`wt`, written by the forward, mlp_common.wgsl wto): per output j one 16-byte load
+// holds the 4 inputs' weights, and a warp's lanes (consecutive input blocks) read consecutive
+// vec4s; the outputs go 4 at a time with one vec4 of dY per row from workgroup memory: 64
+// multiply-adds per 8 loads.
 
 @group(0) @binding(0) var<uniform> p: MlpParams;
-@group(0) @binding(1) var<storage, read> params: array<f32>;
+@group(0) @binding(1) var<storage, read> wt: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> cache: array<Act>;
 @group(0) @binding(3) var<storage, read> d_out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dxg: array<f32>;
-@group(0) @binding(7) var<storage, read> params4: array<vec4<f32>>;
 
 // MAXW is a multiple of 4 (MlpShape), so every row of the tile starts a vec4.
 var<workgroup> sh: array<vec4<f32>, 2u * TILE * MAXW / 4u>;
@@ -25,49 +24,33 @@ var<workgroup> sh: array<vec4<f32>, 2u * TILE * MAXW / 4u>;
 fn sh_get(q: u32) -> f32 { return sh[q >> 2u][q & 3u]; }
 fn sh_set(q: u32, v: f32) { sh[q >> 2u][q & 3u] = v; }
 
-// acc[k2] (4 inputs i0 .. i0 + ni of row rb + k2) += sum over outputs j of dY[row, j] W[i, j], in
-// output order; dY rows at `src` (stride MAXW) in workgroup memory, W_k at w0 with `dout` outputs.
-fn tile_dot(acc: ptr<function, array<vec4<f32>, RB>>, src: u32, rb: u32, w0: u32, i0: u32,
-            ni: u32, dout: u32) {
+// acc[k2] (4 inputs i0 .. i0 + 3 of row rb + k2) += sum over outputs j of dY[row, j] W_k[i, j], in
+// output order; dY rows at `src` (stride MAXW) in workgroup memory, W_k^T rows from `wt` (inputs
+// past the layer's width read the zero padding; their sums are never stored).
+fn tile_dot(acc: ptr<function, array<vec4<f32>, RB>>, src: u32, rb: u32, k: u32, i0: u32) {
+    let dout = sz(k + 1u);
+    let rq = din4(k) >> 2u;
+    let base = (wto(k) + i0) >> 2u;
     var j = 0u;
-    if ((w0 & 3u) == 0u && (dout & 3u) == 0u) {
-        let dq = dout >> 2u;
-        for (; j + 4u <= dout; j += 4u) {
-            // Rows i0 .. i0 + 3 of W at outputs j .. j + 3 (rows past ni stay zero: never read).
-            let wq = (w0 + i0 * dout + j) >> 2u;
-            let wa = params4[wq];
-            var wb = vec4<f32>(0.0);
-            var wc = vec4<f32>(0.0);
-            var wd = vec4<f32>(0.0);
-            if (ni > 1u) { wb = params4[wq + dq]; }
-            if (ni > 2u) { wc = params4[wq + 2u * dq]; }
-            if (ni > 3u) { wd = params4[wq + 3u * dq]; }
-            let t0 = vec4<f32>(wa.x, wb.x, wc.x, wd.x);
-            let t1 = vec4<f32>(wa.y, wb.y, wc.y, wd.y);
-            let t2 = vec4<f32>(wa.z, wb.z, wc.z, wd.z);
-            let t3 = vec4<f32>(wa.w, wb.w, wc.w, wd.w);
-            for (var k2 = 0u; k2 < RB; k2++) {
-                let d = sh[(src + (rb + k2) * MAXW + j) >> 2u];
-                var s = (*acc)[k2];
-                s += d.x * t0;
-                s += d.y * t1;
-                s += d.z * t2;
-                s += d.w * t3;
-                (*acc)[k2] = s;
-            }
+    for (; j + 4u <= dout; j += 4u) {
+        let t0 = wt[base + j * rq];
+        let t1 = wt[base + (j + 1u) * rq];
+        let t2 = wt[base + (j + 2u) * rq];
+        let t3 = wt[base + (j + 3u) * rq];
+        for (var k2 = 0u; k2 < RB; k2++) {
+            let d = sh[(src + (rb + k2) * MAXW + j) >> 2u];
+            var s = (*acc)[k2];
+            s += d.x * t0;
+            s += d.y * t1;
+            s += d.z * t2;
+            s += d.w * t3;
+            (*acc)[k2] = s;
         }
     }
     for (; j < dout; j++) {
-        let wj = w0 + i0 * dout + j;
-        var w = vec4<f32>(0.0);
-        if (ni == 4u) {
-            w = vec4<f32>(params[wj], params[wj + dout], params[wj + 2u * dout],
-                          params[wj + 3u * dout]);
-        } else {
-            for (var c = 0u; c < ni; c++) { w[c] = params[wj + c * dout]; }
-        }
+        let t = wt[base + j * rq];
         for (var k2 = 0u; k2 < RB; k2++) {
-            (*acc)[k2] += sh_get(src + (rb + k2) * MAXW + j) * w;
+            (*acc)[k2] += sh_get(src + (rb + k2) * MAXW + j) * t;
         }
     }
 }
@@ -93,7 +76,6 @@ fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         let dout = sz(k + 1u);
         let src = ((nk - 1u - k) % 2u) * TILE * MAXW;
         let dst = ((nk - k) % 2u) * TILE * MAXW;
-        let w0 = wo(k);
         // Invocation (row block, input block): a register tile of RB rows x 4 inputs; per output
         // j it reads 4 weights and RB dY values for 4 RB multiply-adds (sums in output order).
         let nblk = (rows + RB - 1u) / RB;
@@ -104,7 +86,7 @@ fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             let ni = min(4u, din - i0);
             var acc: array<vec4<f32>, RB>;
             for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = vec4<f32>(0.0); }
-            tile_dot(&acc, src, rb, w0, i0, ni, dout);
+            tile_dot(&acc, src, rb, k, i0);
             for (var k2 = 0u; k2 < RB; k2++) {
                 let r = rb + k2;
                 if (r >= rows) { break; }
@@ -122,8 +104,6 @@ fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (p.want_dx == 0u) { return; }
     let src = ((nk - 1u) % 2u) * TILE * MAXW;
     let d0 = sz(0u);
-    let d1 = sz(1u);
-    let w0 = wo(0u);
     let gw = p.dxg_c1 - p.dxg_c0;
     // Invocation (row block, input block): RB rows x 4 inputs of d_x, as above; blocks with no
     // wanted column (group inputs outside [dxg_c0, dxg_c1)) are skipped.
@@ -143,7 +123,7 @@ fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         if (want == 0u) { continue; }
         var acc: array<vec4<f32>, RB>;
         for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = vec4<f32>(0.0); }
-        tile_dot(&acc, src, rb, w0, i0, ni, d1);
+        tile_dot(&acc, src, rb, 0u, i0);
         for (var k2 = 0u; k2 < RB; k2++) {
             let r = rb + k2;
             if (r >= rows) { break; }

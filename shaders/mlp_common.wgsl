@@ -16,3 +16,13 @@ fn wo(k: u32) -> u32 { return p.woff[k / 4u][k % 4u]; }
 fn bo(k: u32) -> u32 { return p.boff[k / 4u][k % 4u]; }
 fn ho(k: u32) -> u32 { return p.hoff[k / 4u][k % 4u]; }
 fn dyo(k: u32) -> u32 { return p.dyoff[k / 4u][k % 4u]; }
+
+// The transposed weights `wt` (written by mlp_fwd when training, read by mlp_bwd_data): layer k's
+// W^T, dout rows of din rounded up to a multiple of 4 (zero-padded), from wto(k); every row starts
+// a vec4 (kernels.rs transposed_weights_len).
+fn din4(k: u32) -> u32 { return (sz(k) + 3u) & ~3u; }
+fn wto(k: u32) -> u32 {
+    var o = 0u;
+    for (var l = 0u; l < k; l++) { o += sz(l + 1u) * din4(l); }
+    return o;
+}

@@ -7,7 +7,9 @@
 // head) the inputs go 4 at a time with 16-byte loads: 4 weight rows from `params4` (the same
 // buffer as `params`) and one vec4 of activations per row from workgroup memory, 64 multiply-adds
 // per 8 loads; the sums keep their input order. Training writes the post-ReLU hidden activations
-// to `cache` (row r, columns hoff(k) ..).
+// to `cache` (row r, columns hoff(k) ..), and the grid also writes every layer's transposed
+// weights to `wt` (mlp_common.wgsl wto; an element per invocation) for the backward: there a warp's weight loads are then 16
+// consecutive vec4 (two cache lines) instead of 16 rows of W (sixteen lines).
 
 @group(0) @binding(0) var<uniform> p: MlpParams;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
@@ -16,6 +18,7 @@
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> cache: array<Act>;
 @group(0) @binding(6) var<storage, read> params4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> wt: array<f32>;
 
 // MAXIN and MAXW are multiples of 4 (MlpShape), so every row of the tile starts a vec4.
 var<workgroup> sh: array<vec4<f32>, TILE * (MAXIN + 2u * MAXW) / 4u>;
@@ -31,7 +34,30 @@ fn x_in(r: u32, i: u32) -> f32 {
 @compute @workgroup_size(MLP_WG)
 fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-    let r0 = flat_group(wid, nwg) * TILE;
+    let grp = flat_group(wid, nwg);
+    if (p.train != 0u) {
+        // W^T of every layer, padding zero: element e of `wt` by invocation e of the grid (a
+        // grid-stride loop where the grid is smaller), so no workgroup copies more than its share.
+        let total = wto(p.layers);
+        let stride = nwg.x * nwg.y * nwg.z * MLP_WG;
+        for (var e = grp * MLP_WG + lid; e < total; e += stride) {
+            var k = 0u;
+            var t = e;
+            loop {
+                let n = sz(k + 1u) * din4(k);
+                if (t < n || k + 1u >= p.layers) { break; }
+                t -= n;
+                k++;
+            }
+            let dp = din4(k);
+            let j = t / dp;
+            let i = t % dp;
+            var v = 0.0;
+            if (i < sz(k)) { v = params[wo(k) + i * sz(k + 1u) + j]; }
+            wt[e] = v;
+        }
+    }
+    let r0 = grp * TILE;
     if (r0 >= p.n) { return; }
     let rows = min(TILE, p.n - r0);
     let d0 = sz(0u);

@@ -40,6 +40,9 @@ pub struct LevelBufs {
     pub sample: SampleParams,
     // training
     pub cache: Option<GpuBuffer>,
+    /// The MLP's transposed weights (written by the forward for the backward; a dummy when not
+    /// training).
+    pub wt: GpuBuffer,
     pub d_raw: Option<GpuBuffer>,
     pub d_enc: Option<GpuBuffer>,
     pub dy: Option<GpuBuffer>,
@@ -224,6 +227,11 @@ impl Batch {
                 Some(c) => c.clone(),
                 None => dummy("no cache")?,
             };
+            let wt = if train {
+                storage(g, &name("mlp wt"), transposed_weights_len(&mcfg))?
+            } else {
+                dummy("no wt")?
+            };
             let mparam = &m.params[grid.param + 1];
             fwd.push(
                 launch::MlpFwd {
@@ -234,6 +242,7 @@ impl Batch {
                     out: &raw,
                     cache: &cache_b,
                     params4: mparam,
+                    wt: &wt,
                 }
                 .dispatch(k, Grid::Groups(mlp_groups(g, ns, k.shape.tile)))
                 .map_err(gpu_err)?,
@@ -278,6 +287,7 @@ impl Batch {
                 u_sample,
                 sample,
                 cache,
+                wt,
                 d_raw,
                 d_enc,
                 dy,
@@ -320,10 +330,13 @@ impl Batch {
         let cp = MlpParams::new(&ccfg, ns, cio, train);
         let u_cmlp = uniform(g, "colour mlp params", &cp)?;
         let logits = storage(g, "colour logits", ns * 3)?;
-        let ccache = if train {
-            storage(g, "colour cache", k.act.words(ns * cp.hw as usize))?
+        let (ccache, cwt) = if train {
+            (
+                storage(g, "colour cache", k.act.words(ns * cp.hw as usize))?,
+                storage(g, "colour wt", transposed_weights_len(&ccfg))?,
+            )
         } else {
-            dummy("no colour cache")?
+            (dummy("no colour cache")?, dummy("no colour wt")?)
         };
         let cparam = &m.params[m.idx_grid() + 2];
         fwd.push(
@@ -335,6 +348,7 @@ impl Batch {
                 out: &logits,
                 cache: &ccache,
                 params4: cparam,
+                wt: &cwt,
             }
             .dispatch(k, Grid::Groups(mlp_groups(g, ns, k.shape.tile)))
             .map_err(gpu_err)?,
@@ -360,6 +374,7 @@ impl Batch {
                 &feat,
                 &logits,
                 &ccache,
+                &cwt,
                 cp,
             )?)
         } else {
@@ -393,6 +408,7 @@ impl Batch {
         feat: &GpuBuffer,
         logits: &GpuBuffer,
         ccache: &GpuBuffer,
+        cwt: &GpuBuffer,
         cp: MlpParams,
     ) -> Result<TrainBufs, NerfError> {
         let gpu = m.gpu().clone();
@@ -479,7 +495,7 @@ impl Batch {
             &mut bwd,
             cpb,
             MlpBwdBufs {
-                params: &m.params[gidx + 2],
+                wt: cwt,
                 a: &nl.raw,
                 g: feat,
                 cache: ccache,
@@ -565,7 +581,7 @@ impl Batch {
                 &mut bwd,
                 mp,
                 MlpBwdBufs {
-                    params: &m.params[grid.param + 1],
+                    wt: &l.wt,
                     a: &l.enc,
                     g: &no_g,
                     cache: &cache,
@@ -715,7 +731,8 @@ struct MlpBwd<'a> {
 
 /// The buffers of one MLP's backward.
 struct MlpBwdBufs<'a> {
-    params: &'a GpuBuffer,
+    /// The transposed weights the forward wrote.
+    wt: &'a GpuBuffer,
     /// Per-row and group input of the forward.
     a: &'a GpuBuffer,
     g: &'a GpuBuffer,
@@ -739,13 +756,12 @@ impl MlpBwd<'_> {
         out.push(
             launch::MlpBwdData {
                 p: &u,
-                params: b.params,
+                wt: b.wt,
                 cache: b.cache,
                 d_out: b.d_out,
                 dy: b.dy,
                 dx: b.dx,
                 dxg: b.dxg,
-                params4: b.params,
             }
             .dispatch(k, Grid::Groups(mlp_groups(g, p.n as usize, k.shape.tile)))
             .map_err(gpu_err)?,

@@ -97,6 +97,15 @@ fn put(a: &mut [[u32; 4]; 3], k: usize, v: u32) {
     a[k / 4][k % 4] = v;
 }
 
+/// Floats of an MLP's transposed weights as `mlp_fwd` writes them for `mlp_bwd_data`
+/// (`mlp_common.wgsl` wto): per layer, `d_out` rows of `d_in` rounded up to a multiple of 4.
+pub fn transposed_weights_len(cfg: &MlpConfig) -> usize {
+    cfg.sizes
+        .windows(2)
+        .map(|w| w[0].next_multiple_of(4) * w[1])
+        .sum()
+}
+
 /// Rows per row group of the weight-gradient partial sums (`mlp_bwd_weights`), while the groups
 /// stay within [`MAX_ROW_GROUPS`].
 pub const ROWS_PER_GROUP: usize = 128;
@@ -615,17 +624,18 @@ pub mod launch {
             out: &'a GpuBuffer,
             cache: &'a GpuBuffer,
             params4: &'a GpuBuffer,
+            wt: &'a GpuBuffer,
         }
-        /// `mlp_bwd_data`: every layer's dY and the input gradients.
+        /// `mlp_bwd_data`: every layer's dY and the input gradients (weights from the forward's
+        /// transposed copy `wt`).
         MlpBwdData {
             p: &'a GpuBuffer,
-            params: &'a GpuBuffer,
+            wt: &'a GpuBuffer,
             cache: &'a GpuBuffer,
             d_out: &'a GpuBuffer,
             dy: &'a GpuBuffer,
             dx: &'a GpuBuffer,
             dxg: &'a GpuBuffer,
-            params4: &'a GpuBuffer,
         }
         /// `mlp_bwd_weights`: per-row-group partial sums of the weight gradients.
         MlpBwdWeights {

@@ -123,6 +123,7 @@ fn mlp_forward_matches_cpu_dense_grouped_and_odd() {
         );
         let ob = out(&g, c.n * c.cfg.output_dim());
         let cb = out(&g, c.n * p.hw as usize);
+        let wtb = out(&g, transposed_weights_len(&c.cfg));
         launch::MlpFwd {
             p: &u,
             params: &pb,
@@ -131,10 +132,15 @@ fn mlp_forward_matches_cpu_dense_grouped_and_odd() {
             out: &ob,
             cache: &cb,
             params4: &pb,
+            wt: &wtb,
         }
         .run(&k, Grid::Groups(mlp_groups(&g, c.n, SHAPE.tile)));
         let gpu = read(&g, &ob, cpu.len());
         assert_close(&format!("mlp fwd {case:?}"), &gpu, &cpu, 1e-5);
+        // The transposed weights for the backward: every layer's W^T, rows padded with zeros to a
+        // multiple of 4, exactly.
+        let want_wt = transposed(&c.cfg, &params);
+        assert_eq!(read(&g, &wtb, want_wt.len()), want_wt, "wt {case:?}");
         // The hidden cache: CPU keeps it per 256-row chunk, layer after layer; compare row by row
         // against a recomputation from the GPU's own layout (hidden of row r at [r * hw ..]).
         let hw = p.hw as usize;
@@ -166,6 +172,54 @@ fn mlp_forward_matches_cpu_dense_grouped_and_odd() {
             }
         }
     }
+}
+
+/// Every layer's W^T with rows padded with zeros to a multiple of 4 (`mlp_fwd`'s `wt`).
+fn transposed(cfg: &MlpConfig, params: &[f32]) -> Vec<f32> {
+    let mut wt = Vec::new();
+    for (lo, w) in cfg.layer_offsets().iter().zip(cfg.sizes.windows(2)) {
+        let (din, dout) = (w[0], w[1]);
+        for j in 0..dout {
+            for i in 0..din.next_multiple_of(4) {
+                wt.push(if i < din {
+                    params[lo.weight + i * dout + j]
+                } else {
+                    0.0
+                });
+            }
+        }
+    }
+    wt
+}
+
+/// A batch of 3 rows is one workgroup: it copies all the transposed weights (1992 floats of the
+/// colour-like MLP), 64 invocations walking the grid-stride loop.
+#[test]
+fn mlp_forward_writes_transposed_weights_from_a_small_grid() {
+    let Some(g) = test_gpu() else { return };
+    let k = ks(&g, g.atomic_mode());
+    let cfg = MlpConfig::new(&[35, 32, 24, 3], true);
+    let params = cfg.init_params(11);
+    let n = 3;
+    let p = MlpParams::new(&cfg, n, MlpIo::dense(&cfg), true);
+    let grid = mlp_groups(&g, n, SHAPE.tile);
+    assert_eq!(grid.iter().product::<u32>(), 1);
+    let want = transposed(&cfg, &params);
+    assert!(want.len() > 16 * SHAPE.wg as usize, "{}", want.len());
+    let pb = up(&g, &params);
+    let wtb = out(&g, transposed_weights_len(&cfg));
+    launch::MlpFwd {
+        p: &g.uniform("p", &p).unwrap(),
+        params: &pb,
+        a: &up(&g, &rand_vec(&mut rng(12), n * 35, -1.0, 1.0)),
+        g: &up(&g, &[0.0]),
+        out: &out(&g, n * 3),
+        cache: &out(&g, n * p.hw as usize),
+        params4: &pb,
+        wt: &wtb,
+    }
+    .run(&k, Grid::Groups(grid));
+    assert_eq!(read(&g, &wtb, want.len()), want);
 }
 
 #[test]
@@ -285,6 +339,7 @@ impl GpuMlpRun<'_> {
         let yb = out(g, c.n * c.cfg.output_dim());
         let cache_words = k.act.words(c.n * p.hw as usize);
         let cb = out(g, cache_words);
+        let wtb = out(g, transposed_weights_len(&c.cfg));
         launch::MlpFwd {
             p: &u,
             params: &pb,
@@ -293,6 +348,7 @@ impl GpuMlpRun<'_> {
             out: &yb,
             cache: &cb,
             params4: &pb,
+            wt: &wtb,
         }
         .run(k, Grid::Groups(mlp_groups(g, c.n, k.shape.tile)));
         let db = up(g, self.d_out);
@@ -304,13 +360,12 @@ impl GpuMlpRun<'_> {
         let grad = up(g, self.g0);
         launch::MlpBwdData {
             p: &u,
-            params: &pb,
+            wt: &wtb,
             cache: &cb,
             d_out: &db,
             dy: &dy,
             dx: &dx,
             dxg: &dxg,
-            params4: &pb,
         }
         .run(k, Grid::Groups(mlp_groups(g, c.n, k.shape.tile)));
         launch::MlpBwdWeights {
