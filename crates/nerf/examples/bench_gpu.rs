@@ -692,9 +692,12 @@ fn table_mode(args: &[String]) {
             let spr = a["samples_per_ray"].as_f64().unwrap_or(0.0);
             println!(
                 "\nGPU step time against the batch ({na} and {nb} rays, same kernels): {fixed:.3} ms per \
-                 step fixed + {:.3} us per ray ({:.2} M samples/s at most, however large the batch).",
+                 step fixed + {:.3} us per ray ({:.2} M samples/s at most, however large the batch); \
+                 the {nb}-ray step costs {:.2}x the {na}-ray one (README: at 4x the rays, above about \
+                 1.6x the smaller batch trains better in the same time).",
                 1e3 * per_ray,
-                spr / (per_ray * 1e-3) / 1e6
+                spr / (per_ray * 1e-3) / 1e6,
+                tb / ta
             );
         }
     }
