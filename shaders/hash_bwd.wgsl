@@ -17,7 +17,9 @@ fn hash_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let idx = flat_id(gid, nwg, 128u);
     if (idx >= p.n * p.levels) { return; }
     let l = idx / p.n;
-    // At most 8 features per level (the local arrays; the host never asks for more).
+    // At most 8 features per level (the local arrays; the host never asks for more). The feature
+    // loops run to the constant 8 with an early exit, so a compiler can unroll them and keep the
+    // arrays in registers (indexed at run time they would live in local memory).
     let nf = min(p.feats, 8u);
     let s = idx % p.n;
     let info = level_info[p.level0 + l];
@@ -26,7 +28,8 @@ fn hash_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let o = s * p.out_stride + (p.level0 + l) * p.feats;
     var g: array<f32, 8>;
     var any = false;
-    for (var f = 0u; f < nf; f++) {
+    for (var f = 0u; f < 8u; f++) {
+        if (f >= nf) { break; }
         g[f] = d_out[o + f] * lw;
         any = any || (g[f] != 0.0);
     }
@@ -40,7 +43,8 @@ fn hash_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
         let w = corner_weight(cell, c);
         let base = (l * t_size + e) * p.feats;
         var v: array<f32, 8>;
-        for (var f = 0u; f < nf; f++) {
+        for (var f = 0u; f < 8u; f++) {
+            if (f >= nf) { break; }
             v[f] = w * g[f];
         }
         scatter_feats(base, v, nf, dense, idx);

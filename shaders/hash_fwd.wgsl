@@ -15,7 +15,9 @@ fn hash_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let idx = flat_id(gid, nwg, 128u);
     if (idx >= p.n * p.levels) { return; }
     let l = idx / p.n;
-    // At most 8 features per level (the local arrays; the host never asks for more).
+    // At most 8 features per level (the local arrays; the host never asks for more). The feature
+    // loops run to the constant 8 with an early exit, so a compiler can unroll them and keep the
+    // arrays in registers (indexed at run time they would live in local memory).
     let nf = min(p.feats, 8u);
     let s = idx % p.n;
     let info = level_info[p.level0 + l];
@@ -24,19 +26,20 @@ fn hash_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let t_size = 1u << p.log2_t;
     let mask = t_size - 1u;
     let cell = grid_cell(vec3<f32>(pos[3u * s], pos[3u * s + 1u], pos[3u * s + 2u]), res);
-    var acc: array<f32, 8>;
-    for (var f = 0u; f < nf; f++) { acc[f] = 0.0; }
+    var acc: array<f32, 8>; // zero-initialised
     for (var c = 0u; c < 8u; c++) {
         let e = corner_entry(cell, c, res, dense, mask);
         let w = corner_weight(cell, c);
         let base = (l * t_size + e) * p.feats;
-        for (var f = 0u; f < nf; f++) {
+        for (var f = 0u; f < 8u; f++) {
+            if (f >= nf) { break; }
             acc[f] += w * table[base + f];
         }
     }
     let lw = level_weight(fsig[s], f32(res));
     let o = s * p.out_stride + (p.level0 + l) * p.feats;
-    for (var f = 0u; f < nf; f++) {
+    for (var f = 0u; f < 8u; f++) {
+        if (f >= nf) { break; }
         out[o + f] = acc[f] * lw;
     }
 }

@@ -119,7 +119,9 @@ fn mlp_bwd_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         acc[3] += x.w * d;
     }
     let w0 = wo(k);
-    for (var e = 0u; e < ni; e++) {
+    // Constant trip count, early exit: acc stays in registers (a run-time index would not).
+    for (var e = 0u; e < 4u; e++) {
+        if (e >= ni) { break; }
         for (var c = 0u; c < nj; c++) {
             partial[o + w0 + (i0 + e) * dout + j0 + c] = acc[e][c];
         }

@@ -20,7 +20,8 @@ fn scatter_feats(base: u32, v: array<f32, 8>, nf: u32, coarse: bool, lane: u32) 
             let lead = subgroupBroadcastFirst(base);
             if (base == lead) {
                 let first = subgroupBroadcastFirst(lane) == lane;
-                for (var f = 0u; f < nf; f++) {
+                for (var f = 0u; f < 8u; f++) {
+                    if (f >= nf) { break; }
                     let s = subgroupAdd(v[f]);
                     if (first) {
                         grad_add(base + f, s);
@@ -31,7 +32,8 @@ fn scatter_feats(base: u32, v: array<f32, 8>, nf: u32, coarse: bool, lane: u32) 
         }
     }
     if (todo || !coarse) {
-        for (var f = 0u; f < nf; f++) {
+        for (var f = 0u; f < 8u; f++) {
+            if (f >= nf) { break; }
             grad_add(base + f, v[f]);
         }
     }
