@@ -8,8 +8,8 @@
 // buffer as `params`) and one vec4 of activations per row from workgroup memory, 64 multiply-adds
 // per 8 loads; the sums keep their input order. Training writes the post-ReLU hidden activations
 // to `cache` (row r, columns hoff(k) ..), and the grid also writes every layer's transposed
-// weights to `wt` (mlp_common.wgsl wto; an element per invocation) for the backward: there a warp's weight loads are then 16
-// consecutive vec4 (two cache lines) instead of 16 rows of W (sixteen lines).
+// weights to `wt` (mlp_common.wgsl wto; an element per invocation) for the backward, whose warps
+// then load 16 consecutive vec4 (two cache lines) instead of 16 rows of W (sixteen lines).
 
 @group(0) @binding(0) var<uniform> p: MlpParams;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
