@@ -30,7 +30,8 @@
 # tiny: the smoke test must name a hardware adapter or the run stops at once, printing why).
 # The parts run most valuable first: smoke, the step micro-benchmark (GPU and CPU side by side;
 # then the GPU step again with f32 activations and the plain hash scatter, its per-kernel times in
-# a column beside the default's, and at 4x the batch: the per-step fixed cost and per-ray cost),
+# a column beside the default's, at 4x the batch: the per-step fixed cost and per-ray cost, and
+# the default once more: the run-to-run spread),
 # real training through the driver on the GPU (train), the synthetic venue on the GPU, 360° frames
 # on the GPU, the real captures, then the CPU parts.
 set -uo pipefail
@@ -100,6 +101,9 @@ part step_plain 60 env FLYTHROUGH_GPU_F16=0 FLYTHROUGH_GPU_SUBGROUPS=0 BENCH_NO_
 # The default step at 4x the batch (GPU only): ms per step = fixed + per ray x rays, the two numbers
 # a GPU default batch_rays is chosen from (the table prints them).
 part step_batch 60 env BENCH_NO_CPU=1 "$BIN" step $STEP_BATCH_ARGS
+# The default step once more (GPU only): its spread against the first run is the noise any
+# difference above must exceed.
+part step_repeat 60 env BENCH_NO_CPU=1 "$BIN" step $STEP_ARGS
 if [ -n "$TRAIN_BUDGET" ]; then
   part train $((TRAIN_BUDGET + 40)) "$BIN" train $TRAIN_ARGS
 fi

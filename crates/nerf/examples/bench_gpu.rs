@@ -682,6 +682,12 @@ fn table_mode(args: &[String]) {
         .collect();
     for (i, a) in steps.iter().enumerate() {
         for b in &steps[i + 1..] {
+            // The smaller batch first.
+            let (a, b) = if a["batch_rays"].as_f64() > b["batch_rays"].as_f64() {
+                (*b, *a)
+            } else {
+                (*a, *b)
+            };
             let (na, nb) = (
                 a["batch_rays"].as_f64().unwrap_or(0.0),
                 b["batch_rays"].as_f64().unwrap_or(0.0),
