@@ -9,8 +9,8 @@
 // layer's edge are partial. partial[y * P + param] = its sum over those rows, in row order.
 // reduce_partials then adds the G partials in a fixed order, so the result is deterministic.
 // A row's 4 activations and 4 dY values are one 16-byte load each (`a4`, `cache4`, `dy4v`: the same
-// buffers as `a`, `cache`, `dy`) where the block is whole and its columns 16-byte aligned (the
-// host pads `hoff`, `dyoff`, `hw` and `dyw` to multiples of 4); else 4 scalar loads.
+// buffers as `a`, `cache`, `dy`) where the block is whole (the host pads `hoff`, `dyoff`, `hw` and
+// `dyw` to multiples of 4; the per-row input must be aligned itself); else scalar loads.
 
 @group(0) @binding(0) var<uniform> p: MlpParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -38,10 +38,8 @@ fn tiles_of(k: u32) -> u32 {
 // dY of row r, columns j0 .. j0 + nj of layer k (zero past nj).
 fn dy4(r: u32, k: u32, j0: u32, nj: u32) -> vec4<f32> {
     let b = r * p.dyw + dyo(k) + j0;
-    if (nj == 4u) {
-        if ((b & 3u) == 0u) { return dy4v[b >> 2u]; }
-        return vec4<f32>(dy[b], dy[b + 1u], dy[b + 2u], dy[b + 3u]);
-    }
+    // A whole block starts at a multiple of 4 (dyw, dyoff padded; j0 = 4 x block).
+    if (nj == 4u) { return dy4v[b >> 2u]; }
     var d = vec4<f32>(0.0);
     for (var c = 0u; c < nj; c++) { d[c] = dy[b + c]; }
     return d;
@@ -85,15 +83,11 @@ fn mlp_bwd_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let nj = min(4u, dout - j0);
     var acc: array<vec4<f32>, 4>;
     for (var e = 0u; e < 4u; e++) { acc[e] = vec4<f32>(0.0); }
-    // Whole, 16-byte aligned blocks of activations: the per-row input at a multiple of 4 (all of
-    // the block per-row), or a hidden layer's cache (hw and hoff padded to multiples of 4).
-    var x_vec = false;
-    if (ni == 4u) {
-        if (k == 0u) {
-            x_vec = i0 + 4u <= p.d_local && ((p.a_stride | p.a_off) & 3u) == 0u;
-        } else {
-            x_vec = ((p.hw | ho(k - 1u)) & 3u) == 0u;
-        }
+    // Whole blocks of activations as one 16-byte load: a hidden layer's cache always (hw and
+    // hoff padded to multiples of 4), the input where all of the block is per-row and aligned.
+    var x_vec = ni == 4u;
+    if (k == 0u) {
+        x_vec = x_vec && i0 + 4u <= p.d_local && ((p.a_stride | p.a_off) & 3u) == 0u;
     }
     for (var r = r_begin; r < r_end; r++) {
         var x = vec4<f32>(0.0);

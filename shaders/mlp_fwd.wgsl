@@ -17,8 +17,8 @@
 @group(0) @binding(3) var<storage, read> g: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> cache: array<Act>;
-@group(0) @binding(6) var<storage, read> params4: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read_write> wt: array<f32>;
+@group(0) @binding(6) var<storage, read_write> wt: array<f32>;
+@group(0) @binding(7) var<storage, read> params4: array<vec4<f32>>;
 
 // MAXIN and MAXW are multiples of 4 (MlpShape), so every row of the tile starts a vec4.
 var<workgroup> sh: array<vec4<f32>, TILE * (MAXIN + 2u * MAXW) / 4u>;

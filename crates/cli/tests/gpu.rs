@@ -91,12 +91,11 @@ unregistered_keyframes = \"skip\"
         // plain scatter on lavapipe).
         let act = serde_json::to_value(flythrough_nerf::gpu::training_act(&gpu)).unwrap();
         assert_eq!(s["adapter"]["mlp_activations"], act, "{s}");
-        let scatter = if flythrough_nerf::gpu::use_subgroups(&gpu) {
-            "subgroup"
-        } else {
-            "plain"
-        };
-        assert_eq!(s["adapter"]["hash_scatter"], scatter, "{s}");
+        assert_eq!(
+            s["adapter"]["hash_scatter"],
+            flythrough_nerf::gpu::hash_scatter(&gpu),
+            "{s}"
+        );
     }
     assert!(
         log.contains("train: on gpu: ") && log.contains("render: NeRF on gpu: "),

@@ -10,7 +10,7 @@
 //! the defaults: biases, ReLUs, the per-ray sampling, compositing and losses. The HashGrid
 //! backbone only (the GPU back end's).
 
-use crate::kernels::MlpConfig;
+use crate::kernels::{HashGridConfig, MlpConfig};
 use crate::model::{GEO_DIM, ModelConfig};
 
 /// One training step's work over `rays` rays (see the module doc).
@@ -68,28 +68,27 @@ impl StepCost {
             .unwrap_or(0);
         c.params = params as f64;
         c.optimizer_bytes = OPTIMIZER_BYTES_PER_PARAM * c.params;
+        // An MLP over `rows` rows, and the grid whose samples those rows are (none for the
+        // colour head: it reads the density MLP's samples).
         let mut add =
-            |rows: f64, mlp: &MlpConfig, dx_inputs: usize, grid_levels: usize, f: usize| {
+            |rows: f64, mlp: &MlpConfig, dx_inputs: usize, grid: Option<&HashGridConfig>| {
                 let (all, data) = mlp_macs(mlp, dx_inputs);
-                c.samples += rows;
                 c.mlp_fwd_flops += 2.0 * rows * all;
                 c.mlp_flops += 2.0 * rows * (2.0 * all + data);
-                c.hash_corner_reads += rows * 8.0 * grid_levels as f64;
-                c.hash_grad_adds += rows * 8.0 * (grid_levels * f) as f64;
+                if let Some(g) = grid {
+                    c.samples += rows;
+                    c.hash_corner_reads += rows * 8.0 * g.levels as f64;
+                    c.hash_grad_adds += rows * 8.0 * (g.levels * g.features_per_level) as f64;
+                }
             };
         for (k, &n) in cfg.prop_samples.iter().enumerate() {
-            let g = &cfg.prop_grids[k];
             let m = cfg.prop_mlp(k);
-            add(r * n as f64, &m, m.sizes[0], g.levels, g.features_per_level);
+            add(r * n as f64, &m, m.sizes[0], Some(&cfg.prop_grids[k]));
         }
-        let g = &cfg.nerf_grid;
         let rows = r * cfg.nerf_samples as f64;
         let d = cfg.density_mlp();
-        add(rows, &d, d.sizes[0], g.levels, g.features_per_level);
-        // The colour head: no grid of its own, no samples of its own.
-        let (all, data) = mlp_macs(&cfg.color_mlp(), GEO_DIM + cfg.glo_dim);
-        c.mlp_fwd_flops += 2.0 * rows * all;
-        c.mlp_flops += 2.0 * rows * (2.0 * all + data);
+        add(rows, &d, d.sizes[0], Some(&cfg.nerf_grid));
+        add(rows, &cfg.color_mlp(), GEO_DIM + cfg.glo_dim, None);
         c
     }
 

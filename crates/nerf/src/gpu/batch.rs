@@ -241,7 +241,6 @@ impl Batch {
                     g: &no_g,
                     out: &raw,
                     cache: &cache_b,
-                    params4: mparam,
                     wt: &wt,
                 }
                 .dispatch(k, Grid::Groups(mlp_groups(g, ns, k.shape.tile)))
@@ -347,7 +346,6 @@ impl Batch {
                 g: &feat,
                 out: &logits,
                 cache: &ccache,
-                params4: cparam,
                 wt: &cwt,
             }
             .dispatch(k, Grid::Groups(mlp_groups(g, ns, k.shape.tile)))
@@ -774,9 +772,6 @@ impl MlpBwd<'_> {
                 cache: b.cache,
                 dy: b.dy,
                 partial: self.partial,
-                a4: b.a,
-                cache4: b.cache,
-                dy4v: b.dy,
             }
             .dispatch(k, bwd_weights_grid(&p, k.shape.wg))
             .map_err(gpu_err)?,

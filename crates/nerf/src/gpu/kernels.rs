@@ -506,11 +506,14 @@ impl Kernels {
         //   columns by `MAXIN` / `MAXW`, which `MlpShape` is fitted to (the widest layer of
         //   the model), and their 4-wide register-tile blocks' weight, dY and activation reads by
         //   the layer's edge (`min(4, d - i0)` lanes; `mlp_bwd_weights` finds its layer by a walk
-        //   over the `layers` tile counts and returns past the last); the per-ray workgroup kernels' (sample_level, weights, composite,
-        //   nerf_loss, interlevel, glo_grad) by the local invocation index (< 64, the size of
-        //   their arrays), in the
-        //   scans by `lid - off` under `lid >= off` and `lid + off` under `lid + off < 64`, and
-        //   interlevel's chunk index by `min(k / c, 63)`.
+        //   over the `layers` tile counts and returns past the last); their 16-byte views read
+        //   whole blocks only (`i + 4 <= din`, `ni == 4`) at offsets the host padded or checked to
+        //   be multiples of 4, and the transposed weights `wt` (`transposed_weights_len`) are
+        //   written below `wto(layers)` and read within `din4(k)` of a row; the per-ray workgroup
+        //   kernels (sample_level, weights, composite, nerf_loss, interlevel, glo_grad) by the
+        //   local invocation index (< 64, the size of their arrays), in the scans by `lid - off`
+        //   under `lid >= off` and `lid + off` under `lid + off < 64`, and interlevel's chunk
+        //   index by `min(k / c, 63)`.
         // - Every loop is bounded by a uniform count, a constant (the Newton iterations of
         //   raygen_camera), by a binary search's halving interval or, in the inverse-CDF walk,
         //   by the end of the chunk of bins it starts in; integer divisions are
@@ -537,8 +540,12 @@ pub mod launch {
     use super::{Dispatch, Grid, KernelId, Kernels};
     use flythrough_gpu::{Bind, GpuBuffer, GpuError};
 
+    // `+ views { v = f }` after a launcher's fields: binding `v` (after the fields) is field `f`'s
+    // buffer again, seen by the kernel under another type (the MLP kernels' vec4 views), so a
+    // caller cannot bind a different buffer there.
     macro_rules! launchers {
-        ($($(#[$doc:meta])* $name:ident { $($f:ident: $t:ty),* $(,)? })*) => {
+        ($($(#[$doc:meta])* $name:ident { $($f:ident: $t:ty),* $(,)? }
+           $(+ views { $($v:ident = $src:ident),* $(,)? })?)*) => {
             $(
                 $(#[$doc])*
                 #[derive(Clone, Copy, Debug)]
@@ -550,12 +557,16 @@ pub mod launch {
                     /// The kernel this launches.
                     pub const ID: KernelId = KernelId::$name;
                     /// Its bindings' names, in binding order.
-                    pub const BINDINGS: &'static [&'static str] = &[$(stringify!($f)),*];
+                    pub const BINDINGS: &'static [&'static str] =
+                        &[$(stringify!($f)),* $($(, stringify!($v))*)?];
 
                     /// Bind the buffers (in binding order) and size the launch with `grid`.
                     pub fn dispatch(self, k: &Kernels, grid: Grid) -> Result<Dispatch, GpuError> {
                         let kernel = k.get(Self::ID)?;
-                        let bg = k.gpu.bind(&kernel, &[$(Bind::from(self.$f)),*]);
+                        let bg = k.gpu.bind(
+                            &kernel,
+                            &[$(Bind::from(self.$f)),* $($(, Bind::from(self.$src))*)?],
+                        );
                         Ok(Dispatch { kernel, bg, grid })
                     }
 
@@ -623,9 +634,8 @@ pub mod launch {
             g: &'a GpuBuffer,
             out: &'a GpuBuffer,
             cache: &'a GpuBuffer,
-            params4: &'a GpuBuffer,
             wt: &'a GpuBuffer,
-        }
+        } + views { params4 = params }
         /// `mlp_bwd_data`: every layer's dY and the input gradients (weights from the forward's
         /// transposed copy `wt`).
         MlpBwdData {
@@ -645,10 +655,7 @@ pub mod launch {
             cache: &'a GpuBuffer,
             dy: &'a GpuBuffer,
             partial: &'a GpuBuffer,
-            a4: &'a GpuBuffer,
-            cache4: &'a GpuBuffer,
-            dy4v: &'a GpuBuffer,
-        }
+        } + views { a4 = a, cache4 = cache, dy4v = dy }
         /// `reduce_partials`: the partial sums, in a fixed order, added to `grad`.
         ReducePartials { p: &'a GpuBuffer, partial: &'a GpuBuffer, grad: &'a GpuBuffer }
         /// `weights`: densities and compositing weights.

@@ -131,7 +131,6 @@ fn mlp_forward_matches_cpu_dense_grouped_and_odd() {
             g: &gb,
             out: &ob,
             cache: &cb,
-            params4: &pb,
             wt: &wtb,
         }
         .run(&k, Grid::Groups(mlp_groups(&g, c.n, SHAPE.tile)));
@@ -215,7 +214,6 @@ fn mlp_forward_writes_transposed_weights_from_a_small_grid() {
         g: &up(&g, &[0.0]),
         out: &out(&g, n * 3),
         cache: &out(&g, n * p.hw as usize),
-        params4: &pb,
         wt: &wtb,
     }
     .run(&k, Grid::Groups(grid));
@@ -347,7 +345,6 @@ impl GpuMlpRun<'_> {
             g: &gb,
             out: &yb,
             cache: &cb,
-            params4: &pb,
             wt: &wtb,
         }
         .run(k, Grid::Groups(mlp_groups(g, c.n, k.shape.tile)));
@@ -375,9 +372,6 @@ impl GpuMlpRun<'_> {
             cache: &cb,
             dy: &dy,
             partial: &partial,
-            a4: &ab,
-            cache4: &cb,
-            dy4v: &dy,
         }
         .run(k, bwd_weights_grid(&p, k.shape.wg));
         let ur = g
@@ -511,7 +505,8 @@ fn mlp_f16_activations_stay_within_tolerance_of_f32() {
             a.dp, b.dp,
             "the f16 path ran (its gradients differ from f32's)"
         );
-    } // Activations beyond half's range are stored as its largest finite value, never infinity, and
+    }
+    // Activations beyond half's range are stored as its largest finite value, never infinity, and
     // the gradients stay finite.
     let c = mlp_case(&mut r, Case::Dense);
     let params: Vec<f32> = c.cfg.init_params(8).iter().map(|w| w * 1e5).collect();
