@@ -53,6 +53,12 @@ pub struct AdapterInfo {
     pub subgroups: bool,
     #[serde(default)]
     pub shader_f16: bool,
+    /// The device's subgroup sizes in lanes, smallest and largest (NVIDIA 32; 0 without
+    /// subgroups).
+    #[serde(default)]
+    pub subgroup_min_size: u32,
+    #[serde(default)]
+    pub subgroup_max_size: u32,
     /// How GPU training stores the MLPs' hidden activations for the backward: `f16` where the
     /// device has shader f16 (unless `FLYTHROUGH_GPU_F16=0`), else `f32`.
     #[serde(default)]

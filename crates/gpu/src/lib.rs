@@ -85,6 +85,10 @@ pub struct GpuLimits {
     pub max_invocations_per_workgroup: u32,
     pub max_workgroups_per_dim: u32,
     pub max_storage_buffers_per_stage: u32,
+    /// The adapter's subgroup sizes (lanes), smallest and largest: NVIDIA 32, AMD 32-64,
+    /// lavapipe its vector width / 32 (8 at 256 bits; `LP_NATIVE_VECTOR_WIDTH` sets it).
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
 }
 
 /// How gradient scatters add floats: native `atomicAdd` on `atomic<f32>` or a compare-and-swap
@@ -299,6 +303,7 @@ impl Gpu {
             | wgpu::Features::SHADER_F16;
         let features = adapter.features() & want;
         let limits = adapter.limits();
+        let info = adapter.get_info();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("flythrough"),
             required_features: features,
@@ -325,6 +330,8 @@ impl Gpu {
             max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
             max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
         };
         tracing::debug!("gpu: {desc}, {caps:?}, {limits:?}");
         tracing::info!(
@@ -334,7 +341,16 @@ impl Gpu {
             } else {
                 "CAS loop"
             },
-            if caps.subgroups { "yes" } else { "none" },
+            if !caps.subgroups {
+                "none".to_string()
+            } else if limits.subgroup_min_size == limits.subgroup_max_size {
+                format!("{} lanes", limits.subgroup_min_size)
+            } else {
+                format!(
+                    "{}-{} lanes",
+                    limits.subgroup_min_size, limits.subgroup_max_size
+                )
+            },
             if caps.shader_f16 { "yes" } else { "none" },
             if caps.timestamps { "yes" } else { "no" },
         );

@@ -181,9 +181,10 @@ fn step_mode(args: &[String]) {
             out["gpu"] = serde_json::json!({
                 "adapter": g.adapter().to_string(),
                 "features": format!(
-                    "{} activations, {} hash scatter, {} atomics",
+                    "{} activations, {} hash scatter ({}-lane subgroups), {} atomics",
                     gpu::training_act(&g).name(),
                     gpu::hash_scatter(&g),
+                    g.limits().subgroup_max_size,
                     serde_json::to_value(g.atomic_mode()).unwrap_or_default().as_str().unwrap_or("?"),
                 ),
                 "setup_s": setup,

@@ -67,6 +67,22 @@ fn hash_encode_backward_matches_cpu_native_cas_and_subgroups() {
         );
         eprintln!("adapter without subgroups: the subgroup scatter is not tested here");
     }
+    // scripts/test.sh runs this test again at lavapipe's other vector widths (subgroups of 4 and
+    // 16 lanes; hardware has 32 or 64): check that the width asked for is the one running.
+    let (sg_min, sg_max) = (g.limits().subgroup_min_size, g.limits().subgroup_max_size);
+    eprintln!("subgroup size {sg_min}-{sg_max} lanes");
+    let width = std::env::var("LP_NATIVE_VECTOR_WIDTH").unwrap_or_default();
+    if !width.is_empty() && g.adapter().software && g.caps().subgroups {
+        let lanes = width
+            .parse::<u32>()
+            .expect("LP_NATIVE_VECTOR_WIDTH is a number of bits")
+            / 32;
+        assert_eq!(
+            (sg_min, sg_max),
+            (lanes, lanes),
+            "LP_NATIVE_VECTOR_WIDTH={width} asks lavapipe for {lanes}-lane subgroups"
+        );
+    }
     for rays in [false, true] {
         let (pos, sig) = if rays {
             ray_samples(&mut r, n)
