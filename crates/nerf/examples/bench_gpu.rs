@@ -278,7 +278,11 @@ fn render_mode(args: &[String]) {
         )
     };
     let latent = m.mean_latent();
-    let mut out = serde_json::json!({"mode": "render", "width": w, "height": h, "device": dev});
+    let cost = flythrough_nerf::cost::StepCost::rendering(&m.cfg, (w * h) as usize);
+    let mut out = serde_json::json!({"mode": "render", "width": w, "height": h, "device": dev,
+        "cost": {"mlp_gflop": cost.mlp_flops / 1e9,
+                 "hash_corner_reads_m": cost.hash_corner_reads / 1e6,
+                 "samples_m": cost.samples / 1e6}});
     if dev == "gpu" {
         let g = gpu::open(Device::Gpu)
             .unwrap_or_else(|e| die(&e.to_string()))
@@ -302,6 +306,27 @@ fn render_mode(args: &[String]) {
         out["adapter"] = g.adapter().to_string().into();
         out["chunk_rays"] = r.chunk().into();
         out["seconds_per_frame"] = s.into();
+        // Per-kernel times of one more frame (each chunk waits for its timestamps), and the rates
+        // they reach on the frame's counted work (src/cost.rs).
+        r.profiler = flythrough_gpu::Profiler::new(&g, 256);
+        if r.profiler.is_some() {
+            let _ = r.render_frame(&cam(frames + 1), 0.0, &latent).unwrap();
+            let mut kernels = serde_json::Map::new();
+            for (name, ms, count) in r.profiler.as_ref().unwrap().totals() {
+                kernels.insert(
+                    name,
+                    serde_json::json!({"ms_per_frame": ms, "dispatches_per_frame": count}),
+                );
+            }
+            let kms = |k: &str| kernels.get(k).and_then(|v| v["ms_per_frame"].as_f64());
+            let rate =
+                |work: f64, ms: Option<f64>| ms.filter(|&t| t > 0.0).map(|t| work / (t * 1e-3));
+            out["rates"] = serde_json::json!({
+                "mlp_fwd_tflops": rate(cost.mlp_flops / 1e12, kms("mlp_fwd")),
+                "hash_corner_reads_g_s": rate(cost.hash_corner_reads / 1e9, kms("hash_fwd")),
+            });
+            out["kernels"] = kernels.into();
+        }
     } else {
         // CPU: a band of rows through the middle of the frame, extrapolated to the whole frame.
         let rows = (h / 16).max(1);
@@ -764,6 +789,48 @@ fn table_mode(args: &[String]) {
                 None => println!("| {k} | {ms:.3} | {share:.1} % | {n} |"),
             }
         }
+    }
+    // A GPU frame's kernels and its counted work.
+    for r in rows
+        .iter()
+        .filter(|r| r["mode"] == "render" && r["kernels"].is_object())
+    {
+        let mut ks: Vec<(String, f64, f64)> = r["kernels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    v["ms_per_frame"].as_f64().unwrap_or(0.0),
+                    v["dispatches_per_frame"].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect();
+        ks.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total: f64 = ks.iter().map(|k| k.1).sum();
+        println!(
+            "\nPer-kernel GPU time of one {}x{} 360° frame ({} rays per chunk; kernels alone: {:.1} \
+             ms):\n\n| kernel | ms per frame | share | dispatches |\n|---|---:|---:|---:|",
+            r["width"], r["height"], r["chunk_rays"], total
+        );
+        for (k, ms, n) in ks {
+            println!(
+                "| {k} | {ms:.2} | {:.1} % | {n} |",
+                100.0 * ms / total.max(1e-12)
+            );
+        }
+        let (c, q) = (&r["cost"], &r["rates"]);
+        println!(
+            "\nWork of the frame: {} M samples, MLP products {} GFLOP -> {} GFLOP/s in mlp_fwd; hash \
+             grids {} M corner reads -> {} G/s in hash_fwd.",
+            f(&c["samples_m"], 1.0, 1),
+            f(&c["mlp_gflop"], 1.0, 1),
+            f(&q["mlp_fwd_tflops"], 1e-3, 1),
+            f(&c["hash_corner_reads_m"], 1.0, 0),
+            f(&q["hash_corner_reads_g_s"], 1.0, 2),
+        );
     }
     // The counted work of a step (crates/nerf/src/cost.rs) over the kernels' measured times.
     for r in step_rows {

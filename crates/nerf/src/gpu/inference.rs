@@ -10,7 +10,7 @@ use crate::NerfError;
 use crate::coord::SceneNorm;
 use crate::model::{LossWeights, Model};
 use flythrough_core::{Camera, Pose};
-use flythrough_gpu::{Gpu, GpuBuffer, Readback};
+use flythrough_gpu::{Gpu, GpuBuffer, Profiler, Readback};
 use image::RgbImage;
 use std::sync::Arc;
 
@@ -140,6 +140,9 @@ pub struct GpuRenderer {
     slots: Vec<Slot>,
     px: [GpuBuffer; 2],
     next: usize,
+    /// Per-kernel GPU times of the frames [`GpuRenderer::start_frame`] renders while set (for
+    /// benchmarks: each chunk then waits for its timestamps).
+    pub profiler: Option<Profiler>,
 }
 
 impl GpuRenderer {
@@ -156,6 +159,7 @@ impl GpuRenderer {
             slots: Vec::new(),
             px,
             next: 0,
+            profiler: None,
         })
     }
 
@@ -249,6 +253,7 @@ impl GpuRenderer {
             self.slots[si].framed[fb] = Some((px_id, d));
         }
         let (raygen, u, template, (o_pix, o_n)) = self.raygen(si, cam, ev)?;
+        let mut prof = self.profiler.take();
         let s = &self.slots[si];
         let composite = &s.framed[fb].as_ref().expect("built above").1;
         let cap = s.batch.cap;
@@ -262,6 +267,9 @@ impl GpuRenderer {
             gpu.write(&u, 0, &p);
             s.batch.set_composite(&gpu, pix0, true, npix as u32);
             let mut rec = gpu.recorder("render frame");
+            if let Some(p) = prof.as_mut() {
+                rec.profile(p);
+            }
             raygen.record(&mut rec);
             s.batch.record_forward(&mut rec);
             composite.record(&mut rec);
@@ -269,7 +277,11 @@ impl GpuRenderer {
                 ticket = Some(rec.read_back(&self.px[fb], 0, 4 * npix as u64));
             }
             rec.submit();
+            if let Some(p) = prof.as_mut() {
+                p.collect(&gpu);
+            }
         }
+        self.profiler = prof;
         Ok(FrameTicket {
             rb: ticket.expect("at least one chunk"),
             width: w,
