@@ -10,7 +10,8 @@
 //!   two batches with the same kernels give the fixed and per-ray cost of a step). Also the
 //!   step's counted work (`flythrough_nerf::cost`) and the rate each kernel group reached on it.
 //! - `train <batch_rays> <seconds> <out dir> [tiny]`: real training on the GPU through the training
-//!   driver for a time budget: fresh batches every step (sampled on the host and uploaded), the
+//!   driver for a time budget: fresh batches every step (drawn on the device from the photos
+//!   uploaded once; only uniforms are written per step), the
 //!   metrics read back, checkpoints by time (`checkpoint_seconds` a quarter of the budget, at least
 //!   1 s; `BENCH_CKPT_SECONDS` overrides) written by the background writer, on the synthetic venue
 //!   at 160x120 (the data set's size hardly matters to the step). After a 2-step warm-up (kernels
