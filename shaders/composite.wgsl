@@ -25,6 +25,15 @@ fn to_u8(v: f32) -> u32 {
 @compute @workgroup_size(64)
 fn composite(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
+    // Tests fill workgroup memory with NaN first (POISON_WG): a read of a slot nothing wrote
+    // shows in the outputs, as it would on a device whose workgroup memory holds garbage.
+    if (POISON_WG) {
+        for (var q = lid; q < 64u; q += 64u) {
+            cp_cd[q] = vec4<f32>(wg_nan());
+            cp_acc[q] = wg_nan();
+        }
+        workgroupBarrier();
+    }
     let ray = flat_group(wid, nwg);
     // Uniform across the workgroup: the barriers below stay in uniform control flow.
     if (ray >= p.n_rays) { return; }

@@ -18,6 +18,14 @@ var<workgroup> gg_red: array<vec4<f32>, 64>;
 @compute @workgroup_size(64)
 fn glo_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
+    // Tests fill workgroup memory with NaN first (POISON_WG): a read of a slot nothing wrote
+    // shows in the outputs, as it would on a device whose workgroup memory holds garbage.
+    if (POISON_WG) {
+        for (var q = lid; q < 64u; q += 64u) {
+            gg_red[q] = vec4<f32>(wg_nan());
+        }
+        workgroupBarrier();
+    }
     let ray = flat_group(wid, nwg);
     // Uniform across the workgroup (workgroup id and uniform count): the barriers below stay in
     // uniform control flow.

@@ -73,6 +73,16 @@ fn il_term(ray: u32, tb: u32, eb: u32, q0: u32, ce: u32, i: u32) -> vec2<f32> {
 @compute @workgroup_size(64)
 fn interlevel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
+    // Tests fill workgroup memory with NaN first (POISON_WG): a read of a slot nothing wrote
+    // shows in the outputs, as it would on a device whose workgroup memory holds garbage.
+    if (POISON_WG) {
+        for (var q = lid; q < 64u; q += 64u) {
+            il_scan[q] = vec2<f32>(wg_nan());
+            il_suf[q] = wg_nan();
+            il_loss[q] = wg_nan();
+        }
+        workgroupBarrier();
+    }
     let ray = flat_group(wid, nwg);
     // Uniform across the workgroup (workgroup id and uniform count): the barriers below stay in
     // uniform control flow.

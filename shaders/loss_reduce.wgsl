@@ -11,6 +11,14 @@ var<workgroup> part: array<vec4<f32>, 256>;
 
 @compute @workgroup_size(256)
 fn loss_reduce(@builtin(local_invocation_index) lid: u32) {
+    // Tests fill workgroup memory with NaN first (POISON_WG): a read of a slot nothing wrote
+    // shows in the outputs, as it would on a device whose workgroup memory holds garbage.
+    if (POISON_WG) {
+        for (var q = lid; q < 256u; q += 256u) {
+            part[q] = vec4<f32>(wg_nan());
+        }
+        workgroupBarrier();
+    }
     var acc = vec4<f32>(0.0);
     for (var r = lid; r < p.n_rays; r += 256u) {
         acc.x += ray_loss[4u * r];

@@ -58,6 +58,14 @@ fn tile_dot(acc: ptr<function, array<vec4<f32>, RB>>, src: u32, rb: u32, k: u32,
 @compute @workgroup_size(MLP_WG)
 fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
+    // Tests fill workgroup memory with NaN first (POISON_WG): a read of a slot nothing wrote
+    // shows in the outputs, as it would on a device whose workgroup memory holds garbage.
+    if (POISON_WG) {
+        for (var q = lid; q < 2u * TILE * MAXW / 4u; q += MLP_WG) {
+            sh[q] = vec4<f32>(wg_nan());
+        }
+        workgroupBarrier();
+    }
     let r0 = flat_group(wid, nwg) * TILE;
     if (r0 >= p.n) { return; }
     let rows = min(TILE, p.n - r0);

@@ -34,6 +34,14 @@ fn x_in(r: u32, i: u32) -> f32 {
 @compute @workgroup_size(MLP_WG)
 fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
+    // Tests fill workgroup memory with NaN first (POISON_WG): a read of a slot nothing wrote
+    // shows in the outputs, as it would on a device whose workgroup memory holds garbage.
+    if (POISON_WG) {
+        for (var q = lid; q < TILE * (MAXIN + 2u * MAXW) / 4u; q += MLP_WG) {
+            sh[q] = vec4<f32>(wg_nan());
+        }
+        workgroupBarrier();
+    }
     let grp = flat_group(wid, nwg);
     if (p.train != 0u) {
         // W^T of every layer, padding zero: element e of `wt` by invocation e of the grid (a

@@ -35,6 +35,17 @@ var<workgroup> nl_dist: array<vec2<f32>, 64>; // inter, intra (tree reduction)
 @compute @workgroup_size(64)
 fn nerf_loss(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
+    // Tests fill workgroup memory with NaN first (POISON_WG): a read of a slot nothing wrote
+    // shows in the outputs, as it would on a device whose workgroup memory holds garbage.
+    if (POISON_WG) {
+        for (var q = lid; q < 64u; q += 64u) {
+            nl_c[q] = vec4<f32>(wg_nan());
+            nl_scan[q] = vec4<f32>(wg_nan());
+            nl_suf[q] = wg_nan();
+            nl_dist[q] = vec2<f32>(wg_nan());
+        }
+        workgroupBarrier();
+    }
     let ray = flat_group(wid, nwg);
     // Uniform across the workgroup (workgroup id and uniform count): the barriers below stay in
     // uniform control flow.

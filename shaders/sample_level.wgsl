@@ -155,6 +155,15 @@ fn centre(k: u32, m: u32, use_jitter: bool, j: f32, tb: u32, wb: u32, nb: u32, t
 @compute @workgroup_size(64)
 fn sample_level(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
+    // Tests fill workgroup memory with NaN first (POISON_WG): a read of a slot nothing wrote
+    // shows in the outputs, as it would on a device whose workgroup memory holds garbage.
+    if (POISON_WG) {
+        for (var q = lid; q < 64u; q += 64u) {
+            sl_red[q] = wg_nan();
+            sl_end[q] = wg_nan();
+        }
+        workgroupBarrier();
+    }
     let ray = flat_group(wid, nwg);
     // Uniform across the workgroup (workgroup id and uniform counts): the barriers below stay in
     // uniform control flow.

@@ -11,6 +11,14 @@ var<workgroup> part: array<f32, 256>;
 @compute @workgroup_size(256)
 fn sq_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
+    // Tests fill workgroup memory with NaN first (POISON_WG): a read of a slot nothing wrote
+    // shows in the outputs, as it would on a device whose workgroup memory holds garbage.
+    if (POISON_WG) {
+        for (var q = lid; q < 256u; q += 256u) {
+            part[q] = wg_nan();
+        }
+        workgroupBarrier();
+    }
     let g = flat_group(wid, nwg);
     let base = g * 2048u;
     var acc = 0.0;

@@ -26,6 +26,14 @@ fn wt_tau(sg: f32, tb: u32, i: u32, n: u32) -> f32 {
 @compute @workgroup_size(64)
 fn weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
+    // Tests fill workgroup memory with NaN first (POISON_WG): a read of a slot nothing wrote
+    // shows in the outputs, as it would on a device whose workgroup memory holds garbage.
+    if (POISON_WG) {
+        for (var q = lid; q < 64u; q += 64u) {
+            wt_scan[q] = wg_nan();
+        }
+        workgroupBarrier();
+    }
     let ray = flat_group(wid, nwg);
     // Uniform across the workgroup (workgroup id and uniform count): the barriers below stay in
     // uniform control flow.

@@ -445,7 +445,14 @@ pub struct Kernels {
     /// Whether the hash-grid scatter pre-reduces in subgroups (hardware adapters with subgroups,
     /// unless `FLYTHROUGH_GPU_SUBGROUPS` says otherwise: [`super::use_subgroups`]).
     pub subgroups: bool,
+    /// Kernels fill their workgroup memory with NaN before use (the crate's own tests, or
+    /// [`POISON_ENV`] set to `1`): see [`Extras::poison_workgroup`].
+    pub poison_workgroup: bool,
 }
+
+/// Environment variable that makes every kernel fill its workgroup memory with NaN first (`1`),
+/// for checking that no kernel reads a slot nothing wrote. The crate's unit tests always do.
+pub const POISON_ENV: &str = "FLYTHROUGH_GPU_POISON_WORKGROUP";
 
 impl Kernels {
     /// The kernels of `gpu`: f32 activations, the subgroup scatter where [`super::use_subgroups`]
@@ -458,6 +465,7 @@ impl Kernels {
             shape,
             act: Act::F32,
             subgroups,
+            poison_workgroup: cfg!(test) || std::env::var(POISON_ENV).is_ok_and(|v| v == "1"),
         }
     }
 
@@ -478,6 +486,7 @@ impl Kernels {
         Extras {
             act: self.act,
             subgroups: self.subgroups,
+            poison_workgroup: self.poison_workgroup,
         }
     }
 

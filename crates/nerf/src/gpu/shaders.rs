@@ -93,6 +93,10 @@ pub struct Extras {
     pub act: Act,
     /// Subgroup operations in the hash-grid gradient scatter.
     pub subgroups: bool,
+    /// Kernels first fill their workgroup memory with NaN (`POISON_WG`; tests): a read of a slot
+    /// no invocation wrote then shows in the outputs. Pipelines are created without zeroing
+    /// workgroup memory, so on a GPU such a read returns whatever the last workgroup left.
+    pub poison_workgroup: bool,
 }
 
 /// A kernel of the GPU back end, by name: the only way host code asks for a pipeline, so a misspelt
@@ -310,6 +314,19 @@ impl MlpShape {
 /// The complete WGSL text of `k` for a device's scatter mode, the model's MLP shape and the
 /// optional features in use (`enable` directives come first, as WGSL requires).
 pub fn compose(k: &KernelSource, atomic: AtomicMode, shape: MlpShape, extras: Extras) -> String {
+    let poison = format!(
+        "const POISON_WG: bool = {};\nfn wg_nan() -> f32 {{ return bitcast<f32>(0x7fc00000u); }}\n",
+        extras.poison_workgroup
+    );
+    let body = compose_body(k, atomic, shape, extras);
+    // `enable` directives first, as WGSL requires.
+    match body.strip_prefix("enable f16;\n") {
+        Some(rest) => format!("enable f16;\n{poison}{rest}"),
+        None => format!("{poison}{body}"),
+    }
+}
+
+fn compose_body(k: &KernelSource, atomic: AtomicMode, shape: MlpShape, extras: Extras) -> String {
     let atomic_text = match atomic {
         AtomicMode::NativeF32 => ATOMIC_NATIVE,
         AtomicMode::CasU32 => ATOMIC_CAS,
@@ -378,6 +395,7 @@ mod tests {
             Extras {
                 act: Act::F16,
                 subgroups: true,
+                poison_workgroup: true,
             },
         ];
         for k in KERNELS {
