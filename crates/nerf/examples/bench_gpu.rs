@@ -182,10 +182,14 @@ fn step_mode(args: &[String]) {
             out["gpu"] = serde_json::json!({
                 "adapter": g.adapter().to_string(),
                 "features": format!(
-                    "{} activations, {} hash scatter ({}-lane subgroups), {} atomics",
+                    "{} activations, {} hash scatter{}, {} atomics",
                     gpu::training_act(&g).name(),
                     gpu::hash_scatter(&g),
-                    g.limits().subgroup_max_size,
+                    if gpu::hash_scatter(&g) == "subgroup" {
+                        format!(" ({}-lane subgroups)", g.limits().subgroup_max_size)
+                    } else {
+                        String::new()
+                    },
                     serde_json::to_value(g.atomic_mode()).unwrap_or_default().as_str().unwrap_or("?"),
                 ),
                 "setup_s": setup,
@@ -812,7 +816,7 @@ fn table_mode(args: &[String]) {
         ks.sort_by(|a, b| b.1.total_cmp(&a.1));
         let total: f64 = ks.iter().map(|k| k.1).sum();
         println!(
-            "\nPer-kernel GPU time of one {}x{} 360° frame ({} rays per chunk; kernels alone: {:.1} \
+            "\nPer-kernel GPU time of one {}x{} 360° frame (chunks of up to {} rays; kernels alone: {:.1} \
              ms):\n\n| kernel | ms per frame | share | dispatches |\n|---|---:|---:|---:|",
             r["width"], r["height"], r["chunk_rays"], total
         );
