@@ -10,6 +10,9 @@
 // to `cache` (row r, columns hoff(k) ..), and the grid also writes every layer's transposed
 // weights to `wt` (mlp_common.wgsl wto; an element per invocation) for the backward, whose warps
 // then load 16 consecutive vec4 (two cache lines) instead of 16 rows of W (sixteen lines).
+// A grouped input (the colour head: 15 per-sample features, 68 per ray) can skip its group part:
+// with `p.pre` layer 0 sums only the per-row inputs, starting from `gpre`, the group part computed
+// once per group by this kernel run as a one-layer MLP over the groups (MlpParams::group_pre).
 
 @group(0) @binding(0) var<uniform> p: MlpParams;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
@@ -18,7 +21,8 @@
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> cache: array<Act>;
 @group(0) @binding(6) var<storage, read_write> wt: array<f32>;
-@group(0) @binding(7) var<storage, read> params4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> gpre: array<f32>;
+@group(0) @binding(8) var<storage, read> params4: array<vec4<f32>>;
 
 // MAXIN and MAXW are multiples of 4 (MlpShape), so every row of the tile starts a vec4.
 var<workgroup> sh: array<vec4<f32>, TILE * (MAXIN + 2u * MAXW) / 4u>;
@@ -68,7 +72,11 @@ fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let r0 = grp * TILE;
     if (r0 >= p.n) { return; }
     let rows = min(TILE, p.n - r0);
-    let d0 = sz(0u);
+    // With `pre`, layer 0's group inputs were multiplied once per group (MlpParams::group_pre):
+    // only the per-row inputs are loaded and summed here.
+    let pre = p.pre != 0u;
+    var d0 = sz(0u);
+    if (pre) { d0 = p.d_local; }
     for (var idx = lid; idx < rows * d0; idx += MLP_WG) {
         let r = idx / d0;
         let i = idx % d0;
@@ -77,7 +85,8 @@ fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     workgroupBarrier();
     let nk = p.layers;
     for (var k = 0u; k < nk; k++) {
-        let din = sz(k);
+        var din = sz(k);
+        if (k == 0u && pre) { din = p.d_local; }
         let dout = sz(k + 1u);
         var src = 0u;
         var sstride = MAXIN;
@@ -105,7 +114,24 @@ fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
                 for (var c = 0u; c < nj; c++) { b[c] = params[b0 + j0 + c]; }
             }
             var acc: array<vec4<f32>, RB>;
-            for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = b; }
+            if (k == 0u && pre) {
+                // Each row starts from its group's row of gpre (bias included); rows past the
+                // end start from zero and are not stored.
+                for (var k2 = 0u; k2 < RB; k2++) {
+                    var v = vec4<f32>(0.0);
+                    let r = r0 + rb + k2;
+                    if (r < p.n) {
+                        let q = (r / p.g_rows) * dout + j0;
+                        for (var c = 0u; c < 4u; c++) {
+                            if (c >= nj) { break; }
+                            v[c] = gpre[q + c];
+                        }
+                    }
+                    acc[k2] = v;
+                }
+            } else {
+                for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = b; }
+            }
             var i = 0u;
             if (vec_ok) {
                 let dq = dout >> 2u;

@@ -64,6 +64,10 @@ struct MlpParams {
     nparams: u32,      // P
     rpg: u32,          // rows per row-group of the weight-gradient partial sums
     groups: u32,       // row-groups G
+    pre: u32,          // forward: layer 0's group inputs arrive pre-multiplied, bias included, in gpre
+    _q0: u32,
+    _q1: u32,
+    _q2: u32,
     sizes: array<vec4<u32>, 3>,   // d_0 .. d_K
     woff: array<vec4<u32>, 3>,    // offset of W_k
     boff: array<vec4<u32>, 3>,    // offset of b_k, NONE without bias

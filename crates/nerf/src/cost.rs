@@ -3,7 +3,8 @@
 //! the memory's bandwidth give the time no version beats; measured time over it is the gap).
 //!
 //! Counted: the MLPs' multiply-adds (forward, the backward through the activations, the weight
-//! gradients; 2 FLOPs each), the hash grids' trilinear corner reads (forward) and gradient adds
+//! gradients; 2 FLOPs each; the colour head's per-ray inputs once per ray, as the CPU kernels
+//! split its first layer), the hash grids' trilinear corner reads (forward) and gradient adds
 //! (backward), and the optimiser's bytes (the gradient norm reads every gradient, Adam reads
 //! parameter, gradient and both moments and writes them back, the gradient as zero: 36 bytes per
 //! parameter and step, most of them the hash tables'). Not counted, being small beside them at
@@ -36,21 +37,53 @@ pub struct StepCost {
 /// p, m, v and g = 0), all f32.
 pub const OPTIMIZER_BYTES_PER_PARAM: f64 = 36.0;
 
-/// Multiply-adds of one row through `cfg`: (all layers, the backward through the activations
-/// given that `dx_inputs` of the inputs want a gradient).
-fn mlp_macs(cfg: &MlpConfig, dx_inputs: usize) -> (f64, f64) {
+/// How an MLP's input rows are made: the first `d_local` inputs vary per row, the rest are shared
+/// by runs of `group_rows` rows (the colour head: 15 geometry features per sample, the direction,
+/// latent and exposure encodings per ray; kernels/mlp.rs `MlpInput`); `dx_local` of the per-row
+/// and `dx_group` of the shared inputs want a gradient.
+#[derive(Debug, Clone, Copy)]
+struct RowShape {
+    d_local: usize,
+    group_rows: usize,
+    dx_local: usize,
+    dx_group: usize,
+}
+
+impl RowShape {
+    /// Every input per row, all of them wanting a gradient.
+    fn dense(cfg: &MlpConfig) -> RowShape {
+        RowShape {
+            d_local: cfg.sizes[0],
+            group_rows: 1,
+            dx_local: cfg.sizes[0],
+            dx_group: 0,
+        }
+    }
+}
+
+/// Multiply-adds per row through `cfg` with inputs shaped as `r`: (forward, backward data, weight
+/// gradients). The first layer is split (nerfacto / Instant-NGP's grouped input): its shared
+/// inputs are multiplied once per group, in the forward (`x_g W_0[d_local..]`), the weight
+/// gradients (`x_g^T` times the group's summed dY) and their input gradients (the summed dY times
+/// `W_0[d_local..]^T`), so they count `1 / group_rows` per row.
+fn mlp_macs(cfg: &MlpConfig, r: RowShape) -> (f64, f64, f64) {
     let s = &cfg.sizes;
     let all: usize = s.windows(2).map(|w| w[0] * w[1]).sum();
-    let data = all - s[0] * s[1] + dx_inputs * s[1];
-    (all as f64, data as f64)
+    let rest = (all - s[0] * s[1]) as f64;
+    let gr = r.group_rows.max(1) as f64;
+    let d_group = (s[0] - r.d_local) as f64;
+    let first = (r.d_local as f64 + d_group / gr) * s[1] as f64;
+    let data = rest + (r.dx_local as f64 + r.dx_group as f64 / gr) * s[1] as f64;
+    (rest + first, data, rest + first)
 }
 
 impl StepCost {
     /// The work of one training step of `cfg` over `rays` rays: per MLP and row, forward
     /// `2 sum_k d_k d_{k+1}` FLOPs, the same for the weight gradients, and for the backward data
     /// pass the same less the first layer's `d_x` columns nobody needs (the colour head's
-    /// direction and exposure inputs; its geometry features and latents get gradients). The hash
-    /// grids: 8 corners per level and sample (trilinear).
+    /// direction and exposure inputs; its geometry features and latents get gradients), the colour
+    /// head's per-ray inputs counted once per ray ([`mlp_macs`]). The hash grids: 8 corners per
+    /// level and sample (trilinear).
     pub fn training(cfg: &ModelConfig, rays: usize) -> StepCost {
         let r = rays as f64;
         let mut c = StepCost {
@@ -71,10 +104,10 @@ impl StepCost {
         // An MLP over `rows` rows, and the grid whose samples those rows are (none for the
         // colour head: it reads the density MLP's samples).
         let mut add =
-            |rows: f64, mlp: &MlpConfig, dx_inputs: usize, grid: Option<&HashGridConfig>| {
-                let (all, data) = mlp_macs(mlp, dx_inputs);
-                c.mlp_fwd_flops += 2.0 * rows * all;
-                c.mlp_flops += 2.0 * rows * (2.0 * all + data);
+            |rows: f64, mlp: &MlpConfig, shape: RowShape, grid: Option<&HashGridConfig>| {
+                let (fwd, data, wgrad) = mlp_macs(mlp, shape);
+                c.mlp_fwd_flops += 2.0 * rows * fwd;
+                c.mlp_flops += 2.0 * rows * (fwd + data + wgrad);
                 if let Some(g) = grid {
                     c.samples += rows;
                     c.hash_corner_reads += rows * 8.0 * g.levels as f64;
@@ -83,12 +116,23 @@ impl StepCost {
             };
         for (k, &n) in cfg.prop_samples.iter().enumerate() {
             let m = cfg.prop_mlp(k);
-            add(r * n as f64, &m, m.sizes[0], Some(&cfg.prop_grids[k]));
+            add(
+                r * n as f64,
+                &m,
+                RowShape::dense(&m),
+                Some(&cfg.prop_grids[k]),
+            );
         }
         let rows = r * cfg.nerf_samples as f64;
         let d = cfg.density_mlp();
-        add(rows, &d, d.sizes[0], Some(&cfg.nerf_grid));
-        add(rows, &cfg.color_mlp(), GEO_DIM + cfg.glo_dim, None);
+        add(rows, &d, RowShape::dense(&d), Some(&cfg.nerf_grid));
+        let colour = RowShape {
+            d_local: GEO_DIM,
+            group_rows: cfg.nerf_samples,
+            dx_local: GEO_DIM,
+            dx_group: cfg.glo_dim,
+        };
+        add(rows, &cfg.color_mlp(), colour, None);
         c
     }
 
@@ -117,8 +161,9 @@ mod tests {
     use super::*;
 
     /// The defaults, counted by hand: proposal MLPs [10, 16, 1] on 2 x 64 samples, density
-    /// [32, 64, 16] and colour [83, 64, 64, 3] (15 + 27 + 32 + 9 inputs, 47 of them with gradients)
-    /// on 32 samples per ray; grids of 5 levels (proposals) and 16 (NeRF), 2 features.
+    /// [32, 64, 16] and colour [83, 64, 64, 3] (15 inputs per sample, 27 + 32 + 9 per ray: the
+    /// direction, latent and exposure encodings; 15 + 32 with gradients) on 32 samples per ray;
+    /// grids of 5 levels (proposals) and 16 (NeRF), 2 features.
     #[test]
     fn default_step_cost_counted_by_hand() {
         let cfg = ModelConfig::from_train(&flythrough_core::config::TrainConfig::default(), 8);
@@ -126,15 +171,19 @@ mod tests {
         assert_eq!(c.samples, 160.0);
         let prop = 10.0 * 16.0 + 16.0;
         let dens = 32.0 * 64.0 + 64.0 * 16.0;
-        let col = 83.0 * 64.0 + 64.0 * 64.0 + 64.0 * 3.0;
-        let col_data = col - 83.0 * 64.0 + 47.0 * 64.0;
+        let rest = 64.0 * 64.0 + 64.0 * 3.0;
+        // Per sample: 15 x 64 of the first layer, the 68 x 64 per-ray part over 32 samples.
+        let col = rest + 15.0 * 64.0 + 68.0 * 64.0 / 32.0;
+        let col_data = rest + 15.0 * 64.0 + 32.0 * 64.0 / 32.0;
+        assert_eq!((col, col_data), (5384.0, 5312.0));
         let fwd = 2.0 * (128.0 * prop + 32.0 * (dens + col));
         assert_eq!(c.mlp_fwd_flops, fwd);
         let total = 2.0 * (128.0 * 3.0 * prop + 32.0 * (3.0 * dens + 2.0 * col + col_data));
         assert_eq!(c.mlp_flops, total);
-        // 2.42 MFLOP per ray, 15.1 kFLOP per sample on average.
-        assert_eq!(c.mlp_flops, 2_420_736.0);
-        assert!((c.mlp_flops_per_sample() - 15_129.6).abs() < 0.01);
+        // 1.75 MFLOP per ray (2.42 with the colour head's first layer per sample), 11.0 kFLOP
+        // per sample on average.
+        assert_eq!(c.mlp_flops, 1_754_112.0);
+        assert!((c.mlp_flops_per_sample() - 10_963.2).abs() < 0.01);
         assert_eq!(c.hash_corner_reads, 128.0 * 8.0 * 5.0 + 32.0 * 8.0 * 16.0);
         assert_eq!(c.hash_grad_adds, 2.0 * c.hash_corner_reads);
         // The parameters: the hash tables dominate (16 NeRF levels of 2^19 entries x 2 features,
@@ -153,8 +202,8 @@ mod tests {
         assert_eq!(c2.optimizer_bytes, c.optimizer_bytes);
     }
 
-    /// Rendering is the forward alone: 856 kFLOP per ray at the defaults (128 x 176 proposal and
-    /// 32 x (3,072 + 9,600) NeRF multiply-adds), so a 3840 x 1920 360° frame is 6.3 TFLOP, 94 ms
+    /// Rendering is the forward alone: 586 kFLOP per ray at the defaults (128 x 176 proposal and
+    /// 32 x (3,072 + 5,384) NeRF multiply-adds), so a 3840 x 1920 360° frame is 4.3 TFLOP, 65 ms
     /// at an H100's 67 TFLOP/s FP32, and 68 G corner reads.
     #[test]
     fn rendering_cost_is_the_forward_alone() {
@@ -165,7 +214,7 @@ mod tests {
         assert_eq!(r.mlp_fwd_flops, t.mlp_fwd_flops);
         assert_eq!(
             r.mlp_flops,
-            2.0 * (128.0 * 176.0 + 32.0 * (3072.0 + 9600.0))
+            2.0 * (128.0 * 176.0 + 32.0 * (3072.0 + 5384.0))
         );
         assert_eq!(
             (r.samples, r.hash_corner_reads),
@@ -174,7 +223,7 @@ mod tests {
         assert_eq!((r.hash_grad_adds, r.optimizer_bytes), (0.0, 0.0));
         let frame = StepCost::rendering(&cfg, 3840 * 1920);
         assert!(
-            (frame.mlp_flops / 1e12 - 6.312).abs() < 1e-3,
+            (frame.mlp_flops / 1e12 - 4.322).abs() < 1e-3,
             "{}",
             frame.mlp_flops
         );

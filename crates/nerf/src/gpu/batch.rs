@@ -4,7 +4,8 @@
 //!
 //! Forward (model.rs `Model::forward_into`, kernel by kernel): for each level k (proposals, then
 //! NeRF): `sample_level` -> `hash_fwd` (one dispatch per binding-sized range of levels) ->
-//! `mlp_fwd` -> `weights`; then `ray_features` -> colour `mlp_fwd`. Inference ends with
+//! `mlp_fwd` -> `weights`; then `ray_features` -> colour `mlp_fwd` twice (the first layer's
+//! per-ray part over the rays, then the samples from it). Inference ends with
 //! `composite`; training with `nerf_loss` and the backward (model.rs `Model::backward`): colour MLP
 //! (`mlp_bwd_data`, `mlp_bwd_weights`, `reduce_partials`), `glo_grad`, density MLP, `hash_bwd`, then
 //! per proposal level `interlevel`, its MLP and grid; `loss_reduce` adds the step's losses to the
@@ -242,6 +243,7 @@ impl Batch {
                     out: &raw,
                     cache: &cache_b,
                     wt: &wt,
+                    gpre: &no_g,
                 }
                 .dispatch(k, Grid::Groups(mlp_groups(g, ns, k.shape.tile)))
                 .map_err(gpu_err)?,
@@ -327,7 +329,27 @@ impl Batch {
             out_off: 0,
         };
         let cp = MlpParams::new(&ccfg, ns, cio, train);
-        let u_cmlp = uniform(g, "colour mlp params", &cp)?;
+        // The first layer's per-ray part (direction, latent and exposure encodings: 68 of its 83
+        // inputs at the defaults) once per ray, then the per-sample forward from it.
+        let pre = cp.group_pre(cap);
+        let u_pre = uniform(g, "colour pre params", &pre)?;
+        let gpre = storage(g, "colour first layer per ray", cap * ccfg.sizes[1])?;
+        let cparam = &m.params[m.idx_grid() + 2];
+        fwd.push(
+            launch::MlpFwd {
+                p: &u_pre,
+                params: cparam,
+                a: &feat,
+                g: &feat,
+                out: &gpre,
+                cache: &dummy("no pre cache")?,
+                wt: &dummy("no pre wt")?,
+                gpre: &dummy("no pre gpre")?,
+            }
+            .dispatch(k, Grid::Groups(mlp_groups(g, cap, k.shape.tile)))
+            .map_err(gpu_err)?,
+        );
+        let u_cmlp = uniform(g, "colour mlp params", &cp.with_group_pre())?;
         let logits = storage(g, "colour logits", ns * 3)?;
         let (ccache, cwt) = if train {
             (
@@ -337,7 +359,6 @@ impl Batch {
         } else {
             (dummy("no colour cache")?, dummy("no colour wt")?)
         };
-        let cparam = &m.params[m.idx_grid() + 2];
         fwd.push(
             launch::MlpFwd {
                 p: &u_cmlp,
@@ -347,6 +368,7 @@ impl Batch {
                 out: &logits,
                 cache: &ccache,
                 wt: &cwt,
+                gpre: &gpre,
             }
             .dispatch(k, Grid::Groups(mlp_groups(g, ns, k.shape.tile)))
             .map_err(gpu_err)?,

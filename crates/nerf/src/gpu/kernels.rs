@@ -52,6 +52,11 @@ pub struct MlpParams {
     pub nparams: u32,
     pub rpg: u32,
     pub groups: u32,
+    /// Forward only: layer 0 reads its `d_local` per-row inputs and starts from `gpre`, the group
+    /// inputs' part of the layer already computed once per group, bias included
+    /// ([`MlpParams::group_pre`]).
+    pub pre: u32,
+    pub _q: [u32; 3],
     pub sizes: [[u32; 4]; 3],
     pub woff: [[u32; 4]; 3],
     pub boff: [[u32; 4]; 3],
@@ -193,6 +198,42 @@ impl MlpParams {
                 at(&self.sizes, k).div_ceil(4) * ncb + bias
             })
             .sum()
+    }
+
+    /// The first layer's group part alone, as a one-layer MLP over the groups (nerfacto /
+    /// Instant-NGP's split of a grouped input, kernels/mlp.rs `MlpInput`): `groups` rows of the
+    /// `d_0 - d_local` group inputs (`g` bound as the per-row input, dense), through rows
+    /// `d_local..` of `W_0` (contiguous: W is row-major by input) plus `b_0`, no activation, into
+    /// `d_1`-wide rows. The forward of `self` with [`MlpParams::with_group_pre`] then starts layer
+    /// 0 from these rows: `(d_0 - d_local) x d_1` multiply-adds once per group instead of per row.
+    pub fn group_pre(&self, groups: usize) -> MlpParams {
+        let at = |a: &[[u32; 4]; 3], k: usize| a[k / 4][k % 4];
+        let (d0, d1, dl) = (at(&self.sizes, 0), at(&self.sizes, 1), self.d_local);
+        let dg = d0 - dl;
+        let mut p = MlpParams {
+            n: groups as u32,
+            layers: 1,
+            a_stride: self.g_stride,
+            a_off: 0,
+            d_local: dg,
+            g_rows: 1,
+            out_stride: d1,
+            ..Default::default()
+        };
+        put(&mut p.sizes, 0, dg);
+        put(&mut p.sizes, 1, d1);
+        put(&mut p.woff, 0, at(&self.woff, 0) + dl * d1);
+        put(&mut p.boff, 0, at(&self.boff, 0));
+        p.nparams = dg * d1;
+        p.groups = 1;
+        p.rpg = p.n;
+        p
+    }
+
+    /// The forward starting layer 0 from [`MlpParams::group_pre`]'s rows (`gpre`).
+    pub fn with_group_pre(mut self) -> Self {
+        self.pre = 1;
+        self
     }
 
     /// The backward's input-gradient addressing: per-row part at `dx[r * stride + off + i]`, and
@@ -644,6 +685,7 @@ pub mod launch {
             out: &'a GpuBuffer,
             cache: &'a GpuBuffer,
             wt: &'a GpuBuffer,
+            gpre: &'a GpuBuffer,
         } + views { params4 = params }
         /// `mlp_bwd_data`: every layer's dY and the input gradients (weights from the forward's
         /// transposed copy `wt`).
@@ -883,6 +925,7 @@ mod tests {
                 nparams,
                 rpg,
                 groups,
+                pre,
                 sizes,
                 woff,
                 boff,
@@ -989,7 +1032,7 @@ mod tests {
     #[test]
     fn parameter_blocks_have_the_wgsl_sizes() {
         // Sizes of the WGSL structs (16-byte multiples; arrays of vec4 at 16-byte stride).
-        assert_eq!(std::mem::size_of::<MlpParams>(), 80 + 5 * 48);
+        assert_eq!(std::mem::size_of::<MlpParams>(), 96 + 5 * 48);
         assert_eq!(std::mem::size_of::<CamParams>(), 128);
         assert_eq!(std::mem::size_of::<EquiParams>(), 96);
         assert_eq!(std::mem::size_of::<SampleParams>(), 48);

@@ -132,10 +132,58 @@ fn mlp_forward_matches_cpu_dense_grouped_and_odd() {
             out: &ob,
             cache: &cb,
             wt: &wtb,
+            gpre: &up(&g, &[0.0]),
         }
         .run(&k, Grid::Groups(mlp_groups(&g, c.n, SHAPE.tile)));
         let gpu = read(&g, &ob, cpu.len());
         assert_close(&format!("mlp fwd {case:?}"), &gpu, &cpu, 1e-5);
+        if case == Case::Grouped {
+            // The first layer split as the colour head runs it: the group part once per group
+            // (a one-layer pass over the groups), then the rows from it.
+            let groups = c.n / c.io.g_rows as usize;
+            let pre = p.group_pre(groups);
+            let preb = out(&g, groups * c.cfg.sizes[1]);
+            launch::MlpFwd {
+                p: &g.uniform("pre", &pre).unwrap(),
+                params: &pb,
+                a: &gb,
+                g: &gb,
+                out: &preb,
+                cache: &out(&g, 4),
+                wt: &out(&g, 4),
+                gpre: &up(&g, &[0.0]),
+            }
+            .run(&k, Grid::Groups(mlp_groups(&g, groups, SHAPE.tile)));
+            // Against the CPU in f64: row g of the pass is b_0 + x_g W_0[d_local..].
+            let lo = &c.cfg.layer_offsets()[0];
+            let (dl, dg, w1) = (c.io.d_local as usize, pre.d_local as usize, c.cfg.sizes[1]);
+            let got = read(&g, &preb, groups * w1);
+            let want: Vec<f32> = (0..groups * w1)
+                .map(|q| {
+                    let (gi, j) = (q / w1, q % w1);
+                    let mut s = params[lo.bias.unwrap() + j] as f64;
+                    for i in 0..dg {
+                        s += c.g[gi * dg + i] as f64 * params[lo.weight + (dl + i) * w1 + j] as f64;
+                    }
+                    s as f32
+                })
+                .collect();
+            assert_close("mlp group pre-pass", &got, &want, 1e-5);
+            let ob2 = out(&g, c.n * c.cfg.output_dim());
+            launch::MlpFwd {
+                p: &g.uniform("p split", &p.with_group_pre()).unwrap(),
+                params: &pb,
+                a: &ab,
+                g: &gb,
+                out: &ob2,
+                cache: &out(&g, c.n * p.hw as usize),
+                wt: &out(&g, transposed_weights_len(&c.cfg)),
+                gpre: &preb,
+            }
+            .run(&k, Grid::Groups(mlp_groups(&g, c.n, SHAPE.tile)));
+            let split = read(&g, &ob2, cpu.len());
+            assert_close("mlp fwd, first layer split", &split, &cpu, 1e-5);
+        }
         // The transposed weights for the backward: every layer's W^T, rows padded with zeros to a
         // multiple of 4, exactly.
         let want_wt = transposed(&c.cfg, &params);
@@ -215,6 +263,7 @@ fn mlp_forward_writes_transposed_weights_from_a_small_grid() {
         out: &out(&g, n * 3),
         cache: &out(&g, n * p.hw as usize),
         wt: &wtb,
+        gpre: &up(&g, &[0.0]),
     }
     .run(&k, Grid::Groups(grid));
     assert_eq!(read(&g, &wtb, want.len()), want);
@@ -346,6 +395,7 @@ impl GpuMlpRun<'_> {
             out: &yb,
             cache: &cb,
             wt: &wtb,
+            gpre: &up(g, &[0.0]),
         }
         .run(k, Grid::Groups(mlp_groups(g, c.n, k.shape.tile)));
         let db = up(g, self.d_out);
