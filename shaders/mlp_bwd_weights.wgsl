@@ -8,6 +8,8 @@
 // bias in blocks of 4 outputs (kernels.rs MlpParams::weight_tiles counts them); blocks at a
 // layer's edge are partial. partial[y * P + param] = its sum over those rows, in row order.
 // reduce_partials then adds the G partials in a fixed order, so the result is deterministic.
+// Blocks of a grouped input's shared features (layer 0, inputs past d_local: the colour head's
+// per-ray features) sum dY per group and take one product per group.
 // A row's 4 activations and 4 dY values are one 16-byte load each (`a4`, `cache4`, `dy4v`: the same
 // buffers as `a`, `cache`, `dy`) where the block is whole (the host pads `hoff`, `dyoff`, `hw` and
 // `dyw` to multiples of 4; the per-row input must be aligned itself); else scalar loads.
@@ -89,28 +91,51 @@ fn mlp_bwd_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     if (k == 0u) {
         x_vec = x_vec && i0 + 4u <= p.d_local && ((p.a_stride | p.a_off) & 3u) == 0u;
     }
-    for (var r = r_begin; r < r_end; r++) {
-        var x = vec4<f32>(0.0);
-        if (x_vec) {
-            if (k == 0u) {
-                x = a4[(r * p.a_stride + p.a_off + i0) >> 2u];
-            } else {
-                x = vec4<f32>(cache4[(r * p.hw + ho(k - 1u) + i0) >> 2u]);
+    if (k == 0u && i0 >= p.d_local && p.g_rows > 1u) {
+        // A block of group inputs (the colour head's per-ray features): constant over a group's
+        // rows, so dY is summed over the group's rows in this row group first, then one outer
+        // product per group, x_g^T (sum dY): g_rows times fewer products, as the CPU twin.
+        var r = r_begin;
+        loop {
+            if (r >= r_end) { break; }
+            let grp = r / p.g_rows;
+            let r_stop = min((grp + 1u) * p.g_rows, r_end);
+            var ds = vec4<f32>(0.0);
+            for (; r < r_stop; r++) { ds += dy4(r, k, j0, nj); }
+            var x = vec4<f32>(0.0);
+            for (var e = 0u; e < 4u; e++) {
+                if (e >= ni) { break; }
+                x[e] = g[grp * p.g_stride + i0 + e - p.d_local];
             }
-        } else {
-            for (var e = 0u; e < ni; e++) {
+            acc[0] += x.x * ds;
+            acc[1] += x.y * ds;
+            acc[2] += x.z * ds;
+            acc[3] += x.w * ds;
+        }
+    } else {
+        for (var r = r_begin; r < r_end; r++) {
+            var x = vec4<f32>(0.0);
+            if (x_vec) {
                 if (k == 0u) {
-                    x[e] = x_in(r, i0 + e);
+                    x = a4[(r * p.a_stride + p.a_off + i0) >> 2u];
                 } else {
-                    x[e] = f32(cache[r * p.hw + ho(k - 1u) + i0 + e]);
+                    x = vec4<f32>(cache4[(r * p.hw + ho(k - 1u) + i0) >> 2u]);
+                }
+            } else {
+                for (var e = 0u; e < ni; e++) {
+                    if (k == 0u) {
+                        x[e] = x_in(r, i0 + e);
+                    } else {
+                        x[e] = f32(cache[r * p.hw + ho(k - 1u) + i0 + e]);
+                    }
                 }
             }
+            let d = dy4(r, k, j0, nj);
+            acc[0] += x.x * d;
+            acc[1] += x.y * d;
+            acc[2] += x.z * d;
+            acc[3] += x.w * d;
         }
-        let d = dy4(r, k, j0, nj);
-        acc[0] += x.x * d;
-        acc[1] += x.y * d;
-        acc[2] += x.z * d;
-        acc[3] += x.w * d;
     }
     let w0 = wo(k);
     // Constant trip count, early exit: acc stays in registers (a run-time index would not).
