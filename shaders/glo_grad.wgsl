@@ -1,19 +1,22 @@
-// glo_grad.wgsl: the GLO latents' gradient (CPU twin: model.rs backward's d_latent and train.rs's
-// scatter into the latent table): the colour head's input gradient of the latent columns, summed
-// over the ray's n samples, is added to row latent_idx[ray] of `grad`.
-// One workgroup of 64 per ray (flat workgroup index on a 2-D grid): per four latent columns (a
-// vec4), invocation l sums the contiguous chunk [l c, (l + 1) c) of the samples, c = ceil(n / 64),
-// a fixed-order tree reduction in workgroup memory joins the chunks and invocation 0 scatters the
-// sums (one grad_add per ray and column, as before). The per-ray sum is deterministic; the
-// scatter's order across rays of one photo is not (atomics).
+// glo_grad.wgsl: the GLO latents' gradient (CPU twin: kernels/mlp.rs mlp_backward_grouped's group
+// input gradient and train.rs's scatter into the latent table): the colour head's first-layer dY
+// summed over the ray's n samples, times the latent rows of W_0 (the latent is a per-ray input:
+// d latent = (sum_s dY_0[s]) W_0[latent rows]^T, once per ray instead of per sample), added to row
+// latent_idx[ray] of `grad`.
+// One workgroup of 64 per ray (flat workgroup index on a 2-D grid): per chunk of 64 first-layer
+// outputs, invocation l sums output column l over the samples in sample order into workgroup
+// memory; then invocation l accumulates latent columns l, l + 64, ... (at most 256) from the chunk
+// and W_0 in output order, and scatters them (one grad_add per ray and column). The per-ray sums
+// are deterministic; the scatter's order across rays of one photo is not (atomics).
 
 @group(0) @binding(0) var<uniform> p: GloParams;
 @group(0) @binding(1) var<storage, read> latent_idx: array<u32>;
-@group(0) @binding(2) var<storage, read> dxg: array<f32>;
-@group(0) @binding(3) var<storage, read_write> grad: array<GradWord>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read> params: array<f32>;
+@group(0) @binding(4) var<storage, read_write> grad: array<GradWord>;
 
 const GG_WG: u32 = 64u;
-var<workgroup> gg_red: array<vec4<f32>, 64>;
+var<workgroup> gg_dy: array<f32, 64>;
 
 @compute @workgroup_size(64)
 fn glo_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -22,7 +25,7 @@ fn glo_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     // shows in the outputs, as it would on a device whose workgroup memory holds garbage.
     if (POISON_WG) {
         for (var q = lid; q < 64u; q += 64u) {
-            gg_red[q] = vec4<f32>(wg_nan());
+            gg_dy[q] = wg_nan();
         }
         workgroupBarrier();
     }
@@ -35,31 +38,33 @@ fn glo_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     // (no early return: it is not uniform, the barriers must stay so).
     let valid = p.gd == 0u || li < arrayLength(&grad) / p.gd;
     let n = p.n;
-    let c = (n + GG_WG - 1u) / GG_WG;
-    let r0 = min(lid * c, n);
-    let r1 = min(r0 + c, n);
-    // Four latent columns at a time (one vec4 per invocation): a quarter of the barriers, each
-    // column summed in the same order as alone.
-    for (var j0 = 0u; j0 < p.gd; j0 += 4u) {
-        var part = vec4<f32>(0.0);
-        for (var r = r0; r < r1; r++) {
-            let row = (ray * n + r) * p.gd;
-            for (var k = 0u; k < 4u; k++) {
-                if (j0 + k < p.gd) { part[k] += dxg[row + j0 + k]; }
-            }
+    let d1 = p.d1;
+    // Latent columns lid + 64 q, q < 4 (constant trip, early exit: registers).
+    var acc = vec4<f32>(0.0);
+    for (var jc = 0u; jc < d1; jc += GG_WG) {
+        let j = jc + lid;
+        var s = 0.0;
+        if (j < d1) {
+            for (var q = 0u; q < n; q++) { s += dy[(ray * n + q) * p.dyw + j]; }
         }
-        gg_red[lid] = part;
+        gg_dy[lid] = s;
         workgroupBarrier();
-        for (var off = GG_WG / 2u; off > 0u; off >>= 1u) {
-            if (lid < off) { gg_red[lid] = gg_red[lid] + gg_red[lid + off]; }
-            workgroupBarrier();
-        }
-        if (lid == 0u && valid) {
-            let sum = gg_red[0];
-            for (var k = 0u; k < 4u; k++) {
-                if (j0 + k < p.gd) { grad_add(li * p.gd + j0 + k, sum[k]); }
-            }
+        let nj = min(GG_WG, d1 - jc);
+        for (var q = 0u; q < 4u; q++) {
+            let c = lid + q * GG_WG;
+            if (c >= p.gd) { break; }
+            let w = p.w_lat + c * d1 + jc;
+            var a = acc[q];
+            for (var jj = 0u; jj < nj; jj++) { a += gg_dy[jj] * params[w + jj]; }
+            acc[q] = a;
         }
         workgroupBarrier();
+    }
+    if (valid) {
+        for (var q = 0u; q < 4u; q++) {
+            let c = lid + q * GG_WG;
+            if (c >= p.gd) { break; }
+            grad_add(li * p.gd + c, acc[q]);
+        }
     }
 }

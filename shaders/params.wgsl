@@ -13,7 +13,16 @@ struct AdamStep { b1: f32, b2: f32, eps: f32, step_size: f32, inv_sqrt_bc2: f32,
 struct CompParams { n_rays: u32, n: u32, pix0: u32, pack: u32, npix: u32, _p0: u32, _p1: u32, _p2: u32 }
 
 // glo_grad.wgsl
-struct GloParams { n_rays: u32, n: u32, gd: u32, _p0: u32 }
+struct GloParams {
+    n_rays: u32,
+    n: u32,
+    gd: u32,           // latent columns (at most 256)
+    dyw: u32,          // row length of the colour head's dy (its layer 0 at columns 0..d1)
+    d1: u32,           // the colour head's first layer width
+    w_lat: u32,        // offset of W_0's first latent row in the colour head's parameters
+    _p0: u32,
+    _p1: u32,
+}
 
 // hash_fwd.wgsl, hash_bwd.wgsl
 struct HashParams {

@@ -502,15 +502,9 @@ impl Batch {
         // columns of the group input.
         let gidx = m.idx_grid();
         let cdy = storage(g, "colour dy", ns * cp.dyw as usize)?;
-        let dxg = storage(g, "d latent rows", ns * gd.max(1))?;
-        let cpb = cp.with_dx(
-            (1 + GEO_DIM) as u32,
-            1,
-            (gd > 0).then_some((
-                crate::encoding::DIR_DIM as u32,
-                (crate::encoding::DIR_DIM + gd) as u32,
-            )),
-        );
+        // The latents' gradient is glo_grad's, from dY_0 summed per ray: no per-sample columns.
+        let dxg = dummy("no colour dxg")?;
+        let cpb = cp.with_dx((1 + GEO_DIM) as u32, 1, None);
         kb.push(
             &mut bwd,
             cpb,
@@ -527,6 +521,8 @@ impl Batch {
             },
         )?;
         if gd > 0 {
+            let ccfg = cfg.color_mlp();
+            let d1 = ccfg.sizes[1];
             let u = uniform(
                 g,
                 "glo params",
@@ -534,14 +530,20 @@ impl Batch {
                     n_rays: cap as u32,
                     n: nn as u32,
                     gd: gd as u32,
-                    _p: 0,
+                    dyw: cp.dyw,
+                    d1: d1 as u32,
+                    w_lat: (ccfg.layer_offsets()[0].weight
+                        + (GEO_DIM + crate::encoding::DIR_DIM) * d1)
+                        as u32,
+                    _p: [0; 2],
                 },
             )?;
             bwd.push(
                 launch::GloGrad {
                     p: &u,
                     latent_idx,
-                    dxg: &dxg,
+                    dy: &cdy,
+                    params: &m.params[gidx + 2],
                     grad: &grads[m.idx_glo()],
                 }
                 .dispatch(k, Grid::Groups(ray_groups(g, cap)))

@@ -329,9 +329,19 @@ pub struct IlParams {
 pub struct GloParams {
     pub n_rays: u32,
     pub n: u32,
+    /// Latent columns (at most [`MAX_GLO_DIM`]).
     pub gd: u32,
-    pub _p: u32,
+    /// Row length of the colour head's `dy` (its layer 0 at columns `0..d1`).
+    pub dyw: u32,
+    /// The colour head's first layer width.
+    pub d1: u32,
+    /// Offset of the first latent row of W_0 in the colour head's parameters.
+    pub w_lat: u32,
+    pub _p: [u32; 2],
 }
+
+/// Most latent columns `glo_grad` takes (four per invocation of its 64).
+pub const MAX_GLO_DIM: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -765,7 +775,8 @@ pub mod launch {
         GloGrad {
             p: &'a GpuBuffer,
             latent_idx: &'a GpuBuffer,
-            dxg: &'a GpuBuffer,
+            dy: &'a GpuBuffer,
+            params: &'a GpuBuffer,
             grad: &'a GpuBuffer,
         }
         /// `loss_reduce`: the step's losses added to the running metrics.
@@ -881,7 +892,14 @@ mod tests {
                 pack,
                 npix
             }),
-            mirror!(GloParams { n_rays, n, gd }),
+            mirror!(GloParams {
+                n_rays,
+                n,
+                gd,
+                dyw,
+                d1,
+                w_lat
+            }),
             mirror!(HashParams {
                 n,
                 levels,

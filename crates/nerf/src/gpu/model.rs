@@ -116,6 +116,13 @@ impl GpuModel {
         if cfg.color_in() - GEO_DIM == 0 {
             return Err(NerfError::Gpu("colour head without per-ray inputs".into()));
         }
+        if cfg.glo_dim > super::kernels::MAX_GLO_DIM {
+            return Err(NerfError::Gpu(format!(
+                "[train] glo_dim = {} is more than the GPU back end's {} latent columns",
+                cfg.glo_dim,
+                super::kernels::MAX_GLO_DIM
+            )));
+        }
         let shape = mlp_shape(cfg, &gpu).map_err(NerfError::Gpu)?;
         let k = Kernels::new(gpu.clone(), gpu.atomic_mode(), shape);
         let params = model

@@ -7,7 +7,8 @@ use super::*;
 fn glo_scatter_loss_reduce_norm_and_adam_match_cpu() {
     let Some(g) = test_gpu() else { return };
     let mut r = rng(8);
-    // GLO gradient: per-row latent-column gradients summed per ray, scattered by photo, both paths.
+    // GLO gradient: the colour head's dY_0 summed per ray times W_0's latent rows, scattered by
+    // photo, both paths.
     let (rays, n) = (70usize, 6usize);
     glo_grad_case(&g, &mut r, rays, n, 4, 5, 1e-5);
     let k = ks(&g, g.atomic_mode());
@@ -200,13 +201,18 @@ fn glo_grad_chunked_sample_counts() {
         // Many rays per photo (up to ~9400 at the large count): the scatter's atomic order and
         // the f32 accumulation over thousands of ray sums, against an f64 sum of the rays.
         let tol = if rays > 1000 { 1e-4 } else { 1e-5 };
-        // Six columns: two vec4 column groups, the second partial.
         glo_grad_case(&g, &mut r, rays, n, 6, 7, tol);
     }
+    // More latent columns than invocations (three per invocation for some), the most it takes.
+    eprintln!("37 rays x 5 samples, 130 and 256 latent columns");
+    glo_grad_case(&g, &mut r, 37, 5, 130, 3, 1e-5);
+    glo_grad_case(&g, &mut r, 37, 5, MAX_GLO_DIM, 3, 1e-5);
 }
 
 /// `glo_grad` on `rays` random rays of `n` samples and `gd` latent columns scattered into `photos`
-/// rows, on both atomic paths, against the CPU's per-ray f32 sums added up in f64, within `tol`.
+/// rows, on both atomic paths, against the CPU in f64 (per ray: dY_0 summed over the samples, times
+/// W_0's latent rows), within `tol`. A 70-wide first layer (a second chunk of 6 outputs), `dy` rows
+/// wider than it, the latent rows at an unaligned offset.
 fn glo_grad_case(
     g: &Arc<Gpu>,
     r: &mut ChaCha8Rng,
@@ -216,16 +222,23 @@ fn glo_grad_case(
     photos: usize,
     tol: f64,
 ) {
-    let dxg = rand_vec(r, rays * n * gd, -1.0, 1.0);
+    let (d1, dyw, w_lat) = (70usize, 76usize, 13usize);
+    let dy = rand_vec(r, rays * n * dyw, -1.0, 1.0);
+    let params = rand_vec(r, w_lat + gd * d1 + 5, -1.0, 1.0);
     let idx: Vec<u32> = (0..rays)
         .map(|_| r.random_range(0..photos as u32))
         .collect();
     let g0 = rand_vec(r, photos * gd, -0.1, 0.1);
     let mut cpu: Vec<f64> = g0.iter().map(|&x| x as f64).collect();
     for i in 0..rays {
-        for j in 0..gd {
-            let s: f32 = (0..n).map(|q| dxg[(i * n + q) * gd + j]).sum();
-            cpu[idx[i] as usize * gd + j] += s as f64;
+        let sums: Vec<f64> = (0..d1)
+            .map(|j| (0..n).map(|q| dy[(i * n + q) * dyw + j] as f64).sum())
+            .collect();
+        for c in 0..gd {
+            let s: f64 = (0..d1)
+                .map(|j| sums[j] * params[w_lat + c * d1 + j] as f64)
+                .sum();
+            cpu[idx[i] as usize * gd + c] += s;
         }
     }
     let cpu: Vec<f32> = cpu.iter().map(|&x| x as f32).collect();
@@ -239,14 +252,18 @@ fn glo_grad_case(
             n_rays: rays as u32,
             n: n as u32,
             gd: gd as u32,
-            _p: 0,
+            dyw: dyw as u32,
+            d1: d1 as u32,
+            w_lat: w_lat as u32,
+            _p: [0; 2],
         };
         let u = g.uniform("p", &p).unwrap();
-        let (ib, db, gb) = (up(g, &idx), up(g, &dxg), up(g, &g0));
+        let (ib, db, pb, gb) = (up(g, &idx), up(g, &dy), up(g, &params), up(g, &g0));
         launch::GloGrad {
             p: &u,
             latent_idx: &ib,
-            dxg: &db,
+            dy: &db,
+            params: &pb,
             grad: &gb,
         }
         .run(&k, Grid::Groups(ray_groups(g, rays)));
