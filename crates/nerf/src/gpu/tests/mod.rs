@@ -306,3 +306,17 @@ fn f16_activations_where_offered_unless_turned_off() {
     assert_eq!(Act::F16.words(5), 3);
     assert_eq!(Act::F32.words(5), 5);
 }
+
+/// `glo_grad` takes at most 256 latent columns: a larger `glo_dim` is refused before any kernel
+/// runs, naming the key.
+#[test]
+fn gpu_model_refuses_more_latent_columns_than_glo_grad_takes() {
+    let Some(g) = test_gpu() else { return };
+    let m = random_model_amp(1, crate::gpu::kernels::MAX_GLO_DIM + 1, 2, 0.1);
+    let e = crate::gpu::model::GpuModel::new(g.clone(), &m)
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("glo_dim = 257"), "{e}");
+    let m = random_model_amp(1, crate::gpu::kernels::MAX_GLO_DIM, 2, 0.1);
+    assert!(crate::gpu::model::GpuModel::new(g, &m).is_ok());
+}
