@@ -5,9 +5,10 @@
 //! Counted: the MLPs' multiply-adds (forward, the backward through the activations, the weight
 //! gradients; 2 FLOPs each; the colour head's per-ray inputs once per ray, as the CPU kernels
 //! split its first layer), the hash grids' trilinear corner reads (forward) and gradient adds
-//! (backward), and the optimiser's bytes (the gradient norm reads every gradient, Adam reads
-//! parameter, gradient and both moments and writes them back, the gradient as zero: 36 bytes per
-//! parameter and step, most of them the hash tables'). Not counted, being small beside them at
+//! (backward), and the optimiser's bytes (Adam reads parameter, gradient and both moments and
+//! writes them back, the gradient as zero: 32 bytes per parameter and step, most of them the hash
+//! tables'; the gradient norm's read of every gradient, 4 more, only where it clips,
+//! `grad_max_norm` > 0, off by default, or on a step whose metrics are read). Not counted, being small beside them at
 //! the defaults: biases, ReLUs, the per-ray sampling, compositing and losses. The HashGrid
 //! backbone only (the GPU back end's).
 
@@ -29,13 +30,13 @@ pub struct StepCost {
     pub hash_grad_adds: f64,
     /// Parameters (all buffers).
     pub params: f64,
-    /// Bytes the gradient norm and Adam move: 36 per parameter.
+    /// Bytes Adam moves: 32 per parameter.
     pub optimizer_bytes: f64,
 }
 
-/// Bytes per parameter and step of the gradient norm (read g) and Adam (read p, g, m, v; write
-/// p, m, v and g = 0), all f32.
-pub const OPTIMIZER_BYTES_PER_PARAM: f64 = 36.0;
+/// Bytes per parameter and step of Adam (read p, g, m, v; write p, m, v and g = 0), all f32. The
+/// global gradient norm (read g) is left out: it runs only to clip or for a step's metrics.
+pub const OPTIMIZER_BYTES_PER_PARAM: f64 = 32.0;
 
 /// How an MLP's input rows are made: the first `d_local` inputs vary per row, the rest are shared
 /// by runs of `group_rows` rows (the colour head: 15 geometry features per sample, the direction,
@@ -187,7 +188,7 @@ mod tests {
         assert_eq!(c.hash_corner_reads, 128.0 * 8.0 * 5.0 + 32.0 * 8.0 * 16.0);
         assert_eq!(c.hash_grad_adds, 2.0 * c.hash_corner_reads);
         // The parameters: the hash tables dominate (16 NeRF levels of 2^19 entries x 2 features,
-        // 10 proposal levels of at most 2^17); the optimiser then moves 0.7 GB per step, batch or
+        // 10 proposal levels of at most 2^17); the optimiser then moves 0.6 GB per step, batch or
         // no batch.
         let nerf_tables = 16.0 * (1u64 << 20) as f64;
         assert!(
@@ -195,7 +196,7 @@ mod tests {
             "{}",
             c.params
         );
-        assert_eq!(c.optimizer_bytes, 36.0 * c.params);
+        assert_eq!(c.optimizer_bytes, 32.0 * c.params);
         // Linear in the batch.
         let c2 = StepCost::training(&cfg, 2048);
         assert_eq!(c2.mlp_flops, 2048.0 * c.mlp_flops);

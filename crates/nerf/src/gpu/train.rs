@@ -6,7 +6,8 @@
 //! uploaded once ([`super::sampler`]; the same draws as the CPU's `step_batch`), or, when the
 //! photos do not fit the device or for the tests' and benchmarks' own batches, uploaded with
 //! queue writes; then forward, backward, the global gradient norm (partial sums and a
-//! fixed-order final sum, which also yields the clip factor) and fused Adam on every buffer. Nothing
+//! fixed-order final sum, which also yields the clip factor; only where it clips or on a step
+//! whose metrics are read, else Adam keeps the factor 1) and fused Adam on every buffer. Nothing
 //! is read back per step: the losses accumulate on the device and are copied out every
 //! `metrics_every` steps, parameters and Adam moments when a checkpoint is due (the driver's
 //! `checkpoint_seconds` / `checkpoint_every`), both mapped asynchronously and collected while later
@@ -55,7 +56,13 @@ pub struct GpuTrainer {
     pub batch: Batch,
     m1: Vec<GpuBuffer>,
     m2: Vec<GpuBuffer>,
-    opt: Vec<Dispatch>,
+    /// The global gradient norm (`sq_norm` per chunk, `sq_norm_final`): every step when it clips
+    /// the gradients, else only on the steps whose metrics are read (their `grad_norm`).
+    norm: Vec<Dispatch>,
+    /// Whether the norm clips the gradients (`[train] grad_max_norm` > 0).
+    clip: bool,
+    /// Adam over every parameter chunk (reads the clip factor the norm left: 1 when not clipping).
+    adam: Vec<Dispatch>,
     u_step: GpuBuffer,
     adam_cfg: AdamConfig,
     /// Adam steps taken (`t` of the last update).
@@ -151,7 +158,7 @@ impl GpuTrainer {
         rec.clear(&train.metrics);
         rec.submit();
         // Global norm: partial sums per chunk, then one fixed-order sum (and the clip factor).
-        let mut opt = Vec::new();
+        let mut norm = Vec::new();
         let mut parts = 0usize;
         let mut sq_jobs = Vec::new();
         for (i, p) in m.params.iter().enumerate() {
@@ -174,7 +181,7 @@ impl GpuTrainer {
                     },
                 )
                 .map_err(gpu_err)?;
-            opt.push(
+            norm.push(
                 launch::SqNorm {
                     p: &u,
                     x: train.grads[i].range(4 * off as u64, 4 * len as u64),
@@ -184,7 +191,10 @@ impl GpuTrainer {
                 .map_err(gpu_err)?,
             );
         }
+        // [norm, clip factor]: the factor 1 until a norm is computed (a step without one keeps
+        // the last: 1 when not clipping).
         let normbuf = g.storage_len("norm", 2).map_err(gpu_err)?;
+        g.write(&normbuf, 0, &[0.0f32, 1.0]);
         let u = g
             .uniform(
                 "norm params",
@@ -197,7 +207,7 @@ impl GpuTrainer {
                 },
             )
             .map_err(gpu_err)?;
-        opt.push(
+        norm.push(
             launch::SqNormFinal {
                 p: &u,
                 partial: &partial,
@@ -210,6 +220,7 @@ impl GpuTrainer {
         let u_step = g
             .uniform("adam step", &AdamStep::default())
             .map_err(gpu_err)?;
+        let mut adam = Vec::new();
         for &(i, off, len, _) in &sq_jobs {
             let ul = g
                 .uniform(
@@ -221,7 +232,7 @@ impl GpuTrainer {
                 )
                 .map_err(gpu_err)?;
             let (o, n) = (4 * off as u64, 4 * len as u64);
-            opt.push(
+            adam.push(
                 launch::Adam {
                     pl: &ul,
                     ps: &u_step,
@@ -240,7 +251,9 @@ impl GpuTrainer {
             batch,
             m1,
             m2,
-            opt,
+            norm,
+            clip: cfg.grad_max_norm > 0.0,
+            adam,
             u_step,
             adam_cfg: ADAM,
             adam_step: adams.first().map(|a| a.step).unwrap_or(0),
@@ -326,6 +339,7 @@ impl GpuTrainer {
             0,
             lr,
             train_frac,
+            false,
             |_, _| {},
         );
     }
@@ -333,16 +347,18 @@ impl GpuTrainer {
     /// [`GpuTrainer::step`] on the batch of step `step` drawn on the device (after
     /// [`GpuTrainer::sample_on_device`]).
     pub fn step_sampled(&mut self, step: usize, lr: f64, train_frac: f32) {
-        self.step_with(None, step, lr, train_frac, |_, _| {});
+        self.step_with(None, step, lr, train_frac, false, |_, _| {});
     }
 
-    /// One step on `batch`, or (`None`) on step `step`'s batch drawn on the device.
+    /// One step on `batch`, or (`None`) on step `step`'s batch drawn on the device; the gradient
+    /// norm is computed when it clips or `want_norm` (a step whose metrics are read).
     fn step_with(
         &mut self,
         batch: Option<HostBatch<'_>>,
         step: usize,
         lr: f64,
         train_frac: f32,
+        want_norm: bool,
         extra: impl FnOnce(&mut Recorder, &GpuTrainer),
     ) {
         let g = self.model.gpu().clone();
@@ -381,7 +397,12 @@ impl GpuTrainer {
         }
         self.batch.record_forward(&mut rec);
         self.batch.record_backward(&mut rec);
-        for d in &self.opt {
+        if self.clip || want_norm {
+            for d in &self.norm {
+                d.record(&mut rec);
+            }
+        }
+        for d in &self.adam {
             d.record(&mut rec);
         }
         extra(&mut rec, self);
@@ -417,29 +438,36 @@ impl GpuTrainer {
     ) {
         let mut rb = None;
         let mut ck = None;
-        self.step_with(batch, step, lr, train_frac, |rec, me| {
-            let t = me.batch.train.as_ref().expect("training batch");
-            if metrics_at.is_some() {
-                rb = Some(rec.read_back(&t.metrics, 0, 32));
-                rec.clear(&t.metrics);
-            }
-            if let Some(meta) = checkpoint {
-                let read = |rec: &mut Recorder, v: &[GpuBuffer], lens: &[usize]| {
-                    v.iter()
-                        .zip(lens)
-                        .map(|(b, &n)| rec.read_back(b, 0, 4 * n.max(1) as u64))
-                        .collect::<Vec<_>>()
-                };
-                let lens = &me.host_lens;
-                ck = Some(PendingCheckpoint {
-                    params: read(rec, &me.model.params, lens),
-                    m: read(rec, &me.m1, lens),
-                    v: read(rec, &me.m2, lens),
-                    sub: None,
-                    meta,
-                });
-            }
-        });
+        self.step_with(
+            batch,
+            step,
+            lr,
+            train_frac,
+            metrics_at.is_some(),
+            |rec, me| {
+                let t = me.batch.train.as_ref().expect("training batch");
+                if metrics_at.is_some() {
+                    rb = Some(rec.read_back(&t.metrics, 0, 32));
+                    rec.clear(&t.metrics);
+                }
+                if let Some(meta) = checkpoint {
+                    let read = |rec: &mut Recorder, v: &[GpuBuffer], lens: &[usize]| {
+                        v.iter()
+                            .zip(lens)
+                            .map(|(b, &n)| rec.read_back(b, 0, 4 * n.max(1) as u64))
+                            .collect::<Vec<_>>()
+                    };
+                    let lens = &me.host_lens;
+                    ck = Some(PendingCheckpoint {
+                        params: read(rec, &me.model.params, lens),
+                        m: read(rec, &me.m1, lens),
+                        v: read(rec, &me.m2, lens),
+                        sub: None,
+                        meta,
+                    });
+                }
+            },
+        );
         if let (Some(rb), Some(at)) = (rb, metrics_at) {
             self.metrics.push_back((rb, at));
         }

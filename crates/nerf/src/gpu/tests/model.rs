@@ -141,4 +141,28 @@ fn one_training_step_matches_cpu_gradients() {
             assert_eq!(gpu[k], again[k], "{name} not repeatable");
         }
     }
+    // A step whose metrics are not read skips the gradient norm (not clipping): Adam must still
+    // apply the whole update (clip factor 1). Adam's first step moves every parameter with a
+    // gradient by lr (m / sqrt(v) = sign g), so each buffer moves as far as the CPU's update.
+    let lr = 1e-3;
+    tr.step(&rays, &target, &idx, &jitter, lr, train_frac);
+    let (after, _) = tr.download().unwrap();
+    for (k, name) in model.names.iter().enumerate() {
+        let moved = |p: &[f32]| -> f64 {
+            p.iter()
+                .zip(&model.params[k])
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
+        let mut want = model.params[k].clone();
+        let mut a = Adam::new(want.len(), crate::train::ADAM);
+        a.update(&mut want, &cpu[k], lr as f32);
+        let (got, exp) = (moved(&after.params[k]), moved(&want));
+        eprintln!("first step moved {name}: GPU {got:.4e}, CPU {exp:.4e}");
+        assert!(
+            exp > 0.0 && (got / exp - 1.0).abs() < 0.05,
+            "{name}: {got} vs {exp}"
+        );
+    }
 }
