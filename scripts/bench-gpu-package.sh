@@ -8,6 +8,8 @@
 #   .gl/*.deb                   the Vulkan and GL loaders NVIDIA's driver needs (Debian bookworm
 #                               libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2:
 #                               its Vulkan ICD links libGLdispatch.so.0 from libglvnd0), unpacked there
+#   .gl/vvl/*.deb               the Khronos validation layer (vulkan-validationlayers, 4.5 MB), which
+#                               bench-gpu.sh unpacks under its OUT for its validation part
 # and print the one command to run there. Everything it writes is listed in .git/info/exclude.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,16 @@ for s in fox redkitchen_every10; do
   fi
 done
 LOADERS="libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2"
+# The Khronos validation layer for the run's validation part, in a folder of its own: the device
+# command unpacks .gl/*.deb into /, bench-gpu.sh unpacks this one under its OUT.
+mkdir -p .gl/vvl
+if ! ls .gl/vvl/vulkan-validationlayers_*.deb >/dev/null 2>&1; then
+  mkdir -p /tmp/amd64/partial
+  o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+  # shellcheck disable=SC2086
+  (apt-get $o update -qq && cd .gl/vvl && apt-get $o download vulkan-validationlayers) \
+    || echo "bench-gpu-package: could not download vulkan-validationlayers; the validation part will be skipped" >&2
+fi
 missing=""
 for p in $LOADERS; do ls .gl/"${p}"_*.deb >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

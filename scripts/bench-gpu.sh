@@ -33,7 +33,8 @@
 # a column beside the default's, at 4x the batch: the per-step fixed cost and per-ray cost, and
 # the default once more: the run-to-run spread),
 # real training through the driver on the GPU (train), the synthetic venue on the GPU, 360° frames
-# on the GPU, the real captures, then the CPU parts.
+# on the GPU, the real captures, a tiny step and frame under the Vulkan validation layer, then the
+# CPU parts.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-full}
@@ -122,6 +123,53 @@ for s in $REAL_SCENES; do
     part "${s}_gpu_$b" $((b + 45)) "$BIN" venue "$s" "$b" "$DEVICE" "$OUT/${s}_gpu_$b"
   done
 done
+# Vulkan validation on this adapter's own driver (the Khronos layer, core + synchronization): a
+# tiny training step and a tiny frame with every API call, shader module and barrier checked.
+# The layer comes from .gl/vvl/ (scripts/bench-gpu-package.sh; unpacked under $OUT, not into /)
+# or the system (Debian's vulkan-validationlayers). Messages go to $OUT/validation_*.log (in the
+# logs tarball); one JSON line counts them.
+validation() {
+  local s left deb layer_dir="" lib_dir="" errors=0 warnings=0 loaded=0 ok=1 f
+  s=$(date +%s); left=$(( DEADLINE - (s - T0) - 10 ))
+  if [ "$left" -lt 25 ]; then
+    echo "bench-gpu: validation skipped: the run's DEADLINE of $DEADLINE s is reached" >&2
+    return 1
+  fi
+  deb=$(ls .gl/vvl/vulkan-validationlayers_*.deb 2>/dev/null | head -1)
+  if [ -n "$deb" ]; then
+    rm -rf "$OUT/vvl" && dpkg -x "$deb" "$OUT/vvl" || return 1
+    layer_dir="$OUT/vvl/usr/share/vulkan/explicit_layer.d"
+    lib_dir="$OUT/vvl/usr/lib/x86_64-linux-gnu"
+  elif ! ls /usr/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json >/dev/null 2>&1; then
+    echo "bench-gpu: validation skipped: no Khronos validation layer (.gl/vvl or vulkan-validationlayers)" >&2
+    return 1
+  fi
+  for what in step render; do
+    f="$OUT/validation_$what.log"
+    printf '%s\n' "khronos_validation.debug_action = VK_DBG_LAYER_ACTION_LOG_MSG" \
+      "khronos_validation.log_filename = $f" \
+      "khronos_validation.report_flags = error,warn,perf,info" \
+      "khronos_validation.enables = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT" \
+      > "$OUT/vk_layer_settings_$what.txt"
+    local args="step 256 3 tiny"
+    [ "$what" = render ] && args="render 64 1 gpu tiny"
+    # shellcheck disable=SC2086
+    if ! timeout $(( left / 2 )) env VK_LAYER_SETTINGS_PATH="$OUT/vk_layer_settings_$what.txt" \
+        VK_INSTANCE_LAYERS=VK_LAYER_KHRONOS_validation \
+        ${layer_dir:+VK_ADD_LAYER_PATH="$layer_dir"} ${lib_dir:+LD_LIBRARY_PATH="$lib_dir:${LD_LIBRARY_PATH:-}"} \
+        BENCH_NO_CPU=1 "$BIN" $args > /dev/null 2> "$OUT/validation_${what}_run.log"; then
+      ok=0
+    fi
+    errors=$(( errors + $(grep -c "Validation Error" "$f" 2>/dev/null || true) ))
+    warnings=$(( warnings + $(grep -cE "Validation (Warning|Performance Warning)" "$f" 2>/dev/null || true) ))
+    loaded=$(( loaded + $(grep -c "Khronos Validation Layer Active" "$f" 2>/dev/null || true) ))
+  done
+  printf '{"mode":"validation","runs_ok":%s,"layer_loaded":%s,"errors":%d,"warnings":%d}\n' \
+    "$([ $ok = 1 ] && echo true || echo false)" "$([ "$loaded" -gt 0 ] && echo true || echo false)" \
+    "$errors" "$warnings" >> "$RES"
+  echo "bench-gpu: validation done in $(( $(date +%s) - s )) s: $errors errors, $warnings warnings (layer loaded: $loaded runs)" >&2
+}
+validation
 for b in $CPU_BUDGETS; do
   part "synth_cpu_$b" $((b + 60)) "$BIN" venue synth "$b" cpu "$OUT/synth_cpu_$b" $SYNTH_SIZE
 done

@@ -631,6 +631,25 @@ fn table_mode(args: &[String]) {
             println!("| s per {w} 360° frame | | {v} | |");
         }
     }
+    for r in rows.iter().filter(|r| r["mode"] == "validation") {
+        let v = if r["layer_loaded"] != true {
+            "the layer did not load".to_string()
+        } else {
+            format!(
+                "{} errors, {} warnings{}",
+                r["errors"],
+                r["warnings"],
+                if r["runs_ok"] == true {
+                    ""
+                } else {
+                    " (a run failed)"
+                }
+            )
+        };
+        println!(
+            "| Vulkan validation layer (core + synchronization): a tiny training step and frame | {v} | | |"
+        );
+    }
     for r in rows.iter().filter(|r| r["mode"] == "render_baked") {
         let w = format!("{}x{}", r["width"], r["height"]);
         let v = f(&r["seconds_per_frame"], 1.0, 3)
