@@ -86,12 +86,11 @@ unregistered_keyframes = \"skip\"
         assert_eq!(s["adapter"]["atomics"], want, "{stage}: {s}");
         assert_eq!(s["adapter"]["subgroups"], gpu.caps().subgroups, "{s}");
         assert_eq!(s["adapter"]["shader_f16"], gpu.caps().shader_f16, "{s}");
-        let lanes = if gpu.caps().subgroups {
-            gpu.limits().subgroup_max_size
-        } else {
-            0
-        };
-        assert_eq!(s["adapter"]["subgroup_max_size"], lanes, "{s}");
+        assert_eq!(
+            s["adapter"]["subgroup_max_size"],
+            gpu.limits().subgroup_max_size,
+            "{s}"
+        );
         assert_eq!(s["adapter"]["runtime_checks"], gpu.runtime_checks(), "{s}");
         // How training stored its activations and scattered the grid gradients (f16 and the
         // plain scatter on lavapipe).

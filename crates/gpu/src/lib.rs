@@ -86,7 +86,8 @@ pub struct GpuLimits {
     pub max_workgroups_per_dim: u32,
     pub max_storage_buffers_per_stage: u32,
     /// The adapter's subgroup sizes (lanes), smallest and largest: NVIDIA 32, AMD 32-64,
-    /// lavapipe its vector width / 32 (8 at 256 bits; `LP_NATIVE_VECTOR_WIDTH` sets it).
+    /// lavapipe its vector width / 32 (8 at 256 bits; `LP_NATIVE_VECTOR_WIDTH` sets it); 0 when
+    /// the device was created without subgroups.
     pub subgroup_min_size: u32,
     pub subgroup_max_size: u32,
 }
@@ -330,8 +331,16 @@ impl Gpu {
             max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
             max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
-            subgroup_min_size: info.subgroup_min_size,
-            subgroup_max_size: info.subgroup_max_size,
+            subgroup_min_size: if caps.subgroups {
+                info.subgroup_min_size
+            } else {
+                0
+            },
+            subgroup_max_size: if caps.subgroups {
+                info.subgroup_max_size
+            } else {
+                0
+            },
         };
         tracing::debug!("gpu: {desc}, {caps:?}, {limits:?}");
         tracing::info!(

@@ -768,21 +768,7 @@ fn table_mode(args: &[String]) {
         .filter(|r| r["mode"] == "step" && r["gpu"]["kernels"].is_object())
         .collect();
     if let Some(first) = step_rows.first() {
-        let kernels = |r: &serde_json::Value| -> Vec<(String, f64, f64)> {
-            r["gpu"]["kernels"]
-                .as_object()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| {
-                    (
-                        k,
-                        v["ms_per_step"].as_f64().unwrap_or(0.0),
-                        v["dispatches_per_step"].as_f64().unwrap_or(0.0),
-                    )
-                })
-                .collect()
-        };
+        let kernels = |r: &serde_json::Value| kernel_times(&r["gpu"]["kernels"], "step");
         let mut ks = kernels(first);
         let other = step_rows
             .get(1)
@@ -819,19 +805,7 @@ fn table_mode(args: &[String]) {
         .iter()
         .filter(|r| r["mode"] == "render" && r["kernels"].is_object())
     {
-        let mut ks: Vec<(String, f64, f64)> = r["kernels"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k,
-                    v["ms_per_frame"].as_f64().unwrap_or(0.0),
-                    v["dispatches_per_frame"].as_f64().unwrap_or(0.0),
-                )
-            })
-            .collect();
+        let mut ks = kernel_times(&r["kernels"], "frame");
         ks.sort_by(|a, b| b.1.total_cmp(&a.1));
         let total: f64 = ks.iter().map(|k| k.1).sum();
         println!(
@@ -881,6 +855,22 @@ fn table_mode(args: &[String]) {
             f(&q["optimizer_gb_s"], 1.0, 1),
         );
     }
+}
+
+/// `(kernel, ms, dispatches)` of a `kernels` object of the JSON lines, per `unit` (`step` or
+/// `frame`: the `ms_per_<unit>` and `dispatches_per_<unit>` fields).
+fn kernel_times(kernels: &serde_json::Value, unit: &str) -> Vec<(String, f64, f64)> {
+    let (ms, n) = (format!("ms_per_{unit}"), format!("dispatches_per_{unit}"));
+    kernels
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let ms = v[&ms].as_f64().unwrap_or(0.0);
+            (k, ms, v[&n].as_f64().unwrap_or(0.0))
+        })
+        .collect()
 }
 
 /// The line `ms = fixed + per_ray x rays` through two step timings: (fixed ms, ms per ray). The

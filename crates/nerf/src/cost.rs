@@ -62,12 +62,13 @@ impl RowShape {
     }
 }
 
-/// Multiply-adds per row through `cfg` with inputs shaped as `r`: (forward, backward data, weight
-/// gradients). The first layer is split (nerfacto / Instant-NGP's grouped input): its shared
-/// inputs are multiplied once per group, in the forward (`x_g W_0[d_local..]`), the weight
-/// gradients (`x_g^T` times the group's summed dY) and their input gradients (the summed dY times
-/// `W_0[d_local..]^T`), so they count `1 / group_rows` per row.
-fn mlp_macs(cfg: &MlpConfig, r: RowShape) -> (f64, f64, f64) {
+/// Multiply-adds per row through `cfg` with inputs shaped as `r`: (forward, backward data); the
+/// weight gradients take as many as the forward (one product per weight and row). The first layer
+/// is split (nerfacto / Instant-NGP's grouped input): its shared inputs are multiplied once per
+/// group, in the forward (`x_g W_0[d_local..]`), the weight gradients (`x_g^T` times the group's
+/// summed dY) and their input gradients (the summed dY times `W_0[d_local..]^T`), so they count
+/// `1 / group_rows` per row.
+fn mlp_macs(cfg: &MlpConfig, r: RowShape) -> (f64, f64) {
     let s = &cfg.sizes;
     let all: usize = s.windows(2).map(|w| w[0] * w[1]).sum();
     let rest = (all - s[0] * s[1]) as f64;
@@ -75,7 +76,7 @@ fn mlp_macs(cfg: &MlpConfig, r: RowShape) -> (f64, f64, f64) {
     let d_group = (s[0] - r.d_local) as f64;
     let first = (r.d_local as f64 + d_group / gr) * s[1] as f64;
     let data = rest + (r.dx_local as f64 + r.dx_group as f64 / gr) * s[1] as f64;
-    (rest + first, data, rest + first)
+    (rest + first, data)
 }
 
 impl StepCost {
@@ -106,9 +107,9 @@ impl StepCost {
         // colour head: it reads the density MLP's samples).
         let mut add =
             |rows: f64, mlp: &MlpConfig, shape: RowShape, grid: Option<&HashGridConfig>| {
-                let (fwd, data, wgrad) = mlp_macs(mlp, shape);
+                let (fwd, data) = mlp_macs(mlp, shape);
                 c.mlp_fwd_flops += 2.0 * rows * fwd;
-                c.mlp_flops += 2.0 * rows * (fwd + data + wgrad);
+                c.mlp_flops += 2.0 * rows * (2.0 * fwd + data);
                 if let Some(g) = grid {
                     c.samples += rows;
                     c.hash_corner_reads += rows * 8.0 * g.levels as f64;

@@ -48,16 +48,8 @@ pub fn device_used(g: Option<&Gpu>) -> DeviceUsed {
                     .unwrap_or_default(),
                 subgroups: g.caps().subgroups,
                 shader_f16: g.caps().shader_f16,
-                subgroup_min_size: if g.caps().subgroups {
-                    g.limits().subgroup_min_size
-                } else {
-                    0
-                },
-                subgroup_max_size: if g.caps().subgroups {
-                    g.limits().subgroup_max_size
-                } else {
-                    0
-                },
+                subgroup_min_size: g.limits().subgroup_min_size,
+                subgroup_max_size: g.limits().subgroup_max_size,
                 mlp_activations: training_act(g).name().into(),
                 hash_scatter: hash_scatter(g).into(),
                 runtime_checks: g.runtime_checks(),
