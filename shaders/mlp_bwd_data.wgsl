@@ -8,7 +8,10 @@
 // transposed (`wt`, written by the forward, mlp_common.wgsl wto): per output j one 16-byte load
 // holds the 4 inputs' weights, and a warp's lanes (consecutive input blocks) read consecutive
 // vec4s; the outputs go 4 at a time with one vec4 of dY per row from workgroup memory: 64
-// multiply-adds per 8 loads.
+// multiply-adds per 8 loads. With STAGE > 0 (MlpShape::stage; FLYTHROUGH_GPU_MLP_WEIGHTS=workgroup)
+// the rows of W^T are staged in workgroup memory STAGE outputs at a time (a cooperative copy
+// between two barriers) and the register tiles read them from there: the same products in the
+// same order, so the results equal the global-memory path's.
 
 @group(0) @binding(0) var<uniform> p: MlpParams;
 @group(0) @binding(1) var<storage, read> wt: array<vec4<f32>>;
@@ -20,6 +23,8 @@
 
 // MAXW is a multiple of 4 (MlpShape), so every row of the tile starts a vec4.
 var<workgroup> sh: array<vec4<f32>, 2u * TILE * MAXW / 4u>;
+// STAGE rows of a layer's W^T (WSTAGE vec4s; 1 when weights are read from global memory).
+var<workgroup> wsh: array<vec4<f32>, WSTAGE>;
 
 fn sh_get(q: u32) -> f32 { return sh[q >> 2u][q & 3u]; }
 fn sh_set(q: u32, v: f32) { sh[q >> 2u][q & 3u] = v; }
@@ -55,6 +60,51 @@ fn tile_dot(acc: ptr<function, array<vec4<f32>, RB>>, src: u32, rb: u32, k: u32,
     }
 }
 
+// tile_dot with W^T staged in workgroup memory: for each chunk of STAGE outputs every invocation
+// copies its share of the chunk's rows (nc rows of din4(k) floats, contiguous in `wt`) and waits;
+// those with a tile (`on`) then sum over the chunk's outputs in order. Called from uniform control
+// flow by every invocation of the workgroup.
+fn tile_dot_staged(acc: ptr<function, array<vec4<f32>, RB>>, lid: u32, on: bool, src: u32,
+                   rb: u32, k: u32, i0: u32) {
+    let dout = sz(k + 1u);
+    let rq = din4(k) >> 2u;
+    for (var j0 = 0u; j0 < dout; j0 += STAGE) {
+        let nc = min(STAGE, dout - j0);
+        workgroupBarrier();
+        let q0 = (wto(k) >> 2u) + j0 * rq;
+        for (var q = lid; q < nc * rq; q += MLP_WG) { wsh[q] = wt[q0 + q]; }
+        workgroupBarrier();
+        if (on) { staged_chunk(acc, src, rb, j0, nc, rq, i0 >> 2u); }
+    }
+}
+
+// The sums of tile_dot_staged over the nc outputs j0 .. of the chunk in `wsh`.
+fn staged_chunk(acc: ptr<function, array<vec4<f32>, RB>>, src: u32, rb: u32, j0: u32, nc: u32,
+                rq: u32, iq: u32) {
+    var j = 0u;
+    for (; j + 4u <= nc; j += 4u) {
+        let t0 = wsh[j * rq + iq];
+        let t1 = wsh[(j + 1u) * rq + iq];
+        let t2 = wsh[(j + 2u) * rq + iq];
+        let t3 = wsh[(j + 3u) * rq + iq];
+        for (var k2 = 0u; k2 < RB; k2++) {
+            let d = sh[(src + (rb + k2) * MAXW + j0 + j) >> 2u];
+            var s = (*acc)[k2];
+            s += d.x * t0;
+            s += d.y * t1;
+            s += d.z * t2;
+            s += d.w * t3;
+            (*acc)[k2] = s;
+        }
+    }
+    for (; j < nc; j++) {
+        let t = wsh[j * rq + iq];
+        for (var k2 = 0u; k2 < RB; k2++) {
+            (*acc)[k2] += sh_get(src + (rb + k2) * MAXW + j0 + j) * t;
+        }
+    }
+}
+
 @compute @workgroup_size(MLP_WG)
 fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
@@ -63,6 +113,9 @@ fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (POISON_WG) {
         for (var q = lid; q < 2u * TILE * MAXW / 4u; q += MLP_WG) {
             sh[q] = vec4<f32>(wg_nan());
+        }
+        for (var q = lid; q < WSTAGE; q += MLP_WG) {
+            wsh[q] = vec4<f32>(wg_nan());
         }
         workgroupBarrier();
     }
@@ -88,23 +141,25 @@ fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         // j it reads 4 weights and RB dY values for 4 RB multiply-adds (sums in output order).
         let nblk = (rows + RB - 1u) / RB;
         let nib = (din + 3u) / 4u;
-        for (var idx = lid; idx < nblk * nib; idx += MLP_WG) {
-            let rb = (idx / nib) * RB;
-            let i0 = (idx % nib) * 4u;
-            let ni = min(4u, din - i0);
-            var acc: array<vec4<f32>, RB>;
-            for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = vec4<f32>(0.0); }
-            tile_dot(&acc, src, rb, k, i0);
-            for (var k2 = 0u; k2 < RB; k2++) {
-                let r = rb + k2;
-                if (r >= rows) { break; }
-                for (var c = 0u; c < ni; c++) {
-                    let i = i0 + c;
-                    let h = f32(cache[(r0 + r) * p.hw + ho(k - 1u) + i]);
-                    let v = select(0.0, acc[k2][c], h > 0.0);
-                    sh_set(dst + r * MAXW + i, v);
-                    dy[(r0 + r) * p.dyw + dyo(k - 1u) + i] = v;
-                }
+        let nwork = nblk * nib;
+        if (STAGE > 0u) {
+            // Rounds of MLP_WG tiles in which every invocation takes part in the copies.
+            for (var base = 0u; base < nwork; base += MLP_WG) {
+                let idx = base + lid;
+                let on = idx < nwork;
+                let rb = (idx / nib) * RB;
+                let i0 = (idx % nib) * 4u;
+                var acc = array<vec4<f32>, RB>();
+                tile_dot_staged(&acc, lid, on, src, rb, k, i0);
+                if (on) { hidden_store(acc, k, rb, i0, dst, r0, rows); }
+            }
+        } else {
+            for (var idx = lid; idx < nwork; idx += MLP_WG) {
+                let rb = (idx / nib) * RB;
+                let i0 = (idx % nib) * 4u;
+                var acc = array<vec4<f32>, RB>();
+                tile_dot(&acc, src, rb, k, i0);
+                hidden_store(acc, k, rb, i0, dst, r0, rows);
             }
         }
         workgroupBarrier();
@@ -112,37 +167,80 @@ fn mlp_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (p.want_dx == 0u) { return; }
     let src = ((nk - 1u) % 2u) * TILE * MAXW;
     let d0 = sz(0u);
-    let gw = p.dxg_c1 - p.dxg_c0;
     // Invocation (row block, input block): RB rows x 4 inputs of d_x, as above; blocks with no
     // wanted column (group inputs outside [dxg_c0, dxg_c1)) are skipped.
     let nblk = (rows + RB - 1u) / RB;
     let nib = (d0 + 3u) / 4u;
-    for (var idx = lid; idx < nblk * nib; idx += MLP_WG) {
-        let rb = (idx / nib) * RB;
-        let i0 = (idx % nib) * 4u;
-        let ni = min(4u, d0 - i0);
-        var want = 0u;
+    let nwork = nblk * nib;
+    if (STAGE > 0u) {
+        for (var base = 0u; base < nwork; base += MLP_WG) {
+            let idx = base + lid;
+            let rb = (idx / nib) * RB;
+            let i0 = (idx % nib) * 4u;
+            var want = 0u;
+            if (idx < nwork) { want = dx_want(i0, min(4u, d0 - i0)); }
+            var acc = array<vec4<f32>, RB>();
+            tile_dot_staged(&acc, lid, want != 0u, src, rb, 0u, i0);
+            if (want != 0u) { dx_store(acc, rb, i0, want, r0, rows); }
+        }
+    } else {
+        for (var idx = lid; idx < nwork; idx += MLP_WG) {
+            let rb = (idx / nib) * RB;
+            let i0 = (idx % nib) * 4u;
+            let want = dx_want(i0, min(4u, d0 - i0));
+            if (want == 0u) { continue; }
+            var acc = array<vec4<f32>, RB>();
+            tile_dot(&acc, src, rb, 0u, i0);
+            dx_store(acc, rb, i0, want, r0, rows);
+        }
+    }
+}
+
+// A hidden layer's register tile (rows rb .., inputs i0 .. of layer k): dY_{k-1} = the sums times
+// [h_{k-1} > 0], to the next layer's rows in workgroup memory and to `dy`.
+fn hidden_store(acc: array<vec4<f32>, RB>, k: u32, rb: u32, i0: u32, dst: u32, r0: u32,
+                rows: u32) {
+    let ni = min(4u, sz(k) - i0);
+    for (var k2 = 0u; k2 < RB; k2++) {
+        let r = rb + k2;
+        if (r >= rows) { break; }
         for (var c = 0u; c < ni; c++) {
             let i = i0 + c;
-            if (i < p.d_local || (i - p.d_local >= p.dxg_c0 && i - p.d_local < p.dxg_c1)) {
-                want |= 1u << c;
-            }
+            let h = f32(cache[(r0 + r) * p.hw + ho(k - 1u) + i]);
+            let v = select(0.0, acc[k2][c], h > 0.0);
+            sh_set(dst + r * MAXW + i, v);
+            dy[(r0 + r) * p.dyw + dyo(k - 1u) + i] = v;
         }
-        if (want == 0u) { continue; }
-        var acc: array<vec4<f32>, RB>;
-        for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = vec4<f32>(0.0); }
-        tile_dot(&acc, src, rb, 0u, i0);
-        for (var k2 = 0u; k2 < RB; k2++) {
-            let r = rb + k2;
-            if (r >= rows) { break; }
-            for (var c = 0u; c < ni; c++) {
-                if ((want & (1u << c)) == 0u) { continue; }
-                let i = i0 + c;
-                if (i < p.d_local) {
-                    dx[(r0 + r) * p.dx_stride + p.dx_off + i] = acc[k2][c];
-                } else {
-                    dxg[(r0 + r) * gw + (i - p.d_local - p.dxg_c0)] = acc[k2][c];
-                }
+    }
+}
+
+// Which of the ni inputs i0 .. of d_x are wanted (bit c for input i0 + c): every per-row input,
+// and the group inputs in [dxg_c0, dxg_c1).
+fn dx_want(i0: u32, ni: u32) -> u32 {
+    var want = 0u;
+    for (var c = 0u; c < ni; c++) {
+        let i = i0 + c;
+        if (i < p.d_local || (i - p.d_local >= p.dxg_c0 && i - p.d_local < p.dxg_c1)) {
+            want |= 1u << c;
+        }
+    }
+    return want;
+}
+
+// A register tile of d_x (rows rb .., inputs i0 ..): the wanted per-row inputs to `dx`, the
+// wanted group inputs to `dxg`.
+fn dx_store(acc: array<vec4<f32>, RB>, rb: u32, i0: u32, want: u32, r0: u32, rows: u32) {
+    let gw = p.dxg_c1 - p.dxg_c0;
+    for (var k2 = 0u; k2 < RB; k2++) {
+        let r = rb + k2;
+        if (r >= rows) { break; }
+        for (var c = 0u; c < 4u; c++) {
+            if ((want & (1u << c)) == 0u) { continue; }
+            let i = i0 + c;
+            if (i < p.d_local) {
+                dx[(r0 + r) * p.dx_stride + p.dx_off + i] = acc[k2][c];
+            } else {
+                dxg[(r0 + r) * gw + (i - p.d_local - p.dxg_c0)] = acc[k2][c];
             }
         }
     }

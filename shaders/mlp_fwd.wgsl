@@ -13,6 +13,10 @@
 // A grouped input (the colour head: 15 per-sample features, 68 per ray) can skip its group part:
 // with `p.pre` layer 0 sums only the per-row inputs, starting from `gpre`, the group part computed
 // once per group by this kernel run as a one-layer MLP over the groups (MlpParams::group_pre).
+// With STAGE > 0 (MlpShape::stage; FLYTHROUGH_GPU_MLP_WEIGHTS=workgroup) a 16-byte-aligned layer's
+// weights are staged in workgroup memory STAGE input rows at a time (a cooperative copy between
+// two barriers), and the register tiles read them from there: the same products in the same
+// order, so the outputs equal the global-memory path's.
 
 @group(0) @binding(0) var<uniform> p: MlpParams;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
@@ -26,6 +30,8 @@
 
 // MAXIN and MAXW are multiples of 4 (MlpShape), so every row of the tile starts a vec4.
 var<workgroup> sh: array<vec4<f32>, TILE * (MAXIN + 2u * MAXW) / 4u>;
+// STAGE rows of a layer's weights (WSTAGE vec4s; 1 when weights are read from global memory).
+var<workgroup> wsh: array<vec4<f32>, WSTAGE>;
 
 fn sh_get(q: u32) -> f32 { return sh[q >> 2u][q & 3u]; }
 fn sh_set(q: u32, v: f32) { sh[q >> 2u][q & 3u] = v; }
@@ -43,6 +49,9 @@ fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (POISON_WG) {
         for (var q = lid; q < TILE * (MAXIN + 2u * MAXW) / 4u; q += MLP_WG) {
             sh[q] = vec4<f32>(wg_nan());
+        }
+        for (var q = lid; q < WSTAGE; q += MLP_WG) {
+            wsh[q] = vec4<f32>(wg_nan());
         }
         workgroupBarrier();
     }
@@ -105,33 +114,62 @@ fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         // input order, as the twin's GEMM row).
         let nblk = (rows + RB - 1u) / RB;
         let ncb = (dout + 3u) / 4u;
+        let lay = Layer(k, din, dout, src, sstride, dst, w0, b0, last, r0, rows);
+        if (STAGE > 0u && vec_ok) {
+            // Weights staged in workgroup memory, STAGE input rows at a time; every invocation
+            // takes part in the copies and barriers (uniform loops), only those with a tile
+            // compute. Layer rows i0 .. i0 + nc are contiguous: nc * dout floats from w0 + i0 dout.
+            let nwork = nblk * ncb;
+            let dq = dout >> 2u;
+            for (var base = 0u; base < nwork; base += MLP_WG) {
+                let idx = base + lid;
+                let on = idx < nwork;
+                let rb = (idx / ncb) * RB;
+                let j0 = (idx % ncb) * 4u;
+                var acc: array<vec4<f32>, RB>;
+                if (on) { acc = tile_start(lay, pre, rb, j0); }
+                for (var i0 = 0u; i0 < din; i0 += STAGE) {
+                    let nc = min(STAGE, din - i0);
+                    workgroupBarrier();
+                    let wq0 = (w0 + i0 * dout) >> 2u;
+                    for (var q = lid; q < nc * dq; q += MLP_WG) { wsh[q] = params4[wq0 + q]; }
+                    workgroupBarrier();
+                    if (on) {
+                        let jq = j0 >> 2u;
+                        var i = 0u;
+                        for (; i + 4u <= nc; i += 4u) {
+                            let wa = wsh[i * dq + jq];
+                            let wb = wsh[(i + 1u) * dq + jq];
+                            let wc = wsh[(i + 2u) * dq + jq];
+                            let wd = wsh[(i + 3u) * dq + jq];
+                            for (var k2 = 0u; k2 < RB; k2++) {
+                                let x = sh[(src + (rb + k2) * sstride + i0 + i) >> 2u];
+                                var s = acc[k2];
+                                s += x.x * wa;
+                                s += x.y * wb;
+                                s += x.z * wc;
+                                s += x.w * wd;
+                                acc[k2] = s;
+                            }
+                        }
+                        for (; i < nc; i++) {
+                            let w = wsh[i * dq + jq];
+                            for (var k2 = 0u; k2 < RB; k2++) {
+                                acc[k2] += sh_get(src + (rb + k2) * sstride + i0 + i) * w;
+                            }
+                        }
+                    }
+                }
+                if (on) { tile_store(lay, acc, rb, j0); }
+            }
+            workgroupBarrier();
+            continue;
+        }
         for (var idx = lid; idx < nblk * ncb; idx += MLP_WG) {
             let rb = (idx / ncb) * RB;
             let j0 = (idx % ncb) * 4u;
             let nj = min(4u, dout - j0);
-            var b = vec4<f32>(0.0);
-            if (b0 != NONE) {
-                for (var c = 0u; c < nj; c++) { b[c] = params[b0 + j0 + c]; }
-            }
-            var acc: array<vec4<f32>, RB>;
-            if (k == 0u && pre) {
-                // Each row starts from its group's row of gpre (bias included); rows past the
-                // end start from zero and are not stored.
-                for (var k2 = 0u; k2 < RB; k2++) {
-                    var v = vec4<f32>(0.0);
-                    let r = r0 + rb + k2;
-                    if (r < p.n) {
-                        let q = (r / p.g_rows) * dout + j0;
-                        for (var c = 0u; c < 4u; c++) {
-                            if (c >= nj) { break; }
-                            v[c] = gpre[q + c];
-                        }
-                    }
-                    acc[k2] = v;
-                }
-            } else {
-                for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = b; }
-            }
+            var acc = tile_start(lay, pre, rb, j0);
             var i = 0u;
             if (vec_ok) {
                 let dq = dout >> 2u;
@@ -164,23 +202,67 @@ fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
                     acc[k2] += sh_get(src + (rb + k2) * sstride + i) * w;
                 }
             }
-            for (var k2 = 0u; k2 < RB; k2++) {
-                let r = rb + k2;
-                if (r >= rows) { break; }
-                for (var c = 0u; c < nj; c++) {
-                    let j = j0 + c;
-                    if (last) {
-                        out[(r0 + r) * p.out_stride + p.out_off + j] = acc[k2][c];
-                    } else {
-                        let v = max(acc[k2][c], 0.0);
-                        sh_set(dst + r * MAXW + j, v);
-                        if (p.train != 0u) {
-                            cache[(r0 + r) * p.hw + ho(k) + j] = Act(min(v, ACT_MAX));
-                        }
-                    }
+            tile_store(lay, acc, rb, j0);
+        }
+        workgroupBarrier();
+    }
+}
+
+// One layer of a tile: index k, input and output widths, the source rows in workgroup memory
+// (offset, stride), the destination rows, weight and bias offsets, whether it is the last layer,
+// and the tile's first row and row count.
+struct Layer {
+    k: u32, din: u32, dout: u32, src: u32, sstride: u32, dst: u32, w0: u32, b0: u32, last: bool,
+    r0: u32, rows: u32,
+}
+
+// The sums' starting values of the register tile (rows rb .., outputs j0 ..): the bias, or with
+// `pre` on layer 0 each row's group row of gpre (bias included; rows past the end start from zero
+// and are not stored).
+fn tile_start(l: Layer, pre: bool, rb: u32, j0: u32) -> array<vec4<f32>, RB> {
+    let nj = min(4u, l.dout - j0);
+    var acc: array<vec4<f32>, RB>;
+    if (l.k == 0u && pre) {
+        for (var k2 = 0u; k2 < RB; k2++) {
+            var v = vec4<f32>(0.0);
+            let r = l.r0 + rb + k2;
+            if (r < p.n) {
+                let q = (r / p.g_rows) * l.dout + j0;
+                for (var c = 0u; c < 4u; c++) {
+                    if (c >= nj) { break; }
+                    v[c] = gpre[q + c];
+                }
+            }
+            acc[k2] = v;
+        }
+    } else {
+        var b = vec4<f32>(0.0);
+        if (l.b0 != NONE) {
+            for (var c = 0u; c < nj; c++) { b[c] = params[l.b0 + j0 + c]; }
+        }
+        for (var k2 = 0u; k2 < RB; k2++) { acc[k2] = b; }
+    }
+    return acc;
+}
+
+// The register tile's results: the last layer's to `out`, a hidden layer's after ReLU to the next
+// layer's rows in workgroup memory and, when training, to `cache`.
+fn tile_store(l: Layer, acc: array<vec4<f32>, RB>, rb: u32, j0: u32) {
+    let nj = min(4u, l.dout - j0);
+    for (var k2 = 0u; k2 < RB; k2++) {
+        let r = rb + k2;
+        if (r >= l.rows) { break; }
+        for (var c = 0u; c < nj; c++) {
+            let j = j0 + c;
+            if (l.last) {
+                out[(l.r0 + r) * p.out_stride + p.out_off + j] = acc[k2][c];
+            } else {
+                let v = max(acc[k2][c], 0.0);
+                sh_set(l.dst + r * MAXW + j, v);
+                if (p.train != 0u) {
+                    cache[(l.r0 + r) * p.hw + ho(l.k) + j] = Act(min(v, ACT_MAX));
                 }
             }
         }
-        workgroupBarrier();
     }
 }

@@ -101,6 +101,11 @@ unregistered_keyframes = \"skip\"
             flythrough_nerf::gpu::hash_scatter(&gpu),
             "{s}"
         );
+        assert_eq!(
+            s["adapter"]["mlp_weights"],
+            flythrough_nerf::gpu::mlp_weights(),
+            "{s}"
+        );
     }
     assert!(
         log.contains("train: on gpu: ") && log.contains("render: NeRF on gpu: "),

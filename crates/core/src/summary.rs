@@ -68,6 +68,11 @@ pub struct AdapterInfo {
     /// `plain`.
     #[serde(default)]
     pub hash_scatter: String,
+    /// Where the MLP kernels read their weights: `global` memory, or staged in `workgroup` memory
+    /// (`FLYTHROUGH_GPU_MLP_WEIGHTS=workgroup`; as asked: a model too wide for the staged rows to
+    /// fit beside a one-row tile reads them from global memory).
+    #[serde(default)]
+    pub mlp_weights: String,
     /// Whether kernels keep naga's run-time checks (`FLYTHROUGH_GPU_CHECKS=1`).
     #[serde(default)]
     pub runtime_checks: bool,

@@ -6,7 +6,8 @@
 //!   side by side: samples/s, rays/s, ms per step, ms per kernel, and per GPU step the dispatches,
 //!   compute passes, uploaded bytes and host wait. A micro-benchmark: no fresh batches, no
 //!   metrics or checkpoints. `BENCH_NO_CPU=1` leaves the CPU out (a second GPU run with other
-//!   kernel variants: `FLYTHROUGH_GPU_F16=0`, `FLYTHROUGH_GPU_SUBGROUPS=0`, or another batch:
+//!   kernel variants: `FLYTHROUGH_GPU_F16=0`, `FLYTHROUGH_GPU_SUBGROUPS=0`,
+//!   `FLYTHROUGH_GPU_MLP_WEIGHTS=workgroup`, or another batch:
 //!   two batches with the same kernels give the fixed and per-ray cost of a step). Also the
 //!   step's counted work (`flythrough_nerf::cost`) and the rate each kernel group reached on it.
 //! - `train <batch_rays> <seconds> <out dir> [tiny]`: real training on the GPU through the training
@@ -182,8 +183,9 @@ fn step_mode(args: &[String]) {
             out["gpu"] = serde_json::json!({
                 "adapter": g.adapter().to_string(),
                 "features": format!(
-                    "{} activations, {} hash scatter{}, {} atomics",
+                    "{} activations, MLP weights from {} memory, {} hash scatter{}, {} atomics",
                     gpu::training_act(&g).name(),
+                    gpu::mlp_weights(),
                     gpu::hash_scatter(&g),
                     if gpu::hash_scatter(&g) == "subgroup" {
                         format!(" ({}-lane subgroups)", g.limits().subgroup_max_size)
@@ -762,7 +764,8 @@ fn table_mode(args: &[String]) {
             );
         }
     }
-    // Per kernel: the first step run, and beside it a second one with other kernel variants.
+    // Per kernel: the first step run, and beside it each run of the same batch with other kernel
+    // variants (features), a column each.
     let step_rows: Vec<&serde_json::Value> = rows
         .iter()
         .filter(|r| r["mode"] == "step" && r["gpu"]["kernels"].is_object())
@@ -770,34 +773,39 @@ fn table_mode(args: &[String]) {
     if let Some(first) = step_rows.first() {
         let kernels = |r: &serde_json::Value| kernel_times(&r["gpu"]["kernels"], "step");
         let mut ks = kernels(first);
-        let other = step_rows
-            .get(1)
-            .map(|r| (kernels(r), r["gpu"]["features"].clone()));
+        let mut seen = vec![first["gpu"]["features"].clone()];
+        let mut others = Vec::new();
+        for r in &step_rows[1..] {
+            let f = r["gpu"]["features"].clone();
+            if r["batch_rays"] == first["batch_rays"] && !seen.contains(&f) {
+                seen.push(f.clone());
+                others.push((kernels(r), f));
+            }
+        }
         let total: f64 = ks.iter().map(|k| k.1).sum();
         let feats = first["gpu"]["features"].as_str().unwrap_or("");
-        match &other {
-            Some((_, f2)) => println!(
-                "\nPer-kernel GPU time of one training step (timestamp queries):\n\n| kernel | ms per step ({feats}) | share | dispatches | ms per step ({}) |\n|---|---:|---:|---:|---:|",
-                f2.as_str().unwrap_or("")
-            ),
-            None => println!(
-                "\nPer-kernel GPU time of one training step (timestamp queries):\n\n| kernel | ms per step | share | dispatches |\n|---|---:|---:|---:|"
-            ),
+        let mut head = format!("| kernel | ms per step ({feats}) | share | dispatches |");
+        let mut rule = "|---|---:|---:|---:|".to_string();
+        for (_, f) in &others {
+            head += &format!(" ms per step ({}) |", f.as_str().unwrap_or(""));
+            rule += "---:|";
         }
+        println!(
+            "\nPer-kernel GPU time of one training step (timestamp queries):\n\n{head}\n{rule}"
+        );
         ks.sort_by(|a, b| b.1.total_cmp(&a.1));
         for (k, ms, n) in ks {
             let share = 100.0 * ms / total.max(1e-12);
-            match &other {
-                Some((o, _)) => {
-                    let ms2 = o
-                        .iter()
-                        .find(|x| x.0 == k)
-                        .map(|x| format!("{:.3}", x.1))
-                        .unwrap_or_else(|| "-".into());
-                    println!("| {k} | {ms:.3} | {share:.1} % | {n} | {ms2} |");
-                }
-                None => println!("| {k} | {ms:.3} | {share:.1} % | {n} |"),
+            let mut line = format!("| {k} | {ms:.3} | {share:.1} % | {n} |");
+            for (o, _) in &others {
+                let ms2 = o
+                    .iter()
+                    .find(|x| x.0 == k)
+                    .map(|x| format!("{:.3}", x.1))
+                    .unwrap_or_else(|| "-".into());
+                line += &format!(" {ms2} |");
             }
+            println!("{line}");
         }
     }
     // A GPU frame's kernels and its counted work.

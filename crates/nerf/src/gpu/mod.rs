@@ -52,6 +52,7 @@ pub fn device_used(g: Option<&Gpu>) -> DeviceUsed {
                 subgroup_max_size: g.limits().subgroup_max_size,
                 mlp_activations: training_act(g).name().into(),
                 hash_scatter: hash_scatter(g).into(),
+                mlp_weights: mlp_weights().into(),
                 runtime_checks: g.runtime_checks(),
             })
         }
@@ -111,6 +112,33 @@ pub fn hash_scatter(g: &Gpu) -> &'static str {
         "subgroup"
     } else {
         "plain"
+    }
+}
+
+/// Environment variable that stages the MLP kernels' weights in workgroup memory (`workgroup`;
+/// unset or `global`: read from global memory, the default until a GPU has measured both).
+pub const MLP_WEIGHTS_ENV: &str = "FLYTHROUGH_GPU_MLP_WEIGHTS";
+
+/// Weight rows the MLP kernels stage in workgroup memory at a time ([`shaders::MlpShape::stage`]):
+/// [`shaders::STAGE_ROWS`] when [`MLP_WEIGHTS_ENV`] is `workgroup`, else 0.
+pub fn mlp_stage() -> u32 {
+    match std::env::var(MLP_WEIGHTS_ENV)
+        .ok()
+        .as_deref()
+        .map(str::trim)
+    {
+        Some("workgroup") => shaders::STAGE_ROWS,
+        _ => 0,
+    }
+}
+
+/// Where the MLP kernels read their weights ([`mlp_stage`]): `workgroup` or `global` memory
+/// (`stage.json`'s `mlp_weights`).
+pub fn mlp_weights() -> &'static str {
+    if mlp_stage() > 0 {
+        "workgroup"
+    } else {
+        "global"
     }
 }
 

@@ -81,6 +81,7 @@ pub fn mlp_shape(cfg: &ModelConfig, gpu: &Gpu) -> Result<MlpShape, String> {
         max_w,
         l.max_workgroup_storage_bytes,
         l.max_invocations_per_workgroup,
+        super::mlp_stage(),
     )
     .ok_or_else(|| {
         format!(

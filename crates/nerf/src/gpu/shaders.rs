@@ -283,31 +283,66 @@ pub const SCATTER_SUBGROUP: &str = wgsl!("scatter_subgroup.wgsl");
 
 /// Tile constants of the MLP kernels: rows per workgroup, widest input, widest layer output (both
 /// rounded up to multiples of 4, so every row of a tile in workgroup memory starts a 16-byte
-/// vector), invocations per workgroup (and `RB = min(4, tile)` rows per invocation). Workgroup
-/// memory: `4 * tile * (max_in + 2 * max_w)` bytes.
+/// vector), invocations per workgroup (and `RB = min(4, tile)` rows per invocation), and the
+/// weight rows staged in workgroup memory at a time (`stage`, a multiple of 4; 0: the kernels read
+/// the weights from global memory). Workgroup memory: `4 * tile * (max_in + 2 * max_w)` bytes,
+/// plus `4 * stage * max(max_in, max_w)` for the staged weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MlpShape {
     pub tile: u32,
     pub max_in: u32,
     pub max_w: u32,
     pub wg: u32,
+    pub stage: u32,
 }
 
+/// Weight rows per staged chunk of the MLP kernels when weights go through workgroup memory
+/// ([`MlpShape::stage`]): 16 rows of a 64-wide layer are 4 KB.
+pub const STAGE_ROWS: u32 = 16;
+
 impl MlpShape {
-    /// The largest power-of-two tile (at most 32 rows) whose workgroup memory fits `budget` bytes.
-    pub fn fit(max_in: u32, max_w: u32, budget: u32, max_invocations: u32) -> Option<MlpShape> {
+    /// The largest power-of-two tile (at most 32 rows) whose workgroup memory, with `stage` weight
+    /// rows staged ([`MlpShape::stage`]), fits `budget` bytes; without staging where even a
+    /// one-row tile and the staged rows do not fit.
+    pub fn fit(
+        max_in: u32,
+        max_w: u32,
+        budget: u32,
+        max_invocations: u32,
+        stage: u32,
+    ) -> Option<MlpShape> {
         let (max_in, max_w) = (max_in.next_multiple_of(4), max_w.next_multiple_of(4));
+        let stage = stage.next_multiple_of(4);
         let per_row = 4 * (max_in + 2 * max_w);
+        let staged = 4 * stage * max_in.max(max_w);
+        let Some(budget_rows) = budget.checked_sub(staged).filter(|&b| b >= per_row) else {
+            return if stage > 0 {
+                MlpShape::fit(max_in, max_w, budget, max_invocations, 0)
+            } else {
+                None
+            };
+        };
         let mut tile = 32u32;
-        while tile > 1 && tile * per_row > budget {
+        while tile > 1 && tile * per_row > budget_rows {
             tile /= 2;
         }
-        (tile * per_row <= budget).then_some(MlpShape {
+        Some(MlpShape {
             tile,
             max_in,
             max_w,
             wg: 128.min(max_invocations),
+            stage,
         })
+    }
+
+    /// `4 * tile * (max_in + 2 * max_w)` plus the staged weights' bytes: the most workgroup
+    /// memory an MLP kernel of this shape declares.
+    pub fn workgroup_bytes(&self) -> u32 {
+        let (i, w) = (
+            self.max_in.next_multiple_of(4),
+            self.max_w.next_multiple_of(4),
+        );
+        4 * self.tile * (i + 2 * w) + 4 * self.stage.next_multiple_of(4) * i.max(w)
     }
 }
 
@@ -343,7 +378,7 @@ fn compose_body(k: &KernelSource, atomic: AtomicMode, shape: MlpShape, extras: E
             format!("{atomic_text}\n{scatter}\n{}", k.text)
         }
         Needs::MlpShape => format!(
-            "{}const TILE: u32 = {}u;\nconst MAXIN: u32 = {}u;\nconst MAXW: u32 = {}u;\nconst MLP_WG: u32 = {}u;\nconst RB: u32 = {}u;\n{}",
+            "{}const TILE: u32 = {}u;\nconst MAXIN: u32 = {}u;\nconst MAXW: u32 = {}u;\nconst MLP_WG: u32 = {}u;\nconst RB: u32 = {}u;\nconst STAGE: u32 = {}u;\nconst WSTAGE: u32 = {}u;\n{}",
             match extras.act {
                 Act::F32 => "alias Act = f32;\nconst ACT_MAX: f32 = 3.4028235e38;\n",
                 Act::F16 => "enable f16;\nalias Act = f16;\nconst ACT_MAX: f32 = 65504.0;\n",
@@ -355,6 +390,16 @@ fn compose_body(k: &KernelSource, atomic: AtomicMode, shape: MlpShape, extras: E
             shape.max_w.next_multiple_of(4),
             shape.wg,
             shape.tile.min(4),
+            shape.stage.next_multiple_of(4),
+            // vec4s of the staged weights: STAGE rows of at most max(MAXIN, MAXW) (at least one,
+            // WGSL has no empty arrays).
+            (shape.stage.next_multiple_of(4)
+                * shape
+                    .max_in
+                    .next_multiple_of(4)
+                    .max(shape.max_w.next_multiple_of(4))
+                / 4)
+            .max(1),
             k.text
         ),
     }
@@ -375,18 +420,28 @@ mod tests {
                 max_in: 96,
                 max_w: 64,
                 wg: 128,
+                stage: 0,
+            },
+            MlpShape {
+                tile: 32,
+                max_in: 84,
+                max_w: 64,
+                wg: 128,
+                stage: STAGE_ROWS,
             },
             MlpShape {
                 tile: 4,
                 max_in: 83,
                 max_w: 512,
                 wg: 256,
+                stage: 0,
             },
             MlpShape {
                 tile: 1,
                 max_in: 1,
                 max_w: 1,
                 wg: 64,
+                stage: 4,
             },
         ];
         let mut checked = 0;
@@ -470,14 +525,27 @@ mod tests {
 
     #[test]
     fn mlp_tile_fits_the_workgroup_memory() {
-        let s = MlpShape::fit(83, 64, 32768, 1024).unwrap();
+        let s = MlpShape::fit(83, 64, 32768, 1024, 0).unwrap();
         assert_eq!(s.tile, 32);
         assert_eq!((s.max_in, s.max_w), (84, 64));
-        assert!(4 * s.tile * (84 + 128) <= 32768);
-        let s = MlpShape::fit(83, 64, 16384, 256).unwrap();
+        assert_eq!(s.workgroup_bytes(), 4 * 32 * (84 + 128));
+        assert!(s.workgroup_bytes() <= 32768);
+        let s = MlpShape::fit(83, 64, 16384, 256, 0).unwrap();
         assert_eq!(s.tile, 16);
-        let s = MlpShape::fit(83, 512, 16384, 256).unwrap();
+        let s = MlpShape::fit(83, 512, 16384, 256, 0).unwrap();
         assert_eq!(s.tile, 2);
-        assert!(MlpShape::fit(4096, 4096, 16384, 256).is_none());
+        assert!(MlpShape::fit(4096, 4096, 16384, 256, 0).is_none());
+        // Staged weights take their rows first: 16 rows of 84 floats (5376 bytes) beside a 32-row
+        // tile (27136) fit 32768 and 48 KB (NVIDIA), not 16384 (a 8-row tile there).
+        for (budget, tile) in [(32768, 32), (49152, 32), (16384, 8)] {
+            let s = MlpShape::fit(83, 64, budget, 1024, STAGE_ROWS).unwrap();
+            assert_eq!((s.tile, s.stage), (tile, 16), "{budget}");
+            assert_eq!(s.workgroup_bytes(), 4 * tile * (84 + 128) + 4 * 16 * 84);
+            assert!(s.workgroup_bytes() <= budget);
+        }
+        // Where the staged rows (5376 bytes) leave no room for one row (848), the weights stay in
+        // global memory, and the tile is fitted to the whole budget.
+        let s = MlpShape::fit(83, 64, 6000, 1024, STAGE_ROWS).unwrap();
+        assert_eq!((s.tile, s.stage), (4, 0));
     }
 }

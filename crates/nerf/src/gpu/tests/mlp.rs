@@ -105,7 +105,16 @@ impl MlpCase {
 #[test]
 fn mlp_forward_matches_cpu_dense_grouped_and_odd() {
     let Some(g) = test_gpu() else { return };
-    let k = ks(&g, g.atomic_mode());
+    for shape in [SHAPE, SHAPE_STAGED] {
+        mlp_forward_case(&g, shape);
+    }
+}
+
+/// [`mlp_forward_matches_cpu_dense_grouped_and_odd`] with the kernels of one shape (weights read
+/// from global memory or staged in workgroup memory).
+fn mlp_forward_case(g: &Arc<Gpu>, shape: MlpShape) {
+    let k = Kernels::new(g.clone(), g.atomic_mode(), shape);
+    let g = &**g;
     let mut r = rng(3);
     for case in CASES {
         let c = mlp_case(&mut r, case);
@@ -117,13 +126,13 @@ fn mlp_forward_matches_cpu_dense_grouped_and_odd() {
         let p = MlpParams::new(&c.cfg, c.n, c.io, true);
         let (u, pb, ab, gb) = (
             g.uniform("p", &p).unwrap(),
-            up(&g, &params),
-            up(&g, &c.a),
-            up(&g, &c.g),
+            up(g, &params),
+            up(g, &c.a),
+            up(g, &c.g),
         );
-        let ob = out(&g, c.n * c.cfg.output_dim());
-        let cb = out(&g, c.n * p.hw as usize);
-        let wtb = out(&g, transposed_weights_len(&c.cfg));
+        let ob = out(g, c.n * c.cfg.output_dim());
+        let cb = out(g, c.n * p.hw as usize);
+        let wtb = out(g, transposed_weights_len(&c.cfg));
         launch::MlpFwd {
             p: &u,
             params: &pb,
@@ -132,32 +141,37 @@ fn mlp_forward_matches_cpu_dense_grouped_and_odd() {
             out: &ob,
             cache: &cb,
             wt: &wtb,
-            gpre: &up(&g, &[0.0]),
+            gpre: &up(g, &[0.0]),
         }
-        .run(&k, Grid::Groups(mlp_groups(&g, c.n, SHAPE.tile)));
-        let gpu = read(&g, &ob, cpu.len());
-        assert_close(&format!("mlp fwd {case:?}"), &gpu, &cpu, 1e-5);
+        .run(&k, Grid::Groups(mlp_groups(g, c.n, SHAPE.tile)));
+        let gpu = read(g, &ob, cpu.len());
+        assert_close(
+            &format!("mlp fwd {case:?}, stage {}", shape.stage),
+            &gpu,
+            &cpu,
+            1e-5,
+        );
         if case == Case::Grouped {
             // The first layer split as the colour head runs it: the group part once per group
             // (a one-layer pass over the groups), then the rows from it.
             let groups = c.n / c.io.g_rows as usize;
             let pre = p.group_pre(groups);
-            let preb = out(&g, groups * c.cfg.sizes[1]);
+            let preb = out(g, groups * c.cfg.sizes[1]);
             launch::MlpFwd {
                 p: &g.uniform("pre", &pre).unwrap(),
                 params: &pb,
                 a: &gb,
                 g: &gb,
                 out: &preb,
-                cache: &out(&g, 4),
-                wt: &out(&g, 4),
-                gpre: &up(&g, &[0.0]),
+                cache: &out(g, 4),
+                wt: &out(g, 4),
+                gpre: &up(g, &[0.0]),
             }
-            .run(&k, Grid::Groups(mlp_groups(&g, groups, SHAPE.tile)));
+            .run(&k, Grid::Groups(mlp_groups(g, groups, SHAPE.tile)));
             // Against the CPU in f64: row g of the pass is b_0 + x_g W_0[d_local..].
             let lo = &c.cfg.layer_offsets()[0];
             let (dl, dg, w1) = (c.io.d_local as usize, pre.d_local as usize, c.cfg.sizes[1]);
-            let got = read(&g, &preb, groups * w1);
+            let got = read(g, &preb, groups * w1);
             let want: Vec<f32> = (0..groups * w1)
                 .map(|q| {
                     let (gi, j) = (q / w1, q % w1);
@@ -169,29 +183,29 @@ fn mlp_forward_matches_cpu_dense_grouped_and_odd() {
                 })
                 .collect();
             assert_close("mlp group pre-pass", &got, &want, 1e-5);
-            let ob2 = out(&g, c.n * c.cfg.output_dim());
+            let ob2 = out(g, c.n * c.cfg.output_dim());
             launch::MlpFwd {
                 p: &g.uniform("p split", &p.with_group_pre()).unwrap(),
                 params: &pb,
                 a: &ab,
                 g: &gb,
                 out: &ob2,
-                cache: &out(&g, c.n * p.hw as usize),
-                wt: &out(&g, transposed_weights_len(&c.cfg)),
+                cache: &out(g, c.n * p.hw as usize),
+                wt: &out(g, transposed_weights_len(&c.cfg)),
                 gpre: &preb,
             }
-            .run(&k, Grid::Groups(mlp_groups(&g, c.n, SHAPE.tile)));
-            let split = read(&g, &ob2, cpu.len());
+            .run(&k, Grid::Groups(mlp_groups(g, c.n, SHAPE.tile)));
+            let split = read(g, &ob2, cpu.len());
             assert_close("mlp fwd, first layer split", &split, &cpu, 1e-5);
         }
         // The transposed weights for the backward: every layer's W^T, rows padded with zeros to a
         // multiple of 4, exactly.
         let want_wt = transposed(&c.cfg, &params);
-        assert_eq!(read(&g, &wtb, want_wt.len()), want_wt, "wt {case:?}");
+        assert_eq!(read(g, &wtb, want_wt.len()), want_wt, "wt {case:?}");
         // The hidden cache: CPU keeps it per 256-row chunk, layer after layer; compare row by row
         // against a recomputation from the GPU's own layout (hidden of row r at [r * hw ..]).
         let hw = p.hw as usize;
-        let gcache = read(&g, &cb, c.n * hw);
+        let gcache = read(g, &cb, c.n * hw);
         let w1 = c.cfg.sizes[1];
         for row in [0usize, 1, c.n - 1] {
             // first hidden layer, recomputed on the CPU in f64
@@ -272,7 +286,15 @@ fn mlp_forward_writes_transposed_weights_from_a_small_grid() {
 #[test]
 fn mlp_backward_matches_cpu_and_is_deterministic() {
     let Some(g) = test_gpu() else { return };
-    let k = ks(&g, g.atomic_mode());
+    for shape in [SHAPE, SHAPE_STAGED] {
+        mlp_backward_case(&g, shape);
+    }
+}
+
+/// [`mlp_backward_matches_cpu_and_is_deterministic`] with the kernels of one shape (weights read
+/// from global memory or staged in workgroup memory).
+fn mlp_backward_case(g: &Arc<Gpu>, shape: MlpShape) {
+    let k = Kernels::new(g.clone(), g.atomic_mode(), shape);
     let mut r = rng(4);
     for case in CASES {
         let c = mlp_case(&mut r, case);
@@ -314,7 +336,7 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
             g0: &g0,
             p,
         };
-        let grads = |_seed: u64| run.backward(&g, &k).dp;
+        let grads = |_seed: u64| run.backward(g, &k).dp;
         let gpu_dp = grads(0);
         assert_close(&format!("mlp d_params {case:?}"), &gpu_dp, &cpu_dp, 1e-4);
         assert_eq!(
@@ -322,7 +344,7 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
             grads(1),
             "MLP weight gradients must be bitwise repeatable"
         );
-        let res = run.backward(&g, &k);
+        let res = run.backward(g, &k);
         // d_x of the per-row inputs, written at stride dl + 2, offset 1 (the rest untouched).
         let gdx = res.dx;
         let got: Vec<f32> = (0..c.n)
@@ -351,6 +373,66 @@ fn mlp_backward_matches_cpu_and_is_deterministic() {
     }
 }
 
+/// Weights staged in workgroup memory (`FLYTHROUGH_GPU_MLP_WEIGHTS=workgroup`) change where the
+/// kernels read them, not the arithmetic: the same products summed in the same order, chunk
+/// boundaries on 4-input blocks. So outputs, cached activations and every gradient equal the
+/// global-memory path's bit for bit, on the three cases (layers of 3 to 35 inputs: one, two and
+/// three chunks of 16, partial ones, and the unaligned layers that stay on the global path), and
+/// both runs use the workgroup memory their shapes declare.
+#[test]
+fn mlp_staged_weights_equal_the_global_memory_path() {
+    let Some(g) = test_gpu() else { return };
+    let kg = Kernels::new(g.clone(), g.atomic_mode(), SHAPE);
+    let ks = Kernels::new(g.clone(), g.atomic_mode(), SHAPE_STAGED);
+    assert!(SHAPE_STAGED.workgroup_bytes() > SHAPE.workgroup_bytes());
+    assert!(SHAPE_STAGED.workgroup_bytes() <= g.limits().max_workgroup_storage_bytes);
+    let mut r = rng(11);
+    for case in CASES {
+        let c = mlp_case(&mut r, case);
+        let params = c.cfg.init_params(9);
+        let d_out = rand_vec(&mut r, c.n * c.cfg.output_dim(), -1.0, 1.0);
+        let g0 = rand_vec(&mut r, params.len(), -0.1, 0.1);
+        let dl = c.io.d_local as usize;
+        let ds = c.cfg.input_dim() - dl;
+        let run = GpuMlpRun {
+            c: &c,
+            params: &params,
+            d_out: &d_out,
+            g0: &g0,
+            p: MlpParams::new(&c.cfg, c.n, c.io, true).with_dx(
+                dl as u32 + 2,
+                1,
+                (ds > 0).then_some((1, 13)),
+            ),
+        };
+        let (a, b) = (run.backward(&g, &kg), run.backward(&g, &ks));
+        assert!(a.y.iter().all(|v| v.is_finite()), "{case:?}");
+        same_bits(&format!("forward outputs {case:?}"), &a.y, &b.y);
+        assert_eq!(a.cache, b.cache, "cached activations {case:?}");
+        same_bits(&format!("d_x {case:?}"), &a.dx, &b.dx);
+        if ds > 0 {
+            same_bits(&format!("group d_x {case:?}"), &a.dxg, &b.dxg);
+        }
+        same_bits(&format!("d_params {case:?}"), &a.dp, &b.dp);
+    }
+}
+
+/// `a` and `b` hold the same bits, or the first difference is named.
+fn same_bits(what: &str, a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    if let Some(i) = (0..a.len()).find(|&i| a[i].to_bits() != b[i].to_bits()) {
+        let n = (0..a.len())
+            .filter(|&i| a[i].to_bits() != b[i].to_bits())
+            .count();
+        panic!(
+            "{what}: {n} of {} differ, first [{i}] {} vs {}",
+            a.len(),
+            a[i],
+            b[i]
+        );
+    }
+}
+
 /// One MLP case run forward (training: the cache written) and backward on the GPU.
 struct GpuMlpRun<'a> {
     c: &'a MlpCase,
@@ -371,6 +453,8 @@ struct GpuMlpGrads {
     dxg: Vec<f32>,
     /// The cache buffer's 32-bit words (f32 activations, or two f16 per word).
     cache: Vec<u32>,
+    /// The forward's outputs.
+    y: Vec<f32>,
 }
 
 impl GpuMlpRun<'_> {
@@ -446,6 +530,7 @@ impl GpuMlpRun<'_> {
             dx: read(g, &dx, c.n * (dl + 2)),
             dxg: read(g, &dxg, c.n * gw),
             cache: cache[..cache_words].to_vec(),
+            y: read(g, &yb, c.n * c.cfg.output_dim()),
         }
     }
 }

@@ -52,6 +52,14 @@ const SHAPE: MlpShape = MlpShape {
     max_in: 96,
     max_w: 64,
     wg: 64,
+    stage: 0,
+};
+
+/// [`SHAPE`] with the weights staged in workgroup memory 16 rows at a time (more than one chunk of
+/// the test MLPs' 20- to 35-wide layers, and a partial one).
+const SHAPE_STAGED: MlpShape = MlpShape {
+    stage: super::shaders::STAGE_ROWS,
+    ..SHAPE
 };
 
 fn ks(g: &Arc<Gpu>, atomic: AtomicMode) -> Kernels {
