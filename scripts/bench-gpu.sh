@@ -29,8 +29,9 @@
 # default gpu: any adapter, software ones included), REQUIRE_HARDWARE (default 1 for full, 0 for
 # tiny: the smoke test must name a hardware adapter or the run stops at once, printing why).
 # The parts run most valuable first: smoke, the step micro-benchmark (GPU and CPU side by side;
-# then the GPU step again with f32 activations and the plain hash scatter, and with the MLP weights
-# staged in workgroup memory, their per-kernel times in columns beside the default's, at 4x the batch: the per-step fixed cost and per-ray cost, and
+# then the GPU step again with f32 activations and the plain hash scatter, with the MLP weights
+# staged in workgroup memory, and with 8-row MLP register tiles, their per-kernel times in columns
+# beside the default's, at 4x the batch: the per-step fixed cost and per-ray cost, and
 # the default once more: the run-to-run spread),
 # real training through the driver on the GPU (train), the synthetic venue on the GPU, 360° frames
 # on the GPU, the real captures, a tiny step and frame under the Vulkan validation layer, then the
@@ -103,6 +104,9 @@ part step_plain 60 env FLYTHROUGH_GPU_F16=0 FLYTHROUGH_GPU_SUBGROUPS=0 BENCH_NO_
 # reading them through L1 (KERNELS.md "Weights in workgroup memory"; the per-kernel table shows
 # mlp_fwd and mlp_bwd_data side by side).
 part step_staged 60 env FLYTHROUGH_GPU_MLP_WEIGHTS=workgroup BENCH_NO_CPU=1 "$BIN" step $STEP_ARGS
+# The same step with register tiles of 8 rows x 4 columns in the MLP kernels (64 invocations per
+# workgroup; GPU only): twice the multiply-adds per weight load, half the invocations in flight.
+part step_rows8 60 env FLYTHROUGH_GPU_MLP_ROWS=8 BENCH_NO_CPU=1 "$BIN" step $STEP_ARGS
 # The default step at 4x the batch (GPU only): ms per step = fixed + per ray x rays, the two numbers
 # a GPU default batch_rays is chosen from (the table prints them).
 part step_batch 60 env BENCH_NO_CPU=1 "$BIN" step $STEP_BATCH_ARGS

@@ -24,11 +24,12 @@ if [ $# -eq 0 ]; then
         LP_NATIVE_VECTOR_WIDTH=$bits cargo test -p flythrough-nerf --lib --release --locked \
             gpu::tests::hash::hash_encode_backward_matches_cpu_native_cas_and_subgroups || status=$?
     done
-    # The GPU training step, loss curve, frames and resume with the MLP weights staged in
-    # workgroup memory (the kernels' own tests cover both paths; this one goes through the model).
-    echo "GPU integration tests with FLYTHROUGH_GPU_MLP_WEIGHTS=workgroup:"
-    FLYTHROUGH_GPU_MLP_WEIGHTS=workgroup cargo test -p flythrough-nerf --release --locked \
-        --test gpu || status=$?
+    # The GPU training step, loss curve, frames and resume with the MLP kernels' variants, the
+    # weights staged in workgroup memory and 8-row register tiles (the kernels' own tests check
+    # each against the default bit for bit; this goes through the model).
+    echo "GPU integration tests with FLYTHROUGH_GPU_MLP_WEIGHTS=workgroup FLYTHROUGH_GPU_MLP_ROWS=8:"
+    FLYTHROUGH_GPU_MLP_WEIGHTS=workgroup FLYTHROUGH_GPU_MLP_ROWS=8 cargo test -p flythrough-nerf \
+        --release --locked --test gpu || status=$?
     # The GPU tests again under the Khronos validation layer (API, SPIR-V and synchronization
     # checks a hardware driver relies on and lavapipe does not enforce).
     bash scripts/gpu-validation.sh || status=$?

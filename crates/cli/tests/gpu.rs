@@ -106,6 +106,11 @@ unregistered_keyframes = \"skip\"
             flythrough_nerf::gpu::mlp_weights(),
             "{s}"
         );
+        assert_eq!(
+            s["adapter"]["mlp_register_tile"],
+            format!("{}x4", flythrough_nerf::gpu::mlp_rows()),
+            "{s}"
+        );
     }
     assert!(
         log.contains("train: on gpu: ") && log.contains("render: NeRF on gpu: "),

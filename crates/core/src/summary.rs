@@ -73,6 +73,10 @@ pub struct AdapterInfo {
     /// fit beside a one-row tile reads them from global memory).
     #[serde(default)]
     pub mlp_weights: String,
+    /// The MLP kernels' register tile per invocation, rows x columns: `4x4`, or `8x4` with
+    /// `FLYTHROUGH_GPU_MLP_ROWS=8`.
+    #[serde(default)]
+    pub mlp_register_tile: String,
     /// Whether kernels keep naga's run-time checks (`FLYTHROUGH_GPU_CHECKS=1`).
     #[serde(default)]
     pub runtime_checks: bool,

@@ -7,7 +7,7 @@
 //!   compute passes, uploaded bytes and host wait. A micro-benchmark: no fresh batches, no
 //!   metrics or checkpoints. `BENCH_NO_CPU=1` leaves the CPU out (a second GPU run with other
 //!   kernel variants: `FLYTHROUGH_GPU_F16=0`, `FLYTHROUGH_GPU_SUBGROUPS=0`,
-//!   `FLYTHROUGH_GPU_MLP_WEIGHTS=workgroup`, or another batch:
+//!   `FLYTHROUGH_GPU_MLP_WEIGHTS=workgroup`, `FLYTHROUGH_GPU_MLP_ROWS=8`, or another batch:
 //!   two batches with the same kernels give the fixed and per-ray cost of a step). Also the
 //!   step's counted work (`flythrough_nerf::cost`) and the rate each kernel group reached on it.
 //! - `train <batch_rays> <seconds> <out dir> [tiny]`: real training on the GPU through the training
@@ -183,9 +183,10 @@ fn step_mode(args: &[String]) {
             out["gpu"] = serde_json::json!({
                 "adapter": g.adapter().to_string(),
                 "features": format!(
-                    "{} activations, MLP weights from {} memory, {} hash scatter{}, {} atomics",
+                    "{} activations, MLP weights from {} memory, {}x4 MLP register tiles, {} hash scatter{}, {} atomics",
                     gpu::training_act(&g).name(),
                     gpu::mlp_weights(),
+                    gpu::mlp_rows(),
                     gpu::hash_scatter(&g),
                     if gpu::hash_scatter(&g) == "subgroup" {
                         format!(" ({}-lane subgroups)", g.limits().subgroup_max_size)
@@ -786,8 +787,16 @@ fn table_mode(args: &[String]) {
         let feats = first["gpu"]["features"].as_str().unwrap_or("");
         let mut head = format!("| kernel | ms per step ({feats}) | share | dispatches |");
         let mut rule = "|---|---:|---:|---:|".to_string();
+        // A variant's column names only what differs from the first run's features.
+        let first_parts: Vec<&str> = feats.split(", ").collect();
         for (_, f) in &others {
-            head += &format!(" ms per step ({}) |", f.as_str().unwrap_or(""));
+            let diff: Vec<&str> = f
+                .as_str()
+                .unwrap_or("")
+                .split(", ")
+                .filter(|p| !first_parts.contains(p))
+                .collect();
+            head += &format!(" ms per step ({}) |", diff.join(", "));
             rule += "---:|";
         }
         println!(

@@ -154,11 +154,13 @@ fn thirty_gpu_steps_follow_the_cpu_loss_curve() {
     let t0 = std::time::Instant::now();
     train::train(&c, &ds, &wc).unwrap();
     let t_cpu = t0.elapsed().as_secs_f64();
-    // The MLP kernels' weights where FLYTHROUGH_GPU_MLP_WEIGHTS asks (scripts/test.sh reruns this
-    // file with `workgroup`): the staged rows fit beside this model's tile on lavapipe's 32 KB.
+    // The MLP kernels' weights and register tiles where FLYTHROUGH_GPU_MLP_WEIGHTS and
+    // FLYTHROUGH_GPU_MLP_ROWS ask (scripts/test.sh reruns this file with `workgroup` and `8`): the
+    // staged rows fit beside this model's tile on lavapipe's 32 KB.
     let mcfg = flythrough_nerf::model::ModelConfig::from_train(&c, ds.train.len());
     let shape = flythrough_nerf::gpu::model::mlp_shape(&mcfg, &g).unwrap();
     assert_eq!(shape.stage, flythrough_nerf::gpu::mlp_stage(), "{shape:?}");
+    assert_eq!(shape.rb, flythrough_nerf::gpu::mlp_rows(), "{shape:?}");
     let t0 = std::time::Instant::now();
     let trained = flythrough_nerf::gpu::train::train(&c, &ds, &wg, g).unwrap();
     let t_gpu = t0.elapsed().as_secs_f64();

@@ -53,6 +53,7 @@ pub fn device_used(g: Option<&Gpu>) -> DeviceUsed {
                 mlp_activations: training_act(g).name().into(),
                 hash_scatter: hash_scatter(g).into(),
                 mlp_weights: mlp_weights().into(),
+                mlp_register_tile: format!("{}x4", mlp_rows()),
                 runtime_checks: g.runtime_checks(),
             })
         }
@@ -129,6 +130,19 @@ pub fn mlp_stage() -> u32 {
     {
         Some("workgroup") => shaders::STAGE_ROWS,
         _ => 0,
+    }
+}
+
+/// Environment variable that sets the rows of the MLP kernels' register tiles (`8`; unset or `4`:
+/// 4 rows x 4 columns, the default until a GPU has measured both).
+pub const MLP_ROWS_ENV: &str = "FLYTHROUGH_GPU_MLP_ROWS";
+
+/// Rows per invocation of the MLP kernels' register tiles ([`shaders::MlpShape::with_rows`]): 8
+/// when [`MLP_ROWS_ENV`] is `8`, else 4.
+pub fn mlp_rows() -> u32 {
+    match std::env::var(MLP_ROWS_ENV).ok().as_deref().map(str::trim) {
+        Some("8") => 8,
+        _ => 4,
     }
 }
 

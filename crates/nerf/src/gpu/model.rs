@@ -83,6 +83,7 @@ pub fn mlp_shape(cfg: &ModelConfig, gpu: &Gpu) -> Result<MlpShape, String> {
         l.max_invocations_per_workgroup,
         super::mlp_stage(),
     )
+    .map(|s| s.with_rows(super::mlp_rows()))
     .ok_or_else(|| {
         format!(
             "the MLPs (widest input {max_in}, widest layer {max_w}) do not fit this GPU's {} bytes \

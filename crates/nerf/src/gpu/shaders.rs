@@ -283,9 +283,10 @@ pub const SCATTER_SUBGROUP: &str = wgsl!("scatter_subgroup.wgsl");
 
 /// Tile constants of the MLP kernels: rows per workgroup, widest input, widest layer output (both
 /// rounded up to multiples of 4, so every row of a tile in workgroup memory starts a 16-byte
-/// vector), invocations per workgroup (and `RB = min(4, tile)` rows per invocation), and the
-/// weight rows staged in workgroup memory at a time (`stage`, a multiple of 4; 0: the kernels read
-/// the weights from global memory). Workgroup memory: `4 * tile * (max_in + 2 * max_w)` bytes,
+/// vector), invocations per workgroup, rows per invocation (`rb`: each invocation of `mlp_fwd` and
+/// `mlp_bwd_data` computes a register tile of `min(rb, tile)` rows x 4 columns; 4 by default, 8
+/// with [`MlpShape::with_rows`]), and the weight rows staged in workgroup memory at a time
+/// (`stage`, a multiple of 4; 0: the kernels read the weights from global memory). Workgroup memory: `4 * tile * (max_in + 2 * max_w)` bytes,
 /// plus `4 * stage * max(max_in, max_w)` for the staged weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MlpShape {
@@ -293,6 +294,7 @@ pub struct MlpShape {
     pub max_in: u32,
     pub max_w: u32,
     pub wg: u32,
+    pub rb: u32,
     pub stage: u32,
 }
 
@@ -331,8 +333,22 @@ impl MlpShape {
             max_in,
             max_w,
             wg: 128.min(max_invocations),
+            rb: 4,
             stage,
         })
+    }
+
+    /// The same shape with register tiles of `rb` rows (4 or 8; [`super::MLP_ROWS_ENV`]) and the
+    /// invocations per workgroup scaled so that a full tile of a 64-wide layer is still one round
+    /// (128 at 4 rows, 64 at 8): twice the multiply-adds per weight load at 8 rows, half the
+    /// invocations in flight.
+    pub fn with_rows(self, rb: u32) -> MlpShape {
+        let rb = rb.clamp(1, 8);
+        MlpShape {
+            rb,
+            wg: (self.wg * self.rb.max(1) / rb).max(32),
+            ..self
+        }
     }
 
     /// `4 * tile * (max_in + 2 * max_w)` plus the staged weights' bytes: the most workgroup
@@ -389,7 +405,7 @@ fn compose_body(k: &KernelSource, atomic: AtomicMode, shape: MlpShape, extras: E
             shape.max_in.next_multiple_of(4),
             shape.max_w.next_multiple_of(4),
             shape.wg,
-            shape.tile.min(4),
+            shape.rb.clamp(1, 8).min(shape.tile),
             shape.stage.next_multiple_of(4),
             // vec4s of the staged weights: STAGE rows of at most max(MAXIN, MAXW) (at least one,
             // WGSL has no empty arrays).
@@ -420,13 +436,15 @@ mod tests {
                 max_in: 96,
                 max_w: 64,
                 wg: 128,
+                rb: 4,
                 stage: 0,
             },
             MlpShape {
                 tile: 32,
                 max_in: 84,
                 max_w: 64,
-                wg: 128,
+                wg: 64,
+                rb: 8,
                 stage: STAGE_ROWS,
             },
             MlpShape {
@@ -434,6 +452,7 @@ mod tests {
                 max_in: 83,
                 max_w: 512,
                 wg: 256,
+                rb: 4,
                 stage: 0,
             },
             MlpShape {
@@ -441,6 +460,7 @@ mod tests {
                 max_in: 1,
                 max_w: 1,
                 wg: 64,
+                rb: 8,
                 stage: 4,
             },
         ];
@@ -547,5 +567,21 @@ mod tests {
         // global memory, and the tile is fitted to the whole budget.
         let s = MlpShape::fit(83, 64, 6000, 1024, STAGE_ROWS).unwrap();
         assert_eq!((s.tile, s.stage), (4, 0));
+        // Register tiles of 8 rows: half the invocations, the same workgroup memory.
+        let s = MlpShape::fit(83, 64, 32768, 1024, 0).unwrap();
+        assert_eq!((s.rb, s.wg), (4, 128));
+        let s8 = s.with_rows(8);
+        assert_eq!((s8.rb, s8.wg, s8.tile), (8, 64, 32));
+        assert_eq!(s8.workgroup_bytes(), s.workgroup_bytes());
+        assert_eq!(s8.with_rows(4), s);
+        assert!(
+            compose(
+                &KERNELS[KernelId::MlpFwd as usize],
+                AtomicMode::CasU32,
+                s8,
+                Extras::default()
+            )
+            .contains("const RB: u32 = 8u;")
+        );
     }
 }

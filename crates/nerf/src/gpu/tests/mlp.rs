@@ -105,7 +105,7 @@ impl MlpCase {
 #[test]
 fn mlp_forward_matches_cpu_dense_grouped_and_odd() {
     let Some(g) = test_gpu() else { return };
-    for shape in [SHAPE, SHAPE_STAGED] {
+    for shape in [SHAPE, SHAPE_STAGED, SHAPE_ROWS8] {
         mlp_forward_case(&g, shape);
     }
 }
@@ -286,7 +286,7 @@ fn mlp_forward_writes_transposed_weights_from_a_small_grid() {
 #[test]
 fn mlp_backward_matches_cpu_and_is_deterministic() {
     let Some(g) = test_gpu() else { return };
-    for shape in [SHAPE, SHAPE_STAGED] {
+    for shape in [SHAPE, SHAPE_STAGED, SHAPE_ROWS8] {
         mlp_backward_case(&g, shape);
     }
 }
@@ -373,19 +373,19 @@ fn mlp_backward_case(g: &Arc<Gpu>, shape: MlpShape) {
     }
 }
 
-/// Weights staged in workgroup memory (`FLYTHROUGH_GPU_MLP_WEIGHTS=workgroup`) change where the
-/// kernels read them, not the arithmetic: the same products summed in the same order, chunk
-/// boundaries on 4-input blocks. So outputs, cached activations and every gradient equal the
-/// global-memory path's bit for bit, on the three cases (layers of 3 to 35 inputs: one, two and
-/// three chunks of 16, partial ones, and the unaligned layers that stay on the global path), and
-/// both runs use the workgroup memory their shapes declare.
+/// The MLP kernels' variants change where the weights are read and how rows are shared out, not
+/// the arithmetic: weights staged in workgroup memory (`FLYTHROUGH_GPU_MLP_WEIGHTS=workgroup`: the
+/// same products in the same order, chunk boundaries on 4-input blocks) and register tiles of 8
+/// rows (`FLYTHROUGH_GPU_MLP_ROWS=8`: each row's sums as before, more rows per invocation), alone
+/// and together. So outputs, cached activations and every gradient equal the default's bit for
+/// bit, on the three cases (layers of 3 to 35 inputs: one, two and three chunks of 16, partial
+/// ones, the unaligned layers that stay on the global path, partial row blocks).
 #[test]
-fn mlp_staged_weights_equal_the_global_memory_path() {
+fn mlp_kernel_variants_equal_the_default_bit_for_bit() {
     let Some(g) = test_gpu() else { return };
     let kg = Kernels::new(g.clone(), g.atomic_mode(), SHAPE);
-    let ks = Kernels::new(g.clone(), g.atomic_mode(), SHAPE_STAGED);
     assert!(SHAPE_STAGED.workgroup_bytes() > SHAPE.workgroup_bytes());
-    assert!(SHAPE_STAGED.workgroup_bytes() <= g.limits().max_workgroup_storage_bytes);
+    assert!(SHAPE_ROWS8_STAGED.workgroup_bytes() <= g.limits().max_workgroup_storage_bytes);
     let mut r = rng(11);
     for case in CASES {
         let c = mlp_case(&mut r, case);
@@ -405,15 +405,19 @@ fn mlp_staged_weights_equal_the_global_memory_path() {
                 (ds > 0).then_some((1, 13)),
             ),
         };
-        let (a, b) = (run.backward(&g, &kg), run.backward(&g, &ks));
+        let a = run.backward(&g, &kg);
         assert!(a.y.iter().all(|v| v.is_finite()), "{case:?}");
-        same_bits(&format!("forward outputs {case:?}"), &a.y, &b.y);
-        assert_eq!(a.cache, b.cache, "cached activations {case:?}");
-        same_bits(&format!("d_x {case:?}"), &a.dx, &b.dx);
-        if ds > 0 {
-            same_bits(&format!("group d_x {case:?}"), &a.dxg, &b.dxg);
+        for shape in [SHAPE_STAGED, SHAPE_ROWS8, SHAPE_ROWS8_STAGED] {
+            let b = run.backward(&g, &Kernels::new(g.clone(), g.atomic_mode(), shape));
+            let v = format!("{case:?}, {} rows, stage {}", shape.rb, shape.stage);
+            same_bits(&format!("forward outputs {v}"), &a.y, &b.y);
+            assert_eq!(a.cache, b.cache, "cached activations {v}");
+            same_bits(&format!("d_x {v}"), &a.dx, &b.dx);
+            if ds > 0 {
+                same_bits(&format!("group d_x {v}"), &a.dxg, &b.dxg);
+            }
+            same_bits(&format!("d_params {v}"), &a.dp, &b.dp);
         }
-        same_bits(&format!("d_params {case:?}"), &a.dp, &b.dp);
     }
 }
 

@@ -52,6 +52,7 @@ const SHAPE: MlpShape = MlpShape {
     max_in: 96,
     max_w: 64,
     wg: 64,
+    rb: 4,
     stage: 0,
 };
 
@@ -60,6 +61,20 @@ const SHAPE: MlpShape = MlpShape {
 const SHAPE_STAGED: MlpShape = MlpShape {
     stage: super::shaders::STAGE_ROWS,
     ..SHAPE
+};
+
+/// [`SHAPE`] with register tiles of 8 rows (`FLYTHROUGH_GPU_MLP_ROWS=8`): a whole 8-row tile per
+/// invocation, 32 invocations.
+const SHAPE_ROWS8: MlpShape = MlpShape {
+    rb: 8,
+    wg: 32,
+    ..SHAPE
+};
+
+/// Both variants at once.
+const SHAPE_ROWS8_STAGED: MlpShape = MlpShape {
+    stage: super::shaders::STAGE_ROWS,
+    ..SHAPE_ROWS8
 };
 
 fn ks(g: &Arc<Gpu>, atomic: AtomicMode) -> Kernels {
