@@ -42,21 +42,33 @@ fn tile_dot(acc: ptr<function, array<vec4<f32>, RB>>, src: u32, rb: u32, k: u32,
         let t1 = wt[base + (j + 1u) * rq];
         let t2 = wt[base + (j + 2u) * rq];
         let t3 = wt[base + (j + 3u) * rq];
-        for (var k2 = 0u; k2 < RB; k2++) {
-            let d = sh[(src + (rb + k2) * MAXW + j) >> 2u];
-            var s = (*acc)[k2];
-            s += d.x * t0;
-            s += d.y * t1;
-            s += d.z * t2;
-            s += d.w * t3;
-            (*acc)[k2] = s;
-        }
+        fma4(acc, src + rb * MAXW + j, t0, t1, t2, t3);
     }
     for (; j < dout; j++) {
-        let t = wt[base + j * rq];
-        for (var k2 = 0u; k2 < RB; k2++) {
-            (*acc)[k2] += sh_get(src + (rb + k2) * MAXW + j) * t;
-        }
+        fma1(acc, src + rb * MAXW + j, wt[base + j * rq]);
+    }
+}
+
+// The register tile's sums over 4 outputs: row k2 reads the vec4 of its 4 dY values at q + k2 MAXW
+// (q a multiple of 4) in workgroup memory and adds d.x t0 + d.y t1 + d.z t2 + d.w t3, in that
+// order (t0 .. t3: the 4 outputs' weights for the tile's 4 inputs, rows of W^T).
+fn fma4(acc: ptr<function, array<vec4<f32>, RB>>, q: u32, t0: vec4<f32>, t1: vec4<f32>,
+        t2: vec4<f32>, t3: vec4<f32>) {
+    for (var k2 = 0u; k2 < RB; k2++) {
+        let d = sh[(q + k2 * MAXW) >> 2u];
+        var s = (*acc)[k2];
+        s += d.x * t0;
+        s += d.y * t1;
+        s += d.z * t2;
+        s += d.w * t3;
+        (*acc)[k2] = s;
+    }
+}
+
+// One output of the register tile's sums: row k2 adds its dY at q + k2 MAXW times t.
+fn fma1(acc: ptr<function, array<vec4<f32>, RB>>, q: u32, t: vec4<f32>) {
+    for (var k2 = 0u; k2 < RB; k2++) {
+        (*acc)[k2] += sh_get(q + k2 * MAXW) * t;
     }
 }
 
@@ -87,21 +99,10 @@ fn staged_chunk(acc: ptr<function, array<vec4<f32>, RB>>, src: u32, rb: u32, j0:
         let t1 = wsh[(j + 1u) * rq + iq];
         let t2 = wsh[(j + 2u) * rq + iq];
         let t3 = wsh[(j + 3u) * rq + iq];
-        for (var k2 = 0u; k2 < RB; k2++) {
-            let d = sh[(src + (rb + k2) * MAXW + j0 + j) >> 2u];
-            var s = (*acc)[k2];
-            s += d.x * t0;
-            s += d.y * t1;
-            s += d.z * t2;
-            s += d.w * t3;
-            (*acc)[k2] = s;
-        }
+        fma4(acc, src + rb * MAXW + j0 + j, t0, t1, t2, t3);
     }
     for (; j < nc; j++) {
-        let t = wsh[j * rq + iq];
-        for (var k2 = 0u; k2 < RB; k2++) {
-            (*acc)[k2] += sh_get(src + (rb + k2) * MAXW + j0 + j) * t;
-        }
+        fma1(acc, src + rb * MAXW + j0 + j, wsh[j * rq + iq]);
     }
 }
 

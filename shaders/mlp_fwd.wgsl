@@ -142,21 +142,10 @@ fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
                             let wb = wsh[(i + 1u) * dq + jq];
                             let wc = wsh[(i + 2u) * dq + jq];
                             let wd = wsh[(i + 3u) * dq + jq];
-                            for (var k2 = 0u; k2 < RB; k2++) {
-                                let x = sh[(src + (rb + k2) * sstride + i0 + i) >> 2u];
-                                var s = acc[k2];
-                                s += x.x * wa;
-                                s += x.y * wb;
-                                s += x.z * wc;
-                                s += x.w * wd;
-                                acc[k2] = s;
-                            }
+                            fma4(&acc, src + rb * sstride + i0 + i, sstride, wa, wb, wc, wd);
                         }
                         for (; i < nc; i++) {
-                            let w = wsh[i * dq + jq];
-                            for (var k2 = 0u; k2 < RB; k2++) {
-                                acc[k2] += sh_get(src + (rb + k2) * sstride + i0 + i) * w;
-                            }
+                            fma1(&acc, src + rb * sstride + i0 + i, sstride, wsh[i * dq + jq]);
                         }
                     }
                 }
@@ -179,15 +168,7 @@ fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
                     let wb = params4[wq + dq];
                     let wc = params4[wq + 2u * dq];
                     let wd = params4[wq + 3u * dq];
-                    for (var k2 = 0u; k2 < RB; k2++) {
-                        let x = sh[(src + (rb + k2) * sstride + i) >> 2u];
-                        var s = acc[k2];
-                        s += x.x * wa;
-                        s += x.y * wb;
-                        s += x.z * wc;
-                        s += x.w * wd;
-                        acc[k2] = s;
-                    }
+                    fma4(&acc, src + rb * sstride + i, sstride, wa, wb, wc, wd);
                 }
             }
             for (; i < din; i++) {
@@ -198,13 +179,34 @@ fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
                 } else {
                     for (var c = 0u; c < nj; c++) { w[c] = params[wi + c]; }
                 }
-                for (var k2 = 0u; k2 < RB; k2++) {
-                    acc[k2] += sh_get(src + (rb + k2) * sstride + i) * w;
-                }
+                fma1(&acc, src + rb * sstride + i, sstride, w);
             }
             tile_store(lay, acc, rb, j0);
         }
         workgroupBarrier();
+    }
+}
+
+// The register tile's sums over 4 inputs: row k2 reads the vec4 of its 4 activations at q +
+// k2 * stride (q a multiple of 4) in workgroup memory and adds x.x wa + x.y wb + x.z wc + x.w wd,
+// in that order (wa .. wd: the 4 inputs' weights for the tile's 4 outputs).
+fn fma4(acc: ptr<function, array<vec4<f32>, RB>>, q: u32, stride: u32, wa: vec4<f32>,
+        wb: vec4<f32>, wc: vec4<f32>, wd: vec4<f32>) {
+    for (var k2 = 0u; k2 < RB; k2++) {
+        let x = sh[(q + k2 * stride) >> 2u];
+        var s = (*acc)[k2];
+        s += x.x * wa;
+        s += x.y * wb;
+        s += x.z * wc;
+        s += x.w * wd;
+        (*acc)[k2] = s;
+    }
+}
+
+// One input of the register tile's sums: row k2 adds its activation at q + k2 * stride times w.
+fn fma1(acc: ptr<function, array<vec4<f32>, RB>>, q: u32, stride: u32, w: vec4<f32>) {
+    for (var k2 = 0u; k2 < RB; k2++) {
+        (*acc)[k2] += sh_get(q + k2 * stride) * w;
     }
 }
 
