@@ -122,6 +122,9 @@ done
 for w in $RENDER_W; do
   part "render_gpu_$w" 60 "$BIN" render "$w" 3 "$DEVICE" $RENDER_TINY
 done
+# The widest frame again with 8-row MLP register tiles (a frame's time is mostly mlp_fwd: the
+# 0.5 s target at 3840x1920 is where the register tile matters most).
+part "render_gpu_rows8_$w" 60 env FLYTHROUGH_GPU_MLP_ROWS=8 "$BIN" render "$w" 3 "$DEVICE" $RENDER_TINY
 # The baked model (crates/bake/examples/bench_baked_gpu.rs: a synthetic 256^3 room) on the GPU.
 for w in $RENDER_W; do
   part "baked_gpu_$w" 60 "$BAKED_BIN" "$w" 3 "$DEVICE" $RENDER_TINY

@@ -183,10 +183,9 @@ fn step_mode(args: &[String]) {
             out["gpu"] = serde_json::json!({
                 "adapter": g.adapter().to_string(),
                 "features": format!(
-                    "{} activations, MLP weights from {} memory, {}x4 MLP register tiles, {} hash scatter{}, {} atomics",
+                    "{} activations, {}, {} hash scatter{}, {} atomics",
                     gpu::training_act(&g).name(),
-                    gpu::mlp_weights(),
-                    gpu::mlp_rows(),
+                    mlp_variant(),
                     gpu::hash_scatter(&g),
                     if gpu::hash_scatter(&g) == "subgroup" {
                         format!(" ({}-lane subgroups)", g.limits().subgroup_max_size)
@@ -312,6 +311,7 @@ fn render_mode(args: &[String]) {
         }
         let s = t0.elapsed().as_secs_f64() / frames as f64;
         out["adapter"] = g.adapter().to_string().into();
+        out["mlp_variant"] = mlp_variant().into();
         out["chunk_rays"] = r.chunk().into();
         out["seconds_per_frame"] = s.into();
         // Per-kernel times of one more frame (each chunk waits for its timestamps), and the rates
@@ -533,6 +533,19 @@ fn train_mode(args: &[String]) {
 }
 
 /// Markdown tables from the JSON lines of the other modes (files given, or stdin).
+/// The MLP kernels' variant of this process, as the table names it ([`MLP_DEFAULT`] unless
+/// `FLYTHROUGH_GPU_MLP_WEIGHTS` or `FLYTHROUGH_GPU_MLP_ROWS` say otherwise).
+fn mlp_variant() -> String {
+    format!(
+        "MLP weights from {} memory, {}x4 MLP register tiles",
+        gpu::mlp_weights(),
+        gpu::mlp_rows()
+    )
+}
+
+/// [`mlp_variant`] without either variable.
+const MLP_DEFAULT: &str = "MLP weights from global memory, 4x4 MLP register tiles";
+
 fn table_mode(args: &[String]) {
     let mut text = String::new();
     if args.is_empty() {
@@ -629,6 +642,10 @@ fn table_mode(args: &[String]) {
                 ""
             };
         if r["device"] == "gpu" {
+            let w = match r["mlp_variant"].as_str() {
+                Some(m) if m != MLP_DEFAULT => format!("{w} ({m})"),
+                _ => w,
+            };
             println!("| s per {w} 360° frame | {v} | | |");
         } else {
             println!("| s per {w} 360° frame | | {v} | |");
@@ -825,9 +842,13 @@ fn table_mode(args: &[String]) {
         let mut ks = kernel_times(&r["kernels"], "frame");
         ks.sort_by(|a, b| b.1.total_cmp(&a.1));
         let total: f64 = ks.iter().map(|k| k.1).sum();
+        let variant = match r["mlp_variant"].as_str() {
+            Some(m) if m != MLP_DEFAULT => format!(", {m}"),
+            _ => String::new(),
+        };
         println!(
-            "\nPer-kernel GPU time of one {}x{} 360° frame (chunks of up to {} rays; kernels alone: {:.1} \
-             ms):\n\n| kernel | ms per frame | share | dispatches |\n|---|---:|---:|---:|",
+            "\nPer-kernel GPU time of one {}x{} 360° frame (chunks of up to {} rays{variant}; kernels alone: \
+             {:.1} ms):\n\n| kernel | ms per frame | share | dispatches |\n|---|---:|---:|---:|",
             r["width"], r["height"], r["chunk_rays"], total
         );
         for (k, ms, n) in ks {
