@@ -26,8 +26,6 @@ var<workgroup> sh: array<vec4<f32>, 2u * TILE * MAXW / 4u>;
 // STAGE rows of a layer's W^T (WSTAGE vec4s; 1 when weights are read from global memory).
 var<workgroup> wsh: array<vec4<f32>, WSTAGE>;
 
-fn sh_get(q: u32) -> f32 { return sh[q >> 2u][q & 3u]; }
-fn sh_set(q: u32, v: f32) { sh[q >> 2u][q & 3u] = v; }
 
 // acc[k2] (4 inputs i0 .. i0 + 3 of row rb + k2) += sum over outputs j of dY[row, j] W_k[i, j], in
 // output order; dY rows at `src` (stride MAXW) in workgroup memory, W_k^T rows from `wt` (inputs
@@ -42,33 +40,10 @@ fn tile_dot(acc: ptr<function, array<vec4<f32>, RB>>, src: u32, rb: u32, k: u32,
         let t1 = wt[base + (j + 1u) * rq];
         let t2 = wt[base + (j + 2u) * rq];
         let t3 = wt[base + (j + 3u) * rq];
-        fma4(acc, src + rb * MAXW + j, t0, t1, t2, t3);
+        fma4(acc, src + rb * MAXW + j, MAXW, t0, t1, t2, t3);
     }
     for (; j < dout; j++) {
-        fma1(acc, src + rb * MAXW + j, wt[base + j * rq]);
-    }
-}
-
-// The register tile's sums over 4 outputs: row k2 reads the vec4 of its 4 dY values at q + k2 MAXW
-// (q a multiple of 4) in workgroup memory and adds d.x t0 + d.y t1 + d.z t2 + d.w t3, in that
-// order (t0 .. t3: the 4 outputs' weights for the tile's 4 inputs, rows of W^T).
-fn fma4(acc: ptr<function, array<vec4<f32>, RB>>, q: u32, t0: vec4<f32>, t1: vec4<f32>,
-        t2: vec4<f32>, t3: vec4<f32>) {
-    for (var k2 = 0u; k2 < RB; k2++) {
-        let d = sh[(q + k2 * MAXW) >> 2u];
-        var s = (*acc)[k2];
-        s += d.x * t0;
-        s += d.y * t1;
-        s += d.z * t2;
-        s += d.w * t3;
-        (*acc)[k2] = s;
-    }
-}
-
-// One output of the register tile's sums: row k2 adds its dY at q + k2 MAXW times t.
-fn fma1(acc: ptr<function, array<vec4<f32>, RB>>, q: u32, t: vec4<f32>) {
-    for (var k2 = 0u; k2 < RB; k2++) {
-        (*acc)[k2] += sh_get(q + k2 * MAXW) * t;
+        fma1(acc, src + rb * MAXW + j, MAXW, wt[base + j * rq]);
     }
 }
 
@@ -99,10 +74,10 @@ fn staged_chunk(acc: ptr<function, array<vec4<f32>, RB>>, src: u32, rb: u32, j0:
         let t1 = wsh[(j + 1u) * rq + iq];
         let t2 = wsh[(j + 2u) * rq + iq];
         let t3 = wsh[(j + 3u) * rq + iq];
-        fma4(acc, src + rb * MAXW + j0 + j, t0, t1, t2, t3);
+        fma4(acc, src + rb * MAXW + j0 + j, MAXW, t0, t1, t2, t3);
     }
     for (; j < nc; j++) {
-        fma1(acc, src + rb * MAXW + j0 + j, wsh[j * rq + iq]);
+        fma1(acc, src + rb * MAXW + j0 + j, MAXW, wsh[j * rq + iq]);
     }
 }
 

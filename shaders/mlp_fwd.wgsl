@@ -33,8 +33,6 @@ var<workgroup> sh: array<vec4<f32>, TILE * (MAXIN + 2u * MAXW) / 4u>;
 // STAGE rows of a layer's weights (WSTAGE vec4s; 1 when weights are read from global memory).
 var<workgroup> wsh: array<vec4<f32>, WSTAGE>;
 
-fn sh_get(q: u32) -> f32 { return sh[q >> 2u][q & 3u]; }
-fn sh_set(q: u32, v: f32) { sh[q >> 2u][q & 3u] = v; }
 
 fn x_in(r: u32, i: u32) -> f32 {
     if (i < p.d_local) { return a[r * p.a_stride + p.a_off + i]; }
@@ -145,7 +143,8 @@ fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
                             fma4(&acc, src + rb * sstride + i0 + i, sstride, wa, wb, wc, wd);
                         }
                         for (; i < nc; i++) {
-                            fma1(&acc, src + rb * sstride + i0 + i, sstride, wsh[i * dq + jq]);
+                            let w = wsh[i * dq + jq];
+                            fma1(&acc, src + rb * sstride + i0 + i, sstride, w);
                         }
                     }
                 }
@@ -184,29 +183,6 @@ fn mlp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
             tile_store(lay, acc, rb, j0);
         }
         workgroupBarrier();
-    }
-}
-
-// The register tile's sums over 4 inputs: row k2 reads the vec4 of its 4 activations at q +
-// k2 * stride (q a multiple of 4) in workgroup memory and adds x.x wa + x.y wb + x.z wc + x.w wd,
-// in that order (wa .. wd: the 4 inputs' weights for the tile's 4 outputs).
-fn fma4(acc: ptr<function, array<vec4<f32>, RB>>, q: u32, stride: u32, wa: vec4<f32>,
-        wb: vec4<f32>, wc: vec4<f32>, wd: vec4<f32>) {
-    for (var k2 = 0u; k2 < RB; k2++) {
-        let x = sh[(q + k2 * stride) >> 2u];
-        var s = (*acc)[k2];
-        s += x.x * wa;
-        s += x.y * wb;
-        s += x.z * wc;
-        s += x.w * wd;
-        (*acc)[k2] = s;
-    }
-}
-
-// One input of the register tile's sums: row k2 adds its activation at q + k2 * stride times w.
-fn fma1(acc: ptr<function, array<vec4<f32>, RB>>, q: u32, stride: u32, w: vec4<f32>) {
-    for (var k2 = 0u; k2 < RB; k2++) {
-        (*acc)[k2] += sh_get(q + k2 * stride) * w;
     }
 }
 

@@ -532,7 +532,6 @@ fn train_mode(args: &[String]) {
     println!("{out}");
 }
 
-/// Markdown tables from the JSON lines of the other modes (files given, or stdin).
 /// The MLP kernels' variant of this process, as the table names it ([`MLP_DEFAULT`] unless
 /// `FLYTHROUGH_GPU_MLP_WEIGHTS` or `FLYTHROUGH_GPU_MLP_ROWS` say otherwise).
 fn mlp_variant() -> String {
@@ -546,6 +545,7 @@ fn mlp_variant() -> String {
 /// [`mlp_variant`] without either variable.
 const MLP_DEFAULT: &str = "MLP weights from global memory, 4x4 MLP register tiles";
 
+/// Markdown tables from the JSON lines of the other modes (files given, or stdin).
 fn table_mode(args: &[String]) {
     let mut text = String::new();
     if args.is_empty() {

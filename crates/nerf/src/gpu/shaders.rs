@@ -1,6 +1,7 @@
 //! The WGSL kernels of `shaders/`, composed at build time: each kernel file is concatenated after
 //! `shaders/common.wgsl` and `shaders/params.wgsl` (every kernel's parameter block, declared once;
-//! the MLP kernels also after `shaders/mlp_common.wgsl`) by `include_str!`,
+//! the MLP kernels also after `shaders/mlp_common.wgsl`, and `mlp_fwd` and `mlp_bwd_data` after
+//! `shaders/mlp_tile.wgsl`, their register-tile arithmetic) by `include_str!`,
 //! so the binary carries them and nothing is read at run time. At pipeline creation two small
 //! choices are prepended: the gradient-scatter variant (`shaders/atomic_native.wgsl` or
 //! `shaders/atomic_cas.wgsl`) for the kernels that scatter, the hash-grid scatter
@@ -16,25 +17,15 @@ macro_rules! wgsl {
 }
 
 macro_rules! kernel {
-    ($f:literal) => {
-        concat!(
-            wgsl!("common.wgsl"),
-            "\n",
-            wgsl!("params.wgsl"),
-            "\n// ---- ",
-            $f,
-            "\n",
-            wgsl!($f)
-        )
-    };
-    ($f:literal, mlp) => {
+    // The kernel file after common.wgsl, params.wgsl and the shared files it names.
+    ($f:literal $(, $shared:literal)*) => {
         concat!(
             wgsl!("common.wgsl"),
             "\n",
             wgsl!("params.wgsl"),
             "\n",
-            wgsl!("mlp_common.wgsl"),
-            "\n// ---- ",
+            $(wgsl!($shared), "\n",)*
+            "// ---- ",
             $f,
             "\n",
             wgsl!($f)
@@ -181,19 +172,19 @@ pub const KERNELS: &[KernelSource] = &[
     KernelSource {
         id: KernelId::MlpFwd,
         name: "mlp_fwd",
-        text: kernel!("mlp_fwd.wgsl", mlp),
+        text: kernel!("mlp_fwd.wgsl", "mlp_common.wgsl", "mlp_tile.wgsl"),
         needs: Needs::MlpShape,
     },
     KernelSource {
         id: KernelId::MlpBwdData,
         name: "mlp_bwd_data",
-        text: kernel!("mlp_bwd_data.wgsl", mlp),
+        text: kernel!("mlp_bwd_data.wgsl", "mlp_common.wgsl", "mlp_tile.wgsl"),
         needs: Needs::MlpShape,
     },
     KernelSource {
         id: KernelId::MlpBwdWeights,
         name: "mlp_bwd_weights",
-        text: kernel!("mlp_bwd_weights.wgsl", mlp),
+        text: kernel!("mlp_bwd_weights.wgsl", "mlp_common.wgsl"),
         needs: Needs::MlpShape,
     },
     KernelSource {
@@ -286,8 +277,9 @@ pub const SCATTER_SUBGROUP: &str = wgsl!("scatter_subgroup.wgsl");
 /// vector), invocations per workgroup, rows per invocation (`rb`: each invocation of `mlp_fwd` and
 /// `mlp_bwd_data` computes a register tile of `min(rb, tile)` rows x 4 columns; 4 by default, 8
 /// with [`MlpShape::with_rows`]), and the weight rows staged in workgroup memory at a time
-/// (`stage`, a multiple of 4; 0: the kernels read the weights from global memory). Workgroup memory: `4 * tile * (max_in + 2 * max_w)` bytes,
-/// plus `4 * stage * max(max_in, max_w)` for the staged weights.
+/// (`stage`, a multiple of 4; 0: the kernels read the weights from global memory). Workgroup
+/// memory: `4 * tile * (max_in + 2 * max_w)` bytes, plus `4 * stage * max(max_in, max_w)` for the
+/// staged weights ([`staged_floats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MlpShape {
     pub tile: u32,
@@ -301,6 +293,13 @@ pub struct MlpShape {
 /// Weight rows per staged chunk of the MLP kernels when weights go through workgroup memory
 /// ([`MlpShape::stage`]): 16 rows of a 64-wide layer are 4 KB.
 pub const STAGE_ROWS: u32 = 16;
+
+/// Floats of the staged weights (the kernels' `wsh`): `stage` rows of the widest input or layer,
+/// each rounded up to a multiple of 4 as the kernels round them (the forward stages rows of W, at
+/// most `max_w` wide; the backward rows of W^T, at most `max(max_in, max_w)`).
+pub fn staged_floats(stage: u32, max_in: u32, max_w: u32) -> u32 {
+    stage.next_multiple_of(4) * max_in.next_multiple_of(4).max(max_w.next_multiple_of(4))
+}
 
 impl MlpShape {
     /// The largest power-of-two tile (at most 32 rows) whose workgroup memory, with `stage` weight
@@ -316,7 +315,7 @@ impl MlpShape {
         let (max_in, max_w) = (max_in.next_multiple_of(4), max_w.next_multiple_of(4));
         let stage = stage.next_multiple_of(4);
         let per_row = 4 * (max_in + 2 * max_w);
-        let staged = 4 * stage * max_in.max(max_w);
+        let staged = 4 * staged_floats(stage, max_in, max_w);
         let Some(budget_rows) = budget.checked_sub(staged).filter(|&b| b >= per_row) else {
             return if stage > 0 {
                 MlpShape::fit(max_in, max_w, budget, max_invocations, 0)
@@ -358,7 +357,7 @@ impl MlpShape {
             self.max_in.next_multiple_of(4),
             self.max_w.next_multiple_of(4),
         );
-        4 * self.tile * (i + 2 * w) + 4 * self.stage.next_multiple_of(4) * i.max(w)
+        4 * self.tile * (i + 2 * w) + 4 * staged_floats(self.stage, i, w)
     }
 }
 
@@ -407,15 +406,8 @@ fn compose_body(k: &KernelSource, atomic: AtomicMode, shape: MlpShape, extras: E
             shape.wg,
             shape.rb.clamp(1, 8).min(shape.tile),
             shape.stage.next_multiple_of(4),
-            // vec4s of the staged weights: STAGE rows of at most max(MAXIN, MAXW) (at least one,
-            // WGSL has no empty arrays).
-            (shape.stage.next_multiple_of(4)
-                * shape
-                    .max_in
-                    .next_multiple_of(4)
-                    .max(shape.max_w.next_multiple_of(4))
-                / 4)
-            .max(1),
+            // vec4s of the staged weights (at least one: WGSL has no empty arrays).
+            (staged_floats(shape.stage, shape.max_in, shape.max_w) / 4).max(1),
             k.text
         ),
     }
